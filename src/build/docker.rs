@@ -1,0 +1,354 @@
+//! The only place that talks to the Docker Engine. Callers see `Engine`, `ContainerSpec`
+//! and `InfraError`; bollard's types stay in here.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkDisconnectRequest};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+/// Something outside the package went wrong: retrying may help, the package is not at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InfraError(pub String);
+
+impl InfraError {
+    fn docker(what: &str, e: bollard::errors::Error) -> InfraError {
+        InfraError(format!("Docker: {what}: {e}"))
+    }
+}
+
+/// Label put on every build container, so that leftovers can always be found.
+pub const LABEL_BUILD: &str = "org.packetary.build-id";
+pub const LABEL_TARGET: &str = "org.packetary.target";
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// What a build container is made of.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: HashMap<String, String>,
+    /// `(host path, container path, read_only)`.
+    pub mounts: Vec<(String, String, bool)>,
+    pub env: Vec<String>,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids: Option<i64>,
+    pub network: bool,
+    pub cap_add: Vec<String>,
+    pub security_opt: Vec<String>,
+}
+
+impl Engine {
+    /// Connects to `host` (or DOCKER_HOST / the local socket) and agrees on an API version,
+    /// so that older daemons (Debian's 20.10 speaks 1.41) are served too.
+    pub async fn connect(host: Option<&str>) -> Result<Engine, InfraError> {
+        let docker = match host {
+            Some(h) => Docker::connect_with_host(h),
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(|e| InfraError::docker("cannot set up a client", e))?;
+        let docker = docker.with_timeout(std::time::Duration::from_secs(600));
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            InfraError(format!(
+                "no Docker daemon answers at {}: {e}\n  fix: start one (`systemctl start docker`, or `dockerd &`), or set [docker] host / DOCKER_HOST",
+                host.map(str::to_string)
+                    .or_else(|| std::env::var("DOCKER_HOST").ok())
+                    .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+            ))
+        })?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| InfraError(format!("the Docker daemon does not answer a ping: {e}")))?;
+        Ok(Engine { docker })
+    }
+
+    pub async fn ping(&self) -> Result<(), InfraError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| InfraError::docker("ping", e))
+    }
+
+    /// The image's id (`sha256:...`), or `None` when the daemon does not have it.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, InfraError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(InfraError::docker(&format!("inspect image {image}"), e)),
+        }
+    }
+
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, InfraError> {
+        let binds = spec
+            .mounts
+            .iter()
+            .map(|(h, c, ro)| format!("{h}:{c}:{}", if *ro { "ro" } else { "rw" }))
+            .collect();
+        let host_config = HostConfig {
+            binds: Some(binds),
+            memory: spec.memory_bytes,
+            // Same as memory: no swap, so that the limit is a real limit.
+            memory_swap: spec.memory_bytes,
+            nano_cpus: spec.nano_cpus,
+            pids_limit: spec.pids,
+            network_mode: Some(if spec.network { "bridge" } else { "none" }.into()),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            security_opt: (!spec.security_opt.is_empty()).then(|| spec.security_opt.clone()),
+            auto_remove: Some(false),
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            // The container only hosts the phases' exec calls.
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            labels: Some(spec.labels.clone()),
+            env: Some(spec.env.clone()),
+            hostname: Some("packetary".into()),
+            working_dir: Some("/".into()),
+            network_disabled: Some(!spec.network),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| InfraError::docker("create the build container", e))?;
+        Ok(created.id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), InfraError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| InfraError::docker("start the build container", e))
+    }
+
+    /// Runs `cmd` in the container, streaming its output to `log`; returns its exit code.
+    pub async fn exec<W>(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        log: &mut W,
+    ) -> Result<i64, InfraError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                bollard::exec::CreateExecOptions {
+                    cmd: Some(cmd),
+                    env: Some(env),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| InfraError::docker("create exec", e))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| InfraError::docker("start exec", e))?;
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                let chunk = chunk.map_err(|e| InfraError::docker("read exec output", e))?;
+                log.write_all(&chunk.into_bytes())
+                    .await
+                    .map_err(|e| InfraError(format!("write build log: {e}")))?;
+            }
+        }
+        log.flush()
+            .await
+            .map_err(|e| InfraError(format!("write build log: {e}")))?;
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| InfraError::docker("inspect exec", e))?;
+        inspect
+            .exit_code
+            .ok_or_else(|| InfraError("Docker did not report the exit code of a phase".into()))
+    }
+
+    /// Whether the kernel killed something in the container for lack of memory. Docker's
+    /// OOMKilled flag only covers the main process, so the cgroup's own counter is read too.
+    pub async fn oom_killed(&self, id: &str) -> bool {
+        if let Ok(c) = self.docker.inspect_container(id, None).await {
+            if c.state.and_then(|s| s.oom_killed) == Some(true) {
+                return true;
+            }
+        }
+        let mut out = Vec::new();
+        let cmd = vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null".into(),
+        ];
+        if self.exec(id, cmd, vec![], &mut out).await.is_err() {
+            return false;
+        }
+        parse_oom_kills(&String::from_utf8_lossy(&out)) > 0
+    }
+
+    /// Takes the container off every network, before phases that must not reach out.
+    pub async fn disconnect_all(&self, id: &str) -> Result<(), InfraError> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| InfraError::docker("inspect the build container", e))?;
+        let nets = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        for name in nets.keys().filter(|n| n.as_str() != "none") {
+            self.docker
+                .disconnect_network(
+                    name,
+                    NetworkDisconnectRequest {
+                        container: id.to_string(),
+                        force: Some(true),
+                    },
+                )
+                .await
+                .map_err(|e| InfraError::docker(&format!("disconnect from network {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the container whatever its state; a missing container is not an error.
+    pub async fn remove(&self, id: &str) -> Result<(), InfraError> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(InfraError::docker("remove the build container", e)),
+        }
+    }
+
+    /// Ids of the containers carrying `label` (optionally `label=value`), running or not.
+    pub async fn containers_with_label(&self, label: &str) -> Result<Vec<String>, InfraError> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![label.to_string()]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| InfraError::docker("list containers", e))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Builds `tag` from a tar build context; each output line goes to `progress`.
+    pub async fn build_image(
+        &self,
+        tag: &str,
+        context_tar: Vec<u8>,
+        buildargs: &HashMap<String, String>,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), InfraError> {
+        let opts = BuildImageOptionsBuilder::default()
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(buildargs)
+            .build();
+        let mut stream = self.docker.build_image(
+            opts,
+            None,
+            Some(bollard::body_full(bytes::Bytes::from(context_tar))),
+        );
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| InfraError(format!("building image {tag}: {e}")))?;
+            if let Some(detail) = info.error_detail {
+                return Err(InfraError(format!(
+                    "building image {tag}: {}",
+                    detail.message.unwrap_or_default()
+                )));
+            }
+            if let Some(line) = info.stream {
+                for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                    progress(l);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `docker import`: makes an image from a root file system tarball.
+    pub async fn import_rootfs(&self, tarball: &Path, repo: &str, tag: &str) -> Result<(), InfraError> {
+        let file = tokio::fs::File::open(tarball)
+            .await
+            .map_err(|e| InfraError(format!("open {}: {e}", tarball.display())))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
+        let opts = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let mut stream = self.docker.create_image(Some(opts), Some(body), None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| InfraError(format!("importing {repo}:{tag}: {e}")))?;
+            if let Some(detail) = info.error_detail {
+                return Err(InfraError(format!(
+                    "importing {repo}:{tag}: {}",
+                    detail.message.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sums the `oom_kill` counters of cgroup v1's memory.oom_control and v2's memory.events.
+fn parse_oom_kills(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn oom_counters() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n";
+        let v2 = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(super::parse_oom_kills(v1), 1);
+        assert_eq!(super::parse_oom_kills(v2), 2);
+        assert_eq!(super::parse_oom_kills("oom_kill_disable 0\noom_kill 0\n"), 0);
+    }
+}

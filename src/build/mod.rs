@@ -1,0 +1,700 @@
+//! The executor: one fresh container per build, phases with their own logs and timings,
+//! limits, and results out. Docker's types stay in `docker`.
+
+pub mod backend;
+pub mod docker;
+pub mod images;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Backend, RepoLocation, Target};
+use crate::model::{BuildId, Nevr, TargetName};
+use crate::plan::PackageSource;
+use backend::{ContainerRepo, MISSING_MARK, NEVR_FILE, OUT_DIR, REPO_DIR, SOURCE_DIR, SPEC_DIR};
+pub use docker::{Engine, InfraError, LABEL_BUILD, LABEL_TARGET};
+
+/// The phases of a build, in order; each is timed in `state.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Container created and started, sources mounted.
+    Prepare,
+    /// The SRPM is made from the spec and its sources.
+    Srpm,
+    /// BuildRequires of the SRPM are installed from the target's repositories.
+    Deps,
+    /// Binary packages are rebuilt from the SRPM, without network.
+    Build,
+    /// Results are checked and moved to their final place.
+    Collect,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::Srpm => "srpm",
+            Phase::Deps => "deps",
+            Phase::Build => "build",
+            Phase::Collect => "collect",
+        }
+    }
+
+    /// The log a phase writes to, named like Mock's.
+    pub fn log_name(self) -> &'static str {
+        match self {
+            Phase::Prepare | Phase::Deps => "root.log",
+            Phase::Srpm | Phase::Build => "build.log",
+            Phase::Collect => "state.log",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One build to run.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub id: BuildId,
+    pub package: PackageSource,
+    pub target: Target,
+    /// Results go to `out_root/<target>/<name>-<version>-<release>/`.
+    pub out_root: PathBuf,
+    /// Repositories added to the target's for this build.
+    pub extra_repos: Vec<crate::config::Repo>,
+}
+
+/// Why a package did not build; all of these are the package's doing, not the system's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Failure {
+    /// A phase's command exited non-zero.
+    Exit { code: i64 },
+    /// BuildRequires that no repository provides.
+    MissingDeps { capabilities: Vec<String> },
+    /// The wall-clock limit ran out.
+    Timeout { limit_secs: u64 },
+    /// The kernel killed the build for exceeding its memory limit.
+    OutOfMemory { limit_bytes: Option<i64> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded {
+        srpm: PathBuf,
+        rpms: Vec<PathBuf>,
+    },
+    Failed {
+        phase: Phase,
+        failure: Failure,
+        /// One line for a status description: what failed and the first error line.
+        message: String,
+        log: PathBuf,
+    },
+    /// An infrastructure fault (Docker, disk, image): worth retrying, not the package's fault.
+    Error { message: String },
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Outcome::Succeeded { .. })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTiming {
+    pub phase: Phase,
+    pub started: String,
+    pub seconds: f64,
+    pub ok: bool,
+}
+
+/// What a build produced and how; also written as `build.json` next to the logs.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub id: BuildId,
+    pub package: String,
+    pub spec: PathBuf,
+    pub target: TargetName,
+    pub backend: Backend,
+    pub image: String,
+    pub image_id: Option<String>,
+    pub nevr: Option<Nevr>,
+    pub dir: PathBuf,
+    pub phases: Vec<PhaseTiming>,
+    /// The exact commands run in the container, phase by phase, for `packetary rebuild`.
+    pub commands: Vec<(Phase, Vec<String>)>,
+    pub repos: Vec<String>,
+    pub outcome: Outcome,
+}
+
+/// Progress of a build, for terminals and build pages.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub build: BuildId,
+    pub package: String,
+    pub target: TargetName,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    PhaseStarted(Phase),
+    PhaseFinished {
+        phase: Phase,
+        elapsed: Duration,
+        ok: bool,
+    },
+    Finished(Box<BuildReport>),
+}
+
+/// Runs builds on one Docker engine.
+#[derive(Clone)]
+pub struct Executor {
+    engine: Engine,
+}
+
+/// State a build keeps while it runs, so that a timeout or cancellation can still tell
+/// which phase it stopped in and clean up.
+struct Run {
+    req: BuildRequest,
+    staging: PathBuf,
+    container: Option<String>,
+    phase: Phase,
+    phase_start: Instant,
+    phase_started_at: String,
+    phases: Vec<PhaseTiming>,
+    commands: Vec<(Phase, Vec<String>)>,
+    nevr: Option<Nevr>,
+    events: Option<UnboundedSender<Event>>,
+    state_log: Vec<u8>,
+    oom_limit: Option<i64>,
+}
+
+impl Executor {
+    pub fn new(engine: Engine) -> Executor {
+        Executor { engine }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs one build to its end. Never leaves its container behind: every way out of the
+    /// phases (success, failure, timeout, cancellation) goes through the removal below.
+    pub async fn run(
+        &self,
+        req: BuildRequest,
+        image_id: Option<String>,
+        events: Option<UnboundedSender<Event>>,
+        cancel: CancellationToken,
+    ) -> BuildReport {
+        let target_dir = req.out_root.join(req.target.name.as_str());
+        let staging = target_dir.join(format!(".build-{}", req.id));
+        let mut run = Run {
+            oom_limit: req.target.limits.memory_bytes,
+            req,
+            staging,
+            container: None,
+            phase: Phase::Prepare,
+            phase_start: Instant::now(),
+            phase_started_at: now(),
+            phases: vec![],
+            commands: vec![],
+            nevr: None,
+            events,
+            state_log: vec![],
+        };
+        let timeout = run.req.target.limits.timeout;
+        run.begin(Phase::Prepare);
+
+        let result = tokio::select! {
+            r = self.phases(&mut run) => r,
+            () = tokio::time::sleep(timeout) => Err(Stop::Failed(Failure::Timeout { limit_secs: timeout.as_secs() }, format!("build exceeded its time limit of {}", humantime::format_duration(timeout)))),
+            () = cancel.cancelled() => Err(Stop::Cancelled),
+        };
+
+        if let Some(id) = run.container.take() {
+            if let Err(e) = self.engine.remove(&id).await {
+                tracing::error!(container = %id, "could not remove build container: {e}");
+            }
+        }
+        let outcome = match result {
+            Ok(()) => {
+                run.begin(Phase::Collect);
+                match run.collect() {
+                    Ok(o) => {
+                        run.end(true);
+                        o
+                    }
+                    Err(e) => {
+                        run.end(false);
+                        Outcome::Error { message: e }
+                    }
+                }
+            }
+            Err(stop) => {
+                let phase = run.phase;
+                run.end(false);
+                match stop {
+                    Stop::Cancelled => Outcome::Cancelled,
+                    Stop::Infra(e) => Outcome::Error { message: e.0 },
+                    Stop::Failed(failure, detail) => {
+                        let log = run.final_dir().join("logs").join(phase.log_name());
+                        Outcome::Failed {
+                            phase,
+                            message: format!("{phase} phase failed: {detail}"),
+                            failure,
+                            log,
+                        }
+                    }
+                }
+            }
+        };
+        run.finish(image_id, outcome).await
+    }
+
+    async fn phases(&self, run: &mut Run) -> Result<(), Stop> {
+        let target = run.req.target.clone();
+        let logs = run.staging.join("logs");
+        tokio::fs::create_dir_all(&logs)
+            .await
+            .map_err(|e| infra(format!("create {}: {e}", logs.display())))?;
+        let mut repos = target.repos.clone();
+        repos.extend(run.req.extra_repos.iter().cloned());
+        let mut mounts = vec![
+            (
+                run.req.package.spec.display().to_string(),
+                format!("{SPEC_DIR}/{}", spec_file_name(&run.req.package.spec)),
+                true,
+            ),
+            (run.req.package.source_dir.display().to_string(), SOURCE_DIR.to_string(), true),
+            (run.staging.display().to_string(), OUT_DIR.to_string(), false),
+        ];
+        let mut container_repos = vec![];
+        let mut network = false;
+        for r in &repos {
+            match &r.location {
+                RepoLocation::Dir(p) => {
+                    if !p.is_dir() {
+                        return Err(infra(format!(
+                            "repository `{}`: {} is not a directory\n  fix: create it (createrepo_c) or remove it from the target",
+                            r.name,
+                            p.display()
+                        )));
+                    }
+                    let inside = format!("{REPO_DIR}/{}", r.name);
+                    mounts.push((p.display().to_string(), inside.clone(), true));
+                    container_repos.push(ContainerRepo {
+                        name: r.name.clone(),
+                        url: format!("file://{inside}"),
+                    });
+                }
+                RepoLocation::Url(u) => {
+                    network = true;
+                    container_repos.push(ContainerRepo {
+                        name: r.name.clone(),
+                        url: u.clone(),
+                    });
+                }
+            }
+        }
+        let script = backend::script(&target, &spec_file_name(&run.req.package.spec), &container_repos);
+        if !script.files.is_empty() {
+            let dir = run.staging.join(".packetary");
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| infra(format!("create {}: {e}", dir.display())))?;
+            for (name, content) in &script.files {
+                tokio::fs::write(dir.join(name), content)
+                    .await
+                    .map_err(|e| infra(format!("write {name}: {e}")))?;
+            }
+        }
+        let mut root_log = open_log(&logs.join("root.log")).await?;
+        let mut build_log = open_log(&logs.join("build.log")).await?;
+
+        let spec = docker::ContainerSpec {
+            name: format!("packetary-{}", run.req.id),
+            image: target.image.clone(),
+            labels: [
+                (LABEL_BUILD.to_string(), run.req.id.to_string()),
+                (LABEL_TARGET.to_string(), target.name.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            mounts,
+            env: script.env.clone(),
+            memory_bytes: target.limits.memory_bytes,
+            nano_cpus: target.limits.cpus.map(|c| (c * 1e9) as i64),
+            pids: Some(target.limits.pids),
+            network,
+            cap_add: script.cap_add.clone(),
+            security_opt: script.security_opt.clone(),
+        };
+        let _ = root_log
+            .write_all(
+                format!(
+                    "packetary: build {} of {} for {} in image {}\npacketary: limits: memory {}, cpus {}, pids {}, timeout {}\npacketary: repositories: {}\n",
+                    run.req.id,
+                    run.req.package.relative_spec().display(),
+                    target.name,
+                    target.image,
+                    target.limits.memory_bytes.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "unlimited".into()),
+                    target.limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
+                    target.limits.pids,
+                    humantime::format_duration(target.limits.timeout),
+                    if container_repos.is_empty() { "none".to_string() } else { container_repos.iter().map(|r| format!("{}={}", r.name, r.url)).collect::<Vec<_>>().join(" ") },
+                )
+                .as_bytes(),
+            )
+            .await;
+        let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
+        run.container = Some(id.clone());
+        self.engine.start(&id).await.map_err(Stop::Infra)?;
+        run.end(true);
+
+        run.begin(Phase::Srpm);
+        let code = self.exec(run, &id, &script.srpm, &script.env, &mut build_log).await?;
+        if code != 0 {
+            return Err(self.failed(run, &id, code, &logs.join("build.log")).await);
+        }
+        let nevr_text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
+            .await
+            .unwrap_or_default();
+        run.nevr = Nevr::parse_query_line(&nevr_text);
+        if run.nevr.is_none() {
+            return Err(Stop::Failed(
+                Failure::Exit { code: 0 },
+                format!("the SRPM's header has no usable name/version/release: {nevr_text:?}"),
+            ));
+        }
+        run.end(true);
+
+        if let Some(deps) = &script.deps {
+            run.begin(Phase::Deps);
+            let code = self.exec(run, &id, deps, &script.env, &mut root_log).await?;
+            if code != 0 {
+                let text = tokio::fs::read_to_string(logs.join("root.log")).await.unwrap_or_default();
+                let missing = missing_capabilities(&text);
+                if !missing.is_empty() {
+                    return Err(Stop::Failed(
+                        Failure::MissingDeps { capabilities: missing.clone() },
+                        format!("missing build dependencies: {}", missing.join(", ")),
+                    ));
+                }
+                return Err(self.failed(run, &id, code, &logs.join("root.log")).await);
+            }
+            run.end(true);
+        }
+
+        run.begin(Phase::Build);
+        if network {
+            self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+        }
+        let code = self.exec(run, &id, &script.build, &script.env, &mut build_log).await?;
+        if code != 0 {
+            return Err(self.failed(run, &id, code, &logs.join("build.log")).await);
+        }
+        run.end(true);
+        Ok(())
+    }
+
+    async fn exec(
+        &self,
+        run: &mut Run,
+        id: &str,
+        cmd: &[String],
+        env: &[String],
+        log: &mut tokio::fs::File,
+    ) -> Result<i64, Stop> {
+        run.commands.push((run.phase, cmd.to_vec()));
+        let _ = log
+            .write_all(format!("packetary: === {} phase ===\n", run.phase).as_bytes())
+            .await;
+        self.engine
+            .exec(id, cmd.to_vec(), env.to_vec(), log)
+            .await
+            .map_err(Stop::Infra)
+    }
+
+    /// Classifies a non-zero exit: the kernel's OOM killer, or the package's own failure.
+    async fn failed(&self, run: &Run, id: &str, code: i64, log: &Path) -> Stop {
+        if code == 137 && self.engine.oom_killed(id).await {
+            return Stop::Failed(
+                Failure::OutOfMemory { limit_bytes: run.oom_limit },
+                format!(
+                    "killed for exceeding the memory limit ({})",
+                    run.oom_limit.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "none set".into())
+                ),
+            );
+        }
+        let text = tokio::fs::read_to_string(log).await.unwrap_or_default();
+        let phase_text = text
+            .rsplit_once(&format!("packetary: === {} phase ===\n", run.phase))
+            .map(|(_, t)| t)
+            .unwrap_or(&text);
+        let detail = first_error_line(phase_text).unwrap_or_else(|| format!("exit status {code}"));
+        Stop::Failed(Failure::Exit { code }, detail)
+    }
+}
+
+enum Stop {
+    Failed(Failure, String),
+    Infra(InfraError),
+    Cancelled,
+}
+
+fn infra(msg: String) -> Stop {
+    Stop::Infra(InfraError(msg))
+}
+
+impl Run {
+    fn begin(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.phase_start = Instant::now();
+        self.phase_started_at = now();
+        self.state_log
+            .extend_from_slice(format!("{} Start: {}\n", self.phase_started_at, phase).as_bytes());
+        self.emit(EventKind::PhaseStarted(phase));
+    }
+
+    fn end(&mut self, ok: bool) {
+        let elapsed = self.phase_start.elapsed();
+        self.state_log.extend_from_slice(
+            format!(
+                "{} Finish: {} ({:.3}s, {})\n",
+                now(),
+                self.phase,
+                elapsed.as_secs_f64(),
+                if ok { "ok" } else { "failed" }
+            )
+            .as_bytes(),
+        );
+        self.phases.push(PhaseTiming {
+            phase: self.phase,
+            started: self.phase_started_at.clone(),
+            seconds: elapsed.as_secs_f64(),
+            ok,
+        });
+        self.emit(EventKind::PhaseFinished {
+            phase: self.phase,
+            elapsed,
+            ok,
+        });
+    }
+
+    fn emit(&self, kind: EventKind) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event {
+                build: self.req.id.clone(),
+                package: self
+                    .nevr
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| self.req.package.label()),
+                target: self.req.target.name.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// `<out>/<target>/<name>-<version>-<release>`, or the spec's name when the SRPM
+    /// could not be made.
+    fn final_dir(&self) -> PathBuf {
+        let leaf = match &self.nevr {
+            Some(n) => n.nvr(),
+            None => self.req.package.label(),
+        };
+        self.req
+            .out_root
+            .join(self.req.target.name.as_str())
+            .join(leaf)
+    }
+
+    fn collect(&self) -> Result<Outcome, String> {
+        let mut srpm = None;
+        let mut rpms = vec![];
+        let entries = std::fs::read_dir(&self.staging)
+            .map_err(|e| format!("read {}: {e}", self.staging.display()))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".src.rpm") {
+                srpm = Some(name);
+            } else if name.ends_with(".rpm") {
+                rpms.push(name);
+            }
+        }
+        rpms.sort();
+        let srpm = srpm.ok_or("the build produced no SRPM")?;
+        if rpms.is_empty() {
+            return Err("the build produced no binary RPM".into());
+        }
+        let dir = self.final_dir();
+        Ok(Outcome::Succeeded {
+            srpm: dir.join(srpm),
+            rpms: rpms.into_iter().map(|r| dir.join(r)).collect(),
+        })
+    }
+
+    /// Writes state.log and build.json, then moves the staging directory to its final
+    /// name, replacing an earlier result of the same NVR.
+    async fn finish(mut self, image_id: Option<String>, outcome: Outcome) -> BuildReport {
+        let dir = self.final_dir();
+        let mut report = BuildReport {
+            id: self.req.id.clone(),
+            package: self.req.package.label(),
+            spec: self.req.package.relative_spec(),
+            target: self.req.target.name.clone(),
+            backend: self.req.target.backend,
+            image: self.req.target.image.clone(),
+            image_id,
+            nevr: self.nevr.clone(),
+            dir: dir.clone(),
+            phases: std::mem::take(&mut self.phases),
+            commands: std::mem::take(&mut self.commands),
+            repos: self
+                .req
+                .target
+                .repos
+                .iter()
+                .chain(&self.req.extra_repos)
+                .map(|r| match &r.location {
+                    RepoLocation::Dir(p) => format!("{}=file://{}", r.name, p.display()),
+                    RepoLocation::Url(u) => format!("{}={u}", r.name),
+                })
+                .collect(),
+            outcome,
+        };
+        let logs = self.staging.join("logs");
+        let mut moved = std::fs::create_dir_all(&logs).map_err(|e| e.to_string());
+        if moved.is_ok() {
+            let _ = std::fs::write(logs.join("state.log"), &self.state_log);
+            let _ = std::fs::remove_file(self.staging.join(NEVR_FILE));
+            let _ = std::fs::remove_dir_all(self.staging.join(".packetary"));
+            if let Ok(json) = serde_json::to_vec_pretty(&report) {
+                let _ = std::fs::write(logs.join("build.json"), json);
+            }
+            moved = replace_dir(&self.staging, &dir);
+        }
+        if let Err(e) = moved {
+            report.outcome = Outcome::Error {
+                message: format!("could not store the results in {}: {e}", dir.display()),
+            };
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event {
+                build: report.id.clone(),
+                package: report.nevr.as_ref().map(|n| n.name.clone()).unwrap_or_else(|| report.package.clone()),
+                target: report.target.clone(),
+                kind: EventKind::Finished(Box::new(report.clone())),
+            });
+        }
+        report
+    }
+}
+
+fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
+    if to.exists() {
+        let old = to.with_file_name(format!(
+            ".old-{}-{}",
+            to.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            BuildId::generate()
+        ));
+        std::fs::rename(to, &old).map_err(|e| format!("move aside {}: {e}", to.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(from, to).map_err(|e| format!("rename to {}: {e}", to.display()))
+}
+
+async fn open_log(path: &Path) -> Result<tokio::fs::File, Stop> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(|e| infra(format!("open {}: {e}", path.display())))
+}
+
+fn spec_file_name(spec: &Path) -> String {
+    spec.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "package.spec".into())
+}
+
+fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Capabilities the dependency phase reported as not installable.
+pub fn missing_capabilities(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix(MISSING_MARK))
+        .map(|s| s.trim().to_string())
+        .collect();
+    out.dedup();
+    out
+}
+
+/// The line most worth showing from a failed phase's output.
+pub fn first_error_line(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let pick = lines
+        .iter()
+        .find(|l| {
+            let l = l.trim_start();
+            l.starts_with("error:") || l.starts_with("Error:") || l.contains(": error:")
+        })
+        .or_else(|| lines.iter().find(|l| l.contains("Bad exit status")))
+        .or_else(|| {
+            lines
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+'))
+        })?;
+    let s = pick.trim();
+    Some(if s.len() > 200 { format!("{}…", &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() })
+}
+
+/// The last `n` lines of a log file, for terminals.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines() {
+        let log = "+ make\nfoo.c:1: error: expected ';'\nmake: *** [x] Error 1\nerror: Bad exit status from /var/tmp/rpm-tmp (%build)\n";
+        assert_eq!(first_error_line(log).as_deref(), Some("foo.c:1: error: expected ';'"));
+        let log = "warning: x\nerror: line 7: Unknown tag: Bogus: 1\n";
+        assert_eq!(first_error_line(log).as_deref(), Some("error: line 7: Unknown tag: Bogus: 1"));
+        assert_eq!(first_error_line("+ true\nsomething broke\n").as_deref(), Some("something broke"));
+        assert_eq!(first_error_line(""), None);
+    }
+
+    #[test]
+    fn missing_from_log() {
+        let log = format!("x\n{MISSING_MARK}foo-devel >= 2\n{MISSING_MARK}bar\n");
+        assert_eq!(missing_capabilities(&log), ["foo-devel >= 2", "bar"]);
+    }
+}

@@ -1,0 +1,671 @@
+//! Service configuration: a TOML file (or the embedded defaults) turned into checked values.
+//!
+//! Every error names the file, the key and what to change, because a configuration
+//! mistake is the user's to fix and nobody should have to read the code to do it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::TargetName;
+
+/// What Packetary uses when no configuration file is given.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}\n  fix: check the path given to --config or PACKETARY_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: key `{key}`: {problem}\n  fix: {fix}")]
+    Invalid {
+        location: String,
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` for the embedded defaults.
+    pub source: Option<PathBuf>,
+    pub parallel: usize,
+    pub out_dir: PathBuf,
+    pub default_targets: Vec<TargetName>,
+    pub docker_host: Option<String>,
+    pub images: ImagesConfig,
+    pub targets: BTreeMap<TargetName, Target>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImagesConfig {
+    pub debian_mirror: String,
+    pub debian_suite: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Rpmbuild,
+    Mock,
+}
+
+/// A named build environment.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: TargetName,
+    pub backend: Backend,
+    pub image: String,
+    pub arch: String,
+    pub repos: Vec<Repo>,
+    pub limits: Limits,
+    pub releasever: Option<String>,
+    pub dist: Option<String>,
+    pub chroot_setup: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids: i64,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: Some(4 << 30),
+            cpus: None,
+            pids: 4096,
+            timeout: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// A package repository that satisfies build dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    pub name: String,
+    pub location: RepoLocation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A directory on the Docker host, mounted read-only into the build container.
+    Dir(PathBuf),
+    /// A remote repository; needs network in the dependency phase.
+    Url(String),
+}
+
+impl Repo {
+    /// Parses `NAME=LOCATION` or a bare location (the name is then made from it).
+    pub fn parse_arg(arg: &str, index: usize) -> Result<Repo, String> {
+        let (name, loc) = match arg.split_once('=') {
+            Some((n, l)) if !n.contains('/') && !n.contains(':') => (n.to_string(), l),
+            _ => (format!("extra{index}"), arg),
+        };
+        Repo::new(&name, loc)
+    }
+
+    pub fn new(name: &str, location: &str) -> Result<Repo, String> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "repository name `{name}` must be letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        let location = if let Some(path) = location.strip_prefix("file://") {
+            RepoLocation::Dir(PathBuf::from(path))
+        } else if location.starts_with("http://") || location.starts_with("https://") {
+            RepoLocation::Url(location.to_string())
+        } else if location.starts_with('/') {
+            RepoLocation::Dir(PathBuf::from(location))
+        } else if location.contains("://") {
+            return Err(format!(
+                "repository URL `{location}` has an unsupported scheme; use file://, http:// or https://"
+            ));
+        } else {
+            // A relative directory given on the command line.
+            let abs = std::env::current_dir()
+                .map(|d| d.join(location))
+                .map_err(|e| format!("cannot resolve `{location}`: {e}"))?;
+            RepoLocation::Dir(abs)
+        };
+        if let RepoLocation::Dir(p) = &location {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "repository path `{}` must be absolute",
+                    p.display()
+                ));
+            }
+        }
+        Ok(Repo {
+            name: name.to_string(),
+            location,
+        })
+    }
+}
+
+// ---- the file format -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    build: RawBuild,
+    #[serde(default)]
+    docker: RawDocker,
+    #[serde(default)]
+    images: RawImages,
+    #[serde(default)]
+    targets: BTreeMap<String, RawTarget>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBuild {
+    parallel: Option<usize>,
+    out_dir: Option<PathBuf>,
+    default_targets: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    host: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    debian_mirror: Option<String>,
+    debian_suite: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    backend: Backend,
+    image: String,
+    arch: Option<String>,
+    #[serde(default)]
+    repos: Vec<RawRepo>,
+    memory: Option<String>,
+    cpus: Option<f64>,
+    pids: Option<i64>,
+    timeout: Option<String>,
+    releasever: Option<String>,
+    dist: Option<String>,
+    chroot_setup: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    name: String,
+    url: String,
+}
+
+impl Config {
+    /// Loads `path`, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text, Some(p))
+            }
+            None => Config::parse(DEFAULT_TOML, None),
+        }
+    }
+
+    /// Parses configuration text; `origin` is only used in messages.
+    pub fn parse(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = origin
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded defaults>".to_string());
+        let raw = parse_raw(text, &file)?;
+        let invalid = |key: &str, problem: String, fix: &str| ConfigError::Invalid {
+            location: locate(text, &file, key),
+            key: key.to_string(),
+            problem,
+            fix: fix.to_string(),
+        };
+
+        let parallel = match raw.build.parallel {
+            Some(0) => {
+                return Err(invalid(
+                    "build.parallel",
+                    "must be at least 1".into(),
+                    "set it to the number of builds to run at once, or remove it to use the number of cores",
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+
+        let mut targets = BTreeMap::new();
+        for (name, t) in raw.targets {
+            let key = |k: &str| format!("targets.{name}.{k}");
+            let tname = TargetName::parse(&name).map_err(|e| {
+                invalid(
+                    &format!("targets.{name}"),
+                    e.to_string(),
+                    "rename the [targets.NAME] table",
+                )
+            })?;
+            if t.image.trim().is_empty() {
+                return Err(invalid(
+                    &key("image"),
+                    "is empty".into(),
+                    "name a builder image, e.g. \"packetary/rpmbuild:bookworm\"",
+                ));
+            }
+            let mut limits = Limits::default();
+            if let Some(m) = &t.memory {
+                limits.memory_bytes = Some(parse_bytes(m).map_err(|p| {
+                    invalid(&key("memory"), p, "write bytes or a size like \"512MiB\" or \"4GiB\"")
+                })?);
+            }
+            if let Some(c) = t.cpus {
+                if !(c > 0.0 && c.is_finite()) {
+                    return Err(invalid(
+                        &key("cpus"),
+                        format!("{c} is not a positive number of cores"),
+                        "write e.g. 2 or 0.5, or remove the key for no limit",
+                    ));
+                }
+                limits.cpus = Some(c);
+            }
+            if let Some(p) = t.pids {
+                if p < 16 {
+                    return Err(invalid(
+                        &key("pids"),
+                        format!("{p} is too few processes for any build"),
+                        "use at least 16; the default is 4096",
+                    ));
+                }
+                limits.pids = p;
+            }
+            if let Some(s) = &t.timeout {
+                limits.timeout = humantime::parse_duration(s).map_err(|e| {
+                    invalid(&key("timeout"), format!("`{s}`: {e}"), "write a duration like \"90s\", \"30m\" or \"2h\"")
+                })?;
+                if limits.timeout.is_zero() {
+                    return Err(invalid(&key("timeout"), "is zero".into(), "write a duration like \"30m\""));
+                }
+            }
+            let mut repos = Vec::new();
+            for (i, r) in t.repos.iter().enumerate() {
+                let repo = Repo::new(&r.name, &r.url).map_err(|p| {
+                    invalid(
+                        &format!("targets.{name}.repos[{i}]"),
+                        p,
+                        "give each repository a name and a file://, http(s):// URL or an absolute path",
+                    )
+                })?;
+                if repos.iter().any(|x: &Repo| x.name == repo.name) {
+                    return Err(invalid(
+                        &format!("targets.{name}.repos[{i}].name"),
+                        format!("repository name `{}` is used twice", r.name),
+                        "give each repository of a target its own name",
+                    ));
+                }
+                repos.push(repo);
+            }
+            let arch = t.arch.unwrap_or_else(|| "x86_64".to_string());
+            if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(&key("arch"), format!("`{arch}` is not an architecture"), "write e.g. \"x86_64\" or \"aarch64\""));
+            }
+            targets.insert(
+                tname.clone(),
+                Target {
+                    name: tname,
+                    backend: t.backend,
+                    image: t.image,
+                    arch,
+                    repos,
+                    limits,
+                    releasever: t.releasever,
+                    dist: t.dist,
+                    chroot_setup: t
+                        .chroot_setup
+                        .unwrap_or_else(|| "install @buildsys-build".to_string()),
+                },
+            );
+        }
+        if targets.is_empty() {
+            return Err(invalid(
+                "targets",
+                "no target is defined".into(),
+                "add a [targets.NAME] table with at least `backend` and `image` (see config/packetary.example.toml)",
+            ));
+        }
+
+        let default_targets = match raw.build.default_targets {
+            Some(list) => {
+                let mut out = Vec::new();
+                for n in list {
+                    let t = TargetName::parse(&n)
+                        .ok()
+                        .filter(|t| targets.contains_key(t))
+                        .ok_or_else(|| {
+                            invalid(
+                                "build.default_targets",
+                                format!("names `{n}`, which is not a target of this file"),
+                                &format!("use one of: {}", join_names(targets.keys())),
+                            )
+                        })?;
+                    out.push(t);
+                }
+                out
+            }
+            None => targets.keys().cloned().collect(),
+        };
+
+        Ok(Config {
+            source: origin.map(Path::to_path_buf),
+            parallel,
+            out_dir: raw
+                .build
+                .out_dir
+                .unwrap_or_else(|| PathBuf::from("packetary-out")),
+            default_targets,
+            docker_host: raw.docker.host,
+            images: ImagesConfig {
+                debian_mirror: raw
+                    .images
+                    .debian_mirror
+                    .unwrap_or_else(|| "http://deb.debian.org/debian".to_string()),
+                debian_suite: raw
+                    .images
+                    .debian_suite
+                    .unwrap_or_else(|| "bookworm".to_string()),
+            },
+            targets,
+        })
+    }
+
+    /// Looks targets up by name; an unknown name is a usage error that lists the known ones.
+    pub fn select_targets(&self, names: &[String]) -> Result<Vec<Target>, ConfigError> {
+        if names.is_empty() {
+            return Ok(self
+                .default_targets
+                .iter()
+                .filter_map(|t| self.targets.get(t).cloned())
+                .collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                TargetName::parse(n)
+                    .ok()
+                    .and_then(|t| self.targets.get(&t).cloned())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        location: self
+                            .source
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "<embedded defaults>".into()),
+                        key: format!("targets.{n}"),
+                        problem: format!("there is no target named `{n}`"),
+                        fix: format!(
+                            "use one of: {} (or add [targets.{n}] to the configuration)",
+                            join_names(self.targets.keys())
+                        ),
+                    })
+            })
+            .collect()
+    }
+}
+
+fn join_names<'a>(names: impl Iterator<Item = &'a TargetName>) -> String {
+    names.map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| ConfigError::Invalid {
+        location: position(text, file, e.span()),
+        key: "(syntax)".into(),
+        problem: e.message().trim().to_string(),
+        fix: "fix the TOML syntax at that line".into(),
+    })?;
+    serde_path_to_error::deserialize::<_, RawConfig>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        let message = inner.message().trim().to_string();
+        let (key, fix) = match unknown_field(&message) {
+            Some((field, expected)) => {
+                let key = if path == "." || path.is_empty() {
+                    field.clone()
+                } else if path.ends_with(&field) {
+                    path.clone()
+                } else {
+                    format!("{path}.{field}")
+                };
+                let fix = match closest(&field, &expected) {
+                    Some(s) => format!("did you mean `{s}`? valid keys here: {}", expected.join(", ")),
+                    None => format!("remove it; valid keys here: {}", expected.join(", ")),
+                };
+                (key, fix)
+            }
+            None => (
+                path,
+                "see config/packetary.example.toml for the expected form".to_string(),
+            ),
+        };
+        ConfigError::Invalid {
+            location: position(text, file, inner.span()),
+            key,
+            problem: message,
+            fix,
+        }
+    })
+}
+
+/// Pulls the field name and the expected names out of serde's unknown-field message.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+/// The expected name nearest to a typo, if it is near enough to be the one meant.
+fn closest<'a>(typo: &str, expected: &'a [String]) -> Option<&'a str> {
+    expected
+        .iter()
+        .map(|e| (edit_distance(typo, e), e))
+        .filter(|(d, e)| *d <= 2.max(e.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn position(text: &str, file: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let upto = &text[..r.start.min(text.len())];
+            let line = upto.matches('\n').count() + 1;
+            let col = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("{file}:{line}:{col}")
+        }
+        None => file.to_string(),
+    }
+}
+
+/// Best-effort line of a dotted key in the text, for errors found after parsing.
+fn locate(text: &str, file: &str, key: &str) -> String {
+    let last = key
+        .rsplit('.')
+        .next()
+        .unwrap_or(key)
+        .split('[')
+        .next()
+        .unwrap_or(key);
+    let table = key.rsplit_once('.').map(|(t, _)| t).unwrap_or("");
+    let mut in_table = table.is_empty();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            let name = l.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = table.is_empty() || name == table || table.starts_with(&format!("{name}."));
+            if !table.is_empty() && name == table && last.is_empty() {
+                return format!("{file}:{}", i + 1);
+            }
+            continue;
+        }
+        if in_table && l.split(['=', ' ']).next() == Some(last) {
+            return format!("{file}:{}", i + 1);
+        }
+    }
+    file.to_string()
+}
+
+/// Parses "4GiB", "512M", "1073741824" into bytes.
+pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{s}` has an unknown unit `{other}`")),
+    };
+    let bytes = num * mult;
+    if bytes < 6.0 * 1024.0 * 1024.0 {
+        return Err(format!("`{s}` is below Docker's 6MiB minimum"));
+    }
+    if bytes > i64::MAX as f64 {
+        return Err(format!("`{s}` is too large"));
+    }
+    Ok(bytes as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Some(Path::new("test.toml")))
+            .expect_err("should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let c = Config::load(None).expect("defaults are valid");
+        assert_eq!(c.default_targets.len(), 1);
+        let t = &c.targets[&c.default_targets[0]];
+        assert_eq!(t.backend, Backend::Rpmbuild);
+        assert!(c.parallel >= 1);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../config/packetary.example.toml");
+        let c = Config::parse(text, Some(Path::new("example.toml"))).expect("example is valid");
+        assert_eq!(c.parallel, 2);
+        let fedora = &c.targets[&TargetName::parse("fedora-43").expect("name")];
+        assert_eq!(fedora.backend, Backend::Mock);
+        assert_eq!(fedora.repos.len(), 2);
+        assert_eq!(fedora.limits.memory_bytes, Some(8 << 30));
+        assert_eq!(fedora.limits.timeout, Duration::from_secs(4 * 3600));
+    }
+
+    #[test]
+    fn typo_in_key_names_file_line_key_and_fix() {
+        let e = err("[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\nmemroy = \"1GiB\"\n");
+        assert!(e.contains("test.toml:4"), "{e}");
+        assert!(e.contains("targets.t.memroy"), "{e}");
+        assert!(e.contains("did you mean `memory`"), "{e}");
+    }
+
+    #[test]
+    fn typo_in_section_is_caught() {
+        let e = err("[biuld]\nparallel = 2\n[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n");
+        assert!(e.contains("biuld") && e.contains("did you mean `build`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+        assert!(err(&format!("{base}memory = \"lots\"\n")).contains("targets.t.memory"));
+        assert!(err(&format!("{base}timeout = \"soon\"\n")).contains("targets.t.timeout"));
+        assert!(err(&format!("{base}cpus = 0\n")).contains("targets.t.cpus"));
+        let e = err("[targets.t]\nbackend = \"rpmbiuld\"\nimage = \"x\"\n");
+        assert!(e.contains("backend") && e.contains("test.toml:2"), "{e}");
+        let e = err(&format!("[build]\ndefault_targets = [\"nope\"]\n{base}"));
+        assert!(e.contains("build.default_targets") && e.contains("use one of: t"), "{e}");
+        assert!(err("[build]\nparallel = 0\n").contains("build.parallel"));
+        assert!(err("").contains("no target"));
+        assert!(err("[targets.t\n").contains("test.toml:1"));
+    }
+
+    #[test]
+    fn unknown_target_lists_known_ones() {
+        let c = Config::load(None).expect("defaults");
+        let e = c
+            .select_targets(&["fedora-99".to_string()])
+            .expect_err("unknown")
+            .to_string();
+        assert!(e.contains("no target named `fedora-99`") && e.contains("bookworm-rpmbuild"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_repos() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert!(parse_bytes("1K").is_err());
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert_eq!(
+            Repo::parse_arg("local=/srv/repo", 0).map(|r| r.location),
+            Ok(RepoLocation::Dir("/srv/repo".into()))
+        );
+        assert_eq!(
+            Repo::parse_arg("https://x/y", 3).map(|r| r.name),
+            Ok("extra3".to_string())
+        );
+        assert!(Repo::new("x", "ftp://x").is_err());
+    }
+}

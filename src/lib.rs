@@ -1,0 +1,6 @@
+//! Packetary: a Git-driven build bot for packages. See DESIGN.md for the data flow.
+
+pub mod build;
+pub mod config;
+pub mod model;
+pub mod plan;
