@@ -256,6 +256,27 @@ impl Engine {
         }
     }
 
+    /// Runs one command in a fresh container made from `spec` and removes it afterwards,
+    /// returning the exit code and the combined output. For short queries (rpmspec, createrepo).
+    pub async fn run_once(
+        &self,
+        spec: &ContainerSpec,
+        cmd: Vec<String>,
+    ) -> Result<(i64, Vec<u8>), InfraError> {
+        let id = self.create(spec).await?;
+        let result = async {
+            self.start(&id).await?;
+            let mut out = Vec::new();
+            let code = self.exec(&id, cmd, spec.env.clone(), &mut out).await?;
+            Ok((code, out))
+        }
+        .await;
+        let removed = self.remove(&id).await;
+        let r = result?;
+        removed?;
+        Ok(r)
+    }
+
     /// Ids of the containers carrying `label` (optionally `label=value`), running or not.
     pub async fn containers_with_label(&self, label: &str) -> Result<Vec<String>, InfraError> {
         let mut filters = HashMap::new();
