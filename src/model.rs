@@ -94,6 +94,57 @@ fn check_name(s: &str, what: &'static str) -> Result<(), InvalidName> {
     }
 }
 
+/// A full git object id (40 hex digits for SHA-1, 64 for SHA-256), lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CommitSha(String);
+
+impl CommitSha {
+    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+        let ok = (s.len() == 40 || s.len() == 64) && s.chars().all(|c| c.is_ascii_hexdigit());
+        if ok {
+            Ok(CommitSha(s.to_ascii_lowercase()))
+        } else {
+            Err(InvalidName {
+                what: "commit id",
+                value: s.to_string(),
+            })
+        }
+    }
+
+    /// All zeros: what forges send as `before` of a new branch or `after` of a deletion.
+    pub fn is_zero(&self) -> bool {
+        self.0.bytes().all(|b| b == b'0')
+    }
+
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CommitSha {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        CommitSha::parse(&s)
+    }
+}
+
+impl From<CommitSha> for String {
+    fn from(c: CommitSha) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for CommitSha {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Name, epoch, version and release of a source package, as read from its SRPM header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nevr {
@@ -159,6 +210,15 @@ mod tests {
         let b = BuildId::generate();
         assert_ne!(a, b);
         assert!(BuildId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn commit_ids() {
+        let c = CommitSha::parse(&"A".repeat(40)).expect("valid");
+        assert_eq!(c.as_str(), "a".repeat(40));
+        assert!(CommitSha::parse(&"0".repeat(40)).expect("valid").is_zero());
+        assert!(CommitSha::parse("abc").is_err());
+        assert!(CommitSha::parse(&"g".repeat(40)).is_err());
     }
 
     #[test]
