@@ -20,13 +20,16 @@ pub struct ContainerRepo {
     pub url: String,
 }
 
-/// The commands of one build, phase by phase.
+/// The commands of one build, phase by phase: bash script bodies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Script {
-    pub srpm: Vec<String>,
+    pub srpm: String,
     /// Installs missing BuildRequires; `None` where the backend does it itself (Mock).
-    pub deps: Option<Vec<String>>,
-    pub build: Vec<String>,
+    pub deps: Option<String>,
+    pub build: String,
+    /// Whether the binary build phase must run with the network cut (rpmbuild). Mock needs
+    /// its repositories while rebuilding and isolates rpmbuild's network itself.
+    pub offline_build: bool,
     /// Files to write into OUT_DIR/.packetary before the first phase: (name, content).
     pub files: Vec<(String, String)>,
     pub env: Vec<String>,
@@ -53,8 +56,26 @@ pub fn sh_quote(s: &str) -> String {
     }
 }
 
-fn bash(script: String) -> Vec<String> {
-    vec!["bash".into(), "-c".into(), script]
+/// Marker lines a driver script prints between phases; `nonce` keeps a package's own
+/// output from faking them.
+pub fn marker(nonce: &str, what: &str, phase: &str) -> String {
+    format!("@@packetary-{nonce} {what} {phase}")
+}
+
+/// One bash script running several phases in order, in a single exec call: each exec costs
+/// a round trip to the daemon, which is most of Packetary's fixed cost on a small package.
+/// Everything goes to stdout (`exec 2>&1`) so that markers and output keep their order.
+pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
+    let mut s = String::from("exec 2>&1\n");
+    for (phase, body) in steps {
+        s.push_str(&format!(
+            // Not `( ... ) || ...`: that context would switch off `set -e` inside the body.
+            "echo {begin}\n(\n{body}\n)\nrc=$?\necho \"{end} $rc\"\n[ \"$rc\" -eq 0 ] || exit \"$rc\"\n",
+            begin = sh_quote(&marker(nonce, "begin", phase)),
+            end = marker(nonce, "end", phase),
+        ));
+    }
+    vec!["bash".into(), "-c".into(), s]
 }
 
 /// Macros for every rpmbuild call: a flat output layout and reproducible headers.
@@ -143,9 +164,10 @@ rpmbuild --rebuild --target {arch} {defines} {OUT_DIR}/*.src.rpm"#,
         defines = rpm_defines("/builddir/build/SOURCES")
     );
     Script {
-        srpm: bash(srpm),
-        deps: Some(bash(deps)),
-        build: bash(build),
+        srpm,
+        deps: Some(deps),
+        build,
+        offline_build: true,
         files: vec![],
         env: vec!["LANG=C.UTF-8".into(), "HOME=/builddir".into()],
         cap_add: vec![],
@@ -158,9 +180,7 @@ pub const MOCK_CFG: &str = "/out/.packetary/packetary.cfg";
 
 fn mock(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {
     let cfg = mock_config(target, repos);
-    let common = format!(
-        "mock -r {MOCK_CFG} --isolation=simple --no-bootstrap-chroot"
-    );
+    let common = format!("mock -r {MOCK_CFG} --isolation=simple --no-bootstrap-chroot");
     let srpm = format!(
         r#"set -eu
 {common} --buildsrpm --spec {spec} --sources {SOURCE_DIR} --resultdir {OUT_DIR}/.packetary/srpm
@@ -175,9 +195,10 @@ rpm -qp --qf '%{{NAME}}\t%{{EPOCH}}\t%{{VERSION}}\t%{{RELEASE}}\n' "$1" > {OUT_D
 find {OUT_DIR}/.packetary/rebuild -name '*.rpm' ! -name '*.src.rpm' -exec mv {{}} {OUT_DIR}/ \;"#
     );
     Script {
-        srpm: bash(srpm),
+        srpm,
         deps: None,
-        build: bash(build),
+        build,
+        offline_build: false,
         files: vec![("packetary.cfg".into(), cfg)],
         // Mock refuses plain root; it drops to the user sudo would name (see images/mock-*).
         env: vec![
@@ -196,7 +217,10 @@ find {OUT_DIR}/.packetary/rebuild -name '*.rpm' ! -name '*.src.rpm' -exec mv {{}
 pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
     let releasever = target.releasever.as_deref().unwrap_or("0");
     let mut s = String::new();
-    let mut set = |k: &str, v: String| s.push_str(&format!("config_opts[{}] = {}\n", py_str(k), v));
+    let mut set = |k: &str, v: String| {
+        let path: String = k.split('/').map(|p| format!("[{}]", py_str(p))).collect();
+        s.push_str(&format!("config_opts{path} = {v}\n"))
+    };
     set("root", py_str(&format!("packetary-{}", target.name)));
     set("target_arch", py_str(&target.arch));
     set("legal_host_arches", format!("({},)", py_str(&target.arch)));
@@ -204,7 +228,7 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
     set("releasever", py_str(releasever));
     if let Some(dist) = &target.dist {
         set("dist", py_str(dist));
-        set("macros']['%dist", py_str(&format!(".{dist}")));
+        set("macros/%dist", py_str(&format!(".{dist}")));
     }
     set("package_manager", py_str("dnf"));
     set("isolation", py_str("simple"));
@@ -212,8 +236,8 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
     set("use_bootstrap_image", "False".into());
     set("rpmbuild_networking", "False".into());
     set("use_host_resolv", "False".into());
-    set("plugin_conf']['root_cache_enable", "True".into());
-    set("plugin_conf']['ccache_enable", "False".into());
+    set("plugin_conf/root_cache_enable", "True".into());
+    set("plugin_conf/ccache_enable", "False".into());
     let mut dnf = String::from(
         "[main]\nkeepcache=1\ndebuglevel=2\nreposdir=/dev/null\nlogfile=/var/log/yum.log\nretries=20\nobsoletes=1\ngpgcheck=0\nassumeyes=1\nsyslog_ident=mock\nsyslog_device=\ninstall_weak_deps=0\nmetadata_expire=0\nbest=1\nprotected_packages=\n",
     );
@@ -224,13 +248,21 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
             url = r.url
         ));
     }
-    set("dnf.conf", format!("\"\"\"\n{}\"\"\"", dnf.replace('"', "\\\"")));
+    set(
+        "dnf.conf",
+        format!("\"\"\"\n{}\"\"\"", dnf.replace('"', "\\\"")),
+    );
     s
 }
 
 /// A Python string literal.
 fn py_str(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'").replace('\n', "\\n"))
+    format!(
+        "'{}'",
+        s.replace('\\', "\\\\")
+            .replace('\'', "\\'")
+            .replace('\n', "\\n")
+    )
 }
 
 #[cfg(test)]
@@ -239,11 +271,8 @@ mod tests {
     use crate::config::Config;
 
     fn target(name: &str) -> Target {
-        let c = Config::parse(
-            include_str!("../../config/packetary.example.toml"),
-            None,
-        )
-        .expect("example parses");
+        let c = Config::parse(include_str!("../../config/packetary.example.toml"), None)
+            .expect("example parses");
         c.targets
             .values()
             .find(|t| t.name.as_str() == name)
@@ -274,23 +303,32 @@ mod tests {
     #[test]
     fn rpmbuild_two_phases_and_repos() {
         let s = script(&target("bookworm-rpmbuild"), "hello world.spec", &repos());
-        let srpm = &s.srpm[2];
+        let srpm = &s.srpm;
         assert!(srpm.contains("rpmbuild -bs"), "{srpm}");
         assert!(srpm.contains("'/spec/hello world.spec'"), "{srpm}");
         assert!(srpm.contains("'_sourcedir /src'"));
-        let deps = &s.deps.as_ref().expect("rpmbuild installs deps")[2];
-        assert!(deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"), "{deps}");
-        assert!(deps.contains("--repofrompath=local,file:///repos/local"), "{deps}");
+        let deps = s.deps.as_ref().expect("rpmbuild installs deps");
+        assert!(
+            deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"),
+            "{deps}"
+        );
+        assert!(
+            deps.contains("--repofrompath=local,file:///repos/local"),
+            "{deps}"
+        );
         assert!(deps.contains(MISSING_MARK));
-        let build = &s.build[2];
-        assert!(build.contains("rpmbuild --rebuild --target x86_64"), "{build}");
+        let build = &s.build;
+        assert!(
+            build.contains("rpmbuild --rebuild --target x86_64"),
+            "{build}"
+        );
         assert!(s.cap_add.is_empty());
     }
 
     #[test]
     fn rpmbuild_without_repos_never_calls_dnf() {
         let s = script(&target("bookworm-rpmbuild"), "a.spec", &[]);
-        let deps = &s.deps.expect("deps")[2];
+        let deps = s.deps.expect("deps");
         assert!(!deps.contains("dnf"), "{deps}");
         assert!(deps.contains("has no repositories"));
     }
@@ -300,11 +338,15 @@ mod tests {
         let t = target("fedora-43");
         let s = script(&t, "pkg.spec", &repos());
         assert!(s.deps.is_none());
-        assert!(s.srpm[2].contains(&format!(
+        assert!(s.srpm.contains(&format!(
             "mock -r {MOCK_CFG} --isolation=simple --no-bootstrap-chroot"
         )));
-        assert!(s.srpm[2].contains("--buildsrpm --spec /spec/pkg.spec --sources /src"));
-        assert!(s.build[2].contains("--rebuild /out/*.src.rpm --resultdir /out/.packetary/rebuild"));
+        assert!(s
+            .srpm
+            .contains("--buildsrpm --spec /spec/pkg.spec --sources /src"));
+        assert!(s
+            .build
+            .contains("--rebuild /out/*.src.rpm --resultdir /out/.packetary/rebuild"));
         assert_eq!(s.cap_add, ["SYS_ADMIN", "SYS_CHROOT", "MKNOD"]);
         assert!(s.env.contains(&"SUDO_UID=1000".to_string()));
         assert!(!s.security_opt.iter().any(|o| o.contains("privileged")));
@@ -328,6 +370,37 @@ mod tests {
         assert!(cfg.contains("[packetary-local]\nname=local\nbaseurl=file:///repos/local\n"));
         // The dnf.conf block is one Python triple-quoted string.
         assert_eq!(cfg.matches("\"\"\"").count(), 2);
+    }
+
+    #[test]
+    fn driver_marks_each_phase() {
+        let cmd = driver(
+            "n1",
+            &[
+                ("srpm", "set -e\nfalse\necho not reached"),
+                ("build", "exit 3"),
+            ],
+        );
+        assert_eq!(cmd[..2], ["bash", "-c"]);
+        let out = std::process::Command::new("bash")
+            .args(["-c", &cmd[2]])
+            .output()
+            .expect("bash runs");
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "@@packetary-n1 begin srpm\n@@packetary-n1 end srpm 1\n"
+        );
+        let cmd = driver("n2", &[("srpm", "true"), ("build", "exit 3")]);
+        let out = std::process::Command::new("bash")
+            .args(["-c", &cmd[2]])
+            .output()
+            .expect("bash runs");
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "@@packetary-n2 begin srpm\n@@packetary-n2 end srpm 0\n@@packetary-n2 begin build\n@@packetary-n2 end build 3\n"
+        );
     }
 
     #[test]

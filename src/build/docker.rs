@@ -28,6 +28,31 @@ impl InfraError {
 pub const LABEL_BUILD: &str = "org.packetary.build-id";
 pub const LABEL_TARGET: &str = "org.packetary.target";
 
+/// The output of a running exec call.
+pub struct ExecStream {
+    id: String,
+    output: Option<OutputStream>,
+}
+
+type OutputStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
+impl ExecStream {
+    /// The next piece of output (stdout and stderr alike), or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, InfraError>> {
+        let out = self.output.as_mut()?;
+        out.next().await.map(|r| {
+            r.map(|c| c.into_bytes())
+                .map_err(|e| InfraError::docker("read exec output", e))
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
@@ -54,24 +79,23 @@ impl Engine {
     /// Connects to `host` (or DOCKER_HOST / the local socket) and agrees on an API version,
     /// so that older daemons (Debian's 20.10 speaks 1.41) are served too.
     pub async fn connect(host: Option<&str>) -> Result<Engine, InfraError> {
+        let address = host
+            .map(str::to_string)
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        let no_daemon = |e: bollard::errors::Error| {
+            InfraError(format!(
+                "no Docker daemon answers at {address}: {e}\n  fix: start one (`systemctl start docker`, or `dockerd &`), or set [docker] host / DOCKER_HOST"
+            ))
+        };
         let docker = match host {
             Some(h) => Docker::connect_with_host(h),
             None => Docker::connect_with_defaults(),
         }
-        .map_err(|e| InfraError::docker("cannot set up a client", e))?;
+        .map_err(no_daemon)?;
         let docker = docker.with_timeout(std::time::Duration::from_secs(600));
-        let docker = docker.negotiate_version().await.map_err(|e| {
-            InfraError(format!(
-                "no Docker daemon answers at {}: {e}\n  fix: start one (`systemctl start docker`, or `dockerd &`), or set [docker] host / DOCKER_HOST",
-                host.map(str::to_string)
-                    .or_else(|| std::env::var("DOCKER_HOST").ok())
-                    .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
-            ))
-        })?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| InfraError(format!("the Docker daemon does not answer a ping: {e}")))?;
+        let docker = docker.negotiate_version().await.map_err(no_daemon)?;
+        // negotiate_version already had the daemon answer /version: no separate ping.
         Ok(Engine { docker })
     }
 
@@ -144,17 +168,14 @@ impl Engine {
             .map_err(|e| InfraError::docker("start the build container", e))
     }
 
-    /// Runs `cmd` in the container, streaming its output to `log`; returns its exit code.
-    pub async fn exec<W>(
+    /// Starts `cmd` in the container; read its output with [`ExecStream::next_chunk`] and
+    /// then ask [`Engine::exec_exit_code`].
+    pub async fn exec_start(
         &self,
         id: &str,
         cmd: Vec<String>,
         env: Vec<String>,
-        log: &mut W,
-    ) -> Result<i64, InfraError>
-    where
-        W: tokio::io::AsyncWrite + Unpin,
-    {
+    ) -> Result<ExecStream, InfraError> {
         let exec = self
             .docker
             .create_exec(
@@ -174,17 +195,17 @@ impl Engine {
             .start_exec(&exec.id, None)
             .await
             .map_err(|e| InfraError::docker("start exec", e))?;
-        if let bollard::exec::StartExecResults::Attached { mut output, .. } = started {
-            while let Some(chunk) = output.next().await {
-                let chunk = chunk.map_err(|e| InfraError::docker("read exec output", e))?;
-                log.write_all(&chunk.into_bytes())
-                    .await
-                    .map_err(|e| InfraError(format!("write build log: {e}")))?;
-            }
-        }
-        log.flush()
-            .await
-            .map_err(|e| InfraError(format!("write build log: {e}")))?;
+        let output = match started {
+            bollard::exec::StartExecResults::Attached { output, .. } => Some(output),
+            bollard::exec::StartExecResults::Detached => None,
+        };
+        Ok(ExecStream {
+            id: exec.id,
+            output,
+        })
+    }
+
+    pub async fn exec_exit_code(&self, exec: &ExecStream) -> Result<i64, InfraError> {
         let inspect = self
             .docker
             .inspect_exec(&exec.id)
@@ -193,6 +214,29 @@ impl Engine {
         inspect
             .exit_code
             .ok_or_else(|| InfraError("Docker did not report the exit code of a phase".into()))
+    }
+
+    /// Runs `cmd` in the container, streaming its output to `log`; returns its exit code.
+    pub async fn exec<W>(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        log: &mut W,
+    ) -> Result<i64, InfraError>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut stream = self.exec_start(id, cmd, env).await?;
+        while let Some(chunk) = stream.next_chunk().await {
+            log.write_all(&chunk?)
+                .await
+                .map_err(|e| InfraError(format!("write build log: {e}")))?;
+        }
+        log.flush()
+            .await
+            .map_err(|e| InfraError(format!("write build log: {e}")))?;
+        self.exec_exit_code(&stream).await
     }
 
     /// Whether the kernel killed something in the container for lack of memory. Docker's
@@ -207,7 +251,8 @@ impl Engine {
         let cmd = vec![
             "sh".into(),
             "-c".into(),
-            "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null".into(),
+            "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
+                .into(),
         ];
         if self.exec(id, cmd, vec![], &mut out).await.is_err() {
             return false;
@@ -330,7 +375,12 @@ impl Engine {
     }
 
     /// `docker import`: makes an image from a root file system tarball.
-    pub async fn import_rootfs(&self, tarball: &Path, repo: &str, tag: &str) -> Result<(), InfraError> {
+    pub async fn import_rootfs(
+        &self,
+        tarball: &Path,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(), InfraError> {
         let file = tokio::fs::File::open(tarball)
             .await
             .map_err(|e| InfraError(format!("open {}: {e}", tarball.display())))?;
@@ -370,6 +420,9 @@ mod tests {
         let v2 = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n";
         assert_eq!(super::parse_oom_kills(v1), 1);
         assert_eq!(super::parse_oom_kills(v2), 2);
-        assert_eq!(super::parse_oom_kills("oom_kill_disable 0\noom_kill 0\n"), 0);
+        assert_eq!(
+            super::parse_oom_kills("oom_kill_disable 0\noom_kill 0\n"),
+            0
+        );
     }
 }

@@ -41,7 +41,10 @@ pub const RECIPES: &[Recipe] = &[
         tag: "packetary/rpmbuild:bookworm",
         kind: RecipeKind::Dockerfile {
             files: &[
-                ("Dockerfile", include_str!("../../images/rpmbuild/Dockerfile")),
+                (
+                    "Dockerfile",
+                    include_str!("../../images/rpmbuild/Dockerfile"),
+                ),
                 (
                     "virtual-provides.spec",
                     include_str!("../../images/rpmbuild/virtual-provides.spec"),
@@ -55,7 +58,10 @@ pub const RECIPES: &[Recipe] = &[
         name: "mock-fedora",
         tag: "packetary/mock:fedora",
         kind: RecipeKind::Dockerfile {
-            files: &[("Dockerfile", include_str!("../../images/mock-fedora/Dockerfile"))],
+            files: &[(
+                "Dockerfile",
+                include_str!("../../images/mock-fedora/Dockerfile"),
+            )],
             base: None,
         },
         about: "Mock on Fedora (needs a registry serving fedora images)",
@@ -64,7 +70,10 @@ pub const RECIPES: &[Recipe] = &[
         name: "mock-el9",
         tag: "packetary/mock:el9",
         kind: RecipeKind::Dockerfile {
-            files: &[("Dockerfile", include_str!("../../images/mock-el9/Dockerfile"))],
+            files: &[(
+                "Dockerfile",
+                include_str!("../../images/mock-el9/Dockerfile"),
+            )],
             base: None,
         },
         about: "Mock on an EL9 rebuild with EPEL (needs a registry)",
@@ -96,20 +105,22 @@ pub async fn ensure(
             RECIPES.iter().map(|r| r.tag).collect::<Vec<_>>().join(", ")
         )));
     };
-    progress(&format!("image {image} is missing; building it from recipe `{}`", recipe.name));
-    build(engine, cfg, recipe, false, progress).await?;
+    progress(&format!(
+        "image {image} is missing; building it from recipe `{}`",
+        recipe.name
+    ));
+    build(engine, cfg, recipe, progress).await?;
     engine
         .image_id(image)
         .await?
         .ok_or_else(|| InfraError(format!("image {image} is still missing after building it")))
 }
 
-/// Builds a recipe's image (and its missing bases). `force` rebuilds even if present.
+/// Builds a recipe's image, even if present (bases only when missing).
 pub async fn build(
     engine: &Engine,
     cfg: &ImagesConfig,
     recipe: &Recipe,
-    force: bool,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), InfraError> {
     match recipe.kind {
@@ -117,8 +128,8 @@ pub async fn build(
         RecipeKind::Dockerfile { files, base } => {
             let mut args = HashMap::new();
             if let Some(base) = base.and_then(recipe_by_name) {
-                if force || engine.image_id(base.tag).await?.is_none() {
-                    Box::pin(build(engine, cfg, base, force, progress)).await?;
+                if engine.image_id(base.tag).await?.is_none() {
+                    Box::pin(build(engine, cfg, base, progress)).await?;
                 }
                 args.insert("BASE".to_string(), base.tag.to_string());
             }
@@ -130,7 +141,9 @@ pub async fn build(
                     progress(&format!("  {l}"));
                 }
             };
-            engine.build_image(recipe.tag, context, &args, &mut step).await
+            engine
+                .build_image(recipe.tag, context, &args, &mut step)
+                .await
         }
     }
 }
@@ -185,7 +198,10 @@ async fn build_debian_base(
 }
 
 fn tempdir() -> Result<PathBuf, InfraError> {
-    let dir = std::env::temp_dir().join(format!("packetary-image-{}", crate::model::BuildId::generate()));
+    let dir = std::env::temp_dir().join(format!(
+        "packetary-image-{}",
+        crate::model::BuildId::generate()
+    ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| InfraError(format!("create {}: {e}", dir.display())))?;
     Ok(dir)
@@ -212,18 +228,29 @@ mod tests {
     fn default_target_image_has_a_recipe() {
         let c = crate::config::Config::load(None).expect("defaults");
         for t in c.targets.values() {
-            assert!(recipe_for_image(&t.image).is_some(), "{} has no recipe", t.image);
+            assert!(
+                recipe_for_image(&t.image).is_some(),
+                "{} has no recipe",
+                t.image
+            );
         }
     }
 
     #[test]
     fn context_holds_the_files() {
-        let data = context_tar(&[("Dockerfile", "FROM x\n"), ("a.spec", "Name: a\n")]).expect("tar");
+        let data =
+            context_tar(&[("Dockerfile", "FROM x\n"), ("a.spec", "Name: a\n")]).expect("tar");
         let mut ar = tar::Archive::new(&data[..]);
         let names: Vec<String> = ar
             .entries()
             .expect("entries")
-            .map(|e| e.expect("entry").path().expect("path").display().to_string())
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(names, ["Dockerfile", "a.spec"]);
         assert!(recipe_by_name("rpmbuild").is_some());

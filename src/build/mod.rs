@@ -103,7 +103,9 @@ pub enum Outcome {
         log: PathBuf,
     },
     /// An infrastructure fault (Docker, disk, image): worth retrying, not the package's fault.
-    Error { message: String },
+    Error {
+        message: String,
+    },
     Cancelled,
 }
 
@@ -280,8 +282,16 @@ impl Executor {
                 format!("{SPEC_DIR}/{}", spec_file_name(&run.req.package.spec)),
                 true,
             ),
-            (run.req.package.source_dir.display().to_string(), SOURCE_DIR.to_string(), true),
-            (run.staging.display().to_string(), OUT_DIR.to_string(), false),
+            (
+                run.req.package.source_dir.display().to_string(),
+                SOURCE_DIR.to_string(),
+                true,
+            ),
+            (
+                run.staging.display().to_string(),
+                OUT_DIR.to_string(),
+                false,
+            ),
         ];
         let mut container_repos = vec![];
         let mut network = false;
@@ -311,7 +321,11 @@ impl Executor {
                 }
             }
         }
-        let script = backend::script(&target, &spec_file_name(&run.req.package.spec), &container_repos);
+        let script = backend::script(
+            &target,
+            &spec_file_name(&run.req.package.spec),
+            &container_repos,
+        );
         if !script.files.is_empty() {
             let dir = run.staging.join(".packetary");
             tokio::fs::create_dir_all(&dir)
@@ -324,7 +338,7 @@ impl Executor {
             }
         }
         let mut root_log = open_log(&logs.join("root.log")).await?;
-        let mut build_log = open_log(&logs.join("build.log")).await?;
+        let build_log = open_log(&logs.join("build.log")).await?;
 
         let spec = docker::ContainerSpec {
             name: format!("packetary-{}", run.req.id),
@@ -366,89 +380,183 @@ impl Executor {
         self.engine.start(&id).await.map_err(Stop::Infra)?;
         run.end(true);
 
-        run.begin(Phase::Srpm);
-        let code = self.exec(run, &id, &script.srpm, &script.env, &mut build_log).await?;
-        if code != 0 {
-            return Err(self.failed(run, &id, code, &logs.join("build.log")).await);
+        // Phases run back to back in as few exec calls as possible; the network is cut
+        // between the dependency and the build phase where the backend asks for it.
+        let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
+        if let Some(deps) = &script.deps {
+            steps.push((Phase::Deps, deps.as_str()));
         }
-        let nevr_text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
-            .await
-            .unwrap_or_default();
-        run.nevr = Nevr::parse_query_line(&nevr_text);
+        let cut = network && script.offline_build;
+        let mut groups = vec![steps];
+        if cut {
+            groups.push(vec![(Phase::Build, script.build.as_str())]);
+        } else {
+            groups[0].push((Phase::Build, script.build.as_str()));
+        }
+        let mut logs = Logs {
+            root: root_log,
+            build: build_log,
+        };
+        for (i, group) in groups.iter().enumerate() {
+            if i > 0 && cut {
+                self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+            }
+            let code = self
+                .run_steps(run, &id, group, &script.env, &mut logs)
+                .await?;
+            if run.nevr.is_none() {
+                let text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
+                    .await
+                    .unwrap_or_default();
+                run.nevr = Nevr::parse_query_line(&text);
+            }
+            if code != 0 {
+                return Err(self.classify(run, &id, code, &logs_dir_of(run)).await);
+            }
+        }
         if run.nevr.is_none() {
             return Err(Stop::Failed(
                 Failure::Exit { code: 0 },
-                format!("the SRPM's header has no usable name/version/release: {nevr_text:?}"),
+                "the SRPM's header has no usable name/version/release".into(),
             ));
         }
-        run.end(true);
-
-        if let Some(deps) = &script.deps {
-            run.begin(Phase::Deps);
-            let code = self.exec(run, &id, deps, &script.env, &mut root_log).await?;
-            if code != 0 {
-                let text = tokio::fs::read_to_string(logs.join("root.log")).await.unwrap_or_default();
-                let missing = missing_capabilities(&text);
-                if !missing.is_empty() {
-                    return Err(Stop::Failed(
-                        Failure::MissingDeps { capabilities: missing.clone() },
-                        format!("missing build dependencies: {}", missing.join(", ")),
-                    ));
-                }
-                return Err(self.failed(run, &id, code, &logs.join("root.log")).await);
-            }
-            run.end(true);
-        }
-
-        run.begin(Phase::Build);
-        if network {
-            self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
-        }
-        let code = self.exec(run, &id, &script.build, &script.env, &mut build_log).await?;
-        if code != 0 {
-            return Err(self.failed(run, &id, code, &logs.join("build.log")).await);
-        }
-        run.end(true);
         Ok(())
     }
 
-    async fn exec(
+    /// Runs `steps` in one exec, routing output to each phase's log and timing phases by
+    /// the markers the driver script prints. Returns the exit code; on failure `run.phase`
+    /// is the phase that failed.
+    async fn run_steps(
         &self,
         run: &mut Run,
         id: &str,
-        cmd: &[String],
+        steps: &[(Phase, &str)],
         env: &[String],
-        log: &mut tokio::fs::File,
+        logs: &mut Logs,
     ) -> Result<i64, Stop> {
-        run.commands.push((run.phase, cmd.to_vec()));
-        let _ = log
-            .write_all(format!("packetary: === {} phase ===\n", run.phase).as_bytes())
-            .await;
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let named: Vec<(&str, &str)> = steps.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+        let cmd = backend::driver(&nonce, &named);
+        for (phase, _) in steps {
+            run.commands.push((*phase, cmd.clone()));
+        }
+        let begin = format!("@@packetary-{nonce} begin ");
+        let end = format!("@@packetary-{nonce} end ");
+        let mut stream = self
+            .engine
+            .exec_start(id, cmd, env.to_vec())
+            .await
+            .map_err(Stop::Infra)?;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut started_any = false;
+        while let Some(chunk) = stream.next_chunk().await {
+            pending.extend_from_slice(&chunk.map_err(Stop::Infra)?);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line);
+                if let Some(p) = text.trim_end().strip_prefix(&begin) {
+                    if let Some(phase) = steps.iter().map(|(p, _)| *p).find(|x| x.as_str() == p) {
+                        run.begin(phase);
+                        started_any = true;
+                        logs.write(
+                            phase,
+                            format!("packetary: === {phase} phase ===\n").as_bytes(),
+                        )
+                        .await?;
+                    }
+                } else if let Some(rest) = text.trim_end().strip_prefix(&end) {
+                    if rest.ends_with(" 0") {
+                        run.end(true);
+                    }
+                } else {
+                    logs.write(run.phase, &line).await?;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            logs.write(run.phase, &pending).await?;
+        }
+        logs.flush().await?;
+        if !started_any {
+            // The driver never ran (no bash in the image?): blame the first phase.
+            run.begin(steps[0].0);
+        }
         self.engine
-            .exec(id, cmd.to_vec(), env.to_vec(), log)
+            .exec_exit_code(&stream)
             .await
             .map_err(Stop::Infra)
     }
 
-    /// Classifies a non-zero exit: the kernel's OOM killer, or the package's own failure.
-    async fn failed(&self, run: &Run, id: &str, code: i64, log: &Path) -> Stop {
-        if code == 137 && self.engine.oom_killed(id).await {
+    /// Classifies a non-zero exit: the kernel's OOM killer, build dependencies that could
+    /// not be installed, or the package's own failure. The OOM check runs whatever the exit
+    /// code, since rpmbuild turns a killed `%build` into a plain 1.
+    async fn classify(&self, run: &Run, id: &str, code: i64, logs: &Path) -> Stop {
+        if self.engine.oom_killed(id).await {
             return Stop::Failed(
-                Failure::OutOfMemory { limit_bytes: run.oom_limit },
+                Failure::OutOfMemory {
+                    limit_bytes: run.oom_limit,
+                },
                 format!(
                     "killed for exceeding the memory limit ({})",
-                    run.oom_limit.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "none set".into())
+                    run.oom_limit
+                        .map(|m| format!("{}MiB", m >> 20))
+                        .unwrap_or_else(|| "none set".into())
                 ),
             );
         }
-        let text = tokio::fs::read_to_string(log).await.unwrap_or_default();
+        let text = tokio::fs::read_to_string(logs.join(run.phase.log_name()))
+            .await
+            .unwrap_or_default();
         let phase_text = text
             .rsplit_once(&format!("packetary: === {} phase ===\n", run.phase))
             .map(|(_, t)| t)
             .unwrap_or(&text);
+        if run.phase == Phase::Deps {
+            let missing = missing_capabilities(phase_text);
+            if !missing.is_empty() {
+                return Stop::Failed(
+                    Failure::MissingDeps {
+                        capabilities: missing.clone(),
+                    },
+                    format!("missing build dependencies: {}", missing.join(", ")),
+                );
+            }
+        }
         let detail = first_error_line(phase_text).unwrap_or_else(|| format!("exit status {code}"));
         Stop::Failed(Failure::Exit { code }, detail)
     }
+}
+
+/// The two logs phases write to, as Mock names them.
+struct Logs {
+    root: tokio::fs::File,
+    build: tokio::fs::File,
+}
+
+impl Logs {
+    async fn write(&mut self, phase: Phase, data: &[u8]) -> Result<(), Stop> {
+        let f = if phase.log_name() == "root.log" {
+            &mut self.root
+        } else {
+            &mut self.build
+        };
+        f.write_all(data)
+            .await
+            .map_err(|e| infra(format!("write {}: {e}", phase.log_name())))
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        for f in [&mut self.root, &mut self.build] {
+            f.flush()
+                .await
+                .map_err(|e| infra(format!("write logs: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn logs_dir_of(run: &Run) -> PathBuf {
+    run.staging.join("logs")
 }
 
 enum Stop {
@@ -597,7 +705,11 @@ impl Run {
         if let Some(tx) = &self.events {
             let _ = tx.send(Event {
                 build: report.id.clone(),
-                package: report.nevr.as_ref().map(|n| n.name.clone()).unwrap_or_else(|| report.package.clone()),
+                package: report
+                    .nevr
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| report.package.clone()),
                 target: report.target.clone(),
                 kind: EventKind::Finished(Box::new(report.clone())),
             });
@@ -610,7 +722,9 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
     if to.exists() {
         let old = to.with_file_name(format!(
             ".old-{}-{}",
-            to.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            to.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             BuildId::generate()
         ));
         std::fs::rename(to, &old).map_err(|e| format!("move aside {}: {e}", to.display()))?;
@@ -662,13 +776,19 @@ pub fn first_error_line(text: &str) -> Option<String> {
         })
         .or_else(|| lines.iter().find(|l| l.contains("Bad exit status")))
         .or_else(|| {
-            lines
-                .iter()
-                .rev()
-                .find(|l| !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+'))
+            lines.iter().rev().find(|l| {
+                !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+')
+            })
         })?;
     let s = pick.trim();
-    Some(if s.len() > 200 { format!("{}…", &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() })
+    Some(if s.len() > 200 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s.to_string()
+    })
 }
 
 /// The last `n` lines of a log file, for terminals.
@@ -685,10 +805,19 @@ mod tests {
     #[test]
     fn error_lines() {
         let log = "+ make\nfoo.c:1: error: expected ';'\nmake: *** [x] Error 1\nerror: Bad exit status from /var/tmp/rpm-tmp (%build)\n";
-        assert_eq!(first_error_line(log).as_deref(), Some("foo.c:1: error: expected ';'"));
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("foo.c:1: error: expected ';'")
+        );
         let log = "warning: x\nerror: line 7: Unknown tag: Bogus: 1\n";
-        assert_eq!(first_error_line(log).as_deref(), Some("error: line 7: Unknown tag: Bogus: 1"));
-        assert_eq!(first_error_line("+ true\nsomething broke\n").as_deref(), Some("something broke"));
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("error: line 7: Unknown tag: Bogus: 1")
+        );
+        assert_eq!(
+            first_error_line("+ true\nsomething broke\n").as_deref(),
+            Some("something broke")
+        );
         assert_eq!(first_error_line(""), None);
     }
 

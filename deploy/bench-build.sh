@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmarks of `packetary build` (issue 2's figures), measured side by side in one run:
+#  1. overhead: `packetary build` of a trivial noarch spec vs. the bare minimum for the same
+#     work, a `docker run` of the same image doing the same two rpmbuild steps by hand;
+#  2. parallelism: 8 independent trivial packages with -j 2 vs. one at a time (-j 1).
+# Usage: deploy/bench-build.sh [ROUNDS]   (default 10; needs Docker and the rpmbuild image)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-10}"
+image=packetary/rpmbuild:bookworm
+cargo build --release --quiet
+bin=target/release/packetary
+$bin images ensure >/dev/null 2>&1
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+spec() { # spec DIR NAME
+  mkdir -p "$work/$1"
+  cat > "$work/$1/$2.spec" <<SPEC
+Name: $2
+Version: 1.0
+Release: 1
+Summary: trivial
+License: MIT
+BuildArch: noarch
+%description
+trivial
+%install
+mkdir -p %{buildroot}/usr/share/$2 && echo $2 > %{buildroot}/usr/share/$2/f
+%files
+/usr/share/$2/f
+SPEC
+}
+spec trivial trivial
+mkdir -p "$work/many"
+for i in 1 2 3 4 5 6 7 8; do spec "many/p$i" "p$i"; done
+
+now() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+baseline() {
+  local out="$work/base-out"; rm -rf "$out"; mkdir -p "$out"
+  docker run --rm --network none -v "$work/trivial:/src:ro" -v "$out:/out" "$image" bash -c '
+    set -e
+    rpmbuild -bs --define "_topdir /tmp/b" --define "_sourcedir /src" --define "_srcrpmdir /out" /src/trivial.spec >/dev/null
+    rpmbuild --rebuild --define "_topdir /tmp/b" --define "_rpmdir /out" /out/*.src.rpm >/dev/null 2>&1
+    ls /out/noarch/*.rpm >/dev/null'
+}
+ours() {
+  rm -rf "$work/ours-out"
+  $bin build "$work/trivial" --out "$work/ours-out" >/dev/null 2>&1
+}
+
+# Warm up both paths once (page cache, image layers).
+baseline; ours
+: > "$work/t-base"; : > "$work/t-ours"
+for _ in $(seq "$rounds"); do
+  s=$(now); baseline; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-base"
+  s=$(now); ours;     e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-ours"
+done
+b=$(median < "$work/t-base"); o=$(median < "$work/t-ours")
+echo "overhead: docker run baseline median ${b} ms, packetary build median ${o} ms, ratio $(awk -v o="$o" -v b="$b" 'BEGIN{printf "%.3f", o/b}') (target <= 1.15) over $rounds rounds"
+
+par() {
+  rm -rf "$work/par-out"
+  $bin build "$work/many" --out "$work/par-out" -j "$1" >/dev/null 2>&1
+}
+par 2
+: > "$work/t-j1"; : > "$work/t-j2"
+for _ in $(seq $(( (rounds + 1) / 2 ))); do
+  s=$(now); par 1; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-j1"
+  s=$(now); par 2; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-j2"
+done
+j1=$(median < "$work/t-j1"); j2=$(median < "$work/t-j2")
+echo "parallel: 8 packages -j1 median ${j1} ms, -j2 median ${j2} ms, ratio $(awk -v a="$j2" -v b="$j1" 'BEGIN{printf "%.3f", a/b}') (target <= 0.6)"

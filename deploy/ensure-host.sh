@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Makes this host able to run Packetary's builds: a Docker daemon that answers, and
+# mmdebstrap for the registry-free base image. Installs Debian's packages when missing
+# (needs root), starts dockerd when no daemon answers. Safe to run again.
+set -euo pipefail
+
+log() { echo "ensure-host: $*" >&2; }
+
+need_apt=()
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing ${need_apt[*]}: run as root, or install them with apt-get"; exit 3
+  fi
+  log "installing ${need_apt[*]} from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    log "starting docker.service"
+    systemctl start docker || true
+  fi
+fi
+if ! docker info >/dev/null 2>&1; then
+  log "no Docker daemon answers; starting dockerd (log: /var/log/packetary-dockerd.log)"
+  nohup dockerd >/var/log/packetary-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+fi
+if ! docker info >/dev/null 2>&1; then
+  log "dockerd did not come up; see /var/log/packetary-dockerd.log"; tail -20 /var/log/packetary-dockerd.log >&2 || true
+  exit 3
+fi
+log "Docker $(docker version --format '{{.Server.Version}}') answers"

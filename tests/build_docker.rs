@@ -1,0 +1,311 @@
+//! `packetary build` against the real Docker daemon and real rpm.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const T: &str = "bookworm-rpmbuild";
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+#[test]
+fn noarch_and_c_packages_build_with_correct_headers() {
+    if !docker_or_skip("noarch_and_c_packages_build_with_correct_headers") {
+        return;
+    }
+    let out = tempfile::tempdir().expect("tmp");
+    let r = packetary(
+        &[
+            "build",
+            examples().to_str().expect("utf8"),
+            "--out",
+            out.path().to_str().expect("utf8"),
+        ],
+        out.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("2 of 2 build(s) succeeded"),
+        "{}",
+        r.all()
+    );
+
+    let noarch = out.path().join(T).join("hello-noarch-1.0-1");
+    let q = rpm_query(
+        &noarch,
+        "hello-noarch-1.0-1.noarch.rpm",
+        "%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}\\n[%{FILENAMES}\\n]",
+    );
+    assert_eq!(
+        q,
+        "hello-noarch|1.0|1|noarch\n/usr/share/hello-noarch/greeting.txt\n"
+    );
+    assert!(noarch.join("hello-noarch-1.0-1.src.rpm").is_file());
+
+    let c = out.path().join(T).join("hello-c-2.1-3");
+    let q = rpm_query(
+        &c,
+        "hello-c-*.x86_64.rpm",
+        "%{NAME}|%{VERSION}|%{RELEASE}|%{ARCH}\\n",
+    );
+    assert_eq!(q, "hello-c|2.1|3|x86_64\nhello-c-devel|2.1|3|x86_64\n");
+    let files = rpm_query(&c, "hello-c-2.1-3.x86_64.rpm", "[%{FILENAMES}\\n]");
+    assert!(files.lines().any(|f| f == "/usr/bin/hello-c"), "{files}");
+    assert!(
+        !files.contains("hello.h"),
+        "the header belongs to -devel: {files}"
+    );
+    let files = rpm_query(&c, "hello-c-devel-2.1-3.x86_64.rpm", "[%{FILENAMES}\\n]");
+    assert_eq!(files, "/usr/include/hello.h\n");
+    // The SRPM carries the patch, and the binary was built with it applied.
+    let srpm = rpm_query(&c, "hello-c-2.1-3.src.rpm", "[%{FILENAMES}\\n]");
+    assert!(srpm.contains("hello-c-louder.patch"), "{srpm}");
+    let run = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/r:ro", c.display()))
+        .args([IMAGE, "sh", "-c", "cd /tmp && rpm2cpio /r/hello-c-2.1-3.x86_64.rpm | cpio -idm --quiet && ./usr/bin/hello-c"])
+        .output()
+        .expect("run the built program");
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "HELLO!\n");
+
+    // Logs: root.log, build.log and state.log with each phase timed.
+    for log in ["root.log", "build.log", "state.log", "build.json"] {
+        assert!(c.join("logs").join(log).is_file(), "missing {log}");
+    }
+    let state = std::fs::read_to_string(c.join("logs/state.log")).expect("state.log");
+    for phase in ["prepare", "srpm", "deps", "build", "collect"] {
+        assert!(state.contains(&format!("Start: {phase}")), "{state}");
+        assert!(state.contains(&format!("Finish: {phase} (")), "{state}");
+    }
+    let build_log = std::fs::read_to_string(c.join("logs/build.log")).expect("build.log");
+    assert!(
+        build_log.contains("Wrote: /out/hello-c-2.1-3.x86_64.rpm"),
+        "{build_log}"
+    );
+    assert!(containers_of_build(&c).is_empty());
+}
+
+#[test]
+fn build_requires_from_a_local_repository() {
+    if !docker_or_skip("build_requires_from_a_local_repository") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    // A package that provides the capability, built first and published with createrepo_c.
+    write(
+        &w.join("src/greet/greet.spec"),
+        &spec("greet", "Provides: greet-devel = 1.0", "true"),
+    );
+    let r = packetary(&["build", "src/greet", "--out", "out1"], w);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let repo = w.join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    for f in std::fs::read_dir(w.join("out1").join(T).join("greet-1.0-1"))
+        .expect("out")
+        .flatten()
+    {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".noarch.rpm") {
+            std::fs::copy(f.path(), repo.join(&name)).expect("copy");
+        }
+    }
+    createrepo(&repo);
+
+    write(
+        &w.join("src/user/user.spec"),
+        &spec(
+            "user",
+            "BuildRequires: greet-devel >= 1.0",
+            "test -f /usr/share/greet/marker",
+        ),
+    );
+    // Without the repository: a build failure naming the missing capability.
+    let r = packetary(&["build", "src/user", "--out", "out2"], w);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("missing build dependencies: greet-devel >= 1.0"),
+        "{}",
+        r.all()
+    );
+    let failed = w.join("out2").join(T).join("user-1.0-1");
+    let root_log = std::fs::read_to_string(failed.join("logs/root.log")).expect("root.log");
+    assert!(root_log.contains("greet-devel >= 1.0"), "{root_log}");
+
+    // With it: dnf installs the dependency and the build sees its files.
+    let r = packetary(
+        &[
+            "build",
+            "src/user",
+            "--out",
+            "out3",
+            "--repo",
+            &format!("local={}", repo.display()),
+        ],
+        w,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let ok = w.join("out3").join(T).join("user-1.0-1");
+    let root_log = std::fs::read_to_string(ok.join("logs/root.log")).expect("root.log");
+    assert!(root_log.contains("greet"), "{root_log}");
+    assert!(ok.join("user-1.0-1.noarch.rpm").is_file());
+    assert!(containers_of_build(&ok).is_empty());
+}
+
+/// Builds one spec with a config and returns (run, result dir).
+fn build_one(
+    name: &str,
+    spec_text: &str,
+    config: Option<&str>,
+) -> (Run, std::path::PathBuf, tempfile::TempDir) {
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(&w.join(format!("pkg/{name}.spec")), spec_text);
+    let mut args = vec!["build", "pkg", "--out", "out"];
+    if let Some(c) = config {
+        write(&w.join("packetary.toml"), c);
+        args.extend(["--config", "packetary.toml"]);
+    }
+    let r = packetary(&args, w);
+    let dir = result_dir(&w.join("out"), T);
+    (r, dir, work)
+}
+
+fn limited(extra: &str) -> String {
+    format!("[targets.{T}]\nbackend = \"rpmbuild\"\nimage = \"{IMAGE}\"\n{extra}\n")
+}
+
+#[test]
+fn spec_syntax_error_fails_in_srpm_phase() {
+    if !docker_or_skip("spec_syntax_error_fails_in_srpm_phase") {
+        return;
+    }
+    let bad = "Name: broken\nVersion: 1\nRelease: 1\nSummary: x\nLicense: MIT\nBogusTag: 1\n%description\nx\n%files\n";
+    let (r, dir, _w) = build_one("broken", bad, None);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("srpm phase failed"), "{}", r.all());
+    assert!(r.stdout.contains("Unknown tag: BogusTag"), "{}", r.all());
+    assert!(r.stderr.contains("last lines of"), "{}", r.all());
+    assert!(dir.ends_with("broken"), "{dir:?}");
+    assert!(containers_of_build(&dir).is_empty());
+}
+
+#[test]
+fn failing_build_section_fails_in_build_phase() {
+    if !docker_or_skip("failing_build_section_fails_in_build_phase") {
+        return;
+    }
+    let (r, dir, _w) = build_one(
+        "fails",
+        &spec("fails", "", "echo 'compiler says no' >&2; exit 1"),
+        None,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("build phase failed"), "{}", r.all());
+    assert!(r.stdout.contains("Bad exit status"), "{}", r.all());
+    let log = std::fs::read_to_string(dir.join("logs/build.log")).expect("build.log");
+    assert!(log.contains("compiler says no"), "{log}");
+    assert!(containers_of_build(&dir).is_empty());
+}
+
+#[test]
+fn build_past_its_timeout_is_stopped() {
+    if !docker_or_skip("build_past_its_timeout_is_stopped") {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let (r, dir, _w) = build_one(
+        "sleepy",
+        &spec("sleepy", "", "sleep 300"),
+        Some(&limited("timeout = \"4s\"")),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("exceeded its time limit of 4s"),
+        "{}",
+        r.all()
+    );
+    assert!(started.elapsed().as_secs() < 60, "timeout not enforced");
+    let state = std::fs::read_to_string(dir.join("logs/state.log")).expect("state.log");
+    assert!(
+        state.contains("Finish: build (") && state.contains("failed"),
+        "{state}"
+    );
+    assert!(containers_of_build(&dir).is_empty());
+}
+
+#[test]
+fn build_past_its_memory_limit_is_reported_as_oom() {
+    if !docker_or_skip("build_past_its_memory_limit_is_reported_as_oom") {
+        return;
+    }
+    // `tail -n 1` keeps a whole line in memory: 400MiB without a newline against 64MiB.
+    let hog = "head -c 400M /dev/zero | tail -n 1 >/dev/null";
+    let (r, dir, _w) = build_one(
+        "hog",
+        &spec("hog", "", hog),
+        Some(&limited("memory = \"64MiB\"")),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("memory limit (64MiB)"), "{}", r.all());
+    let json = std::fs::read_to_string(dir.join("logs/build.json")).expect("build.json");
+    assert!(json.contains("out_of_memory"), "{json}");
+    assert!(containers_of_build(&dir).is_empty());
+}
+
+#[test]
+fn interrupt_removes_the_container() {
+    if !docker_or_skip("interrupt_removes_the_container") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(&w.join("pkg/slow.spec"), &spec("slow", "", "sleep 300"));
+    let child = std::process::Command::new(bin())
+        .args(["build", "pkg", "--out", "out"])
+        .current_dir(w)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the build phase runs, then press Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let staging = w.join("out").join(T);
+    loop {
+        let building = std::fs::read_dir(&staging)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("logs/build.log"))
+                    .is_ok_and(|l| l.contains("=== build phase"))
+            });
+        if building {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "build never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = result_dir(&w.join("out"), T);
+    assert!(
+        containers_of_build(&dir).is_empty(),
+        "container left behind"
+    );
+}

@@ -1,0 +1,135 @@
+//! Helpers shared by the integration tests: the real binary, the real Docker daemon.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const IMAGE: &str = "packetary/rpmbuild:bookworm";
+
+/// Whether a Docker daemon answers. Under CI a missing daemon is a failure, not a skip:
+/// tests that need Docker must not pass by doing nothing.
+pub fn docker_or_skip(test: &str) -> bool {
+    let ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: CI is set but no Docker daemon answers; .ci/run must start one");
+        }
+        eprintln!("{test}: SKIPPED, no Docker daemon (set CI=1 to make this a failure)");
+    }
+    ok
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_packetary"))
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn packetary(args: &[&str], cwd: &Path) -> Run {
+    let out: Output = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PACKETARY_CONFIG")
+        .output()
+        .expect("run packetary");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn write(path: &Path, content: &str) {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::write(path, content).expect("write");
+}
+
+/// A minimal noarch spec; `extra` is inserted in the preamble, `build` is the %build body.
+pub fn spec(name: &str, extra: &str, build: &str) -> String {
+    format!(
+        "Name: {name}\nVersion: 1.0\nRelease: 1\nSummary: test package\nLicense: MIT\nBuildArch: noarch\n{extra}\n\
+%description\nTest package {name}.\n\n%build\n{build}\n\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {name} > %{{buildroot}}/usr/share/{name}/marker\n\n\
+%files\n/usr/share/{name}/marker\n\n%changelog\n* Wed Nov 25 2026 Test <t@example.org> - 1.0-1\n- test\n"
+    )
+}
+
+/// Header fields of RPM files, read by real rpm in the builder image.
+pub fn rpm_query(dir: &Path, glob: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/r:ro", dir.display()))
+        .args([IMAGE, "sh", "-c"])
+        .arg(format!("rpm -qp --qf '{format}' /r/{glob}"))
+        .output()
+        .expect("docker run rpm");
+    assert!(
+        out.status.success(),
+        "rpm -qp failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs createrepo_c (real, in the builder image) on a directory of RPMs.
+pub fn createrepo(dir: &Path) {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/repo", dir.display()))
+        .args([IMAGE, "createrepo_c", "--quiet", "/repo"])
+        .output()
+        .expect("docker run createrepo_c");
+    assert!(
+        out.status.success(),
+        "createrepo_c failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Containers (running or not) that belong to the build recorded in `logs/build.json`.
+pub fn containers_of_build(result_dir: &Path) -> Vec<String> {
+    let json = std::fs::read_to_string(result_dir.join("logs/build.json")).expect("build.json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let id = v["id"].as_str().expect("id").to_string();
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=org.packetary.build-id={id}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The only result directory under `out/<target>/`.
+pub fn result_dir(out: &Path, target: &str) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(out.join(target))
+        .expect("target dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    assert_eq!(dirs.len(), 1, "expected one result dir, got {dirs:?}");
+    dirs[0].clone()
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: host setup, builder images, then cargo test.
+# CI runs this through .ci/run; run it yourself the same way: `tests/run.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+deploy/ensure-host.sh
+
+echo "tests/run.sh: building packetary" >&2
+cargo build --quiet --all-targets
+
+# Images are built once here, so that parallel tests don't race to build them.
+target/debug/packetary images ensure
+
+echo "tests/run.sh: running the suite" >&2
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
