@@ -311,14 +311,31 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     let ctrl_c = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("packetary: interrupted; stopping builds and removing their containers");
-                cancel.cancel();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                _ = terminated => {},
             }
+            eprintln!("packetary: interrupted; stopping builds and removing their containers");
+            cancel.cancel();
         })
     };
 
     let executor = Executor::new(engine);
+    match executor.reap_orphans().await {
+        Ok(0) => {}
+        Ok(n) => progress_line(&format!(
+            "removed {n} build container(s) left by killed runs"
+        )),
+        Err(e) => tracing::warn!("could not look for leftover containers: {e}"),
+    }
     let reports: Vec<build::BuildReport> = futures_util::stream::iter(requests)
         .map(|req| {
             let image_id = image_ids.get(&req.target.image).cloned();

@@ -309,3 +309,112 @@ fn interrupt_removes_the_container() {
         "container left behind"
     );
 }
+
+#[test]
+fn rpmbuild_tree_and_explicit_spec() {
+    if !docker_or_skip("rpmbuild_tree_and_explicit_spec") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    // SPECS/x.spec takes Source0 from the sibling SOURCES/.
+    write(
+        &w.join("tree/SPECS/tree.spec"),
+        &spec(
+            "tree",
+            "Source0: data.txt",
+            "cp %{SOURCE0} . && grep -q from-sources data.txt",
+        ),
+    );
+    write(&w.join("tree/SOURCES/data.txt"), "from-sources\n");
+    write(
+        &w.join("tree/SPECS/other.spec"),
+        &spec("other", "", "exit 1"),
+    );
+    // --spec picks one package: the failing one next to it is not built.
+    let r = packetary(
+        &[
+            "build",
+            "tree",
+            "--spec",
+            "tree/SPECS/tree.spec",
+            "--out",
+            "out",
+        ],
+        w,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("1 of 1 build(s) succeeded"),
+        "{}",
+        r.all()
+    );
+    let dir = w.join("out").join(T).join("tree-1.0-1");
+    let files = rpm_query(&dir, "tree-1.0-1.src.rpm", "[%{FILENAMES}\\n]");
+    assert!(files.lines().any(|f| f == "data.txt"), "{files}");
+}
+
+/// Waits until some build under `target_dir` is in its build phase.
+fn wait_for_build_phase(target_dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let building = std::fs::read_dir(target_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("logs/build.log"))
+                    .is_ok_and(|l| l.contains("=== build phase"))
+            });
+        if building {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "build never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn containers_of_a_killed_run_are_reaped_by_the_next() {
+    if !docker_or_skip("containers_of_a_killed_run_are_reaped_by_the_next") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(&w.join("pkg/slow.spec"), &spec("slow", "", "sleep 300"));
+    write(&w.join("quick/quick.spec"), &spec("quick", "", "true"));
+    let mut child = std::process::Command::new(bin())
+        .args(["build", "pkg", "--out", "out"])
+        .current_dir(w)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for_build_phase(&w.join("out").join(T));
+    let pid = child.id();
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let label = format!(
+        "label=org.packetary.owner=cli/{}/{pid}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("hostname")
+            .trim()
+    );
+    let ps = |filter: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", filter])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(ps(&label), 1, "the killed run leaves its container");
+    let r = packetary(&["build", "quick", "--out", "out2"], w);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("removed 1 build container(s) left by killed runs"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(ps(&label), 0, "the next run removed it");
+}

@@ -13,4 +13,4 @@ cargo build --quiet --all-targets
 target/debug/packetary images ensure
 
 echo "tests/run.sh: running the suite" >&2
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+cargo test -- --test-threads="${TEST_THREADS:-4}"

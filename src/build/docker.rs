@@ -27,6 +27,9 @@ impl InfraError {
 /// Label put on every build container, so that leftovers can always be found.
 pub const LABEL_BUILD: &str = "org.packetary.build-id";
 pub const LABEL_TARGET: &str = "org.packetary.target";
+/// Which process made the container (`cli/<host>/<pid>`), so that a later run can tell
+/// the leftovers of a killed process from the containers of a live one.
+pub const LABEL_OWNER: &str = "org.packetary.owner";
 
 /// The output of a running exec call.
 pub struct ExecStream {
@@ -324,6 +327,20 @@ impl Engine {
 
     /// Ids of the containers carrying `label` (optionally `label=value`), running or not.
     pub async fn containers_with_label(&self, label: &str) -> Result<Vec<String>, InfraError> {
+        Ok(self
+            .containers_with_label_values(label)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Like [`Engine::containers_with_label`], with the value of the label (key part of `label`).
+    pub async fn containers_with_label_values(
+        &self,
+        label: &str,
+    ) -> Result<Vec<(String, String)>, InfraError> {
+        let key = label.split('=').next().unwrap_or(label);
         let mut filters = HashMap::new();
         filters.insert("label".to_string(), vec![label.to_string()]);
         let opts = ListContainersOptionsBuilder::default()
@@ -335,7 +352,17 @@ impl Engine {
             .list_containers(Some(opts))
             .await
             .map_err(|e| InfraError::docker("list containers", e))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let value = c
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(key).cloned())
+                    .unwrap_or_default();
+                c.id.map(|id| (id, value))
+            })
+            .collect())
     }
 
     /// Builds `tag` from a tar build context; each output line goes to `progress`.

@@ -17,7 +17,7 @@ use crate::config::{Backend, RepoLocation, Target};
 use crate::model::{BuildId, Nevr, TargetName};
 use crate::plan::PackageSource;
 use backend::{ContainerRepo, MISSING_MARK, NEVR_FILE, OUT_DIR, REPO_DIR, SOURCE_DIR, SPEC_DIR};
-pub use docker::{Engine, InfraError, LABEL_BUILD, LABEL_TARGET};
+pub use docker::{Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 
 /// The phases of a build, in order; each is timed in `state.log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,6 +166,7 @@ pub enum EventKind {
 #[derive(Clone)]
 pub struct Executor {
     engine: Engine,
+    owner: String,
 }
 
 /// State a build keeps while it runs, so that a timeout or cancellation can still tell
@@ -186,8 +187,38 @@ struct Run {
 }
 
 impl Executor {
+    /// An executor whose containers are labelled as this process's (see [`LABEL_OWNER`]).
     pub fn new(engine: Engine) -> Executor {
-        Executor { engine }
+        Executor {
+            engine,
+            owner: process_owner(),
+        }
+    }
+
+    /// Removes build containers left by processes of this host that no longer run
+    /// (a `packetary build` killed with SIGKILL cannot clean up after itself). Returns how
+    /// many were removed.
+    pub async fn reap_orphans(&self) -> Result<usize, InfraError> {
+        let host = hostname();
+        let mut removed = 0;
+        for (id, owner) in self
+            .engine
+            .containers_with_label_values(LABEL_OWNER)
+            .await?
+        {
+            let mut parts = owner.splitn(3, '/');
+            let (Some("cli"), Some(h), Some(pid)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if h != host || Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            tracing::warn!(container = %id, %owner, "removing a build container left by a dead process");
+            self.engine.remove(&id).await?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -346,6 +377,7 @@ impl Executor {
             labels: [
                 (LABEL_BUILD.to_string(), run.req.id.to_string()),
                 (LABEL_TARGET.to_string(), target.name.to_string()),
+                (LABEL_OWNER.to_string(), self.owner.clone()),
             ]
             .into_iter()
             .collect(),
@@ -716,6 +748,16 @@ impl Run {
         }
         report
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn process_owner() -> String {
+    format!("cli/{}/{}", hostname(), std::process::id())
 }
 
 fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
