@@ -22,7 +22,11 @@ const EXIT_INFRA: u8 = 3;
 const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Parser)]
-#[command(name = "packetary", version, about = "Builds packages in clean containers, driven by git")]
+#[command(
+    name = "packetary",
+    version,
+    about = "Builds packages in clean containers, driven by git"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: the embedded defaults.
     #[arg(long, global = true, env = "PACKETARY_CONFIG")]
@@ -132,7 +136,9 @@ fn progress_line(msg: &str) {
 }
 
 async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> {
-    let engine = Engine::connect(config.docker_host.as_deref()).await.map_err(infra)?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
     match command {
         ImagesCommand::List => {
             for r in images::RECIPES {
@@ -141,7 +147,11 @@ async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> 
                     "{:<12} {:<32} {:<8} {}",
                     r.name,
                     r.tag,
-                    if present.is_some() { "present" } else { "missing" },
+                    if present.is_some() {
+                        "present"
+                    } else {
+                        "missing"
+                    },
                     r.about
                 );
             }
@@ -162,7 +172,11 @@ async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> 
                         images::recipe_by_name(n).ok_or_else(|| {
                             usage(anyhow::anyhow!(
                                 "no image recipe named `{n}`; known: {}",
-                                images::RECIPES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                                images::RECIPES
+                                    .iter()
+                                    .map(|r| r.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ))
                         })
                     })
@@ -173,7 +187,11 @@ async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> 
                 images::build(&engine, &config.images, r, true, &mut |l| progress_line(l))
                     .await
                     .map_err(infra)?;
-                progress_line(&format!("{} ready in {:.1}s", r.tag, start.elapsed().as_secs_f64()));
+                progress_line(&format!(
+                    "{} ready in {:.1}s",
+                    r.tag,
+                    start.elapsed().as_secs_f64()
+                ));
             }
             Ok(0)
         }
@@ -193,7 +211,11 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     }
     let packages = match &args.spec {
         Some(spec) => {
-            let spec = if spec.is_absolute() || spec.exists() { spec.clone() } else { root.join(spec) };
+            let spec = if spec.is_absolute() || spec.exists() {
+                spec.clone()
+            } else {
+                root.join(spec)
+            };
             vec![plan::package_for_spec(root, &spec).map_err(usage)?]
         }
         None => plan::discover(root, std::slice::from_ref(&out)).map_err(usage)?,
@@ -206,7 +228,9 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         .collect::<Result<_, _>>()?;
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
 
-    let engine = Engine::connect(config.docker_host.as_deref()).await.map_err(infra)?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
     let mut image_ids = std::collections::HashMap::new();
     for t in &targets {
         if !image_ids.contains_key(&t.image) {
@@ -290,15 +314,31 @@ fn summarize(reports: &[build::BuildReport], started: Instant) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for r in reports {
-        let name = r.nevr.as_ref().map(|n| n.nvr()).unwrap_or_else(|| r.package.clone());
+        let name = r
+            .nevr
+            .as_ref()
+            .map(|n| n.nvr())
+            .unwrap_or_else(|| r.package.clone());
         match &r.outcome {
             Outcome::Succeeded { rpms, .. } => {
-                let _ = writeln!(out, "ok      {}/{} → {} ({} rpm)", r.target, name, r.dir.display(), rpms.len());
+                let _ = writeln!(
+                    out,
+                    "ok      {}/{} → {} ({} rpm)",
+                    r.target,
+                    name,
+                    r.dir.display(),
+                    rpms.len()
+                );
             }
             Outcome::Failed { message, log, .. } => {
                 code = code.max(EXIT_FAILED);
                 let _ = writeln!(out, "FAILED  {}/{}: {message}", r.target, name);
-                eprintln!("--- last lines of {} ---\n{}\n--- end of {} ---", log.display(), build::tail(log, 25), log.display());
+                eprintln!(
+                    "--- last lines of {} ---\n{}\n--- end of {} ---",
+                    log.display(),
+                    build::tail(log, 25),
+                    log.display()
+                );
             }
             Outcome::Error { message } => {
                 code = code.max(EXIT_INFRA);
@@ -324,6 +364,8 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {
-        Ok(std::env::current_dir().context("cannot read the current directory")?.join(p))
+        Ok(std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(p))
     }
 }
