@@ -87,18 +87,6 @@ pub enum GithubAuth {
     },
 }
 
-impl GithubConfig {
-    /// Whether webhooks of `repo` (`owner/name`) are acted on.
-    pub fn allows(&self, repo: &str) -> bool {
-        let owner = repo.split_once('/').map(|(o, _)| o).unwrap_or(repo);
-        self.repositories.iter().any(|r| {
-            r.eq_ignore_ascii_case(repo)
-                || r.strip_suffix("/*")
-                    .is_some_and(|o| o.eq_ignore_ascii_case(owner))
-        })
-    }
-}
-
 /// Where a secret comes from. The value is read only when needed and never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -974,6 +962,55 @@ mod tests {
         assert_eq!(fedora.repos.len(), 2);
         assert_eq!(fedora.limits.memory_bytes, Some(8 << 30));
         assert_eq!(fedora.limits.timeout, Duration::from_secs(4 * 3600));
+        assert_eq!(c.server.body_limit, 25 << 20);
+        assert_eq!(c.server.public_url, "https://packetary.example.com");
+        let gh = c.github.expect("example has [github]");
+        assert!(
+            matches!(gh.auth, GithubAuth::Token(SecretSource::Env(ref v)) if v == "GITHUB_TOKEN")
+        );
+        assert_eq!(gh.webhook_secrets.len(), 1);
+        assert!(!gh.build_forks);
+    }
+
+    #[test]
+    fn github_section_is_checked() {
+        let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+        let e = err(&format!("{base}[github]\nwebhook_secrets = [\"s\"]\n"));
+        assert!(e.contains("no way to authenticate"), "{e}");
+        let e = err(&format!("{base}[github]\ntoken = \"t\"\n"));
+        assert!(e.contains("github.webhook_secrets"), "{e}");
+        let e = err(&format!(
+            "{base}[github]\ntoken = \"t\"\nwebhook_secrets = [\"s\"]\nrepositories = [\"nope\"]\n"
+        ));
+        assert!(e.contains("github.repositories"), "{e}");
+        let e = err(&format!("{base}[server]\nlisten = \"nowhere\"\n"));
+        assert!(e.contains("server.listen"), "{e}");
+        let e = err(&format!("{base}[server]\nbody_limit = \"10\"\n"));
+        assert!(e.contains("server.body_limit"), "{e}");
+        let c = Config::parse(
+            &format!("{base}[github]\ntoken = {{ file = \"/nonexistent\" }}\nwebhook_secrets = [\"hunter2\", {{ env = \"PACKETARY_TEST_UNSET\" }}]\n"),
+            None,
+        )
+        .expect("valid");
+        let gh = c.github.expect("github");
+        let debug = format!("{gh:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(
+            gh.webhook_secrets[0]
+                .resolve("k")
+                .expect("literal")
+                .expose(),
+            "hunter2"
+        );
+        let e = gh.webhook_secrets[1]
+            .resolve("github.webhook_secrets[1]")
+            .expect_err("unset")
+            .to_string();
+        assert!(
+            e.contains("PACKETARY_TEST_UNSET") && e.contains("github.webhook_secrets[1]"),
+            "{e}"
+        );
+        assert!(matches!(&gh.auth, GithubAuth::Token(t) if t.resolve("github.token").is_err()));
     }
 
     #[test]
