@@ -239,6 +239,11 @@ impl Queue {
         &self.inner.store
     }
 
+    /// The data directory (database, results).
+    pub fn store_dir(&self) -> PathBuf {
+        self.inner.cfg.data_dir.clone()
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }
