@@ -44,9 +44,15 @@ OPERATIONS = [
 DROP = {"description", "example", "examples", "summary", "externalDocs", "x-github", "tags"}
 
 
-def strip(node):
+def strip(node, names=False):
+    """Drops annotations; `names` is true for a `properties` map, whose keys are field
+    names (a field may well be called `description`) and are all kept."""
     if isinstance(node, dict):
-        return {k: strip(v) for k, v in node.items() if k not in DROP}
+        return {
+            k: strip(v, k == "properties" and not names)
+            for k, v in node.items()
+            if names or k not in DROP
+        }
     if isinstance(node, list):
         return [strip(v) for v in node]
     return node
