@@ -394,3 +394,133 @@ pub fn app_state(queue: &packetary::queue::Queue, allow: &[&str]) -> packetary::
         data_dir: queue.store_dir(),
     }
 }
+
+// ---- a tiny HTTP client (no client crate needed for a few requests) ---------------------
+
+/// Sends one HTTP/1.1 request to `addr` and returns the status and body.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut out = vec![];
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(out.len());
+    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+    let mut body = out[split..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = vec![];
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[i + 2..i + 2 + n]);
+        b = &b[i + 2 + n + 2..];
+    }
+    out
+}
+
+/// Posts a signed webhook to a running server.
+pub async fn post_webhook(
+    addr: std::net::SocketAddr,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+) -> u16 {
+    let headers = [
+        ("content-type", "application/json".to_string()),
+        ("x-github-event", event.to_string()),
+        ("x-github-delivery", delivery.to_string()),
+        ("x-hub-signature-256", sign(SECRET, body)),
+    ];
+    http(addr, "POST", "/webhooks/github", &headers, body)
+        .await
+        .0
+}
+
+/// The statuses a mock GitHub received, in order: (sha, context, state, description, target_url).
+pub async fn statuses(
+    server: &wiremock::MockServer,
+) -> Vec<(String, String, String, String, String)> {
+    let mut out = vec![];
+    for r in server.received_requests().await.unwrap_or_default() {
+        if let Some(sha) = r.url.path().split("/statuses/").nth(1) {
+            let b: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            check_request_body("post", "/repos/{owner}/{repo}/statuses/{sha}", &b).unwrap_or_else(
+                |e| {
+                    panic!("status body does not conform to GitHub's OpenAPI description: {e}\n{b}")
+                },
+            );
+            let s = |k: &str| b[k].as_str().unwrap_or_default().to_string();
+            out.push((
+                sha.to_string(),
+                s("context"),
+                s("state"),
+                s("description"),
+                s("target_url"),
+            ));
+        }
+    }
+    out
+}
+
+/// Waits until every context seen for `sha` has a final state, with the aggregate among them.
+pub async fn wait_final(
+    server: &wiremock::MockServer,
+    sha: &str,
+    timeout: std::time::Duration,
+) -> Vec<(String, String, String, String, String)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let all: Vec<_> = statuses(server)
+            .await
+            .into_iter()
+            .filter(|s| s.0 == sha)
+            .collect();
+        let mut last: std::collections::BTreeMap<String, String> = Default::default();
+        for s in &all {
+            last.insert(s.1.clone(), s.2.clone());
+        }
+        let done = last.contains_key("packetary")
+            && last.len() > 1
+            && last.values().all(|s| s != "pending");
+        if done {
+            return all;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("statuses of {sha} not final after {timeout:?}: {all:#?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
