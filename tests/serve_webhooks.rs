@@ -56,7 +56,7 @@ async fn signed_push_is_accepted_once() {
         "https://github.com/Codertocat/Hello-World.git",
         "main",
         &"0".repeat(40),
-        &"6113728f27ae82c7b1a177c8d03f9e96e0adf246".to_string(),
+        "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
     );
     let (s, _) = h.send(webhook("push", "d-1", &body, Some(SECRET))).await;
     assert_eq!(s, StatusCode::ACCEPTED);

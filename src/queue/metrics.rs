@@ -37,6 +37,9 @@ struct Inner {
     phase_seconds: BTreeMap<String, Histogram>,
 }
 
+/// A gauge read at scrape time: name, help, and `(labels, value)` samples.
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
 /// Process-wide metrics; the store supplies the gauges (queue depth, builds by state).
 #[derive(Default)]
 pub struct Metrics {
@@ -88,7 +91,7 @@ impl Metrics {
     }
 
     /// The text exposition; `gauges` are `(name, help, [(labels, value)])` read from the store.
-    pub fn render(&self, gauges: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         for (name, help, values) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");

@@ -656,6 +656,9 @@ impl Queue {
                         }
                     }
                 });
+                // An earlier attempt may have left a container behind: a create request in
+                // flight when the service was killed completes after the start-up cleanup.
+                inner.runner.cleanup(&b.id).await;
                 let report = inner.runner.run(req, tx, cancel.clone()).await;
                 let _ = progress.await;
                 Ok(report)
