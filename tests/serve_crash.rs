@@ -2,13 +2,13 @@
 //! waits; started again, it finishes both and every status ends final. Then SIGTERM stops
 //! it cleanly.
 
-mod common;
+mod serve_common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use serve_common::*;
 use packetary::store::{BuildState, Store};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -1,12 +1,12 @@
 //! End to end: a real git repository, signed webhooks over HTTP, real builds in Docker, and
 //! the statuses a mock GitHub receives.
 
-mod common;
+mod serve_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use serve_common::*;
 use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
 use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
 use packetary::store::{BuildState, Store};

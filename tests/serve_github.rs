@@ -1,12 +1,12 @@
 //! The GitHub reporter against a mock GitHub (wiremock), with every request checked
 //! against GitHub's published OpenAPI description.
 
-mod common;
+mod serve_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use serve_common::*;
 use packetary::config::Secret;
 use packetary::forge::github::{Auth, GitHub};
 use packetary::forge::{Forge, Report, ReportState};

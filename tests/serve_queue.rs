@@ -1,12 +1,12 @@
 //! The store and the queue with fake planner, sources and runner: ordering of statuses,
 //! supersede, retries, recovery after a crash, fork approval.
 
-mod common;
+mod serve_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use serve_common::*;
 use packetary::forge::{ChangeKind, Command, CommandRequest, Report, ReportState, Trigger};
 use packetary::model::{CommitSha, RepoId};
 use packetary::store::{BuildState, Inbound, Millis, Store, TriggerState};

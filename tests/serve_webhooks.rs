@@ -1,10 +1,10 @@
 //! The webhook endpoint with GitHub's real example payloads, signed here.
 
-mod common;
+mod serve_common;
 
 use axum::body::to_bytes;
 use axum::http::StatusCode;
-use common::*;
+use serve_common::*;
 use packetary::forge::ChangeKind;
 use serde_json::Value;
 use tower::ServiceExt;
