@@ -54,28 +54,19 @@ pub enum DiscoverError {
     NotASpec(PathBuf),
     #[error("{spec} is outside {root}\n  fix: pass a spec inside PATH, or change PATH")]
     Outside { spec: PathBuf, root: PathBuf },
-    #[error(
-        "{0}: the path is not valid UTF-8\n  fix: rename it; spec and source names must be UTF-8"
-    )]
+    #[error("{0}: the path is not valid UTF-8\n  fix: rename it; spec and source names must be UTF-8")]
     NotUtf8(PathBuf),
 }
 
 /// Directories never searched: version control, build output and hidden directories.
 fn skipped(name: &str) -> bool {
-    name.starts_with('.')
-        || matches!(
-            name,
-            "BUILD" | "BUILDROOT" | "RPMS" | "SRPMS" | "node_modules" | "target"
-        )
+    name.starts_with('.') || matches!(name, "BUILD" | "BUILDROOT" | "RPMS" | "SRPMS" | "node_modules" | "target")
 }
 
 /// Every package under `root`, in path order. `exclude` (e.g. the output directory) is not searched.
 pub fn discover(root: &Path, exclude: &[PathBuf]) -> Result<Vec<PackageSource>, DiscoverError> {
     let root = canonical(root)?;
-    let exclude: Vec<PathBuf> = exclude
-        .iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .collect();
+    let exclude: Vec<PathBuf> = exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let mut specs = Vec::new();
     walk(&root, &root, &exclude, 0, &mut specs)?;
     specs.sort();
@@ -153,7 +144,10 @@ pub fn package_for_spec(root: &Path, spec: &Path) -> Result<PackageSource, Disco
                 root,
             }
         } else {
-            DiscoverError::Outside { spec: real, root }
+            DiscoverError::Outside {
+                spec: real,
+                root,
+            }
         });
     }
     let spec_dir = spec_abs
@@ -169,7 +163,10 @@ pub fn package_for_spec(root: &Path, spec: &Path) -> Result<PackageSource, Disco
         _ => spec_dir,
     };
     if !source_dir.starts_with(&root) {
-        return Err(DiscoverError::Outside { spec: real, root });
+        return Err(DiscoverError::Outside {
+            spec: real,
+            root,
+        });
     }
     check_links(&root, &source_dir, 0)?;
     Ok(PackageSource {
@@ -193,9 +190,7 @@ fn check_links(root: &Path, dir: &Path, depth: usize) -> Result<(), DiscoverErro
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_symlink() {
             let target = std::fs::read_link(&path).unwrap_or_default();
-            let resolved = path
-                .canonicalize()
-                .unwrap_or_else(|_| lexical_target(&path, &target));
+            let resolved = path.canonicalize().unwrap_or_else(|_| lexical_target(&path, &target));
             if !resolved.starts_with(root) {
                 return Err(DiscoverError::EscapingSymlink {
                     link: path,
@@ -268,10 +263,7 @@ mod tests {
     fn no_spec_is_an_error() {
         let t = tempfile::tempdir().expect("tmp");
         touch(&t.path().join("README"));
-        assert!(matches!(
-            discover(t.path(), &[]),
-            Err(DiscoverError::NoSpec(_))
-        ));
+        assert!(matches!(discover(t.path(), &[]), Err(DiscoverError::NoSpec(_))));
     }
 
     #[test]
@@ -289,8 +281,7 @@ mod tests {
         // A source that links out is refused too, even when dangling.
         let t2 = tempfile::tempdir().expect("tmp");
         touch(&t2.path().join("p/ok.spec"));
-        std::os::unix::fs::symlink("/etc/shadow-nope", t2.path().join("p/src.tar"))
-            .expect("symlink");
+        std::os::unix::fs::symlink("/etc/shadow-nope", t2.path().join("p/src.tar")).expect("symlink");
         assert!(matches!(
             discover(t2.path(), &[]),
             Err(DiscoverError::EscapingSymlink { .. })
