@@ -6,10 +6,10 @@ mod serve_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serve_common::*;
 use packetary::forge::{ChangeKind, Command, CommandRequest, Report, ReportState, Trigger};
 use packetary::model::{CommitSha, RepoId};
 use packetary::store::{BuildState, Inbound, Millis, Store, TriggerState};
+use serve_common::*;
 
 fn sha(c: char) -> CommitSha {
     CommitSha::parse(&c.to_string().repeat(40)).expect("sha")
@@ -429,4 +429,87 @@ async fn drain_requeues_builds_still_running_after_the_grace_period() {
         "stopped by the shutdown, to run again at the next start"
     );
     let _ = Arc::clone(&runner);
+}
+
+#[tokio::test]
+async fn pages_escape_what_comes_from_repositories() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = fake_queue(dir.path(), arc_forge(), FakeRunner::new(Mode::Succeed)).await;
+    let store = q.store().clone();
+    store
+        .accept(
+            "d1",
+            "push",
+            Inbound::Trigger(&push('a'), TriggerState::New),
+        )
+        .await
+        .expect("accept");
+    let t = store
+        .next_new_trigger()
+        .await
+        .expect("store")
+        .expect("trigger");
+    let id = packetary::model::BuildId::generate();
+    let evil = "<script>alert(1)</script>";
+    store
+        .insert_builds(
+            &t,
+            &[packetary::store::NewBuild {
+                id: id.clone(),
+                package: evil.into(),
+                spec_path: format!("{evil}/x.spec"),
+                target: packetary::model::TargetName::parse("t").expect("name"),
+            }],
+        )
+        .await
+        .expect("insert");
+    let router = packetary::web::router(app_state(&q, &["o/*"]), 1 << 20);
+    for uri in [
+        "/".to_string(),
+        format!("/builds/{id}"),
+        format!("/?commit={}", sha('a')),
+    ] {
+        let resp = router
+            .clone()
+            .oneshot(
+                axum::http::Request::get(uri.as_str())
+                    .body(axum::body::Body::empty())
+                    .expect("req"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 200, "{uri}");
+        let ct = resp.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(ct.starts_with("text/html"), "{ct}");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let html = String::from_utf8_lossy(&body);
+        assert!(!html.contains(evil), "{uri}: unescaped\n{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{uri}\n{html}"
+        );
+    }
+    for uri in [
+        "/builds/nope",
+        "/builds/..%2F..%2Fetc",
+        &format!("/builds/{id}/logs/..%2Fpacketary.db"),
+        &format!("/builds/{id}/artifacts/../../packetary.db"),
+    ] {
+        let resp = router
+            .clone()
+            .oneshot(
+                axum::http::Request::get(uri)
+                    .body(axum::body::Body::empty())
+                    .expect("req"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 404, "{uri}");
+    }
 }
