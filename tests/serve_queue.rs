@@ -513,3 +513,65 @@ async fn pages_escape_what_comes_from_repositories() {
         assert_eq!(resp.status(), 404, "{uri}");
     }
 }
+
+/// Fails planning with an infrastructure fault the first `n` times.
+struct FlakyPlanner(std::sync::Mutex<u32>);
+
+impl packetary::queue::Planner for FlakyPlanner {
+    fn plan<'a>(
+        &'a self,
+        t: &'a Trigger,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Vec<packetary::queue::PlannedBuild>, packetary::queue::PlanError>,
+    > {
+        Box::pin(async move {
+            {
+                let mut left = self.0.lock().expect("lock");
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(packetary::queue::PlanError::Infra(
+                        "git server unreachable".into(),
+                    ));
+                }
+            }
+            FakePlanner.plan(t).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn planning_is_retried_after_an_infrastructure_fault() {
+    use packetary::queue::Planner;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forge = arc_forge();
+    let store = Store::open(&dir.path().join("data")).await.expect("store");
+    let q = packetary::queue::Queue::new(
+        store.clone(),
+        forge.clone(),
+        Arc::new(FlakyPlanner(std::sync::Mutex::new(1))),
+        Arc::new(FakeSources),
+        FakeRunner::new(Mode::Succeed),
+        queue_config(&dir.path().join("data")),
+        Arc::new(packetary::queue::Metrics::default()),
+    );
+    let _ = FakePlanner.plan(&push('a')).await.expect("plans");
+    let _tasks = q.start().await.expect("start");
+    store
+        .accept(
+            "d1",
+            "push",
+            Inbound::Trigger(&push('a'), TriggerState::New),
+        )
+        .await
+        .expect("accept");
+    q.wake();
+    let f = forge.clone();
+    wait_for("success after a planning retry", move || {
+        let f = f.clone();
+        async move { last(&f, &sha('a'), "packetary") == Some(ReportState::Success) }
+    })
+    .await;
+    let t = store.triggers().await.expect("triggers");
+    assert_eq!(t[0].attempts, 1);
+}

@@ -395,13 +395,17 @@ impl Queue {
 
     async fn planner_loop(&self) {
         loop {
+            let mut wait = Duration::from_secs(30);
             if let Err(e) = self.plan_pending().await {
                 tracing::error!("planning: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                wait = Duration::from_secs(1);
+            } else if let Ok(Some(due)) = self.inner.store.next_trigger_due().await {
+                let ms = (due.0 - Millis::now().0).max(10) as u64;
+                wait = wait.min(Duration::from_millis(ms));
             }
             tokio::select! {
                 () = self.inner.plan_wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = self.inner.stop.cancelled() => return,
             }
         }
@@ -551,6 +555,30 @@ impl Queue {
                     self.report_aggregate(&t.repo, &t.head).await?;
                 }
                 self.inner.build_wake.notify_one();
+            }
+            Err(PlanError::Infra(m)) if (st.attempts as u32) + 1 < self.inner.cfg.max_attempts => {
+                let wait = self
+                    .inner
+                    .cfg
+                    .retry_backoff
+                    .saturating_mul(1 << (st.attempts as u32).min(10));
+                let msg = format!(
+                    "planning failed, retrying in {}: {m}",
+                    humantime::format_duration(wait)
+                );
+                tracing::warn!(repo = %t.repo, head = %t.head, "{msg}");
+                store
+                    .retry_trigger(st.id, Millis::now().after(wait), &msg)
+                    .await?;
+                self.set_report(Report {
+                    repo: t.repo.clone(),
+                    sha: t.head.clone(),
+                    context: AGGREGATE_CONTEXT.into(),
+                    state: ReportState::Pending,
+                    description: msg,
+                    target_url: Some(self.index_url(&t.head)),
+                })
+                .await?;
             }
             Err(e) => {
                 tracing::warn!(repo = %t.repo, head = %t.head, "planning failed: {e}");

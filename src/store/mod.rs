@@ -166,6 +166,8 @@ pub struct StoredTrigger {
     pub state: TriggerState,
     pub message: Option<String>,
     pub created_at: Millis,
+    /// Planning attempts that hit an infrastructure fault.
+    pub attempts: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -244,7 +246,7 @@ pub struct Store {
 }
 
 const BUILD_COLUMNS: &str = "seq, id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, attempts, next_attempt_at, container_id, created_at, started_at, finished_at, result_dir, phase, message";
-const TRIGGER_COLUMNS: &str = "id, repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, state, message, created_at";
+const TRIGGER_COLUMNS: &str = "id, repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, state, message, created_at, attempts";
 const REPORT_COLUMNS: &str = "id, repo, sha, context, state, description, target_url, version, delivered_version, attempts, next_attempt_at, last_error, abandoned";
 
 impl Store {
@@ -370,14 +372,43 @@ impl Store {
 
     // ---- triggers ----------------------------------------------------------------------
 
-    /// The oldest trigger still to plan.
+    /// The oldest trigger still to plan whose time has come.
     pub async fn next_new_trigger(&self) -> Result<Option<StoredTrigger>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE state = 'new' ORDER BY id LIMIT 1"
+            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE state = 'new' AND next_attempt_at <= ? ORDER BY id LIMIT 1"
         ))
+        .bind(Millis::now().0)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| trigger_from_row(&r)).transpose()
+    }
+
+    /// When the next trigger waiting for a retry of its planning is due.
+    pub async fn next_trigger_due(&self) -> Result<Option<Millis>, StoreError> {
+        let v: Option<i64> =
+            sqlx::query("SELECT MIN(next_attempt_at) FROM triggers WHERE state = 'new'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
+        Ok(v.map(Millis))
+    }
+
+    /// Plans a trigger again later, after an infrastructure fault.
+    pub async fn retry_trigger(
+        &self,
+        id: TriggerId,
+        at: Millis,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE triggers SET attempts = attempts + 1, next_attempt_at = ?, message = ? WHERE id = ? AND state = 'new'",
+        )
+        .bind(at.0)
+        .bind(message)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn triggers(&self) -> Result<Vec<StoredTrigger>, StoreError> {
@@ -1025,6 +1056,7 @@ fn trigger_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<StoredTrigger, StoreE
             .ok_or_else(|| StoreError::Corrupt(format!("trigger state `{state}`")))?,
         message: r.try_get("message")?,
         created_at: Millis(r.try_get("created_at")?),
+        attempts: r.try_get("attempts")?,
     })
 }
 
