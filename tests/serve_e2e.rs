@@ -6,11 +6,11 @@ mod serve_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serve_common::*;
 use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
 use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
 use packetary::store::{BuildState, Store};
 use serde_json::Value;
+use serve_common::*;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

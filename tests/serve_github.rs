@@ -6,13 +6,13 @@ mod serve_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serve_common::*;
 use packetary::config::Secret;
 use packetary::forge::github::{Auth, GitHub};
 use packetary::forge::{Forge, Report, ReportState};
 use packetary::model::{CommitSha, RepoId};
 use packetary::store::Millis;
 use serde_json::{json, Value};
+use serve_common::*;
 use wiremock::matchers::{header, method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -4,9 +4,9 @@ mod serve_common;
 
 use axum::body::to_bytes;
 use axum::http::StatusCode;
-use serve_common::*;
 use packetary::forge::ChangeKind;
 use serde_json::Value;
+use serve_common::*;
 use tower::ServiceExt;
 
 const REPO: &str = "Codertocat/Hello-World";
