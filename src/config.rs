@@ -41,6 +41,123 @@ pub struct Config {
     pub docker_host: Option<String>,
     pub images: ImagesConfig,
     pub targets: BTreeMap<TargetName, Target>,
+    pub server: ServerConfig,
+    /// `None` when the file has no [github] table (then `serve` refuses to start).
+    pub github: Option<GithubConfig>,
+}
+
+/// `[server]`: the webhook service.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Holds the SQLite database, git mirrors, work trees and build results.
+    pub data_dir: PathBuf,
+    /// Base of the links put in statuses (`target_url`); the build pages live under it.
+    pub public_url: String,
+    /// Largest webhook body accepted; GitHub caps payloads at 25 MiB.
+    pub body_limit: usize,
+    /// How long SIGTERM waits for running builds before stopping them.
+    pub shutdown_grace: Duration,
+    /// Attempts of a build that keeps hitting infrastructure faults.
+    pub max_attempts: u32,
+    /// First wait before retrying after an infrastructure fault; doubles each time.
+    pub retry_backoff: Duration,
+}
+
+/// `[github]`: the API to report to and the webhooks to trust.
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub api_url: String,
+    pub auth: GithubAuth,
+    pub webhook_secrets: Vec<SecretSource>,
+    /// `owner/name` or `owner/*`; an empty list allows nothing.
+    pub repositories: Vec<String>,
+    pub build_forks: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum GithubAuth {
+    /// A personal access token or an installation token.
+    Token(SecretSource),
+    /// A GitHub App: a JWT signed with its key buys installation tokens.
+    App {
+        app_id: u64,
+        private_key: SecretSource,
+        installation_id: u64,
+    },
+}
+
+/// Where a secret comes from. The value is read only when needed and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Literal(Secret),
+    Env(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Literal(_) => f.write_str("Literal(<redacted>)"),
+            SecretSource::Env(v) => write!(f, "Env({v:?})"),
+            SecretSource::File(p) => write!(f, "File({p:?})"),
+        }
+    }
+}
+
+impl SecretSource {
+    /// Reads the secret; `key` names the configuration key in the error.
+    pub fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
+        let invalid = |problem: String, fix: &str| ConfigError::Invalid {
+            location: "configuration".into(),
+            key: key.to_string(),
+            problem,
+            fix: fix.to_string(),
+        };
+        let value = match self {
+            SecretSource::Literal(s) => return Ok(s.clone()),
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                invalid(
+                    format!("environment variable `{var}` is not set"),
+                    "export it before starting packetary, or point the key at a file",
+                )
+            })?,
+            SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    format!("cannot read {}: {e}", path.display()),
+                    "check the path and its permissions",
+                )
+            })?,
+        };
+        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        if value.is_empty() {
+            return Err(invalid(
+                "the secret is empty".into(),
+                "put the secret's value there",
+            ));
+        }
+        Ok(Secret(value))
+    }
+}
+
+/// A secret value: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +286,62 @@ struct RawConfig {
     images: RawImages,
     #[serde(default)]
     targets: BTreeMap<String, RawTarget>,
+    #[serde(default)]
+    server: RawServer,
+    github: Option<RawGithub>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    public_url: Option<String>,
+    body_limit: Option<String>,
+    shutdown_grace: Option<String>,
+    max_attempts: Option<u32>,
+    retry_backoff: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGithub {
+    api_url: Option<String>,
+    token: Option<RawSecret>,
+    app_id: Option<u64>,
+    private_key: Option<RawSecret>,
+    installation_id: Option<u64>,
+    #[serde(default)]
+    webhook_secrets: Vec<RawSecret>,
+    #[serde(default)]
+    repositories: Vec<String>,
+    #[serde(default)]
+    build_forks: bool,
+}
+
+/// A secret is written inline, or as `{ env = "VAR" }`, or as `{ file = "/path" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecret {
+    Literal(String),
+    Env { env: String },
+    File { file: PathBuf },
+}
+
+impl std::fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawSecret(..)")
+    }
+}
+
+impl From<RawSecret> for SecretSource {
+    fn from(r: RawSecret) -> SecretSource {
+        match r {
+            RawSecret::Literal(s) => SecretSource::Literal(Secret(s)),
+            RawSecret::Env { env } => SecretSource::Env(env),
+            RawSecret::File { file } => SecretSource::File(file),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -393,7 +566,12 @@ impl Config {
             None => targets.keys().cloned().collect(),
         };
 
+        let server = parse_server(raw.server, &invalid)?;
+        let github = raw.github.map(|g| parse_github(g, &invalid)).transpose()?;
+
         Ok(Config {
+            server,
+            github,
             source: origin.map(Path::to_path_buf),
             parallel,
             out_dir: raw
@@ -447,6 +625,156 @@ impl Config {
             })
             .collect()
     }
+}
+
+fn parse_server(
+    raw: RawServer,
+    invalid: &dyn Fn(&str, String, &str) -> ConfigError,
+) -> Result<ServerConfig, ConfigError> {
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen = listen.parse().map_err(|e| {
+        invalid(
+            "server.listen",
+            format!("`{listen}`: {e}"),
+            "write an address and port, e.g. \"0.0.0.0:8080\"",
+        )
+    })?;
+    let public_url = raw
+        .public_url
+        .unwrap_or_else(|| format!("http://{listen}"))
+        .trim_end_matches('/')
+        .to_string();
+    if url::Url::parse(&public_url)
+        .map(|u| !matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(true)
+    {
+        return Err(invalid(
+            "server.public_url",
+            format!("`{public_url}` is not an http(s) URL"),
+            "write the URL users reach this server at, e.g. \"https://packetary.example.com\"",
+        ));
+    }
+    let body_limit = match &raw.body_limit {
+        Some(s) => parse_size(s).ok().filter(|n| *n >= 1024).ok_or_else(|| {
+            invalid(
+                "server.body_limit",
+                format!("`{s}` is not a size of at least 1KiB"),
+                "write e.g. \"25MiB\"",
+            )
+        })? as usize,
+        None => 25 << 20,
+    };
+    let duration =
+        |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                Some(s) => humantime::parse_duration(s).map_err(|e| {
+                    invalid(
+                        key,
+                        format!("`{s}`: {e}"),
+                        "write a duration like \"90s\", \"10m\"",
+                    )
+                }),
+                None => Ok(default),
+            }
+        };
+    let max_attempts = raw.max_attempts.unwrap_or(3);
+    if max_attempts == 0 {
+        return Err(invalid(
+            "server.max_attempts",
+            "must be at least 1".into(),
+            "use 1 for no retries",
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        data_dir: raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("packetary-data")),
+        public_url,
+        body_limit,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            &raw.shutdown_grace,
+            Duration::from_secs(600),
+        )?,
+        max_attempts,
+        retry_backoff: duration(
+            "server.retry_backoff",
+            &raw.retry_backoff,
+            Duration::from_secs(30),
+        )?,
+    })
+}
+
+fn parse_github(
+    raw: RawGithub,
+    invalid: &dyn Fn(&str, String, &str) -> ConfigError,
+) -> Result<GithubConfig, ConfigError> {
+    let api_url = raw
+        .api_url
+        .unwrap_or_else(|| "https://api.github.com".to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if url::Url::parse(&api_url)
+        .map(|u| !matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(true)
+    {
+        return Err(invalid(
+            "github.api_url",
+            format!("`{api_url}` is not an http(s) URL"),
+            "use \"https://api.github.com\" or your Enterprise server's \"https://HOST/api/v3\"",
+        ));
+    }
+    let auth = match (raw.token, raw.app_id, raw.private_key, raw.installation_id) {
+        (Some(t), None, None, None) => GithubAuth::Token(t.into()),
+        (None, Some(app_id), Some(key), Some(installation_id)) => GithubAuth::App {
+            app_id,
+            private_key: key.into(),
+            installation_id,
+        },
+        (Some(_), ..) => {
+            return Err(invalid(
+                "github.token",
+                "is set together with GitHub App keys".into(),
+                "use either `token`, or `app_id` + `private_key` + `installation_id`",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "github",
+                "no way to authenticate is configured".into(),
+                "set `token` (e.g. token = { env = \"GITHUB_TOKEN\" }), or `app_id`, `private_key` and `installation_id`",
+            ))
+        }
+    };
+    if raw.webhook_secrets.is_empty() {
+        return Err(invalid(
+            "github.webhook_secrets",
+            "is empty: no webhook could be verified".into(),
+            "list the secret(s) set on the GitHub webhook, e.g. [{ env = \"PACKETARY_WEBHOOK_SECRET\" }]",
+        ));
+    }
+    for r in &raw.repositories {
+        let ok = match r.split_once('/') {
+            Some((o, "*")) => crate::model::RepoId::parse(&format!("{o}/x")).is_ok(),
+            Some(_) => crate::model::RepoId::parse(r).is_ok(),
+            None => false,
+        };
+        if !ok {
+            return Err(invalid(
+                "github.repositories",
+                format!("`{r}` is not `owner/name` or `owner/*`"),
+                "list repositories as \"owner/name\", or \"owner/*\" for all of an owner's",
+            ));
+        }
+    }
+    Ok(GithubConfig {
+        api_url,
+        auth,
+        webhook_secrets: raw.webhook_secrets.into_iter().map(Into::into).collect(),
+        repositories: raw.repositories,
+        build_forks: raw.build_forks,
+    })
 }
 
 fn join_names<'a>(names: impl Iterator<Item = &'a TargetName>) -> String {
@@ -573,8 +901,17 @@ fn locate(text: &str, file: &str, key: &str) -> String {
     file.to_string()
 }
 
-/// Parses "4GiB", "512M", "1073741824" into bytes.
+/// Parses "4GiB", "512M", "1073741824" into bytes, for container memory limits.
 pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < 6 * 1024 * 1024 {
+        return Err(format!("`{s}` is below Docker's 6MiB minimum"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a size with an optional unit (KiB, MiB, GiB, TiB; K/M/G/T and KB/MB/GB alike).
+pub fn parse_size(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -590,9 +927,6 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         other => return Err(format!("`{s}` has an unknown unit `{other}`")),
     };
     let bytes = num * mult;
-    if bytes < 6.0 * 1024.0 * 1024.0 {
-        return Err(format!("`{s}` is below Docker's 6MiB minimum"));
-    }
     if bytes > i64::MAX as f64 {
         return Err(format!("`{s}` is too large"));
     }
@@ -628,6 +962,55 @@ mod tests {
         assert_eq!(fedora.repos.len(), 2);
         assert_eq!(fedora.limits.memory_bytes, Some(8 << 30));
         assert_eq!(fedora.limits.timeout, Duration::from_secs(4 * 3600));
+        assert_eq!(c.server.body_limit, 25 << 20);
+        assert_eq!(c.server.public_url, "https://packetary.example.com");
+        let gh = c.github.expect("example has [github]");
+        assert!(
+            matches!(gh.auth, GithubAuth::Token(SecretSource::Env(ref v)) if v == "GITHUB_TOKEN")
+        );
+        assert_eq!(gh.webhook_secrets.len(), 1);
+        assert!(!gh.build_forks);
+    }
+
+    #[test]
+    fn github_section_is_checked() {
+        let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+        let e = err(&format!("{base}[github]\nwebhook_secrets = [\"s\"]\n"));
+        assert!(e.contains("no way to authenticate"), "{e}");
+        let e = err(&format!("{base}[github]\ntoken = \"t\"\n"));
+        assert!(e.contains("github.webhook_secrets"), "{e}");
+        let e = err(&format!(
+            "{base}[github]\ntoken = \"t\"\nwebhook_secrets = [\"s\"]\nrepositories = [\"nope\"]\n"
+        ));
+        assert!(e.contains("github.repositories"), "{e}");
+        let e = err(&format!("{base}[server]\nlisten = \"nowhere\"\n"));
+        assert!(e.contains("server.listen"), "{e}");
+        let e = err(&format!("{base}[server]\nbody_limit = \"10\"\n"));
+        assert!(e.contains("server.body_limit"), "{e}");
+        let c = Config::parse(
+            &format!("{base}[github]\ntoken = {{ file = \"/nonexistent\" }}\nwebhook_secrets = [\"hunter2\", {{ env = \"PACKETARY_TEST_UNSET\" }}]\n"),
+            None,
+        )
+        .expect("valid");
+        let gh = c.github.expect("github");
+        let debug = format!("{gh:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(
+            gh.webhook_secrets[0]
+                .resolve("k")
+                .expect("literal")
+                .expose(),
+            "hunter2"
+        );
+        let e = gh.webhook_secrets[1]
+            .resolve("github.webhook_secrets[1]")
+            .expect_err("unset")
+            .to_string();
+        assert!(
+            e.contains("PACKETARY_TEST_UNSET") && e.contains("github.webhook_secrets[1]"),
+            "{e}"
+        );
+        assert!(matches!(&gh.auth, GithubAuth::Token(t) if t.resolve("github.token").is_err()));
     }
 
     #[test]

@@ -2,5 +2,9 @@
 
 pub mod build;
 pub mod config;
+pub mod forge;
 pub mod model;
 pub mod plan;
+pub mod queue;
+pub mod store;
+pub mod web;

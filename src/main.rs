@@ -42,6 +42,8 @@ struct Cli {
 enum Command {
     /// Build every package under PATH for each target.
     Build(BuildArgs),
+    /// Run the bot: receive GitHub webhooks, build, and report commit statuses.
+    Serve(ServeArgs),
     /// Builder images: list them, or build them.
     Images {
         #[command(subcommand)]
@@ -71,6 +73,13 @@ struct BuildArgs {
     parallel: Option<usize>,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on. Default: [server] listen.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum ImagesCommand {
     /// List the images Packetary can build and whether the Docker host has them.
@@ -98,6 +107,7 @@ fn infra(e: impl Into<anyhow::Error>) -> Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match cli.verbose {
+        0 if matches!(cli.command, Command::Serve(_)) => "info",
         0 => "warn",
         1 => "info,packetary=debug",
         _ => "debug",
@@ -130,6 +140,165 @@ async fn run(cli: Cli) -> Result<u8, Exit> {
     match cli.command {
         Command::Build(args) => cmd_build(config, args).await,
         Command::Images { command } => cmd_images(config, command).await,
+        Command::Serve(args) => cmd_serve(config, args).await,
+    }
+}
+
+/// Docker must answer for `/healthz` to be healthy.
+struct DockerProbe(Engine);
+
+impl packetary::web::Probe for DockerProbe {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
+    use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
+    use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
+    use std::sync::Arc;
+
+    let gh = config.github.clone().ok_or_else(|| {
+        usage(anyhow::anyhow!(
+            "the configuration has no [github] table\n  fix: add one with api_url, token (or app_id, private_key, installation_id), webhook_secrets and repositories; see config/packetary.example.toml"
+        ))
+    })?;
+    let secrets = gh
+        .webhook_secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.resolve(&format!("github.webhook_secrets[{i}]")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let auth = match &gh.auth {
+        packetary::config::GithubAuth::Token(t) => {
+            Auth::Token(t.resolve("github.token").map_err(usage)?)
+        }
+        packetary::config::GithubAuth::App {
+            app_id,
+            private_key,
+            installation_id,
+        } => Auth::App {
+            app_id: *app_id,
+            private_key_pem: private_key.resolve("github.private_key").map_err(usage)?,
+            installation_id: *installation_id,
+        },
+    };
+    let forge = Arc::new(GitHub::new(&gh.api_url, &auth).map_err(usage)?);
+    if gh.repositories.is_empty() {
+        tracing::warn!("[github] repositories is empty: every webhook will be refused");
+    }
+    let data_dir = absolute(&config.server.data_dir).map_err(usage)?;
+    let store = packetary::store::Store::open(&data_dir)
+        .await
+        .map_err(infra)?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
+    let sources = Arc::new(source::GitCliSource::new(data_dir.join("git")));
+    let planner = Arc::new(source::DiscoverPlanner::new(
+        sources.clone(),
+        data_dir.join("tmp"),
+        config.default_targets.clone(),
+    ));
+    let runner = Arc::new(DockerRunner {
+        executor: Executor::new(engine.clone()),
+    });
+    let metrics = Arc::new(Metrics::default());
+    let queue = Queue::new(
+        store.clone(),
+        forge,
+        planner,
+        sources,
+        runner,
+        QueueConfig {
+            parallel: config.parallel,
+            data_dir: data_dir.clone(),
+            public_url: config.server.public_url.clone(),
+            max_attempts: config.server.max_attempts,
+            retry_backoff: config.server.retry_backoff,
+            shutdown_grace: config.server.shutdown_grace,
+            build_forks: gh.build_forks,
+            targets: config.targets.clone(),
+        },
+        metrics,
+    );
+    let tasks = queue.start().await.map_err(infra)?;
+    let state = packetary::web::AppState {
+        store: store.clone(),
+        queue: queue.clone(),
+        secrets: WebhookSecrets(Arc::new(secrets)),
+        allowlist: packetary::web::Allowlist(Arc::new(gh.repositories.clone())),
+        probes: Arc::new(vec![
+            Arc::new(DockerProbe(engine)) as Arc<dyn packetary::web::Probe>
+        ]),
+        data_dir,
+    };
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(infra)?;
+    let local = listener.local_addr().map_err(infra)?;
+    tracing::info!(
+        "listening on http://{local}/ (public URL {})",
+        config.server.public_url
+    );
+    eprintln!("packetary: listening on http://{local}/");
+
+    // On SIGTERM or Ctrl-C the queue drains first, while pages and webhooks stay served
+    // (new webhooks are stored and built at the next start); then the server stops.
+    let drained = CancellationToken::new();
+    {
+        let queue = queue.clone();
+        let drained = drained.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("stopping: draining the queue");
+            queue.drain().await;
+            drained.cancel();
+        });
+    }
+    let app = packetary::web::router(state, config.server.body_limit);
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let drained = drained.clone();
+        async move { drained.cancelled().await }
+    });
+    server
+        .await
+        .context("the HTTP server failed")
+        .map_err(infra)?;
+    for t in tasks {
+        t.abort();
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -192,6 +192,56 @@ impl fmt::Display for Nevr {
     }
 }
 
+/// A repository on a forge, as `owner/name`. Kept to a safe alphabet because it ends up
+/// in paths, URLs and SQL parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RepoId(String);
+
+impl RepoId {
+    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+        let bad = || InvalidName {
+            what: "repository",
+            value: s.to_string(),
+        };
+        let (owner, name) = s.split_once('/').ok_or_else(bad)?;
+        check_name(owner, "repository owner").map_err(|_| bad())?;
+        check_name(name, "repository name").map_err(|_| bad())?;
+        Ok(RepoId(s.to_string()))
+    }
+
+    pub fn owner(&self) -> &str {
+        self.0.split_once('/').map(|(o, _)| o).unwrap_or(&self.0)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map(|(_, n)| n).unwrap_or(&self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RepoId {
+    type Error = InvalidName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        RepoId::parse(&s)
+    }
+}
+
+impl From<RepoId> for String {
+    fn from(r: RepoId) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +268,15 @@ mod tests {
         let b = BuildId::generate();
         assert_ne!(a, b);
         assert!(BuildId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn repo_ids() {
+        let r = RepoId::parse("Codertocat/Hello-World").expect("valid");
+        assert_eq!((r.owner(), r.name()), ("Codertocat", "Hello-World"));
+        for bad in ["", "a", "a/b/c", "../x", "a/..", "a/ b"] {
+            assert!(RepoId::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -1,0 +1,273 @@
+//! Forges (GitHub today): what they tell us, turned into forge-neutral [`Event`]s and
+//! [`Trigger`]s, and what we tell them, as [`Report`]s. Nothing forge-specific leaves this
+//! module.
+
+pub mod github;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{CommitSha, RepoId};
+
+/// What kind of change a trigger is about; it decides which builds a newer one supersedes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Push,
+    PullRequest,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Push => "push",
+            ChangeKind::PullRequest => "pull_request",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChangeKind> {
+        match s {
+            "push" => Some(ChangeKind::Push),
+            "pull_request" => Some(ChangeKind::PullRequest),
+            _ => None,
+        }
+    }
+}
+
+/// A request to build a commit of a repository: a branch update or a pull request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub repo: RepoId,
+    /// Where the commits can be fetched from (for a pull request: the base repository,
+    /// which also carries `refs/pull/N/head`).
+    pub clone_url: String,
+    pub kind: ChangeKind,
+    /// `refs/heads/<branch>` for a push, `refs/pull/<n>/head` for a pull request.
+    pub ref_name: String,
+    /// The commit to compare with: the previous head of a branch, the base of a pull request.
+    pub base: Option<CommitSha>,
+    pub head: CommitSha,
+    pub pr_number: Option<u64>,
+    /// The branch a pull request targets; its configuration is trusted, the head's is not.
+    pub base_ref: Option<String>,
+    /// A pull request whose head lives in another repository (not trusted by default).
+    pub from_fork: bool,
+    /// Who caused it (for logs and pages).
+    pub sender: String,
+    /// Set by `/packetary rebuild [package] [target]`: build only these.
+    pub only_package: Option<String>,
+    pub only_target: Option<String>,
+}
+
+/// A command written in a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `/packetary rebuild [package] [target]`
+    Rebuild {
+        package: Option<String>,
+        target: Option<String>,
+    },
+    /// `/packetary approve`: build a pull request from a fork.
+    Approve,
+}
+
+impl Command {
+    /// Finds the first `/packetary ...` line of a comment. Unknown sub-commands and extra
+    /// words are ignored rather than guessed at.
+    pub fn parse(body: &str) -> Option<Command> {
+        for line in body.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("/packetary") {
+                continue;
+            }
+            let sub = words.next()?;
+            let safe = |w: &str| {
+                !w.is_empty()
+                    && w.len() <= 128
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+            };
+            return match sub {
+                "rebuild" => {
+                    let package = words.next();
+                    let target = words.next();
+                    if words.next().is_some()
+                        || package.is_some_and(|p| !safe(p))
+                        || target.is_some_and(|t| !safe(t))
+                    {
+                        return None;
+                    }
+                    Some(Command::Rebuild {
+                        package: package.map(str::to_string),
+                        target: target.map(str::to_string),
+                    })
+                }
+                "approve" if words.next().is_none() => Some(Command::Approve),
+                _ => None,
+            };
+        }
+        None
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Rebuild { .. } => "rebuild",
+            Command::Approve => "approve",
+        }
+    }
+}
+
+/// A comment command, with what is needed to act on it once the author's permission is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRequest {
+    pub repo: RepoId,
+    pub pr_number: Option<u64>,
+    /// The commit it is about, when the event names one (a check run does).
+    pub head: Option<CommitSha>,
+    pub user: String,
+    pub command: Command,
+    /// The forge already checked that the user may do this (e.g. a re-run button).
+    pub trusted: bool,
+}
+
+/// A verified forge event, in forge-neutral terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Ping,
+    /// Build this commit.
+    Build(Trigger),
+    /// A pull request was closed: its queued and running builds are cancelled.
+    Closed {
+        repo: RepoId,
+        pr_number: u64,
+    },
+    /// A branch was deleted: its queued and running builds are cancelled.
+    RefDeleted {
+        repo: RepoId,
+        ref_name: String,
+    },
+    Command(CommandRequest),
+    /// Understood but nothing to do; the reason goes to a debug log line.
+    Ignored(String),
+}
+
+impl Event {
+    pub fn repo(&self) -> Option<&RepoId> {
+        match self {
+            Event::Build(t) => Some(&t.repo),
+            Event::Closed { repo, .. } | Event::RefDeleted { repo, .. } => Some(repo),
+            Event::Command(c) => Some(&c.repo),
+            Event::Ping | Event::Ignored(_) => None,
+        }
+    }
+}
+
+/// The state of one status context, as commit statuses know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportState {
+    Pending,
+    Success,
+    /// The package did not build.
+    Failure,
+    /// Infrastructure fault, superseded, cancelled: not the package's doing.
+    Error,
+}
+
+impl ReportState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportState::Pending => "pending",
+            ReportState::Success => "success",
+            ReportState::Failure => "failure",
+            ReportState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReportState> {
+        match s {
+            "pending" => Some(ReportState::Pending),
+            "success" => Some(ReportState::Success),
+            "failure" => Some(ReportState::Failure),
+            "error" => Some(ReportState::Error),
+            _ => None,
+        }
+    }
+}
+
+/// A desired status of one context on one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub repo: RepoId,
+    pub sha: CommitSha,
+    /// `packetary/<target>/<package>`, or [`AGGREGATE_CONTEXT`].
+    pub context: String,
+    pub state: ReportState,
+    pub description: String,
+    pub target_url: Option<String>,
+}
+
+/// The context that sums up every build of a commit; the one to require in branch protection.
+pub const AGGREGATE_CONTEXT: &str = "packetary";
+
+/// The context of one package built for one target.
+pub fn build_context(target: &str, package: &str) -> String {
+    format!("packetary/{target}/{package}")
+}
+
+/// Why a report could not be delivered, and when to try again.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    pub message: String,
+    /// What the forge asked for (Retry-After, rate-limit reset), if anything.
+    pub retry_after: Option<Duration>,
+    /// Retrying will not help (e.g. the repository is gone or the token lacks access).
+    pub permanent: bool,
+}
+
+/// What the queue needs from a forge. Implemented by [`github::GitHub`]; tests may fake it.
+pub trait Forge: Send + Sync {
+    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// Whether `user` may push to `repo` (and so may command builds).
+    fn can_write<'a>(
+        &'a self,
+        repo: &'a RepoId,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, DeliveryError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            Command::parse("thanks!\n/packetary rebuild hello fedora-43\n"),
+            Some(Command::Rebuild {
+                package: Some("hello".into()),
+                target: Some("fedora-43".into())
+            })
+        );
+        assert_eq!(
+            Command::parse("/packetary rebuild"),
+            Some(Command::Rebuild {
+                package: None,
+                target: None
+            })
+        );
+        assert_eq!(
+            Command::parse("  /packetary   approve  "),
+            Some(Command::Approve)
+        );
+        assert_eq!(Command::parse("/packetary approve now"), None);
+        assert_eq!(Command::parse("/packetary rebuild a b c"), None);
+        assert_eq!(Command::parse("/packetary rebuild ../x"), None);
+        assert_eq!(Command::parse("/packetary destroy"), None);
+        assert_eq!(Command::parse("please /packetary rebuild"), None);
+        assert_eq!(Command::parse(""), None);
+    }
+}

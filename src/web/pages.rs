@@ -1,0 +1,351 @@
+//! Server-rendered build pages. Every value that comes from outside (package names,
+//! messages, file names) is HTML-escaped; file paths are checked to stay in the build's
+//! result directory.
+
+use std::fmt::Write;
+use std::path::{Component, Path, PathBuf};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::{text, AppState};
+use crate::model::{BuildId, CommitSha};
+use crate::store::{BuildRow, BuildState};
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encodes one URL path segment.
+fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · Packetary</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem}}\
+         table{{border-collapse:collapse}}td,th{{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}}\
+         code{{font-size:.9em}}.succeeded{{color:#1a7f37}}.failed{{color:#cf222e}}\
+         .error,.cancelled,.superseded{{color:#9a6700}}.queued,.running{{color:#0969da}}\
+         </style></head><body><p><a href=\"/\">Packetary</a></p>\n{}\n</body></html>\n",
+        escape(title),
+        body
+    ))
+}
+
+fn state_cell(s: BuildState) -> String {
+    format!("<span class=\"{0}\">{0}</span>", s.as_str())
+}
+
+fn not_found(what: &str) -> Response {
+    text(StatusCode::NOT_FOUND, format!("{what} not found"))
+}
+
+#[derive(serde::Deserialize)]
+pub struct IndexQuery {
+    commit: Option<String>,
+}
+
+pub async fn index(State(app): State<AppState>, Query(q): Query<IndexQuery>) -> Response {
+    let builds = match app.store.recent_builds(200).await {
+        Ok(b) => b,
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+    };
+    let commit = q.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
+    let builds: Vec<&BuildRow> = builds
+        .iter()
+        .filter(|b| commit.as_ref().is_none_or(|c| *c == b.commit))
+        .collect();
+    let mut body = String::new();
+    match &commit {
+        Some(c) => {
+            let _ = write!(
+                body,
+                "<h1>Builds of commit <code>{}</code></h1>",
+                escape(c.as_str())
+            );
+        }
+        None => body.push_str("<h1>Recent builds</h1>"),
+    }
+    if builds.is_empty() {
+        body.push_str("<p>No builds yet.</p>");
+    } else {
+        body.push_str("<table><thead><tr><th>Build</th><th>Repository</th><th>Commit</th><th>Package</th><th>Target</th><th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
+        for b in builds {
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"/builds/{}\">{}</a></td><td>{}</td><td><a href=\"/?commit={}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                seg(b.id.as_str()),
+                escape(b.id.as_str()),
+                escape(b.repo.as_str()),
+                seg(b.commit.as_str()),
+                escape(b.commit.short()),
+                escape(&b.package),
+                escape(b.target.as_str()),
+                state_cell(b.state),
+                escape(b.message.as_deref().unwrap_or("")),
+                escape(&b.created_at.rfc3339()),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    page("Builds", &body).into_response()
+}
+
+async fn load(app: &AppState, id: &str) -> Result<BuildRow, Response> {
+    let id = BuildId::parse(id).map_err(|_| not_found("build"))?;
+    match app.store.build(&id).await {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(not_found("build")),
+        Err(e) => Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))),
+    }
+}
+
+/// Files directly in `dir` (sorted), for log and artifact lists.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
+    let b = match load(&app, &id).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let phases = app.store.phases(&b.id).await.unwrap_or_default();
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>{} for {}</h1><table>\
+         <tr><th>State</th><td>{}</td></tr>\
+         <tr><th>Message</th><td>{}</td></tr>\
+         <tr><th>Repository</th><td>{}</td></tr>\
+         <tr><th>Commit</th><td><a href=\"/?commit={}\"><code>{}</code></a></td></tr>\
+         <tr><th>Ref</th><td><code>{}</code></td></tr>\
+         <tr><th>Spec</th><td><code>{}</code></td></tr>\
+         <tr><th>Build id</th><td><code>{}</code></td></tr>\
+         <tr><th>Attempts</th><td>{}</td></tr>\
+         <tr><th>Created</th><td>{}</td></tr>\
+         <tr><th>Started</th><td>{}</td></tr>\
+         <tr><th>Finished</th><td>{}</td></tr></table>",
+        escape(&b.package),
+        escape(b.target.as_str()),
+        state_cell(b.state),
+        escape(b.message.as_deref().unwrap_or("")),
+        escape(b.repo.as_str()),
+        seg(b.commit.as_str()),
+        escape(b.commit.as_str()),
+        escape(&b.ref_name),
+        escape(&b.spec_path),
+        escape(b.id.as_str()),
+        b.attempts,
+        escape(&b.created_at.rfc3339()),
+        escape(&b.started_at.map(|t| t.rfc3339()).unwrap_or_default()),
+        escape(&b.finished_at.map(|t| t.rfc3339()).unwrap_or_default()),
+    );
+    if !phases.is_empty() {
+        body.push_str("<h2>Phases</h2><table><thead><tr><th>Phase</th><th>Started</th><th>Seconds</th><th>Result</th></tr></thead><tbody>");
+        for p in &phases {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+                escape(&p.phase),
+                escape(&p.started),
+                p.seconds,
+                if p.ok { "ok" } else { "failed" }
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    if let Some(dir) = &b.result_dir {
+        let logs = files_in(&dir.join("logs"));
+        if !logs.is_empty() {
+            body.push_str("<h2>Logs</h2><ul>");
+            for l in logs {
+                let _ = write!(
+                    body,
+                    "<li><a href=\"/builds/{}/logs/{}\">{}</a></li>",
+                    seg(b.id.as_str()),
+                    seg(&l),
+                    escape(&l)
+                );
+            }
+            body.push_str("</ul>");
+        }
+        let artifacts = files_in(dir);
+        if !artifacts.is_empty() {
+            body.push_str("<h2>Artifacts</h2><ul>");
+            for a in artifacts {
+                let _ = write!(
+                    body,
+                    "<li><a href=\"/builds/{}/artifacts/{}\">{}</a></li>",
+                    seg(b.id.as_str()),
+                    seg(&a),
+                    escape(&a)
+                );
+            }
+            body.push_str("</ul>");
+        }
+    }
+    page(&format!("{} for {}", b.package, b.target), &body).into_response()
+}
+
+/// `rel` joined to `base` if every component is a plain name and the result, symlinks
+/// resolved, is still inside `base`.
+pub fn contained(base: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel);
+    if rel.as_os_str().is_empty()
+        || !rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('.')))
+    {
+        return None;
+    }
+    let base = base.canonicalize().ok()?;
+    let full = base.join(rel).canonicalize().ok()?;
+    (full.starts_with(&base) && full.is_file()).then_some(full)
+}
+
+async fn send_file(path: &Path, content_type: &str, download: bool) -> Response {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(_) => return not_found("file"),
+    };
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let stream = tokio_util::io::ReaderStream::new(file);
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(l) = len.and_then(|l| l.to_string().parse().ok()) {
+        h.insert(header::CONTENT_LENGTH, l);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        "nosniff".parse().expect("static header"),
+    );
+    if download {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let safe: String = name
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+            .collect();
+        if let Ok(v) = format!("attachment; filename=\"{safe}\"").parse() {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    resp
+}
+
+pub async fn log(
+    State(app): State<AppState>,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+) -> Response {
+    let b = match load(&app, &id).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if name.contains('/') || name.contains('\\') {
+        return not_found("log");
+    }
+    let Some(path) = b
+        .result_dir
+        .as_ref()
+        .and_then(|d| contained(&d.join("logs"), &name))
+    else {
+        return not_found("log");
+    };
+    let ct = if name.ends_with(".json") {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    send_file(&path, ct, false).await
+}
+
+pub async fn artifact(
+    State(app): State<AppState>,
+    UrlPath((id, rel)): UrlPath<(String, String)>,
+) -> Response {
+    let b = match load(&app, &id).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(path) = b.result_dir.as_ref().and_then(|d| contained(d, &rel)) else {
+        return not_found("artifact");
+    };
+    let ct = if rel.ends_with(".rpm") {
+        "application/x-rpm"
+    } else {
+        "application/octet-stream"
+    };
+    send_file(&path, ct, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+        assert_eq!(seg("a b/../c"), "a%20b%2F..%2Fc");
+    }
+
+    #[test]
+    fn containment() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(d.path().join("logs")).expect("mkdir");
+        std::fs::write(d.path().join("logs/build.log"), "x").expect("write");
+        std::fs::write(d.path().join("secret"), "x").expect("write");
+        let logs = d.path().join("logs");
+        assert!(contained(&logs, "build.log").is_some());
+        assert!(contained(&logs, "../secret").is_none());
+        assert!(contained(&logs, "/etc/passwd").is_none());
+        assert!(contained(&logs, "").is_none());
+        assert!(contained(&logs, ".hidden").is_none());
+        std::os::unix::fs::symlink(d.path().join("secret"), logs.join("link")).expect("symlink");
+        assert!(contained(&logs, "link").is_none());
+    }
+}

@@ -1,0 +1,242 @@
+//! Crash test: the real binary is killed with SIGKILL while one build runs and another
+//! waits; started again, it finishes both and every status ends final. Then SIGTERM stops
+//! it cleanly.
+
+mod serve_common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use packetary::store::{BuildState, Store};
+use serve_common::*;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_packetary"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("PACKETARY_TEST_TOKEN", "ghp_crash")
+        .env("PACKETARY_LOG", "info,packetary=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn packetary serve")
+}
+
+async fn wait_healthy(addr: std::net::SocketAddr, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), async {
+            tokio::net::TcpStream::connect(addr).await.map(|_| ())
+        })
+        .await
+        {
+            if http(addr, "GET", "/healthz", &[], b"").await.0 == 200 {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "server not healthy; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_build_loses_nothing() {
+    let Some(_engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    // A second, slow package that sorts first, so that it runs (in its build phase, inside
+    // its container) while the other waits (parallel = 1) when the server is killed.
+    let slow = repo.join("a-slow");
+    std::fs::create_dir_all(&slow).expect("mkdir");
+    let spec = std::fs::read_to_string(repo.join("hello-noarch/hello-noarch.spec")).expect("spec");
+    let spec = spec
+        .replace("hello-noarch", "hello-slow")
+        .replace("%install", "%build\nsleep 8\n\n%install");
+    std::fs::write(slow.join("hello-slow.spec"), spec).expect("write");
+    std::fs::copy(
+        repo.join("hello-noarch/greeting.txt"),
+        slow.join("greeting.txt"),
+    )
+    .expect("copy");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "slow"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&github)
+        .await;
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let data = dir.path().join("data");
+    let config = dir.path().join("packetary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[build]
+parallel = 1
+[server]
+listen = "{addr}"
+data_dir = "{data}"
+public_url = "http://packetary.test"
+shutdown_grace = "2s"
+[github]
+api_url = "{api}"
+token = {{ env = "PACKETARY_TEST_TOKEN" }}
+webhook_secrets = ["{SECRET}"]
+repositories = ["test/*"]
+[targets.bookworm-rpmbuild]
+backend = "rpmbuild"
+image = "packetary/rpmbuild:bookworm"
+"#,
+            data = data.display(),
+            api = github.uri(),
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("server.log");
+
+    let mut server = spawn(&config, &log);
+    wait_healthy(addr, &log).await;
+    let url = format!("file://{}", repo.display());
+    let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
+    assert_eq!(post_webhook(addr, "push", "crash-1", &body).await, 202);
+
+    // Wait for one build running and one queued, then kill -9.
+    let store = Store::open(&data).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = store
+            .builds_in_state(BuildState::Running)
+            .await
+            .expect("builds");
+        let queued = store
+            .builds_in_state(BuildState::Queued)
+            .await
+            .expect("builds");
+        if running.len() == 1 && queued.len() == 1 && running[0].package == "hello-noarch"
+            || running
+                .first()
+                .is_some_and(|b| b.package == "hello-slow" && b.phase.as_deref() == Some("build"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "builds did not start; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill().expect("SIGKILL");
+    let _ = server.wait();
+    let unfinished = store
+        .builds_in_state(BuildState::Running)
+        .await
+        .expect("builds")
+        .len()
+        + store
+            .builds_in_state(BuildState::Queued)
+            .await
+            .expect("builds")
+            .len();
+    assert!(unfinished >= 1, "the kill came too late to test anything");
+
+    let mut server = spawn(&config, &log);
+    wait_healthy(addr, &log).await;
+    let all = wait_final(&github, &head, Duration::from_secs(120)).await;
+    let mut last = std::collections::BTreeMap::new();
+    for s in &all {
+        last.insert(s.1.clone(), s.2.clone());
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        last.get("packetary/bookworm-rpmbuild/hello-noarch")
+            .map(String::as_str),
+        Some("success"),
+        "{all:#?}\n{log_text}"
+    );
+    assert_eq!(
+        last.get("packetary/bookworm-rpmbuild/hello-slow")
+            .map(String::as_str),
+        Some("success"),
+        "{all:#?}\n{log_text}"
+    );
+    assert_eq!(
+        last.get("packetary").map(String::as_str),
+        Some("success"),
+        "{all:#?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.undelivered_reports().await.expect("count") > 0 {
+        assert!(Instant::now() < deadline, "reports left undelivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let builds = store.recent_builds(10).await.expect("builds");
+    assert!(
+        builds.iter().all(|b| b.attempts == 1),
+        "a restart is not an attempt: {builds:?}"
+    );
+    let leftovers = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!(
+            "name=packetary-{}",
+            builds
+                .iter()
+                .find(|b| b.package == "hello-slow")
+                .expect("slow")
+                .id
+        ))
+        .output()
+        .expect("docker ps");
+    assert!(
+        leftovers.stdout.is_empty(),
+        "the killed build's container is left behind"
+    );
+    // No secret in the log.
+    assert!(
+        !log_text.contains("ghp_crash") && !log_text.contains(SECRET),
+        "a secret was logged"
+    );
+
+    // SIGTERM: a clean, prompt stop.
+    let pid = server.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}

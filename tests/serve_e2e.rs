@@ -1,0 +1,293 @@
+//! End to end: a real git repository, signed webhooks over HTTP, real builds in Docker, and
+//! the statuses a mock GitHub receives.
+
+mod serve_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
+use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
+use packetary::store::{BuildState, Store};
+use serde_json::Value;
+use serve_common::*;
+use wiremock::matchers::{method, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CONTEXT: &str = "packetary/bookworm-rpmbuild/hello-noarch";
+
+struct Bot {
+    addr: std::net::SocketAddr,
+    store: Store,
+}
+
+async fn start_bot(
+    dir: &std::path::Path,
+    github: &MockServer,
+    engine: packetary::build::Engine,
+) -> Bot {
+    let config = packetary::config::Config::load(None).expect("defaults");
+    let data = dir.join("data");
+    let store = Store::open(&data).await.expect("store");
+    let forge = Arc::new(
+        GitHub::new(
+            &github.uri(),
+            &Auth::Token(packetary::config::Secret::new("ghp_e2e")),
+        )
+        .expect("client"),
+    );
+    let sources = Arc::new(source::GitCliSource::new(data.join("git")));
+    let planner = Arc::new(source::DiscoverPlanner::new(
+        sources.clone(),
+        data.join("tmp"),
+        config.default_targets.clone(),
+    ));
+    let runner = Arc::new(DockerRunner {
+        executor: packetary::build::Executor::new(engine),
+    });
+    let queue = Queue::new(
+        store.clone(),
+        forge,
+        planner,
+        sources,
+        runner,
+        QueueConfig {
+            parallel: 2,
+            data_dir: data.clone(),
+            public_url: "http://packetary.test".into(),
+            max_attempts: 2,
+            retry_backoff: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            build_forks: false,
+            targets: config.targets.clone(),
+        },
+        Arc::new(Metrics::default()),
+    );
+    queue.start().await.expect("start");
+    let state = packetary::web::AppState {
+        store: store.clone(),
+        queue,
+        secrets: WebhookSecrets(Arc::new(vec![packetary::config::Secret::new(SECRET)])),
+        allowlist: packetary::web::Allowlist(Arc::new(vec!["test/*".into()])),
+        probes: Arc::new(vec![]),
+        data_dir: data,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        async move { axum::serve(listener, packetary::web::router(state, 1 << 20)).await },
+    );
+    Bot { addr, store }
+}
+
+async fn mock_github() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/[0-9a-f]{40}$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn contexts_in_order(
+    all: &[(String, String, String, String, String)],
+    context: &str,
+) -> Vec<String> {
+    all.iter()
+        .filter(|s| s.1 == context)
+        .map(|s| s.2.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_builds_in_docker_and_reports_statuses() {
+    let Some(engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let github = mock_github().await;
+    let bot = start_bot(dir.path(), &github, engine).await;
+
+    let url = format!("file://{}", repo.display());
+    let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
+    assert_eq!(post_webhook(bot.addr, "push", "e2e-1", &body).await, 202);
+    let all = wait_final(&github, &head, Duration::from_secs(180)).await;
+
+    let per_package = contexts_in_order(&all, CONTEXT);
+    assert_eq!(
+        per_package.first().map(String::as_str),
+        Some("pending"),
+        "{all:#?}"
+    );
+    assert_eq!(
+        per_package.last().map(String::as_str),
+        Some("success"),
+        "{all:#?}"
+    );
+    let aggregate = contexts_in_order(&all, "packetary");
+    assert_eq!(
+        aggregate.first().map(String::as_str),
+        Some("pending"),
+        "{all:#?}"
+    );
+    assert_eq!(
+        aggregate.last().map(String::as_str),
+        Some("success"),
+        "{all:#?}"
+    );
+    assert!(
+        all.iter().all(|s| s.1 == CONTEXT || s.1 == "packetary"),
+        "{all:#?}"
+    );
+
+    // The build page, its log and its artifacts, as linked from the status.
+    let target_url = &all.iter().rev().find(|s| s.1 == CONTEXT).expect("status").4;
+    let page_path = target_url
+        .strip_prefix("http://packetary.test")
+        .expect("public url");
+    let (status, page) = http(bot.addr, "GET", page_path, &[], b"").await;
+    let page = String::from_utf8_lossy(&page).into_owned();
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("hello-noarch") && page.contains("succeeded") && page.contains(&head),
+        "{page}"
+    );
+    assert!(
+        page.contains("/logs/build.log") && page.contains(".noarch.rpm"),
+        "{page}"
+    );
+    let (status, log) = http(
+        bot.addr,
+        "GET",
+        &format!("{page_path}/logs/build.log"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&log).contains("packetary: === srpm phase ==="));
+    let (status, _) = http(
+        bot.addr,
+        "GET",
+        &format!("{page_path}/logs/..%2F..%2Fpacketary.db"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, rpm) = http(
+        bot.addr,
+        "GET",
+        &format!("{page_path}/artifacts/hello-noarch-1.0-1.noarch.rpm"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(&rpm[..4], &[0xed, 0xab, 0xee, 0xdb], "an RPM file");
+    let (status, index) = http(bot.addr, "GET", "/", &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&index).contains("hello-noarch"));
+    assert_eq!(bot.store.undelivered_reports().await.expect("count"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_update_supersedes_the_running_build() {
+    let Some(engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    let base = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    let spec = repo.join("hello-noarch/hello-noarch.spec");
+    let original = std::fs::read_to_string(&spec).expect("spec");
+    // The first version of the pull request builds slowly...
+    std::fs::write(
+        &spec,
+        original.replace("%install", "%build\nsleep 120\n\n%install"),
+    )
+    .expect("write");
+    git(&repo, &["commit", "-q", "-am", "slow"]);
+    let slow = git(&repo, &["rev-parse", "HEAD"]);
+    // ...and is replaced by a fixed one.
+    std::fs::write(
+        &spec,
+        original.replace("Release:        1", "Release:        2"),
+    )
+    .expect("write");
+    git(&repo, &["commit", "-q", "-am", "fast"]);
+    let fast = git(&repo, &["rev-parse", "HEAD"]);
+
+    let github = mock_github().await;
+    let bot = start_bot(dir.path(), &github, engine).await;
+    let url = format!("file://{}", repo.display());
+    let pr = |action: &str, head: &str| {
+        let mut p: Value = fixture(if action == "opened" {
+            "pull_request-opened.json"
+        } else {
+            "pull_request-synchronize.json"
+        });
+        p["action"] = Value::from(action);
+        p["number"] = Value::from(5);
+        p["repository"]["full_name"] = Value::from("test/hello");
+        p["repository"]["clone_url"] = Value::from(url.clone());
+        p["pull_request"]["head"]["sha"] = Value::from(head);
+        p["pull_request"]["head"]["ref"] = Value::from("feature");
+        p["pull_request"]["head"]["repo"]["full_name"] = Value::from("test/hello");
+        p["pull_request"]["base"]["sha"] = Value::from(base.clone());
+        p["pull_request"]["base"]["ref"] = Value::from("main");
+        serde_json::to_vec(&p).expect("json")
+    };
+    assert_eq!(
+        post_webhook(bot.addr, "pull_request", "pr-1", &pr("opened", &slow)).await,
+        202
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while bot
+        .store
+        .builds_in_state(BuildState::Running)
+        .await
+        .expect("builds")
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first build never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        post_webhook(bot.addr, "pull_request", "pr-2", &pr("synchronize", &fast)).await,
+        202
+    );
+
+    let old = wait_final(&github, &slow, Duration::from_secs(60)).await;
+    let last_old = old.iter().rev().find(|s| s.1 == CONTEXT).expect("status");
+    assert_eq!(last_old.2, "error", "{old:#?}");
+    assert_eq!(last_old.3, format!("superseded by {fast}"));
+    assert_eq!(
+        contexts_in_order(&old, "packetary")
+            .last()
+            .map(String::as_str),
+        Some("error")
+    );
+    let new = wait_final(&github, &fast, Duration::from_secs(180)).await;
+    assert_eq!(
+        contexts_in_order(&new, CONTEXT).last().map(String::as_str),
+        Some("success"),
+        "{new:#?}"
+    );
+    assert_eq!(
+        contexts_in_order(&new, "packetary")
+            .last()
+            .map(String::as_str),
+        Some("success")
+    );
+}
