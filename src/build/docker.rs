@@ -46,6 +46,10 @@ type OutputStream = std::pin::Pin<
 >;
 
 impl ExecStream {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The next piece of output (stdout and stderr alike), or `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<bytes::Bytes, InfraError>> {
         let out = self.output.as_mut()?;
@@ -208,10 +212,11 @@ impl Engine {
         })
     }
 
-    pub async fn exec_exit_code(&self, exec: &ExecStream) -> Result<i64, InfraError> {
+    /// Takes the exec's id, not the stream, so that callers' futures stay `Send`.
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, InfraError> {
         let inspect = self
             .docker
-            .inspect_exec(&exec.id)
+            .inspect_exec(exec_id)
             .await
             .map_err(|e| InfraError::docker("inspect exec", e))?;
         inspect
@@ -239,7 +244,7 @@ impl Engine {
         log.flush()
             .await
             .map_err(|e| InfraError(format!("write build log: {e}")))?;
-        self.exec_exit_code(&stream).await
+        self.exec_exit_code(stream.id()).await
     }
 
     /// Whether the kernel killed something in the container for lack of memory. Docker's

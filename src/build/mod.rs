@@ -514,7 +514,7 @@ impl Executor {
             run.begin(steps[0].0);
         }
         self.engine
-            .exec_exit_code(&stream)
+            .exec_exit_code(stream.id())
             .await
             .map_err(Stop::Infra)
     }
