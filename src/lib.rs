@@ -2,5 +2,7 @@
 
 pub mod build;
 pub mod config;
+pub mod git;
 pub mod model;
 pub mod plan;
+pub mod spec;
