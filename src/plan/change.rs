@@ -86,6 +86,8 @@ pub struct Plan {
     /// Where `.packetary.toml` was read.
     pub config_from: Option<CommitSha>,
     pub changed_paths: usize,
+    /// The dist-git lookaside URL template from `.packetary.toml`, if any.
+    pub lookaside: Option<String>,
     /// Packages in build order (by stage, then path).
     pub packages: Vec<PlannedPackage>,
     pub deleted: Vec<DeletedPackage>,
@@ -109,6 +111,7 @@ impl Plan {
             compared_with: None,
             config_from: None,
             changed_paths: 0,
+            lookaside: None,
             packages: vec![],
             deleted: vec![],
             notices: vec![],
@@ -287,6 +290,7 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
         ));
     }
 
+    plan.lookaside = cfg.lookaside.clone();
     let paths = changed_paths(repo, ends.old, ends.head).map_err(|e| e.to_string())?;
     plan.changed_paths = paths.len();
     if paths.len() > LARGE_CHANGE {
