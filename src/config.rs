@@ -278,7 +278,11 @@ impl Config {
             let mut limits = Limits::default();
             if let Some(m) = &t.memory {
                 limits.memory_bytes = Some(parse_bytes(m).map_err(|p| {
-                    invalid(&key("memory"), p, "write bytes or a size like \"512MiB\" or \"4GiB\"")
+                    invalid(
+                        &key("memory"),
+                        p,
+                        "write bytes or a size like \"512MiB\" or \"4GiB\"",
+                    )
                 })?);
             }
             if let Some(c) = t.cpus {
@@ -303,10 +307,18 @@ impl Config {
             }
             if let Some(s) = &t.timeout {
                 limits.timeout = humantime::parse_duration(s).map_err(|e| {
-                    invalid(&key("timeout"), format!("`{s}`: {e}"), "write a duration like \"90s\", \"30m\" or \"2h\"")
+                    invalid(
+                        &key("timeout"),
+                        format!("`{s}`: {e}"),
+                        "write a duration like \"90s\", \"30m\" or \"2h\"",
+                    )
                 })?;
                 if limits.timeout.is_zero() {
-                    return Err(invalid(&key("timeout"), "is zero".into(), "write a duration like \"30m\""));
+                    return Err(invalid(
+                        &key("timeout"),
+                        "is zero".into(),
+                        "write a duration like \"30m\"",
+                    ));
                 }
             }
             let mut repos = Vec::new();
@@ -329,7 +341,11 @@ impl Config {
             }
             let arch = t.arch.unwrap_or_else(|| "x86_64".to_string());
             if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(invalid(&key("arch"), format!("`{arch}` is not an architecture"), "write e.g. \"x86_64\" or \"aarch64\""));
+                return Err(invalid(
+                    &key("arch"),
+                    format!("`{arch}` is not an architecture"),
+                    "write e.g. \"x86_64\" or \"aarch64\"",
+                ));
             }
             targets.insert(
                 tname.clone(),
@@ -458,7 +474,10 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
                     format!("{path}.{field}")
                 };
                 let fix = match closest(&field, &expected) {
-                    Some(s) => format!("did you mean `{s}`? valid keys here: {}", expected.join(", ")),
+                    Some(s) => format!(
+                        "did you mean `{s}`? valid keys here: {}",
+                        expected.join(", ")
+                    ),
                     None => format!("remove it; valid keys here: {}", expected.join(", ")),
                 };
                 (key, fix)
@@ -561,9 +580,7 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size"))?;
+    let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
@@ -624,7 +641,10 @@ mod tests {
     #[test]
     fn typo_in_section_is_caught() {
         let e = err("[biuld]\nparallel = 2\n[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n");
-        assert!(e.contains("biuld") && e.contains("did you mean `build`"), "{e}");
+        assert!(
+            e.contains("biuld") && e.contains("did you mean `build`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -636,7 +656,10 @@ mod tests {
         let e = err("[targets.t]\nbackend = \"rpmbiuld\"\nimage = \"x\"\n");
         assert!(e.contains("backend") && e.contains("test.toml:2"), "{e}");
         let e = err(&format!("[build]\ndefault_targets = [\"nope\"]\n{base}"));
-        assert!(e.contains("build.default_targets") && e.contains("use one of: t"), "{e}");
+        assert!(
+            e.contains("build.default_targets") && e.contains("use one of: t"),
+            "{e}"
+        );
         assert!(err("[build]\nparallel = 0\n").contains("build.parallel"));
         assert!(err("").contains("no target"));
         assert!(err("[targets.t\n").contains("test.toml:1"));
@@ -649,7 +672,10 @@ mod tests {
             .select_targets(&["fedora-99".to_string()])
             .expect_err("unknown")
             .to_string();
-        assert!(e.contains("no target named `fedora-99`") && e.contains("bookworm-rpmbuild"), "{e}");
+        assert!(
+            e.contains("no target named `fedora-99`") && e.contains("bookworm-rpmbuild"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ const EXIT_INFRA: u8 = 3;
 const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Parser)]
-#[command(name = "packetary", version, about = "Builds packages in clean containers, driven by git")]
+#[command(
+    name = "packetary",
+    version,
+    about = "Builds packages in clean containers, driven by git"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: the embedded defaults.
     #[arg(long, global = true, env = "PACKETARY_CONFIG")]
@@ -181,7 +185,9 @@ fn progress_line(msg: &str) {
 }
 
 async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> {
-    let engine = Engine::connect(config.docker_host.as_deref()).await.map_err(infra)?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
     match command {
         ImagesCommand::List => {
             for r in images::RECIPES {
@@ -190,7 +196,11 @@ async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> 
                     "{:<12} {:<32} {:<8} {}",
                     r.name,
                     r.tag,
-                    if present.is_some() { "present" } else { "missing" },
+                    if present.is_some() {
+                        "present"
+                    } else {
+                        "missing"
+                    },
                     r.about
                 );
             }
@@ -211,7 +221,11 @@ async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> 
                         images::recipe_by_name(n).ok_or_else(|| {
                             usage(anyhow::anyhow!(
                                 "no image recipe named `{n}`; known: {}",
-                                images::RECIPES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+                                images::RECIPES
+                                    .iter()
+                                    .map(|r| r.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ))
                         })
                     })
@@ -222,7 +236,11 @@ async fn cmd_images(config: Config, command: ImagesCommand) -> Result<u8, Exit> 
                 images::build(&engine, &config.images, r, true, &mut |l| progress_line(l))
                     .await
                     .map_err(infra)?;
-                progress_line(&format!("{} ready in {:.1}s", r.tag, start.elapsed().as_secs_f64()));
+                progress_line(&format!(
+                    "{} ready in {:.1}s",
+                    r.tag,
+                    start.elapsed().as_secs_f64()
+                ));
             }
             Ok(0)
         }
@@ -242,7 +260,11 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     }
     let packages = match &args.spec {
         Some(spec) => {
-            let spec = if spec.is_absolute() || spec.exists() { spec.clone() } else { root.join(spec) };
+            let spec = if spec.is_absolute() || spec.exists() {
+                spec.clone()
+            } else {
+                root.join(spec)
+            };
             vec![plan::package_for_spec(root, &spec).map_err(usage)?]
         }
         None => plan::discover(root, std::slice::from_ref(&out)).map_err(usage)?,
@@ -255,7 +277,9 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         .collect::<Result<_, _>>()?;
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
 
-    let engine = Engine::connect(config.docker_host.as_deref()).await.map_err(infra)?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
     let mut image_ids = std::collections::HashMap::new();
     for t in &targets {
         if !image_ids.contains_key(&t.image) {
@@ -339,15 +363,31 @@ fn summarize(reports: &[build::BuildReport], started: Instant) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for r in reports {
-        let name = r.nevr.as_ref().map(|n| n.nvr()).unwrap_or_else(|| r.package.clone());
+        let name = r
+            .nevr
+            .as_ref()
+            .map(|n| n.nvr())
+            .unwrap_or_else(|| r.package.clone());
         match &r.outcome {
             Outcome::Succeeded { rpms, .. } => {
-                let _ = writeln!(out, "ok      {}/{} → {} ({} rpm)", r.target, name, r.dir.display(), rpms.len());
+                let _ = writeln!(
+                    out,
+                    "ok      {}/{} → {} ({} rpm)",
+                    r.target,
+                    name,
+                    r.dir.display(),
+                    rpms.len()
+                );
             }
             Outcome::Failed { message, log, .. } => {
                 code = code.max(EXIT_FAILED);
                 let _ = writeln!(out, "FAILED  {}/{}: {message}", r.target, name);
-                eprintln!("--- last lines of {} ---\n{}\n--- end of {} ---", log.display(), build::tail(log, 25), log.display());
+                eprintln!(
+                    "--- last lines of {} ---\n{}\n--- end of {} ---",
+                    log.display(),
+                    build::tail(log, 25),
+                    log.display()
+                );
             }
             Outcome::Error { message } => {
                 code = code.max(EXIT_INFRA);
@@ -373,7 +413,9 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {
-        Ok(std::env::current_dir().context("cannot read the current directory")?.join(p))
+        Ok(std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(p))
     }
 }
 
@@ -400,7 +442,9 @@ fn parse_range(range: &str, review: bool) -> Result<plan::Change, Exit> {
         )));
     };
     if head.is_empty() || (three || review) && base.is_empty() {
-        return Err(usage(anyhow::anyhow!("`{range}`: both ends of the range are needed")));
+        return Err(usage(anyhow::anyhow!(
+            "`{range}`: both ends of the range are needed"
+        )));
     }
     Ok(if three || review {
         plan::Change::Review {
@@ -436,7 +480,11 @@ fn git_auth() -> Auth {
 
 /// The repository to plan in: a local path as it is, or the mirror of a URL, fetched
 /// first with every branch plus the refs the range names.
-async fn open_source(repo: &str, change: &plan::Change, opts: &GitOpts) -> Result<(PathBuf, Option<String>), Exit> {
+async fn open_source(
+    repo: &str,
+    change: &plan::Change,
+    opts: &GitOpts,
+) -> Result<(PathBuf, Option<String>), Exit> {
     let local = Path::new(repo);
     if !repo.contains("://") && local.exists() {
         return Ok((absolute(local).map_err(usage)?, None));
@@ -450,16 +498,25 @@ async fn open_source(repo: &str, change: &plan::Change, opts: &GitOpts) -> Resul
     if opts.offline {
         let m = cache.mirror_for(repo);
         if !m.path.join("HEAD").exists() {
-            return Err(usage(anyhow::anyhow!("there is no mirror of {repo} yet\n  fix: run once without --offline")));
+            return Err(usage(anyhow::anyhow!(
+                "there is no mirror of {repo} yet\n  fix: run once without --offline"
+            )));
         }
         return Ok((m.path, None));
     }
     let mut refs = vec![RemoteRef::AllBranches];
     let revs: Vec<&str> = match change {
-        plan::Change::Push { before, after } => before.iter().map(String::as_str).chain([after.as_str()]).collect(),
+        plan::Change::Push { before, after } => before
+            .iter()
+            .map(String::as_str)
+            .chain([after.as_str()])
+            .collect(),
         plan::Change::Review { base, head } => vec![base, head],
     };
-    for rev in revs.into_iter().chain(opts.fetch.iter().map(String::as_str)) {
+    for rev in revs
+        .into_iter()
+        .chain(opts.fetch.iter().map(String::as_str))
+    {
         if rev.starts_with("refs/") || rev.starts_with("pull/") {
             match RemoteRef::parse(rev) {
                 Some(RemoteRef::Branch(_)) => {}
@@ -471,7 +528,11 @@ async fn open_source(repo: &str, change: &plan::Change, opts: &GitOpts) -> Resul
     let started = Instant::now();
     match cache.fetch(repo, &refs, &git_auth()).await {
         Ok((m, report)) => {
-            tracing::info!("fetched {repo} in {:.2}s ({} refs updated)", started.elapsed().as_secs_f64(), report.updated.len());
+            tracing::info!(
+                "fetched {repo} in {:.2}s ({} refs updated)",
+                started.elapsed().as_secs_f64(),
+                report.updated.len()
+            );
             Ok((m.path, report.default_branch))
         }
         Err(e @ GitError::MissingRef { .. }) => Err(usage(e)),
@@ -490,7 +551,11 @@ async fn make_plan(
     let (path, remote_default) = open_source(repo, &change, opts).await?;
     let options = plan::PlanOptions {
         default_branch: opts.default_branch.clone().or(remote_default),
-        default_targets: config.default_targets.iter().map(|t| t.to_string()).collect(),
+        default_targets: config
+            .default_targets
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
         known_targets: config.targets.keys().map(|t| t.to_string()).collect(),
     };
     let cache = SpecCache::new(cache_dir(opts).join("specs"));
@@ -498,20 +563,34 @@ async fn make_plan(
         Some(e) => SpecOracle::with_engine(cache.clone(), e),
         None => SpecOracle::new(cache.clone(), config.docker_host.clone()),
     });
-    plan::plan_change(path, repo.to_string(), change, options, &config.targets, oracle.as_ref())
-        .await
-        .map_err(infra)
+    plan::plan_change(
+        path,
+        repo.to_string(),
+        change,
+        options,
+        &config.targets,
+        oracle.as_ref(),
+    )
+    .await
+    .map_err(infra)
 }
 
 fn write_plan(plan: &plan::Plan, out: &mut dyn Write) -> std::io::Result<()> {
-    let short = |c: &Option<packetary::model::CommitSha>| c.as_ref().map(|c| c.short().to_string()).unwrap_or_else(|| "-".into());
+    let short = |c: &Option<packetary::model::CommitSha>| {
+        c.as_ref()
+            .map(|c| c.short().to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     writeln!(
         out,
         "plan for {} ({:?}): {} compared with {}, {} path(s) changed, .packetary.toml from {}",
         plan.repo,
         plan.kind,
         short(&plan.head),
-        plan.compared_with.as_ref().map(|c| c.short().to_string()).unwrap_or_else(|| "nothing (every package)".into()),
+        plan.compared_with
+            .as_ref()
+            .map(|c| c.short().to_string())
+            .unwrap_or_else(|| "nothing (every package)".into()),
         plan.changed_paths,
         short(&plan.config_from),
     )?;
@@ -532,7 +611,11 @@ fn write_plan(plan: &plan::Plan, out: &mut dyn Write) -> std::io::Result<()> {
             .iter()
             .map(|r| match r {
                 plan::Reason::Changed { paths, count } if *count > paths.len() => {
-                    format!("changed {} (+{} more)", paths.join(", "), count - paths.len())
+                    format!(
+                        "changed {} (+{} more)",
+                        paths.join(", "),
+                        count - paths.len()
+                    )
                 }
                 plan::Reason::Changed { paths, .. } => format!("changed {}", paths.join(", ")),
                 plan::Reason::Config { detail } => detail.clone(),
@@ -545,7 +628,10 @@ fn write_plan(plan: &plan::Plan, out: &mut dyn Write) -> std::io::Result<()> {
                     out,
                     "  {:<32} {:<24} [{}] {:?}; {}",
                     p.id.as_str(),
-                    p.nevr.as_ref().map(|n| n.nvr()).unwrap_or_else(|| "?".into()),
+                    p.nevr
+                        .as_ref()
+                        .map(|n| n.nvr())
+                        .unwrap_or_else(|| "?".into()),
                     targets.join(", "),
                     p.layout,
                     why.join("; ")
@@ -597,16 +683,24 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     let [repo, range] = git.as_slice() else {
         return Err(usage(anyhow::anyhow!("--git needs REPO and RANGE")));
     };
-    let out = absolute(&args.out.clone().unwrap_or_else(|| config.out_dir.clone())).map_err(usage)?;
+    let out =
+        absolute(&args.out.clone().unwrap_or_else(|| config.out_dir.clone())).map_err(usage)?;
     let extra_repos: Vec<Repo> = args
         .repos
         .iter()
         .enumerate()
         .map(|(i, r)| Repo::parse_arg(r, i).map_err(|e| usage(anyhow::anyhow!("--repo {r}: {e}"))))
         .collect::<Result<_, _>>()?;
-    let only: Vec<TargetName> = config.select_targets(&args.targets).map_err(usage)?.into_iter().map(|t| t.name).collect();
+    let only: Vec<TargetName> = config
+        .select_targets(&args.targets)
+        .map_err(usage)?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
-    let engine = Engine::connect(config.docker_host.as_deref()).await.map_err(infra)?;
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
     let plan = make_plan(&config, repo, range, &args.git_opts, Some(engine.clone())).await?;
     let mut err = std::io::stderr();
     let _ = write_plan(&plan, &mut err);
@@ -633,9 +727,11 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     for t in packages.iter().flat_map(|p| &p.targets) {
         let target = &config.targets[t];
         if !image_ids.contains_key(&target.image) {
-            let id = images::ensure(&engine, &config.images, &target.image, &mut |l| progress_line(l))
-                .await
-                .map_err(infra)?;
+            let id = images::ensure(&engine, &config.images, &target.image, &mut |l| {
+                progress_line(l)
+            })
+            .await
+            .map_err(infra)?;
             image_ids.insert(target.image.clone(), id);
         }
     }
@@ -646,17 +742,35 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     // Export every package at HEAD, straight from the object database.
     let work = plan::TempDir::new("packetary-git").map_err(infra)?;
     let repo_path = {
-        let (p, _) = open_source(repo, &parse_range(range, args.git_opts.review)?, &GitOpts { offline: true, ..args.git_opts.clone() }).await?;
+        let (p, _) = open_source(
+            repo,
+            &parse_range(range, args.git_opts.review)?,
+            &GitOpts {
+                offline: true,
+                ..args.git_opts.clone()
+            },
+        )
+        .await?;
         p
     };
-    let to_export: Vec<(usize, plan::PlannedPackage)> = packages.iter().cloned().enumerate().collect();
+    let to_export: Vec<(usize, plan::PlannedPackage)> =
+        packages.iter().cloned().enumerate().collect();
     let src_root = work.path().join("src");
     let exported: Vec<Result<plan::PackageSource, String>> = packetary::git::blocking(move || {
-        let r = git2::Repository::open(&repo_path).map_err(|e| GitError::Repo { path: repo_path.clone(), message: e.message().to_string() })?;
-        let oid = git2::Oid::from_str(head.as_str()).map_err(|e| GitError::Repo { path: repo_path.clone(), message: e.message().to_string() })?;
+        let r = git2::Repository::open(&repo_path).map_err(|e| GitError::Repo {
+            path: repo_path.clone(),
+            message: e.message().to_string(),
+        })?;
+        let oid = git2::Oid::from_str(head.as_str()).map_err(|e| GitError::Repo {
+            path: repo_path.clone(),
+            message: e.message().to_string(),
+        })?;
         Ok(to_export
             .iter()
-            .map(|(i, p)| plan::export_package(&r, oid, p, &src_root.join(i.to_string())).map_err(|e| e.to_string()))
+            .map(|(i, p)| {
+                plan::export_package(&r, oid, p, &src_root.join(i.to_string()))
+                    .map_err(|e| e.to_string())
+            })
             .collect())
     })
     .await
@@ -664,10 +778,12 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     let mut sources: HashMap<plan::PackageId, Result<plan::PackageSource, String>> = HashMap::new();
     for (p, e) in packages.iter().zip(exported) {
         let e = match e {
-            Ok(src) => match plan::fetch_lookaside(p, &src.source_dir, plan.lookaside.as_deref()).await {
-                Ok(()) => Ok(src),
-                Err(e) => Err(e.to_string()),
-            },
+            Ok(src) => {
+                match plan::fetch_lookaside(p, &src.source_dir, plan.lookaside.as_deref()).await {
+                    Ok(()) => Ok(src),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Err(e) => Err(e),
         };
         sources.insert(p.id.clone(), e);
@@ -720,7 +836,10 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
             };
             if let Some(d) = p.depends_on.iter().find(|d| failed.contains(*d)) {
                 failed.insert(p.id.clone());
-                not_built.push((p.id.clone(), format!("not built: it needs {d}, which did not build")));
+                not_built.push((
+                    p.id.clone(),
+                    format!("not built: it needs {d}, which did not build"),
+                ));
                 continue;
             }
             for t in &p.targets {
@@ -728,7 +847,10 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
                 let mut extra = extra_repos.clone();
                 if !p.depends_on.is_empty() {
                     if let Some(dir) = local_repo_ready.get(t) {
-                        extra.push(Repo::new("packetary-plan", &dir.display().to_string()).map_err(|e| infra(anyhow::anyhow!(e)))?);
+                        extra.push(
+                            Repo::new("packetary-plan", &dir.display().to_string())
+                                .map_err(|e| infra(anyhow::anyhow!(e)))?,
+                        );
                     }
                 }
                 requests.push((
@@ -746,7 +868,10 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         if requests.is_empty() {
             continue;
         }
-        progress_line(&format!("stage {stage}: {} build(s), {parallel} at a time", requests.len()));
+        progress_line(&format!(
+            "stage {stage}: {} build(s), {parallel} at a time",
+            requests.len()
+        ));
         let done: Vec<(plan::PackageId, build::BuildReport)> = futures_util::stream::iter(requests)
             .map(|(id, req)| {
                 let image_id = image_ids.get(&req.target.image).cloned();
@@ -759,7 +884,10 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         let mut new_rpms: HashMap<TargetName, Vec<PathBuf>> = HashMap::new();
         for (id, r) in &done {
             match &r.outcome {
-                Outcome::Succeeded { rpms, .. } => new_rpms.entry(r.target.clone()).or_default().extend(rpms.iter().cloned()),
+                Outcome::Succeeded { rpms, .. } => new_rpms
+                    .entry(r.target.clone())
+                    .or_default()
+                    .extend(rpms.iter().cloned()),
                 _ => {
                     failed.insert(id.clone());
                 }
@@ -774,7 +902,9 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
                         std::fs::copy(&rpm, dir.join(name)).map_err(infra)?;
                     }
                 }
-                createrepo(&engine, &config.targets[&t].image, &dir).await.map_err(infra)?;
+                createrepo(&engine, &config.targets[&t].image, &dir)
+                    .await
+                    .map_err(infra)?;
                 local_repo_ready.insert(t, dir);
             }
         }
@@ -799,15 +929,28 @@ async fn createrepo(engine: &Engine, image: &str, dir: &Path) -> anyhow::Result<
     let spec = packetary::build::docker::ContainerSpec {
         name: format!("packetary-createrepo-{}", BuildId::generate()),
         image: image.to_string(),
-        labels: [(packetary::build::LABEL_BUILD.to_string(), "createrepo".to_string())].into_iter().collect(),
+        labels: [(
+            packetary::build::LABEL_BUILD.to_string(),
+            "createrepo".to_string(),
+        )]
+        .into_iter()
+        .collect(),
         mounts: vec![(dir.display().to_string(), "/repo".into(), false)],
         network: false,
         pids: Some(256),
         ..Default::default()
     };
-    let (code, out) = engine.run_once(&spec, vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()]).await?;
+    let (code, out) = engine
+        .run_once(
+            &spec,
+            vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()],
+        )
+        .await?;
     if code != 0 {
-        anyhow::bail!("createrepo_c failed in {image} (exit {code}): {}", String::from_utf8_lossy(&out).trim());
+        anyhow::bail!(
+            "createrepo_c failed in {image} (exit {code}): {}",
+            String::from_utf8_lossy(&out).trim()
+        );
     }
     Ok(())
 }

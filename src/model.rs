@@ -199,7 +199,15 @@ mod tests {
     #[test]
     fn names_reject_path_tricks() {
         assert!(TargetName::parse("fedora-43_x86.64").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "-flag", "sp ace", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-flag",
+            "sp ace",
+            &"x".repeat(65),
+        ] {
             assert!(TargetName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

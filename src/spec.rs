@@ -80,7 +80,12 @@ impl SpecCache {
         if blob.len() < 4 || !blob.chars().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
-        Some(self.dir.join(Self::target_key(target)).join(&blob[..2]).join(format!("{blob}.json")))
+        Some(
+            self.dir
+                .join(Self::target_key(target))
+                .join(&blob[..2])
+                .join(format!("{blob}.json")),
+        )
     }
 
     pub fn get(&self, target: &Target, blob: &str) -> Option<Answer> {
@@ -93,7 +98,9 @@ impl SpecCache {
 
     /// Written to a temporary file and renamed: concurrent planners never read half a file.
     pub fn put(&self, target: &Target, blob: &str, answer: &Answer) -> std::io::Result<()> {
-        let Some(path) = self.path(target, blob) else { return Ok(()) };
+        let Some(path) = self.path(target, blob) else {
+            return Ok(());
+        };
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
@@ -104,7 +111,10 @@ impl SpecCache {
             },
         };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&stored).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&stored).map_err(std::io::Error::other)?,
+        )?;
         std::fs::rename(&tmp, &path)
     }
 }
@@ -147,9 +157,18 @@ impl SpecOracle {
     }
 
     /// Answers for `queries`, in order; cache misses are asked in one container per batch.
-    pub async fn query(&self, target: &Target, queries: &[SpecQuery]) -> Result<Vec<Answer>, SpecError> {
-        let mut answers: Vec<Option<Answer>> = queries.iter().map(|q| self.cache.get(target, &q.blob)).collect();
-        let missing: Vec<usize> = (0..queries.len()).filter(|&i| answers[i].is_none()).collect();
+    pub async fn query(
+        &self,
+        target: &Target,
+        queries: &[SpecQuery],
+    ) -> Result<Vec<Answer>, SpecError> {
+        let mut answers: Vec<Option<Answer>> = queries
+            .iter()
+            .map(|q| self.cache.get(target, &q.blob))
+            .collect();
+        let missing: Vec<usize> = (0..queries.len())
+            .filter(|&i| answers[i].is_none())
+            .collect();
         for chunk in missing.chunks(BATCH) {
             let batch: Vec<&SpecQuery> = chunk.iter().map(|&i| &queries[i]).collect();
             let got = self.run(target, &batch).await?;
@@ -184,7 +203,9 @@ impl SpecOracle {
         let spec = ContainerSpec {
             name: format!("packetary-spec-{id}"),
             image: target.image.clone(),
-            labels: [(LABEL_BUILD.to_string(), format!("spec-{id}"))].into_iter().collect(),
+            labels: [(LABEL_BUILD.to_string(), format!("spec-{id}"))]
+                .into_iter()
+                .collect(),
             mounts,
             env: vec!["LANG=C.UTF-8".into(), "HOME=/tmp".into()],
             memory_bytes: Some(1 << 30),
@@ -194,7 +215,12 @@ impl SpecOracle {
             cap_add: vec![],
             security_opt: vec!["no-new-privileges".into()],
         };
-        let (code, out) = engine.run_once(&spec, vec!["bash".into(), "-c".into(), script(target, batch)]).await?;
+        let (code, out) = engine
+            .run_once(
+                &spec,
+                vec!["bash".into(), "-c".into(), script(target, batch)],
+            )
+            .await?;
         let text = String::from_utf8_lossy(&out);
         if code != 0 {
             return Err(SpecError::Infra(InfraError(format!(
@@ -247,7 +273,8 @@ struct Section {
 }
 
 fn parse_output(text: &str, batch: &[&SpecQuery]) -> Vec<Answer> {
-    let mut sections: Vec<[Option<Section>; 3]> = (0..batch.len()).map(|_| Default::default()).collect();
+    let mut sections: Vec<[Option<Section>; 3]> =
+        (0..batch.len()).map(|_| Default::default()).collect();
     let mut cur: Option<(usize, usize)> = None;
     for line in text.lines() {
         if let Some(h) = line.strip_prefix("@@ ") {
@@ -262,7 +289,10 @@ fn parse_output(text: &str, batch: &[&SpecQuery]) -> Vec<Answer> {
             let rc = it.next().and_then(|s| s.parse().ok()).unwrap_or(1);
             cur = match (i, sec) {
                 (Some(i), Some(sec)) if i < batch.len() => {
-                    sections[i][sec] = Some(Section { rc, ..Default::default() });
+                    sections[i][sec] = Some(Section {
+                        rc,
+                        ..Default::default()
+                    });
                     Some((i, sec))
                 }
                 _ => None,
@@ -295,9 +325,18 @@ fn parse_output(text: &str, batch: &[&SpecQuery]) -> Vec<Answer> {
                 .out
                 .iter()
                 .find_map(|l| Nevr::parse_query_line(l))
-                .ok_or_else(|| format!("{}: rpmspec printed no usable name/version/release", q.spec_file))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{}: rpmspec printed no usable name/version/release",
+                        q.spec_file
+                    )
+                })?;
             let clean = |v: Vec<String>| -> Vec<String> {
-                let mut v: Vec<String> = v.into_iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+                let mut v: Vec<String> = v
+                    .into_iter()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect();
                 v.sort();
                 v.dedup();
                 v
@@ -328,7 +367,11 @@ fn rpm_complaint(spec_file: &str, s: &Section) -> String {
     format!(
         "rpmspec cannot parse {spec_file} (exit {}): {}",
         s.rc,
-        if lines.is_empty() { "no message".to_string() } else { lines.join(" | ") }
+        if lines.is_empty() {
+            "no message".to_string()
+        } else {
+            lines.join(" | ")
+        }
     )
 }
 
@@ -362,7 +405,12 @@ mod tests {
     fn cache_round_trip() {
         let t = tempfile::tempdir().expect("tmp");
         let c = SpecCache::new(t.path());
-        let target = crate::config::Config::load(None).expect("defaults").targets.into_values().next().expect("a target");
+        let target = crate::config::Config::load(None)
+            .expect("defaults")
+            .targets
+            .into_values()
+            .next()
+            .expect("a target");
         let blob = "0123456789abcdef0123456789abcdef01234567";
         assert!(c.get(&target, blob).is_none());
         let info = SpecInfo {

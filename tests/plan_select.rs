@@ -42,8 +42,16 @@ fn each_layout_is_discovered_from_the_tree() {
             ("many/a.spec".to_string(), Layout::Specs, "many".to_string()),
             ("many/b.spec".into(), Layout::Specs, "many".into()),
             ("rpms/foo".into(), Layout::Dir, "rpms/foo".into()),
-            ("tree/SPECS/bar.spec".into(), Layout::Rpmbuild, "tree/SOURCES".into()),
-            ("tree/SPECS/baz.spec".into(), Layout::Rpmbuild, "tree/SOURCES".into()),
+            (
+                "tree/SPECS/bar.spec".into(),
+                Layout::Rpmbuild,
+                "tree/SOURCES".into()
+            ),
+            (
+                "tree/SPECS/baz.spec".into(),
+                Layout::Rpmbuild,
+                "tree/SOURCES".into()
+            ),
         ]
     );
 
@@ -61,7 +69,10 @@ fn each_layout_is_discovered_from_the_tree() {
     let tree = commit_tree(&d.repo, c).expect("tree");
     let found = discover_tree(&d.repo, &tree, Default::default()).expect("discover");
     assert_eq!(found.len(), 1);
-    assert_eq!((found[0].id.as_str(), found[0].layout), (".", Layout::DistGit));
+    assert_eq!(
+        (found[0].id.as_str(), found[0].layout),
+        (".", Layout::DistGit)
+    );
 }
 
 #[test]
@@ -80,9 +91,18 @@ fn changed_paths_map_to_their_packages() {
     assert!(plan.errors.is_empty(), "{:?}", plan.errors);
     assert_eq!(
         ids(&plan),
-        ["many/b.spec", "rpms/foo", "tree/SPECS/bar.spec", "tree/SPECS/baz.spec"]
+        [
+            "many/b.spec",
+            "rpms/foo",
+            "tree/SPECS/bar.spec",
+            "tree/SPECS/baz.spec"
+        ]
     );
-    let foo = plan.packages.iter().find(|p| p.id.as_str() == "rpms/foo").expect("foo");
+    let foo = plan
+        .packages
+        .iter()
+        .find(|p| p.id.as_str() == "rpms/foo")
+        .expect("foo");
     assert_eq!(
         foo.reasons,
         [Reason::Changed {
@@ -96,7 +116,10 @@ fn changed_paths_map_to_their_packages() {
 
     // A shared file of a many-spec directory concerns all of its specs.
     let c3 = r.commit("main", &[put("many/README", "readme2")]);
-    assert_eq!(ids(&select(&r, push(Some(c2), c3))), ["many/a.spec", "many/b.spec"]);
+    assert_eq!(
+        ids(&select(&r, push(Some(c2), c3))),
+        ["many/a.spec", "many/b.spec"]
+    );
 }
 
 #[test]
@@ -117,55 +140,95 @@ fn review_uses_the_merge_base_and_the_base_config() {
     let plan = select(&r, review("main", head));
     assert_eq!(plan.kind, plan::ChangeKind::Review);
     assert_eq!(ids(&plan), ["a"]);
-    assert_eq!(plan.compared_with.as_ref().map(|c| c.to_string()), Some(base.to_string()));
+    assert_eq!(
+        plan.compared_with.as_ref().map(|c| c.to_string()),
+        Some(base.to_string())
+    );
 
     // The review's own .packetary.toml is not used: exclude everything there, still planned.
     let head2 = r.commit(
         "topic",
-        &[put(".packetary.toml", "exclude = [\"**\"]\n"), put("c/c.spec", &spec("c", "# x"))],
+        &[
+            put(".packetary.toml", "exclude = [\"**\"]\n"),
+            put("c/c.spec", &spec("c", "# x")),
+        ],
     );
     let plan = select(&r, review("main", head2));
     assert_eq!(ids(&plan), ["a", "c"]);
-    assert!(plan.notices.iter().any(|n| n.contains("read from the base")), "{:?}", plan.notices);
+    assert!(
+        plan.notices
+            .iter()
+            .any(|n| n.contains("read from the base")),
+        "{:?}",
+        plan.notices
+    );
 
     // ...while the base's configuration is.
     let main = r.commit("main", &[put(".packetary.toml", "exclude = [\"c\"]\n")]);
     let plan = select(&r, review("main", head2));
     assert_eq!(ids(&plan), ["a"]);
-    assert_eq!(plan.config_from.as_ref().map(|c| c.to_string()), Some(main.to_string()));
+    assert_eq!(
+        plan.config_from.as_ref().map(|c| c.to_string()),
+        Some(main.to_string())
+    );
 }
 
 #[test]
 fn new_branch_and_force_push_compare_with_the_fork_point() {
     let r = TestRepo::new();
-    let base = r.commit("main", &[put("a/a.spec", &spec("a", "")), put("b/b.spec", &spec("b", ""))]);
+    let base = r.commit(
+        "main",
+        &[
+            put("a/a.spec", &spec("a", "")),
+            put("b/b.spec", &spec("b", "")),
+        ],
+    );
     r.branch("feature", base);
     r.commit("feature", &[put("a/a.spec", &spec("a", "# 1"))]);
     let tip = r.commit("feature", &[put("a/extra.patch", "p")]);
 
     // A new branch (before = zeros): everything since it left main.
-    let plan = select(&r, plan::Change::Push {
-        before: Some("0".repeat(40)),
-        after: tip.to_string(),
-    });
+    let plan = select(
+        &r,
+        plan::Change::Push {
+            before: Some("0".repeat(40)),
+            after: tip.to_string(),
+        },
+    );
     assert_eq!(plan.kind, plan::ChangeKind::NewBranch);
     assert_eq!(ids(&plan), ["a"]);
     assert_eq!(plan.changed_paths, 2);
 
     // A force push whose `before` no longer exists: the same, with a notice.
     let gone = "1234567890abcdef1234567890abcdef12345678";
-    let plan = select(&r, plan::Change::Push {
-        before: Some(gone.into()),
-        after: tip.to_string(),
-    });
+    let plan = select(
+        &r,
+        plan::Change::Push {
+            before: Some(gone.into()),
+            after: tip.to_string(),
+        },
+    );
     assert_eq!(plan.kind, plan::ChangeKind::ForcePush);
     assert_eq!(ids(&plan), ["a"]);
-    assert!(plan.notices.iter().any(|n| n.contains(gone) && n.contains("force-pushed")), "{:?}", plan.notices);
+    assert!(
+        plan.notices
+            .iter()
+            .any(|n| n.contains(gone) && n.contains("force-pushed")),
+        "{:?}",
+        plan.notices
+    );
 
     // A head that does not exist is the plan's error, clearly worded.
-    let plan = select(&r, push(Some(base), git2::Oid::from_str(gone).expect("oid")));
+    let plan = select(
+        &r,
+        push(Some(base), git2::Oid::from_str(gone).expect("oid")),
+    );
     assert_eq!(plan.errors.len(), 1);
-    assert!(plan.errors[0].contains(gone) && plan.errors[0].contains("not a commit"), "{:?}", plan.errors);
+    assert!(
+        plan.errors[0].contains(gone) && plan.errors[0].contains("not a commit"),
+        "{:?}",
+        plan.errors
+    );
     assert!(plan.packages.is_empty());
 }
 
@@ -174,7 +237,11 @@ fn deleted_packages_are_not_built() {
     let r = TestRepo::new();
     let c1 = r.commit(
         "main",
-        &[put("a/a.spec", &spec("a", "")), put("a/a.patch", "p"), put("b/b.spec", &spec("b", ""))],
+        &[
+            put("a/a.spec", &spec("a", "")),
+            put("a/a.patch", "p"),
+            put("b/b.spec", &spec("b", "")),
+        ],
     );
     let c2 = r.commit("main", &[Delete("a"), put("b/b.spec", &spec("b", "# x"))]);
     let plan = select(&r, push(Some(c1), c2));
@@ -182,7 +249,10 @@ fn deleted_packages_are_not_built() {
     assert_eq!(plan.deleted.len(), 1);
     assert_eq!(plan.deleted[0].id.as_str(), "a");
     // Deleting one file of a package still rebuilds the package.
-    let c3 = r.commit("main", &[put("a/a.spec", &spec("a", "")), put("a/a.patch", "p")]);
+    let c3 = r.commit(
+        "main",
+        &[put("a/a.spec", &spec("a", "")), put("a/a.patch", "p")],
+    );
     let c4 = r.commit("main", &[Delete("a/a.patch")]);
     let plan = select(&r, push(Some(c3), c4));
     assert_eq!(ids(&plan), ["a"]);
@@ -213,7 +283,11 @@ fn packetary_toml_changes_replan_what_they_affect() {
     assert!(plan.errors.is_empty(), "{:?}", plan.errors);
     assert_eq!(ids(&plan), ["b", "c"]);
     let b = &plan.packages[0];
-    assert!(matches!(&b.reasons[0], Reason::Config { detail } if detail.contains("targets")), "{:?}", b.reasons);
+    assert!(
+        matches!(&b.reasons[0], Reason::Config { detail } if detail.contains("targets")),
+        "{:?}",
+        b.reasons
+    );
     assert_eq!(b.targets.len(), 2);
 
     // Changing the default targets replans every package.
@@ -227,16 +301,27 @@ fn bad_packetary_toml_is_a_clear_plan_error() {
     let c1 = r.commit("main", &[put("a/a.spec", &spec("a", ""))]);
     let c2 = r.commit(
         "main",
-        &[put(".packetary.toml", "layout = \"dir\"\npackagez = [\"x\"]\n"), put("a/a.spec", &spec("a", "#"))],
+        &[
+            put(".packetary.toml", "layout = \"dir\"\npackagez = [\"x\"]\n"),
+            put("a/a.spec", &spec("a", "#")),
+        ],
     );
     let plan = select(&r, push(Some(c1), c2));
     assert_eq!(plan.errors.len(), 1, "{plan:?}");
-    assert!(plan.errors[0].contains("unknown key `packagez`") && plan.errors[0].contains(":2"), "{}", plan.errors[0]);
+    assert!(
+        plan.errors[0].contains("unknown key `packagez`") && plan.errors[0].contains(":2"),
+        "{}",
+        plan.errors[0]
+    );
     assert!(plan.packages.is_empty());
 
     let c3 = r.commit("main", &[put(".packetary.toml", "targets = [\"nope\"]\n")]);
     let plan = select(&r, push(Some(c2), c3));
-    assert!(plan.errors[0].contains("no target named `nope`"), "{:?}", plan.errors);
+    assert!(
+        plan.errors[0].contains("no target named `nope`"),
+        "{:?}",
+        plan.errors
+    );
 }
 
 #[test]
@@ -257,7 +342,11 @@ fn bad_inputs_are_reported_per_package_while_others_plan() {
         &[
             put("good/good.spec", &spec("good", "# x")),
             PutMode(b"link/passwd", b"../../../etc/passwd", LINK),
-            PutMode(b"sub/vendor", b"1111111111111111111111111111111111111111", SUBMODULE),
+            PutMode(
+                b"sub/vendor",
+                b"1111111111111111111111111111111111111111",
+                SUBMODULE,
+            ),
             Put(b"utf/caf\xe9.patch", b"latin-1 name"),
             Put(b"\xff-stray/file", b"outside any package"),
         ],
@@ -273,18 +362,42 @@ fn bad_inputs_are_reported_per_package_while_others_plan() {
             .unwrap_or_default()
     };
     assert_eq!(err("good"), "");
-    assert!(err("link").contains("link/passwd") && err("link").contains("outside the repository"), "{}", err("link"));
-    assert!(err("sub").contains("sub/vendor is a git submodule"), "{}", err("sub"));
-    assert!(err("utf").contains("not valid UTF-8") && err("utf").contains("caf"), "{}", err("utf"));
-    assert!(plan.notices.iter().any(|n| n.contains("not valid UTF-8")), "{:?}", plan.notices);
+    assert!(
+        err("link").contains("link/passwd") && err("link").contains("outside the repository"),
+        "{}",
+        err("link")
+    );
+    assert!(
+        err("sub").contains("sub/vendor is a git submodule"),
+        "{}",
+        err("sub")
+    );
+    assert!(
+        err("utf").contains("not valid UTF-8") && err("utf").contains("caf"),
+        "{}",
+        err("utf")
+    );
+    assert!(
+        plan.notices.iter().any(|n| n.contains("not valid UTF-8")),
+        "{:?}",
+        plan.notices
+    );
     assert_eq!(plan.buildable().count(), 1);
 }
 
 #[test]
 fn a_huge_diff_still_plans_with_a_notice() {
     let r = TestRepo::new();
-    let c1 = r.commit("main", &[put("big/big.spec", &spec("big", "")), put("small/small.spec", &spec("small", ""))]);
-    let names: Vec<String> = (0..100_000).map(|i| format!("big/data/{:03}/{i}.txt", i % 500)).collect();
+    let c1 = r.commit(
+        "main",
+        &[
+            put("big/big.spec", &spec("big", "")),
+            put("small/small.spec", &spec("small", "")),
+        ],
+    );
+    let names: Vec<String> = (0..100_000)
+        .map(|i| format!("big/data/{:03}/{i}.txt", i % 500))
+        .collect();
     let mut edits: Vec<Edit<'_>> = names.iter().map(|n| Put(n.as_bytes(), b"x")).collect();
     let small = spec("small", "# y");
     edits.push(Put(b"small/small.spec", small.as_bytes()));
@@ -293,24 +406,46 @@ fn a_huge_diff_still_plans_with_a_notice() {
     let plan = select(&r, push(Some(c1), c2));
     assert_eq!(plan.changed_paths, 100_001);
     assert_eq!(ids(&plan), ["big", "small"]);
-    assert!(plan.notices.iter().any(|n| n.contains("large change")), "{:?}", plan.notices);
+    assert!(
+        plan.notices.iter().any(|n| n.contains("large change")),
+        "{:?}",
+        plan.notices
+    );
     let big = &plan.packages[0];
-    assert!(matches!(&big.reasons[0], Reason::Changed { count: 100_000, paths } if paths.len() == 5));
+    assert!(
+        matches!(&big.reasons[0], Reason::Changed { count: 100_000, paths } if paths.len() == 5)
+    );
     eprintln!("planned a 100,001-path change in {:?}", started.elapsed());
 }
 
 #[test]
 fn export_writes_exactly_the_package_files_of_the_commit() {
     let (r, c1) = layouts_repo();
-    let c2 = r.commit("main", &[put("rpms/foo/foo-fix.patch", "patch v2"), PutMode(b"rpms/foo/run.sh", b"#!/bin/sh\n", EXEC)]);
+    let c2 = r.commit(
+        "main",
+        &[
+            put("rpms/foo/foo-fix.patch", "patch v2"),
+            PutMode(b"rpms/foo/run.sh", b"#!/bin/sh\n", EXEC),
+        ],
+    );
     let plan = select(&r, push(Some(c1), c2));
-    let foo = plan.packages.iter().find(|p| p.id.as_str() == "rpms/foo").expect("foo");
+    let foo = plan
+        .packages
+        .iter()
+        .find(|p| p.id.as_str() == "rpms/foo")
+        .expect("foo");
     let out = tempfile::tempdir().expect("tmp");
     let src = plan::export_package(&r.repo, c2, foo, out.path()).expect("export");
-    assert_eq!(src.spec.file_name().and_then(|n| n.to_str()), Some("foo.spec"));
+    assert_eq!(
+        src.spec.file_name().and_then(|n| n.to_str()),
+        Some("foo.spec")
+    );
     let mut files: Vec<String> = walk(out.path());
     files.sort();
-    assert_eq!(files, ["files/extra.conf", "foo-fix.patch", "foo.spec", "run.sh"]);
+    assert_eq!(
+        files,
+        ["files/extra.conf", "foo-fix.patch", "foo.spec", "run.sh"]
+    );
     // Contents are the commit's blobs.
     let tree = commit_tree(&r.repo, c2).expect("tree");
     for f in &files {
@@ -321,10 +456,17 @@ fn export_writes_exactly_the_package_files_of_the_commit() {
             .expect("object")
             .peel_to_blob()
             .expect("blob");
-        assert_eq!(std::fs::read(out.path().join(f)).expect("read"), blob.content(), "{f}");
+        assert_eq!(
+            std::fs::read(out.path().join(f)).expect("read"),
+            blob.content(),
+            "{f}"
+        );
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(out.path().join("run.sh")).expect("meta").permissions().mode();
+    let mode = std::fs::metadata(out.path().join("run.sh"))
+        .expect("meta")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o111, 0o111);
 
     // rpmbuild tree: the spec and SOURCES side by side.

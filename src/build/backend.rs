@@ -158,9 +158,7 @@ pub const MOCK_CFG: &str = "/out/.packetary/packetary.cfg";
 
 fn mock(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {
     let cfg = mock_config(target, repos);
-    let common = format!(
-        "mock -r {MOCK_CFG} --isolation=simple --no-bootstrap-chroot"
-    );
+    let common = format!("mock -r {MOCK_CFG} --isolation=simple --no-bootstrap-chroot");
     let srpm = format!(
         r#"set -eu
 {common} --buildsrpm --spec {spec} --sources {SOURCE_DIR} --resultdir {OUT_DIR}/.packetary/srpm
@@ -224,13 +222,21 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
             url = r.url
         ));
     }
-    set("dnf.conf", format!("\"\"\"\n{}\"\"\"", dnf.replace('"', "\\\"")));
+    set(
+        "dnf.conf",
+        format!("\"\"\"\n{}\"\"\"", dnf.replace('"', "\\\"")),
+    );
     s
 }
 
 /// A Python string literal.
 fn py_str(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'").replace('\n', "\\n"))
+    format!(
+        "'{}'",
+        s.replace('\\', "\\\\")
+            .replace('\'', "\\'")
+            .replace('\n', "\\n")
+    )
 }
 
 #[cfg(test)]
@@ -239,11 +245,8 @@ mod tests {
     use crate::config::Config;
 
     fn target(name: &str) -> Target {
-        let c = Config::parse(
-            include_str!("../../config/packetary.example.toml"),
-            None,
-        )
-        .expect("example parses");
+        let c = Config::parse(include_str!("../../config/packetary.example.toml"), None)
+            .expect("example parses");
         c.targets
             .values()
             .find(|t| t.name.as_str() == name)
@@ -279,11 +282,20 @@ mod tests {
         assert!(srpm.contains("'/spec/hello world.spec'"), "{srpm}");
         assert!(srpm.contains("'_sourcedir /src'"));
         let deps = &s.deps.as_ref().expect("rpmbuild installs deps")[2];
-        assert!(deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"), "{deps}");
-        assert!(deps.contains("--repofrompath=local,file:///repos/local"), "{deps}");
+        assert!(
+            deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"),
+            "{deps}"
+        );
+        assert!(
+            deps.contains("--repofrompath=local,file:///repos/local"),
+            "{deps}"
+        );
         assert!(deps.contains(MISSING_MARK));
         let build = &s.build[2];
-        assert!(build.contains("rpmbuild --rebuild --target x86_64"), "{build}");
+        assert!(
+            build.contains("rpmbuild --rebuild --target x86_64"),
+            "{build}"
+        );
         assert!(s.cap_add.is_empty());
     }
 

@@ -207,7 +207,8 @@ impl Engine {
         let cmd = vec![
             "sh".into(),
             "-c".into(),
-            "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null".into(),
+            "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null"
+                .into(),
         ];
         if self.exec(id, cmd, vec![], &mut out).await.is_err() {
             return false;
@@ -330,7 +331,12 @@ impl Engine {
     }
 
     /// `docker import`: makes an image from a root file system tarball.
-    pub async fn import_rootfs(&self, tarball: &Path, repo: &str, tag: &str) -> Result<(), InfraError> {
+    pub async fn import_rootfs(
+        &self,
+        tarball: &Path,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(), InfraError> {
         let file = tokio::fs::File::open(tarball)
             .await
             .map_err(|e| InfraError(format!("open {}: {e}", tarball.display())))?;
@@ -370,6 +376,9 @@ mod tests {
         let v2 = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n";
         assert_eq!(super::parse_oom_kills(v1), 1);
         assert_eq!(super::parse_oom_kills(v2), 2);
-        assert_eq!(super::parse_oom_kills("oom_kill_disable 0\noom_kill 0\n"), 0);
+        assert_eq!(
+            super::parse_oom_kills("oom_kill_disable 0\noom_kill 0\n"),
+            0
+        );
     }
 }

@@ -41,7 +41,10 @@ pub const RECIPES: &[Recipe] = &[
         tag: "packetary/rpmbuild:bookworm",
         kind: RecipeKind::Dockerfile {
             files: &[
-                ("Dockerfile", include_str!("../../images/rpmbuild/Dockerfile")),
+                (
+                    "Dockerfile",
+                    include_str!("../../images/rpmbuild/Dockerfile"),
+                ),
                 (
                     "virtual-provides.spec",
                     include_str!("../../images/rpmbuild/virtual-provides.spec"),
@@ -55,7 +58,10 @@ pub const RECIPES: &[Recipe] = &[
         name: "mock-fedora",
         tag: "packetary/mock:fedora",
         kind: RecipeKind::Dockerfile {
-            files: &[("Dockerfile", include_str!("../../images/mock-fedora/Dockerfile"))],
+            files: &[(
+                "Dockerfile",
+                include_str!("../../images/mock-fedora/Dockerfile"),
+            )],
             base: None,
         },
         about: "Mock on Fedora (needs a registry serving fedora images)",
@@ -64,7 +70,10 @@ pub const RECIPES: &[Recipe] = &[
         name: "mock-el9",
         tag: "packetary/mock:el9",
         kind: RecipeKind::Dockerfile {
-            files: &[("Dockerfile", include_str!("../../images/mock-el9/Dockerfile"))],
+            files: &[(
+                "Dockerfile",
+                include_str!("../../images/mock-el9/Dockerfile"),
+            )],
             base: None,
         },
         about: "Mock on an EL9 rebuild with EPEL (needs a registry)",
@@ -96,7 +105,10 @@ pub async fn ensure(
             RECIPES.iter().map(|r| r.tag).collect::<Vec<_>>().join(", ")
         )));
     };
-    progress(&format!("image {image} is missing; building it from recipe `{}`", recipe.name));
+    progress(&format!(
+        "image {image} is missing; building it from recipe `{}`",
+        recipe.name
+    ));
     build(engine, cfg, recipe, false, progress).await?;
     engine
         .image_id(image)
@@ -130,7 +142,9 @@ pub async fn build(
                     progress(&format!("  {l}"));
                 }
             };
-            engine.build_image(recipe.tag, context, &args, &mut step).await
+            engine
+                .build_image(recipe.tag, context, &args, &mut step)
+                .await
         }
     }
 }
@@ -185,7 +199,10 @@ async fn build_debian_base(
 }
 
 fn tempdir() -> Result<PathBuf, InfraError> {
-    let dir = std::env::temp_dir().join(format!("packetary-image-{}", crate::model::BuildId::generate()));
+    let dir = std::env::temp_dir().join(format!(
+        "packetary-image-{}",
+        crate::model::BuildId::generate()
+    ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| InfraError(format!("create {}: {e}", dir.display())))?;
     Ok(dir)
@@ -212,18 +229,29 @@ mod tests {
     fn default_target_image_has_a_recipe() {
         let c = crate::config::Config::load(None).expect("defaults");
         for t in c.targets.values() {
-            assert!(recipe_for_image(&t.image).is_some(), "{} has no recipe", t.image);
+            assert!(
+                recipe_for_image(&t.image).is_some(),
+                "{} has no recipe",
+                t.image
+            );
         }
     }
 
     #[test]
     fn context_holds_the_files() {
-        let data = context_tar(&[("Dockerfile", "FROM x\n"), ("a.spec", "Name: a\n")]).expect("tar");
+        let data =
+            context_tar(&[("Dockerfile", "FROM x\n"), ("a.spec", "Name: a\n")]).expect("tar");
         let mut ar = tar::Archive::new(&data[..]);
         let names: Vec<String> = ar
             .entries()
             .expect("entries")
-            .map(|e| e.expect("entry").path().expect("path").display().to_string())
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(names, ["Dockerfile", "a.spec"]);
         assert!(recipe_by_name("rpmbuild").is_some());

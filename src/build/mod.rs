@@ -103,7 +103,9 @@ pub enum Outcome {
         log: PathBuf,
     },
     /// An infrastructure fault (Docker, disk, image): worth retrying, not the package's fault.
-    Error { message: String },
+    Error {
+        message: String,
+    },
     Cancelled,
 }
 
@@ -280,8 +282,16 @@ impl Executor {
                 format!("{SPEC_DIR}/{}", spec_file_name(&run.req.package.spec)),
                 true,
             ),
-            (run.req.package.source_dir.display().to_string(), SOURCE_DIR.to_string(), true),
-            (run.staging.display().to_string(), OUT_DIR.to_string(), false),
+            (
+                run.req.package.source_dir.display().to_string(),
+                SOURCE_DIR.to_string(),
+                true,
+            ),
+            (
+                run.staging.display().to_string(),
+                OUT_DIR.to_string(),
+                false,
+            ),
         ];
         let mut container_repos = vec![];
         let mut network = false;
@@ -311,7 +321,11 @@ impl Executor {
                 }
             }
         }
-        let script = backend::script(&target, &spec_file_name(&run.req.package.spec), &container_repos);
+        let script = backend::script(
+            &target,
+            &spec_file_name(&run.req.package.spec),
+            &container_repos,
+        );
         if !script.files.is_empty() {
             let dir = run.staging.join(".packetary");
             tokio::fs::create_dir_all(&dir)
@@ -367,7 +381,9 @@ impl Executor {
         run.end(true);
 
         run.begin(Phase::Srpm);
-        let code = self.exec(run, &id, &script.srpm, &script.env, &mut build_log).await?;
+        let code = self
+            .exec(run, &id, &script.srpm, &script.env, &mut build_log)
+            .await?;
         if code != 0 {
             return Err(self.failed(run, &id, code, &logs.join("build.log")).await);
         }
@@ -385,13 +401,19 @@ impl Executor {
 
         if let Some(deps) = &script.deps {
             run.begin(Phase::Deps);
-            let code = self.exec(run, &id, deps, &script.env, &mut root_log).await?;
+            let code = self
+                .exec(run, &id, deps, &script.env, &mut root_log)
+                .await?;
             if code != 0 {
-                let text = tokio::fs::read_to_string(logs.join("root.log")).await.unwrap_or_default();
+                let text = tokio::fs::read_to_string(logs.join("root.log"))
+                    .await
+                    .unwrap_or_default();
                 let missing = missing_capabilities(&text);
                 if !missing.is_empty() {
                     return Err(Stop::Failed(
-                        Failure::MissingDeps { capabilities: missing.clone() },
+                        Failure::MissingDeps {
+                            capabilities: missing.clone(),
+                        },
                         format!("missing build dependencies: {}", missing.join(", ")),
                     ));
                 }
@@ -404,7 +426,9 @@ impl Executor {
         if network {
             self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
         }
-        let code = self.exec(run, &id, &script.build, &script.env, &mut build_log).await?;
+        let code = self
+            .exec(run, &id, &script.build, &script.env, &mut build_log)
+            .await?;
         if code != 0 {
             return Err(self.failed(run, &id, code, &logs.join("build.log")).await);
         }
@@ -434,10 +458,14 @@ impl Executor {
     async fn failed(&self, run: &Run, id: &str, code: i64, log: &Path) -> Stop {
         if code == 137 && self.engine.oom_killed(id).await {
             return Stop::Failed(
-                Failure::OutOfMemory { limit_bytes: run.oom_limit },
+                Failure::OutOfMemory {
+                    limit_bytes: run.oom_limit,
+                },
                 format!(
                     "killed for exceeding the memory limit ({})",
-                    run.oom_limit.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "none set".into())
+                    run.oom_limit
+                        .map(|m| format!("{}MiB", m >> 20))
+                        .unwrap_or_else(|| "none set".into())
                 ),
             );
         }
@@ -597,7 +625,11 @@ impl Run {
         if let Some(tx) = &self.events {
             let _ = tx.send(Event {
                 build: report.id.clone(),
-                package: report.nevr.as_ref().map(|n| n.name.clone()).unwrap_or_else(|| report.package.clone()),
+                package: report
+                    .nevr
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| report.package.clone()),
                 target: report.target.clone(),
                 kind: EventKind::Finished(Box::new(report.clone())),
             });
@@ -610,7 +642,9 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
     if to.exists() {
         let old = to.with_file_name(format!(
             ".old-{}-{}",
-            to.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            to.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             BuildId::generate()
         ));
         std::fs::rename(to, &old).map_err(|e| format!("move aside {}: {e}", to.display()))?;
@@ -662,13 +696,19 @@ pub fn first_error_line(text: &str) -> Option<String> {
         })
         .or_else(|| lines.iter().find(|l| l.contains("Bad exit status")))
         .or_else(|| {
-            lines
-                .iter()
-                .rev()
-                .find(|l| !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+'))
+            lines.iter().rev().find(|l| {
+                !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+')
+            })
         })?;
     let s = pick.trim();
-    Some(if s.len() > 200 { format!("{}…", &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]) } else { s.to_string() })
+    Some(if s.len() > 200 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s.to_string()
+    })
 }
 
 /// The last `n` lines of a log file, for terminals.
@@ -685,10 +725,19 @@ mod tests {
     #[test]
     fn error_lines() {
         let log = "+ make\nfoo.c:1: error: expected ';'\nmake: *** [x] Error 1\nerror: Bad exit status from /var/tmp/rpm-tmp (%build)\n";
-        assert_eq!(first_error_line(log).as_deref(), Some("foo.c:1: error: expected ';'"));
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("foo.c:1: error: expected ';'")
+        );
         let log = "warning: x\nerror: line 7: Unknown tag: Bogus: 1\n";
-        assert_eq!(first_error_line(log).as_deref(), Some("error: line 7: Unknown tag: Bogus: 1"));
-        assert_eq!(first_error_line("+ true\nsomething broke\n").as_deref(), Some("something broke"));
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("error: line 7: Unknown tag: Bogus: 1")
+        );
+        assert_eq!(
+            first_error_line("+ true\nsomething broke\n").as_deref(),
+            Some("something broke")
+        );
         assert_eq!(first_error_line(""), None);
     }
 

@@ -55,7 +55,10 @@ pub enum RemoteRef {
     /// GitHub's `refs/pull/N/head`.
     Pull(u64),
     /// Gerrit's `refs/changes/NN/CHANGE/PATCHSET` (NN: the change number's last two digits).
-    GerritChange { change: u64, patchset: u32 },
+    GerritChange {
+        change: u64,
+        patchset: u32,
+    },
     /// Every branch (`refs/heads/*`).
     AllBranches,
     /// Any other full ref name (`refs/...`).
@@ -163,12 +166,20 @@ impl MirrorCache {
             .unwrap_or("repo")
             .trim_end_matches(".git")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(40)
             .collect();
         Mirror {
             url: url.to_string(),
-            path: self.root.join(format!("{slug}-{}.git", hex::encode(&digest[..6]))),
+            path: self
+                .root
+                .join(format!("{slug}-{}.git", hex::encode(&digest[..6]))),
         }
     }
 
@@ -179,7 +190,12 @@ impl MirrorCache {
 
     /// Fetches `refs` of `url` into its mirror (made on first use). One fetch per mirror at
     /// a time; the network part runs on the blocking pool.
-    pub async fn fetch(&self, url: &str, refs: &[RemoteRef], auth: &Auth) -> Result<(Mirror, FetchReport), GitError> {
+    pub async fn fetch(
+        &self,
+        url: &str,
+        refs: &[RemoteRef],
+        auth: &Auth,
+    ) -> Result<(Mirror, FetchReport), GitError> {
         let mirror = self.mirror_for(url);
         let lock = self.lock_for(&mirror.path);
         let _guard = lock.lock().await;
@@ -225,7 +241,9 @@ impl Mirror {
         if self.path.join("HEAD").exists() {
             return self.open();
         }
-        let tmp = self.path.with_extension(format!("init-{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("init-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let mut opts = git2::RepositoryInitOptions::new();
         opts.bare(true).mkpath(true);
@@ -238,7 +256,12 @@ impl Mirror {
         self.open()
     }
 
-    fn fetch_locked(&self, repo: &Repository, refs: &[RemoteRef], auth: &Auth) -> Result<FetchReport, GitError> {
+    fn fetch_locked(
+        &self,
+        repo: &Repository,
+        refs: &[RemoteRef],
+        auth: &Auth,
+    ) -> Result<FetchReport, GitError> {
         let mut remote = repo
             .remote_anonymous(&self.url)
             .map_err(|e| GitError::repo(&self.path, e))?;
@@ -264,7 +287,7 @@ impl Mirror {
             .unwrap_or_default();
         for r in refs {
             let name = r.refname();
-            if !name.contains('*') && !advertised.iter().any(|a| *a == name) {
+            if !name.contains('*') && !advertised.contains(&name) {
                 return Err(GitError::MissingRef {
                     url: self.url.clone(),
                     refname: name,
@@ -297,7 +320,9 @@ fn callbacks(auth: &Auth) -> RemoteCallbacks<'static> {
             return Err(git2::Error::from_str("credentials rejected"));
         }
         match &auth {
-            Auth::Token { username, token } if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+            Auth::Token { username, token }
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
                 Cred::userpass_plaintext(username, token)
             }
             Auth::SshKey {
@@ -344,18 +369,43 @@ mod tests {
 
     #[test]
     fn refs_parse_and_map_to_refspecs() {
-        assert_eq!(RemoteRef::parse("main"), Some(RemoteRef::Branch("main".into())));
-        assert_eq!(RemoteRef::parse("refs/pull/17/head"), Some(RemoteRef::Pull(17)));
+        assert_eq!(
+            RemoteRef::parse("main"),
+            Some(RemoteRef::Branch("main".into()))
+        );
+        assert_eq!(
+            RemoteRef::parse("refs/pull/17/head"),
+            Some(RemoteRef::Pull(17))
+        );
         assert_eq!(RemoteRef::parse("pull/17"), Some(RemoteRef::Pull(17)));
         let g = RemoteRef::parse("refs/changes/45/12345/3").expect("gerrit ref");
-        assert_eq!(g, RemoteRef::GerritChange { change: 12345, patchset: 3 });
-        assert_eq!(g.refspec(), "+refs/changes/45/12345/3:refs/changes/45/12345/3");
         assert_eq!(
-            RemoteRef::GerritChange { change: 7, patchset: 1 }.refname(),
+            g,
+            RemoteRef::GerritChange {
+                change: 12345,
+                patchset: 3
+            }
+        );
+        assert_eq!(
+            g.refspec(),
+            "+refs/changes/45/12345/3:refs/changes/45/12345/3"
+        );
+        assert_eq!(
+            RemoteRef::GerritChange {
+                change: 7,
+                patchset: 1
+            }
+            .refname(),
             "refs/changes/07/7/1"
         );
-        assert_eq!(RemoteRef::Pull(3).refspec(), "+refs/pull/3/head:refs/pull/3/head");
-        assert_eq!(RemoteRef::AllBranches.refspec(), "+refs/heads/*:refs/heads/*");
+        assert_eq!(
+            RemoteRef::Pull(3).refspec(),
+            "+refs/pull/3/head:refs/pull/3/head"
+        );
+        assert_eq!(
+            RemoteRef::AllBranches.refspec(),
+            "+refs/heads/*:refs/heads/*"
+        );
         assert_eq!(RemoteRef::parse("bad..name"), None);
         assert_eq!(RemoteRef::parse("refs/changes/x"), None);
     }
@@ -366,8 +416,16 @@ mod tests {
         let a = c.mirror_for("https://github.com/o/pkgs.git");
         let b = c.mirror_for("https://gitlab.com/o/pkgs.git");
         assert_ne!(a.path, b.path);
-        let name = a.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        assert!(name.starts_with("pkgs-") && name.ends_with(".git"), "{name}");
+        let name = a
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            name.starts_with("pkgs-") && name.ends_with(".git"),
+            "{name}"
+        );
     }
 
     #[test]

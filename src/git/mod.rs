@@ -50,7 +50,10 @@ impl GitError {
     pub fn is_infrastructure(&self) -> bool {
         matches!(
             self,
-            GitError::Unreachable { .. } | GitError::Io { .. } | GitError::Task(_) | GitError::Repo { .. }
+            GitError::Unreachable { .. }
+                | GitError::Io { .. }
+                | GitError::Task(_)
+                | GitError::Repo { .. }
         )
     }
 }

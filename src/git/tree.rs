@@ -61,7 +61,9 @@ pub fn resolve_commit(repo: &Repository, rev: &str) -> Result<Oid, GitError> {
         repo: repo.path().display().to_string(),
     };
     let obj = repo.revparse_single(rev).map_err(|e| match e.code() {
-        git2::ErrorCode::NotFound | git2::ErrorCode::Ambiguous | git2::ErrorCode::InvalidSpec => missing(),
+        git2::ErrorCode::NotFound | git2::ErrorCode::Ambiguous | git2::ErrorCode::InvalidSpec => {
+            missing()
+        }
         _ => GitError::repo(repo.path(), e),
     })?;
     obj.peel_to_commit().map(|c| c.id()).map_err(|_| missing())
@@ -77,7 +79,11 @@ pub fn commit_tree(repo: &Repository, commit: Oid) -> Result<Tree<'_>, GitError>
 /// Paths that differ between `old` and `new` (every path of `new` when `old` is `None`).
 /// No rename detection: a rename is a deletion plus an addition, and both sides matter.
 /// Identical subtrees are skipped by id, so a small change in a big tree is cheap.
-pub fn changed_paths(repo: &Repository, old: Option<Oid>, new: Oid) -> Result<Vec<ChangedPath>, GitError> {
+pub fn changed_paths(
+    repo: &Repository,
+    old: Option<Oid>,
+    new: Oid,
+) -> Result<Vec<ChangedPath>, GitError> {
     let new_tree = commit_tree(repo, new)?;
     let old_tree = old.map(|o| commit_tree(repo, o)).transpose()?;
     let mut opts = git2::DiffOptions::new();
@@ -92,7 +98,11 @@ pub fn changed_paths(repo: &Repository, old: Option<Oid>, new: Oid) -> Result<Ve
             git2::Delta::Deleted => ChangeStatus::Deleted,
             _ => ChangeStatus::Modified,
         };
-        let file = if status == ChangeStatus::Deleted { d.old_file() } else { d.new_file() };
+        let file = if status == ChangeStatus::Deleted {
+            d.old_file()
+        } else {
+            d.new_file()
+        };
         if let Some(p) = file.path_bytes() {
             out.push(ChangedPath {
                 path: RepoPath::new(p),
@@ -106,7 +116,9 @@ pub fn changed_paths(repo: &Repository, old: Option<Oid>, new: Oid) -> Result<Ve
 /// Why a package's files cannot be exported. Each is the repository's doing, with a fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("{path}: the path is not valid UTF-8\n  fix: rename it; package file names must be UTF-8")]
+    #[error(
+        "{path}: the path is not valid UTF-8\n  fix: rename it; package file names must be UTF-8"
+    )]
     NotUtf8 { path: String },
     #[error("{link} is a symlink to `{target}`, which is outside the repository\n  fix: replace the link by the file itself")]
     EscapingSymlink { link: String, target: String },
@@ -161,7 +173,8 @@ pub fn list_files(
         let e = root
             .get_path(Path::new(dir))
             .map_err(|e| GitError::repo(repo.path(), e))?;
-        repo.find_tree(e.id()).map_err(|e| GitError::repo(repo.path(), e))?
+        repo.find_tree(e.id())
+            .map_err(|e| GitError::repo(repo.path(), e))?
     };
     let mut out = Vec::new();
     walk(repo, root, &tree, dir, "", keep, 0, &mut out)?;
@@ -186,22 +199,23 @@ fn walk(
     for entry in tree.iter() {
         let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
             return Err(ExportError::NotUtf8 {
-                path: join(&join(base, rel), &String::from_utf8_lossy(entry.name_bytes())),
+                path: join(
+                    &join(base, rel),
+                    &String::from_utf8_lossy(entry.name_bytes()),
+                ),
             });
         };
         let rel_path = join(rel, name);
         let repo_path = join(base, &rel_path);
         match entry.kind() {
-            Some(ObjectType::Tree) => {
-                if keep(&rel_path, true) {
-                    let sub = repo.find_tree(entry.id()).map_err(|e| GitError::repo(repo.path(), e))?;
-                    walk(repo, root, &sub, base, &rel_path, keep, depth + 1, out)?;
-                }
+            Some(ObjectType::Tree) if keep(&rel_path, true) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(|e| GitError::repo(repo.path(), e))?;
+                walk(repo, root, &sub, base, &rel_path, keep, depth + 1, out)?;
             }
-            Some(ObjectType::Commit) => {
-                if keep(&rel_path, false) {
-                    return Err(ExportError::Submodule { path: repo_path });
-                }
+            Some(ObjectType::Commit) if keep(&rel_path, false) => {
+                return Err(ExportError::Submodule { path: repo_path });
             }
             Some(ObjectType::Blob) if keep(&rel_path, false) => {
                 let (blob, kind) = match entry.filemode() {
@@ -231,10 +245,17 @@ fn join(a: &str, b: &str) -> String {
 }
 
 /// Follows a symlink inside the commit's tree, never outside the repository.
-fn resolve_link(repo: &Repository, root: &Tree<'_>, link: &str, mut blob: Oid) -> Result<(Oid, FileKind), ExportError> {
+fn resolve_link(
+    repo: &Repository,
+    root: &Tree<'_>,
+    link: &str,
+    mut blob: Oid,
+) -> Result<(Oid, FileKind), ExportError> {
     let mut at = link.to_string();
     for _ in 0..MAX_LINK_HOPS {
-        let b = repo.find_blob(blob).map_err(|e| GitError::repo(repo.path(), e))?;
+        let b = repo
+            .find_blob(blob)
+            .map_err(|e| GitError::repo(repo.path(), e))?;
         let target = String::from_utf8_lossy(b.content()).into_owned();
         let escape = || ExportError::EscapingSymlink {
             link: link.to_string(),
@@ -257,10 +278,12 @@ fn resolve_link(repo: &Repository, root: &Tree<'_>, link: &str, mut blob: Oid) -
             }
         }
         let resolved = parts.join("/");
-        let entry = root.get_path(Path::new(&resolved)).map_err(|_| ExportError::DanglingSymlink {
-            link: link.to_string(),
-            target: target.clone(),
-        })?;
+        let entry =
+            root.get_path(Path::new(&resolved))
+                .map_err(|_| ExportError::DanglingSymlink {
+                    link: link.to_string(),
+                    target: target.clone(),
+                })?;
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Blob), 0o120000) => {
                 at = resolved;
@@ -287,7 +310,11 @@ fn resolve_link(repo: &Repository, root: &Tree<'_>, link: &str, mut blob: Oid) -
 
 /// Writes `files` under `dest` from the object database (no checkout). `dest` should be
 /// new or empty; existing files of the same name are replaced.
-pub fn export_files(repo: &Repository, files: &[FileEntry], dest: &Path) -> Result<(), ExportError> {
+pub fn export_files(
+    repo: &Repository,
+    files: &[FileEntry],
+    dest: &Path,
+) -> Result<(), ExportError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -296,7 +323,10 @@ pub fn export_files(repo: &Repository, files: &[FileEntry], dest: &Path) -> Resu
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     for f in files {
         // `dest` names come from tree entries (no `..`, no `/`), but check anyway.
-        if f.dest.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if f.dest
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(ExportError::EscapingSymlink {
                 link: f.repo_path.clone(),
                 target: f.dest.clone(),
@@ -306,11 +336,18 @@ pub fn export_files(repo: &Repository, files: &[FileEntry], dest: &Path) -> Resu
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        let blob = repo.find_blob(f.blob).map_err(|e| GitError::repo(repo.path(), e))?;
+        let blob = repo
+            .find_blob(f.blob)
+            .map_err(|e| GitError::repo(repo.path(), e))?;
         let _ = std::fs::remove_file(&path);
         std::fs::write(&path, blob.content()).map_err(io(&path))?;
-        let mode = if f.kind == FileKind::Executable { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+        let mode = if f.kind == FileKind::Executable {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(io(&path))?;
     }
     Ok(())
 }
@@ -343,7 +380,8 @@ mod tests {
         let tree = idx.write_tree_to(repo).expect("tree");
         let tree = repo.find_tree(tree).expect("tree");
         let sig = git2::Signature::new("t", "t@x", &git2::Time::new(0, 0)).expect("sig");
-        repo.commit(None, &sig, &sig, "c", &tree, &[]).expect("commit")
+        repo.commit(None, &sig, &sig, "c", &tree, &[])
+            .expect("commit")
     }
 
     #[test]
@@ -367,9 +405,15 @@ mod tests {
         assert_eq!(names, ["a.spec", "run.sh", "shared.patch"]);
         let out = tempfile::tempdir().expect("tmp");
         export_files(&repo, &files, out.path()).expect("export");
-        assert_eq!(std::fs::read(out.path().join("shared.patch")).expect("read"), b"patch");
+        assert_eq!(
+            std::fs::read(out.path().join("shared.patch")).expect("read"),
+            b"patch"
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(out.path().join("run.sh")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(out.path().join("run.sh"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         for dir in ["q", "r"] {
             let e = list_files(&repo, &root, dir, &|_, _| true).expect_err("escapes");

@@ -19,7 +19,10 @@ use crate::model::{CommitSha, Nevr, TargetName};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// `after` was pushed over `before`; `before` absent (or all zeros) for a new branch.
-    Push { before: Option<String>, after: String },
+    Push {
+        before: Option<String>,
+        after: String,
+    },
     /// `head` is proposed for `base` (a branch name or a commit).
     Review { base: String, head: String },
 }
@@ -160,8 +163,11 @@ fn read_config(repo: &Repository, commit: Oid) -> Result<(Option<Oid>, RepoConfi
     let Ok(entry) = tree.get_name_bytes(CONFIG_FILE.as_bytes()).ok_or(()) else {
         return Ok((None, RepoConfig::default()));
     };
-    let blob = repo.find_blob(entry.id()).map_err(|e| e.message().to_string())?;
-    let text = std::str::from_utf8(blob.content()).map_err(|_| format!("{CONFIG_FILE} is not UTF-8"))?;
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| e.message().to_string())?;
+    let text =
+        std::str::from_utf8(blob.content()).map_err(|_| format!("{CONFIG_FILE} is not UTF-8"))?;
     let cfg = RepoConfig::parse(text).map_err(|e| e.to_string())?;
     Ok((Some(entry.id()), cfg))
 }
@@ -182,7 +188,12 @@ fn default_branch_commit(repo: &Repository, opts: &PlanOptions) -> Result<Oid, S
         None => repo
             .find_reference("HEAD")
             .ok()
-            .and_then(|h| h.symbolic_target().ok().flatten().map(|s: &str| s.to_string()))
+            .and_then(|h| {
+                h.symbolic_target()
+                    .ok()
+                    .flatten()
+                    .map(|s: &str| s.to_string())
+            })
             .unwrap_or_else(|| "refs/heads/main".into()),
     };
     resolve_commit(repo, &name).map_err(|_| {
@@ -192,23 +203,42 @@ fn default_branch_commit(repo: &Repository, opts: &PlanOptions) -> Result<Oid, S
 
 /// Compares with the fork point from the default branch; when `head` is already on it,
 /// with `head`'s parent, so that at least the pushed commit is planned.
-fn fork_point(repo: &Repository, head: Oid, opts: &PlanOptions, notices: &mut Vec<String>) -> Result<Option<Oid>, String> {
+fn fork_point(
+    repo: &Repository,
+    head: Oid,
+    opts: &PlanOptions,
+    notices: &mut Vec<String>,
+) -> Result<Option<Oid>, String> {
     let default = default_branch_commit(repo, opts)?;
     match repo.merge_base(default, head) {
         Ok(mb) if mb == head => {
-            let parent = repo.find_commit(head).ok().and_then(|c| c.parent_id(0).ok());
-            notices.push("the pushed commit is already on the default branch; comparing it with its parent".into());
+            let parent = repo
+                .find_commit(head)
+                .ok()
+                .and_then(|c| c.parent_id(0).ok());
+            notices.push(
+                "the pushed commit is already on the default branch; comparing it with its parent"
+                    .into(),
+            );
             Ok(parent)
         }
         Ok(mb) => Ok(Some(mb)),
         Err(_) => {
-            notices.push("the branch shares no history with the default branch; planning every package".into());
+            notices.push(
+                "the branch shares no history with the default branch; planning every package"
+                    .into(),
+            );
             Ok(None)
         }
     }
 }
 
-fn endpoints(repo: &Repository, change: &Change, opts: &PlanOptions, notices: &mut Vec<String>) -> Result<Endpoints, String> {
+fn endpoints(
+    repo: &Repository,
+    change: &Change,
+    opts: &PlanOptions,
+    notices: &mut Vec<String>,
+) -> Result<Endpoints, String> {
     let resolve = |rev: &str| resolve_commit(repo, rev).map_err(|e| e.to_string());
     match change {
         Change::Review { base, head } => {
@@ -275,8 +305,14 @@ pub fn select(repo: &Repository, label: &str, change: &Change, opts: &PlanOption
     plan
 }
 
-fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan: &mut Plan) -> Result<(), String> {
-    let (cfg_blob, cfg) = read_config(repo, ends.config_at).map_err(|e| format!("{e}\n  (read at {})", ends.config_at))?;
+fn select_packages(
+    repo: &Repository,
+    ends: &Endpoints,
+    opts: &PlanOptions,
+    plan: &mut Plan,
+) -> Result<(), String> {
+    let (cfg_blob, cfg) = read_config(repo, ends.config_at)
+        .map_err(|e| format!("{e}\n  (read at {})", ends.config_at))?;
     let unknown: Vec<&String> = cfg
         .targets
         .iter()
@@ -301,10 +337,15 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
     }
     let head_tree = commit_tree(repo, ends.head).map_err(|e| e.to_string())?;
     let mut new = Resolver::new(repo, head_tree, cfg.layout);
-    let old_tree = ends.old.map(|o| commit_tree(repo, o)).transpose().map_err(|e| e.to_string())?;
+    let old_tree = ends
+        .old
+        .map(|o| commit_tree(repo, o))
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let mut old = old_tree.map(|t| Resolver::new(repo, t, cfg.layout));
 
-    let mut picked: BTreeMap<PackageId, (PackageDef, Vec<String>, usize, Vec<String>)> = BTreeMap::new();
+    let mut picked: BTreeMap<PackageId, (PackageDef, Vec<String>, usize, Vec<String>)> =
+        BTreeMap::new();
     let mut deleted: BTreeMap<PackageId, DeletedPackage> = BTreeMap::new();
     let mut config_touched = false;
     let mut unowned_bad = Vec::new();
@@ -320,7 +361,12 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
                     .take(parts.len().saturating_sub(1))
                     .map_while(|p| std::str::from_utf8(p).ok())
                     .collect();
-                (format!("{}/\u{fffd}", good.join("/")).trim_start_matches('/').to_string(), Some(lossy))
+                (
+                    format!("{}/\u{fffd}", good.join("/"))
+                        .trim_start_matches('/')
+                        .to_string(),
+                    Some(lossy),
+                )
             }
         };
         if path == CONFIG_FILE {
@@ -334,7 +380,9 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
             }
         }
         for p in owners {
-            let e = picked.entry(p.id.clone()).or_insert_with(|| (p.clone(), vec![], 0, vec![]));
+            let e = picked
+                .entry(p.id.clone())
+                .or_insert_with(|| (p.clone(), vec![], 0, vec![]));
             e.2 += 1;
             if e.1.len() < SHOWN_PATHS {
                 e.1.push(bad.clone().unwrap_or_else(|| path.clone()));
@@ -358,7 +406,9 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
         }
     }
     for b in unowned_bad {
-        plan.notices.push(format!("{b}: a path that is not valid UTF-8, outside any package; ignored"));
+        plan.notices.push(format!(
+            "{b}: a path that is not valid UTF-8, outside any package; ignored"
+        ));
     }
     // A package both deleted (old layout) and present (new layout) is simply planned.
     deleted.retain(|id, _| !picked.contains_key(id));
@@ -384,11 +434,18 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
 
     let mut filtered_out = 0;
     let mut packages = Vec::new();
-    let all: BTreeSet<PackageId> = picked.keys().chain(config_reasons.keys()).cloned().collect();
+    let all: BTreeSet<PackageId> = picked
+        .keys()
+        .chain(config_reasons.keys())
+        .cloned()
+        .collect();
     for id in all {
         let (def, mut reasons, bad) = match (picked.remove(&id), config_reasons.remove(&id)) {
             (Some((def, shown, count, bad)), cfg_reason) => {
-                let mut r = vec![Reason::Changed { paths: shown, count }];
+                let mut r = vec![Reason::Changed {
+                    paths: shown,
+                    count,
+                }];
                 if let Some((_, d)) = cfg_reason {
                     r.push(Reason::Config { detail: d });
                 }
@@ -435,7 +492,10 @@ fn select_packages(repo: &Repository, ends: &Endpoints, opts: &PlanOptions, plan
                             if let Err(e) = repo
                                 .find_blob(f.blob)
                                 .map_err(|e| e.message().to_string())
-                                .and_then(|b| distgit::parse_sources(&String::from_utf8_lossy(b.content())).map_err(|e| e.to_string()))
+                                .and_then(|b| {
+                                    distgit::parse_sources(&String::from_utf8_lossy(b.content()))
+                                        .map_err(|e| e.to_string())
+                                })
                             {
                                 p.error = Some(e);
                             }
@@ -486,15 +546,23 @@ fn config_effects(
         }
         let detail = match before.get(&p.id) {
             None => Some("the package layout in .packetary.toml changed".to_string()),
-            Some(_) if !old_cfg.selects(p.id.as_str()) => Some(".packetary.toml now selects this package".into()),
-            Some(b) if b.layout != p.layout || b.spec != p.spec => Some("the package layout in .packetary.toml changed".into()),
+            Some(_) if !old_cfg.selects(p.id.as_str()) => {
+                Some(".packetary.toml now selects this package".into())
+            }
+            Some(b) if b.layout != p.layout || b.spec != p.spec => {
+                Some("the package layout in .packetary.toml changed".into())
+            }
             Some(_) => {
                 let (t_old, t_new) = (
                     old_cfg.targets_for(p.id.as_str(), &opts.default_targets),
                     cfg.targets_for(p.id.as_str(), &opts.default_targets),
                 );
                 if t_old != t_new {
-                    Some(format!("targets changed in .packetary.toml: [{}] → [{}]", t_old.join(", "), t_new.join(", ")))
+                    Some(format!(
+                        "targets changed in .packetary.toml: [{}] → [{}]",
+                        t_old.join(", "),
+                        t_new.join(", ")
+                    ))
                 } else if p.layout == Layout::DistGit && old_cfg.lookaside != cfg.lookaside {
                     Some("the lookaside URL in .packetary.toml changed".into())
                 } else {

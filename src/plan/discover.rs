@@ -54,21 +54,30 @@ pub enum DiscoverError {
     NotASpec(PathBuf),
     #[error("{spec} is outside {root}\n  fix: pass a spec inside PATH, or change PATH")]
     Outside { spec: PathBuf, root: PathBuf },
-    #[error("{0}: the path is not valid UTF-8\n  fix: rename it; spec and source names must be UTF-8")]
+    #[error(
+        "{0}: the path is not valid UTF-8\n  fix: rename it; spec and source names must be UTF-8"
+    )]
     NotUtf8(PathBuf),
 }
 
 /// Directories never searched: version control, build output and hidden directories.
 fn skipped(name: &str) -> bool {
-    name.starts_with('.') || matches!(name, "BUILD" | "BUILDROOT" | "RPMS" | "SRPMS" | "node_modules" | "target")
+    name.starts_with('.')
+        || matches!(
+            name,
+            "BUILD" | "BUILDROOT" | "RPMS" | "SRPMS" | "node_modules" | "target"
+        )
 }
 
 /// Every package under `root`, in path order. `exclude` (e.g. the output directory) is not searched.
 pub fn discover(root: &Path, exclude: &[PathBuf]) -> Result<Vec<PackageSource>, DiscoverError> {
     let root = canonical(root)?;
-    let exclude: Vec<PathBuf> = exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let exclude: Vec<PathBuf> = exclude
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     let mut specs = Vec::new();
-    walk(&root, &root, &exclude, 0, &mut specs)?;
+    walk(&root, &exclude, 0, &mut specs)?;
     specs.sort();
     if specs.is_empty() {
         return Err(DiscoverError::NoSpec(root));
@@ -77,7 +86,6 @@ pub fn discover(root: &Path, exclude: &[PathBuf]) -> Result<Vec<PackageSource>, 
 }
 
 fn walk(
-    root: &Path,
     dir: &Path,
     exclude: &[PathBuf],
     depth: usize,
@@ -110,7 +118,7 @@ fn walk(
         })?;
         if ft.is_dir() {
             if !skipped(name) {
-                walk(root, &path, exclude, depth + 1, specs)?;
+                walk(&path, exclude, depth + 1, specs)?;
             }
         } else if name.ends_with(".spec") && (ft.is_file() || ft.is_symlink()) {
             specs.push(path);
@@ -144,10 +152,7 @@ pub fn package_for_spec(root: &Path, spec: &Path) -> Result<PackageSource, Disco
                 root,
             }
         } else {
-            DiscoverError::Outside {
-                spec: real,
-                root,
-            }
+            DiscoverError::Outside { spec: real, root }
         });
     }
     let spec_dir = spec_abs
@@ -163,10 +168,7 @@ pub fn package_for_spec(root: &Path, spec: &Path) -> Result<PackageSource, Disco
         _ => spec_dir,
     };
     if !source_dir.starts_with(&root) {
-        return Err(DiscoverError::Outside {
-            spec: real,
-            root,
-        });
+        return Err(DiscoverError::Outside { spec: real, root });
     }
     check_links(&root, &source_dir, 0)?;
     Ok(PackageSource {
@@ -190,7 +192,9 @@ fn check_links(root: &Path, dir: &Path, depth: usize) -> Result<(), DiscoverErro
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_symlink() {
             let target = std::fs::read_link(&path).unwrap_or_default();
-            let resolved = path.canonicalize().unwrap_or_else(|_| lexical_target(&path, &target));
+            let resolved = path
+                .canonicalize()
+                .unwrap_or_else(|_| lexical_target(&path, &target));
             if !resolved.starts_with(root) {
                 return Err(DiscoverError::EscapingSymlink {
                     link: path,
@@ -263,7 +267,10 @@ mod tests {
     fn no_spec_is_an_error() {
         let t = tempfile::tempdir().expect("tmp");
         touch(&t.path().join("README"));
-        assert!(matches!(discover(t.path(), &[]), Err(DiscoverError::NoSpec(_))));
+        assert!(matches!(
+            discover(t.path(), &[]),
+            Err(DiscoverError::NoSpec(_))
+        ));
     }
 
     #[test]
@@ -281,7 +288,8 @@ mod tests {
         // A source that links out is refused too, even when dangling.
         let t2 = tempfile::tempdir().expect("tmp");
         touch(&t2.path().join("p/ok.spec"));
-        std::os::unix::fs::symlink("/etc/shadow-nope", t2.path().join("p/src.tar")).expect("symlink");
+        std::os::unix::fs::symlink("/etc/shadow-nope", t2.path().join("p/src.tar"))
+            .expect("symlink");
         assert!(matches!(
             discover(t2.path(), &[]),
             Err(DiscoverError::EscapingSymlink { .. })

@@ -31,7 +31,10 @@ pub enum LookasideError {
         actual: String,
     },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Parses both forms: `SHA512 (name) = hex` and the older `hex  name`.
@@ -42,12 +45,19 @@ pub fn parse_sources(text: &str) -> Result<Vec<SourceFile>, LookasideError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let syntax = |problem: String| LookasideError::Syntax { line: i + 1, problem };
+        let syntax = |problem: String| LookasideError::Syntax {
+            line: i + 1,
+            problem,
+        };
         let (hashtype, filename, hash) = if let Some((head, hash)) = line.split_once(") = ") {
             let (ty, name) = head
                 .split_once(" (")
                 .ok_or_else(|| syntax(format!("cannot read `{line}`")))?;
-            (ty.to_ascii_lowercase(), name.to_string(), hash.trim().to_ascii_lowercase())
+            (
+                ty.to_ascii_lowercase(),
+                name.to_string(),
+                hash.trim().to_ascii_lowercase(),
+            )
         } else {
             let mut it = line.split_whitespace();
             let (Some(hash), Some(name), None) = (it.next(), it.next(), it.next()) else {
@@ -56,7 +66,11 @@ pub fn parse_sources(text: &str) -> Result<Vec<SourceFile>, LookasideError> {
             let ty = match hash.len() {
                 64 => "sha256",
                 128 => "sha512",
-                32 => return Err(syntax(format!("`{name}` has an MD5 checksum, which is not trusted"))),
+                32 => {
+                    return Err(syntax(format!(
+                        "`{name}` has an MD5 checksum, which is not trusted"
+                    )))
+                }
                 _ => return Err(syntax(format!("`{hash}` is not a checksum"))),
             };
             (ty.to_string(), name.to_string(), hash.to_ascii_lowercase())
@@ -64,7 +78,11 @@ pub fn parse_sources(text: &str) -> Result<Vec<SourceFile>, LookasideError> {
         let want = match hashtype.as_str() {
             "sha512" => 128,
             "sha256" => 64,
-            other => return Err(syntax(format!("checksum type `{other}` is not supported; use SHA512 or SHA256"))),
+            other => {
+                return Err(syntax(format!(
+                    "checksum type `{other}` is not supported; use SHA512 or SHA256"
+                )))
+            }
         };
         if hash.len() != want || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(syntax(format!("`{hash}` is not a {hashtype} checksum")));
@@ -72,7 +90,11 @@ pub fn parse_sources(text: &str) -> Result<Vec<SourceFile>, LookasideError> {
         if filename.is_empty() || filename.contains('/') || filename == "." || filename == ".." {
             return Err(syntax(format!("`{filename}` is not a plain file name")));
         }
-        out.push(SourceFile { filename, hashtype, hash });
+        out.push(SourceFile {
+            filename,
+            hashtype,
+            hash,
+        });
     }
     Ok(out)
 }
@@ -96,7 +118,12 @@ fn digest(hashtype: &str, data: &[u8]) -> String {
 
 /// Downloads every source into `dest` and verifies it; a file already there with the right
 /// checksum is kept (sources committed to git next to `sources` are fine too).
-pub async fn fetch_sources(template: Option<&str>, package: &str, sources: &[SourceFile], dest: &Path) -> Result<(), LookasideError> {
+pub async fn fetch_sources(
+    template: Option<&str>,
+    package: &str,
+    sources: &[SourceFile],
+    dest: &Path,
+) -> Result<(), LookasideError> {
     for s in sources {
         let path = dest.join(&s.filename);
         if let Ok(existing) = tokio::fs::read(&path).await {
@@ -116,10 +143,12 @@ pub async fn fetch_sources(template: Option<&str>, package: &str, sources: &[Sou
                 actual,
             });
         }
-        tokio::fs::write(&path, &data).await.map_err(|source| LookasideError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        tokio::fs::write(&path, &data)
+            .await
+            .map_err(|source| LookasideError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -144,7 +173,8 @@ async fn get(url: &str) -> Result<Vec<u8>, LookasideError> {
         .enable_http1()
         .build();
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
     let mut current = url.to_string();
     for _ in 0..5 {
         let uri: hyper::Uri = current.parse().map_err(|e| fail(format!("bad URL: {e}")))?;
@@ -182,13 +212,20 @@ mod tests {
     #[test]
     fn both_forms_parse() {
         let sha = "a".repeat(128);
-        let text = format!("SHA512 (foo-1.0.tar.gz) = {sha}\n{}  bar.tar.xz\n", "b".repeat(64));
+        let text = format!(
+            "SHA512 (foo-1.0.tar.gz) = {sha}\n{}  bar.tar.xz\n",
+            "b".repeat(64)
+        );
         let s = parse_sources(&text).expect("parses");
         assert_eq!(s[0].filename, "foo-1.0.tar.gz");
         assert_eq!(s[0].hashtype, "sha512");
         assert_eq!(s[1].hashtype, "sha256");
         assert_eq!(
-            lookaside_url("https://l/{name}/{filename}/{hashtype}/{hash}/{filename}", "foo", &s[0]),
+            lookaside_url(
+                "https://l/{name}/{filename}/{hashtype}/{hash}/{filename}",
+                "foo",
+                &s[0]
+            ),
             format!("https://l/foo/foo-1.0.tar.gz/sha512/{sha}/foo-1.0.tar.gz")
         );
     }
@@ -198,7 +235,9 @@ mod tests {
         assert!(parse_sources(&format!("{}  x.tgz", "c".repeat(32))).is_err());
         assert!(parse_sources("SHA512 (../x) = ab").is_err());
         assert!(parse_sources("garbage").is_err());
-        let e = parse_sources(&format!("MD5 (x) = {}", "c".repeat(32))).expect_err("md5").to_string();
+        let e = parse_sources(&format!("MD5 (x) = {}", "c".repeat(32)))
+            .expect_err("md5")
+            .to_string();
         assert!(e.contains("sources:1"), "{e}");
     }
 
@@ -216,13 +255,20 @@ mod tests {
         let tpl = format!("file://{}/{{filename}}", store.display());
         let dest = t.path().join("dest");
         std::fs::create_dir_all(&dest).expect("mkdir");
-        fetch_sources(Some(&tpl), "x", std::slice::from_ref(&good), &dest).await.expect("fetched");
-        assert_eq!(std::fs::read(dest.join("x.tar.gz")).expect("read"), b"tarball");
+        fetch_sources(Some(&tpl), "x", std::slice::from_ref(&good), &dest)
+            .await
+            .expect("fetched");
+        assert_eq!(
+            std::fs::read(dest.join("x.tar.gz")).expect("read"),
+            b"tarball"
+        );
         let bad = SourceFile {
             hash: "0".repeat(64),
             ..good
         };
-        let e = fetch_sources(Some(&tpl), "x", &[bad], &t.path().join("store")).await.expect_err("mismatch");
+        let e = fetch_sources(Some(&tpl), "x", &[bad], &t.path().join("store"))
+            .await
+            .expect_err("mismatch");
         assert!(matches!(e, LookasideError::Mismatch { .. }), "{e}");
     }
 }

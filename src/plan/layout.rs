@@ -77,7 +77,9 @@ fn read_dir_info(tree: &Tree<'_>) -> DirInfo {
                 if name.ends_with(b".spec") {
                     match std::str::from_utf8(name) {
                         Ok(n) => info.specs.push(n.to_string()),
-                        Err(_) => info.bad_specs.push(String::from_utf8_lossy(name).into_owned()),
+                        Err(_) => info
+                            .bad_specs
+                            .push(String::from_utf8_lossy(name).into_owned()),
                     }
                 } else if name == b"sources" {
                     info.has_sources_file = true;
@@ -116,7 +118,11 @@ fn classify(dir: &str, info: &DirInfo, choice: LayoutChoice) -> Vec<PackageDef> 
         source_dir,
         problem: None,
     };
-    let dir_id = if is_root { ".".to_string() } else { dir.to_string() };
+    let dir_id = if is_root {
+        ".".to_string()
+    } else {
+        dir.to_string()
+    };
     let each = |layout: Layout, source_dir: &str| -> Vec<PackageDef> {
         info.specs
             .iter()
@@ -174,7 +180,11 @@ fn skipped_dir(name: &[u8]) -> bool {
 }
 
 /// Every package in `root`, in path order.
-pub fn discover_tree(repo: &Repository, root: &Tree<'_>, choice: LayoutChoice) -> Result<Vec<PackageDef>, GitError> {
+pub fn discover_tree(
+    repo: &Repository,
+    root: &Tree<'_>,
+    choice: LayoutChoice,
+) -> Result<Vec<PackageDef>, GitError> {
     let mut out = Vec::new();
     walk(repo, root, "", choice, 0, &mut out)?;
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -198,8 +208,12 @@ fn walk(
             continue;
         }
         // A directory whose name is not UTF-8 cannot hold a package we can name.
-        let Ok(name) = std::str::from_utf8(e.name_bytes()) else { continue };
-        let sub = repo.find_tree(e.id()).map_err(|err| GitError::repo(repo.path(), err))?;
+        let Ok(name) = std::str::from_utf8(e.name_bytes()) else {
+            continue;
+        };
+        let sub = repo
+            .find_tree(e.id())
+            .map_err(|err| GitError::repo(repo.path(), err))?;
         walk(repo, &sub, &join(dir, name), choice, depth + 1, out)?;
     }
     Ok(())
@@ -259,7 +273,9 @@ impl<'r> Resolver<'r> {
             if k > 0 && skipped_dir(parts[k - 1].as_bytes()) {
                 continue;
             }
-            let Some(info) = self.dir_info(&dir) else { continue };
+            let Some(info) = self.dir_info(&dir) else {
+                continue;
+            };
             if k + 1 < parts.len() && parts[k] == "SOURCES" && info.has_specs_dir {
                 let specs_dir = join(&dir, "SPECS");
                 if let Some(si) = self.dir_info(&specs_dir) {
@@ -275,12 +291,10 @@ impl<'r> Resolver<'r> {
             }
             return match pk[0].layout {
                 Layout::Dir | Layout::DistGit => pk.into_iter().take(1).collect(),
-                Layout::Specs | Layout::Rpmbuild => {
-                    match pk.iter().find(|p| p.spec == path) {
-                        Some(p) => vec![p.clone()],
-                        None => pk,
-                    }
-                }
+                Layout::Specs | Layout::Rpmbuild => match pk.iter().find(|p| p.spec == path) {
+                    Some(p) => vec![p.clone()],
+                    None => pk,
+                },
             };
         }
         vec![]
@@ -302,7 +316,11 @@ impl<'r> Resolver<'r> {
 }
 
 /// See [`Resolver::package_files`].
-pub fn package_files(repo: &Repository, root: &Tree<'_>, p: &PackageDef) -> Result<Vec<FileEntry>, ExportError> {
+pub fn package_files(
+    repo: &Repository,
+    root: &Tree<'_>,
+    p: &PackageDef,
+) -> Result<Vec<FileEntry>, ExportError> {
     let spec_name = p.spec.rsplit('/').next().unwrap_or(&p.spec).to_string();
     let spec_dir = parent(&p.spec).to_string();
     let exists = |dir: &str| {
@@ -314,13 +332,19 @@ pub fn package_files(repo: &Repository, root: &Tree<'_>, p: &PackageDef) -> Resu
     };
     let mut files = match p.layout {
         Layout::Dir | Layout::DistGit => list_files(repo, root, &p.source_dir, &|rel, is_dir| {
-            let hidden = rel.rsplit('/').next().is_some_and(|n| n.starts_with(".git"));
-            !(hidden || is_dir && skipped_dir(rel.as_bytes()) || rel == CONFIG_FILE && p.source_dir.is_empty())
+            let hidden = rel
+                .rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with(".git"));
+            !(hidden
+                || is_dir && skipped_dir(rel.as_bytes())
+                || rel == CONFIG_FILE && p.source_dir.is_empty())
         })?,
         Layout::Specs => {
             let spec_name = spec_name.clone();
             list_files(repo, root, &p.source_dir, &move |rel, is_dir| {
-                is_dir && !skipped_dir(rel.as_bytes()) || !is_dir && (!rel.ends_with(".spec") || rel == spec_name)
+                is_dir && !skipped_dir(rel.as_bytes())
+                    || !is_dir && (!rel.ends_with(".spec") || rel == spec_name)
             })?
         }
         Layout::Rpmbuild => {
@@ -330,7 +354,9 @@ pub fn package_files(repo: &Repository, root: &Tree<'_>, p: &PackageDef) -> Resu
                 vec![]
             };
             let name = spec_name.clone();
-            v.extend(list_files(repo, root, &spec_dir, &move |rel, is_dir| !is_dir && rel == name)?);
+            v.extend(list_files(repo, root, &spec_dir, &move |rel, is_dir| {
+                !is_dir && rel == name
+            })?);
             v
         }
     };

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 
-pub use change::{select, Change, ChangeKind, DeletedPackage, Plan, PlanOptions, PlannedPackage, Reason};
+pub use change::{
+    select, Change, ChangeKind, DeletedPackage, Plan, PlanOptions, PlannedPackage, Reason,
+};
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};
 pub use repo_config::{RepoConfig, RepoConfigError, CONFIG_FILE};
@@ -55,7 +57,12 @@ pub async fn plan_change(
 /// Fills in names, NEVRs, dependencies and stages. Specs not in the cache are exported and
 /// asked in the target's image; if that is impossible (no Docker) the plan says so and
 /// keeps every package in one stage.
-pub async fn complete(plan: &mut Plan, repo: &Path, targets: &BTreeMap<TargetName, Target>, oracle: &SpecOracle) {
+pub async fn complete(
+    plan: &mut Plan,
+    repo: &Path,
+    targets: &BTreeMap<TargetName, Target>,
+    oracle: &SpecOracle,
+) {
     let mut facts: HashMap<(PackageId, TargetName), crate::spec::Answer> = HashMap::new();
     let mut misses: BTreeMap<TargetName, Vec<usize>> = BTreeMap::new();
     for (i, p) in plan.packages.iter().enumerate() {
@@ -102,7 +109,10 @@ async fn query_misses(
         v.dedup();
         v
     };
-    let defs: Vec<(usize, PackageDef)> = wanted.iter().map(|&i| (i, def_of(&plan.packages[i]))).collect();
+    let defs: Vec<(usize, PackageDef)> = wanted
+        .iter()
+        .map(|&i| (i, def_of(&plan.packages[i])))
+        .collect();
     let (repo_path, dir) = (repo.to_path_buf(), tmp.path().to_path_buf());
     let exported: HashMap<usize, Result<PathBuf, String>> = crate::git::blocking(move || {
         let r = Repository::open(&repo_path).map_err(|e| GitError::repo(&repo_path, e))?;
@@ -111,14 +121,21 @@ async fn query_misses(
             .into_iter()
             .map(|(i, d)| {
                 let dest = dir.join(i.to_string());
-                (i, export_def(&r, oid, &d, &dest).map(|_| dest).map_err(|e| e.to_string()))
+                (
+                    i,
+                    export_def(&r, oid, &d, &dest)
+                        .map(|_| dest)
+                        .map_err(|e| e.to_string()),
+                )
             })
             .collect())
     })
     .await
     .map_err(|e| e.to_string())?;
     for (t, idx) in misses {
-        let Some(target) = targets.get(t) else { continue };
+        let Some(target) = targets.get(t) else {
+            continue;
+        };
         let mut queries = Vec::new();
         let mut who = Vec::new();
         for &i in idx {
@@ -138,7 +155,10 @@ async fn query_misses(
                 None => {}
             }
         }
-        let answers = oracle.query(target, &queries).await.map_err(|e| e.to_string())?;
+        let answers = oracle
+            .query(target, &queries)
+            .await
+            .map_err(|e| e.to_string())?;
         for (id, a) in who.into_iter().zip(answers) {
             facts.insert((id, t.clone()), a);
         }
@@ -147,7 +167,11 @@ async fn query_misses(
 }
 
 fn tempfile_dir() -> std::io::Result<TempDir> {
-    let base = std::env::temp_dir().join(format!("packetary-plan-{}-{}", std::process::id(), crate::model::BuildId::generate()));
+    let base = std::env::temp_dir().join(format!(
+        "packetary-plan-{}-{}",
+        std::process::id(),
+        crate::model::BuildId::generate()
+    ));
     std::fs::create_dir_all(&base)?;
     Ok(TempDir(base))
 }
@@ -157,7 +181,8 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> std::io::Result<TempDir> {
-        let base = std::env::temp_dir().join(format!("{prefix}-{}", crate::model::BuildId::generate()));
+        let base =
+            std::env::temp_dir().join(format!("{prefix}-{}", crate::model::BuildId::generate()));
         std::fs::create_dir_all(&base)?;
         Ok(TempDir(base))
     }
@@ -188,11 +213,16 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
                         p.name = Some(info.nevr.name.clone());
                         p.nevr = Some(info.nevr.clone());
                     }
-                    node.build_requires.extend(info.build_requires.iter().cloned());
+                    node.build_requires
+                        .extend(info.build_requires.iter().cloned());
                     node.provides.extend(info.provides.iter().cloned());
                 }
                 Some(Err(e)) => {
-                    p.error = Some(if targets_differ(&p.targets) { format!("{t}: {e}") } else { e.clone() });
+                    p.error = Some(if targets_differ(&p.targets) {
+                        format!("{t}: {e}")
+                    } else {
+                        e.clone()
+                    });
                     break;
                 }
                 None => {}
@@ -210,7 +240,8 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
         p.stage = o.stage.get(&p.id).copied().unwrap_or(0);
         p.depends_on = o.depends_on.get(&p.id).cloned().unwrap_or_default();
     }
-    plan.packages.sort_by(|a, b| (a.stage, &a.id).cmp(&(b.stage, &b.id)));
+    plan.packages
+        .sort_by(|a, b| (a.stage, &a.id).cmp(&(b.stage, &b.id)));
 }
 
 fn targets_differ(t: &[TargetName]) -> bool {
@@ -231,7 +262,12 @@ fn def_of(p: &PlannedPackage) -> PackageDef {
     }
 }
 
-fn export_def(repo: &Repository, commit: Oid, d: &PackageDef, dest: &Path) -> Result<PackageSource, ExportError> {
+fn export_def(
+    repo: &Repository,
+    commit: Oid,
+    d: &PackageDef,
+    dest: &Path,
+) -> Result<PackageSource, ExportError> {
     let root = commit_tree(repo, commit)?;
     let files = layout::package_files(repo, &root, d)?;
     export_files(repo, &files, dest)?;
@@ -252,13 +288,22 @@ fn export_def(repo: &Repository, commit: Oid, d: &PackageDef, dest: &Path) -> Re
 /// Writes a planned package's files at `commit` into `dest` (spec and sources side by
 /// side), from the object database, and returns it as the executor wants it. dist-git
 /// tarballs are not fetched here: see [`fetch_lookaside`].
-pub fn export_package(repo: &Repository, commit: Oid, p: &PlannedPackage, dest: &Path) -> Result<PackageSource, ExportError> {
+pub fn export_package(
+    repo: &Repository,
+    commit: Oid,
+    p: &PlannedPackage,
+    dest: &Path,
+) -> Result<PackageSource, ExportError> {
     export_def(repo, commit, &def_of(p), dest)
 }
 
 /// For a dist-git package exported to `dir`: downloads and verifies the tarballs its
 /// `sources` file lists. A no-op for other layouts.
-pub async fn fetch_lookaside(p: &PlannedPackage, dir: &Path, template: Option<&str>) -> Result<(), distgit::LookasideError> {
+pub async fn fetch_lookaside(
+    p: &PlannedPackage,
+    dir: &Path,
+    template: Option<&str>,
+) -> Result<(), distgit::LookasideError> {
     if p.layout != Layout::DistGit {
         return Ok(());
     }

@@ -11,7 +11,11 @@ use super::layout::PackageId;
 pub fn requirement_names(dep: &str) -> Vec<String> {
     let dep = dep.trim();
     if !dep.starts_with('(') {
-        return dep.split_whitespace().next().map(|s| vec![s.to_string()]).unwrap_or_default();
+        return dep
+            .split_whitespace()
+            .next()
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default();
     }
     // A rich dependency: drop the boolean operators and the versions after comparisons.
     let mut names = Vec::new();
@@ -81,13 +85,18 @@ pub fn order(nodes: &BTreeMap<PackageId, Node>) -> Ordering {
     }
     let mut out = Ordering::default();
     for (id, d) in &deps {
-        out.depends_on.insert((*id).clone(), d.iter().map(|p| (*p).clone()).collect());
+        out.depends_on
+            .insert((*id).clone(), d.iter().map(|p| (*p).clone()).collect());
     }
     // Kahn's algorithm by levels; whatever is left waits on a cycle.
     let mut left: BTreeMap<&PackageId, BTreeSet<&PackageId>> = deps.clone();
     let mut level = 0;
     loop {
-        let ready: Vec<&PackageId> = left.iter().filter(|(_, d)| d.is_empty()).map(|(id, _)| *id).collect();
+        let ready: Vec<&PackageId> = left
+            .iter()
+            .filter(|(_, d)| d.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
         if ready.is_empty() {
             break;
         }
@@ -120,7 +129,10 @@ pub fn order(nodes: &BTreeMap<PackageId, Node>) -> Ordering {
 }
 
 /// A cycle reachable from `start` among the unordered packages (each has a dependency left).
-fn find_cycle<'a>(start: &'a PackageId, left: &BTreeMap<&'a PackageId, BTreeSet<&'a PackageId>>) -> Option<Vec<&'a PackageId>> {
+fn find_cycle<'a>(
+    start: &'a PackageId,
+    left: &BTreeMap<&'a PackageId, BTreeSet<&'a PackageId>>,
+) -> Option<Vec<&'a PackageId>> {
     let mut path: Vec<&PackageId> = vec![start];
     let mut cur = start;
     loop {
@@ -151,16 +163,28 @@ mod tests {
     #[test]
     fn names_of_requirements() {
         assert_eq!(requirement_names("foo-devel >= 2.0"), ["foo-devel"]);
-        assert_eq!(requirement_names("pkgconfig(glib-2.0)"), ["pkgconfig(glib-2.0)"]);
-        assert_eq!(requirement_names("(a >= 1 or pkgconfig(b))"), ["a", "pkgconfig(b)"]);
+        assert_eq!(
+            requirement_names("pkgconfig(glib-2.0)"),
+            ["pkgconfig(glib-2.0)"]
+        );
+        assert_eq!(
+            requirement_names("(a >= 1 or pkgconfig(b))"),
+            ["a", "pkgconfig(b)"]
+        );
         assert_eq!(provide_name("lib(x86-64) = 1-1"), "lib(x86-64)");
     }
 
     #[test]
     fn dependencies_come_first() {
         let mut n = BTreeMap::new();
-        n.insert(id("app"), node(&["gcc", "libfoo-devel >= 1"], &["app = 1-1"]));
-        n.insert(id("libfoo"), node(&["gcc"], &["libfoo = 1-1", "libfoo-devel = 1-1"]));
+        n.insert(
+            id("app"),
+            node(&["gcc", "libfoo-devel >= 1"], &["app = 1-1"]),
+        );
+        n.insert(
+            id("libfoo"),
+            node(&["gcc"], &["libfoo = 1-1", "libfoo-devel = 1-1"]),
+        );
         n.insert(id("other"), node(&[], &["other = 1"]));
         let o = order(&n);
         assert_eq!(o.stage[&id("libfoo")], 0);
@@ -180,6 +204,10 @@ mod tests {
         let o = order(&n);
         assert_eq!(o.stage.len(), 1);
         assert!(o.cycles[&id("a")].contains("a → b → a"), "{:?}", o.cycles);
-        assert!(o.cycles[&id("c")].starts_with("depends on a dependency cycle"), "{:?}", o.cycles);
+        assert!(
+            o.cycles[&id("c")].starts_with("depends on a dependency cycle"),
+            "{:?}",
+            o.cycles
+        );
     }
 }

@@ -110,7 +110,11 @@ impl RepoConfig {
                 None => RepoConfigError::Invalid {
                     file: CONFIG_FILE,
                     line,
-                    key: if path == "." { "(top level)".into() } else { path },
+                    key: if path == "." {
+                        "(top level)".into()
+                    } else {
+                        path
+                    },
                     problem: message,
                 },
             }
@@ -126,10 +130,16 @@ impl RepoConfig {
             }
         }
         if let Some(url) = &cfg.lookaside {
-            if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file://")) {
+            if !(url.starts_with("https://")
+                || url.starts_with("http://")
+                || url.starts_with("file://"))
+            {
                 return Err(RepoConfigError::Invalid {
                     file: CONFIG_FILE,
-                    line: text.lines().position(|l| l.trim_start().starts_with("lookaside")).map_or(1, |i| i + 1),
+                    line: text
+                        .lines()
+                        .position(|l| l.trim_start().starts_with("lookaside"))
+                        .map_or(1, |i| i + 1),
                     key: "lookaside".into(),
                     problem: format!("`{url}` is not an http(s):// or file:// URL"),
                 });
@@ -164,7 +174,12 @@ impl RepoConfig {
 fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
     let rest = message.strip_prefix("unknown field `")?;
     let (field, rest) = rest.split_once('`')?;
-    let valid = rest.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    let valid = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
     Some((field.to_string(), valid))
 }
 
@@ -190,7 +205,11 @@ pub fn glob_covers(glob: &str, path: &str) -> bool {
 /// `*` and `?` within one component, `**` across components.
 pub fn glob_match(glob: &str, path: &str) -> bool {
     let g: Vec<&str> = glob.split('/').collect();
-    let p: Vec<&str> = if path.is_empty() { vec![] } else { path.split('/').collect() };
+    let p: Vec<&str> = if path.is_empty() {
+        vec![]
+    } else {
+        path.split('/').collect()
+    };
     match_parts(&g, &p)
 }
 
@@ -199,7 +218,9 @@ fn match_parts(g: &[&str], p: &[&str]) -> bool {
         None => p.is_empty(),
         Some((&"**", rest)) => (0..=p.len()).any(|i| match_parts(rest, &p[i..])),
         Some((first, rest)) => {
-            !p.is_empty() && match_component(first.as_bytes(), p[0].as_bytes()) && match_parts(rest, &p[1..])
+            !p.is_empty()
+                && match_component(first.as_bytes(), p[0].as_bytes())
+                && match_parts(rest, &p[1..])
         }
     }
 }
@@ -236,18 +257,30 @@ targets = ["t2"]
         assert!(!c.selects("rpms/old-foo") && !c.selects("other/x"));
         assert_eq!(c.targets_for("rpms/kernel", &[]), ["t2"]);
         assert_eq!(c.targets_for("rpms/foo", &[]), ["t1"]);
-        assert_eq!(RepoConfig::parse("").expect("empty").targets_for("x", &["d".into()]), ["d"]);
+        assert_eq!(
+            RepoConfig::parse("")
+                .expect("empty")
+                .targets_for("x", &["d".into()]),
+            ["d"]
+        );
     }
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = RepoConfig::parse("layout = \"dir\"\ntargetz = []\n").expect_err("unknown").to_string();
-        assert!(e.contains("`targetz`") && e.contains(":2:") && e.contains("targets"), "{e}");
+        let e = RepoConfig::parse("layout = \"dir\"\ntargetz = []\n")
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            e.contains("`targetz`") && e.contains(":2:") && e.contains("targets"),
+            "{e}"
+        );
         let e = RepoConfig::parse("[[override]]\npackages = [\"a\"]\ntargets = []\nwhen = 1\n")
             .expect_err("unknown")
             .to_string();
         assert!(e.contains("override[0].when"), "{e}");
-        let e = RepoConfig::parse("layout = \"flat\"\n").expect_err("bad").to_string();
+        let e = RepoConfig::parse("layout = \"flat\"\n")
+            .expect_err("bad")
+            .to_string();
         assert!(e.contains("layout"), "{e}");
         assert!(RepoConfig::parse("lookaside = \"ftp://x\"").is_err());
     }

@@ -56,7 +56,10 @@ impl TestRepo {
     /// Commits `edits` on top of `parent` (or nothing) and points `refname` at the result.
     pub fn commit_on(&self, refname: &str, parent: Option<Oid>, edits: &[Edit<'_>]) -> Oid {
         let mut idx = git2::Index::new().expect("index");
-        let parents: Vec<git2::Commit<'_>> = parent.map(|p| self.repo.find_commit(p).expect("parent")).into_iter().collect();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .map(|p| self.repo.find_commit(p).expect("parent"))
+            .into_iter()
+            .collect();
         if let Some(p) = parents.first() {
             idx.read_tree(&p.tree().expect("tree")).expect("read tree");
         }
@@ -68,20 +71,33 @@ impl TestRepo {
                     let gone: Vec<Vec<u8>> = idx
                         .iter()
                         .map(|e| e.path)
-                        .filter(|p| p == prefix.as_bytes() || p.starts_with(format!("{prefix}/").as_bytes()))
+                        .filter(|p| {
+                            p == prefix.as_bytes() || p.starts_with(format!("{prefix}/").as_bytes())
+                        })
                         .collect();
                     for p in gone {
-                        idx.remove_path(Path::new(std::str::from_utf8(&p).expect("utf8"))).expect("remove");
+                        idx.remove_path(Path::new(std::str::from_utf8(&p).expect("utf8")))
+                            .expect("remove");
                     }
                 }
             }
         }
         let tree = idx.write_tree_to(&self.repo).expect("write tree");
         let tree = self.repo.find_tree(tree).expect("tree");
-        let sig = git2::Signature::new("Test", "test@example.org", &git2::Time::new(1_700_000_000, 0)).expect("sig");
+        let sig = git2::Signature::new(
+            "Test",
+            "test@example.org",
+            &git2::Time::new(1_700_000_000, 0),
+        )
+        .expect("sig");
         let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
-        let oid = self.repo.commit(None, &sig, &sig, "change", &tree, &refs).expect("commit");
-        self.repo.reference(refname, oid, true, "test").expect("ref");
+        let oid = self
+            .repo
+            .commit(None, &sig, &sig, "change", &tree, &refs)
+            .expect("commit");
+        self.repo
+            .reference(refname, oid, true, "test")
+            .expect("ref");
         oid
     }
 
@@ -172,7 +188,9 @@ pub fn ids(plan: &packetary::plan::Plan) -> Vec<String> {
 pub async fn docker() -> Option<packetary::build::Engine> {
     match packetary::build::Engine::connect(None).await {
         Ok(e) => Some(e),
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI is set but Docker is unavailable: {e}"),
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but Docker is unavailable: {e}")
+        }
         Err(e) => {
             eprintln!("SKIPPED: no Docker daemon ({e})");
             None
