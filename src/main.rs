@@ -546,7 +546,7 @@ async fn make_plan(
     range: &str,
     opts: &GitOpts,
     engine: Option<Engine>,
-) -> Result<plan::Plan, Exit> {
+) -> Result<(plan::Plan, PathBuf), Exit> {
     let change = parse_range(range, opts.review)?;
     let (path, remote_default) = open_source(repo, &change, opts).await?;
     let options = plan::PlanOptions {
@@ -563,8 +563,8 @@ async fn make_plan(
         Some(e) => SpecOracle::with_engine(cache.clone(), e),
         None => SpecOracle::new(cache.clone(), config.docker_host.clone()),
     });
-    plan::plan_change(
-        path,
+    let plan = plan::plan_change(
+        path.clone(),
         repo.to_string(),
         change,
         options,
@@ -572,7 +572,8 @@ async fn make_plan(
         oracle.as_ref(),
     )
     .await
-    .map_err(infra)
+    .map_err(infra)?;
+    Ok((plan, path))
 }
 
 fn write_plan(plan: &plan::Plan, out: &mut dyn Write) -> std::io::Result<()> {
@@ -664,7 +665,7 @@ fn plan_exit_code(plan: &plan::Plan) -> u8 {
 }
 
 async fn cmd_plan(config: Config, args: PlanArgs) -> Result<u8, Exit> {
-    let plan = make_plan(&config, &args.repo, &args.range, &args.git_opts, None).await?;
+    let (plan, _) = make_plan(&config, &args.repo, &args.range, &args.git_opts, None).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
@@ -701,7 +702,8 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
-    let plan = make_plan(&config, repo, range, &args.git_opts, Some(engine.clone())).await?;
+    let (plan, repo_path) =
+        make_plan(&config, repo, range, &args.git_opts, Some(engine.clone())).await?;
     let mut err = std::io::stderr();
     let _ = write_plan(&plan, &mut err);
     if !plan.errors.is_empty() {
@@ -741,18 +743,6 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
 
     // Export every package at HEAD, straight from the object database.
     let work = plan::TempDir::new("packetary-git").map_err(infra)?;
-    let repo_path = {
-        let (p, _) = open_source(
-            repo,
-            &parse_range(range, args.git_opts.review)?,
-            &GitOpts {
-                offline: true,
-                ..args.git_opts.clone()
-            },
-        )
-        .await?;
-        p
-    };
     let to_export: Vec<(usize, plan::PlannedPackage)> =
         packages.iter().cloned().enumerate().collect();
     let src_root = work.path().join("src");

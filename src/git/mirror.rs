@@ -145,8 +145,24 @@ pub struct Mirror {
     pub path: PathBuf,
 }
 
+/// A remote that stops answering must not hold a mirror's lock forever.
+const CONNECT_TIMEOUT_MS: i32 = 30_000;
+const SERVER_TIMEOUT_MS: i32 = 300_000;
+
+fn set_timeouts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: libgit2's global options are set once, before this cache starts any fetch.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS);
+        }
+    });
+}
+
 impl MirrorCache {
     pub fn new(root: impl Into<PathBuf>) -> MirrorCache {
+        set_timeouts();
         MirrorCache {
             root: root.into(),
             locks: Arc::default(),

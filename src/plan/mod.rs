@@ -101,7 +101,8 @@ async fn query_misses(
     facts: &mut HashMap<(PackageId, TargetName), crate::spec::Answer>,
 ) -> Result<(), String> {
     let head = plan.head.clone().ok_or("the plan has no head commit")?;
-    let tmp = tempfile_dir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let tmp = TempDir::new("packetary-plan")
+        .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     // Export each package once, whatever the number of targets.
     let wanted: Vec<usize> = {
         let mut v: Vec<usize> = misses.values().flatten().copied().collect();
@@ -164,16 +165,6 @@ async fn query_misses(
         }
     }
     Ok(())
-}
-
-fn tempfile_dir() -> std::io::Result<TempDir> {
-    let base = std::env::temp_dir().join(format!(
-        "packetary-plan-{}-{}",
-        std::process::id(),
-        crate::model::BuildId::generate()
-    ));
-    std::fs::create_dir_all(&base)?;
-    Ok(TempDir(base))
 }
 
 /// A directory removed on drop (the `tempfile` crate is only a dev-dependency).
