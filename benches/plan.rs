@@ -114,35 +114,84 @@ fn commit_one(repo: &Repository, package: &str, text: &str) -> Oid {
     .expect("commit")
 }
 
-/// Runs a child and returns (wall time, peak RSS in KiB, stdout). The child is reaped by
-/// `wait4`, which also reports its peak RSS.
+/// Runs a child and returns (wall time, peak RSS in KiB, stdout).
+///
+/// `getrusage`/`wait4` cannot be used here: Linux folds the parent's RSS high-water mark into
+/// a child spawned with vfork, so every figure would be this (large) benchmark's own. Instead
+/// the child is traced, stopped at its exit (PTRACE_O_TRACEEXIT, before its memory is freed),
+/// and its own `VmHWM` is read from /proc.
 #[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (Duration, i64, Vec<u8>) {
+    use std::os::unix::process::CommandExt;
     let started = Instant::now();
+    // SAFETY: only async-signal-safe ptrace(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(
+                libc::PTRACE_TRACEME,
+                0,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            ) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let mut stdout = Vec::new();
-    if let Some(mut s) = child.stdout.take() {
-        std::io::Read::read_to_end(&mut s, &mut stdout).expect("read");
-    }
+    let mut out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).expect("read");
+        v
+    });
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: plain syscall on our own child; `usage` is a valid out-parameter.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    let elapsed = started.elapsed();
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    let mut hwm_kib = -1;
+    // SAFETY: waitpid/ptrace on our own traced child.
+    unsafe {
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFSTOPPED(status), "child did not stop at exec");
+        libc::ptrace(
+            libc::PTRACE_SETOPTIONS,
+            pid,
+            0,
+            libc::PTRACE_O_TRACEEXIT as libc::c_long,
+        );
+        libc::ptrace(libc::PTRACE_CONT, pid, 0, 0);
+        loop {
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                break;
+            }
+            let mut signal = 0;
+            if status >> 8 == (libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8)) {
+                hwm_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmHWM:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    })
+                    .unwrap_or(-1);
+            } else if libc::WIFSTOPPED(status) {
+                signal = libc::WSTOPSIG(status);
+            }
+            libc::ptrace(libc::PTRACE_CONT, pid, 0, signal as libc::c_long);
         }
-        panic!("{cmd:?} failed ({status}): {err}");
     }
-    (elapsed, usage.ru_maxrss, stdout)
+    let elapsed = started.elapsed();
+    let stdout = reader.join().expect("reader");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed (status {status})"
+    );
+    (elapsed, hwm_kib, stdout)
 }
 
 fn main() {
@@ -157,10 +206,16 @@ fn main() {
         n.min(200)
     };
     let work = tempfile::tempdir().expect("tmp");
-    let origin = work.path().join("origin.git");
+    // PACKETARY_BENCH_KEEP=1 leaves the generated repository, mirror and caches for a look.
+    let work_path = work.path().to_path_buf();
+    let _keep = std::env::var_os("PACKETARY_BENCH_KEEP").map(|_| work.keep());
+    let origin = work_path.join("origin.git");
     let url = format!("file://{}", origin.display());
     let bin = env!("CARGO_BIN_EXE_packetary");
     println!("packetary plan benchmark: {n} packages, {n} commits");
+    if std::env::var_os("PACKETARY_BENCH_KEEP").is_some() {
+        println!("  keeping {}", work_path.display());
+    }
 
     let t = Instant::now();
     generate(&origin, n);
@@ -171,7 +226,7 @@ fn main() {
 
     // The old way: clone with a working tree, then scan the file system for packages.
     let t = Instant::now();
-    let clone = work.path().join("clone");
+    let clone = work_path.join("clone");
     let st = Command::new("git")
         .args(["clone", "-q"])
         .arg(&url)
@@ -194,7 +249,7 @@ fn main() {
     );
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let cache_dir = work.path().join("cache");
+    let cache_dir = work_path.join("cache");
     let cache = MirrorCache::new(cache_dir.join("mirrors"));
     let t = Instant::now();
     let (mirror, _) = rt

@@ -149,10 +149,13 @@ pub struct Mirror {
 const CONNECT_TIMEOUT_MS: i32 = 30_000;
 const SERVER_TIMEOUT_MS: i32 = 300_000;
 
-fn set_timeouts() {
+/// Sets libgit2's process-wide options once: network timeouts, and no SHA-1 re-check of
+/// every object read (like git itself; fetched packs are still verified when indexed).
+pub fn init_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: libgit2's global options are set once, before this cache starts any fetch.
+        git2::opts::strict_hash_verification(false);
+        // SAFETY: libgit2's global options are set once, before this process starts any fetch.
         unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
             let _ = git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS);
@@ -162,7 +165,7 @@ fn set_timeouts() {
 
 impl MirrorCache {
     pub fn new(root: impl Into<PathBuf>) -> MirrorCache {
-        set_timeouts();
+        init_libgit2();
         MirrorCache {
             root: root.into(),
             locks: Arc::default(),

@@ -40,6 +40,7 @@ pub async fn plan_change(
     targets: &BTreeMap<TargetName, Target>,
     oracle: Option<&SpecOracle>,
 ) -> Result<Plan, GitError> {
+    crate::git::init_libgit2();
     let path = repo.clone();
     let mut plan = crate::git::blocking(move || {
         let r = Repository::open(&path).map_err(|e| GitError::repo(&path, e))?;
