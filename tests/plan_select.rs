@@ -495,3 +495,43 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     go(dir, dir, &mut out);
     out
 }
+
+#[test]
+fn dist_git_sources_are_checked_when_planning() {
+    let d = TestRepo::new();
+    let c1 = d.commit(
+        "main",
+        &[
+            put("pkg.spec", &spec("pkg", "")),
+            put(
+                "sources",
+                &format!("SHA512 (pkg.tar.gz) = {}\n", "a".repeat(128)),
+            ),
+        ],
+    );
+    let c2 = d.commit(
+        "main",
+        &[put(
+            "sources",
+            "d41d8cd98f00b204e9800998ecf8427e  pkg.tar.gz\n",
+        )],
+    );
+    let plan = select(&d, push(Some(c1), c2));
+    assert_eq!(ids(&plan), ["."]);
+    let e = plan.packages[0].error.clone().unwrap_or_default();
+    assert!(e.contains("sources:1") && e.contains("MD5"), "{e}");
+    let c3 = d.commit(
+        "main",
+        &[put(
+            "sources",
+            &format!("SHA512 (pkg.tar.gz) = {}\n", "b".repeat(128)),
+        )],
+    );
+    let plan = select(&d, push(Some(c2), c3));
+    assert_eq!(plan.packages[0].layout, Layout::DistGit);
+    assert!(
+        plan.packages[0].error.is_none(),
+        "{:?}",
+        plan.packages[0].error
+    );
+}

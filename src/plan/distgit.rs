@@ -271,4 +271,57 @@ mod tests {
             .expect_err("mismatch");
         assert!(matches!(e, LookasideError::Mismatch { .. }), "{e}");
     }
+
+    /// A one-shot HTTP server on loopback: a redirect, then the file.
+    #[tokio::test]
+    async fn downloads_over_http_follow_redirects() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for i in 0..2 {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let reply = if i == 0 {
+                    "HTTP/1.1 302 Found\r\nLocation: /real/x.tar.gz\r\nContent-Length: 0\r\n\r\n"
+                        .to_string()
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntarball"
+                        .to_string()
+                };
+                s.write_all(reply.as_bytes()).await.expect("write");
+            }
+        });
+        let s = SourceFile {
+            filename: "x.tar.gz".into(),
+            hashtype: "sha512".into(),
+            hash: digest("sha512", b"tarball"),
+        };
+        let dest = tempfile::tempdir().expect("tmp");
+        let tpl =
+            format!("http://{addr}/pkgs/{{name}}/{{filename}}/{{hashtype}}/{{hash}}/{{filename}}");
+        fetch_sources(Some(&tpl), "x", &[s], dest.path())
+            .await
+            .expect("downloaded");
+        assert_eq!(
+            std::fs::read(dest.path().join("x.tar.gz")).expect("read"),
+            b"tarball"
+        );
+        let e = fetch_sources(
+            None,
+            "x",
+            &[SourceFile {
+                filename: "y".into(),
+                hashtype: "sha256".into(),
+                hash: "0".repeat(64),
+            }],
+            dest.path(),
+        )
+        .await
+        .expect_err("no lookaside");
+        assert!(e.to_string().contains("lookaside"), "{e}");
+    }
 }
