@@ -3,8 +3,10 @@
 pub mod build;
 pub mod config;
 pub mod forge;
+pub mod git;
 pub mod model;
 pub mod plan;
 pub mod queue;
+pub mod spec;
 pub mod store;
 pub mod web;

@@ -12,8 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use packetary::build::{self, images, BuildRequest, Engine, EventKind, Executor, Outcome};
 use packetary::config::{Config, Repo};
-use packetary::model::BuildId;
+use packetary::git::{Auth, GitError, MirrorCache, RemoteRef};
+use packetary::model::{BuildId, TargetName};
 use packetary::plan;
+use packetary::spec::{SpecCache, SpecOracle};
+use std::collections::HashMap;
 
 /// Exit statuses, as documented in the README.
 const EXIT_FAILED: u8 = 1;
@@ -40,8 +43,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build every package under PATH for each target.
+    /// Build every package under PATH for each target, or the packages a git change touched (--git).
     Build(BuildArgs),
+    /// Show which packages a change touched, for which targets, and in what order they build.
+    Plan(PlanArgs),
     /// Run the bot: receive GitHub webhooks, build, and report commit statuses.
     Serve(ServeArgs),
     /// Builder images: list them, or build them.
@@ -71,6 +76,48 @@ struct BuildArgs {
     /// Builds to run at once. Default: from the configuration (number of cores).
     #[arg(long, short = 'j')]
     parallel: Option<usize>,
+    /// Build the packages changed between two commits of a repository (URL or path):
+    /// `--git REPO BASE..HEAD` (push) or `BASE...HEAD` (review), in dependency order.
+    #[arg(long, num_args = 2, value_names = ["REPO", "RANGE"], conflicts_with = "spec")]
+    git: Option<Vec<String>>,
+    #[command(flatten)]
+    git_opts: GitOpts,
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// The repository: a URL (kept as a bare mirror in the cache) or a local path.
+    repo: String,
+    /// `BASE..HEAD`: a push of HEAD over BASE (BASE all zeros: a new branch);
+    /// `BASE...HEAD`: a review of HEAD for BASE (compared with their merge-base).
+    range: String,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    git_opts: GitOpts,
+}
+
+#[derive(clap::Args, Clone)]
+struct GitOpts {
+    /// Treat `BASE..HEAD` as a review: compare with the merge-base, read .packetary.toml at BASE.
+    #[arg(long)]
+    review: bool,
+    /// The branch a new branch is compared with. Default: the remote's default branch.
+    #[arg(long)]
+    default_branch: Option<String>,
+    /// Use the mirror as it is, without fetching.
+    #[arg(long)]
+    offline: bool,
+    /// Do not run rpmspec (no Docker): no package names and no build order.
+    #[arg(long)]
+    no_spec: bool,
+    /// Extra refs to fetch, e.g. refs/pull/7/head or refs/changes/45/12345/2.
+    #[arg(long = "fetch")]
+    fetch: Vec<String>,
+    /// Where mirrors and spec answers are cached. Default: $XDG_CACHE_HOME/packetary.
+    #[arg(long, env = "PACKETARY_CACHE")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -138,7 +185,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<u8, Exit> {
     let config = Config::load(cli.config.as_deref()).map_err(usage)?;
     match cli.command {
+        Command::Build(args) if args.git.is_some() => cmd_build_git(config, args).await,
         Command::Build(args) => cmd_build(config, args).await,
+        Command::Plan(args) => cmd_plan(config, args).await,
         Command::Images { command } => cmd_images(config, command).await,
         Command::Serve(args) => cmd_serve(config, args).await,
     }
@@ -579,4 +628,530 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
             .context("cannot read the current directory")?
             .join(p))
     }
+}
+
+// ---- plan, and build --git ---------------------------------------------------------------
+
+/// Where mirrors and spec answers live between runs.
+fn cache_dir(opts: &GitOpts) -> PathBuf {
+    opts.cache_dir
+        .clone()
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("packetary")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/packetary")))
+        .unwrap_or_else(|| PathBuf::from(".packetary-cache"))
+}
+
+/// `BASE..HEAD` is a push, `BASE...HEAD` (or `--review`) a review.
+fn parse_range(range: &str, review: bool) -> Result<plan::Change, Exit> {
+    let (base, head, three) = if let Some((b, h)) = range.split_once("...") {
+        (b, h, true)
+    } else if let Some((b, h)) = range.split_once("..") {
+        (b, h, false)
+    } else {
+        return Err(usage(anyhow::anyhow!(
+            "`{range}` is not a range\n  fix: write BASE..HEAD (a push of HEAD over BASE) or BASE...HEAD (a review of HEAD for BASE)"
+        )));
+    };
+    if head.is_empty() || (three || review) && base.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "`{range}`: both ends of the range are needed"
+        )));
+    }
+    Ok(if three || review {
+        plan::Change::Review {
+            base: base.to_string(),
+            head: head.to_string(),
+        }
+    } else {
+        plan::Change::Push {
+            before: (!base.is_empty()).then(|| base.to_string()),
+            after: head.to_string(),
+        }
+    })
+}
+
+/// Credentials from the environment: a token for HTTPS, or an SSH key.
+fn git_auth() -> Auth {
+    let user = std::env::var("PACKETARY_GIT_USER").ok();
+    if let Ok(token) = std::env::var("PACKETARY_GIT_TOKEN") {
+        Auth::Token {
+            username: user.unwrap_or_else(|| "x-access-token".into()),
+            token,
+        }
+    } else if let Ok(key) = std::env::var("PACKETARY_GIT_SSH_KEY") {
+        Auth::SshKey {
+            username: user.unwrap_or_else(|| "git".into()),
+            private_key: key.into(),
+            passphrase: std::env::var("PACKETARY_GIT_SSH_PASSPHRASE").ok(),
+        }
+    } else {
+        Auth::None
+    }
+}
+
+/// The repository to plan in: a local path as it is, or the mirror of a URL, fetched
+/// first with every branch plus the refs the range names.
+async fn open_source(
+    repo: &str,
+    change: &plan::Change,
+    opts: &GitOpts,
+) -> Result<(PathBuf, Option<String>), Exit> {
+    let local = Path::new(repo);
+    if !repo.contains("://") && local.exists() {
+        return Ok((absolute(local).map_err(usage)?, None));
+    }
+    if !repo.contains("://") && !repo.contains('@') {
+        return Err(usage(anyhow::anyhow!(
+            "`{repo}` is neither a directory nor a git URL\n  fix: pass a path to a repository, or an https://, ssh:// or file:// URL"
+        )));
+    }
+    let cache = MirrorCache::new(cache_dir(opts).join("mirrors"));
+    if opts.offline {
+        let m = cache.mirror_for(repo);
+        if !m.path.join("HEAD").exists() {
+            return Err(usage(anyhow::anyhow!(
+                "there is no mirror of {repo} yet\n  fix: run once without --offline"
+            )));
+        }
+        return Ok((m.path, None));
+    }
+    let mut refs = vec![RemoteRef::AllBranches];
+    let revs: Vec<&str> = match change {
+        plan::Change::Push { before, after } => before
+            .iter()
+            .map(String::as_str)
+            .chain([after.as_str()])
+            .collect(),
+        plan::Change::Review { base, head } => vec![base, head],
+    };
+    for rev in revs
+        .into_iter()
+        .chain(opts.fetch.iter().map(String::as_str))
+    {
+        if rev.starts_with("refs/") || rev.starts_with("pull/") {
+            match RemoteRef::parse(rev) {
+                Some(RemoteRef::Branch(_)) => {}
+                Some(r) => refs.push(r),
+                None => return Err(usage(anyhow::anyhow!("`{rev}` is not a valid ref name"))),
+            }
+        }
+    }
+    let started = Instant::now();
+    match cache.fetch(repo, &refs, &git_auth()).await {
+        Ok((m, report)) => {
+            tracing::info!(
+                "fetched {repo} in {:.2}s ({} refs updated)",
+                started.elapsed().as_secs_f64(),
+                report.updated.len()
+            );
+            Ok((m.path, report.default_branch))
+        }
+        Err(e @ GitError::MissingRef { .. }) => Err(usage(e)),
+        Err(e) => Err(infra(e)),
+    }
+}
+
+async fn make_plan(
+    config: &Config,
+    repo: &str,
+    range: &str,
+    opts: &GitOpts,
+    engine: Option<Engine>,
+) -> Result<(plan::Plan, PathBuf), Exit> {
+    let change = parse_range(range, opts.review)?;
+    let (path, remote_default) = open_source(repo, &change, opts).await?;
+    let options = plan::PlanOptions {
+        default_branch: opts.default_branch.clone().or(remote_default),
+        default_targets: config
+            .default_targets
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        known_targets: config.targets.keys().map(|t| t.to_string()).collect(),
+    };
+    let cache = SpecCache::new(cache_dir(opts).join("specs"));
+    let oracle = (!opts.no_spec).then(|| match engine {
+        Some(e) => SpecOracle::with_engine(cache.clone(), e),
+        None => SpecOracle::new(cache.clone(), config.docker_host.clone()),
+    });
+    let plan = plan::plan_change(
+        path.clone(),
+        repo.to_string(),
+        change,
+        options,
+        &config.targets,
+        oracle.as_ref(),
+    )
+    .await
+    .map_err(infra)?;
+    Ok((plan, path))
+}
+
+fn write_plan(plan: &plan::Plan, out: &mut dyn Write) -> std::io::Result<()> {
+    let short = |c: &Option<packetary::model::CommitSha>| {
+        c.as_ref()
+            .map(|c| c.short().to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    writeln!(
+        out,
+        "plan for {} ({:?}): {} compared with {}, {} path(s) changed, .packetary.toml from {}",
+        plan.repo,
+        plan.kind,
+        short(&plan.head),
+        plan.compared_with
+            .as_ref()
+            .map(|c| c.short().to_string())
+            .unwrap_or_else(|| "nothing (every package)".into()),
+        plan.changed_paths,
+        short(&plan.config_from),
+    )?;
+    for n in &plan.notices {
+        writeln!(out, "  note: {n}")?;
+    }
+    for e in &plan.errors {
+        writeln!(out, "  ERROR: {e}")?;
+    }
+    let mut stage = usize::MAX;
+    for p in &plan.packages {
+        if p.error.is_none() && p.stage != stage {
+            stage = p.stage;
+            writeln!(out, "stage {stage}:")?;
+        }
+        let why: Vec<String> = p
+            .reasons
+            .iter()
+            .map(|r| match r {
+                plan::Reason::Changed { paths, count } if *count > paths.len() => {
+                    format!(
+                        "changed {} (+{} more)",
+                        paths.join(", "),
+                        count - paths.len()
+                    )
+                }
+                plan::Reason::Changed { paths, .. } => format!("changed {}", paths.join(", ")),
+                plan::Reason::Config { detail } => detail.clone(),
+            })
+            .collect();
+        let targets: Vec<&str> = p.targets.iter().map(|t| t.as_str()).collect();
+        match &p.error {
+            None => {
+                writeln!(
+                    out,
+                    "  {:<32} {:<24} [{}] {:?}; {}",
+                    p.id.as_str(),
+                    p.nevr
+                        .as_ref()
+                        .map(|n| n.nvr())
+                        .unwrap_or_else(|| "?".into()),
+                    targets.join(", "),
+                    p.layout,
+                    why.join("; ")
+                )?;
+                if !p.depends_on.is_empty() {
+                    let d: Vec<&str> = p.depends_on.iter().map(|d| d.as_str()).collect();
+                    writeln!(out, "  {:<32} after {}", "", d.join(", "))?;
+                }
+            }
+            Some(e) => writeln!(out, "  ERROR {}: {}", p.id, e.replace('\n', "\n        "))?,
+        }
+    }
+    for d in &plan.deleted {
+        writeln!(out, "  deleted {} (not built)", d.id)?;
+    }
+    if plan.packages.is_empty() && plan.errors.is_empty() {
+        writeln!(out, "  nothing to build")?;
+    }
+    Ok(())
+}
+
+fn plan_exit_code(plan: &plan::Plan) -> u8 {
+    if !plan.errors.is_empty() {
+        EXIT_USAGE
+    } else if plan.has_errors() {
+        EXIT_FAILED
+    } else {
+        0
+    }
+}
+
+async fn cmd_plan(config: Config, args: PlanArgs) -> Result<u8, Exit> {
+    let (plan, _) = make_plan(&config, &args.repo, &args.range, &args.git_opts, None).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &plan).map_err(infra)?;
+        let _ = writeln!(out);
+    } else {
+        write_plan(&plan, &mut out).map_err(infra)?;
+    }
+    Ok(plan_exit_code(&plan))
+}
+
+/// `build --git REPO RANGE`: plan, export each package at HEAD, build stage by stage. A
+/// package that needs another of the plan gets a local repository of what was built.
+async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
+    let git = args.git.clone().unwrap_or_default();
+    let [repo, range] = git.as_slice() else {
+        return Err(usage(anyhow::anyhow!("--git needs REPO and RANGE")));
+    };
+    let out =
+        absolute(&args.out.clone().unwrap_or_else(|| config.out_dir.clone())).map_err(usage)?;
+    let extra_repos: Vec<Repo> = args
+        .repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Repo::parse_arg(r, i).map_err(|e| usage(anyhow::anyhow!("--repo {r}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    let only: Vec<TargetName> = config
+        .select_targets(&args.targets)
+        .map_err(usage)?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let parallel = args.parallel.unwrap_or(config.parallel).max(1);
+    let engine = Engine::connect(config.docker_host.as_deref())
+        .await
+        .map_err(infra)?;
+    let (plan, repo_path) =
+        make_plan(&config, repo, range, &args.git_opts, Some(engine.clone())).await?;
+    let mut err = std::io::stderr();
+    let _ = write_plan(&plan, &mut err);
+    if !plan.errors.is_empty() {
+        return Ok(EXIT_USAGE);
+    }
+    let head = plan
+        .head
+        .clone()
+        .ok_or_else(|| infra(anyhow::anyhow!("the plan has no head commit")))?;
+    let explicit_targets = !args.targets.is_empty();
+    let packages: Vec<plan::PlannedPackage> = plan
+        .buildable()
+        .cloned()
+        .map(|mut p| {
+            if explicit_targets {
+                p.targets.retain(|t| only.contains(t));
+            }
+            p
+        })
+        .collect();
+
+    let mut image_ids = HashMap::new();
+    for t in packages.iter().flat_map(|p| &p.targets) {
+        let target = &config.targets[t];
+        if !image_ids.contains_key(&target.image) {
+            let id = images::ensure(&engine, &config.images, &target.image, &mut |l| {
+                progress_line(l)
+            })
+            .await
+            .map_err(infra)?;
+            image_ids.insert(target.image.clone(), id);
+        }
+    }
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the output directory {}", out.display()))
+        .map_err(infra)?;
+
+    // Export every package at HEAD, straight from the object database.
+    let work = plan::TempDir::new("packetary-git").map_err(infra)?;
+    let to_export: Vec<(usize, plan::PlannedPackage)> =
+        packages.iter().cloned().enumerate().collect();
+    let src_root = work.path().join("src");
+    let exported: Vec<Result<plan::PackageSource, String>> = packetary::git::blocking(move || {
+        let r = git2::Repository::open(&repo_path).map_err(|e| GitError::Repo {
+            path: repo_path.clone(),
+            message: e.message().to_string(),
+        })?;
+        let oid = git2::Oid::from_str(head.as_str()).map_err(|e| GitError::Repo {
+            path: repo_path.clone(),
+            message: e.message().to_string(),
+        })?;
+        Ok(to_export
+            .iter()
+            .map(|(i, p)| {
+                plan::export_package(&r, oid, p, &src_root.join(i.to_string()))
+                    .map_err(|e| e.to_string())
+            })
+            .collect())
+    })
+    .await
+    .map_err(infra)?;
+    let mut sources: HashMap<plan::PackageId, Result<plan::PackageSource, String>> = HashMap::new();
+    for (p, e) in packages.iter().zip(exported) {
+        let e = match e {
+            Ok(src) => {
+                match plan::fetch_lookaside(p, &src.source_dir, plan.lookaside.as_deref()).await {
+                    Ok(()) => Ok(src),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        sources.insert(p.id.clone(), e);
+    }
+
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<build::Event>();
+    let started = Instant::now();
+    let printer = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let who = format!("{}/{}", ev.package, ev.target);
+            let t = started.elapsed().as_secs_f64();
+            match ev.kind {
+                EventKind::PhaseStarted(p) => eprintln!("[{t:7.1}s] {who}: {p} …"),
+                EventKind::PhaseFinished { phase, elapsed, ok } => eprintln!(
+                    "[{t:7.1}s] {who}: {phase} {} ({:.1}s)",
+                    if ok { "done" } else { "FAILED" },
+                    elapsed.as_secs_f64()
+                ),
+                EventKind::Finished(_) => {}
+            }
+        }
+    });
+    let ctrl_c = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("packetary: interrupted; stopping builds and removing their containers");
+                cancel.cancel();
+            }
+        })
+    };
+
+    let executor = Executor::new(engine.clone());
+    let mut reports = Vec::new();
+    let mut not_built: Vec<(plan::PackageId, String)> = Vec::new();
+    let mut failed: std::collections::HashSet<plan::PackageId> = Default::default();
+    let mut local_repo_ready: HashMap<TargetName, PathBuf> = HashMap::new();
+    let max_stage = packages.iter().map(|p| p.stage).max().unwrap_or(0);
+    for stage in 0..=max_stage {
+        let mut requests = Vec::new();
+        for p in packages.iter().filter(|p| p.stage == stage) {
+            let src = match &sources[&p.id] {
+                Ok(s) => s.clone(),
+                Err(e) => {
+                    failed.insert(p.id.clone());
+                    not_built.push((p.id.clone(), e.clone()));
+                    continue;
+                }
+            };
+            if let Some(d) = p.depends_on.iter().find(|d| failed.contains(*d)) {
+                failed.insert(p.id.clone());
+                not_built.push((
+                    p.id.clone(),
+                    format!("not built: it needs {d}, which did not build"),
+                ));
+                continue;
+            }
+            for t in &p.targets {
+                let target = config.targets[t].clone();
+                let mut extra = extra_repos.clone();
+                if !p.depends_on.is_empty() {
+                    if let Some(dir) = local_repo_ready.get(t) {
+                        extra.push(
+                            Repo::new("packetary-plan", &dir.display().to_string())
+                                .map_err(|e| infra(anyhow::anyhow!(e)))?,
+                        );
+                    }
+                }
+                requests.push((
+                    p.id.clone(),
+                    BuildRequest {
+                        id: BuildId::generate(),
+                        package: src.clone(),
+                        target,
+                        out_root: out.clone(),
+                        extra_repos: extra,
+                    },
+                ));
+            }
+        }
+        if requests.is_empty() {
+            continue;
+        }
+        progress_line(&format!(
+            "stage {stage}: {} build(s), {parallel} at a time",
+            requests.len()
+        ));
+        let done: Vec<(plan::PackageId, build::BuildReport)> = futures_util::stream::iter(requests)
+            .map(|(id, req)| {
+                let image_id = image_ids.get(&req.target.image).cloned();
+                let fut = executor.run(req, image_id, Some(tx.clone()), cancel.clone());
+                async move { (id, fut.await) }
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        let mut new_rpms: HashMap<TargetName, Vec<PathBuf>> = HashMap::new();
+        for (id, r) in &done {
+            match &r.outcome {
+                Outcome::Succeeded { rpms, .. } => new_rpms
+                    .entry(r.target.clone())
+                    .or_default()
+                    .extend(rpms.iter().cloned()),
+                _ => {
+                    failed.insert(id.clone());
+                }
+            }
+        }
+        if stage < max_stage {
+            for (t, rpms) in new_rpms {
+                let dir = work.path().join(format!("repo-{t}"));
+                std::fs::create_dir_all(&dir).map_err(infra)?;
+                for rpm in rpms {
+                    if let Some(name) = rpm.file_name() {
+                        std::fs::copy(&rpm, dir.join(name)).map_err(infra)?;
+                    }
+                }
+                createrepo(&engine, &config.targets[&t].image, &dir)
+                    .await
+                    .map_err(infra)?;
+                local_repo_ready.insert(t, dir);
+            }
+        }
+        reports.extend(done.into_iter().map(|(_, r)| r));
+    }
+    drop(tx);
+    let _ = printer.await;
+    ctrl_c.abort();
+    let mut code = summarize(&reports, started);
+    for (id, why) in &not_built {
+        println!("NOT BUILT {id}: {why}");
+        code = code.max(EXIT_FAILED);
+    }
+    if plan.has_errors() {
+        code = code.max(EXIT_FAILED);
+    }
+    Ok(code)
+}
+
+/// Makes `dir` a dnf repository with createrepo_c, in the target's image (no network).
+async fn createrepo(engine: &Engine, image: &str, dir: &Path) -> anyhow::Result<()> {
+    let spec = packetary::build::docker::ContainerSpec {
+        name: format!("packetary-createrepo-{}", BuildId::generate()),
+        image: image.to_string(),
+        labels: [(
+            packetary::build::LABEL_BUILD.to_string(),
+            "createrepo".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        mounts: vec![(dir.display().to_string(), "/repo".into(), false)],
+        network: false,
+        pids: Some(256),
+        ..Default::default()
+    };
+    let (code, out) = engine
+        .run_once(
+            &spec,
+            vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()],
+        )
+        .await?;
+    if code != 0 {
+        anyhow::bail!(
+            "createrepo_c failed in {image} (exit {code}): {}",
+            String::from_utf8_lossy(&out).trim()
+        );
+    }
+    Ok(())
 }
