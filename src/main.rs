@@ -211,36 +211,62 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
     use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
     use std::sync::Arc;
 
-    let gh = config.github.clone().ok_or_else(|| {
-        usage(anyhow::anyhow!(
-            "the configuration has no [github] table\n  fix: add one with api_url, token (or app_id, private_key, installation_id), webhook_secrets and repositories; see config/packetary.example.toml"
-        ))
-    })?;
-    let secrets = gh
-        .webhook_secrets
-        .iter()
-        .enumerate()
-        .map(|(i, s)| s.resolve(&format!("github.webhook_secrets[{i}]")))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(usage)?;
-    let auth = match &gh.auth {
-        packetary::config::GithubAuth::Token(t) => {
-            Auth::Token(t.resolve("github.token").map_err(usage)?)
+    let mut config = config;
+    if let Some(listen) = args.listen {
+        // A defaulted public URL follows the address actually listened on.
+        if config.server.public_url == format!("http://{}", config.server.listen) {
+            config.server.public_url = format!("http://{listen}");
         }
-        packetary::config::GithubAuth::App {
-            app_id,
-            private_key,
-            installation_id,
-        } => Auth::App {
-            app_id: *app_id,
-            private_key_pem: private_key.resolve("github.private_key").map_err(usage)?,
-            installation_id: *installation_id,
-        },
-    };
-    let forge = Arc::new(GitHub::new(&gh.api_url, &auth).map_err(usage)?);
-    if gh.repositories.is_empty() {
-        tracing::warn!("[github] repositories is empty: every webhook will be refused");
+        config.server.listen = listen;
     }
+    // Without a [github] table the service still runs (pages, health, metrics) and
+    // refuses webhooks with 503 and the fix, so that a fresh machine can start it as is.
+    let (api_url, secrets, auth, repositories, build_forks) = match &config.github {
+        None => {
+            eprintln!("packetary: no [github] table in the configuration: webhooks are refused (503) until one is added; see config/packetary.example.toml");
+            (
+                "https://api.github.com".to_string(),
+                vec![],
+                Auth::Anonymous,
+                vec![],
+                false,
+            )
+        }
+        Some(gh) => {
+            let secrets = gh
+                .webhook_secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.resolve(&format!("github.webhook_secrets[{i}]")))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(usage)?;
+            let auth = match &gh.auth {
+                packetary::config::GithubAuth::Token(t) => {
+                    Auth::Token(t.resolve("github.token").map_err(usage)?)
+                }
+                packetary::config::GithubAuth::App {
+                    app_id,
+                    private_key,
+                    installation_id,
+                } => Auth::App {
+                    app_id: *app_id,
+                    private_key_pem: private_key.resolve("github.private_key").map_err(usage)?,
+                    installation_id: *installation_id,
+                },
+            };
+            if gh.repositories.is_empty() {
+                tracing::warn!("[github] repositories is empty: every webhook will be refused");
+            }
+            (
+                gh.api_url.clone(),
+                secrets,
+                auth,
+                gh.repositories.clone(),
+                gh.build_forks,
+            )
+        }
+    };
+    let forge = Arc::new(GitHub::new(&api_url, &auth).map_err(usage)?);
     let data_dir = absolute(&config.server.data_dir).map_err(usage)?;
     let store = packetary::store::Store::open(&data_dir)
         .await
@@ -271,7 +297,7 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
             max_attempts: config.server.max_attempts,
             retry_backoff: config.server.retry_backoff,
             shutdown_grace: config.server.shutdown_grace,
-            build_forks: gh.build_forks,
+            build_forks,
             targets: config.targets.clone(),
         },
         metrics,
@@ -281,13 +307,13 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
         store: store.clone(),
         queue: queue.clone(),
         secrets: WebhookSecrets(Arc::new(secrets)),
-        allowlist: packetary::web::Allowlist(Arc::new(gh.repositories.clone())),
+        allowlist: packetary::web::Allowlist(Arc::new(repositories)),
         probes: Arc::new(vec![
             Arc::new(DockerProbe(engine)) as Arc<dyn packetary::web::Probe>
         ]),
         data_dir,
     };
-    let listen = args.listen.unwrap_or(config.server.listen);
+    let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))

@@ -337,3 +337,29 @@ async fn healthz_and_metrics() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn without_github_configuration_webhooks_get_503_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = fake_queue(dir.path(), arc_forge(), FakeRunner::new(Mode::Succeed)).await;
+    let mut state = app_state(&queue, &["codertocat/*"]);
+    state.secrets = packetary::forge::github::WebhookSecrets(std::sync::Arc::new(vec![]));
+    let router = packetary::web::router(state, 1 << 20);
+    let body = push_payload(
+        REPO,
+        "https://github.com/Codertocat/Hello-World.git",
+        "main",
+        &"0".repeat(40),
+        "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+    );
+    let req = webhook("push", "d-unconfigured", &body, Some(SECRET));
+    let resp = router.oneshot(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("not configured") && text.contains("[github]"),
+        "{text}"
+    );
+    assert_eq!(queue.store().triggers().await.expect("triggers").len(), 0);
+}

@@ -78,6 +78,8 @@ pub enum WebhookRejection {
     TooLarge,
     #[error("could not read the body: {0}")]
     Body(String),
+    #[error("GitHub webhooks are not configured on this server\n  fix: add a [github] table with webhook_secrets to the configuration (see config/packetary.example.toml)")]
+    NotConfigured,
 }
 
 impl WebhookRejection {
@@ -86,6 +88,7 @@ impl WebhookRejection {
             WebhookRejection::MissingSignature | WebhookRejection::BadSignature => {
                 StatusCode::UNAUTHORIZED
             }
+            WebhookRejection::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
             WebhookRejection::MissingHeader(_) | WebhookRejection::Body(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -119,6 +122,9 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let secrets = WebhookSecrets::from_ref(state);
+        if secrets.0.is_empty() {
+            return Err(WebhookRejection::NotConfigured);
+        }
         let headers = req.headers().clone();
         let signature = header(&headers, "x-hub-signature-256")
             .ok_or(WebhookRejection::MissingSignature)?
@@ -392,6 +398,8 @@ pub fn parse_event(event: &str, body: &[u8]) -> Result<Event, ParseError> {
 /// How the reporter authenticates.
 #[derive(Clone)]
 pub enum Auth {
+    /// No credentials: a server without a [github] table, which never reports.
+    Anonymous,
     Token(Secret),
     App {
         app_id: u64,
@@ -450,6 +458,9 @@ impl GitHub {
             .set_connect_timeout(Some(Duration::from_secs(10)))
             .set_read_timeout(Some(Duration::from_secs(30)));
         let client = match auth {
+            Auth::Anonymous => builder
+                .build()
+                .map_err(|e| ClientError::Client(e.to_string()))?,
             Auth::Token(t) => builder
                 .personal_token(t.expose().to_string())
                 .build()
