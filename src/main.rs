@@ -535,42 +535,9 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     ));
 
     let cancel = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<build::Event>();
     let started = Instant::now();
-    let printer = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            let who = format!("{}/{}", ev.package, ev.target);
-            let t = started.elapsed().as_secs_f64();
-            match ev.kind {
-                EventKind::PhaseStarted(p) => eprintln!("[{t:7.1}s] {who}: {p} …"),
-                EventKind::PhaseFinished { phase, elapsed, ok } => eprintln!(
-                    "[{t:7.1}s] {who}: {phase} {} ({:.1}s)",
-                    if ok { "done" } else { "FAILED" },
-                    elapsed.as_secs_f64()
-                ),
-                EventKind::Finished(_) => {}
-            }
-        }
-    });
-    let ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                _ = terminated => {},
-            }
-            eprintln!("packetary: interrupted; stopping builds and removing their containers");
-            cancel.cancel();
-        })
-    };
+    let (tx, printer) = spawn_progress_printer(started);
+    let ctrl_c = spawn_interrupt_watch(cancel.clone());
 
     let executor = Executor::new(engine);
     match executor.reap_orphans().await {
@@ -593,6 +560,41 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     ctrl_c.abort();
 
     Ok(summarize(&reports, started))
+}
+
+/// Prints build progress, phase by phase, on the terminal; ends when every sender is gone.
+fn spawn_progress_printer(
+    started: Instant,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<build::Event>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<build::Event>();
+    let printer = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let who = format!("{}/{}", ev.package, ev.target);
+            let t = started.elapsed().as_secs_f64();
+            match ev.kind {
+                EventKind::PhaseStarted(p) => eprintln!("[{t:7.1}s] {who}: {p} …"),
+                EventKind::PhaseFinished { phase, elapsed, ok } => eprintln!(
+                    "[{t:7.1}s] {who}: {phase} {} ({:.1}s)",
+                    if ok { "done" } else { "FAILED" },
+                    elapsed.as_secs_f64()
+                ),
+                EventKind::Finished(_) => {}
+            }
+        }
+    });
+    (tx, printer)
+}
+
+/// Cancels `cancel` on Ctrl-C or SIGTERM, so that builds stop and remove their containers.
+fn spawn_interrupt_watch(cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("packetary: interrupted; stopping builds and removing their containers");
+        cancel.cancel();
+    })
 }
 
 fn summarize(reports: &[build::BuildReport], started: Instant) -> u8 {
@@ -1017,32 +1019,9 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     }
 
     let cancel = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<build::Event>();
     let started = Instant::now();
-    let printer = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            let who = format!("{}/{}", ev.package, ev.target);
-            let t = started.elapsed().as_secs_f64();
-            match ev.kind {
-                EventKind::PhaseStarted(p) => eprintln!("[{t:7.1}s] {who}: {p} …"),
-                EventKind::PhaseFinished { phase, elapsed, ok } => eprintln!(
-                    "[{t:7.1}s] {who}: {phase} {} ({:.1}s)",
-                    if ok { "done" } else { "FAILED" },
-                    elapsed.as_secs_f64()
-                ),
-                EventKind::Finished(_) => {}
-            }
-        }
-    });
-    let ctrl_c = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("packetary: interrupted; stopping builds and removing their containers");
-                cancel.cancel();
-            }
-        })
-    };
+    let (tx, printer) = spawn_progress_printer(started);
+    let ctrl_c = spawn_interrupt_watch(cancel.clone());
 
     let executor = Executor::new(engine.clone());
     let mut reports = Vec::new();
