@@ -5,6 +5,7 @@
 //! Every state a build can end in produces a final report: nothing is left pending.
 
 pub mod metrics;
+pub mod planner;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
