@@ -51,7 +51,7 @@ pub enum PlanError {
     Infra(String),
 }
 
-/// Turns a trigger into builds. The `plan` module plugs in here.
+/// Turns a trigger into builds; [`planner::GitPlanner`] in the service, fakes in tests.
 pub trait Planner: Send + Sync {
     fn plan<'a>(
         &'a self,
