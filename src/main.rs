@@ -208,7 +208,9 @@ impl packetary::web::Probe for DockerProbe {
 
 async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
     use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
-    use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
+    use packetary::queue::planner::GitPlanner;
+    use packetary::queue::source::MirrorSource;
+    use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
     use std::sync::Arc;
 
     let mut config = config;
@@ -274,10 +276,26 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
-    let sources = Arc::new(source::GitCliSource::new(data_dir.join("git")));
-    let planner = Arc::new(source::DiscoverPlanner::new(
-        sources.clone(),
-        data_dir.join("tmp"),
+    // One mirror per repository, shared by the planner and the builds' exports. The token
+    // of a token-configured GitHub also reads private repositories; otherwise the same
+    // environment variables as `packetary plan` apply.
+    let git_creds = match &auth {
+        Auth::Token(t) => packetary::git::Auth::Token {
+            username: "x-access-token".into(),
+            token: t.expose().to_string(),
+        },
+        Auth::App { .. } => git_auth(),
+    };
+    let mirrors = MirrorCache::new(data_dir.join("mirrors"));
+    let sources = Arc::new(MirrorSource::new(mirrors.clone(), git_creds.clone()));
+    let planner = Arc::new(GitPlanner::new(
+        mirrors,
+        git_creds,
+        Some(SpecOracle::with_engine(
+            SpecCache::new(data_dir.join("specs")),
+            engine.clone(),
+        )),
+        config.targets.clone(),
         config.default_targets.clone(),
     ));
     let runner = Arc::new(DockerRunner {

@@ -81,7 +81,10 @@ async fn sigkill_mid_build_loses_nothing() {
     )
     .expect("copy");
     git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "slow"]);
+    // In the first commit with hello-noarch: the push below creates `main`, and only what
+    // that root commit holds is planned as new (a later commit would be compared with its
+    // parent).
+    git(&repo, &["commit", "-q", "--amend", "-m", "hello and slow"]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
 
     let github = MockServer::start().await;

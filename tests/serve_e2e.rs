@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
-use packetary::queue::{source, DockerRunner, Metrics, Queue, QueueConfig};
+use packetary::git::{Auth as GitAuth, MirrorCache};
+use packetary::queue::planner::GitPlanner;
+use packetary::queue::source::MirrorSource;
+use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
+use packetary::spec::{SpecCache, SpecOracle};
 use packetary::store::{BuildState, Store};
 use serde_json::Value;
 use serve_common::*;
@@ -36,10 +40,16 @@ async fn start_bot(
         )
         .expect("client"),
     );
-    let sources = Arc::new(source::GitCliSource::new(data.join("git")));
-    let planner = Arc::new(source::DiscoverPlanner::new(
-        sources.clone(),
-        data.join("tmp"),
+    let mirrors = MirrorCache::new(data.join("mirrors"));
+    let sources = Arc::new(MirrorSource::new(mirrors.clone(), GitAuth::None));
+    let planner = Arc::new(GitPlanner::new(
+        mirrors,
+        GitAuth::None,
+        Some(SpecOracle::with_engine(
+            SpecCache::new(data.join("specs")),
+            engine.clone(),
+        )),
+        config.targets.clone(),
         config.default_targets.clone(),
     ));
     let runner = Arc::new(DockerRunner {
@@ -223,6 +233,8 @@ async fn a_pull_request_update_supersedes_the_running_build() {
     .expect("write");
     git(&repo, &["commit", "-q", "-am", "fast"]);
     let fast = git(&repo, &["rev-parse", "HEAD"]);
+    // GitHub carries the pull request's head in the base repository; the planner fetches it.
+    git(&repo, &["update-ref", "refs/pull/5/head", &fast]);
 
     let github = mock_github().await;
     let bot = start_bot(dir.path(), &github, engine).await;
@@ -290,4 +302,89 @@ async fn a_pull_request_update_supersedes_the_running_build() {
             .map(String::as_str),
         Some("success")
     );
+}
+
+/// Every status sent for `sha` is for `context` or the aggregate, and both end in success.
+fn assert_only(all: &[(String, String, String, String, String)], context: &str) {
+    assert!(
+        all.iter().all(|s| s.1 == context || s.1 == "packetary"),
+        "{all:#?}"
+    );
+    for c in [context, "packetary"] {
+        assert_eq!(
+            contexts_in_order(all, c).last().map(String::as_str),
+            Some("success"),
+            "{c}: {all:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_builds_and_reports_only_the_package_it_touched() {
+    let Some(engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    let before = add_second_package(&repo);
+    let after = bump_release(&repo, "hello-two");
+    let github = mock_github().await;
+    let bot = start_bot(dir.path(), &github, engine).await;
+
+    let url = format!("file://{}", repo.display());
+    let body = push_payload("test/hello", &url, "main", &before, &after);
+    assert_eq!(post_webhook(bot.addr, "push", "e2e-one", &body).await, 202);
+    let all = wait_final(&github, &after, Duration::from_secs(180)).await;
+    assert_only(&all, "packetary/bookworm-rpmbuild/hello-two");
+    let page = &all
+        .iter()
+        .rev()
+        .find(|s| s.1 != "packetary")
+        .expect("status")
+        .4;
+    let (status, page) = http(
+        bot.addr,
+        "GET",
+        page.strip_prefix("http://packetary.test").expect("url"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("hello-two-1.0-2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_is_planned_against_its_merge_base() {
+    let Some(engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    add_second_package(&repo);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    let head = bump_release(&repo, "hello-noarch");
+    git(&repo, &["update-ref", "refs/pull/8/head", &head]);
+    // The base branch moves on after the fork; its change is not the pull request's.
+    git(&repo, &["checkout", "-q", "main"]);
+    let base = bump_release(&repo, "hello-two");
+
+    let github = mock_github().await;
+    let bot = start_bot(dir.path(), &github, engine).await;
+    let mut p: Value = fixture("pull_request-opened.json");
+    p["number"] = Value::from(8);
+    p["repository"]["full_name"] = Value::from("test/hello");
+    p["repository"]["clone_url"] = Value::from(format!("file://{}", repo.display()));
+    p["pull_request"]["head"]["sha"] = Value::from(head.clone());
+    p["pull_request"]["head"]["ref"] = Value::from("feature");
+    p["pull_request"]["head"]["repo"]["full_name"] = Value::from("test/hello");
+    p["pull_request"]["base"]["sha"] = Value::from(base);
+    p["pull_request"]["base"]["ref"] = Value::from("main");
+    let body = serde_json::to_vec(&p).expect("json");
+    assert_eq!(
+        post_webhook(bot.addr, "pull_request", "e2e-pr-mb", &body).await,
+        202
+    );
+    let all = wait_final(&github, &head, Duration::from_secs(180)).await;
+    assert_only(&all, CONTEXT);
 }

@@ -5,6 +5,7 @@
 //! Every state a build can end in produces a final report: nothing is left pending.
 
 pub mod metrics;
+pub mod planner;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,7 +51,7 @@ pub enum PlanError {
     Infra(String),
 }
 
-/// Turns a trigger into builds. The `plan` module plugs in here.
+/// Turns a trigger into builds; [`planner::GitPlanner`] in the service, fakes in tests.
 pub trait Planner: Send + Sync {
     fn plan<'a>(
         &'a self,

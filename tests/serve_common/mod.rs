@@ -221,6 +221,53 @@ pub fn example_repo(root: &Path) -> PathBuf {
     repo
 }
 
+/// Adds a second package, `hello-two` (hello-noarch under another name), and commits it;
+/// returns the new head.
+pub fn add_second_package(repo: &Path) -> String {
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-noarch");
+    let dir = repo.join("hello-two");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let spec = std::fs::read_to_string(ex.join("hello-noarch.spec")).expect("spec");
+    std::fs::write(
+        dir.join("hello-two.spec"),
+        spec.replacen(
+            "Name:           hello-noarch",
+            "Name:           hello-two",
+            1,
+        ),
+    )
+    .expect("write");
+    std::fs::copy(ex.join("greeting.txt"), dir.join("greeting.txt")).expect("copy");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "hello-two"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Bumps the Release of `package`'s spec and commits; returns the new head.
+pub fn bump_release(repo: &Path, package: &str) -> String {
+    let spec = repo.join(package).join(format!("{package}.spec"));
+    let text = std::fs::read_to_string(&spec).expect("spec");
+    let release = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Release:"))
+        .and_then(|r| r.trim().parse::<u32>().ok())
+        .expect("a numeric Release");
+    std::fs::write(
+        &spec,
+        text.replacen(
+            &format!("Release:        {release}"),
+            &format!("Release:        {}", release + 1),
+            1,
+        ),
+    )
+    .expect("write");
+    git(
+        repo,
+        &["commit", "-q", "-am", &format!("{package}: release")],
+    );
+    git(repo, &["rev-parse", "HEAD"])
+}
+
 /// A push payload (from the fixture) for `repo_dir`'s `branch` at `after`.
 pub fn push_payload(
     full_name: &str,

@@ -1,0 +1,266 @@
+//! The service's planner: a webhook trigger becomes the builds of the packages its change
+//! touched, in build order, using the same git mirror and change planner as `packetary plan`.
+//!
+//! Only the refs a trigger names are fetched (the branch of a push; `refs/pull/N/head` and the
+//! base branch of a pull request), plus the remote's default branch, which a new branch is
+//! compared with. libgit2 runs on the blocking pool inside [`MirrorCache`] and
+//! [`plan::plan_change`], so planning never stalls the runtime's workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+
+use super::{PlanError, PlannedBuild, Planner};
+use crate::config::Target;
+use crate::forge::{ChangeKind, Trigger};
+use crate::git::{Auth, GitError, MirrorCache, RemoteRef};
+use crate::model::TargetName;
+use crate::plan::{self, Change, Plan, PlanOptions, PlannedPackage};
+use crate::spec::SpecOracle;
+
+/// Plans triggers with [`plan::plan_change`] over a [`MirrorCache`].
+pub struct GitPlanner {
+    mirrors: MirrorCache,
+    auth: Auth,
+    /// Asks rpm for names and BuildRequires, so that dependencies build first. `None` plans
+    /// without it: every package in one stage.
+    oracle: Option<SpecOracle>,
+    targets: BTreeMap<TargetName, Target>,
+    default_targets: Vec<TargetName>,
+    /// The remote's default branch per URL, learnt at the first fetch, so that later pushes
+    /// fetch it together with their own branch in one round trip.
+    default_branches: Mutex<HashMap<String, String>>,
+}
+
+impl GitPlanner {
+    pub fn new(
+        mirrors: MirrorCache,
+        auth: Auth,
+        oracle: Option<SpecOracle>,
+        targets: BTreeMap<TargetName, Target>,
+        default_targets: Vec<TargetName>,
+    ) -> GitPlanner {
+        GitPlanner {
+            mirrors,
+            auth,
+            oracle,
+            targets,
+            default_targets,
+            default_branches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn known_default(&self, url: &str) -> Option<String> {
+        self.default_branches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .cloned()
+    }
+
+    /// Fetches what the trigger needs and returns the mirror and the remote's default branch.
+    async fn fetch(
+        &self,
+        t: &Trigger,
+        refs: Vec<RemoteRef>,
+    ) -> Result<(PathBuf, Option<String>), PlanError> {
+        let url = t.clone_url.as_str();
+        let known = self.known_default(url);
+        let mut refs = refs;
+        if let Some(d) = known.as_deref().and_then(RemoteRef::parse) {
+            if !refs.contains(&d) {
+                refs.push(d);
+            }
+        }
+        let (mirror, report) = self
+            .mirrors
+            .fetch(url, &refs, &self.auth)
+            .await
+            .map_err(git_error)?;
+        let default = report.default_branch.or(known);
+        if let Some(d) = &default {
+            let fresh = RemoteRef::parse(d).filter(|r| !refs.contains(r));
+            self.default_branches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(url.to_string(), d.clone());
+            // First contact with this remote: its default branch was not in the refspecs.
+            if let Some(r) = fresh {
+                self.mirrors
+                    .fetch(url, &[r], &self.auth)
+                    .await
+                    .map_err(git_error)?;
+            }
+        }
+        Ok((mirror.path, default))
+    }
+
+    async fn plan_impl(&self, t: &Trigger) -> Result<Vec<PlannedBuild>, PlanError> {
+        let (refs, change) = change_of(t)?;
+        let (mirror, default_branch) = self.fetch(t, refs).await?;
+        let opts = PlanOptions {
+            default_branch,
+            default_targets: self.default_targets.iter().map(|t| t.to_string()).collect(),
+            known_targets: self.targets.keys().map(|t| t.to_string()).collect(),
+        };
+        let plan = plan::plan_change(
+            mirror,
+            t.repo.to_string(),
+            change,
+            opts,
+            &self.targets,
+            self.oracle.as_ref(),
+        )
+        .await
+        .map_err(git_error)?;
+        for n in &plan.notices {
+            tracing::info!(repo = %t.repo, head = %t.head, "plan: {n}");
+        }
+        builds_of(&plan, t.only_package.as_deref(), t.only_target.as_deref())
+    }
+}
+
+impl Planner for GitPlanner {
+    fn plan<'a>(
+        &'a self,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
+        Box::pin(self.plan_impl(trigger))
+    }
+}
+
+/// The refs to fetch and the change to plan. A push compares with the branch's previous tip
+/// (none for a new branch: the planner then uses the fork point from the default branch); a
+/// pull request compares with its merge-base with the base branch, whose configuration is
+/// the trusted one.
+fn change_of(t: &Trigger) -> Result<(Vec<RemoteRef>, Change), PlanError> {
+    match t.kind {
+        ChangeKind::Push => {
+            let branch = RemoteRef::parse(&t.ref_name)
+                .filter(|r| matches!(r, RemoteRef::Branch(_)))
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!("`{}` is not a branch to build", t.ref_name))
+                })?;
+            Ok((
+                vec![branch],
+                Change::Push {
+                    before: t.base.as_ref().map(|b| b.to_string()),
+                    after: t.head.to_string(),
+                },
+            ))
+        }
+        ChangeKind::PullRequest => {
+            let pull = t
+                .pr_number
+                .map(RemoteRef::Pull)
+                .or_else(|| RemoteRef::parse(&t.ref_name))
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!("`{}` is not a pull request ref", t.ref_name))
+                })?;
+            let mut refs = vec![pull];
+            // The base branch as it is now, like the forge's own diff; the webhook's base
+            // commit only when the branch is unknown.
+            let base = match t.base_ref.as_deref().and_then(RemoteRef::parse) {
+                Some(b @ RemoteRef::Branch(_)) => {
+                    let name = b.refname();
+                    refs.push(b);
+                    name
+                }
+                _ => t.base.as_ref().map(|b| b.to_string()).ok_or_else(|| {
+                    PlanError::Invalid("the pull request names no base branch or commit".into())
+                })?,
+            };
+            Ok((
+                refs,
+                Change::Review {
+                    base,
+                    head: t.head.to_string(),
+                },
+            ))
+        }
+    }
+}
+
+/// Network and host faults are retried; a missing ref or commit is the change's own doing.
+/// A rejected credential is the service's configuration, not the author's: retried too, so
+/// that a fixed token picks the change up.
+fn git_error(e: GitError) -> PlanError {
+    match e {
+        GitError::Auth { .. } => PlanError::Infra(e.to_string()),
+        e if e.is_infrastructure() => PlanError::Infra(e.to_string()),
+        e => PlanError::Invalid(e.to_string()),
+    }
+}
+
+/// The name a package has in status contexts and `/packetary rebuild`: its spec's file
+/// stem, as `packetary build` and the build report call it.
+pub fn package_label(p: &PlannedPackage) -> String {
+    Path::new(&p.spec)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.id.to_string())
+}
+
+/// One build per package × target, in the plan's build order, restricted to what a rebuild
+/// comment names. Errors of the change, or of a package to build, fail the whole trigger:
+/// the queue has no way to record a build that failed before it started, and building the
+/// rest would hide the broken package behind a green aggregate.
+pub fn builds_of(
+    plan: &Plan,
+    only_package: Option<&str>,
+    only_target: Option<&str>,
+) -> Result<Vec<PlannedBuild>, PlanError> {
+    if !plan.errors.is_empty() {
+        return Err(PlanError::Invalid(plan.errors.join("; ")));
+    }
+    let wanted: Vec<&PlannedPackage> = plan
+        .packages
+        .iter()
+        .filter(|p| only_package.is_none_or(|o| package_label(p) == o))
+        .collect();
+    if let Some(o) = only_package {
+        if wanted.is_empty() {
+            let names: Vec<String> = plan.packages.iter().map(package_label).collect();
+            return Err(PlanError::Invalid(if names.is_empty() {
+                format!("cannot rebuild `{o}`: this change builds no package")
+            } else {
+                format!(
+                    "cannot rebuild `{o}`: this change builds only {}",
+                    names.join(", ")
+                )
+            }));
+        }
+    }
+    let broken: Vec<String> = wanted
+        .iter()
+        .filter_map(|p| {
+            p.error
+                .as_ref()
+                .map(|e| format!("{}: {}", package_label(p), e.replace('\n', " ")))
+        })
+        .collect();
+    if !broken.is_empty() {
+        return Err(PlanError::Invalid(broken.join("; ")));
+    }
+    let out: Vec<PlannedBuild> = wanted
+        .iter()
+        .flat_map(|p| {
+            p.targets
+                .iter()
+                .filter(|t| only_target.is_none_or(|o| t.as_str() == o))
+                .map(|t| PlannedBuild {
+                    package: package_label(p),
+                    spec_path: PathBuf::from(&p.spec),
+                    target: t.clone(),
+                })
+        })
+        .collect();
+    if let (Some(o), true) = (only_target, out.is_empty()) {
+        return Err(PlanError::Invalid(format!(
+            "cannot rebuild for `{o}`: no package of this change builds for that target"
+        )));
+    }
+    Ok(out)
+}
