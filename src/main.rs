@@ -284,7 +284,7 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
             username: "x-access-token".into(),
             token: t.expose().to_string(),
         },
-        Auth::App { .. } => git_auth(),
+        Auth::App { .. } | Auth::Anonymous => git_auth(),
     };
     let mirrors = MirrorCache::new(data_dir.join("mirrors"));
     let sources = Arc::new(MirrorSource::new(mirrors.clone(), git_creds.clone()));
