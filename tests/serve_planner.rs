@@ -186,10 +186,21 @@ async fn a_package_that_cannot_be_built_is_named() {
     git(&repo, &["commit", "-q", "-m", "bad name"]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let p = planner(dir.path());
-    match p.plan(&push(&repo, Some(&first), &head, "main")).await {
-        Err(PlanError::Invalid(m)) => assert!(m.contains("beta"), "{m}"),
-        other => panic!("expected an invalid plan, got {other:?}"),
+    // The broken package is planned as a failed build that says why; the change still plans.
+    let builds = p
+        .plan(&push(&repo, Some(&first), &head, "main"))
+        .await
+        .expect("the change plans");
+    let beta: Vec<&PlannedBuild> = builds.iter().filter(|b| b.package == "beta").collect();
+    assert!(!beta.is_empty(), "{builds:?}");
+    for b in beta {
+        let e = b.error.as_deref().expect("beta carries its error");
+        assert!(e.contains("UTF-8"), "{e}");
     }
+    assert!(builds
+        .iter()
+        .filter(|b| b.package != "beta")
+        .all(|b| b.error.is_none()));
 }
 
 #[tokio::test]

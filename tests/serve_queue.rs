@@ -456,6 +456,7 @@ async fn pages_escape_what_comes_from_repositories() {
         .insert_builds(
             &t,
             &[packetary::store::NewBuild {
+                error: None,
                 id: id.clone(),
                 package: evil.into(),
                 spec_path: format!("{evil}/x.spec"),
@@ -574,4 +575,78 @@ async fn planning_is_retried_after_an_infrastructure_fault() {
     .await;
     let t = store.triggers().await.expect("triggers");
     assert_eq!(t[0].attempts, 1);
+}
+
+/// Plans one good package and one that cannot be built.
+struct HalfBrokenPlanner;
+
+impl packetary::queue::Planner for HalfBrokenPlanner {
+    fn plan<'a>(
+        &'a self,
+        _t: &'a Trigger,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Vec<packetary::queue::PlannedBuild>, packetary::queue::PlanError>,
+    > {
+        Box::pin(async {
+            let t = packetary::model::TargetName::parse("t").expect("name");
+            Ok(vec![
+                packetary::queue::PlannedBuild {
+                    package: "hello".into(),
+                    spec_path: "hello/hello.spec".into(),
+                    target: t.clone(),
+                    error: None,
+                },
+                packetary::queue::PlannedBuild {
+                    package: "broken".into(),
+                    spec_path: "broken/broken.spec".into(),
+                    target: t,
+                    error: Some("symlink points outside the repository".into()),
+                },
+            ])
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_package_that_cannot_be_built_fails_alone_and_the_rest_builds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forge = arc_forge();
+    let store = Store::open(&dir.path().join("data")).await.expect("store");
+    let runner = FakeRunner::new(Mode::Succeed);
+    let q = packetary::queue::Queue::new(
+        store.clone(),
+        forge.clone(),
+        Arc::new(HalfBrokenPlanner),
+        Arc::new(FakeSources),
+        runner,
+        queue_config(&dir.path().join("data")),
+        Arc::new(packetary::queue::Metrics::default()),
+    );
+    let _tasks = q.start().await.expect("start");
+    store
+        .accept(
+            "d1",
+            "push",
+            Inbound::Trigger(&push('b'), TriggerState::New),
+        )
+        .await
+        .expect("accept");
+    q.wake();
+    let f = forge.clone();
+    wait_for(
+        "the good package built and the aggregate failed",
+        move || {
+            let f = f.clone();
+            async move {
+                last(&f, &sha('b'), "packetary/t/hello") == Some(ReportState::Success)
+                    && last(&f, &sha('b'), "packetary") == Some(ReportState::Failure)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        last(&forge, &sha('b'), "packetary/t/broken"),
+        Some(ReportState::Failure)
+    );
 }

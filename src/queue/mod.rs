@@ -38,6 +38,10 @@ pub struct PlannedBuild {
     /// The spec's path inside the repository.
     pub spec_path: PathBuf,
     pub target: TargetName,
+    /// Why the package cannot be built (a spec that does not parse, a symlink out of the
+    /// repository...): recorded as a failed build, so that the rest of the change still builds
+    /// and the aggregate status still fails.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -527,17 +531,22 @@ impl Queue {
                         package: p.package,
                         spec_path: p.spec_path.display().to_string(),
                         target: p.target,
+                        error: p.error,
                     })
                     .collect();
                 store.insert_builds(&st, &builds).await?;
                 tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());
                 for b in &builds {
+                    let (state, description) = match &b.error {
+                        None => (ReportState::Pending, "queued".to_string()),
+                        Some(e) => (ReportState::Failure, format!("plan: {e}")),
+                    };
                     self.set_report(Report {
                         repo: t.repo.clone(),
                         sha: t.head.clone(),
                         context: build_context(b.target.as_str(), &b.package),
-                        state: ReportState::Pending,
-                        description: "queued".into(),
+                        state,
+                        description,
                         target_url: Some(self.build_url(&b.id)),
                     })
                     .await?;

@@ -204,9 +204,8 @@ pub fn package_label(p: &PlannedPackage) -> String {
 }
 
 /// One build per package × target, in the plan's build order, restricted to what a rebuild
-/// comment names. Errors of the change, or of a package to build, fail the whole trigger:
-/// the queue has no way to record a build that failed before it started, and building the
-/// rest would hide the broken package behind a green aggregate.
+/// comment names. Errors of the whole change fail the trigger; a package that cannot be
+/// built becomes a build that starts out failed with the reason, and the others still build.
 pub fn builds_of(
     plan: &Plan,
     only_package: Option<&str>,
@@ -233,27 +232,31 @@ pub fn builds_of(
             }));
         }
     }
-    let broken: Vec<String> = wanted
+    // A broken package with no target has no status context to fail in: fail the change.
+    let homeless: Vec<String> = wanted
         .iter()
+        .filter(|p| p.targets.is_empty())
         .filter_map(|p| {
             p.error
                 .as_ref()
                 .map(|e| format!("{}: {}", package_label(p), e.replace('\n', " ")))
         })
         .collect();
-    if !broken.is_empty() {
-        return Err(PlanError::Invalid(broken.join("; ")));
+    if !homeless.is_empty() {
+        return Err(PlanError::Invalid(homeless.join("; ")));
     }
     let out: Vec<PlannedBuild> = wanted
         .iter()
         .flat_map(|p| {
+            let error = p.error.as_ref().map(|e| e.replace('\n', " "));
             p.targets
                 .iter()
                 .filter(|t| only_target.is_none_or(|o| t.as_str() == o))
-                .map(|t| PlannedBuild {
+                .map(move |t| PlannedBuild {
                     package: package_label(p),
                     spec_path: PathBuf::from(&p.spec),
                     target: t.clone(),
+                    error: error.clone(),
                 })
         })
         .collect();

@@ -184,6 +184,8 @@ pub struct NewBuild {
     /// The spec's path inside the repository.
     pub spec_path: String,
     pub target: TargetName,
+    /// Set when planning found the package unbuildable: the row starts out failed.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -545,8 +547,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for b in builds {
             sqlx::query(
-                "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(b.id.as_str())
             .bind(trigger.id.0)
@@ -558,8 +560,12 @@ impl Store {
             .bind(&b.package)
             .bind(&b.spec_path)
             .bind(b.target.as_str())
+            .bind(if b.error.is_some() { "failed" } else { "queued" })
             .bind(now.0)
             .bind(now.0)
+            .bind(b.error.as_deref())
+            .bind(b.error.as_ref().map(|_| "plan"))
+            .bind(b.error.as_ref().map(|_| now.0))
             .execute(&mut *tx)
             .await?;
         }

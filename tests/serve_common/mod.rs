@@ -301,6 +301,7 @@ impl Planner for FakePlanner {
     fn plan<'a>(&'a self, _t: &'a Trigger) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
         Box::pin(async {
             Ok(vec![PlannedBuild {
+                error: None,
                 package: "hello".into(),
                 spec_path: "hello/hello.spec".into(),
                 target: TargetName::parse("t").expect("name"),
