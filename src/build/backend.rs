@@ -111,7 +111,8 @@ mkdir -p /builddir/build
 rpmbuild -bs {defines} {spec}
 set -- {OUT_DIR}/*.src.rpm
 [ "$#" -eq 1 ] && [ -f "$1" ] || {{ echo "packetary: expected one SRPM in {OUT_DIR}, found: $*"; exit 1; }}
-rpm -qp --qf '%{{NAME}}\t%{{EPOCH}}\t%{{VERSION}}\t%{{RELEASE}}\n' "$1" > {OUT_DIR}/{NEVR_FILE}
+# One rpm call for the NEVR (first line) and the BuildRequires (the rest) read by deps.
+rpm -qp --qf '%{{NAME}}\t%{{EPOCH}}\t%{{VERSION}}\t%{{RELEASE}}\n[%{{REQUIRENEVRS}}\n]' "$1" > {OUT_DIR}/{NEVR_FILE}
 echo "packetary: wrote ${{1##*/}}""#
     );
 
@@ -148,7 +149,7 @@ srpm=$(ls {OUT_DIR}/*.src.rpm)
 missing=()
 while IFS= read -r line; do
   case "$line" in "no package provides "*) missing+=("${{line#no package provides }}");; esac
-done < <(rpm -qp --requires "$srpm" | grep -v '^rpmlib(' | tr '\n' '\0' | xargs -0 -r rpm -q --whatprovides 2>&1)
+done < <(tail -n +2 {OUT_DIR}/{NEVR_FILE} | grep -v '^rpmlib(' | tr '\n' '\0' | xargs -0 -r rpm -q --whatprovides 2>&1)
 if [ "${{#missing[@]}}" -eq 0 ]; then echo "packetary: all build dependencies are installed"; exit 0; fi
 printf 'packetary: to install: %s\n' "${{missing[@]}}"
 {dnf}

@@ -440,7 +440,7 @@ impl Executor {
                 let text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
                     .await
                     .unwrap_or_default();
-                run.nevr = Nevr::parse_query_line(&text);
+                run.nevr = text.lines().next().and_then(Nevr::parse_query_line);
             }
             if code != 0 {
                 return Err(self.classify(run, &id, code, &logs_dir_of(run)).await);
