@@ -518,15 +518,7 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
-    let mut image_ids = std::collections::HashMap::new();
-    for t in &targets {
-        if !image_ids.contains_key(&t.image) {
-            let id = images::ensure(&engine, &config.images, &t.image, &mut |l| progress_line(l))
-                .await
-                .map_err(infra)?;
-            image_ids.insert(t.image.clone(), id);
-        }
-    }
+    let image_ids = ensure_images(&engine, &config, targets.iter()).await?;
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the output directory {}", out.display()))
         .map_err(infra)?;
@@ -578,6 +570,25 @@ async fn cmd_build(config: Config, args: BuildArgs) -> Result<u8, Exit> {
     ctrl_c.abort();
 
     Ok(summarize(&reports, started))
+}
+
+/// Makes sure every image the targets use is on the Docker host (building missing ones
+/// once, before any build starts); returns image → id for the builds' provenance.
+async fn ensure_images<'a>(
+    engine: &Engine,
+    config: &Config,
+    targets: impl Iterator<Item = &'a packetary::config::Target>,
+) -> Result<std::collections::HashMap<String, String>, Exit> {
+    let mut image_ids = std::collections::HashMap::new();
+    for t in targets {
+        if !image_ids.contains_key(&t.image) {
+            let id = images::ensure(engine, &config.images, &t.image, &mut |l| progress_line(l))
+                .await
+                .map_err(infra)?;
+            image_ids.insert(t.image.clone(), id);
+        }
+    }
+    Ok(image_ids)
 }
 
 /// Prints build progress, phase by phase, on the terminal; ends when every sender is gone.
@@ -982,18 +993,15 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         })
         .collect();
 
-    let mut image_ids = HashMap::new();
-    for t in packages.iter().flat_map(|p| &p.targets) {
-        let target = &config.targets[t];
-        if !image_ids.contains_key(&target.image) {
-            let id = images::ensure(&engine, &config.images, &target.image, &mut |l| {
-                progress_line(l)
-            })
-            .await
-            .map_err(infra)?;
-            image_ids.insert(target.image.clone(), id);
-        }
-    }
+    let image_ids = ensure_images(
+        &engine,
+        &config,
+        packages
+            .iter()
+            .flat_map(|p| &p.targets)
+            .filter_map(|t| config.targets.get(t)),
+    )
+    .await?;
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the output directory {}", out.display()))
         .map_err(infra)?;
