@@ -273,23 +273,7 @@ fn interrupt_removes_the_container() {
         .spawn()
         .expect("spawn");
     // Wait until the build phase runs, then press Ctrl-C.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let staging = w.join("out").join(T);
-    loop {
-        let building = std::fs::read_dir(&staging)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path().join("logs/build.log"))
-                    .is_ok_and(|l| l.contains("=== build phase"))
-            });
-        if building {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "build never started");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_build_phase(&w.join("out").join(T));
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-INT", &pid])
