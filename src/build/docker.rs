@@ -297,16 +297,19 @@ impl Engine {
     }
 
     /// Removes the container whatever its state; a missing container is not an error.
-    pub async fn remove(&self, id: &str) -> Result<(), InfraError> {
+    /// Force-removes a container. Returns whether this call removed it: `false` when it was
+    /// already gone (404) or another client is removing it (409), so callers count honestly.
+    pub async fn remove(&self, id: &str) -> Result<bool, InfraError> {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
         match self.docker.remove_container(id, Some(opts)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
+                status_code: 404 | 409,
+                ..
+            }) => Ok(false),
             Err(e) => Err(InfraError::docker("remove the build container", e)),
         }
     }

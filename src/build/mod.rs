@@ -214,9 +214,11 @@ impl Executor {
             if h != host || Path::new("/proc").join(pid).exists() {
                 continue;
             }
-            tracing::warn!(container = %id, %owner, "removing a build container left by a dead process");
-            self.engine.remove(&id).await?;
-            removed += 1;
+            // The owner may have removed it itself between the listing and the /proc check.
+            if self.engine.remove(&id).await? {
+                tracing::warn!(container = %id, %owner, "removed a build container left by a dead process");
+                removed += 1;
+            }
         }
         Ok(removed)
     }

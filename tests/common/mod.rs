@@ -133,3 +133,23 @@ pub fn result_dir(out: &Path, target: &str) -> PathBuf {
     assert_eq!(dirs.len(), 1, "expected one result dir, got {dirs:?}");
     dirs[0].clone()
 }
+
+/// Waits until some build under `target_dir` is in its build phase.
+pub fn wait_for_build_phase(target_dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let building = std::fs::read_dir(target_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("logs/build.log"))
+                    .is_ok_and(|l| l.contains("=== build phase"))
+            });
+        if building {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "build never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
