@@ -203,6 +203,7 @@ impl SpecOracle {
         let spec = ContainerSpec {
             name: format!("packetary-spec-{id}"),
             image: target.image.clone(),
+            cmd: None,
             labels: [(LABEL_BUILD.to_string(), format!("spec-{id}"))]
                 .into_iter()
                 .collect(),

@@ -95,25 +95,7 @@ fn build_requires_from_a_local_repository() {
     }
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
-    // A package that provides the capability, built first and published with createrepo_c.
-    write(
-        &w.join("src/greet/greet.spec"),
-        &spec("greet", "Provides: greet-devel = 1.0", "true"),
-    );
-    let r = packetary(&["build", "src/greet", "--out", "out1"], w);
-    assert_eq!(r.code, 0, "{}", r.all());
-    let repo = w.join("repo");
-    std::fs::create_dir_all(&repo).expect("mkdir");
-    for f in std::fs::read_dir(w.join("out1").join(T).join("greet-1.0-1"))
-        .expect("out")
-        .flatten()
-    {
-        let name = f.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".noarch.rpm") {
-            std::fs::copy(f.path(), repo.join(&name)).expect("copy");
-        }
-    }
-    createrepo(&repo);
+    let repo = greet_repo(w);
 
     write(
         &w.join("src/user/user.spec"),
@@ -154,6 +136,122 @@ fn build_requires_from_a_local_repository() {
     assert!(root_log.contains("greet"), "{root_log}");
     assert!(ok.join("user-1.0-1.noarch.rpm").is_file());
     assert!(containers_of_build(&ok).is_empty());
+}
+
+/// A package that provides `greet-devel`, built with packetary and published with
+/// createrepo_c in `w/repo`.
+fn greet_repo(w: &Path) -> std::path::PathBuf {
+    write(
+        &w.join("src/greet/greet.spec"),
+        &spec("greet", "Provides: greet-devel = 1.0", "true"),
+    );
+    let r = packetary(&["build", "src/greet", "--out", "out1"], w);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let repo = w.join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    for f in std::fs::read_dir(w.join("out1").join(T).join("greet-1.0-1"))
+        .expect("out")
+        .flatten()
+    {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".noarch.rpm") {
+            std::fs::copy(f.path(), repo.join(&name)).expect("copy");
+        }
+    }
+    createrepo(&repo);
+    repo
+}
+
+/// Serves `dir` over HTTP on all interfaces (containers on the bridge reach it through
+/// the gateway address). Returns the port.
+fn serve_dir(dir: std::path::PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut header = String::new();
+            while reader
+                .read_line(&mut header)
+                .map(|n| n > 2)
+                .unwrap_or(false)
+            {
+                header.clear();
+            }
+            let file = dir.join(path.trim_start_matches('/'));
+            let mut stream = reader.into_inner();
+            let _ = match std::fs::read(&file) {
+                Ok(body) if !path.contains("..") => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(&body)),
+                _ => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    port
+}
+
+#[test]
+fn build_requires_over_http_then_the_network_is_cut() {
+    if !docker_or_skip("build_requires_over_http_then_the_network_is_cut") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let repo = greet_repo(w);
+    let port = serve_dir(repo);
+    let out = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ])
+        .output()
+        .expect("docker network inspect");
+    let gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!gateway.is_empty(), "no gateway on Docker's bridge network");
+    // %build proves the dependency is installed and that only loopback is left.
+    write(
+        &w.join("src/user/user.spec"),
+        &spec(
+            "user",
+            "BuildRequires: greet-devel >= 1.0",
+            "test -f /usr/share/greet/marker\nls /sys/class/net\ntest \"$(ls /sys/class/net)\" = lo",
+        ),
+    );
+    let r = packetary(
+        &[
+            "build",
+            "src/user",
+            "--out",
+            "out",
+            "--repo",
+            &format!("remote=http://{gateway}:{port}/"),
+        ],
+        w,
+    );
+    let dir = result_dir(&w.join("out"), T);
+    let build_log = std::fs::read_to_string(dir.join("logs/build.log")).unwrap_or_default();
+    assert_eq!(r.code, 0, "{}\n{build_log}", r.all());
+    let root_log = std::fs::read_to_string(dir.join("logs/root.log")).expect("root.log");
+    assert!(root_log.contains("greet"), "{root_log}");
+    assert!(containers_of_build(&dir).is_empty());
 }
 
 /// Builds one spec with a config and returns (run, result dir).

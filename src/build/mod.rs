@@ -184,6 +184,8 @@ struct Run {
     events: Option<UnboundedSender<Event>>,
     state_log: Vec<u8>,
     oom_limit: Option<i64>,
+    /// OOM kills the driver counted in the container's cgroup when a phase failed.
+    oom_kills: u64,
 }
 
 impl Executor {
@@ -251,6 +253,7 @@ impl Executor {
             nevr: None,
             events,
             state_log: vec![],
+            oom_kills: 0,
         };
         let timeout = run.req.target.limits.timeout;
         run.begin(Phase::Prepare);
@@ -373,9 +376,38 @@ impl Executor {
         let mut root_log = open_log(&logs.join("root.log")).await?;
         let build_log = open_log(&logs.join("build.log")).await?;
 
+        // Phases run back to back in as few processes as possible. Without a network cut
+        // they are the container's main process (no exec at all); with one, the container
+        // idles and two execs run on either side of the disconnection.
+        let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
+        if let Some(deps) = &script.deps {
+            steps.push((Phase::Deps, deps.as_str()));
+        }
+        let cut = network && script.offline_build;
+        let mut groups = vec![steps];
+        if cut {
+            groups.push(vec![(Phase::Build, script.build.as_str())]);
+        } else {
+            groups[0].push((Phase::Build, script.build.as_str()));
+        }
+        let drivers: Vec<(String, Vec<String>)> = groups
+            .iter()
+            .map(|group| {
+                let nonce = format!("{:016x}", rand::random::<u64>());
+                let named: Vec<(&str, &str)> =
+                    group.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+                let cmd = backend::driver(&nonce, &named);
+                for (phase, _) in group {
+                    run.commands.push((*phase, cmd.clone()));
+                }
+                (nonce, cmd)
+            })
+            .collect();
+
         let spec = docker::ContainerSpec {
             name: format!("packetary-{}", run.req.id),
             image: target.image.clone(),
+            cmd: (!cut).then(|| drivers[0].1.clone()),
             labels: [
                 (LABEL_BUILD.to_string(), run.req.id.to_string()),
                 (LABEL_TARGET.to_string(), target.name.to_string()),
@@ -411,33 +443,28 @@ impl Executor {
             .await;
         let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
         run.container = Some(id.clone());
-        self.engine.start(&id).await.map_err(Stop::Infra)?;
-        run.end(true);
-
-        // Phases run back to back in as few exec calls as possible; the network is cut
-        // between the dependency and the build phase where the backend asks for it.
-        let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
-        if let Some(deps) = &script.deps {
-            steps.push((Phase::Deps, deps.as_str()));
-        }
-        let cut = network && script.offline_build;
-        let mut groups = vec![steps];
-        if cut {
-            groups.push(vec![(Phase::Build, script.build.as_str())]);
-        } else {
-            groups[0].push((Phase::Build, script.build.as_str()));
-        }
         let mut logs = Logs {
             root: root_log,
             build: build_log,
         };
-        for (i, group) in groups.iter().enumerate() {
-            if i > 0 && cut {
-                self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+        for (i, (group, (nonce, cmd))) in groups.iter().zip(&drivers).enumerate() {
+            let stream = if !cut {
+                self.engine.start_attached(&id).await
+            } else {
+                if i == 0 {
+                    self.engine.start(&id).await.map_err(Stop::Infra)?;
+                } else {
+                    self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+                }
+                self.engine
+                    .exec_start(&id, cmd.clone(), script.env.clone())
+                    .await
             }
-            let code = self
-                .run_steps(run, &id, group, &script.env, &mut logs)
-                .await?;
+            .map_err(Stop::Infra)?;
+            if i == 0 {
+                run.end(true);
+            }
+            let code = self.run_steps(run, stream, group, nonce, &mut logs).await?;
             if run.nevr.is_none() {
                 let text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
                     .await
@@ -463,24 +490,14 @@ impl Executor {
     async fn run_steps(
         &self,
         run: &mut Run,
-        id: &str,
+        mut stream: docker::ExecStream,
         steps: &[(Phase, &str)],
-        env: &[String],
+        nonce: &str,
         logs: &mut Logs,
     ) -> Result<i64, Stop> {
-        let nonce = format!("{:016x}", rand::random::<u64>());
-        let named: Vec<(&str, &str)> = steps.iter().map(|(p, b)| (p.as_str(), *b)).collect();
-        let cmd = backend::driver(&nonce, &named);
-        for (phase, _) in steps {
-            run.commands.push((*phase, cmd.clone()));
-        }
         let begin = format!("@@packetary-{nonce} begin ");
         let end = format!("@@packetary-{nonce} end ");
-        let mut stream = self
-            .engine
-            .exec_start(id, cmd, env.to_vec())
-            .await
-            .map_err(Stop::Infra)?;
+        let oom = backend::marker(nonce, "oom", "kills ");
         let mut pending: Vec<u8> = Vec::new();
         let mut started_any = false;
         while let Some(chunk) = stream.next_chunk().await {
@@ -502,6 +519,8 @@ impl Executor {
                     if rest.ends_with(" 0") {
                         run.end(true);
                     }
+                } else if let Some(n) = text.trim_end().strip_prefix(&oom) {
+                    run.oom_kills = n.parse().unwrap_or(0);
                 } else {
                     logs.write(run.phase, &line).await?;
                 }
@@ -516,7 +535,7 @@ impl Executor {
             run.begin(steps[0].0);
         }
         self.engine
-            .exec_exit_code(stream.id())
+            .exit_code(&stream.exit())
             .await
             .map_err(Stop::Infra)
     }
@@ -525,7 +544,7 @@ impl Executor {
     /// not be installed, or the package's own failure. The OOM check runs whatever the exit
     /// code, since rpmbuild turns a killed `%build` into a plain 1.
     async fn classify(&self, run: &Run, id: &str, code: i64, logs: &Path) -> Stop {
-        if self.engine.oom_killed(id).await {
+        if run.oom_kills > 0 || self.engine.oom_killed(id).await {
             return Stop::Failed(
                 Failure::OutOfMemory {
                     limit_bytes: run.oom_limit,
