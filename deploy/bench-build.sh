@@ -38,14 +38,18 @@ for i in 1 2 3 4 5 6 7 8; do spec "many/p$i" "p$i"; done
 now() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-baseline() {
-  local out="$work/base-out"; rm -rf "$out"; mkdir -p "$out"
-  docker run --rm --network none -v "$work/trivial:/src:ro" -v "$out:/out" "$image" bash -c '
+# The bare minimum: one `docker run` doing the two rpmbuild steps by hand.
+# bare SPECDIR NAME OUTDIR
+bare() {
+  rm -rf "$3"; mkdir -p "$3"
+  docker run --rm --network none --hostname packetary -e OMP_WAIT_POLICY=PASSIVE \
+    -v "$1:/src:ro" -v "$3:/out" "$image" bash -c "
     set -e
-    rpmbuild -bs --define "_topdir /tmp/b" --define "_sourcedir /src" --define "_srcrpmdir /out" /src/trivial.spec >/dev/null
-    rpmbuild --rebuild --define "_topdir /tmp/b" --define "_rpmdir /out" /out/*.src.rpm >/dev/null 2>&1
-    ls /out/noarch/*.rpm >/dev/null'
+    rpmbuild -bs --define '_topdir /tmp/b' --define '_sourcedir /src' --define '_srcrpmdir /out' /src/$2.spec >/dev/null 2>&1
+    rpmbuild --rebuild --define '_topdir /tmp/b' --define '_rpmdir /out' /out/*.src.rpm >/dev/null 2>&1
+    ls /out/noarch/*.rpm >/dev/null"
 }
+baseline() { bare "$work/trivial" trivial "$work/base-out"; }
 ours() {
   rm -rf "$work/ours-out"
   $bin build "$work/trivial" --out "$work/ours-out" >/dev/null 2>&1
@@ -65,11 +69,27 @@ par() {
   rm -rf "$work/par-out"
   $bin build "$work/many" --out "$work/par-out" -j "$1" >/dev/null 2>&1
 }
-par 2
-: > "$work/t-j1"; : > "$work/t-j2"
-for _ in $(seq $(( (rounds + 1) / 2 ))); do
+# The same 8 packages built by bare `docker run`s, one at a time and in two streams: what
+# this machine allows any Docker-based tool, measured in the same run.
+bare_par() {
+  if [ "$1" = 1 ]; then
+    for i in 1 2 3 4 5 6 7 8; do bare "$work/many/p$i" "p$i" "$work/bare-$i"; done
+  else
+    (for i in 1 2 3 4; do bare "$work/many/p$i" "p$i" "$work/bare-$i"; done) &
+    for i in 5 6 7 8; do bare "$work/many/p$i" "p$i" "$work/bare-$i"; done
+    wait
+  fi
+}
+par 2; bare_par 2
+: > "$work/t-j1"; : > "$work/t-j2"; : > "$work/t-b1"; : > "$work/t-b2"
+for _ in $(seq "$rounds"); do
   s=$(now); par 1; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-j1"
   s=$(now); par 2; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-j2"
+  s=$(now); bare_par 1; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-b1"
+  s=$(now); bare_par 2; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-b2"
 done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
 j1=$(median < "$work/t-j1"); j2=$(median < "$work/t-j2")
-echo "parallel: 8 packages -j1 median ${j1} ms, -j2 median ${j2} ms, ratio $(awk -v a="$j2" -v b="$j1" 'BEGIN{printf "%.3f", a/b}') (target <= 0.6)"
+b1=$(median < "$work/t-b1"); b2=$(median < "$work/t-b2")
+echo "parallel: 8 packages -j1 median ${j1} ms, -j2 median ${j2} ms, ratio $(ratio "$j2" "$j1") (target <= 0.6) over $rounds rounds"
+echo "parallel reference: bare docker run, one at a time ${b1} ms, two streams ${b2} ms, ratio $(ratio "$b2" "$b1")"

@@ -132,6 +132,7 @@ image = "packetary/rpmbuild:bookworm"
     // Wait for one build running and one queued, then kill -9.
     let store = Store::open(&data).await.expect("store");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut slow_building = None;
     loop {
         let running = store
             .builds_in_state(BuildState::Running)
@@ -141,11 +142,14 @@ image = "packetary/rpmbuild:bookworm"
             .builds_in_state(BuildState::Queued)
             .await
             .expect("builds");
-        if running.len() == 1 && queued.len() == 1 && running[0].package == "hello-noarch"
-            || running
-                .first()
-                .is_some_and(|b| b.package == "hello-slow" && b.phase.as_deref() == Some("build"))
+        if running.len() == 1 && queued.len() == 1 && running[0].package == "hello-noarch" {
+            break;
+        }
+        if let Some(b) = running
+            .first()
+            .filter(|b| b.package == "hello-slow" && b.phase.as_deref() == Some("build"))
         {
+            slow_building = Some(b.id.clone());
             break;
         }
         assert!(
@@ -157,6 +161,20 @@ image = "packetary/rpmbuild:bookworm"
     }
     server.kill().expect("SIGKILL");
     let _ = server.wait();
+    // The slow build's container outlives the server, still in its build phase.
+    let slow_container = slow_building.as_ref().map(|id| {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--no-trunc", "--filter"])
+            .arg(format!("label=org.packetary.build-id={id}"))
+            .output()
+            .expect("docker ps");
+        let cid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            !cid.is_empty(),
+            "the slow build's container died with the server"
+        );
+        cid
+    });
     let unfinished = store
         .builds_in_state(BuildState::Running)
         .await
@@ -220,6 +238,29 @@ image = "packetary/rpmbuild:bookworm"
         leftovers.stdout.is_empty(),
         "the killed build's container is left behind"
     );
+    // The build that was in its container when the server died was reattached, not run
+    // again: its logs name the same container and hold the phases from before the crash.
+    if let Some(cid) = &slow_container {
+        let slow = builds
+            .iter()
+            .find(|b| b.package == "hello-slow")
+            .expect("slow");
+        let dir = slow.result_dir.as_ref().expect("result dir");
+        let root = std::fs::read_to_string(dir.join("logs/root.log")).expect("root.log");
+        assert!(
+            root.contains(&format!("reattached to container {cid}")),
+            "{root}\n{log_text}"
+        );
+        let build = std::fs::read_to_string(dir.join("logs/build.log")).expect("build.log");
+        assert!(
+            build.contains("=== srpm phase ===") && build.contains("=== build phase ==="),
+            "{build}"
+        );
+        assert!(
+            log_text.contains("reattached to a build container"),
+            "{log_text}"
+        );
+    }
     // No secret in the log.
     assert!(
         !log_text.contains("ghp_crash") && !log_text.contains(SECRET),

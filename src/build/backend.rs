@@ -160,13 +160,20 @@ echo "packetary: wrote ${{1##*/}}""#
         format!("{} && exit 0", args.join(" "))
     };
     // Checking with rpm first keeps the common case (nothing to install) free of dnf's start-up.
+    // Bash builtins only until something is to be queried: each process start costs CPU
+    // that parallel builds compete for.
     let deps = format!(
         r#"set -u
-srpm=$(ls {OUT_DIR}/*.src.rpm)
+set -- {OUT_DIR}/*.src.rpm
+srpm=$1
+reqs=()
+{{ read -r _ || true; while IFS= read -r r; do case "$r" in rpmlib\(*|"") ;; *) reqs+=("$r");; esac; done; }} < {OUT_DIR}/{NEVR_FILE}
 missing=()
-while IFS= read -r line; do
-  case "$line" in "no package provides "*) missing+=("${{line#no package provides }}");; esac
-done < <(tail -n +2 {OUT_DIR}/{NEVR_FILE} | grep -v '^rpmlib(' | tr '\n' '\0' | xargs -0 -r rpm -q --whatprovides 2>&1)
+if [ "${{#reqs[@]}}" -gt 0 ]; then
+  while IFS= read -r line; do
+    case "$line" in "no package provides "*) missing+=("${{line#no package provides }}");; esac
+  done < <(rpm -q --whatprovides "${{reqs[@]}}" 2>&1)
+fi
 if [ "${{#missing[@]}}" -eq 0 ]; then echo "packetary: all build dependencies are installed"; exit 0; fi
 printf 'packetary: to install: %s\n' "${{missing[@]}}"
 {dnf}

@@ -7,7 +7,8 @@ use std::path::Path;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkDisconnectRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -29,6 +30,22 @@ pub const LABEL_TARGET: &str = "org.packetary.target";
 /// Which process made the container (`cli/<host>/<pid>`), so that a later run can tell
 /// the leftovers of a killed process from the containers of a live one.
 pub const LABEL_OWNER: &str = "org.packetary.owner";
+/// The nonce of the driver running as the container's main process: what a restarted
+/// service needs to read the phase markers again when it reattaches.
+pub const LABEL_NONCE: &str = "org.packetary.driver-nonce";
+
+/// A build container found after a restart, with what reattaching needs.
+#[derive(Debug, Clone)]
+pub struct FoundContainer {
+    pub id: String,
+    pub image_id: Option<String>,
+    pub nonce: Option<String>,
+    /// The main process, as created: recorded in the build's provenance.
+    pub cmd: Vec<String>,
+    /// Docker's `created`, `running`, `exited`, ...
+    pub status: String,
+    pub started_at: Option<String>,
+}
 
 /// The output of a running process: an exec call, or a container's main process.
 pub struct ExecStream {
@@ -196,7 +213,6 @@ impl Engine {
     pub async fn start_attached(&self, id: &str) -> Result<ExecStream, InfraError> {
         let opts = AttachContainerOptionsBuilder::default()
             .stream(true)
-            .logs(true)
             .stdout(true)
             .stderr(true)
             .build();
@@ -210,6 +226,54 @@ impl Engine {
             exit: Exit::Container(id.to_string()),
             output: Some(attached.output),
         })
+    }
+
+    /// Everything the main process printed since its start, then the rest as it comes
+    /// until it ends (from the daemon's log driver; ends at once for an exited container,
+    /// so there is no race with the container ending before the call).
+    pub fn replay(&self, id: &str) -> ExecStream {
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        ExecStream {
+            exit: Exit::Container(id.to_string()),
+            output: Some(Box::pin(self.docker.logs(id, Some(opts)))),
+        }
+    }
+
+    /// The build container of build `build_id`, if one exists.
+    pub async fn find_build_container(
+        &self,
+        build_id: &str,
+    ) -> Result<Option<FoundContainer>, InfraError> {
+        let ids = self
+            .containers_with_label(&format!("{LABEL_BUILD}={build_id}"))
+            .await?;
+        let Some(id) = ids.into_iter().next() else {
+            return Ok(None);
+        };
+        let c = match self.docker.inspect_container(&id, None).await {
+            Ok(c) => c,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(InfraError::docker("inspect the build container", e)),
+        };
+        let config = c.config.unwrap_or_default();
+        let state = c.state.unwrap_or_default();
+        Ok(Some(FoundContainer {
+            id,
+            image_id: c.image,
+            nonce: config
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_NONCE).cloned()),
+            cmd: config.cmd.unwrap_or_default(),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            started_at: state.started_at,
+        }))
     }
 
     /// Starts `cmd` in the container; read its output with [`ExecStream::next_chunk`] and

@@ -238,32 +238,95 @@ impl Executor {
         events: Option<UnboundedSender<Event>>,
         cancel: CancellationToken,
     ) -> BuildReport {
-        let target_dir = req.out_root.join(req.target.name.as_str());
-        let staging = target_dir.join(format!(".build-{}", req.id));
-        let mut run = Run {
-            oom_limit: req.target.limits.memory_bytes,
-            req,
-            staging,
-            container: None,
-            phase: Phase::Prepare,
-            phase_start: Instant::now(),
-            phase_started_at: now(),
-            phases: vec![],
-            commands: vec![],
-            nevr: None,
-            events,
-            state_log: vec![],
-            oom_kills: 0,
-        };
+        let mut run = Run::new(req, events);
         let timeout = run.req.target.limits.timeout;
         run.begin(Phase::Prepare);
-
         let result = tokio::select! {
             r = self.phases(&mut run) => r,
-            () = tokio::time::sleep(timeout) => Err(Stop::Failed(Failure::Timeout { limit_secs: timeout.as_secs() }, format!("build exceeded its time limit of {}", humantime::format_duration(timeout)))),
+            () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
             () = cancel.cancelled() => Err(Stop::Cancelled),
         };
+        self.conclude(run, result, image_id).await
+    }
 
+    /// Picks up a build whose container outlived the process that started it (the service
+    /// was killed): replays the driver's output from the start, follows it to the end and
+    /// finishes the build as [`Executor::run`] would, within what is left of its time
+    /// limit. `None` when there is nothing to pick up: no container, one never started, or
+    /// one whose phases ran as exec sessions (those died with the process); the caller
+    /// then removes any container and runs the build again.
+    pub async fn reattach(
+        &self,
+        req: BuildRequest,
+        events: Option<UnboundedSender<Event>>,
+        cancel: CancellationToken,
+    ) -> Option<BuildReport> {
+        let found = match self.engine.find_build_container(req.id.as_str()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(build = %req.id, "cannot look for the build's container: {e}");
+                return None;
+            }
+        };
+        let nonce = found.nonce.clone()?;
+        if found.status == "created" || found.status == "removing" || found.status == "dead" {
+            return None;
+        }
+        let stream = self.engine.replay(&found.id);
+        let mut run = Run::new(req, events);
+        run.container = Some(found.id.clone());
+        let timeout = run.req.target.limits.timeout;
+        let elapsed = found
+            .started_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t.get(..19).unwrap_or(t)).ok())
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let left = timeout.saturating_sub(elapsed);
+        let steps = [(Phase::Srpm, ""), (Phase::Deps, ""), (Phase::Build, "")];
+        for (phase, _) in &steps {
+            run.commands.push((*phase, found.cmd.clone()));
+        }
+        tracing::info!(build = %run.req.id, container = %found.id, "reattached to a build container that outlived the previous process");
+        run.begin(Phase::Prepare);
+        let logs = run.staging.join("logs");
+        let result = async {
+            tokio::fs::create_dir_all(&logs)
+                .await
+                .map_err(|e| infra(format!("create {}: {e}", logs.display())))?;
+            // The replay starts from the beginning: the logs are written again.
+            let mut root = new_log(&logs.join("root.log")).await?;
+            let build = new_log(&logs.join("build.log")).await?;
+            let _ = root
+                .write_all(
+                    format!(
+                        "packetary: build {} reattached to container {} after a restart; output replayed from its start\n",
+                        run.req.id, found.id
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            run.end(true);
+            let mut logs = Logs { root, build };
+            tokio::select! {
+                r = self.follow(&mut run, &found.id, stream, &steps, &nonce, &mut logs) => r,
+                () = tokio::time::sleep(left) => Err(timed_out(timeout)),
+                () = cancel.cancelled() => Err(Stop::Cancelled),
+            }
+        }
+        .await
+        .and_then(|()| check_nevr(&run));
+        Some(self.conclude(run, result, found.image_id).await)
+    }
+
+    /// Removes the container, collects the results and writes the report.
+    async fn conclude(
+        &self,
+        mut run: Run,
+        result: Result<(), Stop>,
+        image_id: Option<String>,
+    ) -> BuildReport {
         if let Some(id) = run.container.take() {
             if let Err(e) = self.engine.remove(&id).await {
                 tracing::error!(container = %id, "could not remove build container: {e}");
@@ -414,6 +477,7 @@ impl Executor {
                 (LABEL_OWNER.to_string(), self.owner.clone()),
             ]
             .into_iter()
+            .chain((!cut).then(|| (docker::LABEL_NONCE.to_string(), drivers[0].0.clone())))
             .collect(),
             mounts,
             env: script.env.clone(),
@@ -464,22 +528,31 @@ impl Executor {
             if i == 0 {
                 run.end(true);
             }
-            let code = self.run_steps(run, stream, group, nonce, &mut logs).await?;
-            if run.nevr.is_none() {
-                let text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
-                    .await
-                    .unwrap_or_default();
-                run.nevr = text.lines().next().and_then(Nevr::parse_query_line);
-            }
-            if code != 0 {
-                return Err(self.classify(run, &id, code, &logs_dir_of(run)).await);
-            }
+            self.follow(run, &id, stream, group, nonce, &mut logs)
+                .await?;
         }
+        check_nevr(run)
+    }
+
+    /// Reads a driver's output to its end and turns a non-zero exit into the build's failure.
+    async fn follow(
+        &self,
+        run: &mut Run,
+        id: &str,
+        stream: docker::ExecStream,
+        steps: &[(Phase, &str)],
+        nonce: &str,
+        logs: &mut Logs,
+    ) -> Result<(), Stop> {
+        let code = self.run_steps(run, stream, steps, nonce, logs).await?;
         if run.nevr.is_none() {
-            return Err(Stop::Failed(
-                Failure::Exit { code: 0 },
-                "the SRPM's header has no usable name/version/release".into(),
-            ));
+            let text = tokio::fs::read_to_string(run.staging.join(NEVR_FILE))
+                .await
+                .unwrap_or_default();
+            run.nevr = text.lines().next().and_then(Nevr::parse_query_line);
+        }
+        if code != 0 {
+            return Err(self.classify(run, id, code, &logs_dir_of(run)).await);
         }
         Ok(())
     }
@@ -623,6 +696,28 @@ fn infra(msg: String) -> Stop {
 }
 
 impl Run {
+    fn new(req: BuildRequest, events: Option<UnboundedSender<Event>>) -> Run {
+        let staging = req
+            .out_root
+            .join(req.target.name.as_str())
+            .join(format!(".build-{}", req.id));
+        Run {
+            oom_limit: req.target.limits.memory_bytes,
+            req,
+            staging,
+            container: None,
+            phase: Phase::Prepare,
+            phase_start: Instant::now(),
+            phase_started_at: now(),
+            phases: vec![],
+            commands: vec![],
+            nevr: None,
+            events,
+            state_log: vec![],
+            oom_kills: 0,
+        }
+    }
+
     fn begin(&mut self, phase: Phase) {
         self.phase = phase;
         self.phase_start = Instant::now();
@@ -794,6 +889,35 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&old);
     }
     std::fs::rename(from, to).map_err(|e| format!("rename to {}: {e}", to.display()))
+}
+
+fn timed_out(limit: Duration) -> Stop {
+    Stop::Failed(
+        Failure::Timeout {
+            limit_secs: limit.as_secs(),
+        },
+        format!(
+            "build exceeded its time limit of {}",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+fn check_nevr(run: &Run) -> Result<(), Stop> {
+    if run.nevr.is_none() {
+        return Err(Stop::Failed(
+            Failure::Exit { code: 0 },
+            "the SRPM's header has no usable name/version/release".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A log written from its start again.
+async fn new_log(path: &Path) -> Result<tokio::fs::File, Stop> {
+    tokio::fs::File::create(path)
+        .await
+        .map_err(|e| infra(format!("create {}: {e}", path.display())))
 }
 
 async fn open_log(path: &Path) -> Result<tokio::fs::File, Stop> {

@@ -94,6 +94,17 @@ pub trait Runner: Send + Sync {
 
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
+
+    /// Follows a build whose container outlived the previous service process to its end;
+    /// `None` when it cannot be picked up and must run again.
+    fn reattach(
+        &self,
+        _req: BuildRequest,
+        _events: tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        _cancel: CancellationToken,
+    ) -> BoxFuture<'static, Option<BuildReport>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The Docker executor as a [`Runner`]; a missing image is an infrastructure fault.
@@ -125,6 +136,16 @@ impl Runner for DockerRunner {
             };
             executor.run(req, image_id, Some(events), cancel).await
         })
+    }
+
+    fn reattach(
+        &self,
+        req: BuildRequest,
+        events: tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Option<BuildReport>> {
+        let executor = self.executor.clone();
+        Box::pin(async move { executor.reattach(req, Some(events), cancel).await })
     }
 
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
@@ -259,25 +280,30 @@ impl Queue {
     }
 
     /// Recovers from the previous run, then starts the planner, scheduler and outbox loops.
-    /// Builds that were running when the service stopped cannot be re-attached (their
-    /// commands ran in `docker exec` sessions that died with it): their containers are
-    /// removed and they run again from the start.
+    /// Builds that were running when the service stopped are reattached when their
+    /// container still runs its phases (or has finished them); the others have their
+    /// containers removed and run again from the start.
     pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, QueueError> {
         let store = &self.inner.store;
         for b in store.builds_in_state(BuildState::Running).await? {
-            tracing::info!(build = %b.id, "requeueing a build that was running when the service stopped");
-            self.inner.runner.cleanup(&b.id).await;
-            if store
-                .requeue(
-                    &b.id,
-                    Millis::now(),
-                    Some("requeued after a restart"),
-                    false,
-                )
-                .await?
-            {
-                self.report_build(&b, BuildState::Queued, "requeued after a restart")
-                    .await?;
+            if let Some(req) = self.existing_request(&b) {
+                let token = CancellationToken::new();
+                if let Ok(mut m) = self.inner.running.lock() {
+                    m.insert(b.id.clone(), token.clone());
+                }
+                let q = self.clone();
+                tokio::spawn(async move {
+                    let id = b.id.clone();
+                    if let Err(e) = q.resume_build(b, req, token).await {
+                        tracing::error!(build = %id, "{e}");
+                    }
+                    if let Ok(mut m) = q.inner.running.lock() {
+                        m.remove(&id);
+                    }
+                    q.inner.build_wake.notify_one();
+                });
+            } else {
+                self.requeue_after_restart(&b).await?;
             }
         }
         let q = self.clone();
@@ -287,6 +313,94 @@ impl Queue {
         let q = self.clone();
         let outbox = tokio::spawn(async move { q.outbox_loop().await });
         Ok(vec![planner, scheduler, outbox])
+    }
+
+    async fn requeue_after_restart(&self, b: &BuildRow) -> Result<(), QueueError> {
+        tracing::info!(build = %b.id, "requeueing a build that was running when the service stopped");
+        self.inner.runner.cleanup(&b.id).await;
+        if self
+            .inner
+            .store
+            .requeue(
+                &b.id,
+                Millis::now(),
+                Some("requeued after a restart"),
+                false,
+            )
+            .await?
+        {
+            self.report_build(b, BuildState::Queued, "requeued after a restart")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The request of a build that was running, from the sources it exported then (a
+    /// running container still has them mounted); `None` when they are gone.
+    fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
+        let target = self.inner.cfg.targets.get(&b.target).cloned()?;
+        let src = self
+            .inner
+            .cfg
+            .data_dir
+            .join("work")
+            .join(b.id.as_str())
+            .join("src");
+        let package = crate::plan::package_for_spec(&src, &src.join(&b.spec_path)).ok()?;
+        Some(BuildRequest {
+            id: b.id.clone(),
+            package,
+            target,
+            out_root: self.inner.cfg.data_dir.join("results").join(b.id.as_str()),
+            extra_repos: vec![],
+        })
+    }
+
+    async fn resume_build(
+        &self,
+        b: BuildRow,
+        req: BuildRequest,
+        cancel: CancellationToken,
+    ) -> Result<(), QueueError> {
+        let started = Instant::now();
+        let (tx, progress) = self.progress_forwarder(&b.id);
+        let report = self.inner.runner.reattach(req, tx, cancel).await;
+        let _ = progress.await;
+        let Some(report) = report else {
+            return self.requeue_after_restart(&b).await;
+        };
+        tracing::info!(build = %b.id, "reattached build ended");
+        let work = self.inner.cfg.data_dir.join("work").join(b.id.as_str());
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        self.finish(&b, Ok(report), started.elapsed()).await
+    }
+
+    /// Forwards a build's events to the store (current phase) and the metrics.
+    fn progress_forwarder(
+        &self,
+        id: &BuildId,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BuildEvent>();
+        let store = self.inner.store.clone();
+        let metrics = self.inner.metrics.clone();
+        let id = id.clone();
+        let progress = tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev.kind {
+                    EventKind::PhaseStarted(p) => {
+                        let _ = store.set_build_progress(&id, None, Some(p.as_str())).await;
+                    }
+                    EventKind::PhaseFinished { phase, elapsed, .. } => {
+                        metrics.phase_finished(phase.as_str(), elapsed.as_secs_f64());
+                    }
+                    EventKind::Finished(_) => {}
+                }
+            }
+        });
+        (tx, progress)
     }
 
     /// SIGTERM: stop taking builds, let running ones finish within the grace period, then
@@ -677,23 +791,7 @@ impl Queue {
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {
             Ok(req) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BuildEvent>();
-                let store = inner.store.clone();
-                let metrics = inner.metrics.clone();
-                let id = b.id.clone();
-                let progress = tokio::spawn(async move {
-                    while let Some(ev) = rx.recv().await {
-                        match ev.kind {
-                            EventKind::PhaseStarted(p) => {
-                                let _ = store.set_build_progress(&id, None, Some(p.as_str())).await;
-                            }
-                            EventKind::PhaseFinished { phase, elapsed, .. } => {
-                                metrics.phase_finished(phase.as_str(), elapsed.as_secs_f64());
-                            }
-                            EventKind::Finished(_) => {}
-                        }
-                    }
-                });
+                let (tx, progress) = self.progress_forwarder(&b.id);
                 // An earlier attempt may have left a container behind: a create request in
                 // flight when the service was killed completes after the start-up cleanup.
                 inner.runner.cleanup(&b.id).await;
