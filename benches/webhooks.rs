@@ -10,7 +10,7 @@
 //! Sizes: PACKETARY_BENCH_DELIVERIES (default 50000), PACKETARY_BENCH_PUSHES (default 100).
 
 #[path = "../tests/serve_common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod serve_common;
 
 use std::net::SocketAddr;
