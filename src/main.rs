@@ -277,14 +277,21 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
         .await
         .map_err(infra)?;
     // One mirror per repository, shared by the planner and the builds' exports. The token
-    // of a token-configured GitHub also reads private repositories; otherwise the same
-    // environment variables as `packetary plan` apply.
-    let git_creds = match &auth {
-        Auth::Token(t) => packetary::git::Auth::Token {
+    // of a token-configured GitHub also reads private repositories, and a GitHub App
+    // fetches with installation tokens it mints; PACKETARY_GIT_* (as for `packetary plan`)
+    // override both.
+    let env_auth = git_auth();
+    let git_creds: packetary::git::Credentials = match (&auth, env_auth) {
+        (_, a @ (packetary::git::Auth::Token { .. } | packetary::git::Auth::SshKey { .. })) => {
+            a.into()
+        }
+        (Auth::Token(t), _) => packetary::git::Auth::Token {
             username: "x-access-token".into(),
             token: t.expose().to_string(),
-        },
-        Auth::App { .. } | Auth::Anonymous => git_auth(),
+        }
+        .into(),
+        (Auth::App { .. }, _) => packetary::git::Credentials::Minted(forge.clone()),
+        (Auth::Anonymous, a) => a.into(),
     };
     let mirrors = MirrorCache::new(data_dir.join("mirrors"));
     let sources = Arc::new(MirrorSource::new(mirrors.clone(), git_creds.clone()));

@@ -282,3 +282,84 @@ async fn github_app_installation_tokens_are_minted_and_renewed_before_expiry() {
     );
     check_all_against_openapi(&server).await;
 }
+
+#[tokio::test]
+async fn a_github_app_mints_git_tokens_only_for_http_remotes_and_caches_them() {
+    let server = MockServer::start().await;
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let later = later
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    Mock::given(method("POST"))
+        .and(path("/app/installations/42/access_tokens"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"token": "ghs_fetch", "expires_at": later, "permissions": {"contents": "read"}, "repository_selection": "all"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let key = std::fs::read_to_string(data("test-app-key.pem")).expect("test key");
+    let gh = std::sync::Arc::new(
+        GitHub::new(
+            &server.uri(),
+            &Auth::App {
+                app_id: 1,
+                private_key_pem: Secret::new(key),
+                installation_id: 42,
+            },
+        )
+        .expect("client"),
+    );
+    let creds = packetary::git::Credentials::Minted(gh);
+    // file:// needs no token: nothing is minted.
+    assert!(matches!(
+        creds.for_url("file:///srv/git/x.git").await.expect("auth"),
+        packetary::git::Auth::None
+    ));
+    for _ in 0..2 {
+        match creds
+            .for_url("https://github.com/test/hello.git")
+            .await
+            .expect("auth")
+        {
+            packetary::git::Auth::Token { username, token } => {
+                assert_eq!(username, "x-access-token");
+                assert_eq!(token, "ghs_fetch");
+            }
+            other => panic!("expected a token, got {other:?}"),
+        }
+    }
+    // `.expect(1)`: the second fetch reused the cached token (checked when `server` drops).
+}
+
+#[tokio::test]
+async fn a_github_app_that_cannot_mint_fails_the_fetch_with_the_reason() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/app/installations/42/access_tokens"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"message": "boom"})))
+        .mount(&server)
+        .await;
+    let key = std::fs::read_to_string(data("test-app-key.pem")).expect("test key");
+    let gh = GitHub::new(
+        &server.uri(),
+        &Auth::App {
+            app_id: 1,
+            private_key_pem: Secret::new(key),
+            installation_id: 42,
+        },
+    )
+    .expect("client");
+    let creds = packetary::git::Credentials::Minted(std::sync::Arc::new(gh));
+    let err = creds
+        .for_url("https://github.com/test/hello.git")
+        .await
+        .expect_err("no token");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot get an access token") && text.contains("github.com/test/hello"),
+        "{text}"
+    );
+    assert!(
+        err.is_infrastructure(),
+        "retried as an infrastructure fault"
+    );
+}

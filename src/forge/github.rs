@@ -424,6 +424,8 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct GitHub {
     client: Octocrab,
+    /// Authenticated as a GitHub App installation: can mint tokens for git fetches.
+    app: bool,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -479,7 +481,30 @@ impl GitHub {
                     .map_err(|e| ClientError::Client(e.to_string()))?
             }
         };
-        Ok(GitHub { client })
+        Ok(GitHub {
+            client,
+            app: matches!(auth, Auth::App { .. }),
+        })
+    }
+
+    /// An installation token for git over HTTPS (user `x-access-token`), cached by octocrab
+    /// and minted again when it would expire within ten minutes: a fetch may take that long.
+    pub async fn git_token(&self) -> Result<crate::git::Auth, String> {
+        use secrecy::ExposeSecret;
+        if !self.app {
+            return Err(
+                "only a GitHub App installation mints tokens; configure a token instead".into(),
+            );
+        }
+        let token = self
+            .client
+            .installation_token_with_buffer(chrono::Duration::minutes(10))
+            .await
+            .map_err(|e| format!("POST /app/installations/{{id}}/access_tokens: {e}"))?;
+        Ok(crate::git::Auth::Token {
+            username: "x-access-token".into(),
+            token: token.expose_secret().to_string(),
+        })
     }
 
     /// POST /repos/{owner}/{repo}/statuses/{sha}
@@ -657,6 +682,12 @@ pub fn retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Du
         return Some(Duration::from_secs(reset.saturating_sub(now) + 1));
     }
     None
+}
+
+impl crate::git::TokenSource for GitHub {
+    fn mint(&self) -> BoxFuture<'_, Result<crate::git::Auth, String>> {
+        Box::pin(self.git_token())
+    }
 }
 
 #[cfg(test)]

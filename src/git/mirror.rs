@@ -32,6 +32,63 @@ pub enum Auth {
     },
 }
 
+/// Mints short-lived fetch credentials (a GitHub App's installation token), caching them
+/// while they stay valid.
+pub trait TokenSource: Send + Sync {
+    fn mint(&self) -> futures_util::future::BoxFuture<'_, Result<Auth, String>>;
+}
+
+/// Where a fetch's credentials come from.
+#[derive(Clone)]
+pub enum Credentials {
+    Fixed(Auth),
+    /// Asked before each fetch over HTTP(S); other transports (`file://`, local paths) get
+    /// none, so that a forge being down does not stop fetches that need no token.
+    Minted(Arc<dyn TokenSource>),
+}
+
+impl Default for Credentials {
+    fn default() -> Credentials {
+        Credentials::Fixed(Auth::None)
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Fixed(a) => write!(f, "Credentials::Fixed({a:?})"),
+            Credentials::Minted(_) => f.write_str("Credentials::Minted"),
+        }
+    }
+}
+
+impl From<Auth> for Credentials {
+    fn from(a: Auth) -> Credentials {
+        Credentials::Fixed(a)
+    }
+}
+
+impl Credentials {
+    /// The credentials to fetch `url` with now.
+    pub async fn for_url(&self, url: &str) -> Result<Auth, GitError> {
+        match self {
+            Credentials::Fixed(a) => Ok(a.clone()),
+            Credentials::Minted(source) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Ok(Auth::None);
+                }
+                source
+                    .mint()
+                    .await
+                    .map_err(|message| GitError::Unreachable {
+                        url: url.to_string(),
+                        message: format!("cannot get an access token to fetch with: {message}"),
+                    })
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

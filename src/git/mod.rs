@@ -10,7 +10,9 @@ pub mod tree;
 
 use std::path::PathBuf;
 
-pub use mirror::{init_libgit2, Auth, FetchReport, Mirror, MirrorCache, RemoteRef};
+pub use mirror::{
+    init_libgit2, Auth, Credentials, FetchReport, Mirror, MirrorCache, RemoteRef, TokenSource,
+};
 pub use tree::{
     changed_paths, export_files, resolve_commit, ChangedPath, ExportError, FileEntry, FileKind,
     RepoPath,

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use super::{PlanError, PlannedBuild, Planner};
 use crate::config::Target;
 use crate::forge::{ChangeKind, Trigger};
-use crate::git::{Auth, GitError, MirrorCache, RemoteRef};
+use crate::git::{Credentials, GitError, MirrorCache, RemoteRef};
 use crate::model::TargetName;
 use crate::plan::{self, Change, Plan, PlanOptions, PlannedPackage};
 use crate::spec::SpecOracle;
@@ -23,7 +23,7 @@ use crate::spec::SpecOracle;
 /// Plans triggers with [`plan::plan_change`] over a [`MirrorCache`].
 pub struct GitPlanner {
     mirrors: MirrorCache,
-    auth: Auth,
+    creds: Credentials,
     /// Asks rpm for names and BuildRequires, so that dependencies build first. `None` plans
     /// without it: every package in one stage.
     oracle: Option<SpecOracle>,
@@ -37,14 +37,14 @@ pub struct GitPlanner {
 impl GitPlanner {
     pub fn new(
         mirrors: MirrorCache,
-        auth: Auth,
+        creds: impl Into<Credentials>,
         oracle: Option<SpecOracle>,
         targets: BTreeMap<TargetName, Target>,
         default_targets: Vec<TargetName>,
     ) -> GitPlanner {
         GitPlanner {
             mirrors,
-            auth,
+            creds: creds.into(),
             oracle,
             targets,
             default_targets,
@@ -74,9 +74,10 @@ impl GitPlanner {
                 refs.push(d);
             }
         }
+        let auth = self.creds.for_url(url).await.map_err(git_error)?;
         let (mirror, report) = self
             .mirrors
-            .fetch(url, &refs, &self.auth)
+            .fetch(url, &refs, &auth)
             .await
             .map_err(git_error)?;
         let default = report.default_branch.or(known);
@@ -89,7 +90,7 @@ impl GitPlanner {
             // First contact with this remote: its default branch was not in the refspecs.
             if let Some(r) = fresh {
                 self.mirrors
-                    .fetch(url, &[r], &self.auth)
+                    .fetch(url, &[r], &auth)
                     .await
                     .map_err(git_error)?;
             }

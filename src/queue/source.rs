@@ -10,18 +10,21 @@ use futures_util::future::BoxFuture;
 use tokio::process::Command;
 
 use super::{SourceError, SourceProvider};
-use crate::git::{Auth, GitError, MirrorCache, RemoteRef};
+use crate::git::{Credentials, GitError, MirrorCache, RemoteRef};
 use crate::model::{CommitSha, RepoId};
 
 /// Exports commits from the planner's mirrors.
 pub struct MirrorSource {
     mirrors: MirrorCache,
-    auth: Auth,
+    creds: Credentials,
 }
 
 impl MirrorSource {
-    pub fn new(mirrors: MirrorCache, auth: Auth) -> MirrorSource {
-        MirrorSource { mirrors, auth }
+    pub fn new(mirrors: MirrorCache, creds: impl Into<Credentials>) -> MirrorSource {
+        MirrorSource {
+            mirrors,
+            creds: creds.into(),
+        }
     }
 
     async fn export_impl(
@@ -34,6 +37,11 @@ impl MirrorSource {
         if !has_commit(&mirror, commit).await {
             // Planned by another process, or the mirror was removed since: fetch every
             // branch and pull request head, the refs a planned commit can come from.
+            let auth = self
+                .creds
+                .for_url(clone_url)
+                .await
+                .map_err(|e| SourceError::Infra(e.to_string()))?;
             self.mirrors
                 .fetch(
                     clone_url,
@@ -41,7 +49,7 @@ impl MirrorSource {
                         RemoteRef::AllBranches,
                         RemoteRef::Other("refs/pull/*/head".into()),
                     ],
-                    &self.auth,
+                    &auth,
                 )
                 .await
                 .map_err(|e| match e {
