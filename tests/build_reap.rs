@@ -53,3 +53,50 @@ fn containers_of_a_killed_run_are_reaped_by_the_next() {
     );
     assert_eq!(ps(&label), 0, "the next run removed it");
 }
+
+/// What a restarted service relies on to reattach: the output and exit code of a build
+/// container's main process can still be read, from its start, after it ended unobserved.
+#[tokio::test]
+async fn output_and_exit_code_of_an_unobserved_container_can_be_replayed() {
+    if !docker_or_skip("output_and_exit_code_of_an_unobserved_container_can_be_replayed") {
+        return;
+    }
+    let engine = packetary::build::Engine::connect(None)
+        .await
+        .expect("docker");
+    let spec = packetary::build::docker::ContainerSpec {
+        name: format!("packetary-replay-test-{}", std::process::id()),
+        image: IMAGE.into(),
+        cmd: Some(vec![
+            "bash".into(),
+            "-c".into(),
+            // Like the driver: one stream, so that the order holds.
+            "exec 2>&1; echo first; echo second >&2; exit 7".into(),
+        ]),
+        labels: [(
+            packetary::build::LABEL_BUILD.to_string(),
+            "replay-test".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    };
+    let id = engine.create(&spec).await.expect("create");
+    // Started without anyone attached, as a build whose service died.
+    engine.start(&id).await.expect("start");
+    let exit = packetary::build::docker::Exit::Container(id.clone());
+    let code = engine.exit_code(&exit).await.expect("exit code");
+    let mut stream = engine.replay(&id);
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(chunk) = stream.next_chunk().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+    })
+    .await;
+    let again = engine.exit_code(&stream.exit()).await.expect("exit code");
+    engine.remove(&id).await.expect("remove");
+    assert!(read.is_ok(), "the replay of an exited container must end");
+    assert_eq!((code, again), (7, 7));
+    assert_eq!(String::from_utf8_lossy(&out), "first\nsecond\n");
+}
