@@ -650,3 +650,92 @@ async fn a_package_that_cannot_be_built_fails_alone_and_the_rest_builds() {
         Some(ReportState::Failure)
     );
 }
+
+#[tokio::test]
+async fn a_running_build_s_logs_are_served_live() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = fake_queue(dir.path(), arc_forge(), FakeRunner::new(Mode::Succeed)).await;
+    let store = q.store().clone();
+    store
+        .accept(
+            "d1",
+            "push",
+            Inbound::Trigger(&push('a'), TriggerState::New),
+        )
+        .await
+        .expect("accept");
+    let t = store
+        .next_new_trigger()
+        .await
+        .expect("store")
+        .expect("trigger");
+    let id = packetary::model::BuildId::generate();
+    let target = packetary::model::TargetName::parse("t").expect("name");
+    store
+        .insert_builds(
+            &t,
+            &[packetary::store::NewBuild {
+                error: None,
+                id: id.clone(),
+                package: "hello".into(),
+                spec_path: "hello/hello.spec".into(),
+                target: target.clone(),
+            }],
+        )
+        .await
+        .expect("insert");
+    let running = store
+        .claim_next_build(Millis::now())
+        .await
+        .expect("store")
+        .expect("claimed");
+    assert_eq!(running.id, id);
+    // What the executor writes while the build runs.
+    let logs = packetary::build::staging_dir(
+        &packetary::queue::results_root(&q.store_dir(), &id),
+        &target,
+        &id,
+    )
+    .join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    std::fs::write(logs.join("build.log"), "+ make -j2\ncompiling...\n").expect("write");
+
+    let router = packetary::web::router(app_state(&q, &["o/*"]), 1 << 20);
+    let get = |uri: String| {
+        let router = router.clone();
+        async move {
+            let resp = router
+                .oneshot(
+                    axum::http::Request::get(uri.as_str())
+                        .body(axum::body::Body::empty())
+                        .expect("req"),
+                )
+                .await
+                .expect("response");
+            let status = resp.status();
+            let refresh = resp
+                .headers()
+                .get("refresh")
+                .map(|v| v.to_str().expect("ascii").to_string());
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, refresh, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (status, refresh, text) = get(format!("/builds/{id}/logs/build.log")).await;
+    assert_eq!(status, 200);
+    assert_eq!(text, "+ make -j2\ncompiling...\n");
+    assert_eq!(refresh.as_deref(), Some("5"), "a live log reloads itself");
+    let (status, _, html) = get(format!("/builds/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Logs (live)"), "{html}");
+    assert!(
+        html.contains(&format!("/builds/{id}/logs/build.log")),
+        "{html}"
+    );
+    assert!(html.contains("http-equiv=\"refresh\""), "{html}");
+    let (status, _, _) = get(format!("/builds/{id}/logs/..%2F..%2F..%2Fpacketary.db")).await;
+    assert_eq!(status, 404);
+}

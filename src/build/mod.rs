@@ -697,10 +697,7 @@ fn infra(msg: String) -> Stop {
 
 impl Run {
     fn new(req: BuildRequest, events: Option<UnboundedSender<Event>>) -> Run {
-        let staging = req
-            .out_root
-            .join(req.target.name.as_str())
-            .join(format!(".build-{}", req.id));
+        let staging = staging_dir(&req.out_root, &req.target.name, &req.id);
         Run {
             oom_limit: req.target.limits.memory_bytes,
             req,
@@ -889,6 +886,12 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&old);
     }
     std::fs::rename(from, to).map_err(|e| format!("rename to {}: {e}", to.display()))
+}
+
+/// Where a running build writes (`logs/` included) before its results move to their
+/// `<n-v-r>` directory: what a build page shows live.
+pub fn staging_dir(out_root: &Path, target: &TargetName, id: &BuildId) -> PathBuf {
+    out_root.join(target.as_str()).join(format!(".build-{id}"))
 }
 
 fn timed_out(limit: Duration) -> Stop {

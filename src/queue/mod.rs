@@ -166,6 +166,11 @@ impl Runner for DockerRunner {
     }
 }
 
+/// Where the service puts a build's results (its executor's `out_root`).
+pub fn results_root(data_dir: &Path, id: &BuildId) -> PathBuf {
+    data_dir.join("results").join(id.as_str())
+}
+
 /// A report for a build that never reached the executor.
 pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
     BuildReport {
@@ -351,7 +356,7 @@ impl Queue {
             id: b.id.clone(),
             package,
             target,
-            out_root: self.inner.cfg.data_dir.join("results").join(b.id.as_str()),
+            out_root: results_root(&self.inner.cfg.data_dir, &b.id),
             extra_repos: vec![],
         })
     }
@@ -786,7 +791,7 @@ impl Queue {
         self.report_aggregate(&b.repo, &b.commit).await?;
         let started = Instant::now();
         let work = inner.cfg.data_dir.join("work").join(b.id.as_str());
-        let out_root = inner.cfg.data_dir.join("results").join(b.id.as_str());
+        let out_root = results_root(&inner.cfg.data_dir, &b.id);
         let _ = tokio::fs::remove_dir_all(&work).await;
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {

@@ -44,8 +44,24 @@ fn seg(s: &str) -> String {
 }
 
 fn page(title: &str, body: &str) -> Html<String> {
+    page_with(title, body, "")
+}
+
+/// A page that reloads itself every few seconds: the page of a build still under way.
+fn live_page(title: &str, body: &str) -> Html<String> {
+    page_with(
+        title,
+        body,
+        &format!("<meta http-equiv=\"refresh\" content=\"{LIVE_REFRESH_SECS}\">"),
+    )
+}
+
+/// How often the pages and logs of a build under way reload.
+const LIVE_REFRESH_SECS: u32 = 5;
+
+fn page_with(title: &str, body: &str, head: &str) -> Html<String> {
     Html(format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} · Packetary</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem}}\
@@ -53,9 +69,26 @@ fn page(title: &str, body: &str) -> Html<String> {
          code{{font-size:.9em}}.succeeded{{color:#1a7f37}}.failed{{color:#cf222e}}\
          .error,.cancelled,.superseded{{color:#9a6700}}.queued,.running{{color:#0969da}}\
          </style></head><body><p><a href=\"/\">Packetary</a></p>\n{}\n</body></html>\n",
+        head,
         escape(title),
         body
     ))
+}
+
+/// The logs of a build: its results' `logs/` once finished, the staging directory's while
+/// it runs, so that they can be followed live.
+fn logs_dir(app: &AppState, b: &BuildRow) -> Option<PathBuf> {
+    if let Some(d) = &b.result_dir {
+        return Some(d.join("logs"));
+    }
+    (b.state == BuildState::Running).then(|| {
+        crate::build::staging_dir(
+            &crate::queue::results_root(&app.data_dir, &b.id),
+            &b.target,
+            &b.id,
+        )
+        .join("logs")
+    })
 }
 
 fn state_cell(s: BuildState) -> String {
@@ -153,6 +186,7 @@ pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) ->
         "<h1>{} for {}</h1><table>\
          <tr><th>State</th><td>{}</td></tr>\
          <tr><th>Message</th><td>{}</td></tr>\
+         <tr><th>Phase</th><td>{}</td></tr>\
          <tr><th>Repository</th><td>{}</td></tr>\
          <tr><th>Commit</th><td><a href=\"/?commit={}\"><code>{}</code></a></td></tr>\
          <tr><th>Ref</th><td><code>{}</code></td></tr>\
@@ -166,6 +200,7 @@ pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) ->
         escape(b.target.as_str()),
         state_cell(b.state),
         escape(b.message.as_deref().unwrap_or("")),
+        escape(b.phase.as_deref().unwrap_or("")),
         escape(b.repo.as_str()),
         seg(b.commit.as_str()),
         escape(b.commit.as_str()),
@@ -191,10 +226,15 @@ pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) ->
         }
         body.push_str("</tbody></table>");
     }
-    if let Some(dir) = &b.result_dir {
-        let logs = files_in(&dir.join("logs"));
+    let live = matches!(b.state, BuildState::Running | BuildState::Queued);
+    if let Some(dir) = logs_dir(&app, &b) {
+        let logs = files_in(&dir);
         if !logs.is_empty() {
-            body.push_str("<h2>Logs</h2><ul>");
+            body.push_str(if live {
+                "<h2>Logs (live)</h2><ul>"
+            } else {
+                "<h2>Logs</h2><ul>"
+            });
             for l in logs {
                 let _ = write!(
                     body,
@@ -206,6 +246,8 @@ pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) ->
             }
             body.push_str("</ul>");
         }
+    }
+    if let Some(dir) = &b.result_dir {
         let artifacts = files_in(dir);
         if !artifacts.is_empty() {
             body.push_str("<h2>Artifacts</h2><ul>");
@@ -221,7 +263,12 @@ pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) ->
             body.push_str("</ul>");
         }
     }
-    page(&format!("{} for {}", b.package, b.target), &body).into_response()
+    let title = format!("{} for {}", b.package, b.target);
+    if live {
+        live_page(&title, &body).into_response()
+    } else {
+        page(&title, &body).into_response()
+    }
 }
 
 /// `rel` joined to `base` if every component is a plain name and the result, symlinks
@@ -286,11 +333,7 @@ pub async fn log(
     if name.contains('/') || name.contains('\\') {
         return not_found("log");
     }
-    let Some(path) = b
-        .result_dir
-        .as_ref()
-        .and_then(|d| contained(&d.join("logs"), &name))
-    else {
+    let Some(path) = logs_dir(&app, &b).and_then(|d| contained(&d, &name)) else {
         return not_found("log");
     };
     let ct = if name.ends_with(".json") {
@@ -298,7 +341,15 @@ pub async fn log(
     } else {
         "text/plain; charset=utf-8"
     };
-    send_file(&path, ct, false).await
+    let mut resp = send_file(&path, ct, false).await;
+    if b.result_dir.is_none() {
+        // Browsers honour `Refresh` on any content: a running build's log follows itself.
+        resp.headers_mut().insert(
+            header::REFRESH,
+            header::HeaderValue::from(LIVE_REFRESH_SECS),
+        );
+    }
+    resp
 }
 
 pub async fn artifact(
