@@ -568,8 +568,8 @@ impl Executor {
         nonce: &str,
         logs: &mut Logs,
     ) -> Result<i64, Stop> {
-        let begin = format!("@@packetary-{nonce} begin ");
-        let end = format!("@@packetary-{nonce} end ");
+        let begin = backend::marker(nonce, "begin", "");
+        let end = backend::marker(nonce, "end", "");
         let oom = backend::marker(nonce, "oom", "kills ");
         let mut pending: Vec<u8> = Vec::new();
         let mut started_any = false;

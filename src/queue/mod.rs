@@ -292,20 +292,9 @@ impl Queue {
         let store = &self.inner.store;
         for b in store.builds_in_state(BuildState::Running).await? {
             if let Some(req) = self.existing_request(&b) {
-                let token = CancellationToken::new();
-                if let Ok(mut m) = self.inner.running.lock() {
-                    m.insert(b.id.clone(), token.clone());
-                }
-                let q = self.clone();
-                tokio::spawn(async move {
-                    let id = b.id.clone();
-                    if let Err(e) = q.resume_build(b, req, token).await {
-                        tracing::error!(build = %id, "{e}");
-                    }
-                    if let Ok(mut m) = q.inner.running.lock() {
-                        m.remove(&id);
-                    }
-                    q.inner.build_wake.notify_one();
+                let id = b.id.clone();
+                self.spawn_running(id, move |q, token| async move {
+                    q.resume_build(b, req, token).await
                 });
             } else {
                 self.requeue_after_restart(&b).await?;
@@ -764,23 +753,36 @@ impl Queue {
             let Some(b) = self.inner.store.claim_next_build(Millis::now()).await? else {
                 break;
             };
-            let token = CancellationToken::new();
-            if let Ok(mut m) = self.inner.running.lock() {
-                m.insert(b.id.clone(), token.clone());
-            }
-            let q = self.clone();
-            tokio::spawn(async move {
-                let id = b.id.clone();
-                if let Err(e) = q.run_build(b, token).await {
-                    tracing::error!(build = %id, "{e}");
-                }
-                if let Ok(mut m) = q.inner.running.lock() {
-                    m.remove(&id);
-                }
-                q.inner.build_wake.notify_one();
-            });
+            let id = b.id.clone();
+            self.spawn_running(
+                id,
+                move |q, token| async move { q.run_build(b, token).await },
+            );
         }
         Ok(self.inner.store.next_due().await?)
+    }
+
+    /// Runs a build's work as a running build: cancellable through the running map,
+    /// counted against the parallelism, and the scheduler woken when it ends.
+    fn spawn_running<F, Fut>(&self, id: BuildId, work: F)
+    where
+        F: FnOnce(Queue, CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), QueueError>> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        if let Ok(mut m) = self.inner.running.lock() {
+            m.insert(id.clone(), token.clone());
+        }
+        let q = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = work(q.clone(), token).await {
+                tracing::error!(build = %id, "{e}");
+            }
+            if let Ok(mut m) = q.inner.running.lock() {
+                m.remove(&id);
+            }
+            q.inner.build_wake.notify_one();
+        });
     }
 
     async fn run_build(&self, b: BuildRow, cancel: CancellationToken) -> Result<(), QueueError> {
