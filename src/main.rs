@@ -1135,13 +1135,7 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         if stage < max_stage {
             for (t, rpms) in new_rpms {
                 let dir = work.path().join(format!("repo-{t}"));
-                std::fs::create_dir_all(&dir).map_err(infra)?;
-                for rpm in rpms {
-                    if let Some(name) = rpm.file_name() {
-                        std::fs::copy(&rpm, dir.join(name)).map_err(infra)?;
-                    }
-                }
-                createrepo(&engine, &config.targets[&t].image, &dir)
+                packetary::build::local_repo(&engine, &config.targets[&t].image, &dir, &rpms)
                     .await
                     .map_err(infra)?;
                 local_repo_ready.insert(t, dir);
@@ -1161,35 +1155,4 @@ async fn cmd_build_git(config: Config, args: BuildArgs) -> Result<u8, Exit> {
         code = code.max(EXIT_FAILED);
     }
     Ok(code)
-}
-
-/// Makes `dir` a dnf repository with createrepo_c, in the target's image (no network).
-async fn createrepo(engine: &Engine, image: &str, dir: &Path) -> anyhow::Result<()> {
-    let spec = packetary::build::docker::ContainerSpec {
-        name: format!("packetary-createrepo-{}", BuildId::generate()),
-        image: image.to_string(),
-        labels: [(
-            packetary::build::LABEL_BUILD.to_string(),
-            "createrepo".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-        mounts: vec![(dir.display().to_string(), "/repo".into(), false)],
-        network: false,
-        pids: Some(256),
-        ..Default::default()
-    };
-    let (code, out) = engine
-        .run_once(
-            &spec,
-            vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()],
-        )
-        .await?;
-    if code != 0 {
-        anyhow::bail!(
-            "createrepo_c failed in {image} (exit {code}): {}",
-            String::from_utf8_lossy(&out).trim()
-        );
-    }
-    Ok(())
 }

@@ -388,3 +388,78 @@ async fn a_pull_request_is_planned_against_its_merge_base() {
     let all = wait_final(&github, &head, Duration::from_secs(180)).await;
     assert_only(&all, CONTEXT);
 }
+
+/// A spec as the build tests write them: `extra` header lines, a `%build` body, and a
+/// marker file under /usr/share/<name>.
+fn staged_spec(name: &str, extra: &str, build: &str) -> String {
+    format!(
+        "Name: {name}\nVersion: 1.0\nRelease: 1\nSummary: test package\nLicense: MIT\nBuildArch: noarch\n{extra}\n\
+%description\nTest package {name}.\n\n%build\n{build}\n\n%install\nmkdir -p %{{buildroot}}/usr/share/{name}\necho {name} > %{{buildroot}}/usr/share/{name}/marker\n\n\
+%files\n/usr/share/{name}/marker\n\n%changelog\n* Wed Nov 25 2026 Test <t@example.org> - 1.0-1\n- test\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requires() {
+    let Some(engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("origin");
+    for (name, extra, build) in [
+        ("greet", "Provides: greet-devel = 1.0", "true"),
+        (
+            "user",
+            "BuildRequires: greet-devel >= 1.0",
+            "test -f /usr/share/greet/marker",
+        ),
+    ] {
+        std::fs::create_dir_all(repo.join(name)).expect("mkdir");
+        std::fs::write(
+            repo.join(name).join(format!("{name}.spec")),
+            staged_spec(name, extra, build),
+        )
+        .expect("spec");
+    }
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "greet and its user"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let github = mock_github().await;
+    let bot = start_bot(dir.path(), &github, engine).await;
+
+    let url = format!("file://{}", repo.display());
+    let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
+    assert_eq!(
+        post_webhook(bot.addr, "push", "e2e-stages", &body).await,
+        202
+    );
+    let all = wait_final(&github, &head, Duration::from_secs(240)).await;
+    for context in [
+        "packetary/bookworm-rpmbuild/greet",
+        "packetary/bookworm-rpmbuild/user",
+        "packetary",
+    ] {
+        assert_eq!(
+            contexts_in_order(&all, context).last().map(String::as_str),
+            Some("success"),
+            "{context}: {all:#?}"
+        );
+    }
+    let builds = bot.store.recent_builds(10).await.expect("builds");
+    let greet = builds.iter().find(|b| b.package == "greet").expect("greet");
+    let user = builds.iter().find(|b| b.package == "user").expect("user");
+    assert_eq!((greet.stage, user.stage), (0, 1), "{builds:#?}");
+    assert!(
+        user.started_at >= greet.finished_at,
+        "user started before greet ended: {builds:#?}"
+    );
+    let root = std::fs::read_to_string(
+        user.result_dir
+            .as_ref()
+            .expect("result dir")
+            .join("logs/root.log"),
+    )
+    .expect("root.log");
+    assert!(root.contains("change=file://"), "{root}");
+}

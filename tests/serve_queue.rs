@@ -457,6 +457,7 @@ async fn pages_escape_what_comes_from_repositories() {
             &t,
             &[packetary::store::NewBuild {
                 error: None,
+                stage: 0,
                 id: id.clone(),
                 package: evil.into(),
                 spec_path: format!("{evil}/x.spec"),
@@ -596,12 +597,14 @@ impl packetary::queue::Planner for HalfBrokenPlanner {
                     spec_path: "hello/hello.spec".into(),
                     target: t.clone(),
                     error: None,
+                    stage: 0,
                 },
                 packetary::queue::PlannedBuild {
                     package: "broken".into(),
                     spec_path: "broken/broken.spec".into(),
                     target: t,
                     error: Some("symlink points outside the repository".into()),
+                    stage: 0,
                 },
             ])
         })
@@ -677,6 +680,7 @@ async fn a_running_build_s_logs_are_served_live() {
             &t,
             &[packetary::store::NewBuild {
                 error: None,
+                stage: 0,
                 id: id.clone(),
                 package: "hello".into(),
                 spec_path: "hello/hello.spec".into(),
@@ -738,4 +742,110 @@ async fn a_running_build_s_logs_are_served_live() {
     assert!(html.contains("http-equiv=\"refresh\""), "{html}");
     let (status, _, _) = get(format!("/builds/{id}/logs/..%2F..%2F..%2Fpacketary.db")).await;
     assert_eq!(status, 404);
+}
+
+/// `app` BuildRequires what `lib` builds: the plan puts it one stage later.
+struct StagedPlanner;
+
+impl packetary::queue::Planner for StagedPlanner {
+    fn plan<'a>(
+        &'a self,
+        _t: &'a Trigger,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Vec<packetary::queue::PlannedBuild>, packetary::queue::PlanError>,
+    > {
+        Box::pin(async {
+            let t = packetary::model::TargetName::parse("t").expect("name");
+            Ok(["lib", "app", "other"]
+                .into_iter()
+                .map(|p| packetary::queue::PlannedBuild {
+                    package: p.into(),
+                    spec_path: format!("{p}/{p}.spec").into(),
+                    target: t.clone(),
+                    error: None,
+                    stage: u32::from(p == "app"),
+                })
+                .collect())
+        })
+    }
+}
+
+/// Records when each package's build starts and ends; each takes a while.
+struct TimedRunner(Arc<std::sync::Mutex<Vec<(String, &'static str)>>>);
+
+impl packetary::queue::Runner for TimedRunner {
+    fn run(
+        &self,
+        req: packetary::build::BuildRequest,
+        _events: tokio::sync::mpsc::UnboundedSender<packetary::build::Event>,
+        _cancel: tokio_util::sync::CancellationToken,
+    ) -> futures_util::future::BoxFuture<'static, packetary::build::BuildReport> {
+        let name = req.package.label();
+        self.0.lock().expect("lock").push((name.clone(), "start"));
+        let log = self.0.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            log.lock().expect("lock").push((name, "end"));
+            let mut r = packetary::queue::error_report(&req, String::new());
+            r.outcome = packetary::build::Outcome::Succeeded {
+                srpm: "x.src.rpm".into(),
+                rpms: vec![],
+            };
+            r
+        })
+    }
+
+    fn cleanup(
+        &self,
+        _id: &packetary::model::BuildId,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn a_later_stage_starts_only_after_the_earlier_stage_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forge = arc_forge();
+    let store = Store::open(&dir.path().join("data")).await.expect("store");
+    let log = Arc::new(std::sync::Mutex::new(vec![]));
+    let mut cfg = queue_config(&dir.path().join("data"));
+    cfg.parallel = 3;
+    let q = packetary::queue::Queue::new(
+        store.clone(),
+        forge.clone(),
+        Arc::new(StagedPlanner),
+        Arc::new(FakeSources),
+        Arc::new(TimedRunner(log.clone())),
+        cfg,
+        Arc::new(packetary::queue::Metrics::default()),
+    );
+    let _tasks = q.start().await.expect("start");
+    store
+        .accept(
+            "d1",
+            "push",
+            Inbound::Trigger(&push('c'), TriggerState::New),
+        )
+        .await
+        .expect("accept");
+    q.wake();
+    let f = forge.clone();
+    wait_for("all three built", move || {
+        let f = f.clone();
+        async move { last(&f, &sha('c'), "packetary") == Some(ReportState::Success) }
+    })
+    .await;
+    let events = log.lock().expect("lock").clone();
+    let at = |p: &str, what: &str| {
+        events
+            .iter()
+            .position(|(n, w)| n == p && *w == what)
+            .unwrap_or_else(|| panic!("no {what} of {p} in {events:?}"))
+    };
+    // Three slots: lib and other start together; app waits for both of stage 0 to end.
+    assert!(at("other", "start") < at("lib", "end"), "{events:?}");
+    assert!(at("lib", "end") < at("app", "start"), "{events:?}");
+    assert!(at("other", "end") < at("app", "start"), "{events:?}");
 }

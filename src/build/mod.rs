@@ -888,6 +888,66 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::rename(from, to).map_err(|e| format!("rename to {}: {e}", to.display()))
 }
 
+/// Adds `rpms` to `dir` (created if needed) and makes it a dnf repository with
+/// createrepo_c in `image`, without network: how later builds see earlier ones' packages.
+pub async fn local_repo(
+    engine: &Engine,
+    image: &str,
+    dir: &Path,
+    rpms: &[PathBuf],
+) -> Result<(), InfraError> {
+    let io = |e: std::io::Error| InfraError(format!("{}: {e}", dir.display()));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    for rpm in rpms {
+        if let Some(name) = rpm.file_name() {
+            tokio::fs::copy(rpm, dir.join(name)).await.map_err(io)?;
+        }
+    }
+    let spec = docker::ContainerSpec {
+        name: format!("packetary-createrepo-{}", BuildId::generate()),
+        image: image.to_string(),
+        labels: [(LABEL_BUILD.to_string(), "createrepo".to_string())]
+            .into_iter()
+            .collect(),
+        mounts: vec![(dir.display().to_string(), "/repo".into(), false)],
+        network: false,
+        pids: Some(256),
+        ..Default::default()
+    };
+    let (code, out) = engine
+        .run_once(
+            &spec,
+            vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()],
+        )
+        .await?;
+    if code != 0 {
+        return Err(InfraError(format!(
+            "createrepo_c failed in {image} (exit {code}): {}",
+            String::from_utf8_lossy(&out).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The binary packages (not the SRPM) in a build's result directory.
+pub fn binary_rpms_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.ends_with(".rpm") && !n.ends_with(".src.rpm")
+                })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Where a running build writes (`logs/` included) before its results move to their
 /// `<n-v-r>` directory: what a build page shows live.
 pub fn staging_dir(out_root: &Path, target: &TargetName, id: &BuildId) -> PathBuf {

@@ -42,6 +42,8 @@ pub struct PlannedBuild {
     /// repository...): recorded as a failed build, so that the rest of the change still builds
     /// and the aggregate status still fails.
     pub error: Option<String>,
+    /// Build order within the change: starts after the earlier stages, against their RPMs.
+    pub stage: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,16 @@ pub trait Runner: Send + Sync {
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
 
+    /// Makes `dir` a repository of `rpms` that builds in `image` can install from.
+    fn make_repo(
+        &self,
+        _image: String,
+        _dir: PathBuf,
+        _rpms: Vec<PathBuf>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Err("this runner cannot make package repositories".to_string()) })
+    }
+
     /// Follows a build whose container outlived the previous service process to its end;
     /// `None` when it cannot be picked up and must run again.
     fn reattach(
@@ -135,6 +147,20 @@ impl Runner for DockerRunner {
                 Err(e) => return error_report(&req, e.to_string()),
             };
             executor.run(req, image_id, Some(events), cancel).await
+        })
+    }
+
+    fn make_repo(
+        &self,
+        image: String,
+        dir: PathBuf,
+        rpms: Vec<PathBuf>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let engine = self.executor.engine().clone();
+        Box::pin(async move {
+            crate::build::local_repo(&engine, &image, &dir, &rpms)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -640,6 +666,7 @@ impl Queue {
                         spec_path: p.spec_path.display().to_string(),
                         target: p.target,
                         error: p.error,
+                        stage: p.stage,
                     })
                     .collect();
                 store.insert_builds(&st, &builds).await?;
@@ -837,13 +864,55 @@ impl Queue {
                 message: format!("{}: {e}", b.spec_path),
             }
         })?;
+        let extra_repos = self.earlier_stages_repo(b, &target, src).await?;
         Ok(BuildRequest {
             id: b.id.clone(),
             package,
             target,
             out_root: out_root.to_path_buf(),
-            extra_repos: vec![],
+            extra_repos,
         })
+    }
+
+    /// A later stage of a change builds against the packages its earlier stages built: a
+    /// repository of them next to the exported sources, given to the build as `change`.
+    async fn earlier_stages_repo(
+        &self,
+        b: &BuildRow,
+        target: &crate::config::Target,
+        src: &Path,
+    ) -> Result<Vec<crate::config::Repo>, Outcome> {
+        if b.stage == 0 {
+            return Ok(vec![]);
+        }
+        let error = |message: String| Outcome::Error { message };
+        let dirs = self
+            .inner
+            .store
+            .earlier_results(b)
+            .await
+            .map_err(|e| error(e.to_string()))?;
+        let rpms: Vec<PathBuf> = dirs
+            .iter()
+            .flat_map(|d| crate::build::binary_rpms_in(d))
+            .collect();
+        if rpms.is_empty() {
+            return Ok(vec![]);
+        }
+        let dir = src.with_file_name("change-repo");
+        self.inner
+            .runner
+            .make_repo(target.image.clone(), dir.clone(), rpms)
+            .await
+            .map_err(|e| {
+                error(format!(
+                    "cannot make the repository of this change's earlier stages: {e}"
+                ))
+            })?;
+        Ok(vec![crate::config::Repo {
+            name: "change".into(),
+            location: crate::config::RepoLocation::Dir(dir),
+        }])
     }
 
     async fn finish(

@@ -258,6 +258,7 @@ pub fn builds_of(
                     spec_path: PathBuf::from(&p.spec),
                     target: t.clone(),
                     error: error.clone(),
+                    stage: u32::try_from(p.stage).unwrap_or(u32::MAX),
                 })
         })
         .collect();

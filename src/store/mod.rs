@@ -186,6 +186,8 @@ pub struct NewBuild {
     pub target: TargetName,
     /// Set when planning found the package unbuildable: the row starts out failed.
     pub error: Option<String>,
+    /// Build order within the change (0 first), from the plan's BuildRequires graph.
+    pub stage: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +213,7 @@ pub struct BuildRow {
     pub result_dir: Option<PathBuf>,
     pub phase: Option<String>,
     pub message: Option<String>,
+    pub stage: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -247,7 +250,16 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const BUILD_COLUMNS: &str = "seq, id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, attempts, next_attempt_at, container_id, created_at, started_at, finished_at, result_dir, phase, message";
+/// A queued build `b` may start: no build of an earlier stage of its trigger and target is
+/// still waiting or running (those that ended, however, let it go: a dependency that failed
+/// makes it fail on the missing capability, which says more than a blanket refusal).
+const READY: &str = "NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN ('queued', 'running'))";
+
+/// The result directories of the builds of `trigger`'s earlier stages that succeeded for
+/// `target`: what a later stage builds against.
+const EARLIER_RESULTS: &str = "SELECT result_dir FROM builds WHERE trigger_id = ? AND target = ? AND stage < ? AND state = 'succeeded' AND result_dir IS NOT NULL ORDER BY stage, seq";
+
+const BUILD_COLUMNS: &str = "seq, id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, attempts, next_attempt_at, container_id, created_at, started_at, finished_at, result_dir, phase, message, stage";
 const TRIGGER_COLUMNS: &str = "id, repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, state, message, created_at, attempts";
 const REPORT_COLUMNS: &str = "id, repo, sha, context, state, description, target_url, version, delivered_version, attempts, next_attempt_at, last_error, abandoned";
 
@@ -547,8 +559,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for b in builds {
             sqlx::query(
-                "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at, stage)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(b.id.as_str())
             .bind(trigger.id.0)
@@ -566,6 +578,7 @@ impl Store {
             .bind(b.error.as_deref())
             .bind(b.error.as_ref().map(|_| "plan"))
             .bind(b.error.as_ref().map(|_| now.0))
+            .bind(i64::from(b.stage))
             .execute(&mut *tx)
             .await?;
         }
@@ -683,15 +696,16 @@ impl Store {
         rows.iter().map(build_from_row).collect()
     }
 
-    /// Takes the next queued build whose time has come, fairly across repositories: the
-    /// repository with the fewest running builds goes first, then queue order.
+    /// Takes the next queued build whose time has come and whose earlier stages have ended,
+    /// fairly across repositories: the repository with the fewest running builds goes
+    /// first, then queue order.
     pub async fn claim_next_build(&self, now: Millis) -> Result<Option<BuildRow>, StoreError> {
         let row = sqlx::query(&format!(
             "UPDATE builds SET state = 'running', attempts = attempts + 1, started_at = ?,
                     container_id = NULL, phase = NULL, message = NULL
              WHERE seq = (
                 SELECT b.seq FROM builds b
-                WHERE b.state = 'queued' AND b.next_attempt_at <= ?
+                WHERE b.state = 'queued' AND b.next_attempt_at <= ? AND {READY}
                 ORDER BY (SELECT COUNT(*) FROM builds r WHERE r.repo = b.repo AND r.state = 'running'), b.seq
                 LIMIT 1)
              RETURNING {BUILD_COLUMNS}"
@@ -703,13 +717,27 @@ impl Store {
         row.map(|r| build_from_row(&r)).transpose()
     }
 
-    /// When the earliest queued build becomes due, if any is waiting.
+    /// What `b` builds against: the results of its change's earlier stages that succeeded.
+    pub async fn earlier_results(&self, b: &BuildRow) -> Result<Vec<PathBuf>, StoreError> {
+        let rows = sqlx::query(EARLIER_RESULTS)
+            .bind(b.trigger_id.0)
+            .bind(b.target.as_str())
+            .bind(i64::from(b.stage))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(PathBuf::from(r.try_get::<String, _>(0)?)))
+            .collect()
+    }
+
+    /// When the earliest queued build that may start becomes due, if any is waiting.
     pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        let v: Option<i64> =
-            sqlx::query("SELECT MIN(next_attempt_at) FROM builds WHERE state = 'queued'")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?;
+        let v: Option<i64> = sqlx::query(&format!(
+            "SELECT MIN(b.next_attempt_at) FROM builds b WHERE b.state = 'queued' AND {READY}"
+        ))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
         Ok(v.map(Millis))
     }
 
@@ -1093,6 +1121,7 @@ fn build_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<BuildRow, StoreError> {
             .map(PathBuf::from),
         phase: r.try_get("phase")?,
         message: r.try_get("message")?,
+        stage: r.try_get::<i64, _>("stage")?.try_into().unwrap_or(0),
     })
 }
 

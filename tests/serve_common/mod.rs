@@ -305,12 +305,13 @@ impl Planner for FakePlanner {
                 package: "hello".into(),
                 spec_path: "hello/hello.spec".into(),
                 target: TargetName::parse("t").expect("name"),
+                stage: 0,
             }])
         })
     }
 }
 
-/// Writes a spec file where the planner said it would be.
+/// Writes spec files where the fake planners say they are.
 pub struct FakeSources;
 
 impl SourceProvider for FakeSources {
@@ -322,10 +323,13 @@ impl SourceProvider for FakeSources {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
-            std::fs::create_dir_all(dest.join("hello"))
-                .map_err(|e| SourceError::Infra(e.to_string()))?;
-            std::fs::write(dest.join("hello/hello.spec"), "Name: hello\n")
-                .map_err(|e| SourceError::Infra(e.to_string()))
+            for p in ["hello", "lib", "app", "other"] {
+                std::fs::create_dir_all(dest.join(p))
+                    .map_err(|e| SourceError::Infra(e.to_string()))?;
+                std::fs::write(dest.join(format!("{p}/{p}.spec")), format!("Name: {p}\n"))
+                    .map_err(|e| SourceError::Infra(e.to_string()))?;
+            }
+            Ok(())
         })
     }
 }
