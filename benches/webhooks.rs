@@ -14,8 +14,7 @@
 mod serve_common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,18 +60,6 @@ async fn fake_github() -> (SocketAddr, Seen) {
         let _ = axum::serve(listener, app).await;
     });
     (addr, seen)
-}
-
-fn spawn_server(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log");
-    Command::new(env!("CARGO_BIN_EXE_packetary"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("PACKETARY_BENCH_TOKEN", "ghp_bench")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn packetary serve")
 }
 
 /// (VmRSS, VmHWM) of `pid` in MiB.
@@ -160,36 +147,10 @@ async fn main() {
     let repo = example_repo(dir.path());
     let url = format!("file://{}", repo.display());
     let (github, seen) = fake_github().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let config = dir.path().join("packetary.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[build]
-parallel = 1
-[server]
-listen = "{addr}"
-data_dir = "{data}"
-public_url = "http://packetary.test"
-[github]
-api_url = "http://{github}"
-token = {{ env = "PACKETARY_BENCH_TOKEN" }}
-webhook_secrets = ["{SECRET}"]
-repositories = ["test/*"]
-[targets.bookworm-rpmbuild]
-backend = "rpmbuild"
-image = "packetary/rpmbuild:bookworm"
-"#,
-            data = dir.path().join("data").display(),
-        ),
-    )
-    .expect("config");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = write_server_config(dir.path(), addr, &format!("http://{github}"), "");
     let log = dir.path().join("server.log");
-    let mut server = spawn_server(&config, &log);
+    let mut server = spawn_serve(&config, &log, "info");
     let pid = server.id();
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)

@@ -208,8 +208,6 @@ impl packetary::web::Probe for DockerProbe {
 
 async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
     use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
-    use packetary::queue::planner::GitPlanner;
-    use packetary::queue::source::MirrorSource;
     use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
     use std::sync::Arc;
 
@@ -293,18 +291,13 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
         (Auth::App { .. }, _) => packetary::git::Credentials::Minted(forge.clone()),
         (Auth::Anonymous, a) => a.into(),
     };
-    let mirrors = MirrorCache::new(data_dir.join("mirrors"));
-    let sources = Arc::new(MirrorSource::new(mirrors.clone(), git_creds.clone()));
-    let planner = Arc::new(GitPlanner::new(
-        mirrors,
+    let (sources, planner) = packetary::queue::planner::git_backed(
+        &data_dir,
         git_creds,
-        Some(SpecOracle::with_engine(
-            SpecCache::new(data_dir.join("specs")),
-            engine.clone(),
-        )),
+        engine.clone(),
         config.targets.clone(),
         config.default_targets.clone(),
-    ));
+    );
     let runner = Arc::new(DockerRunner {
         executor: Executor::new(engine.clone()),
     });

@@ -5,37 +5,13 @@
 mod serve_common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use packetary::store::{BuildState, Store};
 use serve_common::*;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    Command::new(env!("CARGO_BIN_EXE_packetary"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("PACKETARY_TEST_TOKEN", "ghp_crash")
-        .env("PACKETARY_LOG", "info,packetary=debug")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn packetary serve")
-}
 
 async fn wait_healthy(addr: std::net::SocketAddr, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -96,34 +72,10 @@ async fn sigkill_mid_build_loses_nothing() {
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let data = dir.path().join("data");
-    let config = dir.path().join("packetary.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[build]
-parallel = 1
-[server]
-listen = "{addr}"
-data_dir = "{data}"
-public_url = "http://packetary.test"
-shutdown_grace = "2s"
-[github]
-api_url = "{api}"
-token = {{ env = "PACKETARY_TEST_TOKEN" }}
-webhook_secrets = ["{SECRET}"]
-repositories = ["test/*"]
-[targets.bookworm-rpmbuild]
-backend = "rpmbuild"
-image = "packetary/rpmbuild:bookworm"
-"#,
-            data = data.display(),
-            api = github.uri(),
-        ),
-    )
-    .expect("config");
+    let config = write_server_config(dir.path(), addr, &github.uri(), "shutdown_grace = \"2s\"");
     let log = dir.path().join("server.log");
 
-    let mut server = spawn(&config, &log);
+    let mut server = spawn_serve(&config, &log, "info,packetary=debug");
     wait_healthy(addr, &log).await;
     let url = format!("file://{}", repo.display());
     let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
@@ -187,7 +139,7 @@ image = "packetary/rpmbuild:bookworm"
             .len();
     assert!(unfinished >= 1, "the kill came too late to test anything");
 
-    let mut server = spawn(&config, &log);
+    let mut server = spawn_serve(&config, &log, "info,packetary=debug");
     wait_healthy(addr, &log).await;
     let all = wait_final(&github, &head, Duration::from_secs(120)).await;
     let mut last = std::collections::BTreeMap::new();

@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
-use packetary::git::{Auth as GitAuth, MirrorCache};
-use packetary::queue::planner::GitPlanner;
-use packetary::queue::source::MirrorSource;
+use packetary::git::Auth as GitAuth;
 use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
-use packetary::spec::{SpecCache, SpecOracle};
 use packetary::store::{BuildState, Store};
 use serde_json::Value;
 use serve_common::*;
@@ -40,18 +37,13 @@ async fn start_bot(
         )
         .expect("client"),
     );
-    let mirrors = MirrorCache::new(data.join("mirrors"));
-    let sources = Arc::new(MirrorSource::new(mirrors.clone(), GitAuth::None));
-    let planner = Arc::new(GitPlanner::new(
-        mirrors,
-        GitAuth::None,
-        Some(SpecOracle::with_engine(
-            SpecCache::new(data.join("specs")),
-            engine.clone(),
-        )),
+    let (sources, planner) = packetary::queue::planner::git_backed(
+        &data,
+        GitAuth::None.into(),
+        engine.clone(),
         config.targets.clone(),
         config.default_targets.clone(),
-    ));
+    );
     let runner = Arc::new(DockerRunner {
         executor: packetary::build::Executor::new(engine),
     });

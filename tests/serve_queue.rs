@@ -431,11 +431,14 @@ async fn drain_requeues_builds_still_running_after_the_grace_period() {
     let _ = Arc::clone(&runner);
 }
 
-#[tokio::test]
-async fn pages_escape_what_comes_from_repositories() {
-    use tower::ServiceExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let q = fake_queue(dir.path(), arc_forge(), FakeRunner::new(Mode::Succeed)).await;
+/// A fake queue (not started) with one push planned into one queued build of
+/// `package` for target `t`.
+async fn queue_with_one_build(
+    dir: &std::path::Path,
+    package: &str,
+    spec_path: &str,
+) -> (packetary::queue::Queue, packetary::model::BuildId) {
+    let q = fake_queue(dir, arc_forge(), FakeRunner::new(Mode::Succeed)).await;
     let store = q.store().clone();
     store
         .accept(
@@ -451,7 +454,6 @@ async fn pages_escape_what_comes_from_repositories() {
         .expect("store")
         .expect("trigger");
     let id = packetary::model::BuildId::generate();
-    let evil = "<script>alert(1)</script>";
     store
         .insert_builds(
             &t,
@@ -459,13 +461,22 @@ async fn pages_escape_what_comes_from_repositories() {
                 error: None,
                 stage: 0,
                 id: id.clone(),
-                package: evil.into(),
-                spec_path: format!("{evil}/x.spec"),
+                package: package.into(),
+                spec_path: spec_path.into(),
                 target: packetary::model::TargetName::parse("t").expect("name"),
             }],
         )
         .await
         .expect("insert");
+    (q, id)
+}
+
+#[tokio::test]
+async fn pages_escape_what_comes_from_repositories() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let evil = "<script>alert(1)</script>";
+    let (q, id) = queue_with_one_build(dir.path(), evil, &format!("{evil}/x.spec")).await;
     let router = packetary::web::router(app_state(&q, &["o/*"]), 1 << 20);
     for uri in [
         "/".to_string(),
@@ -658,37 +669,9 @@ async fn a_package_that_cannot_be_built_fails_alone_and_the_rest_builds() {
 async fn a_running_build_s_logs_are_served_live() {
     use tower::ServiceExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let q = fake_queue(dir.path(), arc_forge(), FakeRunner::new(Mode::Succeed)).await;
+    let (q, id) = queue_with_one_build(dir.path(), "hello", "hello/hello.spec").await;
     let store = q.store().clone();
-    store
-        .accept(
-            "d1",
-            "push",
-            Inbound::Trigger(&push('a'), TriggerState::New),
-        )
-        .await
-        .expect("accept");
-    let t = store
-        .next_new_trigger()
-        .await
-        .expect("store")
-        .expect("trigger");
-    let id = packetary::model::BuildId::generate();
     let target = packetary::model::TargetName::parse("t").expect("name");
-    store
-        .insert_builds(
-            &t,
-            &[packetary::store::NewBuild {
-                error: None,
-                stage: 0,
-                id: id.clone(),
-                package: "hello".into(),
-                spec_path: "hello/hello.spec".into(),
-                target: target.clone(),
-            }],
-        )
-        .await
-        .expect("insert");
     let running = store
         .claim_next_build(Millis::now())
         .await

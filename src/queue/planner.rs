@@ -269,3 +269,31 @@ pub fn builds_of(
     }
     Ok(out)
 }
+
+/// The service's git side: one mirror per repository under `data_dir/mirrors`, shared by
+/// the planner and the builds' exports, and specs read by rpm through `engine`, cached
+/// under `data_dir/specs`.
+pub fn git_backed(
+    data_dir: &std::path::Path,
+    creds: Credentials,
+    engine: crate::build::Engine,
+    targets: BTreeMap<TargetName, Target>,
+    default_targets: Vec<TargetName>,
+) -> (
+    std::sync::Arc<super::source::MirrorSource>,
+    std::sync::Arc<GitPlanner>,
+) {
+    let mirrors = MirrorCache::new(data_dir.join("mirrors"));
+    let sources = super::source::MirrorSource::new(mirrors.clone(), creds.clone());
+    let planner = GitPlanner::new(
+        mirrors,
+        creds,
+        Some(SpecOracle::with_engine(
+            crate::spec::SpecCache::new(data_dir.join("specs")),
+            engine,
+        )),
+        targets,
+        default_targets,
+    );
+    (std::sync::Arc::new(sources), std::sync::Arc::new(planner))
+}

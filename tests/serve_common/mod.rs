@@ -576,3 +576,67 @@ pub async fn wait_final(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+// ---- the real server as a child process ----------------------------------------------
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Writes `dir/packetary.toml` for a `packetary serve` on `addr` with its data in
+/// `dir/data`, reporting to `api_url` with the token from PACKETARY_TEST_TOKEN, one build at
+/// a time; `server_extra` adds lines to `[server]`. Returns the file's path.
+pub fn write_server_config(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    api_url: &str,
+    server_extra: &str,
+) -> PathBuf {
+    let config = dir.join("packetary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[build]
+parallel = 1
+[server]
+listen = "{addr}"
+data_dir = "{data}"
+public_url = "http://packetary.test"
+{server_extra}
+[github]
+api_url = "{api_url}"
+token = {{ env = "PACKETARY_TEST_TOKEN" }}
+webhook_secrets = ["{SECRET}"]
+repositories = ["test/*"]
+[targets.bookworm-rpmbuild]
+backend = "rpmbuild"
+image = "packetary/rpmbuild:bookworm"
+"#,
+            data = dir.join("data").display(),
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// Starts the real binary's `serve` with `config`, its log (filter `log_filter`) appended
+/// to `log`.
+pub fn spawn_serve(config: &Path, log: &Path, log_filter: &str) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    std::process::Command::new(env!("CARGO_BIN_EXE_packetary"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("PACKETARY_TEST_TOKEN", "ghp_crash")
+        .env("PACKETARY_LOG", log_filter)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn packetary serve")
+}
