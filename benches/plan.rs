@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 use packetary::config::Config;
-use packetary::git::{Auth, MirrorCache, RemoteRef};
+use packetary::git::{FetchAuth, MirrorCache, RemoteRef};
 use packetary::model::Nevr;
 use packetary::plan::{self, Change, PlanOptions};
 use packetary::spec::{SpecCache, SpecInfo, SpecOracle};
@@ -253,7 +253,7 @@ fn main() {
     let cache = MirrorCache::new(cache_dir.join("mirrors"));
     let t = Instant::now();
     let (mirror, _) = rt
-        .block_on(cache.fetch(&url, &[RemoteRef::AllBranches], &Auth::None))
+        .block_on(cache.fetch(&url, &[RemoteRef::AllBranches], &FetchAuth::None))
         .expect("fetch");
     println!(
         "  cold mirror fetch:                          {:>9.1} ms",
@@ -283,7 +283,7 @@ fn main() {
     for round in 0..5 {
         let t = Instant::now();
         let (_, report) = rt
-            .block_on(cache.fetch(&url, &[RemoteRef::AllBranches], &Auth::None))
+            .block_on(cache.fetch(&url, &[RemoteRef::AllBranches], &FetchAuth::None))
             .expect("fetch");
         fetches.push(t.elapsed());
         if round == 0 {

@@ -756,8 +756,8 @@ fn parse_github(
     }
     for r in &raw.repositories {
         let ok = match r.split_once('/') {
-            Some((o, "*")) => crate::model::RepoId::parse(&format!("{o}/x")).is_ok(),
-            Some(_) => crate::model::RepoId::parse(r).is_ok(),
+            Some((o, "*")) => crate::model::RepoId::github(&format!("{o}/x")).is_ok(),
+            Some(_) => crate::model::RepoId::github(r).is_ok(),
             None => false,
         };
         if !ok {

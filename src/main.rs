@@ -10,9 +10,10 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use packetary::build::{self, images, BuildRequest, Engine, EventKind, Executor, Outcome};
+use packetary::build::{self, images, BuildRequest, Engine, Executor, ProgressKind};
 use packetary::config::{Config, Repo};
-use packetary::git::{Auth, GitError, MirrorCache, RemoteRef};
+use packetary::git::{FetchAuth, GitError, MirrorCache, RemoteRef};
+use packetary::model::Outcome;
 use packetary::model::{BuildId, TargetName};
 use packetary::plan;
 use packetary::spec::{SpecCache, SpecOracle};
@@ -207,7 +208,9 @@ impl packetary::web::Probe for DockerProbe {
 }
 
 async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
-    use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
+    use packetary::forge::github::{ApiAuth, GitHub, GitHubWebhooks};
+    use packetary::forge::Forges;
+    use packetary::model::ForgeKind;
     use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
     use std::sync::Arc;
 
@@ -227,7 +230,7 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
             (
                 "https://api.github.com".to_string(),
                 vec![],
-                Auth::Anonymous,
+                ApiAuth::Anonymous,
                 vec![],
                 false,
             )
@@ -242,13 +245,13 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
                 .map_err(usage)?;
             let auth = match &gh.auth {
                 packetary::config::GithubAuth::Token(t) => {
-                    Auth::Token(t.resolve("github.token").map_err(usage)?)
+                    ApiAuth::Token(t.resolve("github.token").map_err(usage)?)
                 }
                 packetary::config::GithubAuth::App {
                     app_id,
                     private_key,
                     installation_id,
-                } => Auth::App {
+                } => ApiAuth::App {
                     app_id: *app_id,
                     private_key_pem: private_key.resolve("github.private_key").map_err(usage)?,
                     installation_id: *installation_id,
@@ -280,16 +283,18 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
     // override both.
     let env_auth = git_auth();
     let git_creds: packetary::git::Credentials = match (&auth, env_auth) {
-        (_, a @ (packetary::git::Auth::Token { .. } | packetary::git::Auth::SshKey { .. })) => {
-            a.into()
-        }
-        (Auth::Token(t), _) => packetary::git::Auth::Token {
+        (
+            _,
+            a
+            @ (packetary::git::FetchAuth::Token { .. } | packetary::git::FetchAuth::SshKey { .. }),
+        ) => a.into(),
+        (ApiAuth::Token(t), _) => packetary::git::FetchAuth::Token {
             username: "x-access-token".into(),
             token: t.expose().to_string(),
         }
         .into(),
-        (Auth::App { .. }, _) => packetary::git::Credentials::Minted(forge.clone()),
-        (Auth::Anonymous, a) => a.into(),
+        (ApiAuth::App { .. }, _) => packetary::git::Credentials::Minted(forge.clone()),
+        (ApiAuth::Anonymous, a) => a.into(),
     };
     let (sources, planner) = packetary::queue::planner::git_backed(
         &data_dir,
@@ -302,9 +307,14 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
         executor: Executor::new(engine.clone()),
     });
     let metrics = Arc::new(Metrics::default());
+    let forges = Forges::new().with(
+        ForgeKind::GitHub,
+        Arc::new(GitHubWebhooks::new(secrets, repositories)),
+        forge,
+    );
     let queue = Queue::new(
         store.clone(),
-        forge,
+        Arc::new(forges.clone()),
         planner,
         sources,
         runner,
@@ -324,8 +334,7 @@ async fn cmd_serve(config: Config, args: ServeArgs) -> Result<u8, Exit> {
     let state = packetary::web::AppState {
         store: store.clone(),
         queue: queue.clone(),
-        secrets: WebhookSecrets(Arc::new(secrets)),
-        allowlist: packetary::web::Allowlist(Arc::new(repositories)),
+        forges,
         probes: Arc::new(vec![
             Arc::new(DockerProbe(engine)) as Arc<dyn packetary::web::Probe>
         ]),
@@ -595,22 +604,22 @@ async fn ensure_images<'a>(
 fn spawn_progress_printer(
     started: Instant,
 ) -> (
-    tokio::sync::mpsc::UnboundedSender<build::Event>,
+    tokio::sync::mpsc::UnboundedSender<build::Progress>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<build::Event>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<build::Progress>();
     let printer = tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
             let who = format!("{}/{}", ev.package, ev.target);
             let t = started.elapsed().as_secs_f64();
             match ev.kind {
-                EventKind::PhaseStarted(p) => eprintln!("[{t:7.1}s] {who}: {p} …"),
-                EventKind::PhaseFinished { phase, elapsed, ok } => eprintln!(
+                ProgressKind::PhaseStarted(p) => eprintln!("[{t:7.1}s] {who}: {p} …"),
+                ProgressKind::PhaseFinished { phase, elapsed, ok } => eprintln!(
                     "[{t:7.1}s] {who}: {phase} {} ({:.1}s)",
                     if ok { "done" } else { "FAILED" },
                     elapsed.as_secs_f64()
                 ),
-                EventKind::Finished(_) => {}
+                ProgressKind::Finished(_) => {}
             }
         }
     });
@@ -728,21 +737,21 @@ fn parse_range(range: &str, review: bool) -> Result<plan::Change, Exit> {
 }
 
 /// Credentials from the environment: a token for HTTPS, or an SSH key.
-fn git_auth() -> Auth {
+fn git_auth() -> FetchAuth {
     let user = std::env::var("PACKETARY_GIT_USER").ok();
     if let Ok(token) = std::env::var("PACKETARY_GIT_TOKEN") {
-        Auth::Token {
+        FetchAuth::Token {
             username: user.unwrap_or_else(|| "x-access-token".into()),
             token,
         }
     } else if let Ok(key) = std::env::var("PACKETARY_GIT_SSH_KEY") {
-        Auth::SshKey {
+        FetchAuth::SshKey {
             username: user.unwrap_or_else(|| "git".into()),
             private_key: key.into(),
             passphrase: std::env::var("PACKETARY_GIT_SSH_PASSPHRASE").ok(),
         }
     } else {
-        Auth::None
+        FetchAuth::None
     }
 }
 

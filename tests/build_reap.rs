@@ -84,7 +84,7 @@ async fn output_and_exit_code_of_an_unobserved_container_can_be_replayed() {
     let id = engine.create(&spec).await.expect("create");
     // Started without anyone attached, as a build whose service died.
     engine.start(&id).await.expect("start");
-    let exit = packetary::build::docker::Exit::Container(id.clone());
+    let exit = packetary::build::docker::ExitHandle::Container(id.clone());
     let code = engine.exit_code(&exit).await.expect("exit code");
     let mut stream = engine.replay(&id);
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 
 mod plan_common;
 
-use packetary::git::{Auth, GitError, MirrorCache, RemoteRef};
+use packetary::git::{FetchAuth, GitError, MirrorCache, RemoteRef};
 use plan_common::*;
 
 #[tokio::test]
@@ -27,7 +27,7 @@ async fn fetches_branches_pull_and_gerrit_refs() {
         .fetch(
             &r.url(),
             &[RemoteRef::AllBranches, RemoteRef::Pull(7)],
-            &Auth::None,
+            &FetchAuth::None,
         )
         .await
         .expect("fetch");
@@ -40,7 +40,7 @@ async fn fetches_branches_pull_and_gerrit_refs() {
 
     let gerrit = RemoteRef::parse("refs/changes/45/12345/2").expect("ref");
     cache
-        .fetch(&r.url(), &[gerrit], &Auth::None)
+        .fetch(&r.url(), &[gerrit], &FetchAuth::None)
         .await
         .expect("fetch change");
     assert_eq!(
@@ -60,7 +60,7 @@ async fn fetches_branches_pull_and_gerrit_refs() {
         &[put("a/a.spec", &spec("a", "# pr v2"))],
     );
     cache
-        .fetch(&r.url(), &[RemoteRef::Pull(7)], &Auth::None)
+        .fetch(&r.url(), &[RemoteRef::Pull(7)], &FetchAuth::None)
         .await
         .expect("refetch");
     assert_eq!(repo.refname_to_id("refs/pull/7/head").expect("pr ref"), pr2);
@@ -74,7 +74,7 @@ async fn bad_remotes_and_refs_give_clear_errors() {
         .fetch(
             "file:///nonexistent/repo.git",
             &[RemoteRef::AllBranches],
-            &Auth::None,
+            &FetchAuth::None,
         )
         .await
         .expect_err("unreachable");
@@ -89,7 +89,7 @@ async fn bad_remotes_and_refs_give_clear_errors() {
     let r = TestRepo::new();
     r.commit("main", &[put("a/a.spec", &spec("a", ""))]);
     let e = cache
-        .fetch(&r.url(), &[RemoteRef::Pull(99)], &Auth::None)
+        .fetch(&r.url(), &[RemoteRef::Pull(99)], &FetchAuth::None)
         .await
         .expect_err("missing ref");
     assert!(
@@ -103,7 +103,7 @@ async fn bad_remotes_and_refs_give_clear_errors() {
         .fetch(
             "https://127.0.0.1:9/o/r.git",
             &[RemoteRef::AllBranches],
-            &Auth::Token {
+            &FetchAuth::Token {
                 username: "x-access-token".into(),
                 token: "secret".into(),
             },
@@ -143,7 +143,7 @@ async fn concurrent_fetches_of_one_mirror_do_not_corrupt_it() {
                 .fetch(
                     &url,
                     &[RemoteRef::AllBranches, RemoteRef::Pull(i)],
-                    &Auth::None,
+                    &FetchAuth::None,
                 )
                 .await
                 .map(|(m, _)| m)
@@ -192,12 +192,12 @@ async fn incremental_fetch_brings_one_commit() {
     let cache_dir = tempfile::tempdir().expect("tmp");
     let cache = MirrorCache::new(cache_dir.path());
     cache
-        .fetch(&r.url(), &[RemoteRef::AllBranches], &Auth::None)
+        .fetch(&r.url(), &[RemoteRef::AllBranches], &FetchAuth::None)
         .await
         .expect("first");
     let next = r.commit("main", &[put("a/a.spec", &spec("a", "# 2"))]);
     let (m, report) = cache
-        .fetch(&r.url(), &[RemoteRef::AllBranches], &Auth::None)
+        .fetch(&r.url(), &[RemoteRef::AllBranches], &FetchAuth::None)
         .await
         .expect("second");
     assert_eq!(report.updated, [("refs/heads/main".to_string(), next)]);

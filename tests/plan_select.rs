@@ -138,7 +138,7 @@ fn review_uses_the_merge_base_and_the_base_config() {
     // main moves on after the fork: its changes are not the review's.
     r.commit("main", &[put("b/b.spec", &spec("b", "# main"))]);
     let plan = select(&r, review("main", head));
-    assert_eq!(plan.kind, plan::ChangeKind::Review);
+    assert_eq!(plan.kind, plan::DiffKind::Review);
     assert_eq!(ids(&plan), ["a"]);
     assert_eq!(
         plan.compared_with.as_ref().map(|c| c.to_string()),
@@ -195,7 +195,7 @@ fn new_branch_and_force_push_compare_with_the_fork_point() {
             after: tip.to_string(),
         },
     );
-    assert_eq!(plan.kind, plan::ChangeKind::NewBranch);
+    assert_eq!(plan.kind, plan::DiffKind::NewBranch);
     assert_eq!(ids(&plan), ["a"]);
     assert_eq!(plan.changed_paths, 2);
 
@@ -208,7 +208,7 @@ fn new_branch_and_force_push_compare_with_the_fork_point() {
             after: tip.to_string(),
         },
     );
-    assert_eq!(plan.kind, plan::ChangeKind::ForcePush);
+    assert_eq!(plan.kind, plan::DiffKind::ForcePush);
     assert_eq!(ids(&plan), ["a"]);
     assert!(
         plan.notices

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use packetary::store::{BuildState, Store};
+use packetary::model::BuildState;
+use packetary::store::Store;
 use serve_common::*;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -6,10 +6,11 @@ mod serve_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use packetary::forge::github::{Auth, GitHub, WebhookSecrets};
-use packetary::git::Auth as GitAuth;
+use packetary::forge::github::{ApiAuth, GitHub};
+use packetary::git::FetchAuth;
+use packetary::model::BuildState;
 use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
-use packetary::store::{BuildState, Store};
+use packetary::store::Store;
 use serde_json::Value;
 use serve_common::*;
 use wiremock::matchers::{method, path_regex};
@@ -33,13 +34,13 @@ async fn start_bot(
     let forge = Arc::new(
         GitHub::new(
             &github.uri(),
-            &Auth::Token(packetary::config::Secret::new("ghp_e2e")),
+            &ApiAuth::Token(packetary::config::Secret::new("ghp_e2e")),
         )
         .expect("client"),
     );
     let (sources, planner) = packetary::queue::planner::git_backed(
         &data,
-        GitAuth::None.into(),
+        FetchAuth::None.into(),
         engine.clone(),
         config.targets.clone(),
         config.default_targets.clone(),
@@ -69,8 +70,7 @@ async fn start_bot(
     let state = packetary::web::AppState {
         store: store.clone(),
         queue,
-        secrets: WebhookSecrets(Arc::new(vec![packetary::config::Secret::new(SECRET)])),
-        allowlist: packetary::web::Allowlist(Arc::new(vec!["test/*".into()])),
+        forges: github_forges(vec![packetary::config::Secret::new(SECRET)], &["test/*"]),
         probes: Arc::new(vec![]),
         data_dir: data,
     };

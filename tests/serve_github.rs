@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use packetary::config::Secret;
-use packetary::forge::github::{Auth, GitHub};
-use packetary::forge::{Forge, Report, ReportState};
+use packetary::forge::github::{ApiAuth, GitHub};
+use packetary::forge::Forge;
 use packetary::model::{CommitSha, RepoId};
+use packetary::model::{Report, ReportState};
 use packetary::store::Millis;
 use serde_json::{json, Value};
 use serve_common::*;
@@ -20,7 +21,7 @@ const SHA: &str = "6113728f27ae82c7b1a177c8d03f9e96e0adf246";
 
 fn report(state: ReportState, description: &str) -> Report {
     Report {
-        repo: RepoId::parse("Codertocat/Hello-World").expect("repo"),
+        repo: RepoId::github("Codertocat/Hello-World").expect("repo"),
         sha: CommitSha::parse(SHA).expect("sha"),
         context: "packetary/bookworm-rpmbuild/hello".into(),
         state,
@@ -29,8 +30,8 @@ fn report(state: ReportState, description: &str) -> Report {
     }
 }
 
-fn token() -> Auth {
-    Auth::Token(Secret::new("ghp_test_token"))
+fn token() -> ApiAuth {
+    ApiAuth::Token(Secret::new("ghp_test_token"))
 }
 
 /// Every request the mock received conforms to the OpenAPI description.
@@ -126,7 +127,7 @@ async fn collaborator_permission_decides_who_may_command() {
             .await;
     }
     let gh = GitHub::new(&server.uri(), &token()).expect("client");
-    let repo = RepoId::parse("Codertocat/Hello-World").expect("repo");
+    let repo = RepoId::github("Codertocat/Hello-World").expect("repo");
     assert!(gh.can_write(&repo, "writer").await.expect("answer"));
     assert!(gh.can_write(&repo, "admin").await.expect("answer"));
     assert!(!gh.can_write(&repo, "reader").await.expect("answer"));
@@ -251,7 +252,7 @@ async fn github_app_installation_tokens_are_minted_and_renewed_before_expiry() {
     let key = std::fs::read_to_string(data("test-app-key.pem")).expect("test key");
     let gh = GitHub::new(
         &server.uri(),
-        &Auth::App {
+        &ApiAuth::App {
             app_id: 1,
             private_key_pem: Secret::new(key),
             installation_id: 42,
@@ -300,7 +301,7 @@ async fn a_github_app_mints_git_tokens_only_for_http_remotes_and_caches_them() {
     let gh = std::sync::Arc::new(
         GitHub::new(
             &server.uri(),
-            &Auth::App {
+            &ApiAuth::App {
                 app_id: 1,
                 private_key_pem: Secret::new(key),
                 installation_id: 42,
@@ -312,7 +313,7 @@ async fn a_github_app_mints_git_tokens_only_for_http_remotes_and_caches_them() {
     // file:// needs no token: nothing is minted.
     assert!(matches!(
         creds.for_url("file:///srv/git/x.git").await.expect("auth"),
-        packetary::git::Auth::None
+        packetary::git::FetchAuth::None
     ));
     for _ in 0..2 {
         match creds
@@ -320,7 +321,7 @@ async fn a_github_app_mints_git_tokens_only_for_http_remotes_and_caches_them() {
             .await
             .expect("auth")
         {
-            packetary::git::Auth::Token { username, token } => {
+            packetary::git::FetchAuth::Token { username, token } => {
                 assert_eq!(username, "x-access-token");
                 assert_eq!(token, "ghs_fetch");
             }
@@ -341,7 +342,7 @@ async fn a_github_app_that_cannot_mint_fails_the_fetch_with_the_reason() {
     let key = std::fs::read_to_string(data("test-app-key.pem")).expect("test key");
     let gh = GitHub::new(
         &server.uri(),
-        &Auth::App {
+        &ApiAuth::App {
             app_id: 1,
             private_key_pem: Secret::new(key),
             installation_id: 42,

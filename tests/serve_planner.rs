@@ -6,8 +6,8 @@ mod serve_common;
 
 use std::path::{Path, PathBuf};
 
-use packetary::forge::{ChangeKind, Trigger};
-use packetary::git::{Auth, MirrorCache};
+use packetary::git::{FetchAuth, MirrorCache};
+use packetary::model::{ChangeKind, Trigger};
 use packetary::model::{CommitSha, RepoId};
 use packetary::queue::planner::GitPlanner;
 use packetary::queue::source::MirrorSource;
@@ -47,7 +47,7 @@ fn planner(data: &Path) -> GitPlanner {
     let config = packetary::config::Config::load(None).expect("defaults");
     GitPlanner::new(
         MirrorCache::new(data.join("mirrors")),
-        Auth::None,
+        FetchAuth::None,
         None,
         config.targets.clone(),
         config.default_targets.clone(),
@@ -56,7 +56,7 @@ fn planner(data: &Path) -> GitPlanner {
 
 fn push(repo: &Path, before: Option<&str>, after: &str, branch: &str) -> Trigger {
     Trigger {
-        repo: RepoId::parse("test/pkgs").expect("repo"),
+        repo: RepoId::github("test/pkgs").expect("repo"),
         clone_url: format!("file://{}", repo.display()),
         kind: ChangeKind::Push,
         ref_name: format!("refs/heads/{branch}"),
@@ -240,7 +240,7 @@ async fn builds_export_from_the_planners_mirror() {
     // The source never fetches what the planner already has: the remote is gone now.
     let moved = dir.path().join("moved");
     std::fs::rename(&repo, &moved).expect("rename");
-    let src = MirrorSource::new(MirrorCache::new(data.join("mirrors")), Auth::None);
+    let src = MirrorSource::new(MirrorCache::new(data.join("mirrors")), FetchAuth::None);
     let dest = dir.path().join("export");
     src.export(&t.clone_url, &t.repo, &t.head, &dest)
         .await

@@ -6,9 +6,11 @@ mod serve_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use packetary::forge::{ChangeKind, Command, CommandRequest, Report, ReportState, Trigger};
+use packetary::model::{
+    BuildState, ChangeKind, Command, CommandRequest, Report, ReportState, Trigger,
+};
 use packetary::model::{CommitSha, RepoId};
-use packetary::store::{BuildState, Inbound, Millis, Store, TriggerState};
+use packetary::store::{Inbound, Millis, Store, TriggerState};
 use serve_common::*;
 
 fn sha(c: char) -> CommitSha {
@@ -17,7 +19,7 @@ fn sha(c: char) -> CommitSha {
 
 fn push(head: char) -> Trigger {
     Trigger {
-        repo: RepoId::parse("o/r").expect("repo"),
+        repo: RepoId::github("o/r").expect("repo"),
         clone_url: "file:///nowhere".into(),
         kind: ChangeKind::Push,
         ref_name: "refs/heads/main".into(),
@@ -70,7 +72,7 @@ async fn store_migrates_idempotently_and_latest_report_wins() {
         .await
         .expect("reopen runs no migration twice");
     let mut r = Report {
-        repo: RepoId::parse("o/r").expect("repo"),
+        repo: RepoId::github("o/r").expect("repo"),
         sha: sha('a'),
         context: "packetary".into(),
         state: ReportState::Pending,
@@ -140,7 +142,7 @@ async fn statuses_go_pending_then_final_and_builds_are_fair_across_repositories(
             .expect("accept");
     }
     let mut t = push('d');
-    t.repo = RepoId::parse("o/other").expect("repo");
+    t.repo = RepoId::github("o/other").expect("repo");
     store
         .accept("d9", "push", Inbound::Trigger(&t, TriggerState::New))
         .await
@@ -152,7 +154,7 @@ async fn statuses_go_pending_then_final_and_builds_are_fair_across_repositories(
         .await
         .expect("claim")
         .expect("one");
-    assert_eq!(first.repo.as_str(), "o/r");
+    assert_eq!(first.repo.as_str(), "github:o/r");
     let second = store
         .claim_next_build(Millis::now())
         .await
@@ -160,7 +162,7 @@ async fn statuses_go_pending_then_final_and_builds_are_fair_across_repositories(
         .expect("one");
     assert_eq!(
         second.repo.as_str(),
-        "o/other",
+        "github:o/other",
         "the repository with nothing running goes next"
     );
     store
@@ -761,7 +763,7 @@ impl packetary::queue::Runner for TimedRunner {
     fn run(
         &self,
         req: packetary::build::BuildRequest,
-        _events: tokio::sync::mpsc::UnboundedSender<packetary::build::Event>,
+        _events: tokio::sync::mpsc::UnboundedSender<packetary::build::Progress>,
         _cancel: tokio_util::sync::CancellationToken,
     ) -> futures_util::future::BoxFuture<'static, packetary::build::BuildReport> {
         let name = req.package.label();
@@ -771,7 +773,7 @@ impl packetary::queue::Runner for TimedRunner {
             tokio::time::sleep(Duration::from_millis(300)).await;
             log.lock().expect("lock").push((name, "end"));
             let mut r = packetary::queue::error_report(&req, String::new());
-            r.outcome = packetary::build::Outcome::Succeeded {
+            r.outcome = packetary::model::Outcome::Succeeded {
                 srpm: "x.src.rpm".into(),
                 rpms: vec![],
             };

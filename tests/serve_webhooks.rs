@@ -4,7 +4,7 @@ mod serve_common;
 
 use axum::body::to_bytes;
 use axum::http::StatusCode;
-use packetary::forge::ChangeKind;
+use packetary::model::ChangeKind;
 use serde_json::Value;
 use serve_common::*;
 use tower::ServiceExt;
@@ -343,7 +343,7 @@ async fn without_github_configuration_webhooks_get_503_and_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = fake_queue(dir.path(), arc_forge(), FakeRunner::new(Mode::Succeed)).await;
     let mut state = app_state(&queue, &["codertocat/*"]);
-    state.secrets = packetary::forge::github::WebhookSecrets(std::sync::Arc::new(vec![]));
+    state.forges = github_forges(vec![], &["codertocat/*"]);
     let router = packetary::web::router(state, 1 << 20);
     let body = push_payload(
         REPO,
@@ -362,4 +362,35 @@ async fn without_github_configuration_webhooks_get_503_and_the_fix() {
         "{text}"
     );
     assert_eq!(queue.store().triggers().await.expect("triggers").len(), 0);
+}
+
+#[tokio::test]
+async fn webhooks_route_by_forge() {
+    let h = harness(1 << 20).await;
+    let body = bytes("push-branch.json");
+    let to = |path: &str| {
+        let mut req = webhook("push", &format!("d-route{path}"), &body, Some(SECRET));
+        *req.uri_mut() = path.parse().expect("uri");
+        req
+    };
+    let (s, msg) = h.send(to("/webhooks/gitlab")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{msg}");
+    assert!(msg.contains("no forge named `gitlab`"), "{msg}");
+    let (s, msg) = h.send(to("/webhooks/gerrit")).await;
+    assert_eq!(
+        s,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a known forge that is not configured: {msg}"
+    );
+    assert!(msg.contains("gerrit webhooks are not configured"), "{msg}");
+    assert_eq!(h.triggers().await, 0);
+    let (s, msg) = h.send(to("/webhooks/github")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{msg}");
+    let stored = h.queue.store().triggers().await.expect("triggers");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].trigger.repo.as_str(),
+        "github:Codertocat/Hello-World",
+        "the repository names its forge"
+    );
 }

@@ -49,13 +49,13 @@ pub struct FoundContainer {
 
 /// The output of a running process: an exec call, or a container's main process.
 pub struct ExecStream {
-    exit: Exit,
+    exit: ExitHandle,
     output: Option<OutputStream>,
 }
 
 /// Where to ask for the exit code once the output has ended.
 #[derive(Debug, Clone)]
-pub enum Exit {
+pub enum ExitHandle {
     Exec(String),
     Container(String),
 }
@@ -71,7 +71,7 @@ type OutputStream = std::pin::Pin<
 impl ExecStream {
     /// What to pass to [`Engine::exit_code`]; not the stream itself, so that callers'
     /// futures stay `Send`.
-    pub fn exit(&self) -> Exit {
+    pub fn exit(&self) -> ExitHandle {
         self.exit.clone()
     }
 
@@ -223,7 +223,7 @@ impl Engine {
             .map_err(|e| InfraError::docker("attach to the build container", e))?;
         self.start(id).await?;
         Ok(ExecStream {
-            exit: Exit::Container(id.to_string()),
+            exit: ExitHandle::Container(id.to_string()),
             output: Some(attached.output),
         })
     }
@@ -238,7 +238,7 @@ impl Engine {
             .stderr(true)
             .build();
         ExecStream {
-            exit: Exit::Container(id.to_string()),
+            exit: ExitHandle::Container(id.to_string()),
             output: Some(Box::pin(self.docker.logs(id, Some(opts)))),
         }
     }
@@ -308,22 +308,22 @@ impl Engine {
             bollard::exec::StartExecResults::Detached => None,
         };
         Ok(ExecStream {
-            exit: Exit::Exec(exec.id),
+            exit: ExitHandle::Exec(exec.id),
             output,
         })
     }
 
     /// The exit code of what `exit` names, once its output has ended.
-    pub async fn exit_code(&self, exit: &Exit) -> Result<i64, InfraError> {
+    pub async fn exit_code(&self, exit: &ExitHandle) -> Result<i64, InfraError> {
         match exit {
-            Exit::Exec(exec_id) => self
+            ExitHandle::Exec(exec_id) => self
                 .docker
                 .inspect_exec(exec_id)
                 .await
                 .map_err(|e| InfraError::docker("inspect exec", e))?
                 .exit_code
                 .ok_or_else(|| InfraError("Docker did not report the exit code of a phase".into())),
-            Exit::Container(id) => match self.docker.wait_container(id, None).next().await {
+            ExitHandle::Container(id) => match self.docker.wait_container(id, None).next().await {
                 Some(Ok(r)) => Ok(r.status_code),
                 // bollard reports a non-zero exit as an error.
                 Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {

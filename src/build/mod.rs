@@ -14,53 +14,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Backend, RepoLocation, Target};
-use crate::model::{BuildId, Nevr, TargetName};
-use crate::plan::PackageSource;
+use crate::model::{BuildId, Failure, Nevr, Outcome, PackageSource, Phase, TargetName};
 use backend::{ContainerRepo, MISSING_MARK, NEVR_FILE, OUT_DIR, REPO_DIR, SOURCE_DIR, SPEC_DIR};
 pub use docker::{Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
-
-/// The phases of a build, in order; each is timed in `state.log`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Container created and started, sources mounted.
-    Prepare,
-    /// The SRPM is made from the spec and its sources.
-    Srpm,
-    /// BuildRequires of the SRPM are installed from the target's repositories.
-    Deps,
-    /// Binary packages are rebuilt from the SRPM, without network.
-    Build,
-    /// Results are checked and moved to their final place.
-    Collect,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Prepare => "prepare",
-            Phase::Srpm => "srpm",
-            Phase::Deps => "deps",
-            Phase::Build => "build",
-            Phase::Collect => "collect",
-        }
-    }
-
-    /// The log a phase writes to, named like Mock's.
-    pub fn log_name(self) -> &'static str {
-        match self {
-            Phase::Prepare | Phase::Deps => "root.log",
-            Phase::Srpm | Phase::Build => "build.log",
-            Phase::Collect => "state.log",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One build to run.
 #[derive(Debug, Clone)]
@@ -72,47 +28,6 @@ pub struct BuildRequest {
     pub out_root: PathBuf,
     /// Repositories added to the target's for this build.
     pub extra_repos: Vec<crate::config::Repo>,
-}
-
-/// Why a package did not build; all of these are the package's doing, not the system's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Failure {
-    /// A phase's command exited non-zero.
-    Exit { code: i64 },
-    /// BuildRequires that no repository provides.
-    MissingDeps { capabilities: Vec<String> },
-    /// The wall-clock limit ran out.
-    Timeout { limit_secs: u64 },
-    /// The kernel killed the build for exceeding its memory limit.
-    OutOfMemory { limit_bytes: Option<i64> },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Outcome {
-    Succeeded {
-        srpm: PathBuf,
-        rpms: Vec<PathBuf>,
-    },
-    Failed {
-        phase: Phase,
-        failure: Failure,
-        /// One line for a status description: what failed and the first error line.
-        message: String,
-        log: PathBuf,
-    },
-    /// An infrastructure fault (Docker, disk, image): worth retrying, not the package's fault.
-    Error {
-        message: String,
-    },
-    Cancelled,
-}
-
-impl Outcome {
-    pub fn succeeded(&self) -> bool {
-        matches!(self, Outcome::Succeeded { .. })
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,15 +59,15 @@ pub struct BuildReport {
 
 /// Progress of a build, for terminals and build pages.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub struct Progress {
     pub build: BuildId,
     pub package: String,
     pub target: TargetName,
-    pub kind: EventKind,
+    pub kind: ProgressKind,
 }
 
 #[derive(Debug, Clone)]
-pub enum EventKind {
+pub enum ProgressKind {
     PhaseStarted(Phase),
     PhaseFinished {
         phase: Phase,
@@ -181,7 +96,7 @@ struct Run {
     phases: Vec<PhaseTiming>,
     commands: Vec<(Phase, Vec<String>)>,
     nevr: Option<Nevr>,
-    events: Option<UnboundedSender<Event>>,
+    events: Option<UnboundedSender<Progress>>,
     state_log: Vec<u8>,
     oom_limit: Option<i64>,
     /// OOM kills the driver counted in the container's cgroup when a phase failed.
@@ -235,7 +150,7 @@ impl Executor {
         &self,
         req: BuildRequest,
         image_id: Option<String>,
-        events: Option<UnboundedSender<Event>>,
+        events: Option<UnboundedSender<Progress>>,
         cancel: CancellationToken,
     ) -> BuildReport {
         let mut run = Run::new(req, events);
@@ -258,7 +173,7 @@ impl Executor {
     pub async fn reattach(
         &self,
         req: BuildRequest,
-        events: Option<UnboundedSender<Event>>,
+        events: Option<UnboundedSender<Progress>>,
         cancel: CancellationToken,
     ) -> Option<BuildReport> {
         let found = match self.engine.find_build_container(req.id.as_str()).await {
@@ -696,7 +611,7 @@ fn infra(msg: String) -> Stop {
 }
 
 impl Run {
-    fn new(req: BuildRequest, events: Option<UnboundedSender<Event>>) -> Run {
+    fn new(req: BuildRequest, events: Option<UnboundedSender<Progress>>) -> Run {
         let staging = staging_dir(&req.out_root, &req.target.name, &req.id);
         Run {
             oom_limit: req.target.limits.memory_bytes,
@@ -721,7 +636,7 @@ impl Run {
         self.phase_started_at = now();
         self.state_log
             .extend_from_slice(format!("{} Start: {}\n", self.phase_started_at, phase).as_bytes());
-        self.emit(EventKind::PhaseStarted(phase));
+        self.emit(ProgressKind::PhaseStarted(phase));
     }
 
     fn end(&mut self, ok: bool) {
@@ -742,16 +657,16 @@ impl Run {
             seconds: elapsed.as_secs_f64(),
             ok,
         });
-        self.emit(EventKind::PhaseFinished {
+        self.emit(ProgressKind::PhaseFinished {
             phase: self.phase,
             elapsed,
             ok,
         });
     }
 
-    fn emit(&self, kind: EventKind) {
+    fn emit(&self, kind: ProgressKind) {
         if let Some(tx) = &self.events {
-            let _ = tx.send(Event {
+            let _ = tx.send(Progress {
                 build: self.req.id.clone(),
                 package: self
                     .nevr
@@ -848,7 +763,7 @@ impl Run {
             };
         }
         if let Some(tx) = &self.events {
-            let _ = tx.send(Event {
+            let _ = tx.send(Progress {
                 build: report.id.clone(),
                 package: report
                     .nevr
@@ -856,7 +771,7 @@ impl Run {
                     .map(|n| n.name.clone())
                     .unwrap_or_else(|| report.package.clone()),
                 target: report.target.clone(),
-                kind: EventKind::Finished(Box::new(report.clone())),
+                kind: ProgressKind::Finished(Box::new(report.clone())),
             });
         }
         report

@@ -1,221 +1,23 @@
-//! Forges (GitHub today): what they tell us, turned into forge-neutral [`Event`]s and
-//! [`Trigger`]s, and what we tell them, as [`Report`]s. Nothing forge-specific leaves this
-//! module.
+//! Forges in and out. Inbound, a forge's parser turns what it sends (a webhook today, an
+//! event stream later) into forge-neutral [`ForgeEvent`]s; outbound, [`Forge`] delivers
+//! [`Report`]s. [`Forges`] is the registry keyed by [`ForgeKind`]: `/webhooks/<forge>`
+//! routes to the forge's [`Inbound`], and a report goes to the forge its repository is on.
+//! Nothing forge-specific leaves this module.
+//!
+//! Adding a forge (Gerrit, GitLab): a `ForgeKind` variant, an `Inbound` for its webhooks,
+//! a `Forge` for its reports, and one `Forges::with` call where the service is wired.
 
 pub mod github;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use crate::model::{CommitSha, RepoId};
-
-/// What kind of change a trigger is about; it decides which builds a newer one supersedes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
-    Push,
-    PullRequest,
-}
-
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Push => "push",
-            ChangeKind::PullRequest => "pull_request",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ChangeKind> {
-        match s {
-            "push" => Some(ChangeKind::Push),
-            "pull_request" => Some(ChangeKind::PullRequest),
-            _ => None,
-        }
-    }
-}
-
-/// A request to build a commit of a repository: a branch update or a pull request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Trigger {
-    pub repo: RepoId,
-    /// Where the commits can be fetched from (for a pull request: the base repository,
-    /// which also carries `refs/pull/N/head`).
-    pub clone_url: String,
-    pub kind: ChangeKind,
-    /// `refs/heads/<branch>` for a push, `refs/pull/<n>/head` for a pull request.
-    pub ref_name: String,
-    /// The commit to compare with: the previous head of a branch, the base of a pull request.
-    pub base: Option<CommitSha>,
-    pub head: CommitSha,
-    pub pr_number: Option<u64>,
-    /// The branch a pull request targets; its configuration is trusted, the head's is not.
-    pub base_ref: Option<String>,
-    /// A pull request whose head lives in another repository (not trusted by default).
-    pub from_fork: bool,
-    /// Who caused it (for logs and pages).
-    pub sender: String,
-    /// Set by `/packetary rebuild [package] [target]`: build only these.
-    pub only_package: Option<String>,
-    pub only_target: Option<String>,
-}
-
-/// A command written in a comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// `/packetary rebuild [package] [target]`
-    Rebuild {
-        package: Option<String>,
-        target: Option<String>,
-    },
-    /// `/packetary approve`: build a pull request from a fork.
-    Approve,
-}
-
-impl Command {
-    /// Finds the first `/packetary ...` line of a comment. Unknown sub-commands and extra
-    /// words are ignored rather than guessed at.
-    pub fn parse(body: &str) -> Option<Command> {
-        for line in body.lines() {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("/packetary") {
-                continue;
-            }
-            let sub = words.next()?;
-            let safe = |w: &str| {
-                !w.is_empty()
-                    && w.len() <= 128
-                    && w.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
-            };
-            return match sub {
-                "rebuild" => {
-                    let package = words.next();
-                    let target = words.next();
-                    if words.next().is_some()
-                        || package.is_some_and(|p| !safe(p))
-                        || target.is_some_and(|t| !safe(t))
-                    {
-                        return None;
-                    }
-                    Some(Command::Rebuild {
-                        package: package.map(str::to_string),
-                        target: target.map(str::to_string),
-                    })
-                }
-                "approve" if words.next().is_none() => Some(Command::Approve),
-                _ => None,
-            };
-        }
-        None
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Rebuild { .. } => "rebuild",
-            Command::Approve => "approve",
-        }
-    }
-}
-
-/// A comment command, with what is needed to act on it once the author's permission is known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandRequest {
-    pub repo: RepoId,
-    pub pr_number: Option<u64>,
-    /// The commit it is about, when the event names one (a check run does).
-    pub head: Option<CommitSha>,
-    pub user: String,
-    pub command: Command,
-    /// The forge already checked that the user may do this (e.g. a re-run button).
-    pub trusted: bool,
-}
-
-/// A verified forge event, in forge-neutral terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Ping,
-    /// Build this commit.
-    Build(Trigger),
-    /// A pull request was closed: its queued and running builds are cancelled.
-    Closed {
-        repo: RepoId,
-        pr_number: u64,
-    },
-    /// A branch was deleted: its queued and running builds are cancelled.
-    RefDeleted {
-        repo: RepoId,
-        ref_name: String,
-    },
-    Command(CommandRequest),
-    /// Understood but nothing to do; the reason goes to a debug log line.
-    Ignored(String),
-}
-
-impl Event {
-    pub fn repo(&self) -> Option<&RepoId> {
-        match self {
-            Event::Build(t) => Some(&t.repo),
-            Event::Closed { repo, .. } | Event::RefDeleted { repo, .. } => Some(repo),
-            Event::Command(c) => Some(&c.repo),
-            Event::Ping | Event::Ignored(_) => None,
-        }
-    }
-}
-
-/// The state of one status context, as commit statuses know it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReportState {
-    Pending,
-    Success,
-    /// The package did not build.
-    Failure,
-    /// Infrastructure fault, superseded, cancelled: not the package's doing.
-    Error,
-}
-
-impl ReportState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReportState::Pending => "pending",
-            ReportState::Success => "success",
-            ReportState::Failure => "failure",
-            ReportState::Error => "error",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ReportState> {
-        match s {
-            "pending" => Some(ReportState::Pending),
-            "success" => Some(ReportState::Success),
-            "failure" => Some(ReportState::Failure),
-            "error" => Some(ReportState::Error),
-            _ => None,
-        }
-    }
-}
-
-/// A desired status of one context on one commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub repo: RepoId,
-    pub sha: CommitSha,
-    /// `packetary/<target>/<package>`, or [`AGGREGATE_CONTEXT`].
-    pub context: String,
-    pub state: ReportState,
-    pub description: String,
-    pub target_url: Option<String>,
-}
-
-/// The context that sums up every build of a commit; the one to require in branch protection.
-pub const AGGREGATE_CONTEXT: &str = "packetary";
-
-/// The context of one package built for one target.
-pub fn build_context(target: &str, package: &str) -> String {
-    format!("packetary/{target}/{package}")
-}
+use crate::model::{ForgeEvent, ForgeKind, RepoId, Report};
 
 /// Why a report could not be delivered, and when to try again.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -228,7 +30,8 @@ pub struct DeliveryError {
     pub permanent: bool,
 }
 
-/// What the queue needs from a forge. Implemented by [`github::GitHub`]; tests may fake it.
+/// What the queue needs from a forge. Implemented by [`github::GitHub`] and by the
+/// [`Forges`] registry, which hands each call to the repository's forge; tests may fake it.
 pub trait Forge: Send + Sync {
     fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>>;
     /// Whether `user` may push to `repo` (and so may command builds).
@@ -239,35 +42,143 @@ pub trait Forge: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, DeliveryError>>;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A webhook whose authenticity was checked. Parsers taking this never see unverified bytes.
+#[derive(Debug)]
+pub struct VerifiedWebhook {
+    /// The forge's name for the event (`push`, `patchset-created`), for logs and metrics.
+    pub event: String,
+    /// The forge's delivery id: a redelivery of the same id is not built twice.
+    pub delivery: String,
+    pub body: Bytes,
+}
 
-    #[test]
-    fn commands() {
-        assert_eq!(
-            Command::parse("thanks!\n/packetary rebuild hello fedora-43\n"),
-            Some(Command::Rebuild {
-                package: Some("hello".into()),
-                target: Some("fedora-43".into())
+/// Why a webhook request was refused before it was parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookRejection {
+    #[error("missing X-Hub-Signature-256 header: configure a secret on the webhook")]
+    MissingSignature,
+    #[error("the signature does not match the body under any configured secret")]
+    BadSignature,
+    #[error("missing or invalid header {0}")]
+    MissingHeader(&'static str),
+    #[error("the body is larger than the configured limit")]
+    TooLarge,
+    #[error("could not read the body: {0}")]
+    Body(String),
+    #[error("{forge} webhooks are not configured on this server\n  fix: {fix}")]
+    NotConfigured { forge: ForgeKind, fix: &'static str },
+    #[error("no forge named `{0}`; webhooks go to /webhooks/<forge>, e.g. /webhooks/github")]
+    UnknownForge(String),
+}
+
+impl WebhookRejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebhookRejection::MissingSignature | WebhookRejection::BadSignature => {
+                StatusCode::UNAUTHORIZED
+            }
+            WebhookRejection::NotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookRejection::MissingHeader(_) | WebhookRejection::Body(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            WebhookRejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookRejection::UnknownForge(_) => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+/// A payload that does not have the shape the forge documents; names the failing field.
+#[derive(Debug, thiserror::Error)]
+#[error("{event} payload: field `{path}`: {message}")]
+pub struct ParseError {
+    pub event: String,
+    pub path: String,
+    pub message: String,
+}
+
+/// Parses JSON into `T`, naming the failing field of a malformed payload.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    event: &str,
+    body: &[u8],
+) -> Result<T, ParseError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| ParseError {
+        event: event.to_string(),
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
+/// The inbound side of a forge's webhooks. The web layer calls `check` before it reads the
+/// body (cheap refusals first), `verify` on the body read within the limit, then `parse`.
+pub trait Inbound: Send + Sync {
+    /// Refuses what the headers (or the query string) already show to be wrong.
+    fn check(&self, headers: &HeaderMap, query: Option<&str>) -> Result<(), WebhookRejection>;
+    /// Checks the body's authenticity (signature, token) before anything parses it.
+    fn verify(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: Bytes,
+    ) -> Result<VerifiedWebhook, WebhookRejection>;
+    fn parse(&self, hook: &VerifiedWebhook) -> Result<ForgeEvent, ParseError>;
+    /// Whether the service acts for `repo` (its configured repositories).
+    fn allows(&self, repo: &RepoId) -> bool;
+}
+
+/// The forges the service talks to, by kind: where webhooks come in and reports go out.
+#[derive(Clone, Default)]
+pub struct Forges {
+    inbound: BTreeMap<ForgeKind, Arc<dyn Inbound>>,
+    outbound: BTreeMap<ForgeKind, Arc<dyn Forge>>,
+}
+
+impl Forges {
+    pub fn new() -> Forges {
+        Forges::default()
+    }
+
+    /// Registers a forge's webhook parser and reporter.
+    pub fn with(mut self, kind: ForgeKind, inbound: Arc<dyn Inbound>, out: Arc<dyn Forge>) -> Self {
+        self.inbound.insert(kind, inbound);
+        self.outbound.insert(kind, out);
+        self
+    }
+
+    pub fn inbound(&self, kind: ForgeKind) -> Option<&Arc<dyn Inbound>> {
+        self.inbound.get(&kind)
+    }
+
+    fn outbound(&self, repo: &RepoId) -> Result<&Arc<dyn Forge>, DeliveryError> {
+        self.outbound
+            .get(&repo.forge())
+            .ok_or_else(|| DeliveryError {
+                message: format!(
+                    "no {} forge is configured for {repo}; add its table to the configuration",
+                    repo.forge()
+                ),
+                retry_after: None,
+                permanent: true,
             })
-        );
-        assert_eq!(
-            Command::parse("/packetary rebuild"),
-            Some(Command::Rebuild {
-                package: None,
-                target: None
-            })
-        );
-        assert_eq!(
-            Command::parse("  /packetary   approve  "),
-            Some(Command::Approve)
-        );
-        assert_eq!(Command::parse("/packetary approve now"), None);
-        assert_eq!(Command::parse("/packetary rebuild a b c"), None);
-        assert_eq!(Command::parse("/packetary rebuild ../x"), None);
-        assert_eq!(Command::parse("/packetary destroy"), None);
-        assert_eq!(Command::parse("please /packetary rebuild"), None);
-        assert_eq!(Command::parse(""), None);
+    }
+}
+
+impl Forge for Forges {
+    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        match self.outbound(&report.repo) {
+            Ok(f) => f.deliver(report),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn can_write<'a>(
+        &'a self,
+        repo: &'a RepoId,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
+        match self.outbound(repo) {
+            Ok(f) => f.can_write(repo, user),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 }

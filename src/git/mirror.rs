@@ -18,7 +18,7 @@ use super::{blocking, GitError};
 
 /// How to authenticate to a remote. Secrets are never logged or put in messages.
 #[derive(Clone, Default)]
-pub enum Auth {
+pub enum FetchAuth {
     /// Public repositories, `file://` and local paths.
     #[default]
     None,
@@ -35,13 +35,13 @@ pub enum Auth {
 /// Mints short-lived fetch credentials (a GitHub App's installation token), caching them
 /// while they stay valid.
 pub trait TokenSource: Send + Sync {
-    fn mint(&self) -> futures_util::future::BoxFuture<'_, Result<Auth, String>>;
+    fn mint(&self) -> futures_util::future::BoxFuture<'_, Result<FetchAuth, String>>;
 }
 
 /// Where a fetch's credentials come from.
 #[derive(Clone)]
 pub enum Credentials {
-    Fixed(Auth),
+    Fixed(FetchAuth),
     /// Asked before each fetch over HTTP(S); other transports (`file://`, local paths) get
     /// none, so that a forge being down does not stop fetches that need no token.
     Minted(Arc<dyn TokenSource>),
@@ -49,7 +49,7 @@ pub enum Credentials {
 
 impl Default for Credentials {
     fn default() -> Credentials {
-        Credentials::Fixed(Auth::None)
+        Credentials::Fixed(FetchAuth::None)
     }
 }
 
@@ -62,20 +62,20 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl From<Auth> for Credentials {
-    fn from(a: Auth) -> Credentials {
+impl From<FetchAuth> for Credentials {
+    fn from(a: FetchAuth) -> Credentials {
         Credentials::Fixed(a)
     }
 }
 
 impl Credentials {
     /// The credentials to fetch `url` with now.
-    pub async fn for_url(&self, url: &str) -> Result<Auth, GitError> {
+    pub async fn for_url(&self, url: &str) -> Result<FetchAuth, GitError> {
         match self {
             Credentials::Fixed(a) => Ok(a.clone()),
             Credentials::Minted(source) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Ok(Auth::None);
+                    return Ok(FetchAuth::None);
                 }
                 source
                     .mint()
@@ -89,12 +89,12 @@ impl Credentials {
     }
 }
 
-impl std::fmt::Debug for Auth {
+impl std::fmt::Debug for FetchAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Auth::None => f.write_str("Auth::None"),
-            Auth::Token { username, .. } => write!(f, "Auth::Token({username}, <secret>)"),
-            Auth::SshKey {
+            FetchAuth::None => f.write_str("Auth::None"),
+            FetchAuth::Token { username, .. } => write!(f, "Auth::Token({username}, <secret>)"),
+            FetchAuth::SshKey {
                 username,
                 private_key,
                 ..
@@ -270,7 +270,7 @@ impl MirrorCache {
         &self,
         url: &str,
         refs: &[RemoteRef],
-        auth: &Auth,
+        auth: &FetchAuth,
     ) -> Result<(Mirror, FetchReport), GitError> {
         let mirror = self.mirror_for(url);
         let lock = self.lock_for(&mirror.path);
@@ -291,7 +291,11 @@ impl Mirror {
 
     /// The blocking fetch, under the cross-process lock. Callers in async code use
     /// [`MirrorCache::fetch`], which also serialises fetches within the process.
-    pub fn fetch_blocking(&self, refs: &[RemoteRef], auth: &Auth) -> Result<FetchReport, GitError> {
+    pub fn fetch_blocking(
+        &self,
+        refs: &[RemoteRef],
+        auth: &FetchAuth,
+    ) -> Result<FetchReport, GitError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| GitError::Io { path, source }
@@ -336,7 +340,7 @@ impl Mirror {
         &self,
         repo: &Repository,
         refs: &[RemoteRef],
-        auth: &Auth,
+        auth: &FetchAuth,
     ) -> Result<FetchReport, GitError> {
         let mut remote = repo
             .remote_anonymous(&self.url)
@@ -385,7 +389,7 @@ impl Mirror {
     }
 }
 
-fn callbacks(auth: &Auth) -> RemoteCallbacks<'static> {
+fn callbacks(auth: &FetchAuth) -> RemoteCallbacks<'static> {
     let mut cb = RemoteCallbacks::new();
     let auth = auth.clone();
     let mut attempts = 0u32;
@@ -396,12 +400,12 @@ fn callbacks(auth: &Auth) -> RemoteCallbacks<'static> {
             return Err(git2::Error::from_str("credentials rejected"));
         }
         match &auth {
-            Auth::Token { username, token }
+            FetchAuth::Token { username, token }
                 if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
             {
                 Cred::userpass_plaintext(username, token)
             }
-            Auth::SshKey {
+            FetchAuth::SshKey {
                 username,
                 private_key,
                 passphrase,
@@ -506,7 +510,7 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let a = Auth::Token {
+        let a = FetchAuth::Token {
             username: "x-access-token".into(),
             token: "ghs_secret".into(),
         };

@@ -30,7 +30,7 @@ pub enum Change {
 /// How the compared commits were chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ChangeKind {
+pub enum DiffKind {
     Push,
     Review,
     NewBranch,
@@ -82,7 +82,7 @@ pub struct DeletedPackage {
 pub struct Plan {
     pub repo: String,
     pub change: Change,
-    pub kind: ChangeKind,
+    pub kind: DiffKind,
     pub head: Option<CommitSha>,
     /// The commit whose tree `head` was compared with (`None`: everything in `head`).
     pub compared_with: Option<CommitSha>,
@@ -107,8 +107,8 @@ impl Plan {
             repo: repo.to_string(),
             change: change.clone(),
             kind: match change {
-                Change::Push { .. } => ChangeKind::Push,
-                Change::Review { .. } => ChangeKind::Review,
+                Change::Push { .. } => DiffKind::Push,
+                Change::Review { .. } => DiffKind::Review,
             },
             head: None,
             compared_with: None,
@@ -179,7 +179,7 @@ struct Endpoints {
     config_at: Oid,
     /// Where the previous configuration is read, to see what a change to it affects.
     old_config_at: Option<Oid>,
-    kind: ChangeKind,
+    kind: DiffKind,
 }
 
 fn default_branch_commit(repo: &Repository, opts: &PlanOptions) -> Result<Oid, String> {
@@ -252,20 +252,20 @@ fn endpoints(
                 head: h,
                 config_at: b,
                 old_config_at: None,
-                kind: ChangeKind::Review,
+                kind: DiffKind::Review,
             })
         }
         Change::Push { before, after } => {
             let h = resolve(after)?;
             let (old, kind) = match before.as_deref().filter(|b| !b.is_empty() && !is_zero(b)) {
-                None => (fork_point(repo, h, opts, notices)?, ChangeKind::NewBranch),
+                None => (fork_point(repo, h, opts, notices)?, DiffKind::NewBranch),
                 Some(b) => match resolve_commit(repo, b) {
-                    Ok(o) => (Some(o), ChangeKind::Push),
+                    Ok(o) => (Some(o), DiffKind::Push),
                     Err(GitError::MissingRev { .. }) => {
                         notices.push(format!(
                             "`{b}` (the branch's previous tip) is gone, probably force-pushed away; planning everything the branch changed since it left the default branch"
                         ));
-                        (fork_point(repo, h, opts, notices)?, ChangeKind::ForcePush)
+                        (fork_point(repo, h, opts, notices)?, DiffKind::ForcePush)
                     }
                     Err(e) => return Err(e.to_string()),
                 },
@@ -415,10 +415,10 @@ fn select_packages(
 
     let mut config_reasons: BTreeMap<PackageId, (PackageDef, String)> = BTreeMap::new();
     match ends.kind {
-        ChangeKind::Review if config_touched => plan.notices.push(format!(
+        DiffKind::Review if config_touched => plan.notices.push(format!(
             "this change edits {CONFIG_FILE}; for a review it is read from the base, so the edit takes effect once merged"
         )),
-        ChangeKind::Review => {}
+        DiffKind::Review => {}
         _ => {
             let old_cfg = match ends.old_config_at {
                 Some(o) => read_config(repo, o).ok(),

@@ -6,34 +6,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-/// One package: a spec file and the directory its sources come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PackageSource {
-    /// Canonical path of the tree that was searched; nothing outside it is used.
-    pub root: PathBuf,
-    /// Canonical path of the spec file.
-    pub spec: PathBuf,
-    /// Canonical directory mounted as `%_sourcedir`.
-    pub source_dir: PathBuf,
-}
-
-impl PackageSource {
-    /// A name good enough for messages before the spec has been read: its file stem.
-    pub fn label(&self) -> String {
-        self.spec
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "package".into())
-    }
-
-    /// The spec's path relative to the searched tree, for messages.
-    pub fn relative_spec(&self) -> PathBuf {
-        self.spec
-            .strip_prefix(&self.root)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|_| self.spec.clone())
-    }
-}
+pub use crate::model::PackageSource;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use git2::{Oid, Repository};
 
 pub use change::{
-    select, Change, ChangeKind, DeletedPackage, Plan, PlanOptions, PlannedPackage, Reason,
+    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason,
 };
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};

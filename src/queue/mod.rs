@@ -4,6 +4,7 @@
 //!
 //! Every state a build can end in produces a final report: nothing is left pending.
 
+pub mod ingest;
 pub mod metrics;
 pub mod planner;
 pub mod source;
@@ -18,15 +19,15 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{BuildReport, BuildRequest, Event as BuildEvent, EventKind, Outcome};
+use crate::build::{BuildReport, BuildRequest, Progress, ProgressKind};
 use crate::config::Target;
-use crate::forge::{
-    build_context, ChangeKind, Command, Forge, Report, ReportState, Trigger, AGGREGATE_CONTEXT,
+use crate::forge::Forge;
+use crate::model::{
+    build_context, BuildId, BuildState, ChangeKind, Command, CommitSha, Outcome, RepoId, Report,
+    ReportState, TargetName, Trigger, AGGREGATE_CONTEXT,
 };
-use crate::model::{BuildId, CommitSha, RepoId, TargetName};
 use crate::store::{
-    BuildRow, BuildState, Millis, NewBuild, PhaseRow, Store, StoreError, StoredTrigger,
-    TriggerState,
+    BuildRow, Millis, NewBuild, PhaseRow, Store, StoreError, StoredTrigger, TriggerState,
 };
 pub use metrics::Metrics;
 
@@ -90,7 +91,7 @@ pub trait Runner: Send + Sync {
     fn run(
         &self,
         req: BuildRequest,
-        events: tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, BuildReport>;
 
@@ -112,7 +113,7 @@ pub trait Runner: Send + Sync {
     fn reattach(
         &self,
         _req: BuildRequest,
-        _events: tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        _events: tokio::sync::mpsc::UnboundedSender<Progress>,
         _cancel: CancellationToken,
     ) -> BoxFuture<'static, Option<BuildReport>> {
         Box::pin(async { None })
@@ -128,7 +129,7 @@ impl Runner for DockerRunner {
     fn run(
         &self,
         req: BuildRequest,
-        events: tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, BuildReport> {
         let executor = self.executor.clone();
@@ -167,7 +168,7 @@ impl Runner for DockerRunner {
     fn reattach(
         &self,
         req: BuildRequest,
-        events: tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Option<BuildReport>> {
         let executor = self.executor.clone();
@@ -400,23 +401,23 @@ impl Queue {
         &self,
         id: &BuildId,
     ) -> (
-        tokio::sync::mpsc::UnboundedSender<BuildEvent>,
+        tokio::sync::mpsc::UnboundedSender<Progress>,
         tokio::task::JoinHandle<()>,
     ) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BuildEvent>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
         let store = self.inner.store.clone();
         let metrics = self.inner.metrics.clone();
         let id = id.clone();
         let progress = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev.kind {
-                    EventKind::PhaseStarted(p) => {
+                    ProgressKind::PhaseStarted(p) => {
                         let _ = store.set_build_progress(&id, None, Some(p.as_str())).await;
                     }
-                    EventKind::PhaseFinished { phase, elapsed, .. } => {
+                    ProgressKind::PhaseFinished { phase, elapsed, .. } => {
                         metrics.phase_finished(phase.as_str(), elapsed.as_secs_f64());
                     }
-                    EventKind::Finished(_) => {}
+                    ProgressKind::Finished(_) => {}
                 }
             }
         });

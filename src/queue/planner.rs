@@ -14,9 +14,9 @@ use futures_util::future::BoxFuture;
 
 use super::{PlanError, PlannedBuild, Planner};
 use crate::config::Target;
-use crate::forge::{ChangeKind, Trigger};
 use crate::git::{Credentials, GitError, MirrorCache, RemoteRef};
 use crate::model::TargetName;
+use crate::model::{ChangeKind, Trigger};
 use crate::plan::{self, Change, Plan, PlanOptions, PlannedPackage};
 use crate::spec::SpecOracle;
 

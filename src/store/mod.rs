@@ -9,8 +9,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::forge::{ChangeKind, Command, CommandRequest, Report, ReportState, Trigger};
-use crate::model::{BuildId, CommitSha, InvalidName, RepoId, TargetName};
+use crate::model::{
+    BuildId, BuildState, ChangeKind, Command, CommandRequest, CommitSha, InvalidName, RepoId,
+    Report, ReportState, TargetName, Trigger,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -66,61 +68,6 @@ pub struct TriggerId(pub i64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReportId(pub i64);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BuildState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Error,
-    Cancelled,
-    Superseded,
-}
-
-impl BuildState {
-    pub const ALL: [BuildState; 7] = [
-        BuildState::Queued,
-        BuildState::Running,
-        BuildState::Succeeded,
-        BuildState::Failed,
-        BuildState::Error,
-        BuildState::Cancelled,
-        BuildState::Superseded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildState::Queued => "queued",
-            BuildState::Running => "running",
-            BuildState::Succeeded => "succeeded",
-            BuildState::Failed => "failed",
-            BuildState::Error => "error",
-            BuildState::Cancelled => "cancelled",
-            BuildState::Superseded => "superseded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<BuildState> {
-        BuildState::ALL.into_iter().find(|b| b.as_str() == s)
-    }
-
-    pub fn is_final(self) -> bool {
-        !matches!(self, BuildState::Queued | BuildState::Running)
-    }
-
-    /// The commit status a build in this state stands for.
-    pub fn report_state(self) -> ReportState {
-        match self {
-            BuildState::Queued | BuildState::Running => ReportState::Pending,
-            BuildState::Succeeded => ReportState::Success,
-            BuildState::Failed => ReportState::Failure,
-            BuildState::Error | BuildState::Cancelled | BuildState::Superseded => {
-                ReportState::Error
-            }
-        }
-    }
-}
 
 /// State of a trigger in the planning pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,23 +1,25 @@
-//! HTTP: the GitHub webhook, health and metrics, and the build pages. Handlers stay thin:
-//! a webhook is verified (by the extractor), parsed, stored, and answered; building happens
-//! in the queue, never on the request path.
+//! HTTP: forges' webhooks (`/webhooks/<forge>`), health and metrics, and the build pages.
+//! Handlers stay thin: a webhook is verified by its forge's inbound side, parsed, ingested
+//! and answered; building happens in the queue, never on the request path.
 
 mod pages;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRef, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::future::BoxFuture;
+use http_body_util::BodyExt;
 
-use crate::forge::github::{self, BodyLimit, VerifiedWebhook, WebhookSecrets};
-use crate::forge::{ChangeKind, Event};
+use crate::forge::{Forges, WebhookRejection};
+use crate::model::{BuildState, ForgeKind};
+use crate::queue::ingest::{ingest, Ingested};
 use crate::queue::Queue;
-use crate::store::{BuildState, Inbound, Store, TriggerState};
+use crate::store::Store;
 
 /// Something `/healthz` must reach (Docker); the store is always checked.
 pub trait Probe: Send + Sync {
@@ -25,41 +27,20 @@ pub trait Probe: Send + Sync {
     fn check(&self) -> BoxFuture<'_, Result<(), String>>;
 }
 
-/// Which repositories the service acts for.
-#[derive(Clone, Debug)]
-pub struct Allowlist(pub Arc<Vec<String>>);
-
-impl Allowlist {
-    pub fn allows(&self, repo: &str) -> bool {
-        let owner = repo.split_once('/').map(|(o, _)| o).unwrap_or(repo);
-        self.0.iter().any(|r| {
-            r.eq_ignore_ascii_case(repo)
-                || r.strip_suffix("/*")
-                    .is_some_and(|o| o.eq_ignore_ascii_case(owner))
-        })
-    }
-}
-
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
     pub queue: Queue,
-    pub secrets: WebhookSecrets,
-    pub allowlist: Allowlist,
+    /// Where `/webhooks/<forge>` goes.
+    pub forges: Forges,
     pub probes: Arc<Vec<Arc<dyn Probe>>>,
     pub data_dir: PathBuf,
-}
-
-impl FromRef<AppState> for WebhookSecrets {
-    fn from_ref(s: &AppState) -> WebhookSecrets {
-        s.secrets.clone()
-    }
 }
 
 /// The whole HTTP surface. `body_limit` bounds webhook bodies (413 above it).
 pub fn router(state: AppState, body_limit: usize) -> Router {
     let webhook = Router::new()
-        .route("/webhooks/github", post(github_webhook))
+        .route("/webhooks/{forge}", post(webhook))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(BodyLimit(body_limit)));
     Router::new()
@@ -87,82 +68,123 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn github_webhook(State(app): State<AppState>, hook: VerifiedWebhook) -> Response {
-    let metrics = app.queue.metrics().clone();
-    let (status, result, body) = handle_webhook(&app, &hook).await;
-    metrics.webhook(&hook.event, result);
-    text(status, body)
+/// Largest webhook body read, as an extension on the request (set by the router).
+#[derive(Clone, Copy, Debug)]
+struct BodyLimit(usize);
+
+/// `POST /webhooks/<forge>`: the forge's inbound side checks the headers, the body is read
+/// within the limit, verified, parsed, and handed to [`ingest`]. Answers at once; building
+/// happens in the queue.
+async fn webhook(
+    State(app): State<AppState>,
+    UrlPath(forge): UrlPath<String>,
+    req: Request,
+) -> Response {
+    match receive(&app, &forge, req).await {
+        Ok((status, body)) => text(status, body),
+        Err(rejection) => {
+            // Not counted: the event name of an unverified request is the sender's choice.
+            tracing::info!(forge, "webhook refused: {rejection}");
+            text(rejection.status(), rejection.to_string())
+        }
+    }
 }
 
-async fn handle_webhook(
+async fn receive(
     app: &AppState,
-    hook: &VerifiedWebhook,
-) -> (StatusCode, &'static str, String) {
-    let event = match github::parse_event(&hook.event, &hook.body) {
+    forge: &str,
+    req: Request,
+) -> Result<(StatusCode, String), WebhookRejection> {
+    let kind = ForgeKind::parse(forge)
+        .ok_or_else(|| WebhookRejection::UnknownForge(forge.chars().take(32).collect()))?;
+    let inbound = app
+        .forges
+        .inbound(kind)
+        .ok_or(WebhookRejection::NotConfigured {
+            forge: kind,
+            fix: "add the forge's table to the configuration (see config/packetary.example.toml)",
+        })?;
+    let query = req.uri().query().map(str::to_string);
+    let headers = req.headers().clone();
+    inbound.check(&headers, query.as_deref())?;
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(25 << 20);
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(WebhookRejection::TooLarge);
+    }
+    let body = http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                WebhookRejection::TooLarge
+            } else {
+                WebhookRejection::Body(e.to_string())
+            }
+        })?
+        .to_bytes();
+    let hook = inbound.verify(&headers, query.as_deref(), body)?;
+    let event = match inbound.parse(&hook) {
         Ok(e) => e,
         Err(e) => {
             tracing::info!(delivery = %hook.delivery, "malformed webhook payload: {e}");
-            return (StatusCode::BAD_REQUEST, "malformed", e.to_string());
+            app.queue.metrics().webhook(&hook.event, "malformed");
+            return Ok((StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
-    if let Some(repo) = event.repo() {
-        if !app.allowlist.allows(repo.as_str()) {
-            tracing::info!(delivery = %hook.delivery, %repo, "webhook for a repository not in [github] repositories");
-            return (
+    let allows = |r: &crate::model::RepoId| inbound.allows(r);
+    let (status, result, body) = match ingest(
+        &app.queue,
+        &hook.delivery,
+        &hook.event,
+        event,
+        &allows,
+    )
+    .await
+    {
+        Ok(Ingested::Ping) => (StatusCode::OK, "ping", "pong".into()),
+        Ok(Ingested::Ignored(why)) => {
+            tracing::debug!(delivery = %hook.delivery, event = %hook.event, "ignored: {why}");
+            (StatusCode::NO_CONTENT, "ignored", String::new())
+        }
+        Ok(Ingested::Forbidden(repo)) => {
+            tracing::info!(delivery = %hook.delivery, %repo, "webhook for a repository this service does not act for");
+            (
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("repository {repo} is not in this bot's allowlist"),
-            );
+            )
         }
-    }
-    let inbound = match &event {
-        Event::Ping => return (StatusCode::OK, "ping", "pong".into()),
-        Event::Ignored(why) => {
-            tracing::debug!(delivery = %hook.delivery, event = %hook.event, "ignored: {why}");
-            return (StatusCode::NO_CONTENT, "ignored", String::new());
-        }
-        Event::Build(t) => Inbound::Trigger(t, TriggerState::New),
-        Event::Command(c) => Inbound::Command(c),
-        Event::Closed { .. } | Event::RefDeleted { .. } => Inbound::Nothing,
-    };
-    match app.store.accept(&hook.delivery, &hook.event, inbound).await {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Ingested::Duplicate) => {
             tracing::info!(delivery = %hook.delivery, "duplicate delivery ignored");
-            return (
+            (
                 StatusCode::OK,
                 "duplicate",
                 "duplicate delivery: already accepted".into(),
-            );
+            )
+        }
+        Ok(Ingested::Accepted) => {
+            tracing::info!(delivery = %hook.delivery, event = %hook.event, "webhook accepted");
+            (StatusCode::ACCEPTED, "accepted", "accepted".into())
         }
         Err(e) => {
             tracing::error!(delivery = %hook.delivery, "cannot store the webhook: {e}");
-            return (
+            (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_error",
                 "cannot store the event; redeliver it later".into(),
-            );
+            )
         }
-    }
-    let closed = match &event {
-        Event::Closed { repo, pr_number } => Some(
-            app.queue
-                .close_change(repo, ChangeKind::PullRequest, "", Some(*pr_number))
-                .await,
-        ),
-        Event::RefDeleted { repo, ref_name } => Some(
-            app.queue
-                .close_change(repo, ChangeKind::Push, ref_name, None)
-                .await,
-        ),
-        _ => None,
     };
-    if let Some(Err(e)) = closed {
-        tracing::error!(delivery = %hook.delivery, "cannot cancel builds: {e}");
-    }
-    app.queue.wake();
-    tracing::info!(delivery = %hook.delivery, event = %hook.event, "webhook accepted");
-    (StatusCode::ACCEPTED, "accepted", "accepted".into())
+    app.queue.metrics().webhook(&hook.event, result);
+    Ok((status, body))
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {

@@ -11,8 +11,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::{text, AppState};
+use crate::model::BuildState;
 use crate::model::{BuildId, CommitSha};
-use crate::store::{BuildRow, BuildState};
+use crate::store::BuildRow;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(s: &str) -> String {

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use packetary::forge::github::sign;
-use packetary::forge::{DeliveryError, Forge, Report};
+use packetary::forge::{DeliveryError, Forge};
 use packetary::model::RepoId;
+use packetary::model::Report;
 use serde_json::Value;
 
 pub const SECRET: &str = "It's a Secret to Everybody";
@@ -288,9 +289,9 @@ pub fn push_payload(
 
 // ---- fakes for the queue -----------------------------------------------------------------
 
-use packetary::build::{BuildReport, BuildRequest, Event as BuildEvent, Outcome};
-use packetary::forge::Trigger;
+use packetary::build::{BuildReport, BuildRequest, Progress as BuildEvent};
 use packetary::model::{BuildId, CommitSha, TargetName};
+use packetary::model::{Outcome, Trigger};
 use packetary::queue::{PlanError, PlannedBuild, Planner, Runner, SourceError, SourceProvider};
 use tokio_util::sync::CancellationToken;
 
@@ -431,17 +432,33 @@ pub async fn fake_queue(
     )
 }
 
+/// A registry with GitHub's webhooks under `secrets`, acting for `allow`. (The web layer
+/// only uses the inbound side; reports go through the queue's own forge.)
+pub fn github_forges(
+    secrets: Vec<packetary::config::Secret>,
+    allow: &[&str],
+) -> packetary::forge::Forges {
+    packetary::forge::Forges::new().with(
+        packetary::model::ForgeKind::GitHub,
+        Arc::new(packetary::forge::github::GitHubWebhooks::new(
+            secrets,
+            allow.iter().map(|s| s.to_string()).collect(),
+        )),
+        arc_forge(),
+    )
+}
+
 pub fn app_state(queue: &packetary::queue::Queue, allow: &[&str]) -> packetary::web::AppState {
     packetary::web::AppState {
         store: queue.store().clone(),
         queue: queue.clone(),
-        secrets: packetary::forge::github::WebhookSecrets(Arc::new(vec![
-            packetary::config::Secret::new("an old secret"),
-            packetary::config::Secret::new(SECRET),
-        ])),
-        allowlist: packetary::web::Allowlist(Arc::new(
-            allow.iter().map(|s| s.to_string()).collect(),
-        )),
+        forges: github_forges(
+            vec![
+                packetary::config::Secret::new("an old secret"),
+                packetary::config::Secret::new(SECRET),
+            ],
+            allow,
+        ),
         probes: Arc::new(vec![]),
         data_dir: queue.store_dir(),
     }

@@ -1,4 +1,5 @@
-//! Domain types shared by every stage. Newtypes keep ids from being mixed up.
+//! Ids and names. Newtypes keep them from being mixed up, and their alphabets keep them
+//! safe in paths, labels, URLs and SQL.
 
 use std::fmt;
 
@@ -192,34 +193,105 @@ impl fmt::Display for Nevr {
     }
 }
 
-/// A repository on a forge, as `owner/name`. Kept to a safe alphabet because it ends up
-/// in paths, URLs and SQL parameters.
+/// Which forge a repository lives on: the key of the forge registry, of webhook routes
+/// (`/webhooks/<forge>`) and the prefix of a [`RepoId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    GitHub,
+    Gerrit,
+}
+
+impl ForgeKind {
+    pub const ALL: [ForgeKind; 2] = [ForgeKind::GitHub, ForgeKind::Gerrit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForgeKind::GitHub => "github",
+            ForgeKind::Gerrit => "gerrit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ForgeKind> {
+        ForgeKind::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+impl fmt::Display for ForgeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A repository on a forge: `<forge>:<path>`, the path of any depth (`github:owner/name`,
+/// `gerrit:openstack/fuel/specs`, GitLab subgroups). Each path segment is kept to a safe
+/// alphabet because it ends up in paths, URLs and SQL parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RepoId(String);
+pub struct RepoId {
+    forge: ForgeKind,
+    /// `forge:path`, kept whole so that `as_str` needs no allocation.
+    full: String,
+}
+
+/// Deeper paths than this are not repositories any forge makes.
+const MAX_REPO_DEPTH: usize = 16;
 
 impl RepoId {
-    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+    /// A repository at `path` on `forge`; `path` is `/`-separated, at least one segment.
+    pub fn new(forge: ForgeKind, path: &str) -> Result<Self, InvalidName> {
         let bad = || InvalidName {
             what: "repository",
-            value: s.to_string(),
+            value: path.to_string(),
         };
-        let (owner, name) = s.split_once('/').ok_or_else(bad)?;
-        check_name(owner, "repository owner").map_err(|_| bad())?;
-        check_name(name, "repository name").map_err(|_| bad())?;
-        Ok(RepoId(s.to_string()))
+        let segments: Vec<&str> = path.split('/').collect();
+        if segments.len() > MAX_REPO_DEPTH
+            || segments
+                .iter()
+                .any(|s| check_name(s, "repository path segment").is_err())
+        {
+            return Err(bad());
+        }
+        Ok(RepoId {
+            forge,
+            full: format!("{forge}:{path}"),
+        })
     }
 
-    pub fn owner(&self) -> &str {
-        self.0.split_once('/').map(|(o, _)| o).unwrap_or(&self.0)
+    /// Parses `forge:path` (as stored and shown).
+    pub fn parse(s: &str) -> Result<Self, InvalidName> {
+        let (forge, path) = s
+            .split_once(':')
+            .and_then(|(f, p)| Some((ForgeKind::parse(f)?, p)))
+            .ok_or_else(|| InvalidName {
+                what: "repository (forge:path)",
+                value: s.to_string(),
+            })?;
+        RepoId::new(forge, path)
     }
 
-    pub fn name(&self) -> &str {
-        self.0.split_once('/').map(|(_, n)| n).unwrap_or(&self.0)
+    /// A GitHub repository from its `owner/name`, which has exactly two segments.
+    pub fn github(full_name: &str) -> Result<Self, InvalidName> {
+        if full_name.split('/').count() != 2 {
+            return Err(InvalidName {
+                what: "GitHub repository (owner/name)",
+                value: full_name.to_string(),
+            });
+        }
+        RepoId::new(ForgeKind::GitHub, full_name)
+    }
+
+    pub fn forge(&self) -> ForgeKind {
+        self.forge
+    }
+
+    /// The path on its forge, without the forge prefix: `owner/name` on GitHub.
+    pub fn path(&self) -> &str {
+        &self.full[self.forge.as_str().len() + 1..]
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.full
     }
 }
 
@@ -232,13 +304,13 @@ impl TryFrom<String> for RepoId {
 
 impl From<RepoId> for String {
     fn from(r: RepoId) -> String {
-        r.0
+        r.full
     }
 }
 
 impl fmt::Display for RepoId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.full)
     }
 }
 
@@ -272,10 +344,36 @@ mod tests {
 
     #[test]
     fn repo_ids() {
-        let r = RepoId::parse("Codertocat/Hello-World").expect("valid");
-        assert_eq!((r.owner(), r.name()), ("Codertocat", "Hello-World"));
-        for bad in ["", "a", "a/b/c", "../x", "a/..", "a/ b"] {
+        let r = RepoId::github("Codertocat/Hello-World").expect("valid");
+        assert_eq!(r.as_str(), "github:Codertocat/Hello-World");
+        assert_eq!(
+            (r.forge(), r.path()),
+            (ForgeKind::GitHub, "Codertocat/Hello-World")
+        );
+        assert_eq!(RepoId::parse(r.as_str()), Ok(r));
+        let g = RepoId::parse("gerrit:openstack/fuel/specs").expect("any depth");
+        assert_eq!(
+            (g.forge(), g.path()),
+            (ForgeKind::Gerrit, "openstack/fuel/specs")
+        );
+        for bad in [
+            "",
+            "a",
+            "a/b",
+            "github:",
+            "github:a//b",
+            "github:../x",
+            "github:a/..",
+            "github:a/ b",
+            "svn:a/b",
+        ] {
             assert!(RepoId::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for bad in ["a", "a/b/c", "../x"] {
+            assert!(
+                RepoId::github(bad).is_err(),
+                "{bad:?} accepted as a GitHub repository"
+            );
         }
     }
 
