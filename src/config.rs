@@ -221,9 +221,26 @@ pub enum RepoLocation {
     Url(String),
 }
 
+/// Why a repository given in the configuration or on the command line is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository name `{0}` must be letters, digits, `-`, `_` or `.`")]
+    Name(String),
+    #[error("repository URL `{0}` has an unsupported scheme; use file://, http:// or https://")]
+    Scheme(String),
+    #[error("cannot resolve `{location}`: {source}")]
+    Resolve {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("repository path `{}` must be absolute", .0.display())]
+    Relative(PathBuf),
+}
+
 impl Repo {
     /// Parses `NAME=LOCATION` or a bare location (the name is then made from it).
-    pub fn parse_arg(arg: &str, index: usize) -> Result<Repo, String> {
+    pub fn parse_arg(arg: &str, index: usize) -> Result<Repo, RepoError> {
         let (name, loc) = match arg.split_once('=') {
             Some((n, l)) if !n.contains('/') && !n.contains(':') => (n.to_string(), l),
             _ => (format!("extra{index}"), arg),
@@ -231,15 +248,13 @@ impl Repo {
         Repo::new(&name, loc)
     }
 
-    pub fn new(name: &str, location: &str) -> Result<Repo, String> {
+    pub fn new(name: &str, location: &str) -> Result<Repo, RepoError> {
         if name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(format!(
-                "repository name `{name}` must be letters, digits, `-`, `_` or `.`"
-            ));
+            return Err(RepoError::Name(name.to_string()));
         }
         let location = if let Some(path) = location.strip_prefix("file://") {
             RepoLocation::Dir(PathBuf::from(path))
@@ -248,22 +263,20 @@ impl Repo {
         } else if location.starts_with('/') {
             RepoLocation::Dir(PathBuf::from(location))
         } else if location.contains("://") {
-            return Err(format!(
-                "repository URL `{location}` has an unsupported scheme; use file://, http:// or https://"
-            ));
+            return Err(RepoError::Scheme(location.to_string()));
         } else {
             // A relative directory given on the command line.
             let abs = std::env::current_dir()
                 .map(|d| d.join(location))
-                .map_err(|e| format!("cannot resolve `{location}`: {e}"))?;
+                .map_err(|source| RepoError::Resolve {
+                    location: location.to_string(),
+                    source,
+                })?;
             RepoLocation::Dir(abs)
         };
         if let RepoLocation::Dir(p) = &location {
             if !p.is_absolute() {
-                return Err(format!(
-                    "repository path `{}` must be absolute",
-                    p.display()
-                ));
+                return Err(RepoError::Relative(p.clone()));
             }
         }
         Ok(Repo {
@@ -499,7 +512,7 @@ impl Config {
                 let repo = Repo::new(&r.name, &r.url).map_err(|p| {
                     invalid(
                         &format!("targets.{name}.repos[{i}]"),
-                        p,
+                        p.to_string(),
                         "give each repository a name and a file://, http(s):// URL or an absolute path",
                     )
                 })?;
@@ -1068,12 +1081,14 @@ mod tests {
         assert!(parse_bytes("1K").is_err());
         assert!(parse_bytes("12 parsecs").is_err());
         assert_eq!(
-            Repo::parse_arg("local=/srv/repo", 0).map(|r| r.location),
-            Ok(RepoLocation::Dir("/srv/repo".into()))
+            Repo::parse_arg("local=/srv/repo", 0)
+                .map(|r| r.location)
+                .ok(),
+            Some(RepoLocation::Dir("/srv/repo".into()))
         );
         assert_eq!(
-            Repo::parse_arg("https://x/y", 3).map(|r| r.name),
-            Ok("extra3".to_string())
+            Repo::parse_arg("https://x/y", 3).map(|r| r.name).ok(),
+            Some("extra3".to_string())
         );
         assert!(Repo::new("x", "ftp://x").is_err());
     }

@@ -35,7 +35,21 @@ pub enum FetchAuth {
 /// Mints short-lived fetch credentials (a GitHub App's installation token), caching them
 /// while they stay valid.
 pub trait TokenSource: Send + Sync {
-    fn mint(&self) -> futures_util::future::BoxFuture<'_, Result<FetchAuth, String>>;
+    fn mint(&self) -> futures_util::future::BoxFuture<'_, Result<FetchAuth, MintError>>;
+}
+
+/// Why no token could be minted; keeps the forge's error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// This source cannot mint at all (a configuration mistake).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("{call}: {source}")]
+    Api {
+        call: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Where a fetch's credentials come from.
@@ -77,13 +91,10 @@ impl Credentials {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
                     return Ok(FetchAuth::None);
                 }
-                source
-                    .mint()
-                    .await
-                    .map_err(|message| GitError::Unreachable {
-                        url: url.to_string(),
-                        message: format!("cannot get an access token to fetch with: {message}"),
-                    })
+                source.mint().await.map_err(|e| GitError::Unreachable {
+                    url: url.to_string(),
+                    message: format!("cannot get an access token to fetch with: {e}"),
+                })
             }
         }
     }

@@ -11,7 +11,8 @@ pub mod tree;
 use std::path::PathBuf;
 
 pub use mirror::{
-    init_libgit2, Credentials, FetchAuth, FetchReport, Mirror, MirrorCache, RemoteRef, TokenSource,
+    init_libgit2, Credentials, FetchAuth, FetchReport, MintError, Mirror, MirrorCache, RemoteRef,
+    TokenSource,
 };
 pub use tree::{
     changed_paths, export_files, resolve_commit, ChangedPath, ExportError, FileEntry, FileKind,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::header;
 use crate::config::Secret;
 use crate::forge::{DeliveryError, Forge};
+use crate::git::MintError;
 use crate::model::{RepoId, Report};
 
 /// How the reporter authenticates.
@@ -109,18 +110,21 @@ impl GitHub {
 
     /// An installation token for git over HTTPS (user `x-access-token`), cached by octocrab
     /// and minted again when it would expire within ten minutes: a fetch may take that long.
-    pub async fn git_token(&self) -> Result<crate::git::FetchAuth, String> {
+    pub async fn git_token(&self) -> Result<crate::git::FetchAuth, MintError> {
         use secrecy::ExposeSecret;
         if !self.app {
-            return Err(
-                "only a GitHub App installation mints tokens; configure a token instead".into(),
-            );
+            return Err(MintError::Unsupported(
+                "only a GitHub App installation mints tokens; configure a token instead",
+            ));
         }
         let token = self
             .client
             .installation_token_with_buffer(chrono::Duration::minutes(10))
             .await
-            .map_err(|e| format!("POST /app/installations/{{id}}/access_tokens: {e}"))?;
+            .map_err(|e| MintError::Api {
+                call: "POST /app/installations/{id}/access_tokens",
+                source: Box::new(e),
+            })?;
         Ok(crate::git::FetchAuth::Token {
             username: "x-access-token".into(),
             token: token.expose_secret().to_string(),
@@ -296,7 +300,7 @@ pub fn retry_after(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Du
 }
 
 impl crate::git::TokenSource for GitHub {
-    fn mint(&self) -> BoxFuture<'_, Result<crate::git::FetchAuth, String>> {
+    fn mint(&self) -> BoxFuture<'_, Result<crate::git::FetchAuth, MintError>> {
         Box::pin(self.git_token())
     }
 }
