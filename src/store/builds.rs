@@ -1,0 +1,396 @@
+//! `builds`: the build queue. One row per package, target and commit; `seq` orders the
+//! queue. Ending a whole change's builds at once is in `changes.rs`.
+
+use std::path::{Path, PathBuf};
+
+use super::{parse_enum, Millis, Store, StoreError, StoredTrigger, TriggerId};
+use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
+
+/// A build to insert, as planned.
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub id: BuildId,
+    pub package: String,
+    /// The spec's path inside the repository.
+    pub spec_path: String,
+    pub target: TargetName,
+    /// Set when planning found the package unbuildable: the row starts out failed.
+    pub error: Option<String>,
+    /// Build order within the change (0 first), from the plan's BuildRequires graph.
+    pub stage: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRow {
+    pub seq: i64,
+    pub id: BuildId,
+    pub trigger_id: TriggerId,
+    pub repo: RepoId,
+    pub clone_url: String,
+    pub commit: CommitSha,
+    pub ref_name: String,
+    pub pr_number: Option<u64>,
+    pub package: String,
+    pub spec_path: String,
+    pub target: TargetName,
+    pub state: BuildState,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub container_id: Option<String>,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub result_dir: Option<PathBuf>,
+    pub phase: Option<String>,
+    pub message: Option<String>,
+    pub stage: u32,
+}
+
+/// A `builds` row as SQLite holds it; checked into a `BuildRow` by `TryFrom`. Every query
+/// that reads it selects the same 22 columns, in this order.
+pub(super) struct BuildRecord {
+    pub(super) seq: i64,
+    pub(super) id: String,
+    pub(super) trigger_id: i64,
+    pub(super) repo: String,
+    pub(super) clone_url: String,
+    pub(super) commit_sha: String,
+    pub(super) ref_name: String,
+    pub(super) pr_number: Option<i64>,
+    pub(super) package: String,
+    pub(super) spec_path: String,
+    pub(super) target: String,
+    pub(super) state: String,
+    pub(super) attempts: i64,
+    pub(super) next_attempt_at: i64,
+    pub(super) container_id: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) started_at: Option<i64>,
+    pub(super) finished_at: Option<i64>,
+    pub(super) result_dir: Option<String>,
+    pub(super) phase: Option<String>,
+    pub(super) message: Option<String>,
+    pub(super) stage: i64,
+}
+
+impl TryFrom<BuildRecord> for BuildRow {
+    type Error = StoreError;
+
+    fn try_from(r: BuildRecord) -> Result<Self, StoreError> {
+        Ok(BuildRow {
+            seq: r.seq,
+            id: BuildId::parse(&r.id)?,
+            trigger_id: TriggerId(r.trigger_id),
+            repo: RepoId::parse(&r.repo)?,
+            clone_url: r.clone_url,
+            commit: CommitSha::parse(&r.commit_sha)?,
+            ref_name: r.ref_name,
+            pr_number: r.pr_number.map(|n| n as u64),
+            package: r.package,
+            spec_path: r.spec_path,
+            target: TargetName::parse(&r.target)?,
+            state: parse_enum("build state", &r.state, BuildState::parse)?,
+            attempts: r.attempts,
+            next_attempt_at: Millis(r.next_attempt_at),
+            container_id: r.container_id,
+            created_at: Millis(r.created_at),
+            started_at: r.started_at.map(Millis),
+            finished_at: r.finished_at.map(Millis),
+            result_dir: r.result_dir.map(PathBuf::from),
+            phase: r.phase,
+            message: r.message,
+            stage: r.stage.try_into().unwrap_or(0),
+        })
+    }
+}
+
+impl Store {
+    /// Inserts the planned builds of a trigger and marks the trigger planned, atomically.
+    pub async fn insert_builds(
+        &self,
+        trigger: &StoredTrigger,
+        builds: &[NewBuild],
+    ) -> Result<(), StoreError> {
+        let now = Millis::now();
+        let t = &trigger.trigger;
+        let (repo, head) = (t.repo.as_str(), t.head.as_str());
+        let pr_number = t.pr_number.map(|n| n as i64);
+        let mut tx = self.pool.begin().await?;
+        for b in builds {
+            let (id, target) = (b.id.as_str(), b.target.as_str());
+            let state = if b.error.is_some() {
+                "failed"
+            } else {
+                "queued"
+            };
+            let message = b.error.as_deref();
+            // A build that failed in planning ended there and then.
+            let phase = b.error.as_ref().map(|_| "plan");
+            let finished_at = b.error.as_ref().map(|_| now.0);
+            let stage = i64::from(b.stage);
+            sqlx::query!(
+                "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at, stage)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                id,
+                trigger.id.0,
+                repo,
+                t.clone_url,
+                head,
+                t.ref_name,
+                pr_number,
+                b.package,
+                b.spec_path,
+                target,
+                state,
+                now.0,
+                now.0,
+                message,
+                phase,
+                finished_at,
+                stage,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query!(
+            "UPDATE triggers SET state = 'planned', message = NULL WHERE id = ?",
+            trigger.id.0,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the next queued build whose time has come and whose earlier stages have ended,
+    /// fairly across repositories: the repository with the fewest running builds goes
+    /// first, then queue order.
+    ///
+    /// The `NOT EXISTS` is the "may start" rule, the same as in `next_due` (keep the two
+    /// alike): no build of an earlier stage of its trigger and target is still waiting or
+    /// running. Those that ended, however, let it go: a dependency that failed makes it
+    /// fail on the missing capability, which says more than a blanket refusal.
+    pub async fn claim_next_build(&self, now: Millis) -> Result<Option<BuildRow>, StoreError> {
+        let row = sqlx::query_as!(
+            BuildRecord,
+            r#"UPDATE builds SET state = 'running', attempts = attempts + 1, started_at = ?,
+                      container_id = NULL, phase = NULL, message = NULL
+               WHERE seq = (
+                  SELECT b.seq FROM builds b
+                  WHERE b.state = 'queued' AND b.next_attempt_at <= ?
+                    AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN ('queued', 'running'))
+                  ORDER BY (SELECT COUNT(*) FROM builds r WHERE r.repo = b.repo AND r.state = 'running'), b.seq
+                  LIMIT 1)
+               RETURNING seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number,
+                         package, spec_path, target, state, attempts, next_attempt_at,
+                         container_id, created_at, started_at, finished_at, result_dir, phase,
+                         message, stage"#,
+            now.0,
+            now.0,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(BuildRow::try_from).transpose()
+    }
+
+    /// What `b` builds against: the result directories of its change's earlier stages that
+    /// succeeded for its target.
+    pub async fn earlier_results(&self, b: &BuildRow) -> Result<Vec<PathBuf>, StoreError> {
+        let stage = i64::from(b.stage);
+        let target = b.target.as_str();
+        let dirs = sqlx::query_scalar!(
+            r#"SELECT result_dir AS "result_dir!" FROM builds
+               WHERE trigger_id = ? AND target = ? AND stage < ? AND state = 'succeeded'
+                 AND result_dir IS NOT NULL
+               ORDER BY stage, seq"#,
+            b.trigger_id.0,
+            target,
+            stage,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(dirs.into_iter().map(PathBuf::from).collect())
+    }
+
+    /// When the earliest queued build that may start becomes due, if any is waiting. The
+    /// `NOT EXISTS` is `claim_next_build`'s "may start" rule.
+    pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        let v = sqlx::query_scalar!(
+            r#"SELECT MIN(b.next_attempt_at) AS "due?: i64" FROM builds b
+               WHERE b.state = 'queued'
+                 AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN ('queued', 'running'))"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(Millis))
+    }
+
+    pub async fn set_build_progress(
+        &self,
+        id: &BuildId,
+        container: Option<&str>,
+        phase: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let id = id.as_str();
+        sqlx::query!(
+            "UPDATE builds SET container_id = COALESCE(?, container_id), phase = COALESCE(?, phase)
+             WHERE id = ? AND state = 'running'",
+            container,
+            phase,
+            id,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends a running build. Returns `false` when it was no longer running (superseded or
+    /// cancelled meanwhile), in which case nothing changes.
+    pub async fn finish_build(
+        &self,
+        id: &BuildId,
+        state: BuildState,
+        message: Option<&str>,
+        result_dir: Option<&Path>,
+        phase: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (id, state) = (id.as_str(), state.as_str());
+        let result_dir = result_dir.map(|p| p.display().to_string());
+        let finished_at = Millis::now().0;
+        let n = sqlx::query!(
+            "UPDATE builds SET state = ?, message = ?, result_dir = COALESCE(?, result_dir),
+                    phase = COALESCE(?, phase), finished_at = ?
+             WHERE id = ? AND state = 'running'",
+            state,
+            message,
+            result_dir,
+            phase,
+            finished_at,
+            id,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Records where a build's results are, whatever state it ended in.
+    pub async fn set_result_dir(&self, id: &BuildId, dir: &Path) -> Result<(), StoreError> {
+        let (id, dir) = (id.as_str(), dir.display().to_string());
+        sqlx::query!("UPDATE builds SET result_dir = ? WHERE id = ?", dir, id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts a running build back in the queue (retry after an infrastructure fault, or a
+    /// restart). Returns `false` when it was no longer running.
+    pub async fn requeue(
+        &self,
+        id: &BuildId,
+        at: Millis,
+        message: Option<&str>,
+        count_attempt: bool,
+    ) -> Result<bool, StoreError> {
+        // Claiming counted an attempt; one that must not count is given back.
+        let refund: i64 = if count_attempt { 0 } else { 1 };
+        let id = id.as_str();
+        let n = sqlx::query!(
+            "UPDATE builds SET state = 'queued', next_attempt_at = ?, message = ?, container_id = NULL,
+                    attempts = attempts - ?
+             WHERE id = ? AND state = 'running'",
+            at.0,
+            message,
+            refund,
+            id,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn build(&self, id: &BuildId) -> Result<Option<BuildRow>, StoreError> {
+        let id = id.as_str();
+        let row = sqlx::query_as!(
+            BuildRecord,
+            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
+                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
+                    started_at, finished_at, result_dir, phase, message, stage
+             FROM builds WHERE id = ?"#,
+            id,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(BuildRow::try_from).transpose()
+    }
+
+    pub async fn builds_in_state(&self, state: BuildState) -> Result<Vec<BuildRow>, StoreError> {
+        let state = state.as_str();
+        let rows = sqlx::query_as!(
+            BuildRecord,
+            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
+                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
+                    started_at, finished_at, result_dir, phase, message, stage
+             FROM builds WHERE state = ? ORDER BY seq"#,
+            state,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(BuildRow::try_from).collect()
+    }
+
+    pub async fn recent_builds(&self, limit: i64) -> Result<Vec<BuildRow>, StoreError> {
+        let rows = sqlx::query_as!(
+            BuildRecord,
+            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
+                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
+                    started_at, finished_at, result_dir, phase, message, stage
+             FROM builds ORDER BY seq DESC LIMIT ?"#,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(BuildRow::try_from).collect()
+    }
+
+    /// The latest build of each package and target at a commit: what its aggregate status
+    /// sums up (a rebuild replaces the earlier build of the same package and target).
+    pub async fn latest_builds_of_commit(
+        &self,
+        repo: &RepoId,
+        sha: &CommitSha,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        let (repo, sha) = (repo.as_str(), sha.as_str());
+        let rows = sqlx::query_as!(
+            BuildRecord,
+            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
+                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
+                    started_at, finished_at, result_dir, phase, message, stage
+             FROM builds b WHERE repo = ? AND commit_sha = ?
+               AND seq = (SELECT MAX(seq) FROM builds x WHERE x.repo = b.repo AND x.commit_sha = b.commit_sha
+                          AND x.package = b.package AND x.target = b.target)
+             ORDER BY package, target"#,
+            repo,
+            sha,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(BuildRow::try_from).collect()
+    }
+
+    /// Every state with its number of builds, zeros included (for metrics).
+    pub async fn count_builds_by_state(&self) -> Result<Vec<(BuildState, i64)>, StoreError> {
+        let rows =
+            sqlx::query!(r#"SELECT state, COUNT(*) AS "n!: i64" FROM builds GROUP BY state"#)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out: Vec<(BuildState, i64)> = BuildState::ALL.iter().map(|s| (*s, 0)).collect();
+        for r in rows {
+            if let Some(slot) = out.iter_mut().find(|(b, _)| b.as_str() == r.state) {
+                slot.1 = r.n;
+            }
+        }
+        Ok(out)
+    }
+}

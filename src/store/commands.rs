@@ -1,0 +1,108 @@
+//! `commands`: commands from comments, kept until the queue has checked and run them.
+
+use super::{Millis, Store, StoreError};
+use crate::model::{Command, CommandRequest, CommitSha, RepoId};
+
+#[derive(Debug, Clone)]
+pub struct StoredCommand {
+    pub id: i64,
+    pub request: CommandRequest,
+}
+
+impl Store {
+    pub async fn next_command(&self) -> Result<Option<StoredCommand>, StoreError> {
+        let row = sqlx::query!(
+            "SELECT id, repo, pr_number, head_sha, user, command, package, target, state FROM commands
+             WHERE state IN ('new', 'trusted') ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let command = match r.command.as_str() {
+            "rebuild" => Command::Rebuild {
+                package: r.package,
+                target: r.target,
+            },
+            "approve" => Command::Approve,
+            other => return Err(StoreError::Corrupt(format!("unknown command `{other}`"))),
+        };
+        Ok(Some(StoredCommand {
+            id: r.id,
+            request: CommandRequest {
+                repo: RepoId::parse(&r.repo)?,
+                pr_number: r.pr_number.map(|n| n as u64),
+                head: r.head_sha.map(|s| CommitSha::parse(&s)).transpose()?,
+                user: r.user,
+                command,
+                trusted: r.state == "trusted",
+            },
+        }))
+    }
+
+    pub async fn finish_command(
+        &self,
+        id: i64,
+        state: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE commands SET state = ?, message = ? WHERE id = ?",
+            state,
+            message,
+            id,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a maintainer already approved builds of this pull request: an approve
+    /// command that was carried out.
+    pub async fn is_approved(&self, repo: &RepoId, pr_number: u64) -> Result<bool, StoreError> {
+        let pr_number = pr_number as i64;
+        let repo = repo.as_str();
+        let n = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM commands
+               WHERE repo = ? AND pr_number = ? AND command = 'approve' AND state = 'done'"#,
+            repo,
+            pr_number,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+}
+
+/// Inserts a command inside its delivery's transaction. One the forge already vouched for
+/// starts out `trusted`, so that the queue skips the permission check.
+pub(super) async fn insert_command(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    c: &CommandRequest,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (package, target) = match &c.command {
+        Command::Rebuild { package, target } => (package.as_deref(), target.as_deref()),
+        Command::Approve => (None, None),
+    };
+    let repo = c.repo.as_str();
+    let pr_number = c.pr_number.map(|n| n as i64);
+    let head = c.head.as_ref().map(|h| h.as_str());
+    let command = c.command.name();
+    let state = if c.trusted { "trusted" } else { "new" };
+    sqlx::query!(
+        "INSERT INTO commands (repo, pr_number, head_sha, user, command, package, target, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        repo,
+        pr_number,
+        head,
+        c.user,
+        command,
+        package,
+        target,
+        state,
+        now.0,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

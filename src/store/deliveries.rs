@@ -1,0 +1,60 @@
+//! `deliveries`: the webhook deliveries already seen, and the one transaction that records a
+//! delivery with what it asks for.
+
+use super::{commands, triggers, Millis, Store, StoreError, TriggerState};
+use crate::model::{CommandRequest, Trigger};
+
+/// What the webhook handler hands over to the store in one transaction.
+#[derive(Debug, Clone)]
+pub enum Inbound<'a> {
+    Trigger(&'a Trigger, TriggerState),
+    Command(&'a CommandRequest),
+    /// Nothing to queue, but remember the delivery (closed PRs, deletions act at once).
+    Nothing,
+}
+
+impl Store {
+    /// Records a delivery and what it asks for, atomically. Returns `false` (and stores
+    /// nothing) when the delivery id was seen before: GitHub redelivers on timeouts and on
+    /// request, and a redelivery must not build twice.
+    pub async fn accept(
+        &self,
+        delivery: &str,
+        event: &str,
+        inbound: Inbound<'_>,
+    ) -> Result<bool, StoreError> {
+        let now = Millis::now();
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query!(
+            "INSERT INTO deliveries (id, event, received_at) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            delivery,
+            event,
+            now.0,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        match inbound {
+            Inbound::Trigger(t, state) => {
+                triggers::insert_trigger(&mut tx, t, state, Some(delivery), now).await?;
+            }
+            Inbound::Command(c) => commands::insert_command(&mut tx, c, now).await?,
+            Inbound::Nothing => {}
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn delivery_count(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries"#)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}

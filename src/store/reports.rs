@@ -1,0 +1,177 @@
+//! `reports`: the outbox of commit statuses. Each row is the desired state of one context;
+//! a newer desire bumps `version`, and the row is delivered once `delivered_version`
+//! catches up.
+
+use super::{parse_enum, Millis, ReportId, Store, StoreError};
+use crate::model::{CommitSha, RepoId, Report, ReportState};
+
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    pub id: ReportId,
+    pub report: Report,
+    pub version: i64,
+    pub delivered_version: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub last_error: Option<String>,
+    pub abandoned: bool,
+}
+
+/// A `reports` row as SQLite holds it; checked into a `ReportRow` by `TryFrom`.
+struct ReportRecord {
+    id: i64,
+    repo: String,
+    sha: String,
+    context: String,
+    state: String,
+    description: String,
+    target_url: Option<String>,
+    version: i64,
+    delivered_version: i64,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_error: Option<String>,
+    abandoned: bool,
+}
+
+impl TryFrom<ReportRecord> for ReportRow {
+    type Error = StoreError;
+
+    fn try_from(r: ReportRecord) -> Result<Self, StoreError> {
+        Ok(ReportRow {
+            id: ReportId(r.id),
+            report: Report {
+                repo: RepoId::parse(&r.repo)?,
+                sha: CommitSha::parse(&r.sha)?,
+                context: r.context,
+                state: parse_enum("report state", &r.state, ReportState::parse)?,
+                description: r.description,
+                target_url: r.target_url,
+            },
+            version: r.version,
+            delivered_version: r.delivered_version,
+            attempts: r.attempts,
+            next_attempt_at: Millis(r.next_attempt_at),
+            last_error: r.last_error,
+            abandoned: r.abandoned,
+        })
+    }
+}
+
+impl Store {
+    /// Records the desired state of a context. The latest desire wins: an undelivered older
+    /// state is replaced, not queued behind. Unchanged desires are not re-sent.
+    pub async fn set_report(&self, r: &Report) -> Result<(), StoreError> {
+        let now = Millis::now();
+        let (repo, sha, state) = (r.repo.as_str(), r.sha.as_str(), r.state.as_str());
+        let target_url = r.target_url.as_deref();
+        sqlx::query!(
+            "INSERT INTO reports (repo, sha, context, state, description, target_url, next_attempt_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (repo, sha, context) DO UPDATE SET
+                state = excluded.state, description = excluded.description, target_url = excluded.target_url,
+                version = version + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at,
+                last_error = NULL, abandoned = 0, updated_at = excluded.updated_at
+             WHERE state != excluded.state OR description != excluded.description
+                OR COALESCE(target_url, '') != COALESCE(excluded.target_url, '')",
+            repo,
+            sha,
+            r.context,
+            state,
+            r.description,
+            target_url,
+            now.0,
+            now.0,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reports whose latest desire is not delivered yet and whose retry time has come.
+    pub async fn due_reports(&self, now: Millis, limit: i64) -> Result<Vec<ReportRow>, StoreError> {
+        let rows = sqlx::query_as!(
+            ReportRecord,
+            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, version,
+                      delivered_version, attempts, next_attempt_at, last_error,
+                      abandoned AS "abandoned: bool"
+               FROM reports
+               WHERE delivered_version < version AND abandoned = 0 AND next_attempt_at <= ?
+               ORDER BY next_attempt_at, id LIMIT ?"#,
+            now.0,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ReportRow::try_from).collect()
+    }
+
+    /// When the next undelivered report becomes due.
+    pub async fn next_report_due(&self) -> Result<Option<Millis>, StoreError> {
+        let v = sqlx::query_scalar!(
+            r#"SELECT MIN(next_attempt_at) AS "due?: i64" FROM reports
+               WHERE delivered_version < version AND abandoned = 0"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(Millis))
+    }
+
+    pub async fn reports(&self) -> Result<Vec<ReportRow>, StoreError> {
+        let rows = sqlx::query_as!(
+            ReportRecord,
+            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, version,
+                      delivered_version, attempts, next_attempt_at, last_error,
+                      abandoned AS "abandoned: bool"
+               FROM reports ORDER BY id"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(ReportRow::try_from).collect()
+    }
+
+    /// Marks `version` delivered; a newer desire recorded meanwhile stays due.
+    pub async fn mark_delivered(&self, id: ReportId, version: i64) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE reports SET delivered_version = MAX(delivered_version, ?), last_error = NULL WHERE id = ?",
+            version,
+            id.0,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed delivery of `version` and when to try again (or gives up on it).
+    pub async fn delivery_failed(
+        &self,
+        id: ReportId,
+        version: i64,
+        next: Millis,
+        error: &str,
+        abandon: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE reports SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, abandoned = ?
+             WHERE id = ? AND version = ?",
+            next.0,
+            error,
+            abandon,
+            id.0,
+            version,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reports not delivered yet (for metrics and for tests that wait for quiet).
+    pub async fn undelivered_reports(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM reports
+               WHERE delivered_version < version AND abandoned = 0"#
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,284 @@
+//! Round trips through a real database: every column's nullability and type, as the query
+//! macros declare them, must read back what was written; and the queue rules that live in
+//! SQL (stages, superseding, the outbox) must hold.
+
+use std::path::Path;
+
+use super::*;
+use crate::model::{
+    BuildId, BuildState, ChangeKind, Command, CommandRequest, CommitSha, RepoId, Report,
+    ReportState, TargetName, Trigger,
+};
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).await.expect("open");
+    (dir, store)
+}
+
+fn sha(c: char) -> CommitSha {
+    CommitSha::parse(&c.to_string().repeat(40)).expect("sha")
+}
+
+fn pr_trigger(head: char) -> Trigger {
+    Trigger {
+        repo: RepoId::github("acme/pkgs").expect("repo"),
+        clone_url: "https://example.invalid/acme/pkgs.git".into(),
+        kind: ChangeKind::PullRequest,
+        ref_name: "refs/pull/7/head".into(),
+        base: Some(sha('b')),
+        head: sha(head),
+        pr_number: Some(7),
+        base_ref: Some("main".into()),
+        from_fork: true,
+        sender: "alice".into(),
+        only_package: Some("hello".into()),
+        only_target: None,
+    }
+}
+
+fn new_build(id: &str, package: &str, stage: u32) -> NewBuild {
+    NewBuild {
+        id: BuildId::parse(id).expect("id"),
+        package: package.into(),
+        spec_path: format!("{package}.spec"),
+        target: TargetName::parse("el9").expect("target"),
+        error: None,
+        stage,
+    }
+}
+
+#[tokio::test]
+async fn store_redelivery_is_refused_and_command_round_trips() {
+    let (_dir, s) = store().await;
+    let c = CommandRequest {
+        repo: RepoId::github("acme/pkgs").expect("repo"),
+        pr_number: Some(7),
+        head: None,
+        user: "bob".into(),
+        command: Command::Rebuild {
+            package: Some("hello".into()),
+            target: None,
+        },
+        trusted: true,
+    };
+    assert!(s
+        .accept("d1", "issue_comment", Inbound::Command(&c))
+        .await
+        .unwrap());
+    assert!(!s
+        .accept("d1", "issue_comment", Inbound::Nothing)
+        .await
+        .unwrap());
+    assert_eq!(s.delivery_count().await.unwrap(), 1);
+
+    let got = s.next_command().await.unwrap().expect("a command");
+    assert_eq!(got.request, c);
+    s.finish_command(got.id, "done", "ok").await.unwrap();
+    assert!(s.next_command().await.unwrap().is_none());
+    assert!(!s.is_approved(&c.repo, 7).await.unwrap());
+    s.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn store_trigger_round_trips_and_waits_for_approval() {
+    let (_dir, s) = store().await;
+    let t = pr_trigger('1');
+    assert!(s
+        .accept(
+            "d1",
+            "pull_request",
+            Inbound::Trigger(&t, TriggerState::AwaitingApproval)
+        )
+        .await
+        .unwrap());
+    assert!(s.next_new_trigger().await.unwrap().is_none());
+    assert_eq!(s.approve(&t.repo, 7).await.unwrap(), 1);
+
+    let got = s.next_new_trigger().await.unwrap().expect("a trigger");
+    assert_eq!(got.trigger, t);
+    assert_eq!(
+        (got.state, got.message, got.attempts),
+        (TriggerState::New, None, 0)
+    );
+    let latest = s.latest_trigger(&t.repo, Some(7), None).await.unwrap();
+    assert_eq!(latest.map(|l| l.id), Some(got.id));
+    assert!(s
+        .latest_trigger(&t.repo, None, Some(&sha('9')))
+        .await
+        .unwrap()
+        .is_none());
+
+    let later = Millis::now().after(std::time::Duration::from_secs(3600));
+    s.retry_trigger(got.id, later, "git down").await.unwrap();
+    assert!(s.next_new_trigger().await.unwrap().is_none());
+    assert_eq!(s.next_trigger_due().await.unwrap(), Some(later));
+    let all = s.triggers().await.unwrap();
+    assert_eq!((all.len(), all[0].attempts), (1, 1));
+    assert_eq!(all[0].message.as_deref(), Some("git down"));
+}
+
+#[tokio::test]
+async fn store_later_stage_waits_and_sees_earlier_results() {
+    let (_dir, s) = store().await;
+    let id = s
+        .insert_trigger(&pr_trigger('1'), TriggerState::New)
+        .await
+        .unwrap();
+    let trigger = s.triggers().await.unwrap().remove(0);
+    assert_eq!(trigger.id, id);
+    let builds = [new_build("b-lib", "lib", 0), new_build("b-app", "app", 1)];
+    s.insert_builds(&trigger, &builds).await.unwrap();
+    assert_eq!(s.triggers().await.unwrap()[0].state, TriggerState::Planned);
+
+    let now = Millis::now();
+    let first = s.claim_next_build(now).await.unwrap().expect("stage 0");
+    assert_eq!((first.package.as_str(), first.stage), ("lib", 0));
+    assert_eq!(first.pr_number, Some(7));
+    assert_eq!((first.state, first.attempts), (BuildState::Running, 1));
+    assert!(
+        s.claim_next_build(now).await.unwrap().is_none(),
+        "stage 1 waits"
+    );
+    assert_eq!(s.next_due().await.unwrap(), None);
+
+    s.set_build_progress(&first.id, Some("c1"), Some("rpmbuild"))
+        .await
+        .unwrap();
+    let phases = vec![PhaseRow {
+        phase: "rpmbuild".into(),
+        started: "2024-01-01T00:00:00Z".into(),
+        seconds: 1.5,
+        ok: true,
+    }];
+    s.record_phases(&first.id, &phases).await.unwrap();
+    assert_eq!(s.phases(&first.id).await.unwrap(), phases);
+    let dir = Path::new("/results/b-lib");
+    assert!(s
+        .finish_build(&first.id, BuildState::Succeeded, None, Some(dir), None)
+        .await
+        .unwrap());
+    let done = s.build(&first.id).await.unwrap().expect("row");
+    assert_eq!(done.container_id.as_deref(), Some("c1"));
+    assert_eq!(done.phase.as_deref(), Some("rpmbuild"));
+    assert_eq!(done.result_dir.as_deref(), Some(dir));
+    assert!(done.finished_at.is_some());
+
+    let second = s
+        .claim_next_build(Millis::now())
+        .await
+        .unwrap()
+        .expect("stage 1");
+    assert_eq!(second.stage, 1);
+    assert_eq!(
+        s.earlier_results(&second).await.unwrap(),
+        vec![dir.to_path_buf()]
+    );
+    assert!(s
+        .requeue(&second.id, Millis::now(), Some("restart"), false)
+        .await
+        .unwrap());
+    let requeued = s.builds_in_state(BuildState::Queued).await.unwrap();
+    assert_eq!((requeued.len(), requeued[0].attempts), (1, 0));
+    assert!(s.next_due().await.unwrap().is_some());
+
+    let counts = s.count_builds_by_state().await.unwrap();
+    assert_eq!(counts.len(), BuildState::ALL.len());
+    assert!(counts.contains(&(BuildState::Succeeded, 1)));
+    assert!(counts.contains(&(BuildState::Queued, 1)));
+    assert_eq!(s.recent_builds(1).await.unwrap()[0].id, second.id);
+    let latest = s
+        .latest_builds_of_commit(&trigger.trigger.repo, &trigger.trigger.head)
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 2);
+}
+
+#[tokio::test]
+async fn store_new_head_supersedes_the_old_one() {
+    let (_dir, s) = store().await;
+    let old = pr_trigger('1');
+    s.insert_trigger(&old, TriggerState::New).await.unwrap();
+    let planned = s.triggers().await.unwrap().remove(0);
+    s.insert_builds(&planned, &[new_build("b-old", "hello", 0)])
+        .await
+        .unwrap();
+    let waiting = s.insert_trigger(&old, TriggerState::New).await.unwrap();
+
+    let new = pr_trigger('2');
+    let keep = s.insert_trigger(&new, TriggerState::New).await.unwrap();
+    let ended = s.supersede(&new, keep).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].state, BuildState::Superseded);
+    assert_eq!(
+        ended[0].message,
+        Some(format!("superseded by {}", new.head))
+    );
+    let states: Vec<_> = s
+        .triggers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.state))
+        .collect();
+    assert!(states.contains(&(waiting, TriggerState::Superseded)));
+    assert!(states.contains(&(keep, TriggerState::New)));
+
+    let closed = s
+        .close_change(
+            &new.repo,
+            ChangeKind::PullRequest,
+            &new.ref_name,
+            Some(7),
+            "closed",
+        )
+        .await
+        .unwrap();
+    assert!(closed.is_empty());
+    assert_eq!(
+        s.triggers().await.unwrap().last().map(|t| t.state),
+        Some(TriggerState::Closed)
+    );
+}
+
+#[tokio::test]
+async fn store_outbox_keeps_the_latest_desire() {
+    let (_dir, s) = store().await;
+    let mut r = Report {
+        repo: RepoId::github("acme/pkgs").expect("repo"),
+        sha: sha('1'),
+        context: "packetary".into(),
+        state: ReportState::Pending,
+        description: "queued".into(),
+        target_url: None,
+    };
+    s.set_report(&r).await.unwrap();
+    s.set_report(&r).await.unwrap();
+    let due = s.due_reports(Millis::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (&due[0].report, due[0].version, due[0].abandoned),
+        (&r, 1, false)
+    );
+
+    r.state = ReportState::Success;
+    r.target_url = Some("https://example.invalid/b".into());
+    s.set_report(&r).await.unwrap();
+    s.mark_delivered(due[0].id, 1).await.unwrap();
+    assert_eq!(
+        s.undelivered_reports().await.unwrap(),
+        1,
+        "version 2 stays due"
+    );
+
+    s.delivery_failed(due[0].id, 2, Millis(0), "boom", true)
+        .await
+        .unwrap();
+    assert_eq!(s.undelivered_reports().await.unwrap(), 0);
+    assert_eq!(s.next_report_due().await.unwrap(), None);
+    let all = s.reports().await.unwrap();
+    assert_eq!((all[0].version, all[0].attempts), (2, 1));
+    assert!(all[0].abandoned);
+    assert_eq!(all[0].last_error.as_deref(), Some("boom"));
+    assert_eq!(all[0].report, r);
+}

@@ -1,0 +1,276 @@
+//! `triggers`: what a forge (or the service itself) asked to build, waiting to be planned.
+
+use super::{parse_enum, Millis, Store, StoreError, TriggerId};
+use crate::model::{ChangeKind, CommitSha, RepoId, Trigger};
+
+/// State of a trigger in the planning pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerState {
+    New,
+    AwaitingApproval,
+    Planned,
+    Failed,
+    Superseded,
+    Closed,
+}
+
+impl TriggerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerState::New => "new",
+            TriggerState::AwaitingApproval => "awaiting_approval",
+            TriggerState::Planned => "planned",
+            TriggerState::Failed => "failed",
+            TriggerState::Superseded => "superseded",
+            TriggerState::Closed => "closed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<TriggerState> {
+        [
+            TriggerState::New,
+            TriggerState::AwaitingApproval,
+            TriggerState::Planned,
+            TriggerState::Failed,
+            TriggerState::Superseded,
+            TriggerState::Closed,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredTrigger {
+    pub id: TriggerId,
+    pub trigger: Trigger,
+    pub state: TriggerState,
+    pub message: Option<String>,
+    pub created_at: Millis,
+    /// Planning attempts that hit an infrastructure fault.
+    pub attempts: i64,
+}
+
+/// A `triggers` row as SQLite holds it; checked into a `StoredTrigger` by `TryFrom`.
+struct TriggerRecord {
+    id: i64,
+    repo: String,
+    clone_url: String,
+    kind: String,
+    ref_name: String,
+    base_sha: Option<String>,
+    head_sha: String,
+    pr_number: Option<i64>,
+    base_ref: Option<String>,
+    from_fork: bool,
+    sender: String,
+    only_package: Option<String>,
+    only_target: Option<String>,
+    state: String,
+    message: Option<String>,
+    created_at: i64,
+    attempts: i64,
+}
+
+impl TryFrom<TriggerRecord> for StoredTrigger {
+    type Error = StoreError;
+
+    fn try_from(r: TriggerRecord) -> Result<Self, StoreError> {
+        Ok(StoredTrigger {
+            id: TriggerId(r.id),
+            trigger: Trigger {
+                repo: RepoId::parse(&r.repo)?,
+                clone_url: r.clone_url,
+                kind: parse_enum("trigger kind", &r.kind, ChangeKind::parse)?,
+                ref_name: r.ref_name,
+                base: r.base_sha.map(|s| CommitSha::parse(&s)).transpose()?,
+                head: CommitSha::parse(&r.head_sha)?,
+                pr_number: r.pr_number.map(|n| n as u64),
+                base_ref: r.base_ref,
+                from_fork: r.from_fork,
+                sender: r.sender,
+                only_package: r.only_package,
+                only_target: r.only_target,
+            },
+            state: parse_enum("trigger state", &r.state, TriggerState::parse)?,
+            message: r.message,
+            created_at: Millis(r.created_at),
+            attempts: r.attempts,
+        })
+    }
+}
+
+impl Store {
+    /// Queues a trigger made by the service itself (a rebuild, an approval).
+    pub async fn insert_trigger(
+        &self,
+        t: &Trigger,
+        state: TriggerState,
+    ) -> Result<TriggerId, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_trigger(&mut tx, t, state, None, Millis::now()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The oldest trigger still to plan whose time has come.
+    pub async fn next_new_trigger(&self) -> Result<Option<StoredTrigger>, StoreError> {
+        let now = Millis::now().0;
+        let row = sqlx::query_as!(
+            TriggerRecord,
+            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
+                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
+                      message, created_at, attempts
+               FROM triggers WHERE state = 'new' AND next_attempt_at <= ? ORDER BY id LIMIT 1"#,
+            now,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(StoredTrigger::try_from).transpose()
+    }
+
+    /// When the next trigger waiting for a retry of its planning is due.
+    pub async fn next_trigger_due(&self) -> Result<Option<Millis>, StoreError> {
+        let v = sqlx::query_scalar!(
+            r#"SELECT MIN(next_attempt_at) AS "due?: i64" FROM triggers WHERE state = 'new'"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(Millis))
+    }
+
+    /// Plans a trigger again later, after an infrastructure fault.
+    pub async fn retry_trigger(
+        &self,
+        id: TriggerId,
+        at: Millis,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE triggers SET attempts = attempts + 1, next_attempt_at = ?, message = ? WHERE id = ? AND state = 'new'",
+            at.0,
+            message,
+            id.0,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn triggers(&self) -> Result<Vec<StoredTrigger>, StoreError> {
+        let rows = sqlx::query_as!(
+            TriggerRecord,
+            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
+                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
+                      message, created_at, attempts
+               FROM triggers ORDER BY id"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(StoredTrigger::try_from).collect()
+    }
+
+    pub async fn set_trigger_state(
+        &self,
+        id: TriggerId,
+        state: TriggerState,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let state = state.as_str();
+        sqlx::query!(
+            "UPDATE triggers SET state = ?, message = ? WHERE id = ?",
+            state,
+            message,
+            id.0,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The most recent trigger of a pull request, or of a commit: what a rebuild repeats.
+    pub async fn latest_trigger(
+        &self,
+        repo: &RepoId,
+        pr_number: Option<u64>,
+        head: Option<&CommitSha>,
+    ) -> Result<Option<StoredTrigger>, StoreError> {
+        let pr_number = pr_number.map(|n| n as i64);
+        let head = head.map(|h| h.as_str());
+        let repo = repo.as_str();
+        let row = sqlx::query_as!(
+            TriggerRecord,
+            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
+                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
+                      message, created_at, attempts
+               FROM triggers WHERE repo = ?
+                 AND (? IS NULL OR pr_number = ?) AND (? IS NULL OR head_sha = ?)
+               ORDER BY id DESC LIMIT 1"#,
+            repo,
+            pr_number,
+            pr_number,
+            head,
+            head,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(StoredTrigger::try_from).transpose()
+    }
+
+    /// Moves a pull request's triggers that wait for a maintainer's approval back to `new`.
+    pub async fn approve(&self, repo: &RepoId, pr_number: u64) -> Result<u64, StoreError> {
+        let pr_number = pr_number as i64;
+        let repo = repo.as_str();
+        Ok(sqlx::query!(
+            "UPDATE triggers SET state = 'new', message = NULL
+             WHERE repo = ? AND pr_number = ? AND state = 'awaiting_approval'",
+            repo,
+            pr_number,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
+/// Inserts a trigger inside the caller's transaction (a delivery's, or its own).
+pub(super) async fn insert_trigger(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    t: &Trigger,
+    state: TriggerState,
+    delivery: Option<&str>,
+    now: Millis,
+) -> Result<TriggerId, StoreError> {
+    let repo = t.repo.as_str();
+    let kind = t.kind.as_str();
+    let base = t.base.as_ref().map(|s| s.as_str());
+    let head = t.head.as_str();
+    let pr_number = t.pr_number.map(|n| n as i64);
+    let base_ref = t.base_ref.as_deref();
+    let only_package = t.only_package.as_deref();
+    let only_target = t.only_target.as_deref();
+    let state = state.as_str();
+    let id = sqlx::query!(
+        "INSERT INTO triggers (repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, delivery, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        repo,
+        t.clone_url,
+        kind,
+        t.ref_name,
+        base,
+        head,
+        pr_number,
+        base_ref,
+        t.from_fork,
+        t.sender,
+        only_package,
+        only_target,
+        delivery,
+        state,
+        now.0,
+    )
+    .execute(&mut **tx)
+    .await?
+    .last_insert_rowid();
+    Ok(TriggerId(id))
+}
