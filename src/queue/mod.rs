@@ -4,11 +4,11 @@
 //!
 //! Every state a build can end in produces a final report: nothing is left pending.
 //!
-//! The flow, one file a step: [`ingest`] stores forge events; [`intake`] plans them into
-//! builds (commands, fork approval, supersede, closed changes); [`scheduler`] claims and
-//! runs builds (and picks up those a restart interrupted); [`finish`] turns a build's
-//! outcome into its final state, a retry and reports; [`report`] sums builds up into
-//! statuses and delivers them. [`retry`] and [`poll`] are the one retry policy and the one
+//! The flow, one file a step: [`ingest`] stores forge events; `intake` plans them into
+//! builds (commands, fork approval, supersede, closed changes); `scheduler` claims and
+//! runs builds (and picks up those a restart interrupted); `finish` turns a build's
+//! outcome into its final state, a retry and reports; `report` sums builds up into
+//! statuses and delivers them. `retry` and `poll` are the one retry policy and the one
 //! loop the steps share. This file holds the [`Queue`] handle and its running builds.
 
 mod finish;
