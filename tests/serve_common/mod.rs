@@ -1,5 +1,6 @@
 //! Helpers shared by the `serve_*` tests.
 #![allow(dead_code)]
+pub mod tester;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

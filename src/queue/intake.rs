@@ -1,0 +1,274 @@
+//! Intake, the planning step: stored commands (`/packetary approve`, `/packetary rebuild`)
+//! and new triggers become builds. A newer push supersedes the older builds of its change,
+//! a pull request from a fork waits for a maintainer, the planner's answer becomes queued
+//! builds with pending statuses, and a planning fault is retried under the planning policy.
+//! A closed pull request or deleted branch ends its builds here too: both are a change
+//! moving on, and both end builds the same way.
+
+use super::retry::Fault;
+use super::{PlanError, PlannedBuild, Queue, QueueError};
+use crate::model::{
+    build_context, BuildId, BuildState, ChangeKind, Command, RepoId, Report, ReportState,
+};
+use crate::store::{BuildRow, Millis, NewBuild, StoredCommand, StoredTrigger, TriggerState};
+
+impl Queue {
+    /// The planning loop's step: handles what is new; returns when the next trigger waiting
+    /// for a retry is due.
+    pub(super) async fn plan_step(&self) -> Result<Option<Millis>, QueueError> {
+        self.plan_pending().await?;
+        Ok(self.inner.store.next_trigger_due().await?)
+    }
+
+    /// Handles every stored command and trigger not handled yet.
+    pub async fn plan_pending(&self) -> Result<(), QueueError> {
+        while let Some(c) = self.inner.store.next_command().await? {
+            self.handle_command(c).await?;
+        }
+        while let Some(t) = self.inner.store.next_new_trigger().await? {
+            self.handle_trigger(t).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_command(&self, c: StoredCommand) -> Result<(), QueueError> {
+        let store = &self.inner.store;
+        let r = &c.request;
+        if !r.trusted {
+            match self.inner.forge.can_write(&r.repo, &r.user).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(repo = %r.repo, user = %r.user, "ignoring /packetary {} from a user without write permission", r.command.name());
+                    store
+                        .finish_command(c.id, "refused", "the user has no write permission")
+                        .await?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(repo = %r.repo, user = %r.user, "cannot check permissions: {e}");
+                    store
+                        .finish_command(c.id, "failed", &format!("permission check failed: {e}"))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        match &r.command {
+            Command::Approve => {
+                store.finish_command(c.id, "done", "approved").await?;
+                if let Some(pr) = r.pr_number {
+                    let n = store.approve(&r.repo, pr).await?;
+                    tracing::info!(repo = %r.repo, pr, user = %r.user, "approved builds of a pull request ({n} waiting)");
+                }
+            }
+            Command::Rebuild { package, target } => {
+                let Some(latest) = store
+                    .latest_trigger(&r.repo, r.pr_number, r.head.as_ref())
+                    .await?
+                else {
+                    store
+                        .finish_command(c.id, "refused", "nothing was built here before")
+                        .await?;
+                    return Ok(());
+                };
+                let mut t = latest.trigger;
+                t.only_package = package.clone();
+                t.only_target = target.clone();
+                t.sender = r.user.clone();
+                store.insert_trigger(&t, TriggerState::New).await?;
+                store.finish_command(c.id, "done", "rebuild queued").await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_trigger(&self, st: StoredTrigger) -> Result<(), QueueError> {
+        self.supersede(&st).await?;
+        if !self.may_build(&st).await? {
+            return Ok(());
+        }
+        match self.inner.planner.plan(&st.trigger).await {
+            Ok(planned) => self.record_plan(&st, planned).await,
+            Err(e) => self.planning_failed(&st, e).await,
+        }
+    }
+
+    /// Ends the builds of the same change that this trigger makes obsolete.
+    async fn supersede(&self, st: &StoredTrigger) -> Result<(), QueueError> {
+        let t = &st.trigger;
+        let superseded = self.inner.store.supersede(t, st.id).await?;
+        if !superseded.is_empty() {
+            tracing::info!(repo = %t.repo, head = %t.head, "superseding {} build(s)", superseded.len());
+            self.after_ended(
+                &superseded,
+                BuildState::Superseded,
+                &format!("superseded by {}", t.head),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the trigger may be planned now: a pull request from a fork waits until a
+    /// maintainer approves it (unless the service builds forks), with a pending status
+    /// that says so.
+    async fn may_build(&self, st: &StoredTrigger) -> Result<bool, QueueError> {
+        let t = &st.trigger;
+        if !t.from_fork || self.inner.cfg.build_forks {
+            return Ok(true);
+        }
+        let store = &self.inner.store;
+        let approved = match t.pr_number {
+            Some(n) => store.is_approved(&t.repo, n).await?,
+            None => false,
+        };
+        if !approved {
+            store
+                .set_trigger_state(
+                    st.id,
+                    TriggerState::AwaitingApproval,
+                    Some("pull request from a fork"),
+                )
+                .await?;
+            self.report_commit(
+                &t.repo,
+                &t.head,
+                ReportState::Pending,
+                "pull request from a fork: waiting for a maintainer to comment /packetary approve"
+                    .into(),
+            )
+            .await?;
+        }
+        Ok(approved)
+    }
+
+    /// Stores the planned builds (those a rebuild command asked for) and their statuses.
+    async fn record_plan(
+        &self,
+        st: &StoredTrigger,
+        planned: Vec<PlannedBuild>,
+    ) -> Result<(), QueueError> {
+        let t = &st.trigger;
+        let builds: Vec<NewBuild> = planned
+            .into_iter()
+            .filter(|p| t.only_package.as_ref().is_none_or(|o| *o == p.package))
+            .filter(|p| {
+                t.only_target
+                    .as_ref()
+                    .is_none_or(|o| o == p.target.as_str())
+            })
+            .map(|p| NewBuild {
+                id: BuildId::generate(),
+                package: p.package,
+                spec_path: p.spec_path.display().to_string(),
+                target: p.target,
+                error: p.error,
+                stage: p.stage,
+            })
+            .collect();
+        self.inner.store.insert_builds(st, &builds).await?;
+        tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());
+        for b in &builds {
+            let (state, description) = match &b.error {
+                None => (ReportState::Pending, "queued".to_string()),
+                Some(e) => (ReportState::Failure, format!("plan: {e}")),
+            };
+            self.set_report(Report {
+                repo: t.repo.clone(),
+                sha: t.head.clone(),
+                context: build_context(b.target.as_str(), &b.package),
+                state,
+                description,
+                target_url: Some(self.build_url(&b.id)),
+            })
+            .await?;
+        }
+        if builds.is_empty() {
+            self.report_commit(
+                &t.repo,
+                &t.head,
+                ReportState::Success,
+                "no package to build".into(),
+            )
+            .await?;
+        } else {
+            self.report_aggregate(&t.repo, &t.head).await?;
+        }
+        self.inner.build_wake.notify_one();
+        Ok(())
+    }
+
+    /// Retries an infrastructure fault under the planning policy; otherwise the trigger
+    /// fails, as `failure` when the repository is at fault and `error` when not.
+    async fn planning_failed(&self, st: &StoredTrigger, e: PlanError) -> Result<(), QueueError> {
+        let store = &self.inner.store;
+        let t = &st.trigger;
+        let (fault, state) = match e {
+            PlanError::Invalid(_) => (Fault::Permanent, ReportState::Failure),
+            PlanError::Infra(_) => (Fault::Transient, ReportState::Error),
+        };
+        let attempt = st.attempts as u32 + 1;
+        if let Some(wait) = self.inner.retry.planning.next(attempt, fault) {
+            let msg = format!(
+                "planning failed, retrying in {}: {e}",
+                humantime::format_duration(wait)
+            );
+            tracing::warn!(repo = %t.repo, head = %t.head, "{msg}");
+            store
+                .retry_trigger(st.id, Millis::now().after(wait), &msg)
+                .await?;
+            return self
+                .report_commit(&t.repo, &t.head, ReportState::Pending, msg)
+                .await;
+        }
+        tracing::warn!(repo = %t.repo, head = %t.head, "planning failed: {e}");
+        store
+            .set_trigger_state(st.id, TriggerState::Failed, Some(&e.to_string()))
+            .await?;
+        self.report_commit(&t.repo, &t.head, state, format!("planning failed: {e}"))
+            .await
+    }
+
+    /// A pull request was closed or a branch deleted: end its queued and running builds.
+    pub async fn close_change(
+        &self,
+        repo: &RepoId,
+        kind: ChangeKind,
+        ref_name: &str,
+        pr_number: Option<u64>,
+    ) -> Result<(), QueueError> {
+        let message = match kind {
+            ChangeKind::PullRequest => "cancelled: the pull request was closed",
+            ChangeKind::Push => "cancelled: the branch was deleted",
+        };
+        let ended = self
+            .inner
+            .store
+            .close_change(repo, kind, ref_name, pr_number, message)
+            .await?;
+        self.after_ended(&ended, BuildState::Cancelled, message)
+            .await
+    }
+
+    /// Builds the store just ended (superseded, cancelled): stops those running and
+    /// reports them, and the commits they belong to.
+    async fn after_ended(
+        &self,
+        ended: &[BuildRow],
+        state: BuildState,
+        message: &str,
+    ) -> Result<(), QueueError> {
+        let mut commits = vec![];
+        for b in ended {
+            self.cancel_running(&b.id);
+            self.report_build(b, state, message).await?;
+            if !commits.contains(&(b.repo.clone(), b.commit.clone())) {
+                commits.push((b.repo.clone(), b.commit.clone()));
+            }
+        }
+        for (repo, sha) in commits {
+            self.report_aggregate(&repo, &sha).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The loop the queue's three workers (planning, scheduling, the outbox) run in: do a step,
+//! then sleep until the next item is due (at most 30 s; 1 s after an error), the worker is
+//! woken, or the queue stops. Written once so that the three cannot drift apart.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::QueueError;
+use crate::store::Millis;
+
+/// The longest sleep: whatever the step says, look again after this.
+pub const IDLE_WAIT: Duration = Duration::from_secs(30);
+/// The sleep after a step failed (the store was busy, say).
+pub const ERROR_WAIT: Duration = Duration::from_secs(1);
+/// The shortest sleep, so that an item due in the past cannot spin the loop.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
+/// Runs `step` until `stop` is cancelled. A step does what is due and returns when the next
+/// item will be (`None`: nothing is waiting); a wake-up on `wake` runs it again at once. A
+/// wake-up sent while the step runs is kept, not lost.
+pub async fn run<F, Fut>(name: &str, wake: &Notify, stop: &CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<Millis>, QueueError>>,
+{
+    loop {
+        let wait = match step().await {
+            Ok(due) => wait_for(due, Millis::now()),
+            Err(e) => {
+                tracing::error!("{name}: {e}");
+                ERROR_WAIT
+            }
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// How long to sleep at `now` when the next item is `due`.
+fn wait_for(due: Option<Millis>, now: Millis) -> Duration {
+    match due {
+        None => IDLE_WAIT,
+        Some(due) => {
+            let ms = due.0.saturating_sub(now.0).max(0) as u64;
+            Duration::from_millis(ms).clamp(MIN_WAIT, IDLE_WAIT)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    #[test]
+    fn sleeps_until_the_next_item_is_due_within_bounds() {
+        let now = Millis(1_000_000);
+        assert_eq!(wait_for(None, now), IDLE_WAIT);
+        assert_eq!(
+            wait_for(Some(Millis(now.0 + 1500)), now),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(wait_for(Some(Millis(now.0 + 3_600_000)), now), IDLE_WAIT);
+        assert_eq!(wait_for(Some(Millis(now.0 - 5000)), now), MIN_WAIT);
+        assert_eq!(wait_for(Some(now), now), MIN_WAIT);
+    }
+
+    /// Runs the loop over a step that counts its calls and answers with `answer(call)`.
+    fn spawn_counting(
+        answer: fn(u32) -> Result<Option<Millis>, QueueError>,
+    ) -> (
+        Arc<Notify>,
+        CancellationToken,
+        Arc<AtomicU32>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let wake = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let calls = Arc::new(AtomicU32::new(0));
+        let (w, s, c) = (wake.clone(), stop.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            run("test", &w, &s, || {
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { answer(n) }
+            })
+            .await
+        });
+        (wake, stop, calls, task)
+    }
+
+    async fn until(what: &str, deadline: Duration, f: impl Fn() -> bool) {
+        let end = Instant::now() + deadline;
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_runs_the_step_again_and_stop_ends_the_loop() {
+        let (wake, stop, calls, task) = spawn_counting(|_| Ok(None));
+        until("the first step", Duration::from_secs(5), || {
+            calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        wake.notify_one();
+        until("the woken step", Duration::from_secs(5), || {
+            calls.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop ends when stopped")
+            .expect("no panic");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "nothing due: no step without a wake-up"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_step_runs_again_when_its_next_item_is_due_or_after_an_error() {
+        let started = Instant::now();
+        let (_wake, stop, calls, task) = spawn_counting(|n| match n {
+            1 => Ok(Some(Millis::now().after(Duration::from_millis(100)))),
+            2 => Err(QueueError::Store(crate::store::StoreError::Corrupt(
+                "x".into(),
+            ))),
+            _ => Ok(None),
+        });
+        until("the due step", Duration::from_secs(5), || {
+            calls.load(Ordering::SeqCst) >= 2
+        })
+        .await;
+        let due = started.elapsed();
+        assert!(due >= Duration::from_millis(100), "{due:?}");
+        until("the step after an error", Duration::from_secs(5), || {
+            calls.load(Ordering::SeqCst) >= 3
+        })
+        .await;
+        let after_error = started.elapsed() - due;
+        assert!(after_error >= Duration::from_millis(900), "{after_error:?}");
+        stop.cancel();
+        task.await.expect("no panic");
+    }
+}

@@ -1,0 +1,121 @@
+//! The statuses the queue wants the forge to show: one per build (its context named after
+//! target and package) and one per commit (the aggregate, `packetary`) summing up the latest
+//! build of each package and target, with links to the build pages. They are desired
+//! states, stored in the outbox; the latest one for a context wins.
+
+use crate::model::{
+    build_context, BuildId, BuildState, CommitSha, RepoId, Report, ReportState, AGGREGATE_CONTEXT,
+};
+use crate::store::BuildRow;
+
+use super::super::{Queue, QueueError};
+
+impl Queue {
+    pub(in crate::queue) fn build_url(&self, id: &BuildId) -> String {
+        format!("{}/builds/{id}", self.inner.cfg.public_url)
+    }
+
+    fn index_url(&self, sha: &CommitSha) -> String {
+        format!("{}/?commit={sha}", self.inner.cfg.public_url)
+    }
+
+    /// Puts `r` in the outbox and wakes the outbox loop.
+    pub(in crate::queue) async fn set_report(&self, r: Report) -> Result<(), QueueError> {
+        self.inner.store.set_report(&r).await?;
+        self.inner.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// The status of one build.
+    pub(in crate::queue) async fn report_build(
+        &self,
+        b: &BuildRow,
+        state: BuildState,
+        message: &str,
+    ) -> Result<(), QueueError> {
+        self.set_report(Report {
+            repo: b.repo.clone(),
+            sha: b.commit.clone(),
+            context: build_context(b.target.as_str(), &b.package),
+            state: state.report_state(),
+            description: message.to_string(),
+            target_url: Some(self.build_url(&b.id)),
+        })
+        .await
+    }
+
+    /// The aggregate status of a commit, set directly: before there are builds to sum up
+    /// (waiting for approval, planning failed, nothing to build).
+    pub(in crate::queue) async fn report_commit(
+        &self,
+        repo: &RepoId,
+        sha: &CommitSha,
+        state: ReportState,
+        description: String,
+    ) -> Result<(), QueueError> {
+        self.set_report(Report {
+            repo: repo.clone(),
+            sha: sha.clone(),
+            context: AGGREGATE_CONTEXT.into(),
+            state,
+            description,
+            target_url: Some(self.index_url(sha)),
+        })
+        .await
+    }
+
+    /// Sums up the latest build of each package and target at a commit.
+    pub(in crate::queue) async fn report_aggregate(
+        &self,
+        repo: &RepoId,
+        sha: &CommitSha,
+    ) -> Result<(), QueueError> {
+        let builds = self.inner.store.latest_builds_of_commit(repo, sha).await?;
+        if builds.is_empty() {
+            return Ok(());
+        }
+        let (state, description) = summary(&builds);
+        self.report_commit(repo, sha, state, description).await
+    }
+}
+
+/// The aggregate of builds: pending while any is open, then failure if any failed, error
+/// if any did not complete, success otherwise; the description names the first culprit.
+fn summary(builds: &[BuildRow]) -> (ReportState, String) {
+    let n = builds.len();
+    let open = builds.iter().filter(|b| !b.state.is_final()).count();
+    let failed: Vec<&BuildRow> = builds
+        .iter()
+        .filter(|b| b.state == BuildState::Failed)
+        .collect();
+    let errored: Vec<&BuildRow> = builds
+        .iter()
+        .filter(|b| b.state.report_state() == ReportState::Error)
+        .collect();
+    let first = |b: &BuildRow| {
+        format!(
+            "{}/{}: {}",
+            b.target,
+            b.package,
+            b.message.as_deref().unwrap_or(b.state.as_str())
+        )
+    };
+    if open > 0 {
+        (
+            ReportState::Pending,
+            format!("{} of {n} build(s) done", n - open),
+        )
+    } else if let Some(b) = failed.first() {
+        (
+            ReportState::Failure,
+            format!("{} of {n} failed; {}", failed.len(), first(b)),
+        )
+    } else if let Some(b) = errored.first() {
+        (
+            ReportState::Error,
+            format!("{} of {n} did not complete; {}", errored.len(), first(b)),
+        )
+    } else {
+        (ReportState::Success, format!("{n} build(s) succeeded"))
+    }
+}

@@ -1,0 +1,57 @@
+//! The outbox: delivers the stored reports that are due to the forge, oldest first, and
+//! retries a failed delivery under the outbox's policy (or when the forge's Retry-After
+//! says), giving up sooner when the forge says retrying will not help.
+
+use crate::store::Millis;
+
+use super::super::retry::Fault;
+use super::super::{Queue, QueueError};
+
+impl Queue {
+    /// The outbox loop's step: delivers what is due; returns when the next report is.
+    pub(in crate::queue) async fn outbox_step(&self) -> Result<Option<Millis>, QueueError> {
+        self.deliver_due().await?;
+        Ok(self.inner.store.next_report_due().await?)
+    }
+
+    /// Delivers the reports that are due, oldest first; returns how many were attempted.
+    pub async fn deliver_due(&self) -> Result<usize, QueueError> {
+        let store = &self.inner.store;
+        let policy = &self.inner.retry.outbox;
+        let due = store.due_reports(Millis::now(), 50).await?;
+        let n = due.len();
+        for row in due {
+            match self.inner.forge.deliver(&row.report).await {
+                Ok(()) => {
+                    tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), "status delivered");
+                    store.mark_delivered(row.id, row.version).await?;
+                    self.inner.metrics.report("delivered");
+                }
+                Err(e) => {
+                    let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+                    let fault = if e.permanent {
+                        Fault::Permanent
+                    } else {
+                        Fault::Transient
+                    };
+                    let abandon = policy.gives_up(attempts, fault);
+                    let wait = e.retry_after.unwrap_or_else(|| policy.delay(attempts));
+                    tracing::warn!(context = %row.report.context, sha = %row.report.sha, attempts, abandon, "status delivery failed: {e}");
+                    store
+                        .delivery_failed(
+                            row.id,
+                            row.version,
+                            Millis::now().after(wait),
+                            &e.message,
+                            abandon,
+                        )
+                        .await?;
+                    self.inner
+                        .metrics
+                        .report(if abandon { "abandoned" } else { "retry" });
+                }
+            }
+        }
+        Ok(n)
+    }
+}

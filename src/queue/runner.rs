@@ -1,0 +1,210 @@
+//! The queue's seams: what it asks of a planner ([`Planner`]), of a source of commits
+//! ([`SourceProvider`]) and of a build executor ([`Runner`]), with the errors each may
+//! answer. Kept apart from the scheduling so that the fakes of the tests and the real
+//! components ([`DockerRunner`], [`super::planner::GitPlanner`],
+//! [`super::source::MirrorSource`]) implement one small, stable surface.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::build::{BuildReport, BuildRequest, InfraError, Progress};
+use crate::model::{BuildId, CommitSha, Outcome, RepoId, TargetName, Trigger};
+
+/// One build the planner asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedBuild {
+    /// The package's name, as shown in its status context.
+    pub package: String,
+    /// The spec's path inside the repository.
+    pub spec_path: PathBuf,
+    pub target: TargetName,
+    /// Why the package cannot be built (a spec that does not parse, a symlink out of the
+    /// repository...): recorded as a failed build, so that the rest of the change still builds
+    /// and the aggregate status still fails.
+    pub error: Option<String>,
+    /// Build order within the change: starts after the earlier stages, against their RPMs.
+    pub stage: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The repository is at fault (unreadable configuration, broken layout): reported as
+    /// `failure` so that the author fixes it.
+    #[error("{0}")]
+    Invalid(String),
+    /// Fetching or another infrastructure step failed: reported as `error`.
+    #[error("{0}")]
+    Infra(String),
+}
+
+/// Turns a trigger into builds; [`super::planner::GitPlanner`] in the service, fakes in tests.
+pub trait Planner: Send + Sync {
+    fn plan<'a>(
+        &'a self,
+        trigger: &'a Trigger,
+    ) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The commit cannot be found: retrying will not help.
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Infra(String),
+}
+
+/// Materialises the files of a commit into an empty directory `dest`.
+pub trait SourceProvider: Send + Sync {
+    fn export<'a>(
+        &'a self,
+        clone_url: &'a str,
+        repo: &'a RepoId,
+        commit: &'a CommitSha,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SourceError>>;
+}
+
+/// Why [`Runner::make_repo`] could not make a package repository.
+#[derive(Debug, thiserror::Error)]
+pub enum MakeRepoError {
+    /// The runner has no way to make one (fakes, runners without a container engine).
+    #[error("this runner cannot make package repositories")]
+    Unsupported,
+    /// The container that runs `createrepo` failed, or the files could not be copied.
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+}
+
+/// Runs one build; the Docker executor in production, a fake in tests of the scheduling.
+pub trait Runner: Send + Sync {
+    fn run(
+        &self,
+        req: BuildRequest,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport>;
+
+    /// Removes whatever a build left behind (its container) after a crash.
+    fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
+
+    /// Makes `dir` a repository of `rpms` that builds in `image` can install from.
+    fn make_repo(
+        &self,
+        _image: String,
+        _dir: PathBuf,
+        _rpms: Vec<PathBuf>,
+    ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
+        Box::pin(async { Err(MakeRepoError::Unsupported) })
+    }
+
+    /// Follows a build whose container outlived the previous service process to its end;
+    /// `None` when it cannot be picked up and must run again.
+    fn reattach(
+        &self,
+        _req: BuildRequest,
+        _events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        _cancel: CancellationToken,
+    ) -> BoxFuture<'static, Option<BuildReport>> {
+        Box::pin(async { None })
+    }
+}
+
+/// The Docker executor as a [`Runner`]; a missing image is an infrastructure fault.
+pub struct DockerRunner {
+    pub executor: crate::build::Executor,
+}
+
+impl Runner for DockerRunner {
+    fn run(
+        &self,
+        req: BuildRequest,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport> {
+        let executor = self.executor.clone();
+        Box::pin(async move {
+            let image_id = match executor.engine().image_id(&req.target.image).await {
+                Ok(Some(id)) => Some(id),
+                Ok(None) => {
+                    return error_report(
+                        &req,
+                        format!(
+                            "builder image {} is missing on the Docker host; build it with `packetary images build`",
+                            req.target.image
+                        ),
+                    )
+                }
+                Err(e) => return error_report(&req, e.to_string()),
+            };
+            executor.run(req, image_id, Some(events), cancel).await
+        })
+    }
+
+    fn make_repo(
+        &self,
+        image: String,
+        dir: PathBuf,
+        rpms: Vec<PathBuf>,
+    ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
+        let engine = self.executor.engine().clone();
+        Box::pin(async move {
+            crate::build::local_repo(&engine, &image, &dir, &rpms)
+                .await
+                .map_err(MakeRepoError::from)
+        })
+    }
+
+    fn reattach(
+        &self,
+        req: BuildRequest,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Option<BuildReport>> {
+        let executor = self.executor.clone();
+        Box::pin(async move { executor.reattach(req, Some(events), cancel).await })
+    }
+
+    fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
+        let engine = self.executor.engine().clone();
+        let label = format!("{}={id}", crate::build::LABEL_BUILD);
+        Box::pin(async move {
+            match engine.containers_with_label(&label).await {
+                Ok(ids) => {
+                    for c in ids {
+                        if let Err(e) = engine.remove(&c).await {
+                            tracing::warn!(container = %c, "cannot remove a leftover build container: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot list leftover build containers: {e}"),
+            }
+        })
+    }
+}
+
+/// Where the service puts a build's results (its executor's `out_root`).
+pub fn results_root(data_dir: &Path, id: &BuildId) -> PathBuf {
+    data_dir.join("results").join(id.as_str())
+}
+
+/// A report for a build that never reached the executor.
+pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
+    BuildReport {
+        id: req.id.clone(),
+        package: req.package.label(),
+        spec: req.package.relative_spec(),
+        target: req.target.name.clone(),
+        backend: req.target.backend,
+        image: req.target.image.clone(),
+        image_id: None,
+        nevr: None,
+        dir: req.out_root.clone(),
+        phases: vec![],
+        commands: vec![],
+        repos: vec![],
+        outcome: Outcome::Error { message },
+    }
+}

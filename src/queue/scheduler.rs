@@ -1,0 +1,262 @@
+//! The scheduler: claims queued builds while there is room (the store picks them fairly
+//! across repositories and in the plan's stage order), prepares each one (the commit's
+//! files, the package, a repository of what its change's earlier stages built) and runs it
+//! on the [`Runner`](super::Runner). At start it picks up the builds a previous process left
+//! running: reattached when their container can be followed, run again otherwise.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{results_root, MakeRepoError, Queue, QueueError, SourceError};
+use crate::build::{BuildRequest, Progress, ProgressKind};
+use crate::config::{Repo, RepoLocation, Target};
+use crate::model::{BuildId, BuildState, Outcome, TargetName};
+use crate::plan::DiscoverError;
+use crate::store::{BuildRow, Millis, StoreError};
+
+/// Why a build could not be handed to the runner; it ends as an infrastructure error.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("target {0} is no longer configured")]
+    NoTarget(TargetName),
+    #[error("cannot get the sources of {commit}: {source}")]
+    Sources { commit: String, source: SourceError },
+    #[error("{spec_path}: {source}")]
+    Package {
+        spec_path: String,
+        source: DiscoverError,
+    },
+    #[error(transparent)]
+    EarlierStages(#[from] StoreError),
+    #[error("cannot make the repository of this change's earlier stages: {source}")]
+    ChangeRepo { source: MakeRepoError },
+}
+
+impl From<PrepareError> for Outcome {
+    fn from(e: PrepareError) -> Outcome {
+        Outcome::Error {
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Queue {
+    /// The scheduling loop's step: starts queued builds while there is room; returns when
+    /// the next waiting one is due.
+    pub(super) async fn schedule(&self) -> Result<Option<Millis>, QueueError> {
+        while !self.inner.draining.load(Ordering::SeqCst)
+            && self.running_count() < self.inner.cfg.parallel
+        {
+            let Some(b) = self.inner.store.claim_next_build(Millis::now()).await? else {
+                break;
+            };
+            let id = b.id.clone();
+            self.spawn_running(
+                id,
+                move |q, token| async move { q.run_build(b, token).await },
+            );
+        }
+        Ok(self.inner.store.next_due().await?)
+    }
+
+    async fn run_build(&self, b: BuildRow, cancel: CancellationToken) -> Result<(), QueueError> {
+        let inner = &self.inner;
+        tracing::info!(build = %b.id, repo = %b.repo, commit = %b.commit, package = %b.package, target = %b.target, attempt = b.attempts, "build started");
+        self.report_build(&b, BuildState::Running, "building")
+            .await?;
+        self.report_aggregate(&b.repo, &b.commit).await?;
+        let started = Instant::now();
+        let work = self.work_dir(&b.id);
+        let out_root = results_root(&inner.cfg.data_dir, &b.id);
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        let src = work.join("src");
+        let report = match self.prepare(&b, &src, &out_root).await {
+            Ok(req) => {
+                let (tx, progress) = self.progress_forwarder(&b.id);
+                // An earlier attempt may have left a container behind: a create request in
+                // flight when the service was killed completes after the start-up cleanup.
+                inner.runner.cleanup(&b.id).await;
+                let report = inner.runner.run(req, tx, cancel.clone()).await;
+                let _ = progress.await;
+                Ok(report)
+            }
+            Err(e) => Err(Outcome::from(e)),
+        };
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        self.finish(&b, report, started.elapsed()).await
+    }
+
+    /// Exports the commit and finds the package.
+    async fn prepare(
+        &self,
+        b: &BuildRow,
+        src: &Path,
+        out_root: &Path,
+    ) -> Result<BuildRequest, PrepareError> {
+        let inner = &self.inner;
+        let Some(target) = inner.cfg.targets.get(&b.target).cloned() else {
+            return Err(PrepareError::NoTarget(b.target.clone()));
+        };
+        inner
+            .sources
+            .export(&b.clone_url, &b.repo, &b.commit, src)
+            .await
+            .map_err(|source| PrepareError::Sources {
+                commit: b.commit.short().to_string(),
+                source,
+            })?;
+        let package =
+            crate::plan::package_for_spec(src, &src.join(&b.spec_path)).map_err(|source| {
+                PrepareError::Package {
+                    spec_path: b.spec_path.clone(),
+                    source,
+                }
+            })?;
+        let extra_repos = self.earlier_stages_repo(b, &target, src).await?;
+        Ok(BuildRequest {
+            id: b.id.clone(),
+            package,
+            target,
+            out_root: out_root.to_path_buf(),
+            extra_repos,
+        })
+    }
+
+    /// A later stage of a change builds against the packages its earlier stages built: a
+    /// repository of them next to the exported sources, given to the build as `change`.
+    async fn earlier_stages_repo(
+        &self,
+        b: &BuildRow,
+        target: &Target,
+        src: &Path,
+    ) -> Result<Vec<Repo>, PrepareError> {
+        if b.stage == 0 {
+            return Ok(vec![]);
+        }
+        let dirs = self.inner.store.earlier_results(b).await?;
+        let rpms: Vec<PathBuf> = dirs
+            .iter()
+            .flat_map(|d| crate::build::binary_rpms_in(d))
+            .collect();
+        if rpms.is_empty() {
+            return Ok(vec![]);
+        }
+        let dir = src.with_file_name("change-repo");
+        self.inner
+            .runner
+            .make_repo(target.image.clone(), dir.clone(), rpms)
+            .await
+            .map_err(|source| PrepareError::ChangeRepo { source })?;
+        Ok(vec![Repo {
+            name: "change".into(),
+            location: RepoLocation::Dir(dir),
+        }])
+    }
+
+    /// Forwards a build's events to the store (current phase) and the metrics.
+    fn progress_forwarder(
+        &self,
+        id: &BuildId,
+    ) -> (
+        tokio::sync::mpsc::UnboundedSender<Progress>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+        let store = self.inner.store.clone();
+        let metrics = self.inner.metrics.clone();
+        let id = id.clone();
+        let progress = tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev.kind {
+                    ProgressKind::PhaseStarted(p) => {
+                        let _ = store.set_build_progress(&id, None, Some(p.as_str())).await;
+                    }
+                    ProgressKind::PhaseFinished { phase, elapsed, .. } => {
+                        metrics.phase_finished(phase.as_str(), elapsed.as_secs_f64());
+                    }
+                    ProgressKind::Finished(_) => {}
+                }
+            }
+        });
+        (tx, progress)
+    }
+
+    // ---- after a restart ---------------------------------------------------------------
+
+    /// The builds that were running when the previous process stopped: followed to their
+    /// end when their container can be reattached, requeued otherwise.
+    pub(super) async fn recover(&self) -> Result<(), QueueError> {
+        for b in self
+            .inner
+            .store
+            .builds_in_state(BuildState::Running)
+            .await?
+        {
+            if let Some(req) = self.existing_request(&b) {
+                let id = b.id.clone();
+                self.spawn_running(id, move |q, token| async move {
+                    q.resume_build(b, req, token).await
+                });
+            } else {
+                self.requeue_after_restart(&b).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn requeue_after_restart(&self, b: &BuildRow) -> Result<(), QueueError> {
+        tracing::info!(build = %b.id, "requeueing a build that was running when the service stopped");
+        self.inner.runner.cleanup(&b.id).await;
+        if self
+            .inner
+            .store
+            .requeue(
+                &b.id,
+                Millis::now(),
+                Some("requeued after a restart"),
+                false,
+            )
+            .await?
+        {
+            self.report_build(b, BuildState::Queued, "requeued after a restart")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The request of a build that was running, from the sources it exported then (a
+    /// running container still has them mounted); `None` when they are gone.
+    fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
+        let target = self.inner.cfg.targets.get(&b.target).cloned()?;
+        let src = self.work_dir(&b.id).join("src");
+        let package = crate::plan::package_for_spec(&src, &src.join(&b.spec_path)).ok()?;
+        Some(BuildRequest {
+            id: b.id.clone(),
+            package,
+            target,
+            out_root: results_root(&self.inner.cfg.data_dir, &b.id),
+            extra_repos: vec![],
+        })
+    }
+
+    async fn resume_build(
+        &self,
+        b: BuildRow,
+        req: BuildRequest,
+        cancel: CancellationToken,
+    ) -> Result<(), QueueError> {
+        let started = Instant::now();
+        let (tx, progress) = self.progress_forwarder(&b.id);
+        let report = self.inner.runner.reattach(req, tx, cancel).await;
+        let _ = progress.await;
+        let Some(report) = report else {
+            return self.requeue_after_restart(&b).await;
+        };
+        tracing::info!(build = %b.id, "reattached build ended");
+        let _ = tokio::fs::remove_dir_all(self.work_dir(&b.id)).await;
+        self.finish(&b, Ok(report), started.elapsed()).await
+    }
+}
