@@ -376,6 +376,12 @@ async fn webhooks_route_by_forge() {
     let (s, msg) = h.send(to("/webhooks/gitlab")).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{msg}");
     assert!(msg.contains("no forge named `gitlab`"), "{msg}");
+    let (s, msg) = h.send(to("/webhooks/local")).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "the command line takes no webhooks: {msg}"
+    );
     let (s, msg) = h.send(to("/webhooks/gerrit")).await;
     assert_eq!(
         s,

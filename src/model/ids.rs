@@ -200,15 +200,18 @@ impl fmt::Display for Nevr {
 pub enum ForgeKind {
     GitHub,
     Gerrit,
+    /// A repository named on the command line (`packetary build --git`): no forge is told.
+    Local,
 }
 
 impl ForgeKind {
-    pub const ALL: [ForgeKind; 2] = [ForgeKind::GitHub, ForgeKind::Gerrit];
+    pub const ALL: [ForgeKind; 3] = [ForgeKind::GitHub, ForgeKind::Gerrit, ForgeKind::Local];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ForgeKind::GitHub => "github",
             ForgeKind::Gerrit => "gerrit",
+            ForgeKind::Local => "local",
         }
     }
 

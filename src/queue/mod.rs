@@ -14,6 +14,7 @@
 mod finish;
 pub mod ingest;
 mod intake;
+pub mod local;
 pub mod metrics;
 pub mod planner;
 mod poll;

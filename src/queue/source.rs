@@ -4,7 +4,7 @@
 //! the whole tree as it is (symlinks, submodule placeholders) without judging it; the
 //! planner already refused what cannot be built.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
 use tokio::process::Command;
@@ -12,6 +12,7 @@ use tokio::process::Command;
 use super::{SourceError, SourceProvider};
 use crate::git::{Credentials, GitError, MirrorCache, RemoteRef};
 use crate::model::{CommitSha, RepoId};
+use crate::plan::{fetch_lookaside, PlannedPackage};
 
 /// Exports commits from the planner's mirrors.
 pub struct MirrorSource {
@@ -64,29 +65,76 @@ impl MirrorSource {
                 )));
             }
         }
-        tokio::fs::create_dir_all(dest)
-            .await
-            .map_err(|e| SourceError::Infra(format!("create {}: {e}", dest.display())))?;
-        let tarball = dest.with_extension("tar");
-        let tar_arg = tarball.display().to_string();
-        git(
-            &mirror,
-            &["archive", "--format=tar", "-o", &tar_arg, commit.as_str()],
-        )
-        .await?;
-        let dest_owned = dest.to_path_buf();
-        let tb = tarball.clone();
-        let unpacked = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let f = std::fs::File::open(&tb).map_err(|e| e.to_string())?;
-            // `unpack` refuses entries that would land outside `dest`.
-            tar::Archive::new(f)
-                .unpack(&dest_owned)
-                .map_err(|e| e.to_string())
-        })
+        archive(&mirror, commit, dest).await
+    }
+}
+
+/// Writes the tree of `commit` in the repository at `repo` (bare or not) into `dest`.
+pub async fn archive(repo: &Path, commit: &CommitSha, dest: &Path) -> Result<(), SourceError> {
+    tokio::fs::create_dir_all(dest)
         .await
-        .map_err(|e| SourceError::Infra(e.to_string()))?;
-        let _ = tokio::fs::remove_file(&tarball).await;
-        unpacked.map_err(|e| SourceError::Infra(format!("unpack {commit}: {e}")))
+        .map_err(|e| SourceError::Infra(format!("create {}: {e}", dest.display())))?;
+    let tarball = dest.with_extension("tar");
+    let tar_arg = tarball.display().to_string();
+    git(
+        repo,
+        &["archive", "--format=tar", "-o", &tar_arg, commit.as_str()],
+    )
+    .await?;
+    let dest_owned = dest.to_path_buf();
+    let tb = tarball.clone();
+    let unpacked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let f = std::fs::File::open(&tb)?;
+        // `unpack` refuses entries that would land outside `dest`.
+        tar::Archive::new(f).unpack(&dest_owned)
+    })
+    .await
+    .map_err(|e| SourceError::Infra(e.to_string()))?;
+    let _ = tokio::fs::remove_file(&tarball).await;
+    unpacked.map_err(|e| SourceError::Infra(format!("unpack {commit}: {e}")))
+}
+
+/// Exports commits of one repository on this host (a path or a mirror), for
+/// `packetary build --git`; dist-git packages of the plan also get their lookaside
+/// tarballs, downloaded and checked against their `sources` file.
+pub struct PathSource {
+    repo: PathBuf,
+    packages: Vec<PlannedPackage>,
+    lookaside: Option<String>,
+}
+
+impl PathSource {
+    pub fn new(repo: PathBuf, packages: Vec<PlannedPackage>, lookaside: Option<String>) -> Self {
+        PathSource {
+            repo,
+            packages,
+            lookaside,
+        }
+    }
+
+    async fn export_impl(&self, commit: &CommitSha, dest: &Path) -> Result<(), SourceError> {
+        archive(&self.repo, commit, dest).await?;
+        for p in &self.packages {
+            let dir = dest.join(&p.source_dir);
+            if dir.is_dir() {
+                fetch_lookaside(p, &dir, self.lookaside.as_deref())
+                    .await
+                    .map_err(|e| SourceError::Missing(format!("{}: {e}", p.id)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SourceProvider for PathSource {
+    fn export<'a>(
+        &'a self,
+        _clone_url: &'a str,
+        _repo: &'a RepoId,
+        commit: &'a CommitSha,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(self.export_impl(commit, dest))
     }
 }
 

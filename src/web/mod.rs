@@ -96,6 +96,7 @@ async fn receive(
     req: Request,
 ) -> Result<(StatusCode, String), WebhookRejection> {
     let kind = ForgeKind::parse(forge)
+        .filter(|k| *k != ForgeKind::Local)
         .ok_or_else(|| WebhookRejection::UnknownForge(forge.chars().take(32).collect()))?;
     let inbound = app
         .forges

@@ -1,0 +1,197 @@
+//! One change built on this host, through the service's own queue: `packetary build --git`
+//! plans a change, then hands its builds to a [`Queue`] over a temporary store, so that
+//! build order, the `change` repository of earlier stages, cancellation and finishing are
+//! the service's, not a second scheduler's. Nothing is reported to a forge (the repository
+//! is a [`ForgeKind::Local`] one); the caller gets every build's [`BuildReport`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Metrics, PlanError, PlannedBuild, Planner, Queue, QueueConfig, QueueError, Runner,
+    SourceProvider,
+};
+use crate::build::{BuildReport, BuildRequest, Progress};
+use crate::config::Target;
+use crate::forge::{DeliveryError, Forge};
+use crate::model::{BuildId, RepoId, Report, TargetName, Trigger};
+use crate::store::{Store, StoreError, TriggerState};
+
+/// What to build and how.
+pub struct LocalRun {
+    /// The change, as the queue would get it from a forge (its repository `local:...`).
+    pub trigger: Trigger,
+    /// The builds the plan asked for, in its stages.
+    pub builds: Vec<PlannedBuild>,
+    pub targets: BTreeMap<TargetName, Target>,
+    pub parallel: usize,
+    /// Results land in `out/<target>/<name>-<version>-<release>/`, as for `packetary build`.
+    pub out: PathBuf,
+    pub sources: Arc<dyn SourceProvider>,
+    pub runner: Arc<dyn Runner>,
+    /// Every build's progress, for the terminal.
+    pub progress: UnboundedSender<Progress>,
+    /// Cancelled on Ctrl-C: running builds stop and remove their containers, queued ones
+    /// never start.
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRunError {
+    #[error("cannot make the temporary store: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Runs the builds to their end and returns their reports, in the order they ended.
+pub async fn run(r: LocalRun) -> Result<Vec<BuildReport>, LocalRunError> {
+    let tmp = crate::plan::TempDir::new("packetary-local").map_err(LocalRunError::TempDir)?;
+    let store = Store::open(tmp.path()).await?;
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let runner = Arc::new(LocalRunner {
+        inner: r.runner,
+        out: r.out,
+        progress: r.progress,
+        reports: reports.clone(),
+    });
+    let queue = Queue::new(
+        store.clone(),
+        Arc::new(NoForge),
+        Arc::new(FixedPlan(r.builds)),
+        r.sources,
+        runner,
+        QueueConfig {
+            parallel: r.parallel.max(1),
+            data_dir: tmp.path().to_path_buf(),
+            public_url: String::new(),
+            // The user sees a fault at once and runs again; nothing waits for a retry.
+            max_attempts: 1,
+            retry_backoff: Duration::from_secs(1),
+            shutdown_grace: Duration::ZERO,
+            build_forks: true,
+            targets: r.targets,
+        },
+        Arc::new(Metrics::default()),
+    );
+    store.insert_trigger(&r.trigger, TriggerState::New).await?;
+    let tasks = queue.start().await?;
+    queue.wake();
+    loop {
+        tokio::select! {
+            () = r.cancel.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if done(&store).await? {
+            break;
+        }
+    }
+    // Stops the loops; on Ctrl-C (grace zero) it also stops the running builds.
+    queue.drain().await;
+    for t in tasks {
+        t.abort();
+    }
+    store.close().await;
+    let out = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(out)
+}
+
+/// The trigger is planned (or failed to plan) and every build of it has ended.
+async fn done(store: &Store) -> Result<bool, StoreError> {
+    let planned = store
+        .triggers()
+        .await?
+        .iter()
+        .all(|t| t.state != TriggerState::New);
+    if !planned {
+        return Ok(false);
+    }
+    let builds = store.recent_builds(i64::MAX).await?;
+    Ok(builds.iter().all(|b| b.state.is_final()))
+}
+
+/// The plan was made before the queue started: it is handed over as it is.
+struct FixedPlan(Vec<PlannedBuild>);
+
+impl Planner for FixedPlan {
+    fn plan<'a>(&'a self, _t: &'a Trigger) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// A local repository has no forge to tell; the terminal shows the builds instead.
+struct NoForge;
+
+impl Forge for NoForge {
+    fn deliver<'a>(&'a self, _r: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn can_write<'a>(
+        &'a self,
+        _repo: &'a RepoId,
+        _user: &'a str,
+    ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
+        Box::pin(async { Ok(true) })
+    }
+}
+
+/// The real runner, with results in the user's output directory, progress copied to the
+/// terminal and each report kept for the summary.
+struct LocalRunner {
+    inner: Arc<dyn Runner>,
+    out: PathBuf,
+    progress: UnboundedSender<Progress>,
+    reports: Arc<Mutex<Vec<BuildReport>>>,
+}
+
+impl Runner for LocalRunner {
+    fn run(
+        &self,
+        mut req: BuildRequest,
+        events: UnboundedSender<Progress>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport> {
+        req.out_root = self.out.clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+        let terminal = self.progress.clone();
+        let tee = tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let _ = terminal.send(ev.clone());
+                let _ = events.send(ev);
+            }
+        });
+        let fut = self.inner.run(req, tx, cancel);
+        let reports = self.reports.clone();
+        Box::pin(async move {
+            let report = fut.await;
+            let _ = tee.await;
+            reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(report.clone());
+            report
+        })
+    }
+
+    fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
+        self.inner.cleanup(id)
+    }
+
+    fn make_repo(
+        &self,
+        image: String,
+        dir: PathBuf,
+        rpms: Vec<PathBuf>,
+    ) -> BoxFuture<'static, Result<(), super::MakeRepoError>> {
+        self.inner.make_repo(image, dir, rpms)
+    }
+}
