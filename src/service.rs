@@ -124,7 +124,8 @@ impl Service {
     /// GitHub client and registers GitHub's webhooks and reports when a `[github]` table
     /// exists (without one, `/webhooks/github` is refused with 503 and the fix), opens the
     /// store under `[server] data_dir`, connects to Docker, and wires the planner, runner
-    /// and queue. Nothing runs until [`Service::serve`].
+    /// and queue. Nothing runs until [`Service::serve`], and nothing listens: the caller
+    /// binds `[server] listen` (or any address) and hands the listener to `serve`.
     pub async fn from_config(
         config: Config,
         opts: ServiceOptions,

@@ -14,6 +14,19 @@ use packetary::spec::{SpecCache, SpecOracle};
 
 use super::{absolute, infra, usage, CliError, GitOpts, PlanArgs, EXIT_FAILED, EXIT_USAGE};
 
+pub async fn run(config: Config, args: PlanArgs) -> Result<u8, CliError> {
+    let (plan, _) = make_plan(&config, &args.repo, &args.range, &args.git_opts, None).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &plan).map_err(infra)?;
+        let _ = writeln!(out);
+    } else {
+        write_plan(&plan, &mut out).map_err(infra)?;
+    }
+    Ok(plan_exit_code(&plan))
+}
+
 /// Where mirrors and spec answers live between runs.
 fn cache_dir(opts: &GitOpts) -> PathBuf {
     opts.cache_dir
@@ -236,17 +249,4 @@ fn plan_exit_code(plan: &plan::Plan) -> u8 {
     } else {
         0
     }
-}
-
-pub async fn run(config: Config, args: PlanArgs) -> Result<u8, CliError> {
-    let (plan, _) = make_plan(&config, &args.repo, &args.range, &args.git_opts, None).await?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &plan).map_err(infra)?;
-        let _ = writeln!(out);
-    } else {
-        write_plan(&plan, &mut out).map_err(infra)?;
-    }
-    Ok(plan_exit_code(&plan))
 }
