@@ -7,6 +7,7 @@ pub mod git;
 pub mod model;
 pub mod plan;
 pub mod queue;
+pub mod service;
 pub mod spec;
 pub mod store;
 pub mod web;

@@ -3,85 +3,86 @@
 
 mod serve_common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use packetary::forge::github::{ApiAuth, GitHub};
+use packetary::config::{Config, GithubAuth, GithubConfig, Secret, SecretSource};
 use packetary::git::FetchAuth;
 use packetary::model::BuildState;
-use packetary::queue::{DockerRunner, Metrics, Queue, QueueConfig};
+use packetary::service::{Service, ServiceError, ServiceOptions};
 use packetary::store::Store;
 use serde_json::Value;
 use serve_common::*;
+use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const CONTEXT: &str = "packetary/bookworm-rpmbuild/hello-noarch";
 
+/// The service as `packetary serve` runs it, on a free port.
 struct Bot {
     addr: std::net::SocketAddr,
     store: Store,
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<Result<(), ServiceError>>,
 }
 
-async fn start_bot(
-    dir: &std::path::Path,
-    github: &MockServer,
-    engine: packetary::build::Engine,
-) -> Bot {
-    let config = packetary::config::Config::load(None).expect("defaults");
-    let data = dir.join("data");
-    let store = Store::open(&data).await.expect("store");
-    let forge = Arc::new(
-        GitHub::new(
-            &github.uri(),
-            &ApiAuth::Token(packetary::config::Secret::new("ghp_e2e")),
-        )
-        .expect("client"),
-    );
-    let (sources, planner) = packetary::queue::planner::git_backed(
-        &data,
-        FetchAuth::None.into(),
-        engine.clone(),
-        config.targets.clone(),
-        config.default_targets.clone(),
-    );
-    let runner = Arc::new(DockerRunner {
-        executor: packetary::build::Executor::new(engine),
+impl Bot {
+    /// Stops the service as SIGTERM does and waits for it to end.
+    async fn stop(self) -> Result<(), ServiceError> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.served)
+            .await
+            .expect("the service stops within a minute")
+            .expect("the service task")
+    }
+}
+
+/// The embedded defaults (one target, bookworm-rpmbuild), with the data under `dir/data`,
+/// two builds at a time, and a `[github]` table reporting to `github`.
+fn bot_config(dir: &std::path::Path, github: &MockServer) -> Config {
+    let mut config = Config::load(None).expect("defaults");
+    config.parallel = 2;
+    config.server.data_dir = dir.join("data");
+    config.server.public_url = "http://packetary.test".into();
+    config.server.max_attempts = 2;
+    config.server.retry_backoff = Duration::from_secs(1);
+    config.server.shutdown_grace = Duration::from_secs(5);
+    config.server.body_limit = 1 << 20;
+    config.github = Some(GithubConfig {
+        api_url: github.uri(),
+        auth: GithubAuth::Token(SecretSource::Literal(Secret::new("ghp_e2e"))),
+        webhook_secrets: vec![SecretSource::Literal(Secret::new(SECRET))],
+        repositories: vec!["test/*".into()],
+        build_forks: false,
     });
-    let queue = Queue::new(
-        store.clone(),
-        forge,
-        planner,
-        sources,
-        runner,
-        QueueConfig {
-            parallel: 2,
-            data_dir: data.clone(),
-            public_url: "http://packetary.test".into(),
-            max_attempts: 2,
-            retry_backoff: Duration::from_secs(1),
-            shutdown_grace: Duration::from_secs(5),
-            build_forks: false,
-            targets: config.targets.clone(),
+    config
+}
+
+async fn start_bot(dir: &std::path::Path, github: &MockServer) -> Bot {
+    let service = Service::from_config(
+        bot_config(dir, github),
+        ServiceOptions {
+            git_auth: Some(FetchAuth::None),
         },
-        Arc::new(Metrics::default()),
-    );
-    queue.start().await.expect("start");
-    let state = packetary::web::AppState {
-        store: store.clone(),
-        queue,
-        forges: github_forges(vec![packetary::config::Secret::new(SECRET)], &["test/*"]),
-        probes: Arc::new(vec![]),
-        data_dir: data,
-    };
+    )
+    .await
+    .expect("service");
+    let store = service.store().clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(
-        async move { axum::serve(listener, packetary::web::router(state, 1 << 20)).await },
-    );
-    Bot { addr, store }
+    let stop = CancellationToken::new();
+    let served = tokio::spawn(service.serve(listener, {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+    Bot {
+        addr,
+        store,
+        stop,
+        served,
+    }
 }
 
 async fn mock_github() -> MockServer {
@@ -106,14 +107,14 @@ fn contexts_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_builds_in_docker_and_reports_statuses() {
-    let Some(engine) = docker_or_skip().await else {
+    let Some(_engine) = docker_or_skip().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = example_repo(dir.path());
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let github = mock_github().await;
-    let bot = start_bot(dir.path(), &github, engine).await;
+    let bot = start_bot(dir.path(), &github).await;
 
     let url = format!("file://{}", repo.display());
     let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
@@ -196,11 +197,22 @@ async fn push_builds_in_docker_and_reports_statuses() {
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&index).contains("hello-noarch"));
     assert_eq!(bot.store.undelivered_reports().await.expect("count"), 0);
+    // The service's own health check reaches the store and Docker.
+    let (status, health) = http(bot.addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&health));
+
+    // Stopped as SIGTERM stops it: the queue drains, then the server ends cleanly.
+    let addr = bot.addr;
+    bot.stop().await.expect("a clean stop");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_update_supersedes_the_running_build() {
-    let Some(engine) = docker_or_skip().await else {
+    let Some(_engine) = docker_or_skip().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -229,7 +241,7 @@ async fn a_pull_request_update_supersedes_the_running_build() {
     git(&repo, &["update-ref", "refs/pull/5/head", &fast]);
 
     let github = mock_github().await;
-    let bot = start_bot(dir.path(), &github, engine).await;
+    let bot = start_bot(dir.path(), &github).await;
     let url = format!("file://{}", repo.display());
     let pr = |action: &str, head: &str| {
         let mut p: Value = fixture(if action == "opened" {
@@ -313,7 +325,7 @@ fn assert_only(all: &[(String, String, String, String, String)], context: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_builds_and_reports_only_the_package_it_touched() {
-    let Some(engine) = docker_or_skip().await else {
+    let Some(_engine) = docker_or_skip().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -321,7 +333,7 @@ async fn a_push_builds_and_reports_only_the_package_it_touched() {
     let before = add_second_package(&repo);
     let after = bump_release(&repo, "hello-two");
     let github = mock_github().await;
-    let bot = start_bot(dir.path(), &github, engine).await;
+    let bot = start_bot(dir.path(), &github).await;
 
     let url = format!("file://{}", repo.display());
     let body = push_payload("test/hello", &url, "main", &before, &after);
@@ -348,7 +360,7 @@ async fn a_push_builds_and_reports_only_the_package_it_touched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_is_planned_against_its_merge_base() {
-    let Some(engine) = docker_or_skip().await else {
+    let Some(_engine) = docker_or_skip().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -362,7 +374,7 @@ async fn a_pull_request_is_planned_against_its_merge_base() {
     let base = bump_release(&repo, "hello-two");
 
     let github = mock_github().await;
-    let bot = start_bot(dir.path(), &github, engine).await;
+    let bot = start_bot(dir.path(), &github).await;
     let mut p: Value = fixture("pull_request-opened.json");
     p["number"] = Value::from(8);
     p["repository"]["full_name"] = Value::from("test/hello");
@@ -393,7 +405,7 @@ fn staged_spec(name: &str, extra: &str, build: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requires() {
-    let Some(engine) = docker_or_skip().await else {
+    let Some(_engine) = docker_or_skip().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -418,7 +430,7 @@ async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requ
     git(&repo, &["commit", "-q", "-m", "greet and its user"]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let github = mock_github().await;
-    let bot = start_bot(dir.path(), &github, engine).await;
+    let bot = start_bot(dir.path(), &github).await;
 
     let url = format!("file://{}", repo.display());
     let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
@@ -454,4 +466,76 @@ async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requ
     )
     .expect("root.log");
     assert!(root.contains("change=file://"), "{root}");
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_read_is_refused_by_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let github = MockServer::start().await;
+    let mut config = bot_config(dir.path(), &github);
+    if let Some(gh) = config.github.as_mut() {
+        gh.auth = GithubAuth::Token(SecretSource::Env("PACKETARY_E2E_UNSET_TOKEN".into()));
+    }
+    let Err(e) = Service::from_config(config, ServiceOptions::default()).await else {
+        panic!("a service without its token");
+    };
+    assert!(e.is_configuration(), "{e:?}");
+    let message = e.to_string();
+    assert!(
+        message.contains("github.token")
+            && message.contains("PACKETARY_E2E_UNSET_TOKEN")
+            && message.contains("fix:"),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is opened before the configuration is checked"
+    );
+}
+
+#[tokio::test]
+async fn without_a_github_table_the_service_runs_and_refuses_webhooks_with_the_fix() {
+    use tower::ServiceExt;
+    let Some(_engine) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let github = MockServer::start().await;
+    let mut config = bot_config(dir.path(), &github);
+    config.github = None;
+    let service = Service::from_config(config, ServiceOptions::default())
+        .await
+        .expect("a service without [github]");
+    let body = push_payload(
+        "test/hello",
+        "file:///nowhere",
+        "main",
+        &"0".repeat(40),
+        &"1".repeat(40),
+    );
+    let resp = service
+        .router()
+        .oneshot(webhook("push", "no-github", &body, Some(SECRET)))
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 503);
+    let text = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("github webhooks are not configured") && text.contains("fix:"),
+        "{text}"
+    );
+    assert_eq!(service.store().triggers().await.expect("triggers").len(), 0);
+    let resp = service
+        .router()
+        .oneshot(
+            axum::http::Request::get("/healthz")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
 }

@@ -1,0 +1,323 @@
+//! The composition root: [`Service::from_config`] builds the whole bot from a [`Config`]
+//! (secrets, forges, store, Docker engine, git credentials, planner, runner, queue, web
+//! routes), and [`Service::serve`] runs it until a shutdown signal. `packetary serve` and
+//! the end-to-end tests both start the service through here, so there is one wiring.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::build::{Engine, Executor, InfraError};
+use crate::config::{Config, ConfigError, GithubAuth};
+use crate::forge::github::{ApiAuth, ClientError, GitHub, GitHubWebhooks};
+use crate::forge::Forges;
+use crate::git::{Credentials, FetchAuth};
+use crate::model::ForgeKind;
+use crate::queue::{DockerRunner, Metrics, Queue, QueueConfig, QueueError};
+use crate::store::{Store, StoreError};
+use crate::web::{AppState, Probe};
+
+/// Why the service could not be built or stopped serving. Configuration mistakes
+/// ([`ServiceError::is_configuration`]) name the key and the fix; the others are faults
+/// of what the service runs on (database, Docker, network).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A value or a secret of the configuration (the message names the key and the fix).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `[github]`'s API URL or App key is unusable (the message names the key and the fix).
+    #[error(transparent)]
+    GitHubClient(#[from] ClientError),
+    #[error("key `server.data_dir`: cannot make `{}` absolute\n  fix: give an absolute path", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Docker(#[from] InfraError),
+    #[error("cannot start the queue (recovering the builds of the previous run)")]
+    Queue(#[source] QueueError),
+    #[error("the HTTP server failed")]
+    Http(#[source] std::io::Error),
+}
+
+impl ServiceError {
+    /// Whether the configuration is at fault (the user's to fix), rather than the
+    /// infrastructure.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Config(_) | ServiceError::GitHubClient(_) | ServiceError::DataDir { .. }
+        )
+    }
+}
+
+/// What the service takes from outside its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceOptions {
+    /// Credentials for git fetches that replace those derived from `[github]` (its token as
+    /// the HTTPS password, or installation tokens a GitHub App mints). `None`: derived.
+    pub git_auth: Option<FetchAuth>,
+}
+
+impl ServiceOptions {
+    /// `PACKETARY_GIT_TOKEN` or `PACKETARY_GIT_SSH_KEY`, when set, override the fetch
+    /// credentials (see [`git_auth_from_env`]).
+    pub fn from_env() -> ServiceOptions {
+        ServiceOptions {
+            git_auth: match git_auth_from_env() {
+                FetchAuth::None => None,
+                a => Some(a),
+            },
+        }
+    }
+}
+
+/// Fetch credentials from the environment: `PACKETARY_GIT_TOKEN` (HTTPS, user
+/// `PACKETARY_GIT_USER` or `x-access-token`), else `PACKETARY_GIT_SSH_KEY` (a key file, user
+/// `PACKETARY_GIT_USER` or `git`, passphrase `PACKETARY_GIT_SSH_PASSPHRASE`), else none.
+pub fn git_auth_from_env() -> FetchAuth {
+    let user = std::env::var("PACKETARY_GIT_USER").ok();
+    if let Ok(token) = std::env::var("PACKETARY_GIT_TOKEN") {
+        FetchAuth::Token {
+            username: user.unwrap_or_else(|| "x-access-token".into()),
+            token,
+        }
+    } else if let Ok(key) = std::env::var("PACKETARY_GIT_SSH_KEY") {
+        FetchAuth::SshKey {
+            username: user.unwrap_or_else(|| "git".into()),
+            private_key: key.into(),
+            passphrase: std::env::var("PACKETARY_GIT_SSH_PASSPHRASE").ok(),
+        }
+    } else {
+        FetchAuth::None
+    }
+}
+
+/// Docker must answer for `/healthz` to be healthy.
+struct DockerProbe(Engine);
+
+impl Probe for DockerProbe {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// The bot, wired and not yet running.
+pub struct Service {
+    config: Config,
+    engine: Engine,
+    state: AppState,
+}
+
+impl Service {
+    /// Builds everything the service runs from `config`: reads the secrets, makes the
+    /// GitHub client and registers GitHub's webhooks and reports when a `[github]` table
+    /// exists (without one, `/webhooks/github` is refused with 503 and the fix), opens the
+    /// store under `[server] data_dir`, connects to Docker, and wires the planner, runner
+    /// and queue. Nothing runs until [`Service::serve`], and nothing listens: the caller
+    /// binds `[server] listen` (or any address) and hands the listener to `serve`.
+    pub async fn from_config(
+        config: Config,
+        opts: ServiceOptions,
+    ) -> Result<Service, ServiceError> {
+        let (github, build_forks) = match &config.github {
+            None => {
+                tracing::debug!("no [github] table: GitHub webhooks are refused");
+                (None, false)
+            }
+            Some(gh) => {
+                let secrets = gh
+                    .webhook_secrets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| s.resolve(&format!("github.webhook_secrets[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let auth = match &gh.auth {
+                    GithubAuth::Token(t) => ApiAuth::Token(t.resolve("github.token")?),
+                    GithubAuth::App {
+                        app_id,
+                        private_key,
+                        installation_id,
+                    } => ApiAuth::App {
+                        app_id: *app_id,
+                        private_key_pem: private_key.resolve("github.private_key")?,
+                        installation_id: *installation_id,
+                    },
+                };
+                if gh.repositories.is_empty() {
+                    tracing::warn!("[github] repositories is empty: every webhook will be refused");
+                }
+                let client = Arc::new(GitHub::new(&gh.api_url, &auth)?);
+                let hooks = GitHubWebhooks::new(secrets, gh.repositories.clone());
+                (Some((auth, client, hooks)), gh.build_forks)
+            }
+        };
+        let data_dir = absolute(&config.server.data_dir)?;
+        let store = Store::open(&data_dir).await?;
+        let engine = Engine::connect(config.docker_host.as_deref()).await?;
+
+        // One mirror per repository, shared by the planner and the builds' exports. The
+        // token of a token-configured GitHub also reads private repositories, and a GitHub
+        // App fetches with installation tokens it mints; the options' credentials
+        // (PACKETARY_GIT_* for `packetary serve`) override both.
+        let git_creds: Credentials = match (opts.git_auth, &github) {
+            (Some(a), _) => a.into(),
+            (None, Some((ApiAuth::Token(t), ..))) => FetchAuth::Token {
+                username: "x-access-token".into(),
+                token: t.expose().to_string(),
+            }
+            .into(),
+            (None, Some((ApiAuth::App { .. }, client, _))) => Credentials::Minted(client.clone()),
+            (None, _) => FetchAuth::None.into(),
+        };
+        let (sources, planner) = crate::queue::planner::git_backed(
+            &data_dir,
+            git_creds,
+            engine.clone(),
+            config.targets.clone(),
+            config.default_targets.clone(),
+        );
+        let runner = Arc::new(DockerRunner {
+            executor: Executor::new(engine.clone()),
+        });
+        let mut forges = Forges::new();
+        if let Some((_, client, hooks)) = github {
+            forges = forges.with(ForgeKind::GitHub, Arc::new(hooks), client);
+        }
+        let queue = Queue::new(
+            store.clone(),
+            Arc::new(forges.clone()),
+            planner,
+            sources,
+            runner,
+            QueueConfig {
+                parallel: config.parallel,
+                data_dir: data_dir.clone(),
+                public_url: config.server.public_url.clone(),
+                max_attempts: config.server.max_attempts,
+                retry_backoff: config.server.retry_backoff,
+                shutdown_grace: config.server.shutdown_grace,
+                build_forks,
+                targets: config.targets.clone(),
+            },
+            Arc::new(Metrics::default()),
+        );
+        let state = AppState {
+            store,
+            queue,
+            forges,
+            probes: Arc::new(vec![Arc::new(DockerProbe(engine.clone())) as Arc<dyn Probe>]),
+            data_dir,
+        };
+        Ok(Service {
+            config,
+            engine,
+            state,
+        })
+    }
+
+    /// The configuration the service was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.state.queue
+    }
+
+    /// The forges webhooks come from and reports go to.
+    pub fn forges(&self) -> &Forges {
+        &self.state.forges
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// `[server] data_dir`, made absolute: database, mirrors, work trees, results.
+    pub fn data_dir(&self) -> &Path {
+        &self.state.data_dir
+    }
+
+    /// The whole HTTP surface: webhooks, pages, `/healthz`, `/metrics`.
+    pub fn router(&self) -> axum::Router {
+        crate::web::router(self.state.clone(), self.config.server.body_limit)
+    }
+
+    /// Runs the service on `listener` until `shutdown` completes: starts the queue
+    /// (recovering the previous run's builds), serves HTTP, and on `shutdown` drains the
+    /// queue first while pages and webhooks stay served (new webhooks are stored and built
+    /// at the next start; running builds get `[server] shutdown_grace`), then stops the
+    /// server and closes the store.
+    pub async fn serve<S>(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: S,
+    ) -> Result<(), ServiceError>
+    where
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let store = self.state.store.clone();
+        let queue = self.state.queue.clone();
+        let tasks = match queue.start().await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                store.close().await;
+                return Err(ServiceError::Queue(e));
+            }
+        };
+        if let Ok(local) = listener.local_addr() {
+            tracing::info!(
+                "listening on http://{local}/ (public URL {})",
+                self.config.server.public_url
+            );
+        }
+        let drained = CancellationToken::new();
+        let watch = tokio::spawn({
+            let queue = queue.clone();
+            let drained = drained.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("stopping: draining the queue");
+                queue.drain().await;
+                drained.cancel();
+            }
+        });
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { drained.cancelled().await })
+            .await;
+        watch.abort();
+        for t in tasks {
+            t.abort();
+        }
+        store.close().await;
+        tracing::info!("stopped");
+        served.map_err(ServiceError::Http)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, ServiceError> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .map_err(|source| ServiceError::DataDir {
+            path: p.to_path_buf(),
+            source,
+        })
+}
