@@ -524,7 +524,7 @@ async fn without_a_github_table_the_service_runs_and_refuses_webhooks_with_the_f
         .expect("body");
     let text = String::from_utf8_lossy(&text);
     assert!(
-        text.contains("github webhooks are not configured") && text.contains("fix:"),
+        text.contains("github webhooks are not configured") && text.contains("[github] table"),
         "{text}"
     );
     assert_eq!(service.store().triggers().await.expect("triggers").len(), 0);

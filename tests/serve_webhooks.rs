@@ -388,7 +388,10 @@ async fn webhooks_route_by_forge() {
         StatusCode::SERVICE_UNAVAILABLE,
         "a known forge that is not configured: {msg}"
     );
-    assert!(msg.contains("gerrit webhooks are not configured"), "{msg}");
+    assert!(
+        msg.contains("gerrit webhooks are not configured") && msg.contains("add a [gerrit] table"),
+        "{msg}"
+    );
     assert_eq!(h.triggers().await, 0);
     let (s, msg) = h.send(to("/webhooks/github")).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{msg}");

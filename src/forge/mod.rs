@@ -65,8 +65,8 @@ pub enum WebhookRejection {
     TooLarge,
     #[error("could not read the body: {0}")]
     Body(String),
-    #[error("{forge} webhooks are not configured on this server\n  fix: {fix}")]
-    NotConfigured { forge: ForgeKind, fix: &'static str },
+    #[error("{0} webhooks are not configured on this server\n  fix: add a [{0}] table with the webhook's secret to the configuration (see config/packetary.example.toml)")]
+    NotConfigured(ForgeKind),
     #[error("no forge named `{0}`; webhooks go to /webhooks/<forge>, e.g. /webhooks/github")]
     UnknownForge(String),
 }
@@ -77,7 +77,7 @@ impl WebhookRejection {
             WebhookRejection::MissingSignature | WebhookRejection::BadSignature => {
                 StatusCode::UNAUTHORIZED
             }
-            WebhookRejection::NotConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookRejection::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebhookRejection::MissingHeader(_) | WebhookRejection::Body(_) => {
                 StatusCode::BAD_REQUEST
             }

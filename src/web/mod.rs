@@ -101,10 +101,7 @@ async fn receive(
     let inbound = app
         .forges
         .inbound(kind)
-        .ok_or(WebhookRejection::NotConfigured {
-            forge: kind,
-            fix: "add the forge's table to the configuration (see config/packetary.example.toml)",
-        })?;
+        .ok_or(WebhookRejection::NotConfigured(kind))?;
     let query = req.uri().query().map(str::to_string);
     let headers = req.headers().clone();
     inbound.check(&headers, query.as_deref())?;

@@ -45,10 +45,7 @@ struct Envelope<'a> {
 impl GitHubWebhooks {
     fn envelope<'a>(&self, headers: &'a HeaderMap) -> Result<Envelope<'a>, WebhookRejection> {
         if self.secrets.is_empty() {
-            return Err(WebhookRejection::NotConfigured {
-                forge: ForgeKind::GitHub,
-                fix: "add a [github] table with webhook_secrets to the configuration (see config/packetary.example.toml)",
-            });
+            return Err(WebhookRejection::NotConfigured(ForgeKind::GitHub));
         }
         let signature =
             header(headers, "x-hub-signature-256").ok_or(WebhookRejection::MissingSignature)?;
