@@ -178,10 +178,15 @@ impl Queue {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         if self.running_count() > 0 {
-            tracing::warn!(
-                "grace period over: stopping {} build(s); they will run again at the next start",
-                self.running_count()
-            );
+            if inner.cfg.shutdown_grace.is_zero() {
+                // A command-line run being interrupted: nothing runs again later.
+                tracing::info!("stopping {} build(s)", self.running_count());
+            } else {
+                tracing::warn!(
+                    "grace period over: stopping {} build(s); they will run again at the next start",
+                    self.running_count()
+                );
+            }
             inner.shutting_down.store(true, Ordering::SeqCst);
             for t in self.tokens() {
                 t.cancel();
