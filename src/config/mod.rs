@@ -1,0 +1,491 @@
+//! Service configuration: a TOML file (or the embedded defaults) turned into checked values.
+//!
+//! Every error names the file, the key and what to change, because a configuration
+//! mistake is the user's to fix and nobody should have to read the code to do it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::model::TargetName;
+
+/// What Packetary uses when no configuration file is given.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration file: {source}\n  fix: check the path given to --config or PACKETARY_CONFIG")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{location}: key `{key}`: {problem}\n  fix: {fix}")]
+    Invalid {
+        location: String,
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` for the embedded defaults.
+    pub source: Option<PathBuf>,
+    pub parallel: usize,
+    pub out_dir: PathBuf,
+    pub default_targets: Vec<TargetName>,
+    pub docker_host: Option<String>,
+    pub images: ImagesConfig,
+    pub targets: BTreeMap<TargetName, Target>,
+    pub server: ServerConfig,
+    /// `None` when the file has no [github] table (then `serve` refuses to start).
+    pub github: Option<GithubConfig>,
+}
+
+/// `[server]`: the webhook service.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: std::net::SocketAddr,
+    /// Holds the SQLite database, git mirrors, work trees and build results.
+    pub data_dir: PathBuf,
+    /// Base of the links put in statuses (`target_url`); the build pages live under it.
+    pub public_url: String,
+    /// Largest webhook body accepted; GitHub caps payloads at 25 MiB.
+    pub body_limit: usize,
+    /// How long SIGTERM waits for running builds before stopping them.
+    pub shutdown_grace: Duration,
+    /// Attempts of a build that keeps hitting infrastructure faults.
+    pub max_attempts: u32,
+    /// First wait before retrying after an infrastructure fault; doubles each time.
+    pub retry_backoff: Duration,
+}
+
+/// `[github]`: the API to report to and the webhooks to trust.
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub api_url: String,
+    pub auth: GithubAuth,
+    pub webhook_secrets: Vec<SecretSource>,
+    /// `owner/name` or `owner/*`; an empty list allows nothing.
+    pub repositories: Vec<String>,
+    pub build_forks: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum GithubAuth {
+    /// A personal access token or an installation token.
+    Token(SecretSource),
+    /// A GitHub App: a JWT signed with its key buys installation tokens.
+    App {
+        app_id: u64,
+        private_key: SecretSource,
+        installation_id: u64,
+    },
+}
+
+mod file;
+mod secret;
+mod target;
+
+use file::*;
+pub use secret::{Secret, SecretSource};
+pub use target::{
+    parse_bytes, parse_size, Backend, ImagesConfig, Limits, Repo, RepoError, RepoLocation, Target,
+};
+
+impl Config {
+    /// Loads `path`, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text, Some(p))
+            }
+            None => Config::parse(DEFAULT_TOML, None),
+        }
+    }
+
+    /// Parses configuration text; `origin` is only used in messages.
+    pub fn parse(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = origin
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded defaults>".to_string());
+        let raw = parse_raw(text, &file)?;
+        let invalid = |key: &str, problem: String, fix: &str| ConfigError::Invalid {
+            location: locate(text, &file, key),
+            key: key.to_string(),
+            problem,
+            fix: fix.to_string(),
+        };
+
+        let parallel = match raw.build.parallel {
+            Some(0) => {
+                return Err(invalid(
+                    "build.parallel",
+                    "must be at least 1".into(),
+                    "set it to the number of builds to run at once, or remove it to use the number of cores",
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+
+        let mut targets = BTreeMap::new();
+        for (name, t) in raw.targets {
+            let key = |k: &str| format!("targets.{name}.{k}");
+            let tname = TargetName::parse(&name).map_err(|e| {
+                invalid(
+                    &format!("targets.{name}"),
+                    e.to_string(),
+                    "rename the [targets.NAME] table",
+                )
+            })?;
+            if t.image.trim().is_empty() {
+                return Err(invalid(
+                    &key("image"),
+                    "is empty".into(),
+                    "name a builder image, e.g. \"packetary/rpmbuild:bookworm\"",
+                ));
+            }
+            let mut limits = Limits::default();
+            if let Some(m) = &t.memory {
+                limits.memory_bytes = Some(parse_bytes(m).map_err(|p| {
+                    invalid(
+                        &key("memory"),
+                        p,
+                        "write bytes or a size like \"512MiB\" or \"4GiB\"",
+                    )
+                })?);
+            }
+            if let Some(c) = t.cpus {
+                if !(c > 0.0 && c.is_finite()) {
+                    return Err(invalid(
+                        &key("cpus"),
+                        format!("{c} is not a positive number of cores"),
+                        "write e.g. 2 or 0.5, or remove the key for no limit",
+                    ));
+                }
+                limits.cpus = Some(c);
+            }
+            if let Some(p) = t.pids {
+                if p < 16 {
+                    return Err(invalid(
+                        &key("pids"),
+                        format!("{p} is too few processes for any build"),
+                        "use at least 16; the default is 4096",
+                    ));
+                }
+                limits.pids = p;
+            }
+            if let Some(s) = &t.timeout {
+                limits.timeout = humantime::parse_duration(s).map_err(|e| {
+                    invalid(
+                        &key("timeout"),
+                        format!("`{s}`: {e}"),
+                        "write a duration like \"90s\", \"30m\" or \"2h\"",
+                    )
+                })?;
+                if limits.timeout.is_zero() {
+                    return Err(invalid(
+                        &key("timeout"),
+                        "is zero".into(),
+                        "write a duration like \"30m\"",
+                    ));
+                }
+            }
+            let mut repos = Vec::new();
+            for (i, r) in t.repos.iter().enumerate() {
+                let repo = Repo::new(&r.name, &r.url).map_err(|p| {
+                    invalid(
+                        &format!("targets.{name}.repos[{i}]"),
+                        p.to_string(),
+                        "give each repository a name and a file://, http(s):// URL or an absolute path",
+                    )
+                })?;
+                if repos.iter().any(|x: &Repo| x.name == repo.name) {
+                    return Err(invalid(
+                        &format!("targets.{name}.repos[{i}].name"),
+                        format!("repository name `{}` is used twice", r.name),
+                        "give each repository of a target its own name",
+                    ));
+                }
+                repos.push(repo);
+            }
+            let arch = t.arch.unwrap_or_else(|| "x86_64".to_string());
+            if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(
+                    &key("arch"),
+                    format!("`{arch}` is not an architecture"),
+                    "write e.g. \"x86_64\" or \"aarch64\"",
+                ));
+            }
+            targets.insert(
+                tname.clone(),
+                Target {
+                    name: tname,
+                    backend: t.backend,
+                    image: t.image,
+                    arch,
+                    repos,
+                    limits,
+                    releasever: t.releasever,
+                    dist: t.dist,
+                    chroot_setup: t
+                        .chroot_setup
+                        .unwrap_or_else(|| "install @buildsys-build".to_string()),
+                },
+            );
+        }
+        if targets.is_empty() {
+            return Err(invalid(
+                "targets",
+                "no target is defined".into(),
+                "add a [targets.NAME] table with at least `backend` and `image` (see config/packetary.example.toml)",
+            ));
+        }
+
+        let default_targets = match raw.build.default_targets {
+            Some(list) => {
+                let mut out = Vec::new();
+                for n in list {
+                    let t = TargetName::parse(&n)
+                        .ok()
+                        .filter(|t| targets.contains_key(t))
+                        .ok_or_else(|| {
+                            invalid(
+                                "build.default_targets",
+                                format!("names `{n}`, which is not a target of this file"),
+                                &format!("use one of: {}", join_names(targets.keys())),
+                            )
+                        })?;
+                    out.push(t);
+                }
+                out
+            }
+            None => targets.keys().cloned().collect(),
+        };
+
+        let server = parse_server(raw.server, &invalid)?;
+        let github = raw.github.map(|g| parse_github(g, &invalid)).transpose()?;
+
+        Ok(Config {
+            server,
+            github,
+            source: origin.map(Path::to_path_buf),
+            parallel,
+            out_dir: raw
+                .build
+                .out_dir
+                .unwrap_or_else(|| PathBuf::from("packetary-out")),
+            default_targets,
+            docker_host: raw.docker.host,
+            images: ImagesConfig {
+                debian_mirror: raw
+                    .images
+                    .debian_mirror
+                    .unwrap_or_else(|| "http://deb.debian.org/debian".to_string()),
+                debian_suite: raw
+                    .images
+                    .debian_suite
+                    .unwrap_or_else(|| "bookworm".to_string()),
+            },
+            targets,
+        })
+    }
+
+    /// Looks targets up by name; an unknown name is a usage error that lists the known ones.
+    pub fn select_targets(&self, names: &[String]) -> Result<Vec<Target>, ConfigError> {
+        if names.is_empty() {
+            return Ok(self
+                .default_targets
+                .iter()
+                .filter_map(|t| self.targets.get(t).cloned())
+                .collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                TargetName::parse(n)
+                    .ok()
+                    .and_then(|t| self.targets.get(&t).cloned())
+                    .ok_or_else(|| ConfigError::Invalid {
+                        location: self
+                            .source
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "<embedded defaults>".into()),
+                        key: format!("targets.{n}"),
+                        problem: format!("there is no target named `{n}`"),
+                        fix: format!(
+                            "use one of: {} (or add [targets.{n}] to the configuration)",
+                            join_names(self.targets.keys())
+                        ),
+                    })
+            })
+            .collect()
+    }
+}
+
+fn parse_server(
+    raw: RawServer,
+    invalid: &dyn Fn(&str, String, &str) -> ConfigError,
+) -> Result<ServerConfig, ConfigError> {
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen = listen.parse().map_err(|e| {
+        invalid(
+            "server.listen",
+            format!("`{listen}`: {e}"),
+            "write an address and port, e.g. \"0.0.0.0:8080\"",
+        )
+    })?;
+    let public_url = raw
+        .public_url
+        .unwrap_or_else(|| format!("http://{listen}"))
+        .trim_end_matches('/')
+        .to_string();
+    if url::Url::parse(&public_url)
+        .map(|u| !matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(true)
+    {
+        return Err(invalid(
+            "server.public_url",
+            format!("`{public_url}` is not an http(s) URL"),
+            "write the URL users reach this server at, e.g. \"https://packetary.example.com\"",
+        ));
+    }
+    let body_limit = match &raw.body_limit {
+        Some(s) => parse_size(s).ok().filter(|n| *n >= 1024).ok_or_else(|| {
+            invalid(
+                "server.body_limit",
+                format!("`{s}` is not a size of at least 1KiB"),
+                "write e.g. \"25MiB\"",
+            )
+        })? as usize,
+        None => 25 << 20,
+    };
+    let duration =
+        |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                Some(s) => humantime::parse_duration(s).map_err(|e| {
+                    invalid(
+                        key,
+                        format!("`{s}`: {e}"),
+                        "write a duration like \"90s\", \"10m\"",
+                    )
+                }),
+                None => Ok(default),
+            }
+        };
+    let max_attempts = raw.max_attempts.unwrap_or(3);
+    if max_attempts == 0 {
+        return Err(invalid(
+            "server.max_attempts",
+            "must be at least 1".into(),
+            "use 1 for no retries",
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        data_dir: raw
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("packetary-data")),
+        public_url,
+        body_limit,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            &raw.shutdown_grace,
+            Duration::from_secs(600),
+        )?,
+        max_attempts,
+        retry_backoff: duration(
+            "server.retry_backoff",
+            &raw.retry_backoff,
+            Duration::from_secs(30),
+        )?,
+    })
+}
+
+fn parse_github(
+    raw: RawGithub,
+    invalid: &dyn Fn(&str, String, &str) -> ConfigError,
+) -> Result<GithubConfig, ConfigError> {
+    let api_url = raw
+        .api_url
+        .unwrap_or_else(|| "https://api.github.com".to_string())
+        .trim_end_matches('/')
+        .to_string();
+    if url::Url::parse(&api_url)
+        .map(|u| !matches!(u.scheme(), "http" | "https"))
+        .unwrap_or(true)
+    {
+        return Err(invalid(
+            "github.api_url",
+            format!("`{api_url}` is not an http(s) URL"),
+            "use \"https://api.github.com\" or your Enterprise server's \"https://HOST/api/v3\"",
+        ));
+    }
+    let auth = match (raw.token, raw.app_id, raw.private_key, raw.installation_id) {
+        (Some(t), None, None, None) => GithubAuth::Token(t.into()),
+        (None, Some(app_id), Some(key), Some(installation_id)) => GithubAuth::App {
+            app_id,
+            private_key: key.into(),
+            installation_id,
+        },
+        (Some(_), ..) => {
+            return Err(invalid(
+                "github.token",
+                "is set together with GitHub App keys".into(),
+                "use either `token`, or `app_id` + `private_key` + `installation_id`",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "github",
+                "no way to authenticate is configured".into(),
+                "set `token` (e.g. token = { env = \"GITHUB_TOKEN\" }), or `app_id`, `private_key` and `installation_id`",
+            ))
+        }
+    };
+    if raw.webhook_secrets.is_empty() {
+        return Err(invalid(
+            "github.webhook_secrets",
+            "is empty: no webhook could be verified".into(),
+            "list the secret(s) set on the GitHub webhook, e.g. [{ env = \"PACKETARY_WEBHOOK_SECRET\" }]",
+        ));
+    }
+    for r in &raw.repositories {
+        let ok = match r.split_once('/') {
+            Some((o, "*")) => crate::model::RepoId::github(&format!("{o}/x")).is_ok(),
+            Some(_) => crate::model::RepoId::github(r).is_ok(),
+            None => false,
+        };
+        if !ok {
+            return Err(invalid(
+                "github.repositories",
+                format!("`{r}` is not `owner/name` or `owner/*`"),
+                "list repositories as \"owner/name\", or \"owner/*\" for all of an owner's",
+            ));
+        }
+    }
+    Ok(GithubConfig {
+        api_url,
+        auth,
+        webhook_secrets: raw.webhook_secrets.into_iter().map(Into::into).collect(),
+        repositories: raw.repositories,
+        build_forks: raw.build_forks,
+    })
+}
+
+fn join_names<'a>(names: impl Iterator<Item = &'a TargetName>) -> String {
+    names.map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests;

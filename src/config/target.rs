@@ -1,0 +1,167 @@
+//! Build environments: targets, their limits and the repositories that satisfy build
+//! dependencies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::TargetName;
+
+#[derive(Debug, Clone)]
+pub struct ImagesConfig {
+    pub debian_mirror: String,
+    pub debian_suite: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Rpmbuild,
+    Mock,
+}
+
+/// A named build environment.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: TargetName,
+    pub backend: Backend,
+    pub image: String,
+    pub arch: String,
+    pub repos: Vec<Repo>,
+    pub limits: Limits,
+    pub releasever: Option<String>,
+    pub dist: Option<String>,
+    pub chroot_setup: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids: i64,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: Some(4 << 30),
+            cpus: None,
+            pids: 4096,
+            timeout: Duration::from_secs(2 * 3600),
+        }
+    }
+}
+
+/// A package repository that satisfies build dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    pub name: String,
+    pub location: RepoLocation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A directory on the Docker host, mounted read-only into the build container.
+    Dir(PathBuf),
+    /// A remote repository; needs network in the dependency phase.
+    Url(String),
+}
+
+/// Why a repository given in the configuration or on the command line is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("repository name `{0}` must be letters, digits, `-`, `_` or `.`")]
+    Name(String),
+    #[error("repository URL `{0}` has an unsupported scheme; use file://, http:// or https://")]
+    Scheme(String),
+    #[error("cannot resolve `{location}`: {source}")]
+    Resolve {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("repository path `{}` must be absolute", .0.display())]
+    Relative(PathBuf),
+}
+
+impl Repo {
+    /// Parses `NAME=LOCATION` or a bare location (the name is then made from it).
+    pub fn parse_arg(arg: &str, index: usize) -> Result<Repo, RepoError> {
+        let (name, loc) = match arg.split_once('=') {
+            Some((n, l)) if !n.contains('/') && !n.contains(':') => (n.to_string(), l),
+            _ => (format!("extra{index}"), arg),
+        };
+        Repo::new(&name, loc)
+    }
+
+    pub fn new(name: &str, location: &str) -> Result<Repo, RepoError> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(RepoError::Name(name.to_string()));
+        }
+        let location = if let Some(path) = location.strip_prefix("file://") {
+            RepoLocation::Dir(PathBuf::from(path))
+        } else if location.starts_with("http://") || location.starts_with("https://") {
+            RepoLocation::Url(location.to_string())
+        } else if location.starts_with('/') {
+            RepoLocation::Dir(PathBuf::from(location))
+        } else if location.contains("://") {
+            return Err(RepoError::Scheme(location.to_string()));
+        } else {
+            // A relative directory given on the command line.
+            let abs = std::env::current_dir()
+                .map(|d| d.join(location))
+                .map_err(|source| RepoError::Resolve {
+                    location: location.to_string(),
+                    source,
+                })?;
+            RepoLocation::Dir(abs)
+        };
+        if let RepoLocation::Dir(p) = &location {
+            if !p.is_absolute() {
+                return Err(RepoError::Relative(p.clone()));
+            }
+        }
+        Ok(Repo {
+            name: name.to_string(),
+            location,
+        })
+    }
+}
+
+/// Parses "4GiB", "512M", "1073741824" into bytes, for container memory limits.
+pub fn parse_bytes(s: &str) -> Result<i64, String> {
+    let bytes = parse_size(s)?;
+    if bytes < 6 * 1024 * 1024 {
+        return Err(format!("`{s}` is below Docker's 6MiB minimum"));
+    }
+    Ok(bytes)
+}
+
+/// Parses a size with an optional unit (KiB, MiB, GiB, TiB; K/M/G/T and KB/MB/GB alike).
+pub fn parse_size(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("`{s}` has an unknown unit `{other}`")),
+    };
+    let bytes = num * mult;
+    if bytes > i64::MAX as f64 {
+        return Err(format!("`{s}` is too large"));
+    }
+    Ok(bytes as i64)
+}

@@ -1,0 +1,144 @@
+//! The configuration's checks: every refusal names the file, the key and the fix.
+
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text, Some(Path::new("test.toml")))
+        .expect_err("should be rejected")
+        .to_string()
+}
+
+#[test]
+fn embedded_defaults_parse() {
+    let c = Config::load(None).expect("defaults are valid");
+    assert_eq!(c.default_targets.len(), 1);
+    let t = &c.targets[&c.default_targets[0]];
+    assert_eq!(t.backend, Backend::Rpmbuild);
+    assert!(c.parallel >= 1);
+}
+
+#[test]
+fn example_file_parses() {
+    let text = include_str!("../../config/packetary.example.toml");
+    let c = Config::parse(text, Some(Path::new("example.toml"))).expect("example is valid");
+    assert_eq!(c.parallel, 2);
+    let fedora = &c.targets[&TargetName::parse("fedora-43").expect("name")];
+    assert_eq!(fedora.backend, Backend::Mock);
+    assert_eq!(fedora.repos.len(), 2);
+    assert_eq!(fedora.limits.memory_bytes, Some(8 << 30));
+    assert_eq!(fedora.limits.timeout, Duration::from_secs(4 * 3600));
+    assert_eq!(c.server.body_limit, 25 << 20);
+    assert_eq!(c.server.public_url, "https://packetary.example.com");
+    let gh = c.github.expect("example has [github]");
+    assert!(matches!(gh.auth, GithubAuth::Token(SecretSource::Env(ref v)) if v == "GITHUB_TOKEN"));
+    assert_eq!(gh.webhook_secrets.len(), 1);
+    assert!(!gh.build_forks);
+}
+
+#[test]
+fn github_section_is_checked() {
+    let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+    let e = err(&format!("{base}[github]\nwebhook_secrets = [\"s\"]\n"));
+    assert!(e.contains("no way to authenticate"), "{e}");
+    let e = err(&format!("{base}[github]\ntoken = \"t\"\n"));
+    assert!(e.contains("github.webhook_secrets"), "{e}");
+    let e = err(&format!(
+        "{base}[github]\ntoken = \"t\"\nwebhook_secrets = [\"s\"]\nrepositories = [\"nope\"]\n"
+    ));
+    assert!(e.contains("github.repositories"), "{e}");
+    let e = err(&format!("{base}[server]\nlisten = \"nowhere\"\n"));
+    assert!(e.contains("server.listen"), "{e}");
+    let e = err(&format!("{base}[server]\nbody_limit = \"10\"\n"));
+    assert!(e.contains("server.body_limit"), "{e}");
+    let c = Config::parse(
+        &format!("{base}[github]\ntoken = {{ file = \"/nonexistent\" }}\nwebhook_secrets = [\"hunter2\", {{ env = \"PACKETARY_TEST_UNSET\" }}]\n"),
+        None,
+    )
+    .expect("valid");
+    let gh = c.github.expect("github");
+    let debug = format!("{gh:?}");
+    assert!(!debug.contains("hunter2"), "{debug}");
+    assert_eq!(
+        gh.webhook_secrets[0]
+            .resolve("k")
+            .expect("literal")
+            .expose(),
+        "hunter2"
+    );
+    let e = gh.webhook_secrets[1]
+        .resolve("github.webhook_secrets[1]")
+        .expect_err("unset")
+        .to_string();
+    assert!(
+        e.contains("PACKETARY_TEST_UNSET") && e.contains("github.webhook_secrets[1]"),
+        "{e}"
+    );
+    assert!(matches!(&gh.auth, GithubAuth::Token(t) if t.resolve("github.token").is_err()));
+}
+
+#[test]
+fn typo_in_key_names_file_line_key_and_fix() {
+    let e = err("[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\nmemroy = \"1GiB\"\n");
+    assert!(e.contains("test.toml:4"), "{e}");
+    assert!(e.contains("targets.t.memroy"), "{e}");
+    assert!(e.contains("did you mean `memory`"), "{e}");
+}
+
+#[test]
+fn typo_in_section_is_caught() {
+    let e = err("[biuld]\nparallel = 2\n[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n");
+    assert!(
+        e.contains("biuld") && e.contains("did you mean `build`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+    assert!(err(&format!("{base}memory = \"lots\"\n")).contains("targets.t.memory"));
+    assert!(err(&format!("{base}timeout = \"soon\"\n")).contains("targets.t.timeout"));
+    assert!(err(&format!("{base}cpus = 0\n")).contains("targets.t.cpus"));
+    let e = err("[targets.t]\nbackend = \"rpmbiuld\"\nimage = \"x\"\n");
+    assert!(e.contains("backend") && e.contains("test.toml:2"), "{e}");
+    let e = err(&format!("[build]\ndefault_targets = [\"nope\"]\n{base}"));
+    assert!(
+        e.contains("build.default_targets") && e.contains("use one of: t"),
+        "{e}"
+    );
+    assert!(err("[build]\nparallel = 0\n").contains("build.parallel"));
+    assert!(err("").contains("no target"));
+    assert!(err("[targets.t\n").contains("test.toml:1"));
+}
+
+#[test]
+fn unknown_target_lists_known_ones() {
+    let c = Config::load(None).expect("defaults");
+    let e = c
+        .select_targets(&["fedora-99".to_string()])
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        e.contains("no target named `fedora-99`") && e.contains("bookworm-rpmbuild"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sizes_and_repos() {
+    assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+    assert!(parse_bytes("1K").is_err());
+    assert!(parse_bytes("12 parsecs").is_err());
+    assert_eq!(
+        Repo::parse_arg("local=/srv/repo", 0)
+            .map(|r| r.location)
+            .ok(),
+        Some(RepoLocation::Dir("/srv/repo".into()))
+    );
+    assert_eq!(
+        Repo::parse_arg("https://x/y", 3).map(|r| r.name).ok(),
+        Some("extra3".to_string())
+    );
+    assert!(Repo::new("x", "ftp://x").is_err());
+}
