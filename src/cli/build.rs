@@ -8,13 +8,13 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use packetary::build::{self, BuildRequest, Engine, Executor};
-use packetary::config::{Config, Repo};
+use packetary::config::Config;
 use packetary::model::BuildId;
 use packetary::plan;
 
 use super::{
-    absolute, ensure_images, infra, progress_line, spawn_interrupt_watch, spawn_progress_printer,
-    summarize, usage, BuildArgs, CliError,
+    absolute, ensure_images, extra_repos, infra, progress_line, spawn_interrupt_watch,
+    spawn_progress_printer, summarize, usage, BuildArgs, CliError,
 };
 
 pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
@@ -39,12 +39,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         }
         None => plan::discover(root, std::slice::from_ref(&out)).map_err(usage)?,
     };
-    let extra_repos: Vec<Repo> = args
-        .repos
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Repo::parse_arg(r, i).map_err(|e| usage(anyhow::anyhow!("--repo {r}: {e}"))))
-        .collect::<Result<_, _>>()?;
+    let extra_repos = extra_repos(&args)?;
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
 
     let engine = Engine::connect(config.docker_host.as_deref())

@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use packetary::build::{Engine, Executor};
-use packetary::config::{Config, Repo};
+use packetary::config::Config;
 use packetary::model::{ChangeKind, ForgeKind, RepoId, TargetName, Trigger};
 use packetary::queue::local::{self, LocalRun};
 use packetary::queue::planner::package_label;
@@ -19,8 +19,8 @@ use packetary::queue::{DockerRunner, PlannedBuild};
 
 use super::plan::{make_plan, write_plan};
 use super::{
-    absolute, ensure_images, infra, progress_line, spawn_interrupt_watch, spawn_progress_printer,
-    summarize, usage, BuildArgs, CliError, EXIT_FAILED, EXIT_USAGE,
+    absolute, ensure_images, extra_repos, infra, progress_line, spawn_interrupt_watch,
+    spawn_progress_printer, summarize, usage, BuildArgs, CliError, EXIT_FAILED, EXIT_USAGE,
 };
 
 pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
@@ -30,12 +30,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     };
     let out =
         absolute(&args.out.clone().unwrap_or_else(|| config.out_dir.clone())).map_err(usage)?;
-    let extra_repos: Vec<Repo> = args
-        .repos
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Repo::parse_arg(r, i).map_err(|e| usage(anyhow::anyhow!("--repo {r}: {e}"))))
-        .collect::<Result<_, _>>()?;
+    let extra_repos = extra_repos(&args)?;
     let only: Vec<TargetName> = config
         .select_targets(&args.targets)
         .map_err(usage)?

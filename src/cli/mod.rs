@@ -297,6 +297,18 @@ pub fn summarize(reports: &[BuildReport], started: Instant) -> u8 {
     code
 }
 
+/// The `--repo` arguments, checked.
+pub fn extra_repos(args: &BuildArgs) -> Result<Vec<packetary::config::Repo>, CliError> {
+    args.repos
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            packetary::config::Repo::parse_arg(r, i)
+                .map_err(|e| usage(anyhow::anyhow!("--repo {r}: {e}")))
+        })
+        .collect()
+}
+
 pub fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
