@@ -224,7 +224,22 @@ fn build_requires_over_http_then_the_network_is_cut() {
         ])
         .output()
         .expect("docker network inspect");
-    let gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if gateway.is_empty() {
+        // Some daemons leave the default bridge's IPAM without a gateway; the host's side
+        // of the bridge is the gateway all the same.
+        let out = std::process::Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "docker0"])
+            .output()
+            .expect("ip addr");
+        gateway = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+    }
     assert!(!gateway.is_empty(), "no gateway on Docker's bridge network");
     // %build proves the dependency is installed and that only loopback is left.
     write(
