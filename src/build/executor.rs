@@ -299,16 +299,22 @@ impl Executor {
         .await;
         let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
         run.container = Some(id.clone());
+        // The inputs go in while the output is attached: both before the start.
         let t0 = std::time::Instant::now();
-        let left_out = inputs::upload(
+        let upload = inputs::upload(
             &self.engine,
             &id,
             &run.req.package,
             &spec_name,
             &script.files,
-        )
-        .await
-        .map_err(Stop::Infra)?;
+        );
+        let (left_out, mut attached) = if cut {
+            (upload.await, None)
+        } else {
+            let (u, a) = tokio::join!(upload, self.engine.attach(&id));
+            (u, Some(a))
+        };
+        let left_out = left_out.map_err(Stop::Infra)?;
         tracing::debug!(build = %run.req.id, elapsed = ?t0.elapsed(), "inputs uploaded");
         for what in left_out {
             logs.note(&format!("packetary: not given to the build: {what}"))
@@ -316,8 +322,11 @@ impl Executor {
         }
         let last = groups.len() - 1;
         for (i, (group, (nonce, cmd))) in groups.iter().zip(&drivers).enumerate() {
-            let stream = if !cut {
-                self.engine.start_attached(&id).await
+            let stream = if let Some(attached) = attached.take() {
+                match attached {
+                    Ok(stream) => self.engine.start(&id).await.map(|()| stream),
+                    Err(e) => Err(e),
+                }
             } else {
                 if i == 0 {
                     self.engine.start(&id).await.map_err(Stop::Infra)?;
