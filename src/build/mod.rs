@@ -4,9 +4,11 @@
 //!
 //! # What an executor owes (the seam)
 //!
-//! The queue hands an executor a [`BuildRequest`] and wants a [`BuildReport`] back; it
-//! shares no disk with the build. Any executor (this local Docker one, or one for Swarm or
-//! Kubernetes) does the same five things:
+//! The queue hands an executor a [`BuildRequest`] and wants a [`BuildReport`] back,
+//! through its `Runner` trait (`crate::queue::Runner`; `DockerRunner` wraps this
+//! [`Executor`]). The build shares no disk with the service: only `out_root` is the
+//! service's, and only the executor writes there. Any executor (this local Docker one, or
+//! one for Swarm or Kubernetes) does the same five things:
 //!
 //! 1. **Moves the inputs.** The package is files on the service host
 //!    ([`PackageSource`]: the spec and its source directory); the executor carries them
@@ -31,7 +33,7 @@
 //!    entry: no links, no special files, nothing outside the result tree, within size and
 //!    count limits, see `results`), and `logs/` with `root.log`, `build.log`,
 //!    `state.log` (phase timings) and `build.json` (the report).
-//! 5. **Returns the [`BuildReport`]**, whose [`Outcome`](crate::model::Outcome) says
+//! 5. **Returns the [`BuildReport`]**, whose [`Outcome`] says
 //!    whether the package built, failed (the package's fault: phase, kind, first error
 //!    line, log) or hit an error of the infrastructure (worth a retry).
 //!
