@@ -450,3 +450,65 @@ fn rpmbuild_tree_and_explicit_spec() {
     let files = rpm_query(&dir, "tree-1.0-1.src.rpm", "[%{FILENAMES}\\n]");
     assert!(files.lines().any(|f| f == "data.txt"), "{files}");
 }
+
+/// A build whose process went away mid-build (the service was killed) is picked up again:
+/// its output is replayed into the logs and its results are taken out of the container,
+/// which is then removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattached_build_takes_its_results_out_of_the_container() {
+    if !docker_or_skip("reattached_build_takes_its_results_out_of_the_container") {
+        return;
+    }
+    use packetary::build::{BuildRequest, Engine, Executor};
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(
+        &w.join("pkg/later.spec"),
+        &spec("later", "", "sleep 2\necho built-after-the-crash"),
+    );
+    let package =
+        packetary::plan::package_for_spec(&w.join("pkg"), &w.join("pkg/later.spec")).expect("pkg");
+    let target = packetary::config::Config::parse(
+        &format!("[targets.{T}]\nbackend = \"rpmbuild\"\nimage = \"{IMAGE}\"\n"),
+        None,
+    )
+    .expect("config")
+    .targets
+    .into_values()
+    .next()
+    .expect("target");
+    let req = BuildRequest {
+        id: packetary::model::BuildId::generate(),
+        package,
+        target,
+        out_root: w.join("out"),
+        extra_repos: vec![],
+    };
+    let executor = Executor::new(Engine::connect(None).await.expect("docker"));
+    let first = {
+        let (executor, req) = (executor.clone(), req.clone());
+        tokio::spawn(async move {
+            executor
+                .run(req, None, None, tokio_util::sync::CancellationToken::new())
+                .await
+        })
+    };
+    wait_for_build_phase(&w.join("out").join(T));
+    // The process "dies": its future is dropped mid-build, the container runs on.
+    first.abort();
+    assert!(first.await.is_err(), "the first run ended before the abort");
+    let report = executor
+        .reattach(req, None, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("the container is picked up");
+    assert!(report.outcome.succeeded(), "{:?}", report.outcome);
+    let dir = w.join("out").join(T).join("later-1.0-1");
+    assert_eq!(report.dir, dir);
+    assert!(dir.join("later-1.0-1.noarch.rpm").is_file());
+    assert!(dir.join("later-1.0-1.src.rpm").is_file());
+    let root = std::fs::read_to_string(dir.join("logs/root.log")).expect("root.log");
+    assert!(root.contains("reattached to container"), "{root}");
+    let build = std::fs::read_to_string(dir.join("logs/build.log")).expect("build.log");
+    assert!(build.contains("built-after-the-crash"), "{build}");
+    assert!(containers_of_build(&dir).is_empty());
+}

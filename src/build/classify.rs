@@ -1,0 +1,80 @@
+//! Reading a failed phase's output: the capabilities the dependency phase could not
+//! install and the line most worth showing. Pure functions of text the executor wrote.
+
+use std::path::Path;
+
+use super::backend::MISSING_MARK;
+
+/// Capabilities the dependency phase reported as not installable.
+pub fn missing_capabilities(log: &str) -> Vec<String> {
+    let mut out: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix(MISSING_MARK))
+        .map(|s| s.trim().to_string())
+        .collect();
+    out.dedup();
+    out
+}
+
+/// The line most worth showing from a failed phase's output.
+pub fn first_error_line(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let pick = lines
+        .iter()
+        .find(|l| {
+            let l = l.trim_start();
+            l.starts_with("error:") || l.starts_with("Error:") || l.contains(": error:")
+        })
+        .or_else(|| lines.iter().find(|l| l.contains("Bad exit status")))
+        .or_else(|| {
+            lines.iter().rev().find(|l| {
+                !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+')
+            })
+        })?;
+    let s = pick.trim();
+    Some(if s.len() > 200 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(200).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s.to_string()
+    })
+}
+
+/// The last `n` lines of a log file, for terminals.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines() {
+        let log = "+ make\nfoo.c:1: error: expected ';'\nmake: *** [x] Error 1\nerror: Bad exit status from /var/tmp/rpm-tmp (%build)\n";
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("foo.c:1: error: expected ';'")
+        );
+        let log = "warning: x\nerror: line 7: Unknown tag: Bogus: 1\n";
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("error: line 7: Unknown tag: Bogus: 1")
+        );
+        assert_eq!(
+            first_error_line("+ true\nsomething broke\n").as_deref(),
+            Some("something broke")
+        );
+        assert_eq!(first_error_line(""), None);
+    }
+
+    #[test]
+    fn missing_from_log() {
+        let log = format!("x\n{MISSING_MARK}foo-devel >= 2\n{MISSING_MARK}bar\n");
+        assert_eq!(missing_capabilities(&log), ["foo-devel >= 2", "bar"]);
+    }
+}

@@ -1,0 +1,359 @@
+//! The local Docker executor: a build from its request to its report. Prepares the
+//! container (inputs uploaded, repositories given), runs the phases ([`super::follow`]),
+//! and concludes: results taken, container removed, report written.
+
+use std::path::Path;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{self, ContainerRepo, REPO_DIR};
+use super::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
+use super::inputs;
+use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
+use super::{BuildReport, BuildRequest, Progress};
+use crate::config::RepoLocation;
+use crate::model::{Outcome, Phase};
+
+/// Runs builds on one Docker engine.
+#[derive(Clone)]
+pub struct Executor {
+    pub(super) engine: Engine,
+    owner: String,
+}
+
+impl Executor {
+    /// An executor whose containers are labelled as this process's (see [`LABEL_OWNER`]).
+    pub fn new(engine: Engine) -> Executor {
+        Executor {
+            engine,
+            owner: process_owner(),
+        }
+    }
+
+    /// Removes build containers left by processes of this host that no longer run
+    /// (a `packetary build` killed with SIGKILL cannot clean up after itself). Returns how
+    /// many were removed.
+    pub async fn reap_orphans(&self) -> Result<usize, InfraError> {
+        let host = hostname();
+        let mut removed = 0;
+        for (id, owner) in self
+            .engine
+            .containers_with_label_values(LABEL_OWNER)
+            .await?
+        {
+            let mut parts = owner.splitn(3, '/');
+            let (Some("cli"), Some(h), Some(pid)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if h != host || Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            // The owner may have removed it itself between the listing and the /proc check.
+            if self.engine.remove(&id).await? {
+                tracing::warn!(container = %id, %owner, "removed a build container left by a dead process");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs one build to its end. Never leaves its container behind: every way out of the
+    /// phases (success, failure, timeout, cancellation) goes through the removal below.
+    pub async fn run(
+        &self,
+        req: BuildRequest,
+        image_id: Option<String>,
+        events: Option<UnboundedSender<Progress>>,
+        cancel: CancellationToken,
+    ) -> BuildReport {
+        let mut run = Run::new(req, events);
+        let timeout = run.req.target.limits.timeout;
+        run.begin(Phase::Prepare);
+        let result = tokio::select! {
+            r = self.phases(&mut run) => r,
+            () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
+            () = cancel.cancelled() => Err(Stop::Cancelled),
+        };
+        self.conclude(run, result, image_id).await
+    }
+
+    /// Picks up a build whose container outlived the process that started it (the service
+    /// was killed): replays the driver's output from the start, follows it to the end,
+    /// takes the results out of the container and finishes the build as
+    /// [`Executor::run`] would, within what is left of its time limit. `None` when there
+    /// is nothing to pick up: no container, one never started, or one whose phases ran as
+    /// exec sessions (those died with the process); the caller then removes any container
+    /// and runs the build again.
+    pub async fn reattach(
+        &self,
+        req: BuildRequest,
+        events: Option<UnboundedSender<Progress>>,
+        cancel: CancellationToken,
+    ) -> Option<BuildReport> {
+        let found = match self.engine.find_build_container(req.id.as_str()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(build = %req.id, "cannot look for the build's container: {e}");
+                return None;
+            }
+        };
+        let nonce = found.nonce.clone()?;
+        if found.status == "created" || found.status == "removing" || found.status == "dead" {
+            return None;
+        }
+        let stream = self.engine.replay(&found.id);
+        let mut run = Run::new(req, events);
+        run.container = Some(found.id.clone());
+        let timeout = run.req.target.limits.timeout;
+        let elapsed = found
+            .started_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t.get(..19).unwrap_or(t)).ok())
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let left = timeout.saturating_sub(elapsed);
+        let steps = [(Phase::Srpm, ""), (Phase::Deps, ""), (Phase::Build, "")];
+        for (phase, _) in &steps {
+            run.commands.push((*phase, found.cmd.clone()));
+        }
+        tracing::info!(build = %run.req.id, container = %found.id, "reattached to a build container that outlived the previous process");
+        run.begin(Phase::Prepare);
+        let result = async {
+            // The replay starts from the beginning: the logs are written again.
+            let mut logs = Logs::open(&run.logs_dir(), true).await?;
+            logs.note(&format!(
+                "packetary: build {} reattached to container {} after a restart; output replayed from its start",
+                run.req.id, found.id
+            ))
+            .await;
+            run.end(true);
+            tokio::select! {
+                r = self.follow(&mut run, &found.id, stream, &steps, &nonce, &mut logs, true) => r,
+                () = tokio::time::sleep(left) => Err(timed_out(timeout)),
+                () = cancel.cancelled() => Err(Stop::Cancelled),
+            }
+        }
+        .await;
+        Some(self.conclude(run, result, found.image_id).await)
+    }
+
+    /// Removes the container and writes the report. The results were taken out of the
+    /// container before, in the collect phase (see [`Executor::follow`]).
+    async fn conclude(
+        &self,
+        mut run: Run,
+        result: Result<(), Stop>,
+        image_id: Option<String>,
+    ) -> BuildReport {
+        if let Some(id) = run.container.take() {
+            if let Err(e) = self.engine.remove(&id).await {
+                tracing::error!(container = %id, "could not remove build container: {e}");
+            }
+        }
+        let outcome = match result {
+            Ok(()) => {
+                if run.phase != Phase::Collect {
+                    run.begin(Phase::Collect);
+                }
+                match run.collect() {
+                    Ok(o) => {
+                        run.end(true);
+                        o
+                    }
+                    Err(e) => {
+                        run.end(false);
+                        Outcome::Error { message: e }
+                    }
+                }
+            }
+            Err(stop) => {
+                let phase = run.phase;
+                run.end(false);
+                match stop {
+                    Stop::Cancelled => Outcome::Cancelled,
+                    Stop::Infra(e) => Outcome::Error { message: e.0 },
+                    Stop::Failed(failure, detail) => {
+                        let log = run.final_dir().join("logs").join(phase.log_name());
+                        Outcome::Failed {
+                            phase,
+                            message: format!("{phase} phase failed: {detail}"),
+                            failure,
+                            log,
+                        }
+                    }
+                }
+            }
+        };
+        run.finish(image_id, outcome).await
+    }
+
+    /// Prepares the container and runs the phases in it.
+    async fn phases(&self, run: &mut Run) -> Result<(), Stop> {
+        let target = run.req.target.clone();
+        let mut repos = target.repos.clone();
+        repos.extend(run.req.extra_repos.iter().cloned());
+        let mut mounts = vec![];
+        let mut container_repos = vec![];
+        let mut network = false;
+        for r in &repos {
+            match &r.location {
+                // This executor's own optimisation: a directory repository on the Docker
+                // host is mounted read-only. An executor on other machines is given
+                // repositories by URL.
+                RepoLocation::Dir(p) => {
+                    if !p.is_dir() {
+                        return Err(infra(format!(
+                            "repository `{}`: {} is not a directory\n  fix: create it (createrepo_c) or remove it from the target",
+                            r.name,
+                            p.display()
+                        )));
+                    }
+                    let inside = format!("{REPO_DIR}/{}", r.name);
+                    mounts.push((p.display().to_string(), inside.clone(), true));
+                    container_repos.push(ContainerRepo {
+                        name: r.name.clone(),
+                        url: format!("file://{inside}"),
+                    });
+                }
+                RepoLocation::Url(u) => {
+                    network = true;
+                    container_repos.push(ContainerRepo {
+                        name: r.name.clone(),
+                        url: u.clone(),
+                    });
+                }
+            }
+        }
+        let spec_name = spec_file_name(&run.req.package.spec);
+        let script = backend::script(&target, &spec_name, &container_repos);
+        let mut logs = Logs::open(&run.logs_dir(), false).await?;
+
+        // Phases run back to back in as few processes as possible. Without a network cut
+        // they are the container's main process (no exec at all); with one, the container
+        // idles and two execs run on either side of the disconnection.
+        let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
+        if let Some(deps) = &script.deps {
+            steps.push((Phase::Deps, deps.as_str()));
+        }
+        let cut = network && script.offline_build;
+        let mut groups = vec![steps];
+        if cut {
+            groups.push(vec![(Phase::Build, script.build.as_str())]);
+        } else {
+            groups[0].push((Phase::Build, script.build.as_str()));
+        }
+        let drivers: Vec<(String, Vec<String>)> = groups
+            .iter()
+            .map(|group| {
+                let nonce = format!("{:016x}", rand::random::<u64>());
+                let named: Vec<(&str, &str)> =
+                    group.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+                let cmd = backend::driver(&nonce, &named);
+                for (phase, _) in group {
+                    run.commands.push((*phase, cmd.clone()));
+                }
+                (nonce, cmd)
+            })
+            .collect();
+
+        let spec = docker::ContainerSpec {
+            name: format!("packetary-{}", run.req.id),
+            image: target.image.clone(),
+            cmd: (!cut).then(|| drivers[0].1.clone()),
+            labels: [
+                (LABEL_BUILD.to_string(), run.req.id.to_string()),
+                (LABEL_TARGET.to_string(), target.name.to_string()),
+                (LABEL_OWNER.to_string(), self.owner.clone()),
+            ]
+            .into_iter()
+            .chain((!cut).then(|| (docker::LABEL_NONCE.to_string(), drivers[0].0.clone())))
+            .collect(),
+            mounts,
+            env: script.env.clone(),
+            memory_bytes: target.limits.memory_bytes,
+            nano_cpus: target.limits.cpus.map(|c| (c * 1e9) as i64),
+            pids: Some(target.limits.pids),
+            network,
+            cap_add: script.cap_add.clone(),
+            security_opt: script.security_opt.clone(),
+        };
+        logs.note(&format!(
+            "packetary: build {} of {} for {} in image {}\npacketary: limits: memory {}, cpus {}, pids {}, timeout {}\npacketary: repositories: {}",
+            run.req.id,
+            run.req.package.relative_spec().display(),
+            target.name,
+            target.image,
+            target.limits.memory_bytes.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "unlimited".into()),
+            target.limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
+            target.limits.pids,
+            humantime::format_duration(target.limits.timeout),
+            if container_repos.is_empty() { "none".to_string() } else { container_repos.iter().map(|r| format!("{}={}", r.name, r.url)).collect::<Vec<_>>().join(" ") },
+        ))
+        .await;
+        let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
+        run.container = Some(id.clone());
+        // The inputs go in while the output is attached: both before the start.
+        let t0 = std::time::Instant::now();
+        let upload = inputs::upload(
+            &self.engine,
+            &id,
+            &run.req.package,
+            &spec_name,
+            &script.files,
+        );
+        let (left_out, mut attached) = if cut {
+            (upload.await, None)
+        } else {
+            let (u, a) = tokio::join!(upload, self.engine.attach(&id));
+            (u, Some(a))
+        };
+        let left_out = left_out.map_err(Stop::Infra)?;
+        tracing::debug!(build = %run.req.id, elapsed = ?t0.elapsed(), "inputs uploaded");
+        for what in left_out {
+            logs.note(&format!("packetary: not given to the build: {what}"))
+                .await;
+        }
+        let last = groups.len() - 1;
+        for (i, (group, (nonce, cmd))) in groups.iter().zip(&drivers).enumerate() {
+            let stream = if let Some(attached) = attached.take() {
+                match attached {
+                    Ok(stream) => self.engine.start(&id).await.map(|()| stream),
+                    Err(e) => Err(e),
+                }
+            } else {
+                if i == 0 {
+                    self.engine.start(&id).await.map_err(Stop::Infra)?;
+                } else {
+                    self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+                }
+                self.engine
+                    .exec_start(&id, cmd.clone(), script.env.clone())
+                    .await
+            }
+            .map_err(Stop::Infra)?;
+            if i == 0 {
+                run.end(true);
+            }
+            self.follow(run, &id, stream, group, nonce, &mut logs, i == last)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn process_owner() -> String {
+    format!("cli/{}/{}", hostname(), std::process::id())
+}

@@ -1,0 +1,197 @@
+//! Following a driver: its output routed to the phase logs by the markers it prints, its
+//! exit code classified, and once it has ended the results taken out of the container.
+
+use crate::model::{Failure, Nevr, Phase};
+
+use super::backend;
+use super::classify::{first_error_line, missing_capabilities};
+use super::docker::ExecStream;
+use super::executor::Executor;
+use super::results::{self, FetchError};
+use super::run::{infra, Logs, Run, Stop};
+
+impl Executor {
+    /// Reads a driver's output to its end and turns a non-zero exit into the build's
+    /// failure. After the `last` driver, or a failed one, takes the results out of the
+    /// container (the collect phase, on success): what a failed build left still names its
+    /// result directory.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn follow(
+        &self,
+        run: &mut Run,
+        id: &str,
+        stream: ExecStream,
+        steps: &[(Phase, &str)],
+        nonce: &str,
+        logs: &mut Logs,
+        last: bool,
+    ) -> Result<(), Stop> {
+        let code = self.run_steps(run, stream, steps, nonce, logs).await?;
+        if code != 0 {
+            let stop = self.classify(run, id, code).await;
+            // The phase's failure is the build's; refusals are noted by `take_results`.
+            if let Err(Stop::Infra(e)) = self.take_results(run, id, logs).await {
+                logs.note(&format!("packetary: results not taken: {e}"))
+                    .await;
+            }
+            let _ = logs.flush().await;
+            return Err(stop);
+        }
+        if !last {
+            // The container has more to do (the network-cut path): only the NEVR for now.
+            if run.nevr.is_none() {
+                run.nevr = results::read_nevr(&self.engine, id)
+                    .await
+                    .and_then(|t| t.lines().next().and_then(Nevr::parse_query_line));
+            }
+            return Ok(());
+        }
+        run.begin(Phase::Collect);
+        let taken = self.take_results(run, id, logs).await;
+        logs.flush().await?;
+        taken?;
+        run.check_nevr()
+    }
+
+    /// Downloads the container's `/out` into the staging directory, checked entry by entry
+    /// (see [`results`]), notes in `root.log` what was not taken, and fails the build when
+    /// something named like a result was not a regular file.
+    async fn take_results(&self, run: &mut Run, id: &str, logs: &mut Logs) -> Result<(), Stop> {
+        let t0 = std::time::Instant::now();
+        let taken = results::fetch(&self.engine, id, run.staging.clone()).await;
+        tracing::debug!(build = %run.req.id, elapsed = ?t0.elapsed(), "results downloaded");
+        let taken = match taken {
+            Ok(t) => t,
+            Err(FetchError::Infra(m)) => return Err(infra(m)),
+            Err(FetchError::TooBig(m)) => {
+                logs.note(&format!("packetary: results refused: {m}")).await;
+                return Err(Stop::Failed(Failure::Exit { code: 0 }, m));
+            }
+        };
+        if run.nevr.is_none() {
+            run.nevr = taken
+                .nevr
+                .as_deref()
+                .and_then(|t| t.lines().next())
+                .and_then(Nevr::parse_query_line);
+        }
+        for what in &taken.ignored {
+            logs.note(&format!("packetary: not taken from the build: {what}"))
+                .await;
+        }
+        if taken.more_ignored > 0 {
+            logs.note(&format!(
+                "packetary: not taken from the build: {} more",
+                taken.more_ignored
+            ))
+            .await;
+        }
+        run.results = taken.files;
+        if !taken.refused.is_empty() {
+            let list = taken.refused.join(", ");
+            logs.note(&format!("packetary: results refused: {list}"))
+                .await;
+            return Err(Stop::Failed(
+                Failure::Exit { code: 0 },
+                format!("results must be regular files; the build left {list}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `steps` in one exec, routing output to each phase's log and timing phases by
+    /// the markers the driver script prints. Returns the exit code; on failure `run.phase`
+    /// is the phase that failed.
+    async fn run_steps(
+        &self,
+        run: &mut Run,
+        mut stream: ExecStream,
+        steps: &[(Phase, &str)],
+        nonce: &str,
+        logs: &mut Logs,
+    ) -> Result<i64, Stop> {
+        let begin = backend::marker(nonce, "begin", "");
+        let end = backend::marker(nonce, "end", "");
+        let oom = backend::marker(nonce, "oom", "kills ");
+        let mut pending: Vec<u8> = Vec::new();
+        let mut started_any = false;
+        while let Some(chunk) = stream.next_chunk().await {
+            pending.extend_from_slice(&chunk.map_err(Stop::Infra)?);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let text = String::from_utf8_lossy(&line);
+                if let Some(p) = text.trim_end().strip_prefix(&begin) {
+                    if let Some(phase) = steps.iter().map(|(p, _)| *p).find(|x| x.as_str() == p) {
+                        run.begin(phase);
+                        started_any = true;
+                        logs.write(
+                            phase,
+                            format!("packetary: === {phase} phase ===\n").as_bytes(),
+                        )
+                        .await?;
+                    }
+                } else if let Some(rest) = text.trim_end().strip_prefix(&end) {
+                    if rest.ends_with(" 0") {
+                        run.end(true);
+                    }
+                } else if let Some(n) = text.trim_end().strip_prefix(&oom) {
+                    run.oom_kills = n.parse().unwrap_or(0);
+                } else {
+                    logs.write(run.phase, &line).await?;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            logs.write(run.phase, &pending).await?;
+        }
+        logs.flush().await?;
+        if !started_any {
+            // The driver never ran (no bash in the image?): blame the first phase.
+            run.begin(steps[0].0);
+        }
+        self.engine
+            .exit_code(&stream.exit())
+            .await
+            .map_err(Stop::Infra)
+    }
+
+    /// Classifies a non-zero exit: the kernel's OOM killer, build dependencies that could
+    /// not be installed, or the package's own failure. The OOM check runs whatever the exit
+    /// code, since rpmbuild turns a killed `%build` into a plain 1. The text read is the
+    /// service's own log of the phase, in a directory no container sees.
+    async fn classify(&self, run: &Run, id: &str, code: i64) -> Stop {
+        if run.oom_kills > 0 || self.engine.oom_killed(id).await {
+            return Stop::Failed(
+                Failure::OutOfMemory {
+                    limit_bytes: run.oom_limit,
+                },
+                format!(
+                    "killed for exceeding the memory limit ({})",
+                    run.oom_limit
+                        .map(|m| format!("{}MiB", m >> 20))
+                        .unwrap_or_else(|| "none set".into())
+                ),
+            );
+        }
+        let text = tokio::fs::read_to_string(run.logs_dir().join(run.phase.log_name()))
+            .await
+            .unwrap_or_default();
+        let phase_text = text
+            .rsplit_once(&format!("packetary: === {} phase ===\n", run.phase))
+            .map(|(_, t)| t)
+            .unwrap_or(&text);
+        if run.phase == Phase::Deps {
+            let missing = missing_capabilities(phase_text);
+            if !missing.is_empty() {
+                return Stop::Failed(
+                    Failure::MissingDeps {
+                        capabilities: missing.clone(),
+                    },
+                    format!("missing build dependencies: {}", missing.join(", ")),
+                );
+            }
+        }
+        let detail = first_error_line(phase_text).unwrap_or_else(|| format!("exit status {code}"));
+        Stop::Failed(Failure::Exit { code }, detail)
+    }
+}

@@ -1,0 +1,136 @@
+//! Package repositories made of earlier builds' results, for later builds to install from.
+
+use std::path::{Path, PathBuf};
+
+use super::docker::{self, Engine, InfraError, LABEL_BUILD};
+use super::results::open_regular;
+use crate::model::BuildId;
+
+/// Adds `rpms` to `dir` (created if needed) and makes it a dnf repository with
+/// createrepo_c in `image`, without network: how later builds see earlier ones' packages.
+/// Each RPM must be a regular file; a link is refused, never followed.
+pub async fn local_repo(
+    engine: &Engine,
+    image: &str,
+    dir: &Path,
+    rpms: &[PathBuf],
+) -> Result<(), InfraError> {
+    let io = |e: std::io::Error| InfraError(format!("{}: {e}", dir.display()));
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let (dir_owned, rpms_owned) = (dir.to_path_buf(), rpms.to_vec());
+    tokio::task::spawn_blocking(move || copy_regular(&rpms_owned, &dir_owned))
+        .await
+        .map_err(|e| InfraError(format!("{}: {e}", dir.display())))?
+        .map_err(io)?;
+    let spec = docker::ContainerSpec {
+        name: format!("packetary-createrepo-{}", BuildId::generate()),
+        image: image.to_string(),
+        labels: [(LABEL_BUILD.to_string(), "createrepo".to_string())]
+            .into_iter()
+            .collect(),
+        mounts: vec![(dir.display().to_string(), "/repo".into(), false)],
+        network: false,
+        pids: Some(256),
+        ..Default::default()
+    };
+    let (code, out) = engine
+        .run_once(
+            &spec,
+            vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()],
+        )
+        .await?;
+    if code != 0 {
+        return Err(InfraError(format!(
+            "createrepo_c failed in {image} (exit {code}): {}",
+            String::from_utf8_lossy(&out).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies each of `rpms`, which must be a regular file, into `dir` as a new regular file
+/// (whatever had its name there is replaced, not written through).
+fn copy_regular(rpms: &[PathBuf], dir: &Path) -> std::io::Result<()> {
+    for rpm in rpms {
+        let Some(name) = rpm.file_name() else {
+            continue;
+        };
+        let (mut from, _) = open_regular(rpm)?;
+        let to = dir.join(name);
+        let tmp = dir.join(format!(
+            ".{}.{}",
+            name.to_string_lossy(),
+            BuildId::generate()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let copied = std::io::copy(&mut from, &mut f).and_then(|_| std::fs::rename(&tmp, &to));
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        copied?;
+    }
+    Ok(())
+}
+
+/// The binary packages (not the SRPM) in a build's result directory: regular files only,
+/// links are not followed.
+pub fn binary_rpms_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.ends_with(".rpm") && !n.ends_with(".src.rpm")
+            })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_binary_rpms() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let d = tmp.path();
+        let secret = d.join("secret");
+        std::fs::write(&secret, "secret").expect("write");
+        std::fs::write(d.join("a-1-1.noarch.rpm"), "a").expect("write");
+        std::fs::write(d.join("a-1-1.src.rpm"), "s").expect("write");
+        std::os::unix::fs::symlink(&secret, d.join("evil-1-1.noarch.rpm")).expect("link");
+        std::fs::create_dir(d.join("dir.rpm")).expect("mkdir");
+        assert_eq!(binary_rpms_in(d), [d.join("a-1-1.noarch.rpm")]);
+    }
+
+    #[test]
+    fn copies_regular_files_and_refuses_links() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let d = tmp.path();
+        let secret = d.join("secret");
+        std::fs::write(&secret, "secret").expect("write");
+        std::fs::write(d.join("a-1-1.noarch.rpm"), "a").expect("write");
+        std::os::unix::fs::symlink(&secret, d.join("evil-1-1.noarch.rpm")).expect("link");
+        let repo = d.join("repo");
+        std::fs::create_dir(&repo).expect("mkdir");
+        // A link already in the repository is replaced, not written through.
+        std::os::unix::fs::symlink(&secret, repo.join("a-1-1.noarch.rpm")).expect("link");
+        copy_regular(&[d.join("a-1-1.noarch.rpm")], &repo).expect("copies");
+        assert_eq!(std::fs::read_to_string(&secret).expect("secret"), "secret");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("a-1-1.noarch.rpm")).expect("copy"),
+            "a"
+        );
+        assert!(copy_regular(&[d.join("evil-1-1.noarch.rpm")], &repo).is_err());
+        assert!(!repo.join("evil-1-1.noarch.rpm").exists());
+    }
+}

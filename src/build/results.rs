@@ -1,0 +1,602 @@
+//! Results out of a build container. The container never sees a directory of the service
+//! host: the driver writes into `/out`, local to the container, and once it has ended the
+//! executor downloads `/out` through the Engine API as a tar and unpacks it here entry by
+//! entry, trusting nothing the container made:
+//!
+//! - only regular files are written, and only the results: SRPM and RPMs directly in
+//!   `/out`; the NEVR file is read into memory, never written;
+//! - symbolic links, hard links, devices, FIFOs and anything else are never written nor
+//!   followed; named like a result they are *refused* (the build fails), elsewhere
+//!   *ignored* (noted in `root.log`);
+//! - paths must be relative, inside `/out`, without `..`: anything else is ignored;
+//! - every entry counts against [`MAX_RESULT_ENTRIES`] and its bytes against
+//!   [`MAX_RESULT_BYTES`], skipped ones too (they cross the wire all the same);
+//! - files are created afresh (`O_CREAT|O_EXCL`, which never follows a link) in a
+//!   directory only the service writes.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::backend::{NEVR_FILE, OUT_DIR};
+use super::docker::Engine;
+
+/// Most bytes a build may leave in `/out`, all entries counted.
+pub const MAX_RESULT_BYTES: u64 = 32 << 30;
+/// Most entries (files, directories, anything) a build may leave in `/out`.
+pub const MAX_RESULT_ENTRIES: u64 = 100_000;
+/// The NEVR file holds the NEVR and the BuildRequires: a few lines.
+const MAX_NEVR_BYTES: u64 = 1 << 20;
+/// Notes kept per kind, so that a tree of ten thousand links makes a short log.
+const MAX_NOTES: usize = 20;
+
+/// Caps on what a build may leave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+pub(crate) const LIMITS: Limits = Limits {
+    bytes: MAX_RESULT_BYTES,
+    entries: MAX_RESULT_ENTRIES,
+};
+
+/// What came out of a build's `/out`.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Taken {
+    /// Result files written into the destination, by name: the SRPM and the RPMs.
+    pub files: Vec<String>,
+    /// The NEVR file's text (first line: the SRPM's NEVR), kept in memory.
+    pub nevr: Option<String>,
+    /// Entries named like results that were not regular files, as `name (kind)`.
+    pub refused: Vec<String>,
+    /// Other entries that were not written: special files, paths outside `/out`.
+    pub ignored: Vec<String>,
+    /// How many ignored entries [`Taken::ignored`] leaves out.
+    pub more_ignored: usize,
+}
+
+#[derive(Debug, PartialEq)]
+pub(crate) enum FetchError {
+    /// Docker, the archive or the host's disk failed: not the package's doing.
+    Infra(String),
+    /// The build left more than the limits allow.
+    TooBig(String),
+}
+
+/// Downloads the container's `/out` and unpacks its results into `dest` (which must exist
+/// and be the service's own directory), streaming: no copy of the archive is kept.
+pub(crate) async fn fetch(
+    engine: &Engine,
+    container: &str,
+    dest: PathBuf,
+) -> Result<Taken, FetchError> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
+    let unpacking = tokio::task::spawn_blocking(move || {
+        unpack(ChannelReader::new(rx), root_name(OUT_DIR), &dest, LIMITS)
+    });
+    let mut stream = engine.download(container, OUT_DIR);
+    while let Some(chunk) = stream.next().await {
+        let failed = chunk.is_err();
+        // A send fails once the unpacker has stopped (end of archive, or a limit).
+        if tx
+            .send(chunk.map_err(|e| io::Error::other(e.0)))
+            .await
+            .is_err()
+            || failed
+        {
+            break;
+        }
+    }
+    drop(tx);
+    unpacking
+        .await
+        .map_err(|e| FetchError::Infra(format!("unpacking the results: {e}")))?
+}
+
+/// The NEVR file alone, while the container still has work to do (the network-cut path
+/// reads it between its two execs). `None` when it cannot be had, as if absent.
+pub(crate) async fn read_nevr(engine: &Engine, container: &str) -> Option<String> {
+    let path = format!("{OUT_DIR}/{NEVR_FILE}");
+    let mut stream = engine.download(container, &path);
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => data.extend_from_slice(&c),
+            Err(e) => {
+                tracing::debug!(%container, "no NEVR file yet: {e}");
+                return None;
+            }
+        }
+        if data.len() as u64 > MAX_NEVR_BYTES + 64 * 1024 {
+            return None;
+        }
+    }
+    single_file(&data[..], NEVR_FILE, MAX_NEVR_BYTES)
+}
+
+/// The text of the one regular file `name` that a tar of it holds.
+fn single_file(tar: impl Read, name: &str, max: u64) -> Option<String> {
+    let mut archive = tar::Archive::new(tar);
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let path = entry.path().ok()?.into_owned();
+    if path != Path::new(name) || !entry.header().entry_type().is_file() || entry.size() > max {
+        return None;
+    }
+    let mut text = String::new();
+    entry.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn root_name(dir: &str) -> &str {
+    dir.rsplit('/').next().unwrap_or(dir)
+}
+
+/// Whether a file directly in `/out` is one of the build's results.
+fn is_result(name: &str) -> bool {
+    name == NEVR_FILE || (name.ends_with(".rpm") && name.len() > ".rpm".len())
+}
+
+/// What a tar entry is, in words.
+fn kind(t: tar::EntryType) -> &'static str {
+    match t {
+        t if t.is_file() => "a regular file",
+        t if t.is_dir() => "a directory",
+        t if t.is_symlink() => "a symbolic link",
+        t if t.is_hard_link() => "a hard link",
+        t if t.is_character_special() => "a character device",
+        t if t.is_block_special() => "a block device",
+        t if t.is_fifo() => "a FIFO",
+        _ => "a special entry",
+    }
+}
+
+/// `path` relative to the archive's root `root`, when it is inside it and has only plain
+/// components; `None` for anything absolute, with `..`, or elsewhere.
+fn inside(path: &Path, root: &str) -> Option<PathBuf> {
+    let mut parts = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    match parts.next() {
+        Some(Component::Normal(first)) if first == root => {}
+        _ => return None,
+    }
+    let mut rel = PathBuf::new();
+    for c in parts {
+        match c {
+            Component::Normal(p) => rel.push(p),
+            _ => return None,
+        }
+    }
+    Some(rel)
+}
+
+/// Unpacks the results of the tar of a build's `/out` (its entries named `root/...`) into
+/// `dest`, checking every entry as described in the module documentation.
+/// On an error, the files already written are removed again.
+pub(crate) fn unpack(
+    tar: impl Read,
+    root: &str,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Taken, FetchError> {
+    let mut taken = Taken::default();
+    let r = unpack_into(tar, root, dest, limits, &mut taken);
+    if r.is_err() {
+        for f in &taken.files {
+            let _ = std::fs::remove_file(dest.join(f));
+        }
+    }
+    r.map(|()| taken)
+}
+
+fn unpack_into(
+    tar: impl Read,
+    root: &str,
+    dest: &Path,
+    limits: Limits,
+    taken: &mut Taken,
+) -> Result<(), FetchError> {
+    let infra = |what: &str, e: io::Error| FetchError::Infra(format!("{what}: {e}"));
+    let mut seen = std::collections::HashSet::new();
+    let mut archive = tar::Archive::new(tar);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let entries = archive
+        .entries()
+        .map_err(|e| infra("read the results archive", e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| infra("read the results archive", e))?;
+        count += 1;
+        bytes = bytes.saturating_add(entry.size());
+        if count > limits.entries {
+            return Err(FetchError::TooBig(format!(
+                "the build left more than {} entries in {OUT_DIR}",
+                limits.entries
+            )));
+        }
+        if bytes > limits.bytes {
+            return Err(FetchError::TooBig(format!(
+                "the build left more than {} in {OUT_DIR}",
+                human_bytes(limits.bytes)
+            )));
+        }
+        let t = entry.header().entry_type();
+        let path = entry
+            .path()
+            .map_err(|e| infra("read the results archive", e))?
+            .into_owned();
+        let shown = path.display().to_string();
+        let Some(rel) = inside(&path, root) else {
+            note(taken, format!("{shown} (outside {OUT_DIR})"));
+            continue;
+        };
+        let mut parts = rel.components();
+        let (first, rest) = (parts.next(), parts.next());
+        match (first, rest) {
+            // `/out` itself.
+            (None, _) => {
+                if !t.is_dir() {
+                    taken.refused.push(format!("{OUT_DIR} ({})", kind(t)));
+                }
+            }
+            (Some(Component::Normal(name)), None) if name.to_str().is_some_and(is_result) => {
+                let name = name.to_str().unwrap_or_default().to_string();
+                if !t.is_file() {
+                    taken.refused.push(format!("{name} ({})", kind(t)));
+                } else if name == NEVR_FILE {
+                    if entry.size() > MAX_NEVR_BYTES {
+                        taken.refused.push(format!(
+                            "{name} (larger than {})",
+                            human_bytes(MAX_NEVR_BYTES)
+                        ));
+                        continue;
+                    }
+                    let mut text = String::new();
+                    entry
+                        .read_to_string(&mut text)
+                        .map_err(|e| infra("read the NEVR file", e))?;
+                    taken.nevr = Some(text);
+                } else if seen.insert(name.clone()) {
+                    write_new(&dest.join(&name), &mut entry)
+                        .map_err(|e| infra(&format!("write {}", dest.join(&name).display()), e))?;
+                    taken.files.push(name);
+                }
+            }
+            // Anything else the build left (Mock's work files, ...) stays behind.
+            _ if t.is_file() || t.is_dir() => {}
+            _ => note(taken, format!("{OUT_DIR}/{} ({})", rel.display(), kind(t))),
+        }
+    }
+    Ok(())
+}
+
+fn note(taken: &mut Taken, what: String) {
+    if taken.ignored.len() < MAX_NOTES {
+        taken.ignored.push(what);
+    } else {
+        taken.more_ignored += 1;
+    }
+}
+
+/// Writes `data` to a new regular file at `path`: whatever is there (an earlier attempt's
+/// file) is removed first, and the file is created with `O_EXCL`, which never follows a
+/// link.
+fn write_new(path: &Path, data: &mut impl Read) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a directory is in the way",
+            ))
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)?;
+    io::copy(data, &mut f)?;
+    f.flush()
+}
+
+/// Opens a regular file without following a symbolic link at `path` itself: the file
+/// opened must be the one `lstat` saw, a regular file (same device and inode). For files
+/// that came out of a build.
+pub(crate) fn open_regular(path: &Path) -> io::Result<(std::fs::File, std::fs::Metadata)> {
+    let not_regular = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        )
+    };
+    let before = std::fs::symlink_metadata(path)?;
+    if !before.file_type().is_file() {
+        return Err(not_regular());
+    }
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.dev() != before.dev() || meta.ino() != before.ino() {
+        return Err(not_regular());
+    }
+    Ok((f, meta))
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// A blocking reader over chunks sent from an async task.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            buf: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf.advance(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar as Docker makes it of `/out`: GNU headers, entries named `out/...`.
+    struct Tar(tar::Builder<Vec<u8>>);
+
+    impl Tar {
+        fn new() -> Tar {
+            let mut t = Tar(tar::Builder::new(Vec::new()));
+            t.entry("out/", tar::EntryType::Directory, b"", None);
+            t
+        }
+
+        fn entry(&mut self, path: &str, t: tar::EntryType, data: &[u8], link: Option<&str>) {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(t);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).expect("link name");
+            }
+            // Raw names: set_path refuses `..`, and these tests need the hostile ones.
+            let name = &mut h.as_old_mut().name;
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            self.0.append(&h, data).expect("append");
+        }
+
+        fn file(&mut self, path: &str, data: &[u8]) -> &mut Tar {
+            self.entry(path, tar::EntryType::Regular, data, None);
+            self
+        }
+
+        fn bytes(self) -> Vec<u8> {
+            self.0.into_inner().expect("tar")
+        }
+    }
+
+    fn unpack_into(tar: Vec<u8>, limits: Limits) -> (Result<Taken, FetchError>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tmp");
+        (unpack(&tar[..], "out", dir.path(), limits), dir)
+    }
+
+    #[test]
+    fn takes_results_and_reads_the_nevr() {
+        let mut t = Tar::new();
+        t.file("out/a-1-1.src.rpm", b"srpm")
+            .file("out/a-1-1.noarch.rpm", b"rpm")
+            .file("out/.nevr", b"a\t(none)\t1\t1\nreq\n")
+            .file("out/.packetary/srpm/build.log", b"mock log")
+            .file("out/notes.txt", b"x");
+        t.entry("out/.packetary/", tar::EntryType::Directory, b"", None);
+        let (r, dir) = unpack_into(t.bytes(), LIMITS);
+        let taken = r.expect("unpacks");
+        assert_eq!(taken.files, ["a-1-1.src.rpm", "a-1-1.noarch.rpm"]);
+        assert_eq!(taken.nevr.as_deref(), Some("a\t(none)\t1\t1\nreq\n"));
+        assert!(
+            taken.refused.is_empty() && taken.ignored.is_empty(),
+            "{taken:?}"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a-1-1.noarch.rpm", "a-1-1.src.rpm"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("a-1-1.noarch.rpm")).expect("rpm"),
+            b"rpm"
+        );
+    }
+
+    #[test]
+    fn links_and_special_files_are_never_written() {
+        let mut t = Tar::new();
+        t.file("out/ok-1-1.noarch.rpm", b"rpm");
+        t.entry(
+            "out/evil-1-1.noarch.rpm",
+            tar::EntryType::Symlink,
+            b"",
+            Some("/etc/shadow"),
+        );
+        t.entry(
+            "out/hard-1-1.noarch.rpm",
+            tar::EntryType::Link,
+            b"",
+            Some("out/ok-1-1.noarch.rpm"),
+        );
+        t.entry("out/fifo-1-1.noarch.rpm", tar::EntryType::Fifo, b"", None);
+        t.entry("out/dev-1-1.noarch.rpm", tar::EntryType::Char, b"", None);
+        t.entry(
+            "out/.nevr",
+            tar::EntryType::Symlink,
+            b"",
+            Some("/etc/hostname"),
+        );
+        t.entry("out/logs", tar::EntryType::Symlink, b"", Some("/etc"));
+        t.entry(
+            "out/logs2/build.log",
+            tar::EntryType::Symlink,
+            b"",
+            Some("/etc/passwd"),
+        );
+        let (r, dir) = unpack_into(t.bytes(), LIMITS);
+        let taken = r.expect("unpacks");
+        assert_eq!(taken.files, ["ok-1-1.noarch.rpm"]);
+        assert_eq!(taken.nevr, None);
+        assert_eq!(
+            taken.refused,
+            [
+                "evil-1-1.noarch.rpm (a symbolic link)",
+                "hard-1-1.noarch.rpm (a hard link)",
+                "fifo-1-1.noarch.rpm (a FIFO)",
+                "dev-1-1.noarch.rpm (a character device)",
+                ".nevr (a symbolic link)",
+            ]
+        );
+        assert_eq!(
+            taken.ignored,
+            [
+                "/out/logs (a symbolic link)",
+                "/out/logs2/build.log (a symbolic link)"
+            ]
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .collect();
+        assert_eq!(names.len(), 1);
+        assert!(names[0].file_type().expect("type").is_file());
+    }
+
+    #[test]
+    fn paths_outside_out_are_ignored() {
+        let mut t = Tar::new();
+        t.file("out/../x-1-1.noarch.rpm", b"up")
+            .file("/abs-1-1.noarch.rpm", b"abs")
+            .file("other/y-1-1.noarch.rpm", b"elsewhere")
+            .file("out/./z-1-1.noarch.rpm", b"z");
+        let (r, dir) = unpack_into(t.bytes(), LIMITS);
+        let taken = r.expect("unpacks");
+        assert_eq!(taken.files, ["z-1-1.noarch.rpm"]);
+        assert_eq!(taken.ignored.len(), 3, "{taken:?}");
+        assert!(!dir
+            .path()
+            .parent()
+            .expect("parent")
+            .join("x-1-1.noarch.rpm")
+            .exists());
+    }
+
+    #[test]
+    fn out_itself_must_be_a_directory() {
+        let mut b = Tar(tar::Builder::new(Vec::new()));
+        b.entry("out", tar::EntryType::Symlink, b"", Some("/"));
+        let (r, _dir) = unpack_into(b.bytes(), LIMITS);
+        assert_eq!(r.expect("unpacks").refused, ["/out (a symbolic link)"]);
+    }
+
+    #[test]
+    fn limits_stop_the_unpacking() {
+        let mut t = Tar::new();
+        t.file("out/a.rpm", &[0; 600]).file("out/b.rpm", &[0; 600]);
+        let tar = t.bytes();
+        let small = Limits {
+            bytes: 1000,
+            entries: 100,
+        };
+        let (r, _d) = unpack_into(tar.clone(), small);
+        assert_eq!(
+            r,
+            Err(FetchError::TooBig(
+                "the build left more than 1000 bytes in /out".into()
+            ))
+        );
+        let few = Limits {
+            bytes: 1 << 20,
+            entries: 2,
+        };
+        let (r, _d) = unpack_into(tar, few);
+        assert_eq!(
+            r,
+            Err(FetchError::TooBig(
+                "the build left more than 2 entries in /out".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn an_earlier_file_or_link_at_the_destination_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").expect("write");
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).expect("mkdir");
+        std::os::unix::fs::symlink(&victim, dest.join("a-1-1.noarch.rpm")).expect("symlink");
+        let mut t = Tar::new();
+        t.file("out/a-1-1.noarch.rpm", b"new");
+        let taken = unpack(&t.bytes()[..], "out", &dest, LIMITS).expect("unpacks");
+        assert_eq!(taken.files, ["a-1-1.noarch.rpm"]);
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep");
+        let m = std::fs::symlink_metadata(dest.join("a-1-1.noarch.rpm")).expect("meta");
+        assert!(m.file_type().is_file());
+    }
+
+    #[test]
+    fn open_regular_refuses_links() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x").expect("write");
+        let l = dir.path().join("l");
+        std::os::unix::fs::symlink(&f, &l).expect("symlink");
+        assert!(open_regular(&f).is_ok());
+        assert!(open_regular(&l).is_err());
+        assert!(open_regular(dir.path()).is_err());
+    }
+
+    #[test]
+    fn the_nevr_file_alone() {
+        let mut b = Tar(tar::Builder::new(Vec::new()));
+        b.file(".nevr", b"a\t(none)\t1\t1\n");
+        assert_eq!(
+            single_file(&b.bytes()[..], ".nevr", 100).as_deref(),
+            Some("a\t(none)\t1\t1\n")
+        );
+        let mut b = Tar(tar::Builder::new(Vec::new()));
+        b.entry(".nevr", tar::EntryType::Symlink, b"", Some("/etc/hostname"));
+        assert_eq!(single_file(&b.bytes()[..], ".nevr", 100), None);
+    }
+}

@@ -1,0 +1,336 @@
+//! The state of one build while it runs: its phases and their timings, its logs on the
+//! service host, and how it finishes (report, `state.log`, `build.json`, the results
+//! moved to their `<n-v-r>` directory).
+//!
+//! Every file here is written by the service in the staging directory, which no container
+//! sees: the build's output reaches the logs through the attach stream, its results
+//! through [`super::results`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::docker::InfraError;
+use super::{BuildReport, BuildRequest, PhaseTiming, Progress, ProgressKind};
+use crate::config::RepoLocation;
+use crate::model::{BuildId, Failure, Nevr, Outcome, Phase, TargetName};
+
+/// State a build keeps while it runs, so that a timeout or cancellation can still tell
+/// which phase it stopped in and clean up.
+pub(crate) struct Run {
+    pub req: BuildRequest,
+    pub staging: PathBuf,
+    pub container: Option<String>,
+    pub phase: Phase,
+    phase_start: Instant,
+    phase_started_at: String,
+    phases: Vec<PhaseTiming>,
+    pub commands: Vec<(Phase, Vec<String>)>,
+    pub nevr: Option<Nevr>,
+    events: Option<UnboundedSender<Progress>>,
+    state_log: Vec<u8>,
+    pub oom_limit: Option<i64>,
+    /// OOM kills the driver counted in the container's cgroup when a phase failed.
+    pub oom_kills: u64,
+    /// Result files taken out of the container into the staging directory, by name.
+    pub results: Vec<String>,
+}
+
+/// Why a build stopped before its end.
+pub(crate) enum Stop {
+    Failed(Failure, String),
+    Infra(InfraError),
+    Cancelled,
+}
+
+pub(crate) fn infra(msg: String) -> Stop {
+    Stop::Infra(InfraError(msg))
+}
+
+pub(crate) fn timed_out(limit: Duration) -> Stop {
+    Stop::Failed(
+        Failure::Timeout {
+            limit_secs: limit.as_secs(),
+        },
+        format!(
+            "build exceeded its time limit of {}",
+            humantime::format_duration(limit)
+        ),
+    )
+}
+
+/// Where a running build writes (`logs/` included) before its results move to their
+/// `<n-v-r>` directory: what a build page shows live.
+pub fn staging_dir(out_root: &Path, target: &TargetName, id: &BuildId) -> PathBuf {
+    out_root.join(target.as_str()).join(format!(".build-{id}"))
+}
+
+/// The two logs phases write to, as Mock names them.
+pub(crate) struct Logs {
+    root: tokio::fs::File,
+    build: tokio::fs::File,
+}
+
+impl Logs {
+    /// The logs in `dir`, appended to, or written from their start again when `fresh`
+    /// (a reattached build replays its output from the start).
+    pub async fn open(dir: &Path, fresh: bool) -> Result<Logs, Stop> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| infra(format!("create {}: {e}", dir.display())))?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            async move {
+                let mut o = tokio::fs::OpenOptions::new();
+                o.create(true);
+                if fresh {
+                    o.write(true).truncate(true);
+                } else {
+                    o.append(true);
+                }
+                o.open(&path)
+                    .await
+                    .map_err(|e| infra(format!("open {}: {e}", path.display())))
+            }
+        };
+        Ok(Logs {
+            root: open("root.log").await?,
+            build: open("build.log").await?,
+        })
+    }
+
+    pub async fn write(&mut self, phase: Phase, data: &[u8]) -> Result<(), Stop> {
+        let f = if phase.log_name() == "root.log" {
+            &mut self.root
+        } else {
+            &mut self.build
+        };
+        f.write_all(data)
+            .await
+            .map_err(|e| infra(format!("write {}: {e}", phase.log_name())))
+    }
+
+    /// A line of the service's own in `root.log`; losing it fails nothing.
+    pub async fn note(&mut self, line: &str) {
+        let _ = self.root.write_all(format!("{line}\n").as_bytes()).await;
+    }
+
+    pub async fn flush(&mut self) -> Result<(), Stop> {
+        for f in [&mut self.root, &mut self.build] {
+            f.flush()
+                .await
+                .map_err(|e| infra(format!("write logs: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Run {
+    pub fn new(req: BuildRequest, events: Option<UnboundedSender<Progress>>) -> Run {
+        let staging = staging_dir(&req.out_root, &req.target.name, &req.id);
+        Run {
+            oom_limit: req.target.limits.memory_bytes,
+            req,
+            staging,
+            container: None,
+            phase: Phase::Prepare,
+            phase_start: Instant::now(),
+            phase_started_at: now(),
+            phases: vec![],
+            commands: vec![],
+            nevr: None,
+            events,
+            state_log: vec![],
+            oom_kills: 0,
+            results: vec![],
+        }
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.staging.join("logs")
+    }
+
+    pub fn begin(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.phase_start = Instant::now();
+        self.phase_started_at = now();
+        self.state_log
+            .extend_from_slice(format!("{} Start: {}\n", self.phase_started_at, phase).as_bytes());
+        self.emit(ProgressKind::PhaseStarted(phase));
+    }
+
+    pub fn end(&mut self, ok: bool) {
+        let elapsed = self.phase_start.elapsed();
+        self.state_log.extend_from_slice(
+            format!(
+                "{} Finish: {} ({:.3}s, {})\n",
+                now(),
+                self.phase,
+                elapsed.as_secs_f64(),
+                if ok { "ok" } else { "failed" }
+            )
+            .as_bytes(),
+        );
+        self.phases.push(PhaseTiming {
+            phase: self.phase,
+            started: self.phase_started_at.clone(),
+            seconds: elapsed.as_secs_f64(),
+            ok,
+        });
+        self.emit(ProgressKind::PhaseFinished {
+            phase: self.phase,
+            elapsed,
+            ok,
+        });
+    }
+
+    fn emit(&self, kind: ProgressKind) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Progress {
+                build: self.req.id.clone(),
+                package: self
+                    .nevr
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| self.req.package.label()),
+                target: self.req.target.name.clone(),
+                kind,
+            });
+        }
+    }
+
+    /// Fails the build when the SRPM's NEVR could not be read.
+    pub fn check_nevr(&self) -> Result<(), Stop> {
+        if self.nevr.is_none() {
+            return Err(Stop::Failed(
+                Failure::Exit { code: 0 },
+                "the SRPM's header has no usable name/version/release".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `<out>/<target>/<name>-<version>-<release>`, or the spec's name when the SRPM
+    /// could not be made.
+    pub fn final_dir(&self) -> PathBuf {
+        let leaf = match &self.nevr {
+            Some(n) => n.nvr(),
+            None => self.req.package.label(),
+        };
+        self.req
+            .out_root
+            .join(self.req.target.name.as_str())
+            .join(leaf)
+    }
+
+    /// The outcome of a build whose phases all passed, from the results taken out of its
+    /// container.
+    pub fn collect(&self) -> Result<Outcome, String> {
+        let mut srpm = None;
+        let mut rpms = vec![];
+        for name in &self.results {
+            if name.ends_with(".src.rpm") {
+                srpm = Some(name.clone());
+            } else if name.ends_with(".rpm") {
+                rpms.push(name.clone());
+            }
+        }
+        rpms.sort();
+        let srpm = srpm.ok_or("the build produced no SRPM")?;
+        if rpms.is_empty() {
+            return Err("the build produced no binary RPM".into());
+        }
+        let dir = self.final_dir();
+        Ok(Outcome::Succeeded {
+            srpm: dir.join(srpm),
+            rpms: rpms.into_iter().map(|r| dir.join(r)).collect(),
+        })
+    }
+
+    /// Writes state.log and build.json, then moves the staging directory to its final
+    /// name, replacing an earlier result of the same NVR.
+    pub async fn finish(mut self, image_id: Option<String>, outcome: Outcome) -> BuildReport {
+        let dir = self.final_dir();
+        let mut report = BuildReport {
+            id: self.req.id.clone(),
+            package: self.req.package.label(),
+            spec: self.req.package.relative_spec(),
+            target: self.req.target.name.clone(),
+            backend: self.req.target.backend,
+            image: self.req.target.image.clone(),
+            image_id,
+            nevr: self.nevr.clone(),
+            dir: dir.clone(),
+            phases: std::mem::take(&mut self.phases),
+            commands: std::mem::take(&mut self.commands),
+            repos: self
+                .req
+                .target
+                .repos
+                .iter()
+                .chain(&self.req.extra_repos)
+                .map(|r| match &r.location {
+                    RepoLocation::Dir(p) => format!("{}=file://{}", r.name, p.display()),
+                    RepoLocation::Url(u) => format!("{}={u}", r.name),
+                })
+                .collect(),
+            outcome,
+        };
+        let logs = self.logs_dir();
+        let mut moved = std::fs::create_dir_all(&logs).map_err(|e| e.to_string());
+        if moved.is_ok() {
+            let _ = std::fs::write(logs.join("state.log"), &self.state_log);
+            if let Ok(json) = serde_json::to_vec_pretty(&report) {
+                let _ = std::fs::write(logs.join("build.json"), json);
+            }
+            moved = replace_dir(&self.staging, &dir);
+        }
+        if let Err(e) = moved {
+            report.outcome = Outcome::Error {
+                message: format!("could not store the results in {}: {e}", dir.display()),
+            };
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Progress {
+                build: report.id.clone(),
+                package: report
+                    .nevr
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| report.package.clone()),
+                target: report.target.clone(),
+                kind: ProgressKind::Finished(Box::new(report.clone())),
+            });
+        }
+        report
+    }
+}
+
+fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
+    if to.exists() {
+        let old = to.with_file_name(format!(
+            ".old-{}-{}",
+            to.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            BuildId::generate()
+        ));
+        std::fs::rename(to, &old).map_err(|e| format!("move aside {}: {e}", to.display()))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    std::fs::rename(from, to).map_err(|e| format!("rename to {}: {e}", to.display()))
+}
+
+pub(crate) fn spec_file_name(spec: &Path) -> String {
+    spec.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "package.spec".into())
+}
+
+fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
