@@ -66,7 +66,8 @@ pub fn marker(nonce: &str, what: &str, phase: &str) -> String {
 /// a round trip to the daemon, which is most of Packetary's fixed cost on a small package.
 /// Everything goes to stdout (`exec 2>&1`) so that markers and output keep their order.
 pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
-    let mut s = String::from("exec 2>&1\n");
+    // OUT_DIR is the container's own: uploaded inputs bring it, mounted ones do not.
+    let mut s = format!("exec 2>&1\nmkdir -p {OUT_DIR}\n");
     for (phase, body) in steps {
         s.push_str(&format!(
             // Not `( ... ) || ...`: that context would switch off `set -e` inside the body.

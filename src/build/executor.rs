@@ -7,7 +7,7 @@ use std::path::Path;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{self, ContainerRepo, REPO_DIR};
+use super::backend::{self, ContainerRepo, REPO_DIR, SOURCE_DIR, SPEC_DIR};
 use super::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use super::inputs;
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
@@ -233,6 +233,23 @@ impl Executor {
         }
         let spec_name = spec_file_name(&run.req.package.spec);
         let script = backend::script(&target, &spec_name, &container_repos);
+        // This executor's own optimisation, as for directory repositories: where nothing is
+        // generated for the build, the spec and its sources are mounted read-only instead
+        // of uploaded (each archive call makes Docker 20.10 start a helper process, ~50 ms).
+        // The results still come out only through the checked download.
+        let mount_inputs = script.files.is_empty();
+        if mount_inputs {
+            mounts.push((
+                run.req.package.spec.display().to_string(),
+                format!("{SPEC_DIR}/{spec_name}"),
+                true,
+            ));
+            mounts.push((
+                run.req.package.source_dir.display().to_string(),
+                SOURCE_DIR.to_string(),
+                true,
+            ));
+        }
         let mut logs = Logs::open(&run.logs_dir(), false).await?;
 
         // Phases run back to back in as few processes as possible. Without a network cut
@@ -301,13 +318,19 @@ impl Executor {
         run.container = Some(id.clone());
         // The inputs go in while the output is attached: both before the start.
         let t0 = std::time::Instant::now();
-        let upload = inputs::upload(
-            &self.engine,
-            &id,
-            &run.req.package,
-            &spec_name,
-            &script.files,
-        );
+        let upload = async {
+            if mount_inputs {
+                return Ok(vec![]);
+            }
+            inputs::upload(
+                &self.engine,
+                &id,
+                &run.req.package,
+                &spec_name,
+                &script.files,
+            )
+            .await
+        };
         let (left_out, mut attached) = if cut {
             (upload.await, None)
         } else {
