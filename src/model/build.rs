@@ -67,7 +67,7 @@ impl BuildState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
-    /// Container created and started, sources mounted.
+    /// Container created, the package given to it, started.
     Prepare,
     /// The SRPM is made from the spec and its sources.
     Srpm,
