@@ -3,6 +3,7 @@
 pub mod build;
 pub mod config;
 pub mod forge;
+pub mod format;
 pub mod git;
 pub mod model;
 pub mod plan;

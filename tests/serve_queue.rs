@@ -391,8 +391,8 @@ impl Runner for TimedRunner {
             log.lock().expect("lock").push((name, "end"));
             let mut r = error_report(&req, String::new());
             r.outcome = Outcome::Succeeded {
-                srpm: "x.src.rpm".into(),
-                rpms: vec![],
+                source: "x.src.rpm".into(),
+                binaries: vec![],
             };
             r
         })

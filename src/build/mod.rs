@@ -71,7 +71,7 @@ use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
 pub use classify::{first_error_line, missing_capabilities, tail};
 pub use docker::{Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 pub use executor::Executor;
-pub use repo::{binary_rpms_in, local_repo};
+pub use repo::{binary_packages_in, local_repo};
 pub use results::{MAX_RESULT_BYTES, MAX_RESULT_ENTRIES};
 pub use run::staging_dir;
 

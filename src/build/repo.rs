@@ -4,17 +4,31 @@ use std::path::{Path, PathBuf};
 
 use super::docker::{self, Engine, InfraError, LABEL_BUILD};
 use super::results::open_regular;
+use crate::format::Format;
 use crate::model::BuildId;
 
-/// Adds `rpms` to `dir` (created if needed) and makes it a dnf repository with
-/// createrepo_c in `image`, without network: how later builds see earlier ones' packages.
-/// Each RPM must be a regular file; a link is refused, never followed.
+/// Adds `packages` to `dir` (created if needed) and makes it a repository with the
+/// format's indexer (createrepo_c for RPMs) in `image`, without network: how later builds
+/// see earlier ones' packages. Each package must be a regular file; a link is refused, never
+/// followed.
 pub async fn local_repo(
     engine: &Engine,
     image: &str,
     dir: &Path,
-    rpms: &[PathBuf],
+    packages: &[PathBuf],
 ) -> Result<(), InfraError> {
+    let format = packages
+        .iter()
+        .map(|p| Format::of_file(p))
+        .reduce(|a, b| if a == b { a } else { None })
+        .flatten()
+        .ok_or_else(|| {
+            InfraError(format!(
+                "{}: a repository needs packages of one known format",
+                dir.display()
+            ))
+        })?;
+    let rpms = packages;
     let io = |e: std::io::Error| InfraError(format!("{}: {e}", dir.display()));
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let (dir_owned, rpms_owned) = (dir.to_path_buf(), rpms.to_vec());
@@ -34,14 +48,11 @@ pub async fn local_repo(
         ..Default::default()
     };
     let (code, out) = engine
-        .run_once(
-            &spec,
-            vec!["createrepo_c".into(), "--quiet".into(), "/repo".into()],
-        )
+        .run_once(&spec, format.index_command("/repo"))
         .await?;
     if code != 0 {
         return Err(InfraError(format!(
-            "createrepo_c failed in {image} (exit {code}): {}",
+            "making the repository failed in {image} (exit {code}): {}",
             String::from_utf8_lossy(&out).trim()
         )));
     }
@@ -77,7 +88,7 @@ fn copy_regular(rpms: &[PathBuf], dir: &Path) -> std::io::Result<()> {
 
 /// The binary packages (not the SRPM) in a build's result directory: regular files only,
 /// links are not followed.
-pub fn binary_rpms_in(dir: &Path) -> Vec<PathBuf> {
+pub fn binary_packages_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -85,10 +96,8 @@ pub fn binary_rpms_in(dir: &Path) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.ends_with(".rpm") && !n.ends_with(".src.rpm")
-            })
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            Format::of_file(p).is_some_and(|f| f.is_binary(name))
         })
         .collect();
     v.sort();
@@ -109,7 +118,7 @@ mod tests {
         std::fs::write(d.join("a-1-1.src.rpm"), "s").expect("write");
         std::os::unix::fs::symlink(&secret, d.join("evil-1-1.noarch.rpm")).expect("link");
         std::fs::create_dir(d.join("dir.rpm")).expect("mkdir");
-        assert_eq!(binary_rpms_in(d), [d.join("a-1-1.noarch.rpm")]);
+        assert_eq!(binary_packages_in(d), [d.join("a-1-1.noarch.rpm")]);
     }
 
     #[test]

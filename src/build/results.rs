@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::backend::{NEVR_FILE, OUT_DIR};
 use super::docker::Engine;
+use crate::format::Format;
 
 /// Most bytes a build may leave in `/out`, all entries counted.
 pub const MAX_RESULT_BYTES: u64 = 32 << 30;
@@ -139,7 +140,7 @@ fn root_name(dir: &str) -> &str {
 
 /// Whether a file directly in `/out` is one of the build's results.
 fn is_result(name: &str) -> bool {
-    name == NEVR_FILE || (name.ends_with(".rpm") && name.len() > ".rpm".len())
+    name == NEVR_FILE || Format::of_file(Path::new(name)).is_some()
 }
 
 /// What a tar entry is, in words.

@@ -15,6 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::docker::InfraError;
 use super::{BuildReport, BuildRequest, PhaseTiming, Progress, ProgressKind};
 use crate::config::RepoLocation;
+use crate::format::Format;
 use crate::model::{BuildId, Failure, Nevr, Outcome, Phase, TargetName};
 
 /// State a build keeps while it runs, so that a timeout or cancellation can still tell
@@ -228,24 +229,25 @@ impl Run {
     /// The outcome of a build whose phases all passed, from the results taken out of its
     /// container.
     pub fn collect(&self) -> Result<Outcome, String> {
-        let mut srpm = None;
-        let mut rpms = vec![];
+        let format = Format::of(self.req.target.backend);
+        let mut source = None;
+        let mut binaries = vec![];
         for name in &self.results {
-            if name.ends_with(".src.rpm") {
-                srpm = Some(name.clone());
-            } else if name.ends_with(".rpm") {
-                rpms.push(name.clone());
+            if format.is_source(name) {
+                source = Some(name.clone());
+            } else if format.is_binary(name) {
+                binaries.push(name.clone());
             }
         }
-        rpms.sort();
-        let srpm = srpm.ok_or("the build produced no SRPM")?;
-        if rpms.is_empty() {
-            return Err("the build produced no binary RPM".into());
+        binaries.sort();
+        let source = source.ok_or("the build produced no source package")?;
+        if binaries.is_empty() {
+            return Err("the build produced no binary package".into());
         }
         let dir = self.final_dir();
         Ok(Outcome::Succeeded {
-            srpm: dir.join(srpm),
-            rpms: rpms.into_iter().map(|r| dir.join(r)).collect(),
+            source: dir.join(source),
+            binaries: binaries.into_iter().map(|r| dir.join(r)).collect(),
         })
     }
 

@@ -257,14 +257,14 @@ pub fn summarize(reports: &[BuildReport], started: Instant) -> u8 {
             .map(|n| n.nvr())
             .unwrap_or_else(|| r.package.clone());
         match &r.outcome {
-            Outcome::Succeeded { rpms, .. } => {
+            Outcome::Succeeded { binaries, .. } => {
                 let _ = writeln!(
                     out,
                     "ok      {}/{} → {} ({} rpm)",
                     r.target,
                     name,
                     r.dir.display(),
-                    rpms.len()
+                    binaries.len()
                 );
             }
             Outcome::Failed { message, log, .. } => {

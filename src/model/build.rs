@@ -124,8 +124,10 @@ pub enum Failure {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded {
-        srpm: PathBuf,
-        rpms: Vec<PathBuf>,
+        /// The source package (an SRPM).
+        source: PathBuf,
+        /// The binary packages (RPMs), subpackages included.
+        binaries: Vec<PathBuf>,
     },
     Failed {
         phase: Phase,

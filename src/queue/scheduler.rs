@@ -139,7 +139,7 @@ impl Queue {
         let dirs = self.inner.store.earlier_results(b).await?;
         let rpms: Vec<PathBuf> = dirs
             .iter()
-            .flat_map(|d| crate::build::binary_rpms_in(d))
+            .flat_map(|d| crate::build::binary_packages_in(d))
             .collect();
         if rpms.is_empty() {
             return Ok(vec![]);

@@ -364,11 +364,9 @@ pub async fn artifact(
     let Some(path) = b.result_dir.as_ref().and_then(|d| contained(d, &rel)) else {
         return not_found("artifact");
     };
-    let ct = if rel.ends_with(".rpm") {
-        "application/x-rpm"
-    } else {
-        "application/octet-stream"
-    };
+    let ct = crate::format::Format::of_file(Path::new(&rel))
+        .map(crate::format::Format::content_type)
+        .unwrap_or("application/octet-stream");
     send_file(&path, ct, true).await
 }
 

@@ -371,8 +371,8 @@ impl Runner for FakeRunner {
             let mut r = packetary::queue::error_report(&req, "fake infrastructure fault".into());
             r.outcome = match mode {
                 Mode::Succeed => Outcome::Succeeded {
-                    srpm: "x.src.rpm".into(),
-                    rpms: vec!["x.noarch.rpm".into()],
+                    source: "x.src.rpm".into(),
+                    binaries: vec!["x.noarch.rpm".into()],
                 },
                 Mode::InfraError => Outcome::Error {
                     message: "fake infrastructure fault".into(),
