@@ -102,11 +102,12 @@ async fn receive(
         .forges
         .inbound(kind)
         .ok_or(WebhookRejection::NotConfigured(kind))?;
-    let query = req.uri().query().map(str::to_string);
-    let headers = req.headers().clone();
-    inbound.check(&headers, query.as_deref())?;
-    let limit = req
-        .extensions()
+    // The parts are kept, not copied: the body is read after the headers are checked.
+    let (parts, body) = req.into_parts();
+    let (headers, query) = (&parts.headers, parts.uri.query());
+    inbound.check(headers, query)?;
+    let limit = parts
+        .extensions
         .get::<BodyLimit>()
         .map(|l| l.0)
         .unwrap_or(25 << 20);
@@ -117,7 +118,7 @@ async fn receive(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(WebhookRejection::TooLarge);
     }
-    let body = http_body_util::Limited::new(req.into_body(), limit)
+    let body = http_body_util::Limited::new(body, limit)
         .collect()
         .await
         .map_err(|e| {
@@ -128,7 +129,7 @@ async fn receive(
             }
         })?
         .to_bytes();
-    let hook = inbound.verify(&headers, query.as_deref(), body)?;
+    let hook = inbound.verify(headers, query, body)?;
     let event = match inbound.parse(&hook) {
         Ok(e) => e,
         Err(e) => {
