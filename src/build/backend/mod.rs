@@ -1,0 +1,219 @@
+//! What runs inside the build container, per backend. Pure functions of the target and the
+//! package, so they are unit-tested without Docker.
+
+use crate::config::{Backend, Target};
+
+mod mock;
+mod rpmbuild;
+
+pub use mock::{mock_config, MOCK_CFG};
+
+/// Where things are inside the build container.
+pub const SPEC_DIR: &str = "/spec";
+pub const SOURCE_DIR: &str = "/src";
+pub const OUT_DIR: &str = "/out";
+pub const REPO_DIR: &str = "/repos";
+/// File in OUT_DIR where the SRPM phase leaves the package's NEVR.
+pub const NEVR_FILE: &str = ".nevr";
+/// Marker the dependency phase prints before each capability it could not install.
+pub const MISSING_MARK: &str = "packetary: missing build dependency: ";
+
+/// A repository as the container sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRepo {
+    pub name: String,
+    pub url: String,
+}
+
+/// The commands of one build, phase by phase: bash script bodies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Script {
+    pub srpm: String,
+    /// Installs missing BuildRequires; `None` where the backend does it itself (Mock).
+    pub deps: Option<String>,
+    pub build: String,
+    /// Whether the binary build phase must run with the network cut (rpmbuild). Mock needs
+    /// its repositories while rebuilding and isolates rpmbuild's network itself.
+    pub offline_build: bool,
+    /// Files to write into OUT_DIR/.packetary before the first phase: (name, content).
+    pub files: Vec<(String, String)>,
+    pub env: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub security_opt: Vec<String>,
+}
+
+pub fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {
+    match target.backend {
+        Backend::Rpmbuild => rpmbuild::script(target, spec_file, repos),
+        Backend::Mock => mock::script(target, spec_file, repos),
+    }
+}
+
+/// Quotes a word for POSIX sh.
+pub fn sh_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Marker lines a driver script prints between phases; `nonce` keeps a package's own
+/// output from faking them.
+pub fn marker(nonce: &str, what: &str, phase: &str) -> String {
+    format!("@@packetary-{nonce} {what} {phase}")
+}
+
+/// One bash script running several phases in order, in a single exec call: each exec costs
+/// a round trip to the daemon, which is most of Packetary's fixed cost on a small package.
+/// Everything goes to stdout (`exec 2>&1`) so that markers and output keep their order.
+pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
+    // OUT_DIR is the container's own: uploaded inputs bring it, mounted ones do not.
+    let mut s = format!("exec 2>&1\nmkdir -p {OUT_DIR}\n");
+    for (phase, body) in steps {
+        s.push_str(&format!(
+            // Not `( ... ) || ...`: that context would switch off `set -e` inside the body.
+            "echo {begin}\n(\n{body}\n)\nrc=$?\necho \"{end} $rc\"\n[ \"$rc\" -eq 0 ] || {{ {oom}; exit \"$rc\"; }}\n",
+            begin = sh_quote(&marker(nonce, "begin", phase)),
+            end = marker(nonce, "end", phase),
+            oom = oom_report(nonce),
+        ));
+    }
+    vec!["bash".into(), "-c".into(), s]
+}
+
+/// Shell that prints the container's OOM kill count (cgroup v2 memory.events, v1
+/// memory.oom_control) as a marker line. Read from inside because the cgroup is gone once
+/// the driver, the container's main process, has exited; and Docker's OOMKilled flag only
+/// covers the main process, while the kernel usually kills the compiler under it.
+fn oom_report(nonce: &str) -> String {
+    format!(
+        r#"n=0; for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do [ -r "$f" ] || continue; while read -r k v; do [ "$k" = oom_kill ] && n=$((n+v)); done < "$f"; done; echo "{} $n""#,
+        marker(nonce, "oom", "kills")
+    )
+}
+
+/// rpm (4.15+) classifies and packs files on OpenMP threads, which by default spin while
+/// waiting: on a busy host that burns the CPU the other builds need (measured: 6.6% of all
+/// CPU in libgomp during eight trivial builds). Passive threads sleep instead.
+pub(super) const OMP_PASSIVE: &str = "OMP_WAIT_POLICY=PASSIVE";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    pub(super) fn target(name: &str) -> Target {
+        let c = Config::parse(include_str!("../../../config/packetary.example.toml"), None)
+            .expect("example parses");
+        c.targets
+            .values()
+            .find(|t| t.name.as_str() == name)
+            .cloned()
+            .expect("target exists")
+    }
+
+    pub(super) fn repos() -> Vec<ContainerRepo> {
+        vec![
+            ContainerRepo {
+                name: "fedora".into(),
+                url: "https://example.org/f43/".into(),
+            },
+            ContainerRepo {
+                name: "local".into(),
+                url: "file:///repos/local".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("/spec/a.spec"), "/spec/a.spec");
+        assert_eq!(sh_quote("it's here"), r"'it'\''s here'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn rpmbuild_two_phases_and_repos() {
+        let s = script(&target("bookworm-rpmbuild"), "hello world.spec", &repos());
+        let srpm = &s.srpm;
+        assert!(srpm.contains("rpmbuild -bs"), "{srpm}");
+        assert!(srpm.contains("'/spec/hello world.spec'"), "{srpm}");
+        assert!(srpm.contains("'_sourcedir /src'"));
+        let deps = s.deps.as_ref().expect("rpmbuild installs deps");
+        assert!(
+            deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"),
+            "{deps}"
+        );
+        assert!(
+            deps.contains("--repofrompath=local,file:///repos/local"),
+            "{deps}"
+        );
+        assert!(deps.contains(MISSING_MARK));
+        let build = &s.build;
+        assert!(
+            build.contains("rpmbuild --rebuild --target x86_64"),
+            "{build}"
+        );
+        assert!(s.cap_add.is_empty());
+    }
+
+    #[test]
+    fn rpmbuild_without_repos_never_calls_dnf() {
+        let s = script(&target("bookworm-rpmbuild"), "a.spec", &[]);
+        let deps = s.deps.expect("deps");
+        assert!(!deps.contains("dnf"), "{deps}");
+        assert!(deps.contains("has no repositories"));
+    }
+
+    #[test]
+    fn driver_marks_each_phase() {
+        let cmd = driver(
+            "n1",
+            &[
+                ("srpm", "set -e\nfalse\necho not reached"),
+                ("build", "exit 3"),
+            ],
+        );
+        assert_eq!(cmd[..2], ["bash", "-c"]);
+        let out = std::process::Command::new("bash")
+            .args(["-c", &cmd[2]])
+            .output()
+            .expect("bash runs");
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (phases, oom) = text
+            .split_once("@@packetary-n1 oom kills ")
+            .expect("a failing step reports the OOM kill count");
+        assert_eq!(
+            phases,
+            "@@packetary-n1 begin srpm\n@@packetary-n1 end srpm 1\n"
+        );
+        assert!(oom.trim_end().parse::<u64>().is_ok(), "{oom:?}");
+        assert!(oom.ends_with('\n') && oom.lines().count() == 1, "{oom:?}");
+        let cmd = driver("n2", &[("srpm", "true"), ("build", "exit 3")]);
+        let out = std::process::Command::new("bash")
+            .args(["-c", &cmd[2]])
+            .output()
+            .expect("bash runs");
+        assert_eq!(out.status.code(), Some(3));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("@@packetary-n2 begin srpm\n@@packetary-n2 end srpm 0\n@@packetary-n2 begin build\n@@packetary-n2 end build 3\n@@packetary-n2 oom kills "),
+            "{text}"
+        );
+        let ok = driver("n3", &[("srpm", "true")]);
+        let out = std::process::Command::new("bash")
+            .args(["-c", &ok[2]])
+            .output()
+            .expect("bash runs");
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("oom"),
+            "only failures report"
+        );
+    }
+}
