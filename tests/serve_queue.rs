@@ -186,14 +186,65 @@ async fn fork_pull_requests_wait_for_a_maintainer() {
         "{waiting:?}"
     );
     // Someone without write permission cannot approve.
-    t.comment(7, "passerby", Command::Approve).await;
+    t.comment(7, "passerby", Command::Approve { commit: None })
+        .await;
     t.plan().await;
     assert!(t.builds().await.is_empty());
-    t.comment(7, "maintainer", Command::Approve).await;
+    t.comment(7, "maintainer", Command::Approve { commit: None })
+        .await;
     t.plan().await;
     assert_eq!(t.builds().await.len(), 1);
     t.start().await;
     t.wait_status('f', AGGREGATE, Success).await;
+}
+
+#[tokio::test]
+async fn a_fork_approval_covers_one_commit_not_later_pushes() {
+    let t = QueueTester::new(Mode::Succeed).await;
+    t.allow_writer("maintainer");
+    t.pull_request_from_fork(7, 'f').await;
+    t.plan().await;
+    t.comment(7, "maintainer", Command::Approve { commit: None })
+        .await;
+    t.plan().await;
+    assert_eq!(t.builds().await.len(), 1);
+
+    // The fork pushes again: the approval of f does not cover e.
+    t.pull_request_from_fork(7, 'e').await;
+    t.plan().await;
+    let builds = t.builds().await;
+    assert!(
+        builds.iter().all(|b| b.commit == sha('f')),
+        "an unreviewed push was built: {builds:?}"
+    );
+    let waiting = t.triggers().await;
+    let g = waiting
+        .iter()
+        .find(|s| s.trigger.head == sha('e'))
+        .expect("the new push is stored");
+    assert_eq!(g.state, TriggerState::AwaitingApproval);
+
+    // An approval naming another commit moves nothing; naming e builds e.
+    t.comment(
+        7,
+        "maintainer",
+        Command::Approve {
+            commit: Some("fffffff".into()),
+        },
+    )
+    .await;
+    t.plan().await;
+    assert!(t.builds().await.iter().all(|b| b.commit == sha('f')));
+    t.comment(
+        7,
+        "maintainer",
+        Command::Approve {
+            commit: Some("eeeeeee".into()),
+        },
+    )
+    .await;
+    t.plan().await;
+    assert!(t.builds().await.iter().any(|b| b.commit == sha('e')));
 }
 
 #[tokio::test]

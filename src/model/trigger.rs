@@ -62,8 +62,10 @@ pub enum Command {
         package: Option<String>,
         target: Option<String>,
     },
-    /// `/packetary approve`: build a pull request from a fork.
-    Approve,
+    /// `/packetary approve [commit]`: build a pull request from a fork at one commit: the
+    /// one named (a hex prefix of at least 7 digits), or else the head the pull request had
+    /// when the comment was written. A later push needs a new approval.
+    Approve { commit: Option<String> },
 }
 
 impl Command {
@@ -97,7 +99,18 @@ impl Command {
                         target: target.map(str::to_string),
                     })
                 }
-                "approve" if words.next().is_none() => Some(Command::Approve),
+                "approve" => {
+                    let commit = words.next();
+                    let hex = |w: &str| {
+                        (7..=40).contains(&w.len()) && w.chars().all(|c| c.is_ascii_hexdigit())
+                    };
+                    if words.next().is_some() || commit.is_some_and(|c| !hex(c)) {
+                        return None;
+                    }
+                    Some(Command::Approve {
+                        commit: commit.map(|c| c.to_ascii_lowercase()),
+                    })
+                }
                 _ => None,
             };
         }
@@ -107,7 +120,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Rebuild { .. } => "rebuild",
-            Command::Approve => "approve",
+            Command::Approve { .. } => "approve",
         }
     }
 }
@@ -180,9 +193,17 @@ mod tests {
         );
         assert_eq!(
             Command::parse("  /packetary   approve  "),
-            Some(Command::Approve)
+            Some(Command::Approve { commit: None })
+        );
+        assert_eq!(
+            Command::parse("/packetary approve 0123ABCdef"),
+            Some(Command::Approve {
+                commit: Some("0123abcdef".into())
+            })
         );
         assert_eq!(Command::parse("/packetary approve now"), None);
+        assert_eq!(Command::parse("/packetary approve 0123ab"), None);
+        assert_eq!(Command::parse("/packetary approve 0123abc d"), None);
         assert_eq!(Command::parse("/packetary rebuild a b c"), None);
         assert_eq!(Command::parse("/packetary rebuild ../x"), None);
         assert_eq!(Command::parse("/packetary destroy"), None);

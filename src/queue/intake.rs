@@ -54,12 +54,27 @@ impl Queue {
             }
         }
         match &r.command {
-            Command::Approve => {
-                store.finish_command(c.id, "done", "approved").await?;
-                if let Some(pr) = r.pr_number {
-                    let n = store.approve(&r.repo, pr).await?;
-                    tracing::info!(repo = %r.repo, pr, user = %r.user, "approved builds of a pull request ({n} waiting)");
-                }
+            Command::Approve { commit } => {
+                let Some(pr) = r.pr_number else {
+                    store
+                        .finish_command(c.id, "refused", "approve is a pull request command")
+                        .await?;
+                    return Ok(());
+                };
+                let head = store
+                    .approval_head(&r.repo, pr, commit.as_deref(), c.created_at)
+                    .await?;
+                let Some(head) = head else {
+                    let why = match commit {
+                        Some(p) => format!("no push of this pull request has a commit {p}"),
+                        None => "no push of this pull request was seen before the comment".into(),
+                    };
+                    tracing::info!(repo = %r.repo, pr, user = %r.user, "approval refused: {why}");
+                    store.finish_command(c.id, "refused", &why).await?;
+                    return Ok(());
+                };
+                let n = store.approve(c.id, &r.repo, pr, &head).await?;
+                tracing::info!(repo = %r.repo, pr, %head, user = %r.user, "approved builds of a pull request at one commit ({n} waiting)");
             }
             Command::Rebuild { package, target } => {
                 let Some(latest) = store
@@ -119,7 +134,7 @@ impl Queue {
         }
         let store = &self.inner.store;
         let approved = match t.pr_number {
-            Some(n) => store.is_approved(&t.repo, n).await?,
+            Some(n) => store.is_approved(&t.repo, n, &t.head).await?,
             None => false,
         };
         if !approved {
@@ -134,8 +149,10 @@ impl Queue {
                 &t.repo,
                 &t.head,
                 ReportState::Pending,
-                "pull request from a fork: waiting for a maintainer to comment /packetary approve"
-                    .into(),
+                format!(
+                    "pull request from a fork: waiting for a maintainer to comment /packetary approve {}",
+                    t.head.short()
+                ),
             )
             .await?;
         }

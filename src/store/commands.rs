@@ -7,12 +7,15 @@ use crate::model::{Command, CommandRequest, CommitSha, RepoId};
 pub struct StoredCommand {
     pub id: i64,
     pub request: CommandRequest,
+    /// When the comment's delivery was stored: an approval without a commit is for the
+    /// head the pull request had then.
+    pub created_at: Millis,
 }
 
 impl Store {
     pub async fn next_command(&self) -> Result<Option<StoredCommand>, StoreError> {
         let row = sqlx::query!(
-            "SELECT id, repo, pr_number, head_sha, user, command, package, target, state FROM commands
+            "SELECT id, repo, pr_number, head_sha, user, command, package, target, commit_prefix, state, created_at FROM commands
              WHERE state IN ('new', 'trusted') ORDER BY id LIMIT 1",
         )
         .fetch_optional(&self.pool)
@@ -23,7 +26,9 @@ impl Store {
                 package: r.package,
                 target: r.target,
             },
-            "approve" => Command::Approve,
+            "approve" => Command::Approve {
+                commit: r.commit_prefix,
+            },
             other => return Err(StoreError::Corrupt(format!("unknown command `{other}`"))),
         };
         Ok(Some(StoredCommand {
@@ -36,6 +41,7 @@ impl Store {
                 command,
                 trusted: r.state == "trusted",
             },
+            created_at: Millis(r.created_at),
         }))
     }
 
@@ -56,20 +62,64 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a maintainer already approved builds of this pull request: an approve
-    /// command that was carried out.
-    pub async fn is_approved(&self, repo: &RepoId, pr_number: u64) -> Result<bool, StoreError> {
+    /// Whether a maintainer approved builds of this pull request at this commit: an
+    /// approve command that was carried out for it.
+    pub async fn is_approved(
+        &self,
+        repo: &RepoId,
+        pr_number: u64,
+        head: &CommitSha,
+    ) -> Result<bool, StoreError> {
         let pr_number = pr_number as i64;
         let repo = repo.as_str();
+        let head = head.as_str();
         let n = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "n!: i64" FROM commands
-               WHERE repo = ? AND pr_number = ? AND command = 'approve' AND state = 'done'"#,
+               WHERE repo = ? AND pr_number = ? AND command = 'approve' AND state = 'done'
+                 AND head_sha = ?"#,
             repo,
             pr_number,
+            head,
         )
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
+    }
+
+    /// Carries out an approval in one transaction: the command is done and bound to `head`,
+    /// and that commit's triggers waiting for it go back to `new`. Returns how many moved.
+    pub async fn approve(
+        &self,
+        command_id: i64,
+        repo: &RepoId,
+        pr_number: u64,
+        head: &CommitSha,
+    ) -> Result<u64, StoreError> {
+        let pr_number = pr_number as i64;
+        let repo = repo.as_str();
+        let head = head.as_str();
+        let message = format!("approved {head}");
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "UPDATE commands SET state = 'done', head_sha = ?, message = ? WHERE id = ?",
+            head,
+            message,
+            command_id,
+        )
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query!(
+            "UPDATE triggers SET state = 'new', message = NULL
+             WHERE repo = ? AND pr_number = ? AND head_sha = ? AND state = 'awaiting_approval'",
+            repo,
+            pr_number,
+            head,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(moved)
     }
 }
 
@@ -82,7 +132,11 @@ pub(super) async fn insert_command(
 ) -> Result<(), StoreError> {
     let (package, target) = match &c.command {
         Command::Rebuild { package, target } => (package.as_deref(), target.as_deref()),
-        Command::Approve => (None, None),
+        Command::Approve { .. } => (None, None),
+    };
+    let commit_prefix = match &c.command {
+        Command::Approve { commit } => commit.as_deref(),
+        Command::Rebuild { .. } => None,
     };
     let repo = c.repo.as_str();
     let pr_number = c.pr_number.map(|n| n as i64);
@@ -90,8 +144,8 @@ pub(super) async fn insert_command(
     let command = c.command.name();
     let state = if c.trusted { "trusted" } else { "new" };
     sqlx::query!(
-        "INSERT INTO commands (repo, pr_number, head_sha, user, command, package, target, state, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO commands (repo, pr_number, head_sha, user, command, package, target, commit_prefix, state, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         repo,
         pr_number,
         head,
@@ -99,6 +153,7 @@ pub(super) async fn insert_command(
         command,
         package,
         target,
+        commit_prefix,
         state,
         now.0,
     )

@@ -76,7 +76,7 @@ async fn store_redelivery_is_refused_and_command_round_trips() {
     assert_eq!(got.request, c);
     s.finish_command(got.id, "done", "ok").await.unwrap();
     assert!(s.next_command().await.unwrap().is_none());
-    assert!(!s.is_approved(&c.repo, 7).await.unwrap());
+    assert!(!s.is_approved(&c.repo, 7, &sha('1')).await.unwrap());
     s.ping().await.unwrap();
 }
 
@@ -93,7 +93,8 @@ async fn store_trigger_round_trips_and_waits_for_approval() {
         .await
         .unwrap());
     assert!(s.next_new_trigger().await.unwrap().is_none());
-    assert_eq!(s.approve(&t.repo, 7).await.unwrap(), 1);
+    let cmd = approval(&s, "d2", None).await;
+    assert_eq!(s.approve(cmd.id, &t.repo, 7, &t.head).await.unwrap(), 1);
 
     let got = s.next_new_trigger().await.unwrap().expect("a trigger");
     assert_eq!(got.trigger, t);
@@ -281,4 +282,76 @@ async fn store_outbox_keeps_the_latest_desire() {
     assert!(all[0].abandoned);
     assert_eq!(all[0].last_error.as_deref(), Some("boom"));
     assert_eq!(all[0].report, r);
+}
+
+async fn approval(s: &Store, delivery: &str, commit: Option<&str>) -> StoredCommand {
+    let c = CommandRequest {
+        repo: RepoId::github("acme/pkgs").expect("repo"),
+        pr_number: Some(7),
+        head: None,
+        user: "maintainer".into(),
+        command: Command::Approve {
+            commit: commit.map(str::to_string),
+        },
+        trusted: true,
+    };
+    assert!(s
+        .accept(delivery, "issue_comment", Inbound::Command(&c))
+        .await
+        .unwrap());
+    let got = s.next_command().await.unwrap().expect("the approval");
+    assert_eq!(got.request, c);
+    got
+}
+
+#[tokio::test]
+async fn store_approval_is_for_one_commit() {
+    let (_dir, s) = store().await;
+    let first = pr_trigger('1');
+    let waiting = TriggerState::AwaitingApproval;
+    assert!(s
+        .accept("d1", "pull_request", Inbound::Trigger(&first, waiting))
+        .await
+        .unwrap());
+    let cmd = approval(&s, "d2", None).await;
+    // A push after the comment is not what the maintainer looked at.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let second = pr_trigger('2');
+    assert!(s
+        .accept("d3", "pull_request", Inbound::Trigger(&second, waiting))
+        .await
+        .unwrap());
+    let head = s
+        .approval_head(&first.repo, 7, None, cmd.created_at)
+        .await
+        .unwrap();
+    assert_eq!(head, Some(sha('1')));
+    assert_eq!(
+        s.approve(cmd.id, &first.repo, 7, &sha('1')).await.unwrap(),
+        1
+    );
+    assert!(s.is_approved(&first.repo, 7, &sha('1')).await.unwrap());
+    assert!(!s.is_approved(&first.repo, 7, &sha('2')).await.unwrap());
+    let planned = s.next_new_trigger().await.unwrap().expect("approved push");
+    assert_eq!(planned.trigger.head, sha('1'));
+    s.set_trigger_state(planned.id, TriggerState::Planned, None)
+        .await
+        .unwrap();
+    assert!(
+        s.next_new_trigger().await.unwrap().is_none(),
+        "the later push still waits"
+    );
+
+    // Naming the commit approves that one, whenever it arrived.
+    let cmd = approval(&s, "d4", Some("2222222")).await;
+    let head = s
+        .approval_head(&first.repo, 7, Some("2222222"), cmd.created_at)
+        .await
+        .unwrap();
+    assert_eq!(head, Some(sha('2')));
+    let none = s
+        .approval_head(&first.repo, 7, Some("3333333"), cmd.created_at)
+        .await
+        .unwrap();
+    assert_eq!(none, None);
 }

@@ -217,19 +217,36 @@ impl Store {
         row.map(StoredTrigger::try_from).transpose()
     }
 
-    /// Moves a pull request's triggers that wait for a maintainer's approval back to `new`.
-    pub async fn approve(&self, repo: &RepoId, pr_number: u64) -> Result<u64, StoreError> {
+    /// The commit an approval of a pull request is for: the latest head whose sha starts
+    /// with `prefix` when the comment names one, or else the latest head received no later
+    /// than the comment (what the maintainer could have looked at).
+    pub async fn approval_head(
+        &self,
+        repo: &RepoId,
+        pr_number: u64,
+        prefix: Option<&str>,
+        not_after: Millis,
+    ) -> Result<Option<CommitSha>, StoreError> {
         let pr_number = pr_number as i64;
         let repo = repo.as_str();
-        Ok(sqlx::query!(
-            "UPDATE triggers SET state = 'new', message = NULL
-             WHERE repo = ? AND pr_number = ? AND state = 'awaiting_approval'",
+        // A hex prefix (checked by the command parser) has no LIKE wildcards in it.
+        let pattern = prefix.map(|p| format!("{p}%"));
+        let head = sqlx::query_scalar!(
+            r#"SELECT head_sha FROM triggers
+               WHERE repo = ? AND pr_number = ?
+                 AND (? IS NULL AND created_at <= ? OR head_sha LIKE ?)
+               ORDER BY id DESC LIMIT 1"#,
             repo,
             pr_number,
+            pattern,
+            not_after.0,
+            pattern,
         )
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_optional(&self.pool)
+        .await?;
+        head.map(|h| CommitSha::parse(&h))
+            .transpose()
+            .map_err(Into::into)
     }
 }
 
