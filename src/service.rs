@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::build::{Engine, Executor, InfraError};
 use crate::config::{Config, ConfigError, GithubAuth};
 use crate::forge::github::{ApiAuth, ClientError, GitHub, GitHubWebhooks};
-use crate::forge::Forges;
+use crate::forge::{FetchOrigin, Forges};
 use crate::git::{Credentials, FetchAuth};
 use crate::model::ForgeKind;
 use crate::queue::{DockerRunner, Metrics, Queue, QueueConfig, QueueError};
@@ -158,7 +158,12 @@ impl Service {
                     tracing::warn!("[github] repositories is empty: every webhook will be refused");
                 }
                 let client = Arc::new(GitHub::new(&gh.api_url, &auth)?);
-                let hooks = GitHubWebhooks::new(secrets, gh.repositories.clone());
+                let origin = match &gh.git_url {
+                    Some(g) => FetchOrigin::Mapped(g.clone()),
+                    None => FetchOrigin::for_api(&gh.api_url),
+                };
+                let hooks =
+                    GitHubWebhooks::new(secrets, gh.repositories.clone()).fetching_from(origin);
                 (Some((auth, client, hooks)), gh.build_forks)
             }
         };

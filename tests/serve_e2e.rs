@@ -50,6 +50,7 @@ fn bot_config(dir: &std::path::Path, github: &MockServer) -> Config {
     config.server.body_limit = 1 << 20;
     config.github = Some(GithubConfig {
         api_url: github.uri(),
+        git_url: Some(git_url(dir)),
         auth: GithubAuth::Token(SecretSource::Literal(Secret::new("ghp_e2e"))),
         webhook_secrets: vec![SecretSource::Literal(Secret::new(SECRET))],
         repositories: vec!["test/*".into()],
@@ -409,7 +410,7 @@ async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requ
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let repo = dir.path().join("origin");
+    let repo = dir.path().join("git/test/hello");
     for (name, extra, build) in [
         ("greet", "Provides: greet-devel = 1.0", "true"),
         (

@@ -42,6 +42,7 @@ pub(super) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGithub {
     pub(super) api_url: Option<String>,
+    pub(super) git_url: Option<String>,
     pub(super) token: Option<RawSecret>,
     pub(super) app_id: Option<u64>,
     pub(super) private_key: Option<RawSecret>,

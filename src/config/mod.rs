@@ -66,6 +66,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct GithubConfig {
     pub api_url: String,
+    /// Where repositories are fetched: `owner/name` from `<git_url>/<owner>/<name>`. None:
+    /// from the clone URL a webhook names, only when it is on the forge's own web origin.
+    pub git_url: Option<String>,
     pub auth: GithubAuth,
     pub webhook_secrets: Vec<SecretSource>,
     /// `owner/name` or `owner/*`; an empty list allows nothing.
@@ -431,6 +434,17 @@ fn parse_github(
             "use \"https://api.github.com\" or your Enterprise server's \"https://HOST/api/v3\"",
         ));
     }
+    let git_url = raw.git_url.map(|g| g.trim_end_matches('/').to_string());
+    if let Some(g) = &git_url {
+        let scheme = url::Url::parse(g).map(|u| u.scheme().to_string());
+        if !matches!(scheme.as_deref(), Ok("https" | "http" | "ssh" | "file")) {
+            return Err(invalid(
+                "github.git_url",
+                format!("`{g}` is not an https, ssh or file URL"),
+                "use e.g. \"https://github.com\", \"ssh://git@github.example.org\" or, for a local mirror, \"file:///srv/git\"",
+            ));
+        }
+    }
     let auth = match (raw.token, raw.app_id, raw.private_key, raw.installation_id) {
         (Some(t), None, None, None) => GithubAuth::Token(t.into()),
         (None, Some(app_id), Some(key), Some(installation_id)) => GithubAuth::App {
@@ -476,6 +490,7 @@ fn parse_github(
     }
     Ok(GithubConfig {
         api_url,
+        git_url,
         auth,
         webhook_secrets: raw.webhook_secrets.into_iter().map(Into::into).collect(),
         repositories: raw.repositories,

@@ -8,6 +8,9 @@
 //! a `Forge` for its reports, and one `Forges::with` call where the service is wired.
 
 pub mod github;
+mod origin;
+
+pub use origin::FetchOrigin;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

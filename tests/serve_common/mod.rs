@@ -211,7 +211,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A repository with the hello-noarch example on `main`; returns its path.
 pub fn example_repo(root: &Path) -> PathBuf {
-    let repo = root.join("origin");
+    let repo = root.join("git/test/hello");
     std::fs::create_dir_all(repo.join("hello-noarch")).expect("mkdir");
     git(&repo, &["init", "-q", "-b", "main"]);
     let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello-noarch");
@@ -221,6 +221,12 @@ pub fn example_repo(root: &Path) -> PathBuf {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "hello"]);
     repo
+}
+
+/// The `[github] git_url` under which [`example_repo`] is `test/hello`: the service
+/// fetches from there whatever clone URL a payload names.
+pub fn git_url(root: &Path) -> String {
+    format!("file://{}/git", root.display())
 }
 
 /// Adds a second package, `hello-two` (hello-noarch under another name), and commits it;
@@ -626,6 +632,7 @@ public_url = "http://packetary.test"
 {server_extra}
 [github]
 api_url = "{api_url}"
+git_url = "{git_url}"
 token = {{ env = "PACKETARY_TEST_TOKEN" }}
 webhook_secrets = ["{SECRET}"]
 repositories = ["test/*"]
@@ -634,6 +641,7 @@ backend = "rpmbuild"
 image = "packetary/rpmbuild:bookworm"
 "#,
             data = dir.join("data").display(),
+            git_url = git_url(dir),
         ),
     )
     .expect("config");

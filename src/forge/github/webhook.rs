@@ -11,27 +11,38 @@ use sha2::Sha256;
 
 use super::header;
 use crate::config::Secret;
-use crate::forge::{parse_json, Inbound, ParseError, VerifiedWebhook, WebhookRejection};
+use crate::forge::{
+    parse_json, FetchOrigin, Inbound, ParseError, VerifiedWebhook, WebhookRejection,
+};
 use crate::model::{
     ChangeKind, Command, CommandRequest, CommitSha, ForgeEvent, ForgeKind, RepoId, Trigger,
 };
 
 /// GitHub's webhooks: the secrets that sign them and the repositories the service acts for.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GitHubWebhooks {
     /// Several, so that a secret can be rotated: add the new one, change it on GitHub,
     /// then remove the old one. None: webhooks are refused with 503 and the fix.
     pub secrets: Arc<Vec<Secret>>,
     /// `owner/name` or `owner/*`.
     pub repositories: Arc<Vec<String>>,
+    /// Where the repositories are fetched from; a payload's clone URL elsewhere is refused.
+    pub fetch_from: FetchOrigin,
 }
 
 impl GitHubWebhooks {
+    /// Webhooks of github.com, whose repositories are fetched from https://github.com.
     pub fn new(secrets: Vec<Secret>, repositories: Vec<String>) -> GitHubWebhooks {
         GitHubWebhooks {
             secrets: Arc::new(secrets),
             repositories: Arc::new(repositories),
+            fetch_from: FetchOrigin::for_api("https://api.github.com"),
         }
+    }
+
+    pub fn fetching_from(mut self, origin: FetchOrigin) -> GitHubWebhooks {
+        self.fetch_from = origin;
+        self
     }
 }
 
@@ -86,7 +97,18 @@ impl Inbound for GitHubWebhooks {
     }
 
     fn parse(&self, hook: &VerifiedWebhook) -> Result<ForgeEvent, ParseError> {
-        parse_event(&hook.event, &hook.body)
+        let mut event = parse_event(&hook.event, &hook.body)?;
+        if let ForgeEvent::Build(t) = &mut event {
+            t.clone_url = self
+                .fetch_from
+                .clone_url(&t.repo, &t.clone_url)
+                .map_err(|message| ParseError {
+                    event: hook.event.clone(),
+                    path: "repository.clone_url".into(),
+                    message,
+                })?;
+        }
+        Ok(event)
     }
 
     fn allows(&self, repo: &RepoId) -> bool {
