@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -260,7 +261,11 @@ impl Service {
 
     /// The whole HTTP surface: webhooks, pages, `/healthz`, `/metrics`.
     pub fn router(&self) -> axum::Router {
-        crate::web::router(self.state.clone(), self.config.server.body_limit)
+        crate::web::router_with(
+            self.state.clone(),
+            self.config.server.body_limit,
+            self.config.server.body_timeout,
+        )
     }
 
     /// Runs the service on `listener` until `shutdown` completes: starts the queue
@@ -302,9 +307,34 @@ impl Service {
                 drained.cancel();
             }
         });
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { drained.cancelled().await })
-            .await;
+        let server = &self.config.server;
+        let files = crate::web::listener::raise_file_limit();
+        // Room for the database, mirrors, build logs and Docker's socket besides connections.
+        let max_connections = match files {
+            Some(n) => server
+                .max_connections
+                .min((n as usize).saturating_sub(256).max(16)),
+            None => server.max_connections,
+        };
+        if max_connections < server.max_connections {
+            tracing::warn!(
+                "[server] max_connections {} lowered to {max_connections}: the open file limit is {}",
+                server.max_connections,
+                files.unwrap_or_default()
+            );
+        }
+        let limits = crate::web::listener::Limits {
+            max_connections,
+            header_timeout: server.header_timeout,
+        };
+        let served = crate::web::listener::serve(
+            listener,
+            self.router(),
+            limits,
+            async move { drained.cancelled().await },
+            Duration::from_secs(10),
+        )
+        .await;
         watch.abort();
         for t in tasks {
             t.abort();

@@ -4,7 +4,6 @@
 
 mod serve_common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,28 +12,6 @@ use packetary::store::Store;
 use serve_common::*;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-async fn wait_healthy(addr: std::net::SocketAddr, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), async {
-            tokio::net::TcpStream::connect(addr).await.map(|_| ())
-        })
-        .await
-        {
-            if http(addr, "GET", "/healthz", &[], b"").await.0 == 200 {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "server not healthy; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_build_loses_nothing() {

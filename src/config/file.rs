@@ -36,6 +36,9 @@ pub(super) struct RawServer {
     pub(super) shutdown_grace: Option<String>,
     pub(super) max_attempts: Option<u32>,
     pub(super) retry_backoff: Option<String>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) header_timeout: Option<String>,
+    pub(super) body_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,12 @@ pub struct ServerConfig {
     pub max_attempts: u32,
     /// First wait before retrying after an infrastructure fault; doubles each time.
     pub retry_backoff: Duration,
+    /// Open HTTP connections at most; past it the one idle the longest is closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this; idle keep-alive connections end after it.
+    pub header_timeout: Duration,
+    /// A webhook's body must arrive within this (GitHub sends it at once).
+    pub body_timeout: Duration,
 }
 
 /// `[github]`: the API to report to and the webhooks to trust.
@@ -394,6 +400,14 @@ fn parse_server(
             "use 1 for no retries",
         ));
     }
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    if max_connections < 16 {
+        return Err(invalid(
+            "server.max_connections",
+            format!("{max_connections} is too few to serve webhooks and health checks"),
+            "use at least 16 (the default is 1024)",
+        ));
+    }
     Ok(ServerConfig {
         listen,
         data_dir: raw
@@ -411,6 +425,17 @@ fn parse_server(
             "server.retry_backoff",
             &raw.retry_backoff,
             Duration::from_secs(30),
+        )?,
+        max_connections,
+        header_timeout: duration(
+            "server.header_timeout",
+            &raw.header_timeout,
+            Duration::from_secs(10),
+        )?,
+        body_timeout: duration(
+            "server.body_timeout",
+            &raw.body_timeout,
+            Duration::from_secs(10),
         )?,
     })
 }

@@ -68,6 +68,8 @@ pub enum WebhookRejection {
     TooLarge,
     #[error("could not read the body: {0}")]
     Body(String),
+    #[error("the body did not arrive within {0:?}")]
+    SlowBody(Duration),
     #[error("{0} webhooks are not configured on this server\n  fix: add a [{0}] table with the webhook's secret to the configuration (see config/packetary.example.toml)")]
     NotConfigured(ForgeKind),
     #[error("no forge named `{0}`; webhooks go to /webhooks/<forge>, e.g. /webhooks/github")]
@@ -85,6 +87,7 @@ impl WebhookRejection {
                 StatusCode::BAD_REQUEST
             }
             WebhookRejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookRejection::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             WebhookRejection::UnknownForge(_) => StatusCode::NOT_FOUND,
         }
     }

@@ -2,10 +2,12 @@
 //! Handlers stay thin: a webhook is verified by its forge's inbound side, parsed, ingested
 //! and answered; building happens in the queue, never on the request path.
 
+pub mod listener;
 mod pages;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::StatusCode;
@@ -37,12 +39,19 @@ pub struct AppState {
     pub data_dir: PathBuf,
 }
 
-/// The whole HTTP surface. `body_limit` bounds webhook bodies (413 above it).
+/// The whole HTTP surface. `body_limit` bounds webhook bodies (413 above it), which must
+/// arrive within 10 s.
 pub fn router(state: AppState, body_limit: usize) -> Router {
+    router_with(state, body_limit, Duration::from_secs(10))
+}
+
+/// [`router`] with the time a webhook's body may take to arrive (408 after it): a sender
+/// trickling a body holds a connection that eviction cannot take back.
+pub fn router_with(state: AppState, body_limit: usize, body_timeout: Duration) -> Router {
     let webhook = Router::new()
         .route("/webhooks/{forge}", post(webhook))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::Extension(BodyLimit(body_limit)));
+        .layer(axum::Extension(BodyLimit(body_limit, body_timeout)));
     Router::new()
         .merge(webhook)
         .route("/healthz", get(healthz))
@@ -68,9 +77,10 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Largest webhook body read, as an extension on the request (set by the router).
+/// Largest webhook body read and the time it may take, as an extension on the request (set
+/// by the router).
 #[derive(Clone, Copy, Debug)]
-struct BodyLimit(usize);
+struct BodyLimit(usize, Duration);
 
 /// `POST /webhooks/<forge>`: the forge's inbound side checks the headers, the body is read
 /// within the limit, verified, parsed, and handed to [`ingest`]. Answers at once; building
@@ -106,11 +116,11 @@ async fn receive(
     let (parts, body) = req.into_parts();
     let (headers, query) = (&parts.headers, parts.uri.query());
     inbound.check(headers, query)?;
-    let limit = parts
+    let BodyLimit(limit, timeout) = parts
         .extensions
         .get::<BodyLimit>()
-        .map(|l| l.0)
-        .unwrap_or(25 << 20);
+        .copied()
+        .unwrap_or(BodyLimit(25 << 20, Duration::from_secs(10)));
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
@@ -118,9 +128,9 @@ async fn receive(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(WebhookRejection::TooLarge);
     }
-    let body = http_body_util::Limited::new(body, limit)
-        .collect()
+    let body = tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect())
         .await
+        .map_err(|_| WebhookRejection::SlowBody(timeout))?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 WebhookRejection::TooLarge

@@ -648,21 +648,50 @@ image = "packetary/rpmbuild:bookworm"
     config
 }
 
+/// Waits until a spawned `packetary serve` answers `/healthz`; panics with its log if not.
+pub async fn wait_healthy(addr: std::net::SocketAddr, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            tokio::net::TcpStream::connect(addr).await.map(|_| ())
+        })
+        .await
+        {
+            if http(addr, "GET", "/healthz", &[], b"").await.0 == 200 {
+                return;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "server not healthy; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Starts the real binary's `serve` with `config`, its log (filter `log_filter`) appended
 /// to `log`.
 pub fn spawn_serve(config: &Path, log: &Path, log_filter: &str) -> std::process::Child {
+    serve_command(config, log, log_filter)
+        .spawn()
+        .expect("spawn packetary serve")
+}
+
+/// The command [`spawn_serve`] runs, to adjust before spawning.
+pub fn serve_command(config: &Path, log: &Path, log_filter: &str) -> std::process::Command {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log");
-    std::process::Command::new(env!("CARGO_BIN_EXE_packetary"))
-        .args(["serve", "--config"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_packetary"));
+    cmd.args(["serve", "--config"])
         .arg(config)
         .env("PACKETARY_TEST_TOKEN", "ghp_crash")
         .env("PACKETARY_LOG", log_filter)
         .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn packetary serve")
+        .stderr(log);
+    cmd
 }
