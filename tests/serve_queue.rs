@@ -248,6 +248,23 @@ async fn a_fork_approval_covers_one_commit_not_later_pushes() {
 }
 
 #[tokio::test]
+async fn a_command_survives_a_forge_that_cannot_check_permissions() {
+    let t = QueueTester::new(Mode::Succeed).await;
+    t.allow_writer("maintainer");
+    t.pull_request_from_fork(7, 'f').await;
+    t.plan().await;
+    t.fail_permission_checks(1);
+    t.comment(7, "maintainer", Command::Approve { commit: None })
+        .await;
+    t.plan().await;
+    assert!(t.builds().await.is_empty(), "no permission known yet");
+    // Retried once due (the tester's backoff is short), with the forge back.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    t.plan().await;
+    assert_eq!(t.builds().await.len(), 1, "the approval was lost");
+}
+
+#[tokio::test]
 async fn drain_requeues_builds_still_running_after_the_grace_period() {
     let t = QueueTester::new(Mode::Block).await;
     t.start().await;

@@ -17,7 +17,12 @@ impl Queue {
     /// for a retry is due.
     pub(super) async fn plan_step(&self) -> Result<Option<Millis>, QueueError> {
         self.plan_pending().await?;
-        Ok(self.inner.store.next_trigger_due().await?)
+        let store = &self.inner.store;
+        let due = [
+            store.next_trigger_due().await?,
+            store.next_command_due().await?,
+        ];
+        Ok(due.into_iter().flatten().min())
     }
 
     /// Handles every stored command and trigger not handled yet.
@@ -45,10 +50,33 @@ impl Queue {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(repo = %r.repo, user = %r.user, "cannot check permissions: {e}");
-                    store
-                        .finish_command(c.id, "failed", &format!("permission check failed: {e}"))
-                        .await?;
+                    // A forge that is down must not lose a maintainer's command: retried under
+                    // the planning policy, dropped only when it gives up.
+                    let attempt = u32::try_from(c.attempts + 1).unwrap_or(u32::MAX);
+                    let fault = if e.permanent {
+                        Fault::Permanent
+                    } else {
+                        Fault::Transient
+                    };
+                    if let Some(wait) = self.inner.retry.planning.next(attempt, fault) {
+                        let msg = format!(
+                            "permission check failed, retrying in {}: {e}",
+                            humantime::format_duration(wait)
+                        );
+                        tracing::warn!(repo = %r.repo, user = %r.user, "{msg}");
+                        store
+                            .retry_command(c.id, Millis::now().after(wait), &msg)
+                            .await?;
+                    } else {
+                        tracing::warn!(repo = %r.repo, user = %r.user, "cannot check permissions: {e}");
+                        store
+                            .finish_command(
+                                c.id,
+                                "failed",
+                                &format!("permission check failed: {e}"),
+                            )
+                            .await?;
+                    }
                     return Ok(());
                 }
             }

@@ -10,13 +10,18 @@ pub struct StoredCommand {
     /// When the comment's delivery was stored: an approval without a commit is for the
     /// head the pull request had then.
     pub created_at: Millis,
+    /// Permission checks that hit a forge fault.
+    pub attempts: i64,
 }
 
 impl Store {
+    /// The oldest command to handle now (not one waiting for a retry).
     pub async fn next_command(&self) -> Result<Option<StoredCommand>, StoreError> {
+        let now = Millis::now().0;
         let row = sqlx::query!(
-            "SELECT id, repo, pr_number, head_sha, user, command, package, target, commit_prefix, state, created_at FROM commands
-             WHERE state IN ('new', 'trusted') ORDER BY id LIMIT 1",
+            "SELECT id, repo, pr_number, head_sha, user, command, package, target, commit_prefix, state, created_at, attempts FROM commands
+             WHERE state IN ('new', 'trusted') AND next_attempt_at <= ? ORDER BY id LIMIT 1",
+            now,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -42,7 +47,36 @@ impl Store {
                 trusted: r.state == "trusted",
             },
             created_at: Millis(r.created_at),
+            attempts: r.attempts,
         }))
+    }
+
+    /// Handles a command again at `at`, after a forge fault.
+    pub async fn retry_command(
+        &self,
+        id: i64,
+        at: Millis,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "UPDATE commands SET attempts = attempts + 1, next_attempt_at = ?, message = ? WHERE id = ?",
+            at.0,
+            message,
+            id,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When the next command waiting for a retry is due.
+    pub async fn next_command_due(&self) -> Result<Option<Millis>, StoreError> {
+        let v = sqlx::query_scalar!(
+            r#"SELECT MIN(next_attempt_at) AS "due?: i64" FROM commands WHERE state IN ('new', 'trusted')"#
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(Millis))
     }
 
     pub async fn finish_command(

@@ -52,6 +52,8 @@ pub fn webhook(
 pub struct FakeForge {
     pub delivered: Mutex<Vec<Report>>,
     pub writers: Mutex<Vec<String>>,
+    /// The next this many permission checks fail as a forge that is down would.
+    pub permission_faults: Mutex<u32>,
 }
 
 impl Forge for FakeForge {
@@ -67,7 +69,18 @@ impl Forge for FakeForge {
         _repo: &'a RepoId,
         user: &'a str,
     ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
-        Box::pin(async move { Ok(self.writers.lock().expect("lock").iter().any(|w| w == user)) })
+        Box::pin(async move {
+            let mut faults = self.permission_faults.lock().expect("lock");
+            if *faults > 0 {
+                *faults -= 1;
+                return Err(DeliveryError {
+                    message: "502 Bad Gateway".into(),
+                    retry_after: None,
+                    permanent: false,
+                });
+            }
+            Ok(self.writers.lock().expect("lock").iter().any(|w| w == user))
+        })
     }
 }
 

@@ -234,6 +234,11 @@ impl QueueTester {
         self.forge.writers.lock().expect("lock").push(user.into());
     }
 
+    /// The next `n` permission checks fail (the forge is down).
+    pub fn fail_permission_checks(&self, n: u32) {
+        *self.forge.permission_faults.lock().expect("lock") = n;
+    }
+
     // ---- driving the queue --------------------------------------------------------
 
     /// Handles what was sent, as the planning loop would.

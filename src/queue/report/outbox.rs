@@ -35,7 +35,7 @@ impl Queue {
                         Fault::Transient
                     };
                     let abandon = policy.gives_up(attempts, fault);
-                    let wait = e.retry_after.unwrap_or_else(|| policy.delay(attempts));
+                    let wait = wait_before_retry(e.retry_after, policy.delay(attempts));
                     tracing::warn!(context = %row.report.context, sha = %row.report.sha, attempts, abandon, "status delivery failed: {e}");
                     store
                         .delivery_failed(
@@ -53,5 +53,36 @@ impl Queue {
             }
         }
         Ok(n)
+    }
+}
+
+/// The longest a forge may make the outbox wait: a `Retry-After` far in the future (seen:
+/// a next attempt in 2030) must not park a status forever. GitHub's rate-limit windows are
+/// an hour.
+const MAX_FORGE_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The forge's wish when it gave one (capped), else the policy's backoff.
+fn wait_before_retry(
+    asked: Option<std::time::Duration>,
+    backoff: std::time::Duration,
+) -> std::time::Duration {
+    asked.map_or(backoff, |w| w.min(MAX_FORGE_WAIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_forges_wait_is_honoured_up_to_an_hour() {
+        let backoff = Duration::from_secs(8);
+        assert_eq!(wait_before_retry(None, backoff), backoff);
+        assert_eq!(
+            wait_before_retry(Some(Duration::from_secs(61)), backoff),
+            Duration::from_secs(61)
+        );
+        let far = Duration::from_secs(5 * 365 * 24 * 3600);
+        assert_eq!(wait_before_retry(Some(far), backoff), MAX_FORGE_WAIT);
     }
 }
