@@ -264,6 +264,42 @@ async fn a_command_survives_a_forge_that_cannot_check_permissions() {
     assert_eq!(t.builds().await.len(), 1, "the approval was lost");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_store_write_fails_goes_back_to_the_queue() {
+    use sqlx::Connection;
+    let t = QueueTester::new(Mode::Slow).await;
+    t.start().await;
+    t.push('a').await;
+    t.wait_runs(1).await;
+    // Another process holds the database's write lock past the busy timeout while the
+    // build ends: recording its end fails.
+    let db = t.dir().join("data/packetary.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .expect("write lock");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let builds = t.builds().await;
+        if builds.iter().any(|b| b.state == BuildState::Succeeded) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never ended: {builds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn drain_requeues_builds_still_running_after_the_grace_period() {
     let t = QueueTester::new(Mode::Block).await;

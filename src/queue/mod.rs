@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Target;
 use crate::forge::Forge;
 use crate::model::{BuildId, TargetName};
-use crate::store::{Store, StoreError};
+use crate::store::{Millis, Store, StoreError};
 pub use metrics::Metrics;
 pub use runner::{
     error_report, results_root, DockerRunner, MakeRepoError, PlanError, PlannedBuild, Planner,
@@ -251,12 +251,44 @@ impl Queue {
         tokio::spawn(async move {
             if let Err(e) = work(q.clone(), token).await {
                 tracing::error!(build = %id, "{e}");
+                q.requeue_after_fault(&id, &e).await;
             }
             if let Ok(mut m) = q.inner.running.lock() {
                 m.remove(&id);
             }
             q.inner.build_wake.notify_one();
         });
+    }
+
+    /// A build whose own bookkeeping failed (the store was locked, the disk full) would stay
+    /// `running` until a restart: it goes back to the queue as soon as the store takes the
+    /// write again, without counting an attempt.
+    async fn requeue_after_fault(&self, id: &BuildId, e: &QueueError) {
+        let message = format!("requeued after a fault of the service: {e}");
+        let mut wait = std::time::Duration::from_millis(500);
+        loop {
+            let at = Millis::now().after(wait);
+            match self
+                .inner
+                .store
+                .requeue(id, at, Some(&message), false)
+                .await
+            {
+                Ok(true) => {
+                    tracing::warn!(build = %id, "{message}");
+                    return;
+                }
+                // Not running any more: it was finished after all, or ended meanwhile.
+                Ok(false) => return,
+                Err(e) if !self.shutting_down() => {
+                    tracing::warn!(build = %id, "cannot requeue yet: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+                // A restart requeues it.
+                Err(_) => return,
+            }
+        }
     }
 
     /// Whether builds that stop now go back to the queue (the grace period of a shutdown

@@ -361,6 +361,8 @@ pub enum Mode {
     InfraError,
     /// Runs until cancelled.
     Block,
+    /// Succeeds after a second.
+    Slow,
 }
 
 pub struct FakeRunner {
@@ -399,6 +401,13 @@ impl Runner for FakeRunner {
                 Mode::Block => {
                     cancel.cancelled().await;
                     Outcome::Cancelled
+                }
+                Mode::Slow => {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    Outcome::Succeeded {
+                        source: "x.src.rpm".into(),
+                        binaries: vec!["x.noarch.rpm".into()],
+                    }
                 }
             };
             r
