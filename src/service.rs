@@ -113,6 +113,51 @@ impl Probe for DockerProbe {
     }
 }
 
+/// The data directory needs room: a full disk fails builds, git fetches and every store
+/// write, while `SELECT 1` still answers.
+struct DiskProbe {
+    dir: PathBuf,
+    min_free: u64,
+}
+
+impl Probe for DiskProbe {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let free = free_bytes(&self.dir).map_err(|e| {
+                format!("cannot read the free space of {}: {e}", self.dir.display())
+            })?;
+            if free < self.min_free {
+                return Err(format!(
+                    "{} MiB free on {} (below [server] min_free_disk, {} MiB): free space, or move data_dir",
+                    free >> 20,
+                    self.dir.display(),
+                    self.min_free >> 20
+                ));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs writes only into the zeroed struct it is given; `c` outlives the call.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}
+
 /// The bot, wired and not yet running.
 pub struct Service {
     config: Config,
@@ -222,7 +267,13 @@ impl Service {
             store,
             queue,
             forges,
-            probes: Arc::new(vec![Arc::new(DockerProbe(engine.clone())) as Arc<dyn Probe>]),
+            probes: Arc::new(vec![
+                Arc::new(DockerProbe(engine.clone())) as Arc<dyn Probe>,
+                Arc::new(DiskProbe {
+                    dir: data_dir.clone(),
+                    min_free: config.server.min_free_disk,
+                }),
+            ]),
             data_dir,
         };
         Ok(Service {

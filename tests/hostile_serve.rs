@@ -258,3 +258,53 @@ async fn a_payload_naming_another_clone_url_is_refused_and_gets_no_credentials()
     assert!(store.triggers().await.expect("triggers").is_empty());
     assert_eq!(http(addr, "GET", "/healthz", &[], b"").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_fails_when_the_data_disk_is_nearly_full_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let github = MockServer::start().await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    // No disk has this much free: the check must fail as on a full one.
+    let config = write_server_config(
+        dir.path(),
+        addr,
+        &github.uri(),
+        "min_free_disk = \"4000000TiB\"",
+    );
+    let log = dir.path().join("server.log");
+    let _server = Server(spawn_serve(&config, &log, "info"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        if TcpStream::connect(addr).await.is_ok() {
+            break http(addr, "GET", "/healthz", &[], b"").await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("disk:") && body.contains("min_free_disk"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_database_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("packetary.db"),
+        "not a database, whatever wrote this\n".repeat(200),
+    )
+    .expect("write");
+    let err = match Store::open(dir.path()).await {
+        Ok(_) => panic!("a damaged database opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("restore it from a backup"), "{err}");
+}

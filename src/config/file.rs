@@ -39,6 +39,7 @@ pub(super) struct RawServer {
     pub(super) max_connections: Option<usize>,
     pub(super) header_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
+    pub(super) min_free_disk: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// A webhook's body must arrive within this (GitHub sends it at once).
     pub body_timeout: Duration,
+    /// `/healthz` fails when the data directory's file system has less free.
+    pub min_free_disk: u64,
 }
 
 /// `[github]`: the API to report to and the webhooks to trust.
@@ -400,6 +402,16 @@ fn parse_server(
             "use 1 for no retries",
         ));
     }
+    let min_free_disk = match &raw.min_free_disk {
+        Some(s) => parse_size(s).ok().filter(|n| *n >= 0).ok_or_else(|| {
+            invalid(
+                "server.min_free_disk",
+                format!("`{s}` is not a size"),
+                "write e.g. \"1GiB\" (\"0\" turns the check off)",
+            )
+        })? as u64,
+        None => 512 << 20,
+    };
     let max_connections = raw.max_connections.unwrap_or(1024);
     if max_connections < 16 {
         return Err(invalid(
@@ -427,6 +439,7 @@ fn parse_server(
             Duration::from_secs(30),
         )?,
         max_connections,
+        min_free_disk,
         header_timeout: duration(
             "server.header_timeout",
             &raw.header_timeout,

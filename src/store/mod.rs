@@ -55,6 +55,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("database holds an invalid value: {0}")]
     Corrupt(String),
+    #[error("the database {path} is damaged: {report}\n  fix: restore it from a backup, or move it aside to start with an empty store (its queued builds and undelivered statuses are then lost)")]
+    Damaged { path: PathBuf, report: String },
 }
 
 impl From<InvalidName> for StoreError {
@@ -129,17 +131,39 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
+            .map_err(|source| match &source {
+                sqlx::Error::Database(d) if d.message().contains("not a database") => {
+                    StoreError::Damaged {
+                        path: path.clone(),
+                        report: d.message().to_string(),
+                    }
+                }
+                _ => StoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
             })?;
+        // A damaged file would otherwise fail one query at a time, later, as "database: ...".
+        let damaged = |report: String| StoreError::Damaged {
+            path: path.clone(),
+            report,
+        };
+        let check: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_all(&pool)
+            .await
+            .map_err(|e| damaged(e.to_string()))?;
+        if check.first().map(String::as_str) != Some("ok") {
+            return Err(damaged(check.join("; ")));
+        }
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
     }
 
     /// Cheap query for /healthz.
+    /// Reads through the builds table's index, not only `SELECT 1`, so that a damaged
+    /// database shows here rather than when a webhook arrives.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query_scalar!("SELECT 1")
+        sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM builds WHERE state = 'running'"#)
             .fetch_one(&self.pool)
             .await?;
         Ok(())
