@@ -69,6 +69,13 @@ async fn signed_push_is_accepted_once() {
     let (s, _) = h.send(webhook("push", "d-1", &body, Some(SECRET))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h.triggers().await, 1);
+    // The delivery id is not signed: the captured body replayed under a new id is the same
+    // delivery.
+    let (s, _) = h
+        .send(webhook("push", "d-replayed", &body, Some(SECRET)))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.triggers().await, 1);
     // The unchanged fixture, signed with the old (rotated) secret, is also accepted.
     let (s, _) = h
         .send(webhook(

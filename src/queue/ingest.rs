@@ -27,6 +27,7 @@ pub enum Ingested {
 pub async fn ingest(
     queue: &Queue,
     delivery: &str,
+    digest: Option<&str>,
     event_name: &str,
     event: ForgeEvent,
     allows: &(dyn Fn(&RepoId) -> bool + Sync),
@@ -43,7 +44,11 @@ pub async fn ingest(
         ForgeEvent::Command(c) => Inbound::Command(c),
         ForgeEvent::Closed { .. } | ForgeEvent::RefDeleted { .. } => Inbound::Nothing,
     };
-    if !queue.store().accept(delivery, event_name, inbound).await? {
+    if !queue
+        .store()
+        .accept_signed(delivery, digest, event_name, inbound)
+        .await?
+    {
         return Ok(Ingested::Duplicate);
     }
     let closed = match &event {

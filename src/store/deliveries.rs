@@ -13,6 +13,9 @@ pub enum Inbound<'a> {
     Nothing,
 }
 
+/// How long a signed body is remembered against replays under a new delivery id.
+pub const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 impl Store {
     /// Records a delivery and what it asks for, atomically. Returns `false` (and stores
     /// nothing) when the delivery id was seen before: GitHub redelivers on timeouts and on
@@ -23,19 +26,46 @@ impl Store {
         event: &str,
         inbound: Inbound<'_>,
     ) -> Result<bool, StoreError> {
+        self.accept_signed(delivery, None, event, inbound).await
+    }
+
+    /// [`Store::accept`] for a signed body with its SHA-256 `digest`: the delivery id is not
+    /// covered by the signature, so the same body under another id within
+    /// [`REPLAY_WINDOW`] is a replay, refused like a redelivery.
+    pub async fn accept_signed(
+        &self,
+        delivery: &str,
+        digest: Option<&str>,
+        event: &str,
+        inbound: Inbound<'_>,
+    ) -> Result<bool, StoreError> {
         let now = Millis::now();
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query!(
-            "INSERT INTO deliveries (id, event, received_at) VALUES (?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            "INSERT INTO deliveries (id, event, received_at, digest) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
             delivery,
             event,
             now.0,
+            digest,
         )
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
-        if !fresh {
+        let since = now.0 - REPLAY_WINDOW.as_millis() as i64;
+        let replayed = match digest {
+            Some(d) if fresh => sqlx::query_scalar!(
+                r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries WHERE digest = ? AND received_at >= ? AND id != ?"#,
+                d,
+                since,
+                delivery,
+            )
+            .fetch_one(&mut *tx)
+            .await?
+                > 0,
+            _ => false,
+        };
+        if !fresh || replayed {
             tx.rollback().await?;
             return Ok(false);
         }

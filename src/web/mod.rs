@@ -149,9 +149,14 @@ async fn receive(
         }
     };
     let allows = |r: &crate::model::RepoId| inbound.allows(r);
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&hook.body))
+    };
     let (status, result, body) = match ingest(
         &app.queue,
         &hook.delivery,
+        Some(&digest),
         &hook.event,
         event,
         &allows,
@@ -172,7 +177,7 @@ async fn receive(
             )
         }
         Ok(Ingested::Duplicate) => {
-            tracing::info!(delivery = %hook.delivery, "duplicate delivery ignored");
+            tracing::info!(delivery = %hook.delivery, "duplicate delivery ignored (same delivery id, or the same signed body replayed under a new one)");
             (
                 StatusCode::OK,
                 "duplicate",

@@ -189,9 +189,16 @@ impl QueueTester {
 
     async fn send(&self, event_name: &str, event: ForgeEvent) {
         let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
-        let got = ingest(self.queue(), &format!("d{n}"), event_name, event, &|_| true)
-            .await
-            .expect("ingest");
+        let got = ingest(
+            self.queue(),
+            &format!("d{n}"),
+            None,
+            event_name,
+            event,
+            &|_| true,
+        )
+        .await
+        .expect("ingest");
         assert_eq!(got, Ingested::Accepted, "{event_name} d{n}");
     }
 
