@@ -204,3 +204,44 @@ fn planted_links_and_special_files_named_like_rpms_are_refused() {
     assert!(std::fs::symlink_metadata(dir.join("evil-1-1.noarch.rpm")).is_err());
     assert!(containers_of_build(&dir).is_empty());
 }
+
+#[test]
+fn a_package_printing_without_end_gets_a_bounded_log() {
+    if !docker_or_skip("a_package_printing_without_end_gets_a_bounded_log") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(
+        &w.join("packetary.toml"),
+        &format!("[targets.{T}]\nbackend = \"rpmbuild\"\nimage = \"packetary/rpmbuild:bookworm\"\nlog_size = \"1MiB\"\n"),
+    );
+    // 8 MiB of output, more than the 1 MiB the target lets a log hold.
+    write(
+        &w.join("pkg/chatty.spec"),
+        &spec(
+            "chatty",
+            "",
+            "head -c 8388608 /dev/zero | tr '\\0' 'x'\necho\necho 'the build says no' >&2\nexit 1",
+        ),
+    );
+    let r = packetary(
+        &["--config", "packetary.toml", "build", "pkg", "--out", "out"],
+        w,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    let log = result_dir(&w.join("out"), T).join("logs/build.log");
+    let text = std::fs::read_to_string(&log).expect("build.log");
+    assert!(
+        text.len() <= (1 << 20) + 4096,
+        "build.log is {} bytes",
+        text.len()
+    );
+    assert!(
+        text.ends_with(
+            "[packetary: log truncated at 1024 KiB (the target's log_size); the build goes on]\n"
+        ),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+}

@@ -127,7 +127,7 @@ impl Executor {
         run.begin(Phase::Prepare);
         let result = async {
             // The replay starts from the beginning: the logs are written again.
-            let mut logs = Logs::open(&run.logs_dir(), true).await?;
+            let mut logs = Logs::open(&run.logs_dir(), true, run.req.target.limits.log_bytes).await?;
             logs.note(&format!(
                 "packetary: build {} reattached to container {} after a restart; output replayed from its start",
                 run.req.id, found.id
@@ -250,7 +250,7 @@ impl Executor {
                 true,
             ));
         }
-        let mut logs = Logs::open(&run.logs_dir(), false).await?;
+        let mut logs = Logs::open(&run.logs_dir(), false, run.req.target.limits.log_bytes).await?;
 
         // Phases run back to back in as few processes as possible. Without a network cut
         // they are the container's main process (no exec at all); with one, the container

@@ -72,12 +72,16 @@ pub fn staging_dir(out_root: &Path, target: &TargetName, id: &BuildId) -> PathBu
 pub(crate) struct Logs {
     root: tokio::fs::File,
     build: tokio::fs::File,
+    /// Bytes written to (root, build) by this process.
+    written: [u64; 2],
+    /// The target's `log_size`: what comes after is dropped, with a line saying so.
+    max: u64,
 }
 
 impl Logs {
     /// The logs in `dir`, appended to, or written from their start again when `fresh`
     /// (a reattached build replays its output from the start).
-    pub async fn open(dir: &Path, fresh: bool) -> Result<Logs, Stop> {
+    pub async fn open(dir: &Path, fresh: bool, max: u64) -> Result<Logs, Stop> {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| infra(format!("create {}: {e}", dir.display())))?;
@@ -99,18 +103,33 @@ impl Logs {
         Ok(Logs {
             root: open("root.log").await?,
             build: open("build.log").await?,
+            written: [0, 0],
+            max,
         })
     }
 
     pub async fn write(&mut self, phase: Phase, data: &[u8]) -> Result<(), Stop> {
-        let f = if phase.log_name() == "root.log" {
-            &mut self.root
+        let (f, written) = if phase.log_name() == "root.log" {
+            (&mut self.root, &mut self.written[0])
         } else {
-            &mut self.build
+            (&mut self.build, &mut self.written[1])
         };
-        f.write_all(data)
-            .await
-            .map_err(|e| infra(format!("write {}: {e}", phase.log_name())))
+        let room = self.max.saturating_sub(*written);
+        if room == 0 {
+            return Ok(());
+        }
+        let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        *written += n as u64;
+        let fail = |e: std::io::Error| infra(format!("write {}: {e}", phase.log_name()));
+        f.write_all(&data[..n]).await.map_err(fail)?;
+        if *written >= self.max {
+            let note = format!(
+                "\n[packetary: log truncated at {} KiB (the target's log_size); the build goes on]\n",
+                self.max >> 10
+            );
+            f.write_all(note.as_bytes()).await.map_err(fail)?;
+        }
+        Ok(())
     }
 
     /// A line of the service's own in `root.log`; losing it fails nothing.

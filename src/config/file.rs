@@ -92,6 +92,7 @@ pub(super) struct RawTarget {
     pub(super) cpus: Option<f64>,
     pub(super) pids: Option<i64>,
     pub(super) timeout: Option<String>,
+    pub(super) log_size: Option<String>,
     pub(super) releasever: Option<String>,
     pub(super) dist: Option<String>,
     pub(super) chroot_setup: Option<String>,

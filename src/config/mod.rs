@@ -211,6 +211,15 @@ impl Config {
                     ));
                 }
             }
+            if let Some(s) = &t.log_size {
+                limits.log_bytes = parse_size(s).ok().filter(|n| *n >= 4096).ok_or_else(|| {
+                    invalid(
+                        &key("log_size"),
+                        format!("`{s}` is not a size of at least 4KiB"),
+                        "write e.g. \"64MiB\" (the default)",
+                    )
+                })? as u64;
+            }
             let mut repos = Vec::new();
             for (i, r) in t.repos.iter().enumerate() {
                 let repo = Repo::new(&r.name, &r.url).map_err(|p| {

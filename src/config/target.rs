@@ -41,6 +41,9 @@ pub struct Limits {
     pub cpus: Option<f64>,
     pub pids: i64,
     pub timeout: Duration,
+    /// Most bytes kept of each build log; a package printing without end must not fill
+    /// the service's disk.
+    pub log_bytes: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
             cpus: None,
             pids: 4096,
             timeout: Duration::from_secs(2 * 3600),
+            log_bytes: 64 << 20,
         }
     }
 }
