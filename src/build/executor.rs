@@ -250,21 +250,30 @@ impl Executor {
                 true,
             ));
         }
+        if let Some((volume, at)) = backend::cache_volume(&target) {
+            mounts.push((volume, at, false));
+        }
         let mut logs = Logs::open(&run.logs_dir(), false).await?;
 
         // Phases run back to back in as few processes as possible. Without a network cut
-        // they are the container's main process (no exec at all); with one, the container
-        // idles and two execs run on either side of the disconnection.
-        let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
+        // they are the container's main process (no exec at all). With one, only the
+        // dependency phase has network: the container idles, off the network, and the
+        // phases run as execs with the network given before deps and taken after it.
+        let online = network || (script.deps.is_some() && backend::deps_online(&target));
+        let cut = online && script.offline_build;
+        let mut groups: Vec<Vec<(Phase, &str)>> = vec![vec![(Phase::Srpm, script.srpm.as_str())]];
         if let Some(deps) = &script.deps {
-            steps.push((Phase::Deps, deps.as_str()));
+            if cut {
+                groups.push(vec![]);
+            }
+            if let Some(g) = groups.last_mut() {
+                g.push((Phase::Deps, deps.as_str()));
+            }
         }
-        let cut = network && script.offline_build;
-        let mut groups = vec![steps];
         if cut {
             groups.push(vec![(Phase::Build, script.build.as_str())]);
-        } else {
-            groups[0].push((Phase::Build, script.build.as_str()));
+        } else if let Some(g) = groups.last_mut() {
+            g.push((Phase::Build, script.build.as_str()));
         }
         let drivers: Vec<(String, Vec<String>)> = groups
             .iter()
@@ -297,7 +306,7 @@ impl Executor {
             memory_bytes: target.limits.memory_bytes,
             nano_cpus: target.limits.cpus.map(|c| (c * 1e9) as i64),
             pids: Some(target.limits.pids),
-            network,
+            network: online,
             cap_add: script.cap_add.clone(),
             security_opt: script.security_opt.clone(),
         };
@@ -351,10 +360,14 @@ impl Executor {
                     Err(e) => Err(e),
                 }
             } else {
+                if group.iter().any(|(p, _)| *p == Phase::Deps) {
+                    self.engine.connect_bridge(&id).await.map_err(Stop::Infra)?;
+                } else {
+                    // Before the start too: the srpm phase expands the spec's macros.
+                    self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+                }
                 if i == 0 {
                     self.engine.start(&id).await.map_err(Stop::Infra)?;
-                } else {
-                    self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
                 }
                 self.engine
                     .exec_start(&id, cmd.clone(), script.env.clone())

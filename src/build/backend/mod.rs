@@ -49,6 +49,25 @@ pub fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Scri
     }
 }
 
+/// A named volume the backend keeps its dependency downloads in across builds of the
+/// target: `(volume name, mount point)`. Mounted read-write; the backend's scripts keep
+/// spec code from writing it.
+pub fn cache_volume(target: &Target) -> Option<(String, String)> {
+    match target.backend {
+        Backend::Rpmbuild => Some((
+            rpmbuild::cache_volume(target),
+            rpmbuild::CACHE_DIR.to_string(),
+        )),
+        Backend::Mock => None,
+    }
+}
+
+/// Whether the dependency phase needs the network even when the target has no http(s)
+/// repository: the rpmbuild backend installs from Debian's mirror what rpm cannot satisfy.
+pub fn deps_online(target: &Target) -> bool {
+    matches!(target.backend, Backend::Rpmbuild)
+}
+
 /// Quotes a word for POSIX sh.
 pub fn sh_quote(s: &str) -> String {
     if !s.is_empty()
@@ -142,7 +161,7 @@ mod tests {
         let srpm = &s.srpm;
         assert!(srpm.contains("rpmbuild -bs"), "{srpm}");
         assert!(srpm.contains("'/spec/hello world.spec'"), "{srpm}");
-        assert!(srpm.contains("'_sourcedir /src'"));
+        assert!(srpm.contains("_sourcedir /builddir/src"), "{srpm}");
         let deps = s.deps.as_ref().expect("rpmbuild installs deps");
         assert!(
             deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"),
@@ -158,14 +177,20 @@ mod tests {
             build.contains("rpmbuild --rebuild --target x86_64"),
             "{build}"
         );
-        assert!(s.cap_add.is_empty());
+        // Docker's default capabilities dropped, a few kept for root's dependency phase.
+        assert_eq!(s.cap_add[0], crate::build::docker::DROP_DEFAULT_CAPS);
+        assert!(!s.cap_add.iter().any(|c| c == "NET_RAW" || c == "MKNOD"));
+        // Spec code runs unprivileged, and its phases are not the dependency phase.
+        assert!(srpm.contains("setpriv --reuid=builder"), "{srpm}");
+        assert!(build.contains("setpriv --reuid=builder"), "{build}");
+        assert!(!deps.contains("setpriv"), "{deps}");
     }
 
     #[test]
     fn rpmbuild_without_repos_never_calls_dnf() {
         let s = script(&target("bookworm-rpmbuild"), "a.spec", &[]);
         let deps = s.deps.expect("deps");
-        assert!(!deps.contains("dnf"), "{deps}");
+        assert!(!deps.contains("dnf -y"), "{deps}");
         assert!(deps.contains("has no repositories"));
     }
 
