@@ -18,6 +18,21 @@ pub const NEVR_FILE: &str = ".nevr";
 /// Marker the dependency phase prints before each capability it could not install.
 pub const MISSING_MARK: &str = "packetary: missing build dependency: ";
 
+/// Environment variable giving the driver the secret for [`net_on_marker`]. Only the driver
+/// (root) sees it: it unsets it before any phase runs, and a process's initial environment
+/// is readable by its own user only, whereas its command line (holding the phase markers'
+/// nonce) is readable by all.
+pub const NET_TOKEN_ENV: &str = "PACKETARY_NET_TOKEN";
+
+/// The line a dependency phase prints to be put on the network; the driver's shell holds
+/// the token in `$net_token`.
+pub fn net_on_marker(token: &str) -> String {
+    format!("@@packetary-net-{token} on")
+}
+
+/// The line asking for the network to be taken away: harmless, so it needs no secret.
+pub const NET_OFF_MARKER: &str = "@@packetary-net off";
+
 /// A repository as the container sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRepo {
@@ -91,7 +106,9 @@ pub fn marker(nonce: &str, what: &str, phase: &str) -> String {
 /// Everything goes to stdout (`exec 2>&1`) so that markers and output keep their order.
 pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
     // OUT_DIR is the container's own: uploaded inputs bring it, mounted ones do not.
-    let mut s = format!("exec 2>&1\nmkdir -p {OUT_DIR}\n");
+    let mut s = format!(
+        "exec 2>&1\nnet_token=${{{NET_TOKEN_ENV}:-}}\nunset {NET_TOKEN_ENV}\nmkdir -p {OUT_DIR}\n"
+    );
     for (phase, body) in steps {
         s.push_str(&format!(
             // Not `( ... ) || ...`: that context would switch off `set -e` inside the body.

@@ -7,6 +7,25 @@
 # it, installed, and declared to rpm by a generated package whose Provides say exactly what
 # was installed, with versions. What has no Debian counterpart is reported as missing.
 set -u
+# The network: asked for from the executor when first needed (`$net_token` is the driver's
+# secret, see backend::driver), given back before the phase ends, whatever its outcome.
+net=""
+has_network() { local i; for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || return 0; done; return 1; }
+online() {
+  [ -z "$net" ] || return 0
+  if [ -z "${net_token:-}" ]; then echo "packetary: this build's dependency phase has no network"; return 1; fi
+  net=1
+  echo "@@packetary-net-$net_token on"
+  for _ in $(seq 600); do has_network && return 0; sleep 0.1; done
+  echo "packetary: the network was not given within 60s"; return 1
+}
+offline() {
+  [ -n "$net" ] || return 0
+  echo "@@packetary-net off"
+  for _ in $(seq 600); do has_network || return 0; sleep 0.1; done
+  echo "packetary: the network was not taken away within 60s"; return 1
+}
+trap 'rc=$?; offline || rc=1; exit $rc' EXIT
 set -- "$OUT_DIR"/*.src.rpm
 srpm=$1
 reqs=()
@@ -72,6 +91,7 @@ apt_opts=(-o "Dir::State::Lists=$cache/lists" -o "Dir::Cache::Archives=$cache/ar
 # The cache is shared by the target's builds: one apt at a time downloads or updates it.
 locked() { flock -w 600 "$cache/lock" "$@"; }
 update_lists() {
+  online || return 1
   echo "packetary: apt-get update"
   locked apt-get "${apt_opts[@]}" update >/dev/null || { echo "packetary: apt-get update failed"; return 1; }
 }
@@ -173,6 +193,7 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
     :
   elif fresh_lists
     # The download takes the cache's lock; the unpacking is this container's own.
+    online
     if ! locked apt-get "${apt_opts[@]}" -y --download-only install "${pkgs[@]}" >/dev/null; then
       update_lists && locked apt-get "${apt_opts[@]}" -y --download-only install "${pkgs[@]}" >/dev/null
     fi

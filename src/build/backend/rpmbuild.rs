@@ -54,6 +54,10 @@ pub(super) const CAPS: &[&str] = &[
     "KILL",
 ];
 
+/// Refuses to go on with any network interface but loopback: spec code never runs online,
+/// whatever the executor did with the container's networks.
+const OFFLINE_CHECK: &str = r#"for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { echo "packetary: refusing to run spec code with network interface ${i##*/}"; exit 1; }; done"#;
+
 /// A phase body run as the build user with no capabilities at all (effective, permitted,
 /// inheritable, ambient and bounding sets empty), so that spec code (`%()` macros,
 /// `%prep`, `%build`) has no root and nothing to regain it with.
@@ -100,6 +104,7 @@ echo "packetary: wrote ${{1##*/}}""#
     // the build user something it can read.
     let srpm = format!(
         r#"set -eu
+{OFFLINE_CHECK}
 rm -rf {BUILD_SPEC_DIR} {BUILD_SOURCE_DIR}
 mkdir -p {BUILD_SPEC_DIR} {OUT_DIR}
 cp -rT {SOURCE_DIR} {BUILD_SOURCE_DIR}
@@ -135,19 +140,33 @@ chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
             args.push(format!("--repo={}", sh_quote(&r.name)));
         }
         args.push("\"$srpm\"".into());
-        args.join(" ")
+        let needs_network = repos
+            .iter()
+            .any(|r| r.url.starts_with("http://") || r.url.starts_with("https://"));
+        format!(
+            "{}{}",
+            if needs_network {
+                "online || return 1\n"
+            } else {
+                ""
+            },
+            args.join(" ")
+        )
     };
     let deps = format!(
         "OUT_DIR={OUT_DIR}\nNEVR_FILE={NEVR_FILE}\nMISSING_MARK={mark}\ninstall_from_repos() {{\n{dnf}\n}}\n{body}",
         mark = sh_quote(MISSING_MARK),
         body = include_str!("rpmbuild-deps.sh"),
     );
-    let build = as_builder(&format!(
-        r#"set -eu
+    let build = format!(
+        "set -eu\n{OFFLINE_CHECK}\n{}",
+        as_builder(&format!(
+            r#"set -eu
 rpmbuild --rebuild --target {arch} {defines} {OUT_DIR}/*.src.rpm"#,
-        arch = sh_quote(&target.arch),
-        defines = rpm_defines("/builddir/build/SOURCES")
-    ));
+            arch = sh_quote(&target.arch),
+            defines = rpm_defines("/builddir/build/SOURCES")
+        ))
+    );
     Script {
         srpm,
         deps: Some(deps),
