@@ -197,7 +197,8 @@ if [ "${#pkgs[@]}" -gt 0 ]; then
     if ! locked apt-get "${apt_opts[@]}" -y --download-only install "${pkgs[@]}" >/dev/null; then
       update_lists && locked apt-get "${apt_opts[@]}" -y --download-only install "${pkgs[@]}" >/dev/null
     fi
-    apt-get "${apt_opts[@]}" -y --no-download install "${pkgs[@]}" > /tmp/packetary-apt.log 2>&1; then
+    # Reading the shared archives needs no lock of apt's: another build may be downloading.
+    apt-get "${apt_opts[@]}" -o Debug::NoLocking=true -y --no-download install "${pkgs[@]}" > /tmp/packetary-apt.log 2>&1; then
     for cap in "${missing[@]}"; do [ -n "${chosen[$cap]:-}" ] && printf '%s\t%s\n' "$cap" "${chosen[$cap]}"; done > "$cache/resolved/$key.tmp" \
       && mv -f "$cache/resolved/$key.tmp" "$cache/resolved/$key"
     comm -13 <(printf '%s\n' "$before") <(dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\n' | sort) \
