@@ -33,17 +33,24 @@ reqs=()
 
 # Fills `missing` with the requirements rpm's database does not satisfy (bash builtins and
 # one rpm call: the common case, nothing to install, stays cheap).
+# rpm -q --whatprovides takes names only: versions are rpmbuild's to check in the build.
+declare -A req_of=()
+names=()
+for r in "${reqs[@]}"; do req_of[${r%% *}]=$r; names+=("${r%% *}"); done
 check_missing() {
   missing=()
-  [ "${#reqs[@]}" -gt 0 ] || return 0
+  [ "${#names[@]}" -gt 0 ] || return 0
+  local n
   while IFS= read -r line; do
+    n=""
     case "$line" in
-      "no package provides "*) missing+=("${line#no package provides }");;
+      "no package provides "*) n=${line#no package provides };;
       # A path rpm's database does not own: absent, or there from Debian but undeclared.
-      "error: file "*": No such file or directory") line=${line#error: file }; missing+=("${line%: No such file or directory}");;
-      "file "*" is not owned by any package") line=${line#file }; missing+=("${line% is not owned by any package}");;
+      "error: file "*": No such file or directory") n=${line#error: file }; n=${n%: No such file or directory};;
+      "file "*" is not owned by any package") n=${line#file }; n=${n% is not owned by any package};;
     esac
-  done < <(rpm -q --whatprovides "${reqs[@]}" 2>&1)
+    [ -n "$n" ] && missing+=("${req_of[$n]:-$n}")
+  done < <(rpm -q --whatprovides "${names[@]}" 2>&1)
 }
 check_missing
 if [ "${#missing[@]}" -eq 0 ]; then echo "packetary: all build dependencies are installed"; exit 0; fi
