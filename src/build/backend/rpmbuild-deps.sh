@@ -77,7 +77,7 @@ declare -A debian_name=(
   [openldap-devel]=libldap-dev [krb5-devel]=libkrb5-dev [pam-devel]=libpam0g-dev
   [libxslt-devel]=libxslt1-dev [giflib-devel]=libgif-dev [SDL-devel]=libsdl1.2-dev
   [mesa-libGL-devel]=libgl-dev [mesa-libEGL-devel]=libegl-dev [libxcb-devel]=libxcb1-dev
-  [qt5-qtbase-devel]=qtbase5-dev [file-devel]=libmagic-dev [libssh2-devel]=libssh2-1-dev
+  [oniguruma-devel]=libonig-dev [qt5-qtbase-devel]=qtbase5-dev [file-devel]=libmagic-dev [libssh2-devel]=libssh2-1-dev
   [gnutls-devel]=libgnutls28-dev [libgcrypt-devel]=libgcrypt20-dev [nettle-devel]=nettle-dev
   [libnl3-devel]=libnl-3-dev [libtool-ltdl-devel]=libltdl-dev [check-devel]=check
   [cunit-devel]=libcunit1-dev [gtest-devel]=libgtest-dev [boost-devel]=libboost-dev
