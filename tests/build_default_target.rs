@@ -362,3 +362,28 @@ fn srpm_and_build_phases_have_no_network() {
         "spec code reached the server"
     );
 }
+
+/// A process spec code starts in the srpm phase does not live on into the dependency
+/// phase (which may have network) nor later.
+#[test]
+fn processes_left_by_the_srpm_phase_are_killed() {
+    if !docker_or_skip("processes_left_by_the_srpm_phase_are_killed") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let text = spec(
+        "left",
+        "",
+        "for p in /proc/[0-9]*; do if tr '\\0' ' ' < $p/cmdline 2>/dev/null | grep -q '^sleep 321'; then echo \"left over: $p\"; exit 1; fi; done",
+    )
+    .replace(
+        "Release: 1\n",
+        // Only in the srpm phase: the build phase parses the spec again.
+        "Release: 1%([ %{_sourcedir} = /builddir/src ] && { setsid sleep 321 >/dev/null 2>&1 </dev/null & }; echo)\n",
+    );
+    write(&w.join("p/left.spec"), &text);
+    let r = packetary(&["build", "p", "--out", "out"], w);
+    let dir = result_dir(&w.join("out"), T);
+    assert_eq!(r.code, 0, "{}\n{}", r.all(), logs(&dir));
+}

@@ -50,7 +50,8 @@ check_missing() {
       "file "*" is not owned by any package") n=${line#file }; n=${n% is not owned by any package};;
     esac
     [ -n "$n" ] && missing+=("${req_of[$n]:-$n}")
-  done < <(rpm -q --whatprovides "${names[@]}" 2>&1)
+  # `--`: the names come from a file the build user wrote, and may look like options.
+  done < <(rpm -q --whatprovides -- "${names[@]}" 2>&1)
 }
 check_missing
 if [ "${#missing[@]}" -eq 0 ]; then echo "packetary: all build dependencies are installed"; exit 0; fi
@@ -165,7 +166,8 @@ else
   all=()
   for cap in "${missing[@]}"; do
     # Names go into a generated spec: only what a package name or path can hold.
-    if ! [[ ${cap%% *} =~ ^[A-Za-z0-9._+/:()@-]+$ ]]; then cands[$cap]=""; continue; fi
+    # (Nor an option of apt's: no leading dash.)
+    if ! [[ ${cap%% *} =~ ^[A-Za-z0-9/][A-Za-z0-9._+/:()@-]*$ ]]; then cands[$cap]=""; continue; fi
     cands[$cap]=$(candidates "$cap" | tr '\n' ' ')
     # shellcheck disable=SC2206
     all+=(${cands[$cap]})

@@ -8,7 +8,8 @@ use crate::build::docker::DROP_DEFAULT_CAPS;
 use crate::config::Target;
 
 /// Macros for every rpmbuild call: a flat output layout and reproducible headers.
-/// `sourcedir` is the read-only mount for `-bs`; a rebuild unpacks the SRPM elsewhere.
+/// `sourcedir` is the build user's copy of the sources for `-bs`; a rebuild unpacks the
+/// SRPM elsewhere.
 fn rpm_defines(sourcedir: &str) -> String {
     [
         ("_topdir", "/builddir/build"),
@@ -57,6 +58,9 @@ pub(super) const CAPS: &[&str] = &[
 /// Refuses to go on with any network interface but loopback: spec code never runs online,
 /// whatever the executor did with the container's networks.
 const OFFLINE_CHECK: &str = r#"for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { echo "packetary: refusing to run spec code with network interface ${i##*/}"; exit 1; }; done"#;
+
+/// Kills every process of the build user (bash's `kill -1` as that user: all it may signal).
+const KILL_LEFTOVERS: &str = "setpriv --reuid=builder --regid=builder --clear-groups -- bash -c 'kill -KILL -1' 2>/dev/null || true";
 
 /// A phase body run as the build user with no capabilities at all (effective, permitted,
 /// inheritable, ambient and bounding sets empty), so that spec code (`%()` macros,
@@ -110,7 +114,9 @@ mkdir -p {BUILD_SPEC_DIR} {OUT_DIR}
 cp -rT {SOURCE_DIR} {BUILD_SOURCE_DIR}
 cp {in_spec} {BUILD_SPEC_DIR}/
 chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
-{run}"#,
+{run}
+# Nothing the spec started lives on into the dependency phase, which may have network.
+{KILL_LEFTOVERS}"#,
         in_spec = sh_quote(&format!("{SPEC_DIR}/{spec_file}")),
         run = as_builder(&srpm_inner),
     );
