@@ -109,6 +109,7 @@ echo "packetary: wrote ${{1##*/}}""#
     let srpm = format!(
         r#"set -eu
 {OFFLINE_CHECK}
+id -u {BUILD_USER} >/dev/null 2>&1 || {{ echo "packetary: error: the image has no user {BUILD_USER} to build as (an image older than this packetary?)"; echo "  fix: rebuild it: packetary images build rpmbuild"; exit 1; }}
 rm -rf {BUILD_SPEC_DIR} {BUILD_SOURCE_DIR}
 mkdir -p {BUILD_SPEC_DIR} {OUT_DIR}
 cp -rT {SOURCE_DIR} {BUILD_SOURCE_DIR}
