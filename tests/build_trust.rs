@@ -183,7 +183,9 @@ fn planted_links_and_special_files_named_like_rpms_are_refused() {
     let (r, dir, _w) = build_planting(
         "plantrpm",
         &format!(
-            "ln -s {} /out/evil-1-1.noarch.rpm\nmkfifo /out/fifo-1-1.noarch.rpm\nmknod /out/null-1-1.noarch.rpm c 1 3",
+            // Spec code runs unprivileged without CAP_MKNOD: the device node is refused at
+            // its making (see build_default_target); results.rs' unit tests cover taking one.
+            "ln -s {} /out/evil-1-1.noarch.rpm\nmkfifo /out/fifo-1-1.noarch.rpm\n! mknod /out/null-1-1.noarch.rpm c 1 3",
             secret.file.display()
         ),
     );
@@ -192,7 +194,6 @@ fn planted_links_and_special_files_named_like_rpms_are_refused() {
     for refused in [
         "evil-1-1.noarch.rpm (a symbolic link)",
         "fifo-1-1.noarch.rpm (a FIFO)",
-        "null-1-1.noarch.rpm (a character device)",
     ] {
         assert!(r.stdout.contains(refused), "{refused}: {}", r.all());
     }

@@ -16,9 +16,16 @@ pub fn missing_capabilities(log: &str) -> Vec<String> {
     out
 }
 
-/// The line most worth showing from a failed phase's output.
+/// The line most worth showing from a failed phase's output. A command the shell could not
+/// find comes first: rpmbuild's own "Bad exit status" line would hide which tool the spec
+/// uses without declaring it.
 pub fn first_error_line(text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
+    if let Some(cmd) = lines.iter().find_map(|l| missing_command(l)) {
+        return Some(format!(
+            "command not found: {cmd} (the spec runs it without declaring it; fix: add a BuildRequires for {cmd} or the package that ships it)"
+        ));
+    }
     let pick = lines
         .iter()
         .find(|l| {
@@ -40,6 +47,17 @@ pub fn first_error_line(text: &str) -> Option<String> {
     } else {
         s.to_string()
     })
+}
+
+/// The command of a shell's "not found" line: bash's `...: line 5: autoreconf: command not
+/// found`, dash's `...: 5: autoreconf: not found`.
+fn missing_command(line: &str) -> Option<String> {
+    let rest = line
+        .strip_suffix(": command not found")
+        .or_else(|| line.strip_suffix(": not found"))?;
+    let cmd = rest.rsplit(": ").next()?.trim();
+    (!cmd.is_empty() && cmd.len() <= 100 && !cmd.contains(char::is_whitespace))
+        .then(|| cmd.to_string())
 }
 
 /// The last `n` lines of a log file, for terminals.
@@ -70,6 +88,13 @@ mod tests {
             Some("something broke")
         );
         assert_eq!(first_error_line(""), None);
+        let log = "+ autoreconf -fi\n/var/tmp/rpm-tmp.Ab1: line 42: autoreconf: command not found\nerror: Bad exit status from /var/tmp/rpm-tmp.Ab1 (%build)\n";
+        let line = first_error_line(log).expect("a line");
+        assert!(
+            line.starts_with("command not found: autoreconf ")
+                && line.contains("BuildRequires for autoreconf"),
+            "{line}"
+        );
     }
 
     #[test]

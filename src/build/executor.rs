@@ -250,54 +250,54 @@ impl Executor {
                 true,
             ));
         }
+        if let Some((volume, at)) = backend::cache_volume(&target) {
+            mounts.push((volume, at, false));
+        }
         let mut logs = Logs::open(&run.logs_dir(), false, run.req.target.limits.log_bytes).await?;
 
-        // Phases run back to back in as few processes as possible. Without a network cut
-        // they are the container's main process (no exec at all); with one, the container
-        // idles and two execs run on either side of the disconnection.
+        // Phases run back to back in one process, the container's main process (an exec
+        // costs a round trip). Where only the dependency phase may have network (rpmbuild:
+        // the srpm phase expands the spec's macros, the build runs its scripts), the
+        // container starts off the network and the driver asks for it with a secret only
+        // it holds, and gives it back (see `follow`).
+        let online = network || (script.deps.is_some() && backend::deps_online(&target));
+        let gated = online && script.offline_build;
         let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
         if let Some(deps) = &script.deps {
             steps.push((Phase::Deps, deps.as_str()));
         }
-        let cut = network && script.offline_build;
-        let mut groups = vec![steps];
-        if cut {
-            groups.push(vec![(Phase::Build, script.build.as_str())]);
-        } else {
-            groups[0].push((Phase::Build, script.build.as_str()));
+        steps.push((Phase::Build, script.build.as_str()));
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let named: Vec<(&str, &str)> = steps.iter().map(|(p, b)| (p.as_str(), *b)).collect();
+        let cmd = backend::driver(&nonce, &named);
+        for (phase, _) in &steps {
+            run.commands.push((*phase, cmd.clone()));
         }
-        let drivers: Vec<(String, Vec<String>)> = groups
-            .iter()
-            .map(|group| {
-                let nonce = format!("{:016x}", rand::random::<u64>());
-                let named: Vec<(&str, &str)> =
-                    group.iter().map(|(p, b)| (p.as_str(), *b)).collect();
-                let cmd = backend::driver(&nonce, &named);
-                for (phase, _) in group {
-                    run.commands.push((*phase, cmd.clone()));
-                }
-                (nonce, cmd)
-            })
-            .collect();
+        let mut env = script.env.clone();
+        if gated {
+            let token = format!("{:032x}", rand::random::<u128>());
+            env.push(format!("{}={token}", backend::NET_TOKEN_ENV));
+            run.net_token = Some(token);
+        }
 
         let spec = docker::ContainerSpec {
             name: format!("packetary-{}", run.req.id),
             image: target.image.clone(),
-            cmd: (!cut).then(|| drivers[0].1.clone()),
+            cmd: Some(cmd),
             labels: [
                 (LABEL_BUILD.to_string(), run.req.id.to_string()),
                 (LABEL_TARGET.to_string(), target.name.to_string()),
                 (LABEL_OWNER.to_string(), self.owner.clone()),
             ]
             .into_iter()
-            .chain((!cut).then(|| (docker::LABEL_NONCE.to_string(), drivers[0].0.clone())))
+            .chain([(docker::LABEL_NONCE.to_string(), nonce.clone())])
             .collect(),
             mounts,
-            env: script.env.clone(),
+            env,
             memory_bytes: target.limits.memory_bytes,
             nano_cpus: target.limits.cpus.map(|c| (c * 1e9) as i64),
             pids: Some(target.limits.pids),
-            network,
+            network: online,
             cap_add: script.cap_add.clone(),
             security_opt: script.security_opt.clone(),
         };
@@ -331,43 +331,21 @@ impl Executor {
             )
             .await
         };
-        let (left_out, mut attached) = if cut {
-            (upload.await, None)
-        } else {
-            let (u, a) = tokio::join!(upload, self.engine.attach(&id));
-            (u, Some(a))
-        };
+        if gated {
+            self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
+        }
+        let (left_out, attached) = tokio::join!(upload, self.engine.attach(&id));
         let left_out = left_out.map_err(Stop::Infra)?;
         tracing::debug!(build = %run.req.id, elapsed = ?t0.elapsed(), "inputs uploaded");
         for what in left_out {
             logs.note(&format!("packetary: not given to the build: {what}"))
                 .await;
         }
-        let last = groups.len() - 1;
-        for (i, (group, (nonce, cmd))) in groups.iter().zip(&drivers).enumerate() {
-            let stream = if let Some(attached) = attached.take() {
-                match attached {
-                    Ok(stream) => self.engine.start(&id).await.map(|()| stream),
-                    Err(e) => Err(e),
-                }
-            } else {
-                if i == 0 {
-                    self.engine.start(&id).await.map_err(Stop::Infra)?;
-                } else {
-                    self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
-                }
-                self.engine
-                    .exec_start(&id, cmd.clone(), script.env.clone())
-                    .await
-            }
-            .map_err(Stop::Infra)?;
-            if i == 0 {
-                run.end(true);
-            }
-            self.follow(run, &id, stream, group, nonce, &mut logs, i == last)
-                .await?;
-        }
-        Ok(())
+        let stream = attached.map_err(Stop::Infra)?;
+        self.engine.start(&id).await.map_err(Stop::Infra)?;
+        run.end(true);
+        self.follow(run, &id, stream, &steps, &nonce, &mut logs, true)
+            .await
     }
 }
 

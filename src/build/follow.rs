@@ -26,7 +26,7 @@ impl Executor {
         logs: &mut Logs,
         last: bool,
     ) -> Result<(), Stop> {
-        let code = self.run_steps(run, stream, steps, nonce, logs).await?;
+        let code = self.run_steps(run, id, stream, steps, nonce, logs).await?;
         if code != 0 {
             let stop = self.classify(run, id, code).await;
             // The phase's failure is the build's; refusals are noted by `take_results`.
@@ -102,9 +102,11 @@ impl Executor {
     /// Runs `steps` in one exec, routing output to each phase's log and timing phases by
     /// the markers the driver script prints. Returns the exit code; on failure `run.phase`
     /// is the phase that failed.
+    #[allow(clippy::too_many_arguments)]
     async fn run_steps(
         &self,
         run: &mut Run,
+        id: &str,
         mut stream: ExecStream,
         steps: &[(Phase, &str)],
         nonce: &str,
@@ -113,6 +115,7 @@ impl Executor {
         let begin = backend::marker(nonce, "begin", "");
         let end = backend::marker(nonce, "end", "");
         let oom = backend::marker(nonce, "oom", "kills ");
+        let net_on = run.net_token.as_deref().map(backend::net_on_marker);
         let mut pending: Vec<u8> = Vec::new();
         let mut started_any = false;
         while let Some(chunk) = stream.next_chunk().await {
@@ -136,6 +139,15 @@ impl Executor {
                     }
                 } else if let Some(n) = text.trim_end().strip_prefix(&oom) {
                     run.oom_kills = n.parse().unwrap_or(0);
+                } else if net_on.as_deref() == Some(text.trim_end()) && run.net_token.is_some() {
+                    // Given once: a process left behind by the dependency phase cannot ask again.
+                    run.net_token = None;
+                    logs.note("packetary: network given to the dependency phase")
+                        .await;
+                    self.engine.connect_bridge(id).await.map_err(Stop::Infra)?;
+                } else if text.trim_end() == backend::NET_OFF_MARKER {
+                    self.engine.disconnect_all(id).await.map_err(Stop::Infra)?;
+                    logs.note("packetary: network taken away").await;
                 } else {
                     logs.write(run.phase, &line).await?;
                 }

@@ -49,6 +49,10 @@ pub const RECIPES: &[Recipe] = &[
                     "virtual-provides.spec",
                     include_str!("../../images/rpmbuild/virtual-provides.spec"),
                 ),
+                (
+                    "macros.packetary-fedora",
+                    include_str!("../../images/rpmbuild/macros.packetary-fedora"),
+                ),
             ],
             base: Some("debian-base"),
         },

@@ -37,6 +37,10 @@ pub(crate) struct Run {
     pub oom_kills: u64,
     /// Result files taken out of the container into the staging directory, by name.
     pub results: Vec<String>,
+    /// The secret with which the driver asks for the network for its dependency phase
+    /// (see `backend::NET_TOKEN_ENV`); taken once the network has been given, so that
+    /// nothing left running asks again.
+    pub net_token: Option<String>,
 }
 
 /// Why a build stopped before its end.
@@ -165,6 +169,7 @@ impl Run {
             state_log: vec![],
             oom_kills: 0,
             results: vec![],
+            net_token: None,
         }
     }
 

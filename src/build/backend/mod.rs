@@ -18,6 +18,21 @@ pub const NEVR_FILE: &str = ".nevr";
 /// Marker the dependency phase prints before each capability it could not install.
 pub const MISSING_MARK: &str = "packetary: missing build dependency: ";
 
+/// Environment variable giving the driver the secret for [`net_on_marker`]. Only the driver
+/// (root) sees it: it unsets it before any phase runs, and a process's initial environment
+/// is readable by its own user only, whereas its command line (holding the phase markers'
+/// nonce) is readable by all.
+pub const NET_TOKEN_ENV: &str = "PACKETARY_NET_TOKEN";
+
+/// The line a dependency phase prints to be put on the network; the driver's shell holds
+/// the token in `$net_token`.
+pub fn net_on_marker(token: &str) -> String {
+    format!("@@packetary-net-{token} on")
+}
+
+/// The line asking for the network to be taken away: harmless, so it needs no secret.
+pub const NET_OFF_MARKER: &str = "@@packetary-net off";
+
 /// A repository as the container sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerRepo {
@@ -49,6 +64,25 @@ pub fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Scri
     }
 }
 
+/// A named volume the backend keeps its dependency downloads in across builds of the
+/// target: `(volume name, mount point)`. Mounted read-write; the backend's scripts keep
+/// spec code from writing it.
+pub fn cache_volume(target: &Target) -> Option<(String, String)> {
+    match target.backend {
+        Backend::Rpmbuild => Some((
+            rpmbuild::cache_volume(target),
+            rpmbuild::CACHE_DIR.to_string(),
+        )),
+        Backend::Mock => None,
+    }
+}
+
+/// Whether the dependency phase needs the network even when the target has no http(s)
+/// repository: the rpmbuild backend installs from Debian's mirror what rpm cannot satisfy.
+pub fn deps_online(target: &Target) -> bool {
+    matches!(target.backend, Backend::Rpmbuild)
+}
+
 /// Quotes a word for POSIX sh.
 pub fn sh_quote(s: &str) -> String {
     if !s.is_empty()
@@ -72,7 +106,9 @@ pub fn marker(nonce: &str, what: &str, phase: &str) -> String {
 /// Everything goes to stdout (`exec 2>&1`) so that markers and output keep their order.
 pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
     // OUT_DIR is the container's own: uploaded inputs bring it, mounted ones do not.
-    let mut s = format!("exec 2>&1\nmkdir -p {OUT_DIR}\n");
+    let mut s = format!(
+        "exec 2>&1\nnet_token=${{{NET_TOKEN_ENV}:-}}\nunset {NET_TOKEN_ENV}\nmkdir -p {OUT_DIR}\n"
+    );
     for (phase, body) in steps {
         s.push_str(&format!(
             // Not `( ... ) || ...`: that context would switch off `set -e` inside the body.
@@ -142,7 +178,7 @@ mod tests {
         let srpm = &s.srpm;
         assert!(srpm.contains("rpmbuild -bs"), "{srpm}");
         assert!(srpm.contains("'/spec/hello world.spec'"), "{srpm}");
-        assert!(srpm.contains("'_sourcedir /src'"));
+        assert!(srpm.contains("_sourcedir /builddir/src"), "{srpm}");
         let deps = s.deps.as_ref().expect("rpmbuild installs deps");
         assert!(
             deps.contains("--repofrompath=fedora,https://example.org/f43/ --repo=fedora"),
@@ -158,14 +194,20 @@ mod tests {
             build.contains("rpmbuild --rebuild --target x86_64"),
             "{build}"
         );
-        assert!(s.cap_add.is_empty());
+        // Docker's default capabilities dropped, a few kept for root's dependency phase.
+        assert_eq!(s.cap_add[0], crate::build::docker::DROP_DEFAULT_CAPS);
+        assert!(!s.cap_add.iter().any(|c| c == "NET_RAW" || c == "MKNOD"));
+        // Spec code runs unprivileged, and its phases are not the dependency phase.
+        assert!(srpm.contains("setpriv --reuid=builder"), "{srpm}");
+        assert!(build.contains("setpriv --reuid=builder"), "{build}");
+        assert!(!deps.contains("setpriv"), "{deps}");
     }
 
     #[test]
     fn rpmbuild_without_repos_never_calls_dnf() {
         let s = script(&target("bookworm-rpmbuild"), "a.spec", &[]);
         let deps = s.deps.expect("deps");
-        assert!(!deps.contains("dnf"), "{deps}");
+        assert!(!deps.contains("dnf -y"), "{deps}");
         assert!(deps.contains("has no repositories"));
     }
 

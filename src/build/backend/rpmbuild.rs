@@ -4,10 +4,12 @@ use super::{
     sh_quote, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR, SOURCE_DIR,
     SPEC_DIR,
 };
+use crate::build::docker::DROP_DEFAULT_CAPS;
 use crate::config::Target;
 
 /// Macros for every rpmbuild call: a flat output layout and reproducible headers.
-/// `sourcedir` is the read-only mount for `-bs`; a rebuild unpacks the SRPM elsewhere.
+/// `sourcedir` is the build user's copy of the sources for `-bs`; a rebuild unpacks the
+/// SRPM elsewhere.
 fn rpm_defines(sourcedir: &str) -> String {
     [
         ("_topdir", "/builddir/build"),
@@ -30,10 +32,69 @@ fn rpm_defines(sourcedir: &str) -> String {
     .join(" ")
 }
 
+/// The unprivileged user of the image (see images/rpmbuild/Dockerfile) that spec code runs as.
+const BUILD_USER: &str = "builder";
+/// Where the build user finds copies of the read-only inputs.
+const BUILD_SPEC_DIR: &str = "/builddir/spec";
+const BUILD_SOURCE_DIR: &str = "/builddir/src";
+/// Mount point of the target's dependency cache volume (see [`cache_volume`]).
+pub(super) const CACHE_DIR: &str = "/var/cache/packetary";
+
+/// Capabilities of the container, for the dependency phase (root: apt, dpkg, dnf, rpm) and
+/// the driver's own set-up; the srpm and build phases drop all of them (see [`as_builder`]).
+/// Docker's defaults also hold NET_RAW, MKNOD, SYS_CHROOT, AUDIT_WRITE, NET_BIND_SERVICE,
+/// SETFCAP: none is used.
+pub(super) const CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "SETUID",
+    "SETGID",
+    "SETPCAP",
+    "KILL",
+];
+
+/// Refuses to go on with any network interface but loopback: spec code never runs online,
+/// whatever the executor did with the container's networks.
+const OFFLINE_CHECK: &str = r#"for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { echo "packetary: refusing to run spec code with network interface ${i##*/}"; exit 1; }; done"#;
+
+/// Kills every process of the build user (bash's `kill -1` as that user: all it may signal).
+const KILL_LEFTOVERS: &str = "setpriv --reuid=builder --regid=builder --clear-groups -- bash -c 'kill -KILL -1' 2>/dev/null || true";
+
+/// A phase body run as the build user with no capabilities at all (effective, permitted,
+/// inheritable, ambient and bounding sets empty), so that spec code (`%()` macros,
+/// `%prep`, `%build`) has no root and nothing to regain it with.
+fn as_builder(body: &str) -> String {
+    format!(
+        "setpriv --reuid={BUILD_USER} --regid={BUILD_USER} --init-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs -- env HOME=/builddir USER={BUILD_USER} LOGNAME={BUILD_USER} bash -c {}",
+        sh_quote(body)
+    )
+}
+
+/// The named volume caching what the dependency phase downloads (apt's lists and archives,
+/// resolved names), one per target, mounted at [`CACHE_DIR`]. Only root writes it: spec code
+/// runs as the build user and cannot plant packages for later builds.
+pub(super) fn cache_volume(target: &Target) -> String {
+    let name: String = target
+        .name
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("packetary-deps-cache-{name}")
+}
+
 pub(super) fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {
-    let defines = rpm_defines(SOURCE_DIR);
-    let spec = sh_quote(&format!("{SPEC_DIR}/{spec_file}"));
-    let srpm = format!(
+    let defines = rpm_defines(BUILD_SOURCE_DIR);
+    let spec = sh_quote(&format!("{BUILD_SPEC_DIR}/{spec_file}"));
+    let srpm_inner = format!(
         r#"set -eu
 mkdir -p /builddir/build
 rpmbuild -bs {defines} {spec}
@@ -43,11 +104,28 @@ set -- {OUT_DIR}/*.src.rpm
 rpm -qp --qf '%{{NAME}}\t%{{EPOCH}}\t%{{VERSION}}\t%{{RELEASE}}\n[%{{REQUIRENEVRS}}\n]' "$1" > {OUT_DIR}/{NEVR_FILE}
 echo "packetary: wrote ${{1##*/}}""#
     );
+    // The inputs are mounted read-only from the host with the host's modes: copies give
+    // the build user something it can read.
+    let srpm = format!(
+        r#"set -eu
+{OFFLINE_CHECK}
+id -u {BUILD_USER} >/dev/null 2>&1 || {{ echo "packetary: error: the image has no user {BUILD_USER} to build as (an image older than this packetary?)"; echo "  fix: rebuild it: packetary images build rpmbuild"; exit 1; }}
+rm -rf {BUILD_SPEC_DIR} {BUILD_SOURCE_DIR}
+mkdir -p {BUILD_SPEC_DIR} {OUT_DIR}
+cp -rT {SOURCE_DIR} {BUILD_SOURCE_DIR}
+cp {in_spec} {BUILD_SPEC_DIR}/
+chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
+{run}
+# Nothing the spec started lives on into the dependency phase, which may have network.
+{KILL_LEFTOVERS}"#,
+        in_spec = sh_quote(&format!("{SPEC_DIR}/{spec_file}")),
+        run = as_builder(&srpm_inner),
+    );
 
     let releasever = target.releasever.as_deref().unwrap_or("packetary");
     let dnf = if repos.is_empty() {
         format!(
-            r#"echo "packetary: target {} has no repositories to install them from""#,
+            r#"echo "packetary: target {} has no repositories to install them from; trying Debian""#,
             target.name
         )
     } else {
@@ -55,6 +133,7 @@ echo "packetary: wrote ${{1##*/}}""#
             "dnf".to_string(),
             "-y".into(),
             "builddep".into(),
+            "--skip-unavailable".into(),
             "--nogpgcheck".into(),
             format!("--releasever={}", sh_quote(releasever)),
             "--setopt=cachedir=/var/cache/packetary-dnf".into(),
@@ -68,36 +147,32 @@ echo "packetary: wrote ${{1##*/}}""#
             args.push(format!("--repo={}", sh_quote(&r.name)));
         }
         args.push("\"$srpm\"".into());
-        format!("{} && exit 0", args.join(" "))
+        let needs_network = repos
+            .iter()
+            .any(|r| r.url.starts_with("http://") || r.url.starts_with("https://"));
+        format!(
+            "{}{}",
+            if needs_network {
+                "online || return 1\n"
+            } else {
+                ""
+            },
+            args.join(" ")
+        )
     };
-    // Checking with rpm first keeps the common case (nothing to install) free of dnf's start-up.
-    // Bash builtins only until something is to be queried: each process start costs CPU
-    // that parallel builds compete for.
     let deps = format!(
-        r#"set -u
-set -- {OUT_DIR}/*.src.rpm
-srpm=$1
-reqs=()
-{{ read -r _ || true; while IFS= read -r r; do case "$r" in rpmlib\(*|"") ;; *) reqs+=("$r");; esac; done; }} < {OUT_DIR}/{NEVR_FILE}
-missing=()
-if [ "${{#reqs[@]}}" -gt 0 ]; then
-  while IFS= read -r line; do
-    case "$line" in "no package provides "*) missing+=("${{line#no package provides }}");; esac
-  done < <(rpm -q --whatprovides "${{reqs[@]}}" 2>&1)
-fi
-if [ "${{#missing[@]}}" -eq 0 ]; then echo "packetary: all build dependencies are installed"; exit 0; fi
-printf 'packetary: to install: %s\n' "${{missing[@]}}"
-{dnf}
-for dep in "${{missing[@]}}"; do
-  rpm -q --whatprovides "$dep" >/dev/null 2>&1 || echo "{MISSING_MARK}$dep"
-done
-exit 1"#
+        "OUT_DIR={OUT_DIR}\nNEVR_FILE={NEVR_FILE}\nMISSING_MARK={mark}\ninstall_from_repos() {{\n{dnf}\n}}\n{body}",
+        mark = sh_quote(MISSING_MARK),
+        body = include_str!("rpmbuild-deps.sh"),
     );
     let build = format!(
-        r#"set -eu
+        "set -eu\n{OFFLINE_CHECK}\n{}",
+        as_builder(&format!(
+            r#"set -eu
 rpmbuild --rebuild --target {arch} {defines} {OUT_DIR}/*.src.rpm"#,
-        arch = sh_quote(&target.arch),
-        defines = rpm_defines("/builddir/build/SOURCES")
+            arch = sh_quote(&target.arch),
+            defines = rpm_defines("/builddir/build/SOURCES")
+        ))
     );
     Script {
         srpm,
@@ -110,7 +185,10 @@ rpmbuild --rebuild --target {arch} {defines} {OUT_DIR}/*.src.rpm"#,
             "HOME=/builddir".into(),
             OMP_PASSIVE.into(),
         ],
-        cap_add: vec![],
+        cap_add: std::iter::once(DROP_DEFAULT_CAPS)
+            .chain(CAPS.iter().copied())
+            .map(String::from)
+            .collect(),
         security_opt: vec!["no-new-privileges".into()],
     }
 }
