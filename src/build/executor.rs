@@ -12,7 +12,7 @@ use super::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TA
 use super::inputs;
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, Progress};
-use crate::config::RepoLocation;
+use crate::config::{Backend, RepoLocation};
 use crate::model::{Outcome, Phase};
 
 /// Runs builds on one Docker engine.
@@ -251,6 +251,23 @@ impl Executor {
             ));
         }
         let mut logs = Logs::open(&run.logs_dir(), false).await?;
+        // The mock backend's own preparation: a Mock image, its buildroot made ready.
+        let image = if target.backend == Backend::Mock {
+            let (repos, mounts) = (&container_repos, &mounts);
+            super::mockroot::prepare(
+                &self.engine,
+                &self.owner,
+                run,
+                repos,
+                mounts,
+                network,
+                &script,
+                &mut logs,
+            )
+            .await?
+        } else {
+            target.image.clone()
+        };
 
         // Phases run back to back in as few processes as possible. Without a network cut
         // they are the container's main process (no exec at all); with one, the container
@@ -282,7 +299,7 @@ impl Executor {
 
         let spec = docker::ContainerSpec {
             name: format!("packetary-{}", run.req.id),
-            image: target.image.clone(),
+            image,
             cmd: (!cut).then(|| drivers[0].1.clone()),
             labels: [
                 (LABEL_BUILD.to_string(), run.req.id.to_string()),
