@@ -5,9 +5,10 @@
 //! build's container starts from that image, its buildroot ready: Mock finds it initialized
 //! (`--no-clean`) and installs only what the package's own BuildRequires add.
 //!
-//! The image is keyed by the target's image id, the generated Mock configuration (which
-//! names the repositories) and each repository's `repodata/repomd.xml` digest, so a new
-//! repository state makes a new buildroot. When a `repomd.xml` cannot be read, the build
+//! The image is keyed by the target's image id, the Mock configuration generated for the
+//! target's own repositories (a build's extra repositories only add its BuildRequires) and
+//! each of those repositories' `repodata/repomd.xml` digest, so a new repository state
+//! makes a new buildroot (and the target's older one is removed). When a `repomd.xml` cannot be read, the build
 //! goes without (cold, as Mock alone would), and so it does when the initialization fails:
 //! the build then reports the failure with its logs.
 
@@ -72,13 +73,11 @@ pub(crate) async fn prepare(
             label.as_deref().unwrap_or("(none)")
         )));
     }
-    let cfg = script
-        .files
-        .iter()
-        .find(|(n, _)| n == "packetary.cfg")
-        .map(|(_, c)| c.clone())
-        .unwrap_or_default();
-    let key = match key(&image_id, &cfg, &run.req, repos).await {
+    // The buildroot comes from the target's own repositories: a build's extra ones (a
+    // change's earlier results) only add its BuildRequires, which Mock installs per build.
+    let own = &repos[..target.repos.len().min(repos.len())];
+    let cfg = backend::mock_config(&target, own);
+    let key = match key(&image_id, &cfg, &target.repos, own).await {
         Ok(k) => k,
         Err(why) => {
             logs.note(&format!(
@@ -175,11 +174,12 @@ pub(crate) async fn prepare(
     }
 }
 
-/// The key of a buildroot: image, configuration, and each repository's metadata digest.
+/// The key of a buildroot: image, configuration, and each of the target's repositories'
+/// metadata digest.
 async fn key(
     image_id: &str,
     cfg: &str,
-    req: &super::BuildRequest,
+    target_repos: &[crate::config::Repo],
     repos: &[ContainerRepo],
 ) -> Result<String, String> {
     let mut h = Sha256::new();
@@ -187,8 +187,7 @@ async fn key(
     h.update(image_id.as_bytes());
     h.update(b"\0");
     h.update(cfg.as_bytes());
-    let all: Vec<_> = req.target.repos.iter().chain(&req.extra_repos).collect();
-    for (r, c) in all.iter().zip(repos) {
+    for (r, c) in target_repos.iter().zip(repos) {
         let repomd = match &r.location {
             RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
                 .await

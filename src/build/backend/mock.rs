@@ -29,6 +29,9 @@ pub const MOCK_LOG_NAMES: &[&str] = &[
 pub const SETUP_FAULT: i64 = 97;
 /// Prefix of the line naming a setup fault.
 pub const SETUP_MARK: &str = "packetary: setup fault: ";
+/// Where the setup puts the package managers Mock calls, wrapped to run without
+/// `SYS_ADMIN` (see [`setup`]).
+pub const WRAP_DIR: &str = "/run/packetary-mock";
 /// Where Mock keeps the buildroot of a target (config `root`), inside the container.
 pub const MOCK_BASEDIR: &str = "/var/lib/mock";
 
@@ -54,6 +57,15 @@ user="${{SUDO_USER:-mockbuild}}"
 uid=$(id -u "$user" 2>/dev/null) || fault "the image has no user $user for Mock to drop to (set SUDO_USER in the image, or create the user)"
 gid=$(id -g "$user")
 export SUDO_USER="$user" SUDO_UID="$uid" SUDO_GID="$gid"
+# dnf (and the scriptlets of every package it installs, run as root) without SYS_ADMIN:
+# only Mock's own mounts need it.
+command -v setpriv >/dev/null 2>&1 || fault "the image has no setpriv (util-linux)"
+install -d {WRAP_DIR}
+for pm in dnf-3:dnf4 dnf5:dnf5; do
+  real=$(command -v "${{pm%%:*}}" 2>/dev/null) || continue
+  printf '#!/bin/sh\nexec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin -- %s "$@"\n' "$real" > {WRAP_DIR}/"${{pm#*:}}"
+  chmod 0755 {WRAP_DIR}/"${{pm#*:}}"
+done
 # pk_mock RESULTDIR ARGS...: one Mock call; its result directory belongs to Mock's user.
 # When dnf could not find a BuildRequires (exit 30), each capability is named.
 pk_mock() {{
@@ -161,6 +173,8 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
         set("macros/%dist", py_str(&format!(".{dist}")));
     }
     set("package_manager", py_str("dnf"));
+    set("dnf4_command", py_str(&format!("{WRAP_DIR}/dnf4")));
+    set("dnf5_command", py_str(&format!("{WRAP_DIR}/dnf5")));
     set("isolation", py_str("simple"));
     set("use_bootstrap", "False".into());
     set("use_bootstrap_image", "False".into());
