@@ -294,7 +294,7 @@ mod tests {
     fn setup_runs_in_bash_and_finds_the_user() {
         // The setup's shell is valid and its fault path exits SETUP_FAULT with its mark.
         let body = format!("{}\nfault 'no user x'", setup());
-        let out = std::process::Command::new("bash")
+        let out = std::process::Command::new("/bin/bash")
             .args(["-c", &body])
             .env("PATH", "/nonexistent")
             .output()
