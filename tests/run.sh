@@ -11,6 +11,8 @@ cargo build --quiet --all-targets
 
 # Images are built once here, so that parallel tests don't race to build them.
 target/debug/packetary images ensure
+# The mock backend's test image (real Mock from ../shared/peers/mock); skipped when up to date.
+images/mock-debian-test/build.sh
 
 echo "tests/run.sh: running the suite" >&2
 cargo test -- --test-threads="${TEST_THREADS:-4}"

@@ -33,6 +33,12 @@ pub fn first_error_line(text: &str) -> Option<String> {
             l.starts_with("error:") || l.starts_with("Error:") || l.contains(": error:")
         })
         .or_else(|| lines.iter().find(|l| l.contains("Bad exit status")))
+        // Mock's own errors, after rpmbuild's (Mock's last lines are its command line).
+        .or_else(|| {
+            lines
+                .iter()
+                .find(|l| l.starts_with("ERROR:") && !l.starts_with("ERROR: Exception("))
+        })
         .or_else(|| {
             lines.iter().rev().find(|l| {
                 !l.trim().is_empty() && !l.starts_with("packetary:") && !l.starts_with('+')
@@ -94,6 +100,12 @@ mod tests {
             line.starts_with("command not found: autoreconf ")
                 && line.contains("BuildRequires for autoreconf"),
             "{line}"
+        );
+        // Mock: its ERROR: line rather than the command line it ends with.
+        let mock = "INFO: Start\nERROR: Exception(/out/a.src.rpm) Config(x) 0 minutes 1 seconds\nERROR: Could not create dir /out/r. Error: [Errno 13] Permission denied\n # bash --login -c '/usr/bin/rpmbuild -bb x.spec'\n";
+        assert_eq!(
+            first_error_line(mock).as_deref(),
+            Some("ERROR: Could not create dir /out/r. Error: [Errno 13] Permission denied")
         );
     }
 

@@ -12,7 +12,7 @@ use super::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TA
 use super::inputs;
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, Progress};
-use crate::config::RepoLocation;
+use crate::config::{Backend, RepoLocation};
 use crate::model::{Outcome, Phase};
 
 /// Runs builds on one Docker engine.
@@ -254,6 +254,23 @@ impl Executor {
             mounts.push((volume, at, false));
         }
         let mut logs = Logs::open(&run.logs_dir(), false, run.req.target.limits.log_bytes).await?;
+        // The mock backend's own preparation: a Mock image, its buildroot made ready.
+        let image = if target.backend == Backend::Mock {
+            let (repos, mounts) = (&container_repos, &mounts);
+            super::mockroot::prepare(
+                &self.engine,
+                &self.owner,
+                run,
+                repos,
+                mounts,
+                network,
+                &script,
+                &mut logs,
+            )
+            .await?
+        } else {
+            target.image.clone()
+        };
 
         // Phases run back to back in one process, the container's main process (an exec
         // costs a round trip). Where only the dependency phase may have network (rpmbuild:
@@ -282,7 +299,7 @@ impl Executor {
 
         let spec = docker::ContainerSpec {
             name: format!("packetary-{}", run.req.id),
-            image: target.image.clone(),
+            image,
             cmd: Some(cmd),
             labels: [
                 (LABEL_BUILD.to_string(), run.req.id.to_string()),

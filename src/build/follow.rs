@@ -192,6 +192,18 @@ impl Executor {
             .rsplit_once(&format!("packetary: === {} phase ===\n", run.phase))
             .map(|(_, t)| t)
             .unwrap_or(&text);
+        match backend::classify(run.req.target.backend, code, phase_text) {
+            Some(backend::Verdict::Infra(m)) => return infra(m),
+            Some(backend::Verdict::MissingDeps(missing)) => {
+                return Stop::Failed(
+                    Failure::MissingDeps {
+                        capabilities: missing.clone(),
+                    },
+                    format!("missing build dependencies: {}", missing.join(", ")),
+                )
+            }
+            None => {}
+        }
         if run.phase == Phase::Deps {
             let missing = missing_capabilities(phase_text);
             if !missing.is_empty() {

@@ -56,6 +56,7 @@ mod executor;
 mod follow;
 pub mod images;
 mod inputs;
+pub mod mockroot;
 mod repo;
 mod results;
 mod run;

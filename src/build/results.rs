@@ -4,7 +4,9 @@
 //! entry, trusting nothing the container made:
 //!
 //! - only regular files are written, and only the results: SRPM and RPMs directly in
-//!   `/out`; the NEVR file is read into memory, never written;
+//!   `/out`, and the backend tool's own logs under `/out/.packetary/logs/<phase>/` (Mock's
+//!   `build.log`, `root.log`, ... by name, see [`backend_log`]) into `logs/mock/<phase>/`;
+//!   the NEVR file is read into memory, never written;
 //! - symbolic links, hard links, devices, FIFOs and anything else are never written nor
 //!   followed; named like a result they are *refused* (the build fails), elsewhere
 //!   *ignored* (noted in `root.log`);
@@ -22,7 +24,7 @@ use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::backend::{NEVR_FILE, OUT_DIR};
+use super::backend::{MOCK_LOGS, NEVR_FILE, OUT_DIR};
 use super::docker::Engine;
 use crate::format::Format;
 
@@ -52,6 +54,8 @@ pub(crate) const LIMITS: Limits = Limits {
 pub(crate) struct Taken {
     /// Result files written into the destination, by name: the SRPM and the RPMs.
     pub files: Vec<String>,
+    /// The backend tool's logs written into the destination, by relative path.
+    pub logs: Vec<PathBuf>,
     /// The NEVR file's text (first line: the SRPM's NEVR), kept in memory.
     pub nevr: Option<String>,
     /// Entries named like results that were not regular files, as `name (kind)`.
@@ -143,6 +147,27 @@ fn is_result(name: &str) -> bool {
     name == NEVR_FILE || Format::of_file(Path::new(name)).is_some()
 }
 
+/// Where a log the backend's tool left at `rel` (relative to `/out`) goes, relative to
+/// the destination: `.packetary/logs/<srpm|build>/<name>` with `name` one of Mock's logs
+/// becomes `logs/mock/<phase>/<name>`. `None` for anything else.
+fn backend_log(rel: &Path) -> Option<PathBuf> {
+    let under = Path::new(MOCK_LOGS).strip_prefix(OUT_DIR).ok()?;
+    let rest = rel
+        .strip_prefix(under.strip_prefix("/").unwrap_or(under))
+        .ok()?;
+    let mut parts = rest.components();
+    let (Some(Component::Normal(phase)), Some(Component::Normal(name)), None) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let phase = phase.to_str().filter(|p| ["srpm", "build"].contains(p))?;
+    let name = name
+        .to_str()
+        .filter(|n| super::backend::MOCK_LOG_NAMES.contains(n))?;
+    Some(Path::new("logs/mock").join(phase).join(name))
+}
+
 /// What a tar entry is, in words.
 fn kind(t: tar::EntryType) -> &'static str {
     match t {
@@ -190,6 +215,9 @@ pub(crate) fn unpack(
     let r = unpack_into(tar, root, dest, limits, &mut taken);
     if r.is_err() {
         for f in &taken.files {
+            let _ = std::fs::remove_file(dest.join(f));
+        }
+        for f in &taken.logs {
             let _ = std::fs::remove_file(dest.join(f));
         }
     }
@@ -267,6 +295,20 @@ fn unpack_into(
                         .map_err(|e| infra(&format!("write {}", dest.join(&name).display()), e))?;
                     taken.files.push(name);
                 }
+            }
+            _ if t.is_file() && backend_log(&rel).is_some() => {
+                let to = backend_log(&rel).unwrap_or_default();
+                if taken.logs.contains(&to) {
+                    continue;
+                }
+                let path = dest.join(&to);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| infra(&format!("create {}", dir.display()), e))?;
+                }
+                write_new(&path, &mut entry)
+                    .map_err(|e| infra(&format!("write {}", path.display()), e))?;
+                taken.logs.push(to);
             }
             // Anything else the build left (Mock's work files, ...) stays behind.
             _ if t.is_file() || t.is_dir() => {}
@@ -440,6 +482,42 @@ mod tests {
         assert_eq!(
             std::fs::read(dir.path().join("a-1-1.noarch.rpm")).expect("rpm"),
             b"rpm"
+        );
+    }
+
+    #[test]
+    fn mock_logs_are_taken_by_name_only() {
+        let mut t = Tar::new();
+        t.file("out/a-1-1.src.rpm", b"srpm")
+            .file("out/.packetary/logs/build/build.log", b"rpmbuild said")
+            .file("out/.packetary/logs/srpm/root.log", b"dnf said")
+            .file("out/.packetary/logs/build/notes.txt", b"not a Mock log")
+            .file("out/.packetary/logs/other/build.log", b"not a phase")
+            .file("out/.packetary/logs/build/x/build.log", b"too deep");
+        t.entry(
+            "out/.packetary/logs/build/state.log",
+            tar::EntryType::Symlink,
+            b"",
+            Some("/etc/shadow"),
+        );
+        let (r, dir) = unpack_into(t.bytes(), LIMITS);
+        let taken = r.expect("unpacks");
+        assert_eq!(
+            taken.logs,
+            [
+                PathBuf::from("logs/mock/build/build.log"),
+                PathBuf::from("logs/mock/srpm/root.log")
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("logs/mock/build/build.log")).expect("log"),
+            "rpmbuild said"
+        );
+        assert!(!dir.path().join("logs/mock/build/state.log").exists());
+        assert!(!dir.path().join("logs/mock/build/notes.txt").exists());
+        assert_eq!(
+            taken.ignored,
+            ["/out/.packetary/logs/build/state.log (a symbolic link)"]
         );
     }
 

@@ -6,7 +6,9 @@ use crate::config::{Backend, Target};
 mod mock;
 mod rpmbuild;
 
-pub use mock::{mock_config, MOCK_CFG};
+pub use mock::{
+    init_command as mock_init_command, mock_config, mock_root, MOCK_CFG, MOCK_LOGS, MOCK_LOG_NAMES,
+};
 
 /// Where things are inside the build container.
 pub const SPEC_DIR: &str = "/spec";
@@ -55,6 +57,25 @@ pub struct Script {
     pub env: Vec<String>,
     pub cap_add: Vec<String>,
     pub security_opt: Vec<String>,
+}
+
+/// A backend's own reading of a failed phase, where its tool says more than the generic
+/// reading of the output can (Mock's exit codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not the package's fault: the image, the configuration, a repository out of reach.
+    Infra(String),
+    /// BuildRequires that no repository provides.
+    MissingDeps(Vec<String>),
+}
+
+/// How `backend` reads a phase that exited `code` having printed `text`; `None` leaves it
+/// to the generic reading (`build::classify`).
+pub fn classify(backend: Backend, code: i64, text: &str) -> Option<Verdict> {
+    match backend {
+        Backend::Rpmbuild => None,
+        Backend::Mock => mock::classify(code, text),
+    }
 }
 
 pub fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {

@@ -1,0 +1,282 @@
+//! Warm buildroots for Mock targets. Mock spends most of a small build installing the
+//! buildroot (`chroot_setup_cmd`); every build of a target installs the same one until the
+//! target's configuration or its repositories change. So the buildroot is initialized once
+//! (`mock --init` in a container of the target's image, committed as an image) and every
+//! build's container starts from that image, its buildroot ready: Mock finds it initialized
+//! (`--no-clean`) and installs only what the package's own BuildRequires add.
+//!
+//! The image is keyed by the target's image id, the Mock configuration generated for the
+//! target's own repositories (a build's extra repositories only add its BuildRequires) and
+//! each of those repositories' `repodata/repomd.xml` digest, so a new repository state
+//! makes a new buildroot (and the target's older one is removed). When a `repomd.xml` cannot be read, the build
+//! goes without (cold, as Mock alone would), and so it does when the initialization fails:
+//! the build then reports the failure with its logs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use super::backend::{self, ContainerRepo, Script};
+use super::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
+use super::run::{infra, Logs, Run, Stop};
+use crate::config::RepoLocation;
+use crate::model::Phase;
+
+/// The label every Mock image carries (images/mock-*): `org.packetary.backend=mock`.
+pub const LABEL_BACKEND: &str = "org.packetary.backend";
+/// Repository of the warm buildroot images; their tag is `<target>-<key>`.
+pub const WARM_REPO: &str = "packetary/mockroot";
+/// Label naming the target a warm buildroot image belongs to.
+pub const LABEL_WARM_TARGET: &str = "org.packetary.mockroot.target";
+/// Largest `repomd.xml` read (they are a few KiB).
+const MAX_REPOMD: usize = 4 << 20;
+
+/// One lock per key, so that concurrent builds of a target make its buildroot once.
+fn lock_for(key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(key.to_string()).or_default().clone()
+}
+
+/// What the build container of a Mock target is made from: the warm buildroot image when
+/// there is (or can be made) one, else the target's image. Refuses an image that is not a
+/// Mock image, naming it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn prepare(
+    engine: &Engine,
+    owner: &str,
+    run: &mut Run,
+    repos: &[ContainerRepo],
+    mounts: &[(String, String, bool)],
+    network: bool,
+    script: &Script,
+    logs: &mut Logs,
+) -> Result<String, Stop> {
+    let target = run.req.target.clone();
+    let Some(image_id) = engine.image_id(&target.image).await.map_err(Stop::Infra)? else {
+        // Creating the container reports the missing image, as for any backend.
+        return Ok(target.image.clone());
+    };
+    let label = engine
+        .image_label(&target.image, LABEL_BACKEND)
+        .await
+        .map_err(Stop::Infra)?;
+    if label.as_deref() != Some("mock") {
+        return Err(infra(format!(
+            "target `{}` uses the mock backend but image {} is not a Mock image (label {LABEL_BACKEND}={})\n  fix: set the target's `image` to a Mock image (packetary/mock:fedora, packetary/mock:el9, or one built with `LABEL {LABEL_BACKEND}=mock`), or its `backend` to \"rpmbuild\"",
+            target.name,
+            target.image,
+            label.as_deref().unwrap_or("(none)")
+        )));
+    }
+    // The buildroot comes from the target's own repositories: a build's extra ones (a
+    // change's earlier results) only add its BuildRequires, which Mock installs per build.
+    let own = &repos[..target.repos.len().min(repos.len())];
+    let cfg = backend::mock_config(&target, own);
+    let key = match key(&image_id, &cfg, &target.repos, own).await {
+        Ok(k) => k,
+        Err(why) => {
+            logs.note(&format!(
+                "packetary: no warm buildroot for this build ({why}); Mock installs it"
+            ))
+            .await;
+            return Ok(target.image.clone());
+        }
+    };
+    let tag = format!("{}-{}", tag_safe(target.name.as_str()), &key[..16]);
+    let warm = format!("{WARM_REPO}:{tag}");
+    let lock = lock_for(&warm);
+    let _held = lock.lock().await;
+    if engine.image_id(&warm).await.map_err(Stop::Infra)?.is_some() {
+        logs.note(&format!("packetary: warm buildroot {warm}"))
+            .await;
+        return Ok(warm);
+    }
+    logs.note(&format!(
+        "packetary: making the warm buildroot {warm} (once per target and repository state)"
+    ))
+    .await;
+    let t0 = std::time::Instant::now();
+    let spec = docker::ContainerSpec {
+        name: format!("packetary-{}-mockroot", run.req.id),
+        image: target.image.clone(),
+        cmd: Some(backend::mock_init_command(&cfg)),
+        labels: [
+            (LABEL_BUILD.to_string(), run.req.id.to_string()),
+            (LABEL_TARGET.to_string(), target.name.to_string()),
+            (LABEL_OWNER.to_string(), owner.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        mounts: mounts.to_vec(),
+        env: script.env.clone(),
+        memory_bytes: target.limits.memory_bytes,
+        nano_cpus: target.limits.cpus.map(|c| (c * 1e9) as i64),
+        pids: Some(target.limits.pids),
+        network,
+        cap_add: script.cap_add.clone(),
+        security_opt: script.security_opt.clone(),
+    };
+    let id = engine.create(&spec).await.map_err(Stop::Infra)?;
+    // Registered as the build's container: a timeout or cancellation removes it.
+    run.container = Some(id.clone());
+    let made = async {
+        let mut stream = engine.start_attached(&id).await?;
+        while let Some(chunk) = stream.next_chunk().await {
+            let _ = logs.write(Phase::Prepare, &chunk?).await;
+        }
+        let code = engine.exit_code(&stream.exit()).await?;
+        if code != 0 {
+            return Ok(false);
+        }
+        let labels = [
+            (LABEL_WARM_TARGET.to_string(), target.name.to_string()),
+            (LABEL_BACKEND.to_string(), "mock".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        engine.commit(&id, WARM_REPO, &tag, labels).await?;
+        Ok::<bool, docker::InfraError>(true)
+    }
+    .await;
+    run.container = None;
+    if let Err(e) = engine.remove(&id).await {
+        tracing::warn!(container = %id, "could not remove the buildroot container: {e}");
+    }
+    match made {
+        Ok(true) => {
+            logs.note(&format!(
+                "packetary: warm buildroot {warm} made in {:.1}s",
+                t0.elapsed().as_secs_f64()
+            ))
+            .await;
+            // Buildroots of the target's earlier states are not used again.
+            if let Ok(old) = engine
+                .images_with_label(&format!("{LABEL_WARM_TARGET}={}", target.name))
+                .await
+            {
+                for o in old.iter().filter(|o| **o != warm) {
+                    let _ = engine.remove_image(o).await;
+                }
+            }
+            Ok(warm)
+        }
+        Ok(false) => {
+            logs.note("packetary: making the warm buildroot failed (output above); the build goes on without it")
+                .await;
+            Ok(target.image.clone())
+        }
+        Err(e) => Err(Stop::Infra(e)),
+    }
+}
+
+/// The key of a buildroot: image, configuration, and each of the target's repositories'
+/// metadata digest.
+async fn key(
+    image_id: &str,
+    cfg: &str,
+    target_repos: &[crate::config::Repo],
+    repos: &[ContainerRepo],
+) -> Result<String, String> {
+    let mut h = Sha256::new();
+    h.update(b"packetary-mockroot-1\0");
+    h.update(image_id.as_bytes());
+    h.update(b"\0");
+    h.update(cfg.as_bytes());
+    for (r, c) in target_repos.iter().zip(repos) {
+        let repomd = match &r.location {
+            RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
+                .await
+                .map_err(|e| format!("repository `{}`: repodata/repomd.xml: {e}", r.name))?,
+            RepoLocation::Url(_) => get(&format!(
+                "{}/repodata/repomd.xml",
+                c.url.trim_end_matches('/')
+            ))
+            .await
+            .map_err(|e| format!("repository `{}`: {e}", r.name))?,
+        };
+        h.update(b"\0");
+        h.update(c.name.as_bytes());
+        h.update(b"\0");
+        h.update(Sha256::digest(&repomd));
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A target's name as a Docker tag part: `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+fn tag_safe(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    format!("t{s}")
+}
+
+/// GET over http(s), a few redirects followed: a repository's `repomd.xml`.
+async fn get(url: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("no TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    let mut current = url.to_string();
+    for _ in 0..5 {
+        let uri: hyper::Uri = current
+            .parse()
+            .map_err(|e| format!("bad URL {current}: {e}"))?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(15), client.get(uri))
+            .await
+            .map_err(|_| format!("{current}: no answer within 15s"))?
+            .map_err(|e| format!("{current}: {e}"))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let loc = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .ok_or_else(|| format!("{current}: {status} without a Location"))?;
+            current = url::Url::parse(&current)
+                .and_then(|base| base.join(loc))
+                .map_err(|e| format!("bad redirect: {e}"))?
+                .to_string();
+            continue;
+        }
+        if !status.is_success() {
+            return Err(format!("{current}: the server answered {status}"));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_REPOMD)
+            .collect()
+            .await
+            .map_err(|e| format!("{current}: {e}"))?;
+        return Ok(body.to_bytes().to_vec());
+    }
+    Err(format!("{url}: too many redirects"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_docker_safe() {
+        assert_eq!(tag_safe("fedora-43"), "tfedora-43");
+        assert_eq!(tag_safe("a/b c"), "ta_b_c");
+        assert_eq!(tag_safe(".x"), "t.x");
+    }
+}
