@@ -217,18 +217,26 @@ fn a_package_printing_without_end_gets_a_bounded_log() {
         &w.join("packetary.toml"),
         &format!("[targets.{T}]\nbackend = \"rpmbuild\"\nimage = \"packetary/rpmbuild:bookworm\"\nlog_size = \"1MiB\"\n"),
     );
-    // 8 MiB of output, more than the 1 MiB the target lets a log hold.
+    // 64 MiB of output on one line, more than the 1 MiB the target lets a log hold.
     write(
         &w.join("pkg/chatty.spec"),
         &spec(
             "chatty",
             "",
-            "head -c 8388608 /dev/zero | tr '\\0' 'x'\necho\necho 'the build says no' >&2\nexit 1",
+            "head -c 67108864 /dev/zero | tr '\\0' 'x'\necho\necho 'the build says no' >&2\nexit 1",
         ),
     );
+    let started = std::time::Instant::now();
     let r = packetary(
         &["--config", "packetary.toml", "build", "pkg", "--out", "out"],
         w,
+    );
+    // Not a speed figure: the service must not spend minutes of CPU on one endless line
+    // (it scanned the whole pending line again at every chunk).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "one long line took {:?}",
+        started.elapsed()
     );
     assert_eq!(r.code, 1, "{}", r.all());
     let log = result_dir(&w.join("out"), T).join("logs/build.log");

@@ -10,6 +10,10 @@ use super::executor::Executor;
 use super::results::{self, FetchError};
 use super::run::{infra, Logs, Run, Stop};
 
+/// Longest line kept whole to look for the driver's markers; past it a line is the
+/// package's output and goes to the log in pieces.
+const LONG_LINE: usize = 64 << 10;
+
 impl Executor {
     /// Reads a driver's output to its end and turns a non-zero exit into the build's
     /// failure. After the `last` driver, or a failed one, takes the results out of the
@@ -117,11 +121,36 @@ impl Executor {
         let oom = backend::marker(nonce, "oom", "kills ");
         let net_on = run.net_token.as_deref().map(backend::net_on_marker);
         let mut pending: Vec<u8> = Vec::new();
+        // Bytes of `pending` already searched for a newline, and whether `pending` starts in
+        // the middle of a line whose head went to the log as data: a package printing one
+        // endless line must cost neither quadratic scanning nor unbounded memory.
+        let mut scanned = 0;
+        let mut continuing = false;
         let mut started_any = false;
         while let Some(chunk) = stream.next_chunk().await {
             pending.extend_from_slice(&chunk.map_err(Stop::Infra)?);
-            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=nl).collect();
+            let mut pieces: Vec<(bool, Vec<u8>)> = Vec::new();
+            let mut start = 0;
+            while let Some(off) = pending[scanned..].iter().position(|b| *b == b'\n') {
+                let nl = scanned + off;
+                pieces.push((continuing, pending[start..=nl].to_vec()));
+                continuing = false;
+                start = nl + 1;
+                scanned = start;
+            }
+            // Markers are short lines: a longer one is the package's output.
+            if pending.len() - start > LONG_LINE {
+                pieces.push((true, pending[start..].to_vec()));
+                start = pending.len();
+                continuing = true;
+            }
+            pending.drain(..start);
+            scanned = pending.len();
+            for (data_only, line) in pieces {
+                if data_only {
+                    logs.write(run.phase, &line).await?;
+                    continue;
+                }
                 let text = String::from_utf8_lossy(&line);
                 if let Some(p) = text.trim_end().strip_prefix(&begin) {
                     if let Some(phase) = steps.iter().map(|(p, _)| *p).find(|x| x.as_str() == p) {
