@@ -88,7 +88,7 @@ async fn order_cycles_and_spec_errors_from_real_rpm() {
     }
     let bad = by_id["bad"].error.as_deref().unwrap_or_default();
     assert!(
-        bad.contains("rpmspec cannot parse bad.spec") && bad.contains("Bogus"),
+        bad.contains("rpmspec cannot parse bad/bad.spec") && bad.contains("Bogus"),
         "{bad}"
     );
     // Order in the plan: stage 0 before stage 1.

@@ -218,6 +218,37 @@ impl Config {
                 }
                 repos.push(repo);
             }
+            for (m, v) in &t.macros {
+                let name_ok = m.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !name_ok {
+                    return Err(invalid(
+                        &key("macros"),
+                        format!("`{m}` is not an rpm macro name"),
+                        "write names without `%`, letters, digits and `_`, e.g. macros = { fedora = \"40\", dist = \".fc40\" }",
+                    ));
+                }
+                if v.contains(['\n', '\0']) {
+                    return Err(invalid(
+                        &key("macros"),
+                        format!("the value of `{m}` spans lines"),
+                        "give each macro a one-line value",
+                    ));
+                }
+            }
+            if let Some(u) = &t.uname_r {
+                if u.is_empty()
+                    || !u
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-+~".contains(c))
+                {
+                    return Err(invalid(
+                        &key("uname_r"),
+                        format!("`{u}` is not a kernel release"),
+                        "write what `uname -r` prints on the target, e.g. \"6.8.5-301.fc40.x86_64\"",
+                    ));
+                }
+            }
             let arch = t.arch.unwrap_or_else(|| "x86_64".to_string());
             if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(invalid(
@@ -240,6 +271,8 @@ impl Config {
                     chroot_setup: t
                         .chroot_setup
                         .unwrap_or_else(|| "install @buildsys-build".to_string()),
+                    macros: t.macros,
+                    uname_r: t.uname_r,
                 },
             );
         }

@@ -12,13 +12,13 @@ pub mod layout;
 pub mod order;
 pub mod repo_config;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 
 pub use change::{
-    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason,
+    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
 };
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};
@@ -28,7 +28,7 @@ use crate::config::Target;
 use crate::git::tree::{commit_tree, export_files, ExportError};
 use crate::git::GitError;
 use crate::model::TargetName;
-use crate::spec::{SpecOracle, SpecQuery};
+use crate::spec::{CacheKey, SpecOracle, SpecQuery};
 
 /// Plans a change end to end: selection on the blocking pool, then spec facts and order.
 /// `repo` is a bare mirror or any repository; `label` names it in the plan.
@@ -66,16 +66,22 @@ pub async fn complete(
 ) {
     let mut facts: HashMap<(PackageId, TargetName), crate::spec::Answer> = HashMap::new();
     let mut misses: BTreeMap<TargetName, Vec<usize>> = BTreeMap::new();
+    let mut keys: BTreeMap<TargetName, CacheKey> = BTreeMap::new();
+    for t in plan.packages.iter().flat_map(|p| &p.targets) {
+        if let (false, Some(target)) = (keys.contains_key(t), targets.get(t)) {
+            keys.insert(t.clone(), oracle.key(target).await);
+        }
+    }
     for (i, p) in plan.packages.iter().enumerate() {
         if p.error.is_some() {
             continue;
         }
         let Some(blob) = &p.spec_blob else { continue };
         for t in &p.targets {
-            let Some(target) = targets.get(t) else {
+            let Some(key) = keys.get(t) else {
                 continue;
             };
-            match oracle.cached(target, blob) {
+            match oracle.cached(key, blob) {
                 Some(a) => {
                     facts.insert((p.id.clone(), t.clone()), a);
                 }
@@ -84,7 +90,8 @@ pub async fn complete(
         }
     }
     if !misses.is_empty() {
-        if let Err(e) = query_misses(plan, repo, targets, oracle, &misses, &mut facts).await {
+        if let Err(e) = query_misses(plan, repo, targets, &keys, oracle, &misses, &mut facts).await
+        {
             plan.notices.push(format!(
                 "spec queries are unavailable ({e}); names and build order are unknown, so every package is in the first stage"
             ));
@@ -97,6 +104,7 @@ async fn query_misses(
     plan: &Plan,
     repo: &Path,
     targets: &BTreeMap<TargetName, Target>,
+    keys: &BTreeMap<TargetName, CacheKey>,
     oracle: &SpecOracle,
     misses: &BTreeMap<TargetName, Vec<usize>>,
     facts: &mut HashMap<(PackageId, TargetName), crate::spec::Answer>,
@@ -135,7 +143,7 @@ async fn query_misses(
     .await
     .map_err(|e| e.to_string())?;
     for (t, idx) in misses {
-        let Some(target) = targets.get(t) else {
+        let (Some(target), Some(key)) = (targets.get(t), keys.get(t)) else {
             continue;
         };
         let mut queries = Vec::new();
@@ -148,6 +156,7 @@ async fn query_misses(
                         blob: p.spec_blob.clone().unwrap_or_default(),
                         dir: dir.clone(),
                         spec_file: spec_file_name(&p.spec).to_string(),
+                        path: p.spec.clone(),
                     });
                     who.push(p.id.clone());
                 }
@@ -158,7 +167,7 @@ async fn query_misses(
             }
         }
         let answers = oracle
-            .query(target, &queries)
+            .query(target, key, &queries)
             .await
             .map_err(|e| e.to_string())?;
         for (id, a) in who.into_iter().zip(answers) {
@@ -192,6 +201,7 @@ impl Drop for TempDir {
 
 /// Applies spec facts: names, per-package rpm errors, then the dependency order.
 fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
+    resolve_shared(plan, facts);
     let mut nodes: BTreeMap<PackageId, order::Node> = BTreeMap::new();
     for p in plan.packages.iter_mut() {
         if p.error.is_some() {
@@ -234,6 +244,161 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
     }
     plan.packages
         .sort_by(|a, b| (a.stage, &a.id).cmp(&(b.stage, &b.id)));
+    note_broken_providers(plan, facts);
+}
+
+/// Shared files become reasons of the specs whose Source/Patch tags name them; a file named
+/// by none is every spec's (still present) or nobody's (deleted). Specs left without a
+/// reason are dropped from the plan.
+fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
+    let mut files: BTreeMap<String, (Vec<usize>, bool)> = BTreeMap::new();
+    for (i, p) in plan.packages.iter().enumerate() {
+        for f in &p.shared {
+            let e = files.entry(f.path.clone()).or_default();
+            e.0.push(i);
+            e.1 |= f.deleted;
+        }
+    }
+    if files.is_empty() {
+        return;
+    }
+    let names = |p: &PlannedPackage, file: &str| {
+        p.targets.iter().any(|t| {
+            matches!(facts.get(&(p.id.clone(), t.clone())), Some(Ok(info)) if info.sources.iter().any(|s| s == file))
+        })
+    };
+    let n = plan.packages.len();
+    let mut named: Vec<Vec<String>> = vec![vec![]; n];
+    let mut fallback: Vec<Vec<String>> = vec![vec![]; n];
+    let mut unused_deleted = Vec::new();
+    for (path, (cands, deleted)) in files {
+        let base = path.rsplit('/').next().unwrap_or(&path);
+        let naming: Vec<usize> = cands
+            .iter()
+            .copied()
+            .filter(|&i| names(&plan.packages[i], base))
+            .collect();
+        if !naming.is_empty() {
+            for i in naming {
+                named[i].push(path.clone());
+            }
+        } else if deleted {
+            unused_deleted.push(path);
+        } else {
+            for i in cands {
+                fallback[i].push(path.clone());
+            }
+        }
+    }
+    for (i, p) in plan.packages.iter_mut().enumerate() {
+        p.shared.clear();
+        let own = std::mem::take(&mut named[i]);
+        if !own.is_empty() {
+            match p.reasons.iter_mut().find_map(|r| match r {
+                Reason::Changed { paths, count } => Some((paths, count)),
+                _ => None,
+            }) {
+                Some((paths, count)) => {
+                    *count += own.len();
+                    paths.extend(own.into_iter().take(5usize.saturating_sub(paths.len())));
+                }
+                None => p.reasons.insert(
+                    0,
+                    Reason::Changed {
+                        count: own.len(),
+                        paths: own.into_iter().take(5).collect(),
+                    },
+                ),
+            }
+        }
+        let all = std::mem::take(&mut fallback[i]);
+        if !all.is_empty() {
+            p.reasons.push(Reason::Shared {
+                count: all.len(),
+                paths: all.into_iter().take(5).collect(),
+                dir: p
+                    .spec
+                    .rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let before = plan.packages.len();
+    plan.packages.retain(|p| !p.reasons.is_empty());
+    let dropped = before - plan.packages.len();
+    if dropped > 0 {
+        plan.notices.push(format!(
+            "{dropped} spec(s) sharing a directory with changed files are not rebuilt: their Source/Patch tags name none of those files"
+        ));
+    }
+    if !unused_deleted.is_empty() {
+        plan.notices.push(format!(
+            "deleted {}: named by no spec's Source/Patch tags, so nothing is rebuilt for it",
+            unused_deleted.join(", ")
+        ));
+    }
+}
+
+/// The name a capability asks for, without its version condition (`foo-devel >= 2`).
+fn capability_name(c: &str) -> &str {
+    c.split_whitespace().next().unwrap_or(c)
+}
+
+/// A package whose spec has an error is built by nobody, so what it would provide is not
+/// in the change: each package of the plan that needs it is told so, naming it. Its
+/// capabilities are unknown (rpm could not read it); its spec's name and the usual
+/// subpackage names stand for them.
+fn note_broken_providers(
+    plan: &mut Plan,
+    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
+) {
+    const SUBPACKAGES: [&str; 8] = [
+        "", "-devel", "-libs", "-static", "-common", "-headers", "-tools", "-data",
+    ];
+    let broken: Vec<(String, String)> = plan
+        .packages
+        .iter()
+        .filter(|p| p.error.is_some())
+        .map(|p| {
+            let stem = spec_file_name(&p.spec)
+                .strip_suffix(".spec")
+                .unwrap_or(spec_file_name(&p.spec))
+                .to_string();
+            (p.spec.clone(), stem)
+        })
+        .collect();
+    if broken.is_empty() {
+        return;
+    }
+    let mut notes = Vec::new();
+    for p in plan.packages.iter_mut().filter(|p| p.error.is_none()) {
+        let wants: BTreeSet<&str> = p
+            .targets
+            .iter()
+            .filter_map(|t| match facts.get(&(p.id.clone(), t.clone())) {
+                Some(Ok(info)) => Some(info.build_requires.iter().map(|c| capability_name(c))),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for (spec, stem) in &broken {
+            let hit: Vec<&str> = wants
+                .iter()
+                .copied()
+                .filter(|w| SUBPACKAGES.iter().any(|s| *w == format!("{stem}{s}")))
+                .collect();
+            if let Some(w) = hit.first() {
+                let msg = format!(
+                    "{}: needs {w}, which {spec} of this change would build, but that spec has an error; it is built against what the target's repositories have",
+                    p.id
+                );
+                p.notices.push(msg.clone());
+                notes.push(msg);
+            }
+        }
+    }
+    plan.notices.extend(notes);
 }
 
 fn targets_differ(t: &[TargetName]) -> bool {

@@ -1,8 +1,8 @@
 //! The rpmbuild backend: rpm and dnf in the target's image, one phase per rpmbuild call.
 
 use super::{
-    sh_quote, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR, SOURCE_DIR,
-    SPEC_DIR,
+    sh_quote, target_defines, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR,
+    SOURCE_DIR, SPEC_DIR,
 };
 use crate::config::Target;
 
@@ -31,7 +31,7 @@ fn rpm_defines(sourcedir: &str) -> String {
 }
 
 pub(super) fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {
-    let defines = rpm_defines(SOURCE_DIR);
+    let defines = format!("{} {}", rpm_defines(SOURCE_DIR), target_defines(target));
     let spec = sh_quote(&format!("{SPEC_DIR}/{spec_file}"));
     let srpm = format!(
         r#"set -eu
@@ -95,9 +95,10 @@ exit 1"#
     );
     let build = format!(
         r#"set -eu
-rpmbuild --rebuild --target {arch} {defines} {OUT_DIR}/*.src.rpm"#,
+rpmbuild --rebuild --target {arch} {defines} {macros} {OUT_DIR}/*.src.rpm"#,
         arch = sh_quote(&target.arch),
-        defines = rpm_defines("/builddir/build/SOURCES")
+        defines = rpm_defines("/builddir/build/SOURCES"),
+        macros = target_defines(target)
     );
     Script {
         srpm,
