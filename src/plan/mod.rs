@@ -10,6 +10,7 @@ pub mod discover;
 pub mod distgit;
 pub mod layout;
 pub mod order;
+pub mod provides;
 pub mod repo_config;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,6 +31,10 @@ use crate::git::GitError;
 use crate::model::TargetName;
 use crate::spec::{CacheKey, SpecOracle, SpecQuery};
 
+/// Provides learned from earlier builds: target → package (its spec's file stem, as builds
+/// name it) → capabilities.
+pub type Learned = BTreeMap<TargetName, BTreeMap<String, Vec<String>>>;
+
 /// Plans a change end to end: selection on the blocking pool, then spec facts and order.
 /// `repo` is a bare mirror or any repository; `label` names it in the plan.
 pub async fn plan_change(
@@ -40,6 +45,19 @@ pub async fn plan_change(
     targets: &BTreeMap<TargetName, Target>,
     oracle: Option<&SpecOracle>,
 ) -> Result<Plan, GitError> {
+    plan_change_learned(repo, label, change, opts, targets, oracle, &Learned::new()).await
+}
+
+/// [`plan_change`], ordering also by the Provides `learned` from earlier builds.
+pub async fn plan_change_learned(
+    repo: PathBuf,
+    label: String,
+    change: Change,
+    opts: PlanOptions,
+    targets: &BTreeMap<TargetName, Target>,
+    oracle: Option<&SpecOracle>,
+    learned: &Learned,
+) -> Result<Plan, GitError> {
     crate::git::init_libgit2();
     let path = repo.clone();
     let mut plan = crate::git::blocking(move || {
@@ -48,9 +66,9 @@ pub async fn plan_change(
     })
     .await?;
     if let Some(oracle) = oracle {
-        complete(&mut plan, &repo, targets, oracle).await;
+        complete(&mut plan, &repo, targets, oracle, learned).await;
     } else {
-        finish_order(&mut plan, &HashMap::new());
+        finish_order(&mut plan, &HashMap::new(), learned);
     }
     Ok(plan)
 }
@@ -63,6 +81,7 @@ pub async fn complete(
     repo: &Path,
     targets: &BTreeMap<TargetName, Target>,
     oracle: &SpecOracle,
+    learned: &Learned,
 ) {
     let mut facts: HashMap<(PackageId, TargetName), crate::spec::Answer> = HashMap::new();
     let mut misses: BTreeMap<TargetName, Vec<usize>> = BTreeMap::new();
@@ -97,7 +116,7 @@ pub async fn complete(
             ));
         }
     }
-    finish_order(plan, &facts);
+    finish_order(plan, &facts, learned);
 }
 
 async fn query_misses(
@@ -200,7 +219,11 @@ impl Drop for TempDir {
 }
 
 /// Applies spec facts: names, per-package rpm errors, then the dependency order.
-fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
+fn finish_order(
+    plan: &mut Plan,
+    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
+    learned: &Learned,
+) {
     resolve_shared(plan, facts);
     let mut nodes: BTreeMap<PackageId, order::Node> = BTreeMap::new();
     for p in plan.packages.iter_mut() {
@@ -231,6 +254,12 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
             }
         }
         if p.error.is_none() {
+            // What the last successful build provided, for what rpmspec cannot see.
+            for t in &p.targets {
+                if let Some(v) = learned.get(t).and_then(|m| m.get(spec_stem(&p.spec))) {
+                    node.provides.extend(v.iter().cloned());
+                }
+            }
             nodes.insert(p.id.clone(), node);
         }
     }
@@ -244,7 +273,13 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
     }
     plan.packages
         .sort_by(|a, b| (a.stage, &a.id).cmp(&(b.stage, &b.id)));
-    note_broken_providers(plan, facts);
+    note_broken_providers(plan, facts, learned);
+}
+
+/// A spec's file name without `.spec`: how builds, statuses and learned Provides name it.
+fn spec_stem(spec: &str) -> &str {
+    let f = spec_file_name(spec);
+    f.strip_suffix(".spec").unwrap_or(f)
 }
 
 /// Shared files become reasons of the specs whose Source/Patch tags name them; a file named
@@ -340,32 +375,32 @@ fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crat
     }
 }
 
-/// The name a capability asks for, without its version condition (`foo-devel >= 2`).
-fn capability_name(c: &str) -> &str {
-    c.split_whitespace().next().unwrap_or(c)
-}
-
 /// A package whose spec has an error is built by nobody, so what it would provide is not
 /// in the change: each package of the plan that needs it is told so, naming it. Its
-/// capabilities are unknown (rpm could not read it); its spec's name and the usual
-/// subpackage names stand for them.
+/// capabilities are unknown to rpm now; what its last build provided, its spec's name and
+/// the usual subpackage names stand for them.
 fn note_broken_providers(
     plan: &mut Plan,
     facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
+    learned: &Learned,
 ) {
     const SUBPACKAGES: [&str; 8] = [
         "", "-devel", "-libs", "-static", "-common", "-headers", "-tools", "-data",
     ];
-    let broken: Vec<(String, String)> = plan
+    let broken: Vec<(String, BTreeSet<String>)> = plan
         .packages
         .iter()
         .filter(|p| p.error.is_some())
         .map(|p| {
-            let stem = spec_file_name(&p.spec)
-                .strip_suffix(".spec")
-                .unwrap_or(spec_file_name(&p.spec))
-                .to_string();
-            (p.spec.clone(), stem)
+            let stem = spec_stem(&p.spec);
+            let mut caps: BTreeSet<String> =
+                SUBPACKAGES.iter().map(|s| format!("{stem}{s}")).collect();
+            for t in &p.targets {
+                if let Some(v) = learned.get(t).and_then(|m| m.get(stem)) {
+                    caps.extend(v.iter().map(|c| order::provide_name(c).to_string()));
+                }
+            }
+            (p.spec.clone(), caps)
         })
         .collect();
     if broken.is_empty() {
@@ -373,21 +408,21 @@ fn note_broken_providers(
     }
     let mut notes = Vec::new();
     for p in plan.packages.iter_mut().filter(|p| p.error.is_none()) {
-        let wants: BTreeSet<&str> = p
+        let wants: BTreeSet<String> = p
             .targets
             .iter()
             .filter_map(|t| match facts.get(&(p.id.clone(), t.clone())) {
-                Some(Ok(info)) => Some(info.build_requires.iter().map(|c| capability_name(c))),
+                Some(Ok(info)) => Some(
+                    info.build_requires
+                        .iter()
+                        .flat_map(|c| order::requirement_names(c)),
+                ),
                 _ => None,
             })
             .flatten()
             .collect();
-        for (spec, stem) in &broken {
-            let hit: Vec<&str> = wants
-                .iter()
-                .copied()
-                .filter(|w| SUBPACKAGES.iter().any(|s| *w == format!("{stem}{s}")))
-                .collect();
+        for (spec, caps) in &broken {
+            let hit: Vec<&String> = wants.iter().filter(|w| caps.contains(*w)).collect();
             if let Some(w) = hit.first() {
                 let msg = format!(
                     "{}: needs {w}, which {spec} of this change would build, but that spec has an error; it is built against what the target's repositories have",
