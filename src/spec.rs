@@ -62,7 +62,7 @@ enum Stored {
 }
 
 /// Bumped when what a query asks, or how, changes: older answers are then asked again.
-const QUERY_VERSION: &str = "3";
+const QUERY_VERSION: &str = "4";
 
 /// Wall-clock limit of one rpmspec call: a `%(sleep 1000)` costs this, once per plan.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -410,7 +410,9 @@ fn uname_wrapper(release: &str) -> String {
     )
 }
 
-/// Three rpmspec calls per spec (the second and third only when the first parsed); each
+/// Two rpmspec calls per spec: the source package's header (name, version, Source/Patch
+/// names and its Requires, which are the BuildRequires), then, only when that parsed, the
+/// binary packages' Provides. Each
 /// call's status, stdout and stderr come back tagged and truncated. rpmspec runs as
 /// `nobody` (so that it cannot write to this script's output), under `timeout` and
 /// `ulimit`. `%(...)` runs under `/bin/sh`, which is made bash in this throwaway container,
@@ -454,8 +456,8 @@ fn script(target: &Target, batch: &[&SpecQuery]) -> String {
         let spec = sh_quote(&format!("{dir}/{}", q.spec_file));
         let a = args.join(" ");
         s.push_str(&format!(
-            "q {i} nevr {a} -q --srpm --qf '%{{NAME}}\\t%{{EPOCH}}\\t%{{VERSION}}\\t%{{RELEASE}}\\n[S %{{SOURCE}}\\n][P %{{PATCH}}\\n]' {spec} && \
-             {{ q {i} br {a} -q --buildrequires {spec}; q {i} prov {a} -q --provides {spec}; }}\n"
+            "q {i} nevr {a} -q --srpm --qf '%{{NAME}}\\t%{{EPOCH}}\\t%{{VERSION}}\\t%{{RELEASE}}\\n[S %{{SOURCE}}\\n][P %{{PATCH}}\\n][R %{{REQUIRENAME}} %{{REQUIREFLAGS:depflags}} %{{REQUIREVERSION}}\\n]' {spec} && \
+             q {i} prov {a} -q --provides {spec}\n"
         ));
     }
     s.push_str("exit 0\n");
@@ -558,7 +560,7 @@ fn answer(
             };
         }
     }
-    let (Some(br), Some(prov)) = (br, prov) else {
+    let Some(prov) = prov else {
         return Reply {
             answer: Err(format!(
                 "{}: rpmspec gave no answer (the query container stopped early)",
@@ -593,10 +595,17 @@ fn answer(
             .map(str::to_string)
             .collect(),
     );
+    let mut requires: Vec<String> = nevr
+        .out
+        .iter()
+        .filter_map(|l| l.strip_prefix("R "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    requires.extend(br.map(|b| b.out).unwrap_or_default());
     Reply {
         answer: Ok(SpecInfo {
             nevr: n,
-            build_requires: clean(br.out),
+            build_requires: clean(requires),
             provides: clean(prov.out),
             sources,
         }),
@@ -737,7 +746,7 @@ mod tests {
 
     #[test]
     fn output_is_split_per_spec_and_section() {
-        let text = "@@ 0 nevr 0\nO a\t(none)\t1\t2\nO S a-1.tar.gz\nO P fix.patch\n\n@@ 0 br 0\nO gcc\nO b-devel >= 2\n@@ 0 prov 0\nO a = 1-2\nO a-libs = 1-2\n\
+        let text = "@@ 0 nevr 0\nO a\t(none)\t1\t2\nO S a-1.tar.gz\nO P fix.patch\nO R gcc  \nO R b-devel >= 2\n\n@@ 0 prov 0\nO a = 1-2\nO a-libs = 1-2\n\
                     @@ 1 nevr 1\nE error: line 3: Unknown tag: Bogus: x\n";
         let (a, b) = (q("a.spec"), q("b.spec"));
         let r = answers(text, &[&a, &b]);
@@ -798,10 +807,10 @@ mod tests {
             assert!(!e.contains("cannot parse"), "{rc}: {e}");
             assert_eq!(r[0].1, cached, "{rc}");
         }
-        let r = answers("@@ 0 nevr 0\nO a\t(none)\t1\t2\n@@ 0 br 0\n", &[&a]);
+        let r = answers("@@ 0 nevr 0\nO a\t(none)\t1\t2\n", &[&a]);
         assert!(!r[0].1, "an answer cut short is not cached");
         let r = answers(
-            "@@ 0 nevr 0\nO a\t(none)\t1\t2\n@@ 0 br 0\nO x\n@T 0 br\n@@ 0 prov 0\n",
+            "@@ 0 nevr 0\nO a\t(none)\t1\t2\n@@ 0 prov 0\nO x\n@T 0 prov\n",
             &[&a],
         );
         assert!(r[0]
