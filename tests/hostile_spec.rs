@@ -5,13 +5,19 @@
 //! Needs Docker (fails in CI without it).
 
 mod plan_common;
+mod serve_common;
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use packetary::config::Config;
+use packetary::model::{ReportState, TargetName, Trigger};
 use packetary::plan;
+use packetary::queue::{PlanError, PlannedBuild, Planner};
 use packetary::spec::{SpecCache, SpecOracle, QUERY_TIMEOUT};
 use plan_common::*;
+use serve_common::tester::{QueueTester, AGGREGATE};
+use serve_common::Mode;
 
 fn opts() -> plan::PlanOptions {
     let c = Config::load(None).expect("defaults");
@@ -189,4 +195,45 @@ async fn a_flood_of_output_is_cut_and_memory_stays_flat() {
         grew < 64 * 1024,
         "the planner's memory grew by {grew} KiB for 450 MB of hostile output"
     );
+}
+
+/// Plans `hello` for any repository; for `o/slow` only after a long while, as a repository
+/// whose specs' queries all run into their time limit would.
+struct SlowRepo;
+
+const SLOW: Duration = Duration::from_secs(7);
+
+impl Planner for SlowRepo {
+    fn plan<'a>(&'a self, t: &'a Trigger) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
+        Box::pin(async move {
+            if t.repo.as_str().ends_with("/slow") {
+                tokio::time::sleep(SLOW).await;
+            }
+            Ok(vec![PlannedBuild {
+                error: None,
+                package: "hello".into(),
+                spec_path: "hello/hello.spec".into(),
+                target: TargetName::parse("t").expect("name"),
+                stage: 0,
+            }])
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_slow_repository_does_not_hold_up_the_planning_of_another() {
+    let t = QueueTester::builder(Mode::Succeed)
+        .planner(SlowRepo)
+        .build()
+        .await;
+    t.start().await;
+    let started = Instant::now();
+    t.push_to("o/slow", "main", 'a').await;
+    t.push_to("o/fast", "main", 'b').await;
+    t.wait_status('b', AGGREGATE, ReportState::Success).await;
+    let fast = started.elapsed();
+    eprintln!("the other repository was planned and built in {fast:?} (slow planning: {SLOW:?})");
+    assert!(fast < SLOW / 2, "waited for the slow repository: {fast:?}");
+    assert_ne!(t.last_status('a', AGGREGATE), Some(ReportState::Success));
+    t.wait_status('a', AGGREGATE, ReportState::Success).await;
 }
