@@ -155,7 +155,7 @@ async fn a_flood_of_output_is_cut_and_memory_stays_flat() {
             "out/out.spec",
             spec(
                 "out",
-                "Provides: %(head -c 157286400 /dev/zero | tr '\\0' x)",
+                "Provides: %(head -c 33554432 /dev/zero | tr '\\0' x)",
             ),
         ),
         (
@@ -193,7 +193,7 @@ async fn a_flood_of_output_is_cut_and_memory_stays_flat() {
     assert!(by("sneak").error.is_none(), "{:?}", by("sneak").error);
     assert!(
         grew < 64 * 1024,
-        "the planner's memory grew by {grew} KiB for 450 MB of hostile output"
+        "the planner's memory grew by {grew} KiB for 330 MB of hostile output"
     );
 }
 
