@@ -286,16 +286,16 @@ fn spec_stem(spec: &str) -> &str {
 /// by none is every spec's (still present) or nobody's (deleted). Specs left without a
 /// reason are dropped from the plan.
 fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
-    let mut files: BTreeMap<String, (Vec<usize>, bool)> = BTreeMap::new();
-    for (i, p) in plan.packages.iter().enumerate() {
-        for f in &p.shared {
-            let e = files.entry(f.path.clone()).or_default();
-            e.0.push(i);
-            e.1 |= f.deleted;
-        }
-    }
-    if files.is_empty() {
+    let groups = std::mem::take(&mut plan.shared);
+    if groups.is_empty() {
         return;
+    }
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in plan.packages.iter().enumerate().filter(|(_, p)| p.shared) {
+        members
+            .entry(p.spec.rsplit_once('/').map_or("", |(d, _)| d))
+            .or_default()
+            .push(i);
     }
     let names = |p: &PlannedPackage, file: &str| {
         p.targets.iter().any(|t| {
@@ -306,27 +306,32 @@ fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crat
     let mut named: Vec<Vec<String>> = vec![vec![]; n];
     let mut fallback: Vec<Vec<String>> = vec![vec![]; n];
     let mut unused_deleted = Vec::new();
-    for (path, (cands, deleted)) in files {
-        let base = path.rsplit('/').next().unwrap_or(&path);
-        let naming: Vec<usize> = cands
-            .iter()
-            .copied()
-            .filter(|&i| names(&plan.packages[i], base))
-            .collect();
-        if !naming.is_empty() {
-            for i in naming {
-                named[i].push(path.clone());
-            }
-        } else if deleted {
-            unused_deleted.push(path);
-        } else {
-            for i in cands {
-                fallback[i].push(path.clone());
+    let none = Vec::new();
+    for (dir, fs) in &groups {
+        let cands = members.get(dir.as_str()).unwrap_or(&none);
+        for f in fs {
+            let path = &f.path;
+            let base = path.rsplit('/').next().unwrap_or(path);
+            let naming: Vec<usize> = cands
+                .iter()
+                .copied()
+                .filter(|&i| names(&plan.packages[i], base))
+                .collect();
+            if !naming.is_empty() {
+                for i in naming {
+                    named[i].push(path.clone());
+                }
+            } else if f.deleted {
+                unused_deleted.push(path.clone());
+            } else {
+                for &i in cands {
+                    fallback[i].push(path.clone());
+                }
             }
         }
     }
     for (i, p) in plan.packages.iter_mut().enumerate() {
-        p.shared.clear();
+        p.shared = false;
         let own = std::mem::take(&mut named[i]);
         if !own.is_empty() {
             match p.reasons.iter_mut().find_map(|r| match r {
