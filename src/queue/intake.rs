@@ -33,15 +33,37 @@ impl Queue {
         })
     }
 
-    /// Handles every stored command and trigger not handled yet, and waits for the plans.
+    /// Handles every stored command and trigger not handled yet, one trigger at a time in
+    /// the order they came (what tests and a one-shot run want), after any plan the
+    /// planning loop has started for the same repository.
     pub async fn plan_pending(&self) -> Result<(), QueueError> {
         loop {
             self.handle_commands().await?;
-            let started = self.start_plans().await?;
-            if started == 0 && self.plans_running() == 0 {
-                return Ok(());
+            let Some(st) = self.inner.store.next_new_trigger().await? else {
+                if self.plans_running() == 0 {
+                    return Ok(());
+                }
+                self.inner.plan_done.notified().await;
+                continue;
+            };
+            let repo = st.trigger.repo.clone();
+            if !self
+                .inner
+                .planning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(repo.clone())
+            {
+                self.inner.plan_done.notified().await;
+                continue;
             }
-            self.inner.plan_done.notified().await;
+            let r = self.handle_trigger(st).await;
+            self.inner
+                .planning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&repo);
+            r?;
         }
     }
 
