@@ -308,13 +308,14 @@ fn main() {
         .to_string();
     spec_cache
         .put(
-            &target,
+            &SpecCache::key(&target, None),
             &blob,
             &Ok(SpecInfo {
                 nevr: Nevr::parse_query_line(&format!("{changed}\t(none)\t1.99999\t1"))
                     .expect("nevr"),
                 build_requires: vec![],
                 provides: vec![format!("{changed} = 1.99999-1")],
+                sources: vec![],
             }),
         )
         .expect("cache");

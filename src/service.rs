@@ -233,6 +233,7 @@ impl Service {
         };
         let (sources, planner) = crate::queue::planner::git_backed(
             &data_dir,
+            store.clone(),
             git_creds,
             engine.clone(),
             config.targets.clone(),

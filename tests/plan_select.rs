@@ -535,3 +535,90 @@ fn dist_git_sources_are_checked_when_planning() {
         plan.packages[0].error
     );
 }
+
+#[test]
+fn a_deleted_spec_among_many_is_a_deletion_only() {
+    let (r, _) = layouts_repo();
+    let c2 = r.commit("main", &[put("many/c.spec", &spec("c", ""))]);
+    // Two specs stay in many/ and one in tree/SPECS/.
+    let c3 = r.commit(
+        "main",
+        &[Delete("many/b.spec"), Delete("tree/SPECS/baz.spec")],
+    );
+    let plan = select(&r, push(Some(c2), c3));
+    assert!(plan.packages.is_empty(), "{:?}", plan.packages);
+    let gone: Vec<&str> = plan.deleted.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(gone, ["many/b.spec", "tree/SPECS/baz.spec"]);
+
+    // One spec left: the directory is now a one-spec package, still nothing to build.
+    let c4 = r.commit("main", &[Delete("many/c.spec")]);
+    let plan = select(&r, push(Some(c3), c4));
+    assert!(plan.packages.is_empty(), "{:?}", plan.packages);
+    assert_eq!(plan.deleted.len(), 1);
+    assert_eq!(plan.deleted[0].id.as_str(), "many/c.spec");
+
+    // A spec added next to others is that spec alone.
+    let c5 = r.commit("main", &[put("tree/SPECS/new.spec", &spec("new", ""))]);
+    assert_eq!(
+        ids(&select(&r, push(Some(c4), c5))),
+        ["tree/SPECS/new.spec"]
+    );
+}
+
+#[tokio::test]
+async fn shared_files_without_rpm_rebuild_the_directory_and_say_why() {
+    let (r, c1) = layouts_repo();
+    let c2 = r.commit(
+        "main",
+        &[
+            put("many/README", "readme2"),
+            put("tree/SOURCES/gone.txt", "x"),
+        ],
+    );
+    let c3 = r.commit("main", &[Delete("tree/SOURCES/gone.txt")]);
+    let no_targets = std::collections::BTreeMap::new();
+    let plan_of = |before, after| {
+        plan::plan_change(
+            r.path().to_path_buf(),
+            "t".into(),
+            push(Some(before), after),
+            options(),
+            &no_targets,
+            None,
+        )
+    };
+    let p = plan_of(c1, c2).await.expect("plan");
+    assert_eq!(
+        ids(&p),
+        [
+            "many/a.spec",
+            "many/b.spec",
+            "tree/SPECS/bar.spec",
+            "tree/SPECS/baz.spec"
+        ]
+    );
+    let a = &p
+        .packages
+        .iter()
+        .find(|x| x.id.as_str() == "many/a.spec")
+        .expect("a");
+    assert_eq!(
+        a.reasons,
+        [Reason::Shared {
+            paths: vec!["many/README".into()],
+            count: 1,
+            dir: "many".into()
+        }]
+    );
+    assert!(!a.shared && p.shared.is_empty());
+    // A deleted file that no spec names: nothing to build.
+    let p = plan_of(c2, c3).await.expect("plan");
+    assert!(p.packages.is_empty(), "{:?}", p.packages);
+    assert!(
+        p.notices
+            .iter()
+            .any(|n| n.contains("deleted tree/SOURCES/gone.txt")),
+        "{:?}",
+        p.notices
+    );
+}

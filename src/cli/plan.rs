@@ -194,21 +194,7 @@ pub fn write_plan(plan: &plan::Plan, out: &mut dyn Write) -> std::io::Result<()>
             stage = p.stage;
             writeln!(out, "stage {stage}:")?;
         }
-        let why: Vec<String> = p
-            .reasons
-            .iter()
-            .map(|r| match r {
-                plan::Reason::Changed { paths, count } if *count > paths.len() => {
-                    format!(
-                        "changed {} (+{} more)",
-                        paths.join(", "),
-                        count - paths.len()
-                    )
-                }
-                plan::Reason::Changed { paths, .. } => format!("changed {}", paths.join(", ")),
-                plan::Reason::Config { detail } => detail.clone(),
-            })
-            .collect();
+        let why: Vec<String> = p.reasons.iter().map(|r| r.to_string()).collect();
         let targets: Vec<&str> = p.targets.iter().map(|t| t.as_str()).collect();
         match &p.error {
             None => {

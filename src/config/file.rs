@@ -96,6 +96,9 @@ pub(super) struct RawTarget {
     pub(super) releasever: Option<String>,
     pub(super) dist: Option<String>,
     pub(super) chroot_setup: Option<String>,
+    #[serde(default)]
+    pub(super) macros: BTreeMap<String, String>,
+    pub(super) uname_r: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -39,6 +39,8 @@ pub struct Config {
     pub docker_host: Option<String>,
     pub images: ImagesConfig,
     pub targets: BTreeMap<TargetName, Target>,
+    /// The file defined no target, so the embedded defaults' are used.
+    pub targets_from_defaults: bool,
     pub server: ServerConfig,
     /// `None` when the file has no [github] table (then `serve` refuses to start).
     pub github: Option<GithubConfig>,
@@ -107,26 +109,55 @@ pub use target::{
 };
 
 impl Config {
-    /// Loads `path`, or the embedded defaults when `path` is `None`.
+    /// Loads `path` over the embedded defaults, or the defaults alone when `path` is
+    /// `None`. A file that defines targets replaces the default target set; one that
+    /// defines none (only `[server]` and `[github]`, say) keeps the embedded target.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        match path {
+        let config = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.to_path_buf(),
                     source,
                 })?;
-                Config::parse(&text, Some(p))
+                Config::parse_over_defaults(&text, Some(p))?
             }
-            None => Config::parse(DEFAULT_TOML, None),
-        }
+            None => Config::parse(DEFAULT_TOML, None)?,
+        };
+        tracing::info!(
+            "active targets: {} (default: {}){}",
+            join_names(config.targets.keys()),
+            join_names(config.default_targets.iter()),
+            match path {
+                Some(p) if config.targets_from_defaults => format!(
+                    "; {} defines none, so the embedded defaults' are used",
+                    p.display()
+                ),
+                Some(p) => format!(", from {}", p.display()),
+                None => ", from the embedded defaults".to_string(),
+            }
+        );
+        Ok(config)
     }
 
-    /// Parses configuration text; `origin` is only used in messages.
+    /// Parses configuration text on its own; `origin` is only used in messages.
     pub fn parse(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::parse_impl(text, origin, false)
+    }
+
+    /// Parses configuration text merged over the embedded defaults (see [`Config::load`]).
+    pub fn parse_over_defaults(text: &str, origin: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::parse_impl(text, origin, true)
+    }
+
+    fn parse_impl(text: &str, origin: Option<&Path>, merge: bool) -> Result<Config, ConfigError> {
         let file = origin
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "<embedded defaults>".to_string());
-        let raw = parse_raw(text, &file)?;
+        let mut raw = parse_raw(text, &file)?;
+        let targets_from_defaults = merge && raw.targets.is_empty();
+        if targets_from_defaults {
+            raw.targets = parse_raw(DEFAULT_TOML, "<embedded defaults>")?.targets;
+        }
         let invalid = |key: &str, problem: String, fix: &str| ConfigError::Invalid {
             location: locate(text, &file, key),
             key: key.to_string(),
@@ -238,6 +269,37 @@ impl Config {
                 }
                 repos.push(repo);
             }
+            for (m, v) in &t.macros {
+                let name_ok = m.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                    && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !name_ok {
+                    return Err(invalid(
+                        &key("macros"),
+                        format!("`{m}` is not an rpm macro name"),
+                        "write names without `%`, letters, digits and `_`, e.g. macros = { fedora = \"40\", dist = \".fc40\" }",
+                    ));
+                }
+                if v.contains(['\n', '\0']) {
+                    return Err(invalid(
+                        &key("macros"),
+                        format!("the value of `{m}` spans lines"),
+                        "give each macro a one-line value",
+                    ));
+                }
+            }
+            if let Some(u) = &t.uname_r {
+                if u.is_empty()
+                    || !u
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-+~".contains(c))
+                {
+                    return Err(invalid(
+                        &key("uname_r"),
+                        format!("`{u}` is not a kernel release"),
+                        "write what `uname -r` prints on the target, e.g. \"6.8.5-301.fc40.x86_64\"",
+                    ));
+                }
+            }
             let arch = t.arch.unwrap_or_else(|| "x86_64".to_string());
             if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(invalid(
@@ -260,6 +322,8 @@ impl Config {
                     chroot_setup: t
                         .chroot_setup
                         .unwrap_or_else(|| "install @buildsys-build".to_string()),
+                    macros: t.macros,
+                    uname_r: t.uname_r,
                 },
             );
         }
@@ -298,6 +362,7 @@ impl Config {
         Ok(Config {
             server,
             github,
+            targets_from_defaults,
             source: origin.map(Path::to_path_buf),
             parallel,
             out_dir: raw

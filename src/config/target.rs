@@ -1,6 +1,7 @@
 //! Build environments: targets, their limits and the repositories that satisfy build
 //! dependencies.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +34,54 @@ pub struct Target {
     pub releasever: Option<String>,
     pub dist: Option<String>,
     pub chroot_setup: String,
+    /// rpm macros of the target's distribution (`fedora = "40"`), for spec queries and builds.
+    pub macros: BTreeMap<String, String>,
+    /// What `uname -r` answers in spec queries (`%(uname -r)`), instead of the Docker host's.
+    pub uname_r: Option<String>,
+}
+
+impl Target {
+    /// The distribution macros specs see: those a Mock `dist`/`releasever` imply (`fc40`
+    /// gives `%fedora 40`, `el9` gives `%rhel 9`, and `%dist .fc40`), overridden by the
+    /// target's own `macros`. Without them `%if %{fedora}` fails and `%{?fedora}` silently
+    /// takes the other branch.
+    pub fn rpm_macros(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        if let Some(d) = self.dist.as_deref().filter(|d| !d.is_empty()) {
+            m.insert(
+                "dist".to_string(),
+                format!(".{}", d.trim_start_matches('.')),
+            );
+            let d = d.trim_start_matches('.');
+            let num = |p: &str| {
+                d.strip_prefix(p)
+                    .map(|n| n.split(|c: char| !c.is_ascii_digit()).next().unwrap_or(""))
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            };
+            if let Some(n) = num("fc") {
+                m.insert("fedora".into(), n);
+            } else if let Some(n) = num("el") {
+                m.insert("rhel".into(), n);
+            }
+        }
+        m.extend(self.macros.iter().map(|(k, v)| (k.clone(), v.clone())));
+        m
+    }
+
+    /// [`Target::rpm_macros`] as `name value` pairs for `--define`.
+    pub fn rpm_defines(&self) -> Vec<String> {
+        self.rpm_macros()
+            .into_iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    format!("{k} %{{nil}}")
+                } else {
+                    format!("{k} {v}")
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -142,3 +142,58 @@ fn sizes_and_repos() {
     );
     assert!(Repo::new("x", "ftp://x").is_err());
 }
+
+#[test]
+fn a_file_without_targets_keeps_the_embedded_target() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let only_server = dir.path().join("server.toml");
+    std::fs::write(
+        &only_server,
+        "[server]\nlisten = \"127.0.0.1:9999\"\n\n[github]\nwebhook_secrets = [\"s3cret-s3cret-s3cret\"]\nrepositories = [\"o/r\"]\ntoken = \"t\"\n",
+    )
+    .expect("write");
+    let c = Config::load(Some(&only_server)).expect("merged over the defaults");
+    assert!(c.targets_from_defaults);
+    assert_eq!(
+        c.targets.keys().map(|t| t.as_str()).collect::<Vec<_>>(),
+        ["bookworm-rpmbuild"]
+    );
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
+    assert!(c.github.is_some());
+
+    // A file with targets replaces the default set.
+    let own = dir.path().join("own.toml");
+    std::fs::write(
+        &own,
+        "[targets.mine]\nbackend = \"rpmbuild\"\nimage = \"x/y:1\"\n",
+    )
+    .expect("write");
+    let c = Config::load(Some(&own)).expect("own targets");
+    assert!(!c.targets_from_defaults);
+    assert_eq!(
+        c.targets.keys().map(|t| t.as_str()).collect::<Vec<_>>(),
+        ["mine"]
+    );
+}
+
+#[test]
+fn target_macros_are_checked_and_implied_by_mock_dist() {
+    let e = err(
+        "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"i\"\nmacros = { \"%fedora\" = \"40\" }\n",
+    );
+    assert!(
+        e.contains("targets.t.macros") && e.contains("not an rpm macro name"),
+        "{e}"
+    );
+    let e = err("[targets.t]\nbackend = \"rpmbuild\"\nimage = \"i\"\nuname_r = \"$(id)\"\n");
+    assert!(e.contains("targets.t.uname_r"), "{e}");
+    let c = Config::parse(
+        "[targets.t]\nbackend = \"mock\"\nimage = \"i\"\ndist = \"fc40\"\n\n[targets.e]\nbackend = \"mock\"\nimage = \"i\"\ndist = \"el9\"\nmacros = { dist = \".el9_4\", vendor = \"\" }\n",
+        None,
+    )
+    .expect("parses");
+    let t = &c.targets[&TargetName::parse("t").expect("name")];
+    assert_eq!(t.rpm_defines(), ["dist .fc40", "fedora 40"]);
+    let e = &c.targets[&TargetName::parse("e").expect("name")];
+    assert_eq!(e.rpm_defines(), ["dist .el9_4", "rhel 9", "vendor %{nil}"]);
+}

@@ -46,6 +46,44 @@ pub enum Reason {
     Changed { paths: Vec<String>, count: usize },
     /// `.packetary.toml` changed in a way that concerns this package.
     Config { detail: String },
+    /// Files shared by the specs of `dir` changed and no spec's Source/Patch tags name
+    /// them (or rpm could not say): every spec there is rebuilt.
+    Shared {
+        paths: Vec<String>,
+        count: usize,
+        dir: String,
+    },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |paths: &[String], count: usize| {
+            if count > paths.len() {
+                format!("{} (+{} more)", paths.join(", "), count - paths.len())
+            } else {
+                paths.join(", ")
+            }
+        };
+        match self {
+            Reason::Changed { paths, count } => write!(f, "changed {}", list(paths, *count)),
+            Reason::Config { detail } => f.write_str(detail),
+            Reason::Shared { paths, count, dir } => write!(
+                f,
+                "changed {}, shared by the specs of {} and named by none of their Source/Patch tags, so every one is rebuilt",
+                list(paths, *count),
+                if dir.is_empty() { "." } else { dir }
+            ),
+        }
+    }
+}
+
+/// A changed file of a directory several specs share, pending rpm's word on which specs
+/// name it ([`super::complete`] turns it into a [`Reason`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFile {
+    pub path: String,
+    /// Gone from the new tree: nothing can use it any more unless a spec still names it.
+    pub deleted: bool,
 }
 
 /// One package to build, for one or more targets.
@@ -68,6 +106,13 @@ pub struct PlannedPackage {
     pub depends_on: Vec<PackageId>,
     /// Why it cannot be built; it is then left out of the build but stays in the plan.
     pub error: Option<String>,
+    /// A candidate through the shared files of its spec's directory ([`Plan::shared`]);
+    /// cleared once rpm has said which specs name them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    /// Things worth knowing about this package (a dependency whose spec is broken).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 /// A package of the compared commit that the change removed: nothing to build.
@@ -94,6 +139,11 @@ pub struct Plan {
     /// Packages in build order (by stage, then path).
     pub packages: Vec<PlannedPackage>,
     pub deleted: Vec<DeletedPackage>,
+    /// Changed shared files by the directory of the specs that share them, kept once per
+    /// directory rather than per spec (a first commit of 3,000 specs in 26 directories
+    /// would otherwise list each file a hundred times); emptied once resolved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared: BTreeMap<String, Vec<SharedFile>>,
     /// Things worth knowing that do not stop anything.
     pub notices: Vec<String>,
     /// Problems of the whole change (a missing commit, a broken `.packetary.toml`): when
@@ -117,6 +167,7 @@ impl Plan {
             lookaside: None,
             packages: vec![],
             deleted: vec![],
+            shared: BTreeMap::new(),
             notices: vec![],
             errors: vec![],
         }
@@ -142,6 +193,15 @@ pub struct PlanOptions {
     pub default_targets: Vec<String>,
     /// Every target the service knows; others named by a repository are refused.
     pub known_targets: Vec<String>,
+}
+
+/// A package a change touched, while paths are mapped.
+struct Pick {
+    def: PackageDef,
+    shown: Vec<String>,
+    count: usize,
+    bad: Vec<String>,
+    shared: bool,
 }
 
 /// Changes above this many paths are still planned, with a notice.
@@ -344,8 +404,7 @@ fn select_packages(
         .map_err(|e| e.to_string())?;
     let mut old = old_tree.map(|t| Resolver::new(repo, t, cfg.layout));
 
-    let mut picked: BTreeMap<PackageId, (PackageDef, Vec<String>, usize, Vec<String>)> =
-        BTreeMap::new();
+    let mut picked: BTreeMap<PackageId, Pick> = BTreeMap::new();
     let mut deleted: BTreeMap<PackageId, DeletedPackage> = BTreeMap::new();
     let mut config_touched = false;
     let mut unowned_bad = Vec::new();
@@ -374,25 +433,44 @@ fn select_packages(
             continue;
         }
         let owners = new.owners(&path);
-        if owners.is_empty() {
+        if owners.packages.is_empty() {
             if let Some(b) = &bad {
                 unowned_bad.push(b.clone());
             }
         }
-        for p in owners {
-            let e = picked
-                .entry(p.id.clone())
-                .or_insert_with(|| (p.clone(), vec![], 0, vec![]));
-            e.2 += 1;
-            if e.1.len() < SHOWN_PATHS {
-                e.1.push(bad.clone().unwrap_or_else(|| path.clone()));
-            }
+        let shared = owners.shared && bad.is_none();
+        if let (true, Some(first)) = (shared, owners.packages.first()) {
+            let group = first.spec.rsplit_once('/').map_or("", |(d, _)| d);
+            plan.shared
+                .entry(group.to_string())
+                .or_default()
+                .push(SharedFile {
+                    path: path.clone(),
+                    deleted: !new.has_file(&path),
+                });
+        }
+        for p in owners.packages {
+            let e = picked.entry(p.id.clone()).or_insert_with(|| Pick {
+                def: p.clone(),
+                shown: vec![],
+                count: 0,
+                bad: vec![],
+                shared: false,
+            });
             if let Some(b) = &bad {
-                e.3.push(b.clone());
+                e.bad.push(b.clone());
+            }
+            if shared {
+                e.shared = true;
+                continue;
+            }
+            e.count += 1;
+            if e.shown.len() < SHOWN_PATHS {
+                e.shown.push(bad.clone().unwrap_or_else(|| path.clone()));
             }
         }
         if let Some(old) = old.as_mut() {
-            for p in old.owners(&path) {
+            for p in old.owners(&path).packages {
                 if !picked.contains_key(&p.id) && !new.has_spec(&p.spec) {
                     deleted.insert(
                         p.id.clone(),
@@ -440,18 +518,22 @@ fn select_packages(
         .cloned()
         .collect();
     for id in all {
-        let (def, mut reasons, bad) = match (picked.remove(&id), config_reasons.remove(&id)) {
-            (Some((def, shown, count, bad)), cfg_reason) => {
-                let mut r = vec![Reason::Changed {
-                    paths: shown,
-                    count,
-                }];
+        let (def, mut reasons, bad, shared) = match (picked.remove(&id), config_reasons.remove(&id))
+        {
+            (Some(pick), cfg_reason) => {
+                let mut r = vec![];
+                if pick.count > 0 {
+                    r.push(Reason::Changed {
+                        paths: pick.shown,
+                        count: pick.count,
+                    });
+                }
                 if let Some((_, d)) = cfg_reason {
                     r.push(Reason::Config { detail: d });
                 }
-                (def, r, bad)
+                (pick.def, r, pick.bad, pick.shared)
             }
-            (None, Some((def, d))) => (def, vec![Reason::Config { detail: d }], vec![]),
+            (None, Some((def, d))) => (def, vec![Reason::Config { detail: d }], vec![], false),
             (None, None) => continue,
         };
         if !cfg.selects(id.as_str()) {
@@ -477,6 +559,8 @@ fn select_packages(
             stage: 0,
             depends_on: vec![],
             error: def.problem.clone(),
+            shared,
+            notices: vec![],
         };
         if p.error.is_none() {
             if let Some(b) = bad.first() {

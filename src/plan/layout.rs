@@ -219,6 +219,15 @@ fn walk(
     Ok(())
 }
 
+/// The packages a changed path belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    pub packages: Vec<PackageDef>,
+    /// The path is a shared file of several specs: only those whose Source/Patch tags name
+    /// it are its owners, once rpm has said which they are.
+    pub shared: bool,
+}
+
 /// Maps paths of one commit's tree to packages, remembering directories already read.
 pub struct Resolver<'r> {
     repo: &'r Repository,
@@ -260,14 +269,22 @@ impl<'r> Resolver<'r> {
     }
 
     /// The packages a path belongs to: the nearest directory above it that holds specs
-    /// decides. A shared file (in a directory of several specs, or in an rpmbuild tree's
-    /// `SOURCES/`) belongs to every spec there. A path whose directory is gone from this
-    /// tree still finds the nearest directory that remains.
-    pub fn owners(&mut self, path: &str) -> Vec<PackageDef> {
+    /// decides. A spec file directly in a package directory belongs to its own package
+    /// only, and to none when it is not a package's spec here (deleted). Any other file of
+    /// a directory of several specs, or of an rpmbuild tree's `SOURCES/`, is *shared*: it
+    /// belongs to every spec there until their Source/Patch tags say which name it (see
+    /// [`super::complete`]). A path whose directory is gone from this tree still finds the
+    /// nearest directory that remains.
+    pub fn owners(&mut self, path: &str) -> Owners {
+        let none = Owners {
+            packages: vec![],
+            shared: false,
+        };
         if path == CONFIG_FILE {
-            return vec![];
+            return none;
         }
         let parts: Vec<&str> = path.split('/').collect();
+        let is_spec = path.ends_with(".spec");
         for k in (0..parts.len()).rev() {
             let dir = parts[..k].join("/");
             if k > 0 && skipped_dir(parts[k - 1].as_bytes()) {
@@ -281,7 +298,10 @@ impl<'r> Resolver<'r> {
                 if let Some(si) = self.dir_info(&specs_dir) {
                     let pk = classify(&specs_dir, &si, self.choice);
                     if !pk.is_empty() {
-                        return pk;
+                        return Owners {
+                            packages: pk,
+                            shared: true,
+                        };
                     }
                 }
             }
@@ -289,15 +309,38 @@ impl<'r> Resolver<'r> {
             if pk.is_empty() {
                 continue;
             }
+            let direct = k + 1 == parts.len();
+            if direct && is_spec {
+                let here = info.specs.iter().any(|s| s == parts[k]);
+                let packages = match pk[0].layout {
+                    Layout::Dir | Layout::DistGit if here => pk.into_iter().take(1).collect(),
+                    Layout::Dir | Layout::DistGit => vec![],
+                    Layout::Specs | Layout::Rpmbuild => {
+                        pk.into_iter().filter(|p| p.spec == path).collect()
+                    }
+                };
+                return Owners {
+                    packages,
+                    shared: false,
+                };
+            }
             return match pk[0].layout {
-                Layout::Dir | Layout::DistGit => pk.into_iter().take(1).collect(),
-                Layout::Specs | Layout::Rpmbuild => match pk.iter().find(|p| p.spec == path) {
-                    Some(p) => vec![p.clone()],
-                    None => pk,
+                Layout::Dir | Layout::DistGit => Owners {
+                    packages: pk.into_iter().take(1).collect(),
+                    shared: false,
+                },
+                Layout::Specs | Layout::Rpmbuild => Owners {
+                    packages: pk,
+                    shared: true,
                 },
             };
         }
-        vec![]
+        none
+    }
+
+    /// Whether `path` is a file in this tree.
+    pub fn has_file(&self, path: &str) -> bool {
+        self.has_spec(path)
     }
 
     /// Whether the package still exists here (its spec is a file in this tree).

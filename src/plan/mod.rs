@@ -10,15 +10,16 @@ pub mod discover;
 pub mod distgit;
 pub mod layout;
 pub mod order;
+pub mod provides;
 pub mod repo_config;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use git2::{Oid, Repository};
 
 pub use change::{
-    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason,
+    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
 };
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};
@@ -28,7 +29,11 @@ use crate::config::Target;
 use crate::git::tree::{commit_tree, export_files, ExportError};
 use crate::git::GitError;
 use crate::model::TargetName;
-use crate::spec::{SpecOracle, SpecQuery};
+use crate::spec::{CacheKey, SpecOracle, SpecQuery};
+
+/// Provides learned from earlier builds: target → package (its spec's file stem, as builds
+/// name it) → capabilities.
+pub type Learned = BTreeMap<TargetName, BTreeMap<String, Vec<String>>>;
 
 /// Plans a change end to end: selection on the blocking pool, then spec facts and order.
 /// `repo` is a bare mirror or any repository; `label` names it in the plan.
@@ -40,6 +45,19 @@ pub async fn plan_change(
     targets: &BTreeMap<TargetName, Target>,
     oracle: Option<&SpecOracle>,
 ) -> Result<Plan, GitError> {
+    plan_change_learned(repo, label, change, opts, targets, oracle, &Learned::new()).await
+}
+
+/// [`plan_change`], ordering also by the Provides `learned` from earlier builds.
+pub async fn plan_change_learned(
+    repo: PathBuf,
+    label: String,
+    change: Change,
+    opts: PlanOptions,
+    targets: &BTreeMap<TargetName, Target>,
+    oracle: Option<&SpecOracle>,
+    learned: &Learned,
+) -> Result<Plan, GitError> {
     crate::git::init_libgit2();
     let path = repo.clone();
     let mut plan = crate::git::blocking(move || {
@@ -48,9 +66,9 @@ pub async fn plan_change(
     })
     .await?;
     if let Some(oracle) = oracle {
-        complete(&mut plan, &repo, targets, oracle).await;
+        complete(&mut plan, &repo, targets, oracle, learned).await;
     } else {
-        finish_order(&mut plan, &HashMap::new());
+        finish_order(&mut plan, &HashMap::new(), learned);
     }
     Ok(plan)
 }
@@ -63,19 +81,26 @@ pub async fn complete(
     repo: &Path,
     targets: &BTreeMap<TargetName, Target>,
     oracle: &SpecOracle,
+    learned: &Learned,
 ) {
     let mut facts: HashMap<(PackageId, TargetName), crate::spec::Answer> = HashMap::new();
     let mut misses: BTreeMap<TargetName, Vec<usize>> = BTreeMap::new();
+    let mut keys: BTreeMap<TargetName, CacheKey> = BTreeMap::new();
+    for t in plan.packages.iter().flat_map(|p| &p.targets) {
+        if let (false, Some(target)) = (keys.contains_key(t), targets.get(t)) {
+            keys.insert(t.clone(), oracle.key(target).await);
+        }
+    }
     for (i, p) in plan.packages.iter().enumerate() {
         if p.error.is_some() {
             continue;
         }
         let Some(blob) = &p.spec_blob else { continue };
         for t in &p.targets {
-            let Some(target) = targets.get(t) else {
+            let Some(key) = keys.get(t) else {
                 continue;
             };
-            match oracle.cached(target, blob) {
+            match oracle.cached(key, blob) {
                 Some(a) => {
                     facts.insert((p.id.clone(), t.clone()), a);
                 }
@@ -84,19 +109,21 @@ pub async fn complete(
         }
     }
     if !misses.is_empty() {
-        if let Err(e) = query_misses(plan, repo, targets, oracle, &misses, &mut facts).await {
+        if let Err(e) = query_misses(plan, repo, targets, &keys, oracle, &misses, &mut facts).await
+        {
             plan.notices.push(format!(
                 "spec queries are unavailable ({e}); names and build order are unknown, so every package is in the first stage"
             ));
         }
     }
-    finish_order(plan, &facts);
+    finish_order(plan, &facts, learned);
 }
 
 async fn query_misses(
     plan: &Plan,
     repo: &Path,
     targets: &BTreeMap<TargetName, Target>,
+    keys: &BTreeMap<TargetName, CacheKey>,
     oracle: &SpecOracle,
     misses: &BTreeMap<TargetName, Vec<usize>>,
     facts: &mut HashMap<(PackageId, TargetName), crate::spec::Answer>,
@@ -135,7 +162,7 @@ async fn query_misses(
     .await
     .map_err(|e| e.to_string())?;
     for (t, idx) in misses {
-        let Some(target) = targets.get(t) else {
+        let (Some(target), Some(key)) = (targets.get(t), keys.get(t)) else {
             continue;
         };
         let mut queries = Vec::new();
@@ -148,6 +175,7 @@ async fn query_misses(
                         blob: p.spec_blob.clone().unwrap_or_default(),
                         dir: dir.clone(),
                         spec_file: spec_file_name(&p.spec).to_string(),
+                        path: p.spec.clone(),
                     });
                     who.push(p.id.clone());
                 }
@@ -158,7 +186,7 @@ async fn query_misses(
             }
         }
         let answers = oracle
-            .query(target, &queries)
+            .query(target, key, &queries)
             .await
             .map_err(|e| e.to_string())?;
         for (id, a) in who.into_iter().zip(answers) {
@@ -191,7 +219,12 @@ impl Drop for TempDir {
 }
 
 /// Applies spec facts: names, per-package rpm errors, then the dependency order.
-fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
+fn finish_order(
+    plan: &mut Plan,
+    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
+    learned: &Learned,
+) {
+    resolve_shared(plan, facts);
     let mut nodes: BTreeMap<PackageId, order::Node> = BTreeMap::new();
     for p in plan.packages.iter_mut() {
         if p.error.is_some() {
@@ -221,6 +254,12 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
             }
         }
         if p.error.is_none() {
+            // What the last successful build provided, for what rpmspec cannot see.
+            for t in &p.targets {
+                if let Some(v) = learned.get(t).and_then(|m| m.get(spec_stem(&p.spec))) {
+                    node.provides.extend(v.iter().cloned());
+                }
+            }
             nodes.insert(p.id.clone(), node);
         }
     }
@@ -234,6 +273,172 @@ fn finish_order(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate:
     }
     plan.packages
         .sort_by(|a, b| (a.stage, &a.id).cmp(&(b.stage, &b.id)));
+    note_broken_providers(plan, facts, learned);
+}
+
+/// A spec's file name without `.spec`: how builds, statuses and learned Provides name it.
+fn spec_stem(spec: &str) -> &str {
+    let f = spec_file_name(spec);
+    f.strip_suffix(".spec").unwrap_or(f)
+}
+
+/// Shared files become reasons of the specs whose Source/Patch tags name them; a file named
+/// by none is every spec's (still present) or nobody's (deleted). Specs left without a
+/// reason are dropped from the plan.
+fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
+    let groups = std::mem::take(&mut plan.shared);
+    if groups.is_empty() {
+        return;
+    }
+    let mut members: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in plan.packages.iter().enumerate().filter(|(_, p)| p.shared) {
+        members
+            .entry(p.spec.rsplit_once('/').map_or("", |(d, _)| d))
+            .or_default()
+            .push(i);
+    }
+    let names = |p: &PlannedPackage, file: &str| {
+        p.targets.iter().any(|t| {
+            matches!(facts.get(&(p.id.clone(), t.clone())), Some(Ok(info)) if info.sources.iter().any(|s| s == file))
+        })
+    };
+    let n = plan.packages.len();
+    let mut named: Vec<Vec<String>> = vec![vec![]; n];
+    let mut fallback: Vec<Vec<String>> = vec![vec![]; n];
+    let mut unused_deleted = Vec::new();
+    let none = Vec::new();
+    for (dir, fs) in &groups {
+        let cands = members.get(dir.as_str()).unwrap_or(&none);
+        for f in fs {
+            let path = &f.path;
+            let base = path.rsplit('/').next().unwrap_or(path);
+            let naming: Vec<usize> = cands
+                .iter()
+                .copied()
+                .filter(|&i| names(&plan.packages[i], base))
+                .collect();
+            if !naming.is_empty() {
+                for i in naming {
+                    named[i].push(path.clone());
+                }
+            } else if f.deleted {
+                unused_deleted.push(path.clone());
+            } else {
+                for &i in cands {
+                    fallback[i].push(path.clone());
+                }
+            }
+        }
+    }
+    for (i, p) in plan.packages.iter_mut().enumerate() {
+        p.shared = false;
+        let own = std::mem::take(&mut named[i]);
+        if !own.is_empty() {
+            match p.reasons.iter_mut().find_map(|r| match r {
+                Reason::Changed { paths, count } => Some((paths, count)),
+                _ => None,
+            }) {
+                Some((paths, count)) => {
+                    *count += own.len();
+                    paths.extend(own.into_iter().take(5usize.saturating_sub(paths.len())));
+                }
+                None => p.reasons.insert(
+                    0,
+                    Reason::Changed {
+                        count: own.len(),
+                        paths: own.into_iter().take(5).collect(),
+                    },
+                ),
+            }
+        }
+        let all = std::mem::take(&mut fallback[i]);
+        if !all.is_empty() {
+            p.reasons.push(Reason::Shared {
+                count: all.len(),
+                paths: all.into_iter().take(5).collect(),
+                dir: p
+                    .spec
+                    .rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    let before = plan.packages.len();
+    plan.packages.retain(|p| !p.reasons.is_empty());
+    let dropped = before - plan.packages.len();
+    if dropped > 0 {
+        plan.notices.push(format!(
+            "{dropped} spec(s) sharing a directory with changed files are not rebuilt: their Source/Patch tags name none of those files"
+        ));
+    }
+    if !unused_deleted.is_empty() {
+        plan.notices.push(format!(
+            "deleted {}: named by no spec's Source/Patch tags, so nothing is rebuilt for it",
+            unused_deleted.join(", ")
+        ));
+    }
+}
+
+/// A package whose spec has an error is built by nobody, so what it would provide is not
+/// in the change: each package of the plan that needs it is told so, naming it. Its
+/// capabilities are unknown to rpm now; what its last build provided, its spec's name and
+/// the usual subpackage names stand for them.
+fn note_broken_providers(
+    plan: &mut Plan,
+    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
+    learned: &Learned,
+) {
+    const SUBPACKAGES: [&str; 8] = [
+        "", "-devel", "-libs", "-static", "-common", "-headers", "-tools", "-data",
+    ];
+    let broken: Vec<(String, BTreeSet<String>)> = plan
+        .packages
+        .iter()
+        .filter(|p| p.error.is_some())
+        .map(|p| {
+            let stem = spec_stem(&p.spec);
+            let mut caps: BTreeSet<String> =
+                SUBPACKAGES.iter().map(|s| format!("{stem}{s}")).collect();
+            for t in &p.targets {
+                if let Some(v) = learned.get(t).and_then(|m| m.get(stem)) {
+                    caps.extend(v.iter().map(|c| order::provide_name(c).to_string()));
+                }
+            }
+            (p.spec.clone(), caps)
+        })
+        .collect();
+    if broken.is_empty() {
+        return;
+    }
+    let mut notes = Vec::new();
+    for p in plan.packages.iter_mut().filter(|p| p.error.is_none()) {
+        let wants: BTreeSet<String> = p
+            .targets
+            .iter()
+            .filter_map(|t| match facts.get(&(p.id.clone(), t.clone())) {
+                Some(Ok(info)) => Some(
+                    info.build_requires
+                        .iter()
+                        .flat_map(|c| order::requirement_names(c)),
+                ),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for (spec, caps) in &broken {
+            let hit: Vec<&String> = wants.iter().filter(|w| caps.contains(*w)).collect();
+            if let Some(w) = hit.first() {
+                let msg = format!(
+                    "{}: needs {w}, which {spec} of this change would build, but that spec has an error; it is built against what the target's repositories have",
+                    p.id
+                );
+                p.notices.push(msg.clone());
+                notes.push(msg);
+            }
+        }
+    }
+    plan.notices.extend(notes);
 }
 
 fn targets_differ(t: &[TargetName]) -> bool {

@@ -24,6 +24,9 @@ impl Queue {
         let (outcome, nvr) = match report {
             Ok(r) => {
                 self.record_results(b, &r).await?;
+                if let Outcome::Succeeded { binaries, .. } = &r.outcome {
+                    self.learn_provides(b, binaries).await?;
+                }
                 let nvr = r.nevr.as_ref().map(|n| n.nvr());
                 (r.outcome, nvr)
             }
@@ -82,6 +85,40 @@ impl Queue {
         store.record_phases(&b.id, &phases).await?;
         if r.dir.is_dir() {
             store.set_result_dir(&b.id, &r.dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the Provides of the binary RPMs a successful build made, for the ordering of
+    /// later plans ([`crate::plan::provides`]). A package that cannot be read is logged
+    /// and skipped: it says nothing about the build's success.
+    async fn learn_provides(
+        &self,
+        b: &BuildRow,
+        binaries: &[std::path::PathBuf],
+    ) -> Result<(), QueueError> {
+        let files = binaries.to_vec();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            for f in &files {
+                match crate::plan::provides::rpm_provides(f) {
+                    Ok(p) => all.extend(p),
+                    Err(e) => tracing::warn!("cannot learn provides: {e}"),
+                }
+            }
+            all.sort();
+            all.dedup();
+            all
+        })
+        .await;
+        let Ok(provides) = read else {
+            return Ok(());
+        };
+        if !provides.is_empty() {
+            self.inner
+                .store
+                .learn_provides(&b.repo, &b.package, &b.target, &b.id, &provides)
+                .await?;
         }
         Ok(())
     }

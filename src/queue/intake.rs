@@ -12,28 +12,120 @@ use crate::model::{
 };
 use crate::store::{BuildRow, Millis, NewBuild, StoredCommand, StoredTrigger, TriggerState};
 
+/// Repositories planned at once (each runs its own spec query containers).
+const PLANS_AT_ONCE: usize = 4;
+/// Due triggers looked at per step to find the oldest of each repository.
+const PLAN_SCAN: i64 = 256;
+
 impl Queue {
-    /// The planning loop's step: handles what is new; returns when the next trigger waiting
-    /// for a retry is due.
+    /// The planning loop's step: handles new commands, starts planning the oldest due
+    /// trigger of each repository not being planned already (each on its own task), and
+    /// returns when the next trigger waiting for a retry is due. Triggers being planned are
+    /// still due: their task wakes this loop when it ends, so look again after a second.
     pub(super) async fn plan_step(&self) -> Result<Option<Millis>, QueueError> {
-        self.plan_pending().await?;
+        self.handle_commands().await?;
+        self.start_plans().await?;
         let store = &self.inner.store;
         let due = [
             store.next_trigger_due().await?,
             store.next_command_due().await?,
-        ];
-        Ok(due.into_iter().flatten().min())
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        Ok(if self.plans_running() == 0 {
+            due
+        } else {
+            due.map(|d| d.max(Millis::now().after(std::time::Duration::from_secs(1))))
+        })
     }
 
-    /// Handles every stored command and trigger not handled yet.
+    /// Handles every stored command and trigger not handled yet, one trigger at a time in
+    /// the order they came (what tests and a one-shot run want), after any plan the
+    /// planning loop has started for the same repository.
     pub async fn plan_pending(&self) -> Result<(), QueueError> {
+        loop {
+            self.handle_commands().await?;
+            let Some(st) = self.inner.store.next_new_trigger().await? else {
+                if self.plans_running() == 0 {
+                    return Ok(());
+                }
+                self.inner.plan_done.notified().await;
+                continue;
+            };
+            let repo = st.trigger.repo.clone();
+            if !self
+                .inner
+                .planning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(repo.clone())
+            {
+                self.inner.plan_done.notified().await;
+                continue;
+            }
+            let r = self.handle_trigger(st).await;
+            self.inner
+                .planning
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&repo);
+            r?;
+        }
+    }
+
+    async fn handle_commands(&self) -> Result<(), QueueError> {
         while let Some(c) = self.inner.store.next_command().await? {
             self.handle_command(c).await?;
         }
-        while let Some(t) = self.inner.store.next_new_trigger().await? {
-            self.handle_trigger(t).await?;
-        }
         Ok(())
+    }
+
+    fn plans_running(&self) -> usize {
+        self.inner
+            .planning
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Starts planning the oldest due trigger of each repository that is not being planned
+    /// (up to [`PLANS_AT_ONCE`] in all); returns how many started.
+    async fn start_plans(&self) -> Result<usize, QueueError> {
+        let due = self.inner.store.new_triggers_due(PLAN_SCAN).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut started = 0;
+        for st in due {
+            let repo = st.trigger.repo.clone();
+            if !seen.insert(repo.clone()) {
+                continue;
+            }
+            {
+                let mut planning = self
+                    .inner
+                    .planning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if planning.len() >= PLANS_AT_ONCE || !planning.insert(repo.clone()) {
+                    continue;
+                }
+            }
+            started += 1;
+            let q = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = q.handle_trigger(st).await {
+                    tracing::error!(repo = %repo, "planning: {e}");
+                }
+                q.inner
+                    .planning
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&repo);
+                q.inner.plan_done.notify_one();
+                q.inner.plan_wake.notify_one();
+            });
+        }
+        Ok(started)
     }
 
     async fn handle_command(&self, c: StoredCommand) -> Result<(), QueueError> {

@@ -73,6 +73,11 @@ struct Inner {
     retry: retry::Retries,
     metrics: Arc<Metrics>,
     plan_wake: Notify,
+    /// Repositories being planned now: one plan per repository at a time, several
+    /// repositories at once, so that a slow one holds up only itself.
+    planning: Mutex<std::collections::HashSet<crate::model::RepoId>>,
+    /// A plan ended (for [`Queue::plan_pending`], which waits for them).
+    plan_done: Notify,
     build_wake: Notify,
     outbox_wake: Notify,
     running: Mutex<HashMap<BuildId, CancellationToken>>,
@@ -111,6 +116,8 @@ impl Queue {
                 cfg,
                 metrics,
                 plan_wake: Notify::new(),
+                planning: Mutex::new(std::collections::HashSet::new()),
+                plan_done: Notify::new(),
                 build_wake: Notify::new(),
                 outbox_wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),

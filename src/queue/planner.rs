@@ -19,6 +19,7 @@ use crate::model::TargetName;
 use crate::model::{ChangeKind, Trigger};
 use crate::plan::{self, Change, Plan, PlanOptions, PlannedPackage};
 use crate::spec::SpecOracle;
+use crate::store::Store;
 
 /// Plans triggers with [`plan::plan_change`] over a [`MirrorCache`].
 pub struct GitPlanner {
@@ -32,6 +33,8 @@ pub struct GitPlanner {
     /// The remote's default branch per URL, learnt at the first fetch, so that later pushes
     /// fetch it together with their own branch in one round trip.
     default_branches: Mutex<HashMap<String, String>>,
+    /// Where the Provides learned from earlier builds are kept (none: not used).
+    store: Option<Store>,
 }
 
 impl GitPlanner {
@@ -49,7 +52,33 @@ impl GitPlanner {
             targets,
             default_targets,
             default_branches: Mutex::new(HashMap::new()),
+            store: None,
         }
+    }
+
+    /// Orders plans also by the Provides learned from the builds recorded in `store`.
+    pub fn with_store(mut self, store: Store) -> GitPlanner {
+        self.store = Some(store);
+        self
+    }
+
+    /// Learned Provides of `repo` for every target; a store error only costs the ordering
+    /// they would have given.
+    async fn learned(&self, repo: &crate::model::RepoId) -> plan::Learned {
+        let mut out = plan::Learned::new();
+        let Some(store) = &self.store else {
+            return out;
+        };
+        for t in self.targets.keys() {
+            match store.learned_provides(repo, t).await {
+                Ok(m) if !m.is_empty() => {
+                    out.insert(t.clone(), m);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(repo = %repo, "cannot read learned provides: {e}"),
+            }
+        }
+        out
     }
 
     fn known_default(&self, url: &str) -> Option<String> {
@@ -106,13 +135,15 @@ impl GitPlanner {
             default_targets: self.default_targets.iter().map(|t| t.to_string()).collect(),
             known_targets: self.targets.keys().map(|t| t.to_string()).collect(),
         };
-        let plan = plan::plan_change(
+        let learned = self.learned(&t.repo).await;
+        let plan = plan::plan_change_learned(
             mirror,
             t.repo.to_string(),
             change,
             opts,
             &self.targets,
             self.oracle.as_ref(),
+            &learned,
         )
         .await
         .map_err(git_error)?;
@@ -271,10 +302,11 @@ pub fn builds_of(
 }
 
 /// The service's git side: one mirror per repository under `data_dir/mirrors`, shared by
-/// the planner and the builds' exports, and specs read by rpm through `engine`, cached
-/// under `data_dir/specs`.
+/// the planner and the builds' exports, specs read by rpm through `engine`, cached
+/// under `data_dir/specs`, and the Provides learned from builds read from `store`.
 pub fn git_backed(
     data_dir: &std::path::Path,
+    store: Store,
     creds: Credentials,
     engine: crate::build::Engine,
     targets: BTreeMap<TargetName, Target>,
@@ -294,6 +326,7 @@ pub fn git_backed(
         )),
         targets,
         default_targets,
-    );
+    )
+    .with_store(store);
     (std::sync::Arc::new(sources), std::sync::Arc::new(planner))
 }

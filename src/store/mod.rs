@@ -22,6 +22,7 @@ mod changes;
 mod commands;
 mod deliveries;
 mod phases;
+mod provides;
 mod reports;
 #[cfg(test)]
 mod tests;

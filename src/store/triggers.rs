@@ -129,6 +129,24 @@ impl Store {
         row.map(StoredTrigger::try_from).transpose()
     }
 
+    /// The oldest triggers due for planning (at most `limit`), oldest first, so that the
+    /// planner can take the oldest of each repository at once.
+    pub async fn new_triggers_due(&self, limit: i64) -> Result<Vec<StoredTrigger>, StoreError> {
+        let now = Millis::now().0;
+        let rows = sqlx::query_as!(
+            TriggerRecord,
+            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
+                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
+                      message, created_at, attempts
+               FROM triggers WHERE state = 'new' AND next_attempt_at <= ? ORDER BY id LIMIT ?"#,
+            now,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(StoredTrigger::try_from).collect()
+    }
+
     /// When the next trigger waiting for a retry of its planning is due.
     pub async fn next_trigger_due(&self) -> Result<Option<Millis>, StoreError> {
         let v = sqlx::query_scalar!(

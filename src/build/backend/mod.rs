@@ -104,6 +104,17 @@ pub fn deps_online(target: &Target) -> bool {
     matches!(target.backend, Backend::Rpmbuild)
 }
 
+/// The target's distribution macros as rpm `--define` options ([`Target::rpm_defines`]), so
+/// that a build sees the same `%{?fedora}` as the spec queries that planned it.
+pub fn target_defines(target: &Target) -> String {
+    target
+        .rpm_defines()
+        .iter()
+        .map(|d| format!("--define {}", sh_quote(d)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Quotes a word for POSIX sh.
 pub fn sh_quote(s: &str) -> String {
     if !s.is_empty()

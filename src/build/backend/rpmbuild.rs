@@ -1,8 +1,8 @@
 //! The rpmbuild backend: rpm and dnf in the target's image, one phase per rpmbuild call.
 
 use super::{
-    sh_quote, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR, SOURCE_DIR,
-    SPEC_DIR,
+    sh_quote, target_defines, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR,
+    SOURCE_DIR, SPEC_DIR,
 };
 use crate::build::docker::DROP_DEFAULT_CAPS;
 use crate::config::Target;
@@ -92,7 +92,11 @@ pub(super) fn cache_volume(target: &Target) -> String {
 }
 
 pub(super) fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Script {
-    let defines = rpm_defines(BUILD_SOURCE_DIR);
+    let defines = format!(
+        "{} {}",
+        rpm_defines(BUILD_SOURCE_DIR),
+        target_defines(target)
+    );
     let spec = sh_quote(&format!("{BUILD_SPEC_DIR}/{spec_file}"));
     let srpm_inner = format!(
         r#"set -eu
@@ -169,9 +173,10 @@ chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
         "set -eu\n{OFFLINE_CHECK}\n{}",
         as_builder(&format!(
             r#"set -eu
-rpmbuild --rebuild --target {arch} {defines} {OUT_DIR}/*.src.rpm"#,
+rpmbuild --rebuild --target {arch} {defines} {macros} {OUT_DIR}/*.src.rpm"#,
             arch = sh_quote(&target.arch),
-            defines = rpm_defines("/builddir/build/SOURCES")
+            defines = rpm_defines("/builddir/build/SOURCES"),
+            macros = target_defines(target)
         ))
     );
     Script {

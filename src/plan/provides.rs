@@ -1,0 +1,184 @@
+//! Provides learned from built packages: what rpmspec cannot see (`pkgconfig(...)`,
+//! `perl(...)`, `cmake(...)` are added by rpm's generators at build time) is read from the
+//! headers of the binary RPMs a build made, stored by package and target, and used by the
+//! next plans for ordering.
+//!
+//! The header is parsed here rather than by `rpm -qp` in a container: the file is one the
+//! service already holds, the format is fixed (lead, signature header, header), and reading
+//! three tags costs microseconds instead of a container start. Every length is checked
+//! against the file; a malformed file is an error, never a panic.
+
+use std::io::Read;
+use std::path::Path;
+
+const LEAD: usize = 96;
+const HEADER_MAGIC: [u8; 3] = [0x8e, 0xad, 0xe8];
+/// A header larger than this is refused (rpm itself caps headers at 256 MiB; Provides of
+/// any real package fit in far less).
+const MAX_HEADER: usize = 64 << 20;
+
+const TAG_PROVIDENAME: u32 = 1047;
+const TAG_PROVIDEFLAGS: u32 = 1112;
+const TAG_PROVIDEVERSION: u32 = 1113;
+const TYPE_INT32: u32 = 4;
+const TYPE_STRING_ARRAY: u32 = 8;
+
+const SENSE_LESS: u32 = 0x02;
+const SENSE_GREATER: u32 = 0x04;
+const SENSE_EQUAL: u32 = 0x08;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not an RPM package: {why}")]
+    Malformed { path: String, why: String },
+}
+
+/// The Provides of one binary RPM, as rpm prints them (`name`, `name = version`).
+pub fn rpm_provides(path: &Path) -> Result<Vec<String>, HeaderError> {
+    let shown = path.display().to_string();
+    let bad = |why: &str| HeaderError::Malformed {
+        path: shown.clone(),
+        why: why.to_string(),
+    };
+    let mut f = std::fs::File::open(path).map_err(|source| HeaderError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut read_exact = |n: usize| -> Result<Vec<u8>, HeaderError> {
+        let mut buf = vec![0; n];
+        f.read_exact(&mut buf).map_err(|source| HeaderError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Ok(buf)
+    };
+    let lead = read_exact(LEAD)?;
+    if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
+        return Err(bad("no RPM lead"));
+    }
+    // The signature header, padded to 8 bytes, then the header itself.
+    let (n, size) = header_sizes(&read_exact(16)?).ok_or_else(|| bad("no signature header"))?;
+    let sig_len = n * 16 + size;
+    let pad = (8 - sig_len % 8) % 8;
+    read_exact(sig_len + pad)?;
+    let intro = read_exact(16)?;
+    let (n, size) = header_sizes(&intro).ok_or_else(|| bad("no header after the signature"))?;
+    let body = read_exact(n * 16 + size)?;
+    let (index, store) = body.split_at(n * 16);
+    let mut names = None;
+    let mut flags = None;
+    let mut versions = None;
+    for e in index.chunks_exact(16) {
+        let word = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+        let (tag, ty, offset, count) = (word(0), word(4), word(8) as usize, word(12) as usize);
+        match (tag, ty) {
+            (TAG_PROVIDENAME, TYPE_STRING_ARRAY) => names = Some(strings(store, offset, count)),
+            (TAG_PROVIDEVERSION, TYPE_STRING_ARRAY) => {
+                versions = Some(strings(store, offset, count))
+            }
+            (TAG_PROVIDEFLAGS, TYPE_INT32) => flags = Some(ints(store, offset, count)),
+            _ => {}
+        }
+    }
+    let names = names
+        .flatten()
+        .ok_or_else(|| bad("the header has no readable Provides"))?;
+    let flags = flags.flatten().unwrap_or_default();
+    let versions = versions.flatten().unwrap_or_default();
+    Ok(names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let v = versions.get(i).map(String::as_str).unwrap_or("");
+            let f = flags.get(i).copied().unwrap_or(0);
+            let op = match (
+                f & SENSE_LESS != 0,
+                f & SENSE_GREATER != 0,
+                f & SENSE_EQUAL != 0,
+            ) {
+                (true, false, true) => "<=",
+                (true, false, false) => "<",
+                (false, true, true) => ">=",
+                (false, true, false) => ">",
+                (false, false, true) => "=",
+                _ => "",
+            };
+            if v.is_empty() || op.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} {op} {v}")
+            }
+        })
+        .collect())
+}
+
+/// Index entry count and data size of a header's 16-byte intro.
+fn header_sizes(intro: &[u8]) -> Option<(usize, usize)> {
+    if intro.len() < 16 || intro[..3] != HEADER_MAGIC {
+        return None;
+    }
+    let n = u32::from_be_bytes([intro[8], intro[9], intro[10], intro[11]]) as usize;
+    let size = u32::from_be_bytes([intro[12], intro[13], intro[14], intro[15]]) as usize;
+    (n.checked_mul(16)?.checked_add(size)? <= MAX_HEADER).then_some((n, size))
+}
+
+fn strings(store: &[u8], offset: usize, count: usize) -> Option<Vec<String>> {
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    let mut at = offset;
+    for _ in 0..count {
+        let rest = store.get(at..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        out.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+        at += end + 1;
+    }
+    Some(out)
+}
+
+fn ints(store: &[u8], offset: usize, count: usize) -> Option<Vec<u32>> {
+    let bytes = store.get(offset..offset.checked_add(count.checked_mul(4)?)?)?;
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for (name, bytes) in [
+            ("empty.rpm", vec![]),
+            ("text.rpm", b"hello".repeat(40)),
+            (
+                "lead-only.rpm",
+                [vec![0xed, 0xab, 0xee, 0xdb], vec![0; 92]].concat(),
+            ),
+            (
+                "huge.rpm",
+                [
+                    vec![0xed, 0xab, 0xee, 0xdb],
+                    vec![0; 92],
+                    vec![
+                        0x8e, 0xad, 0xe8, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                        0xff,
+                    ],
+                ]
+                .concat(),
+            ),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).expect("write");
+            assert!(rpm_provides(&p).is_err(), "{name}");
+        }
+    }
+}
