@@ -157,6 +157,20 @@ pub(super) fn classify(code: i64, text: &str) -> Option<Verdict> {
 /// Mock's configuration for a target: Python assignments to `config_opts`.
 pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
     let releasever = target.releasever.as_deref().unwrap_or("0");
+    // The same distribution macros the spec queries that planned the build saw.
+    let mut macros = String::new();
+    for (k, v) in target.rpm_macros() {
+        let v = if v.is_empty() {
+            "%{nil}".to_string()
+        } else {
+            v
+        };
+        macros.push_str(&format!(
+            "config_opts['macros'][{}] = {}\n",
+            py_str(&format!("%{k}")),
+            py_str(&v)
+        ));
+    }
     let mut s = String::new();
     let mut set = |k: &str, v: String| {
         let path: String = k.split('/').map(|p| format!("[{}]", py_str(p))).collect();
@@ -170,8 +184,8 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
     set("releasever", py_str(releasever));
     if let Some(dist) = &target.dist {
         set("dist", py_str(dist));
-        set("macros/%dist", py_str(&format!(".{dist}")));
     }
+
     set("package_manager", py_str("dnf"));
     set("dnf4_command", py_str(&format!("{WRAP_DIR}/dnf4")));
     set("dnf5_command", py_str(&format!("{WRAP_DIR}/dnf5")));
@@ -203,6 +217,7 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
         "dnf.conf",
         format!("\"\"\"\n{}\"\"\"", dnf.replace('"', "\\\"")),
     );
+    s.push_str(&macros);
     s
 }
 
@@ -275,6 +290,7 @@ mod tests {
             "config_opts['releasever'] = '43'",
             "config_opts['dist'] = 'fc43'",
             "config_opts['macros']['%dist'] = '.fc43'",
+            "config_opts['macros']['%fedora'] = '43'",
             "config_opts['isolation'] = 'simple'",
             "config_opts['use_bootstrap'] = False",
             "config_opts['rpmbuild_networking'] = False",
