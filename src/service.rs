@@ -264,6 +264,12 @@ impl Service {
             },
             Arc::new(Metrics::default()),
         );
+        let page_token = match &config.server.page_token {
+            Some(t) => Some(t.resolve("server.page_token")?),
+            None => None,
+        };
+        let access =
+            crate::web::access::Access::new(config.server.private_repositories.clone(), page_token);
         let state = AppState {
             store,
             queue,
@@ -276,6 +282,7 @@ impl Service {
                 }),
             ]),
             data_dir,
+            access: Arc::new(access),
         };
         Ok(Service {
             config,

@@ -301,6 +301,84 @@ async fn a_build_whose_store_write_fails_goes_back_to_the_queue() {
 }
 
 #[tokio::test]
+async fn pages_of_private_repositories_need_the_page_token() {
+    use tower::ServiceExt;
+    let t = QueueTester::new(Mode::Succeed).await;
+    let id = t
+        .insert_build("secret-pkg", "secret-pkg/secret-pkg.spec")
+        .await;
+    let mut state = serve_common::app_state(t.queue(), &["o/*"]);
+    state.access = std::sync::Arc::new(packetary::web::access::Access::new(
+        vec!["github:o/*".into()],
+        Some(packetary::config::Secret::new("page-s3cret")),
+    ));
+    let router = packetary::web::router(state, 1 << 20);
+    let send = |req: axum::http::Request<axum::body::Body>| {
+        let router = router.clone();
+        async move {
+            let resp = router.oneshot(req).await.expect("response");
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .expect("body");
+            (status, headers, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let get = |uri: String, auth: Option<(&'static str, String)>| {
+        let mut r = axum::http::Request::get(uri);
+        if let Some((k, v)) = auth {
+            r = r.header(k, v);
+        }
+        r.body(axum::body::Body::empty()).expect("req")
+    };
+    for uri in [
+        format!("/builds/{id}"),
+        format!("/builds/{id}/logs/build.log"),
+        format!("/builds/{id}/artifacts/x.rpm"),
+    ] {
+        let (status, _, body) = send(get(uri.clone(), None)).await;
+        assert_eq!(status, 401, "{uri}: {body}");
+        assert!(body.contains("/login?next="), "{body}");
+        let (status, _, _) = send(get(
+            uri.clone(),
+            Some(("authorization", "Bearer wrong".into())),
+        ))
+        .await;
+        assert_eq!(status, 401, "{uri} with a wrong token");
+    }
+    let (status, _, _) = send(get(
+        format!("/builds/{id}"),
+        Some(("authorization", "Bearer page-s3cret".into())),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let (_, _, index) = send(get("/".into(), None)).await;
+    assert!(
+        !index.contains("secret-pkg"),
+        "listed without the token: {index}"
+    );
+
+    // Logging in sets the cookie, which then shows the private builds.
+    let login = |token: &str, next: &str| {
+        axum::http::Request::post("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(format!("token={token}&next={next}")))
+            .expect("req")
+    };
+    let (status, _, _) = send(login("wrong", "/")).await;
+    assert_eq!(status, 401);
+    let (status, headers, _) = send(login("page-s3cret", "%2F%2Fevil.example%2F")).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/", "an open redirect");
+    let cookie = headers["set-cookie"].to_str().expect("ascii").to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    let (_, _, index) = send(get("/".into(), Some(("cookie", pair)))).await;
+    assert!(index.contains("secret-pkg"), "{index}");
+}
+
+#[tokio::test]
 async fn drain_requeues_builds_still_running_after_the_grace_period() {
     let t = QueueTester::new(Mode::Block).await;
     t.start().await;

@@ -40,6 +40,9 @@ pub(super) struct RawServer {
     pub(super) header_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
     pub(super) min_free_disk: Option<String>,
+    #[serde(default)]
+    pub(super) private_repositories: Vec<String>,
+    pub(super) page_token: Option<RawSecret>,
 }
 
 #[derive(Debug, Deserialize)]

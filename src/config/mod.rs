@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// `/healthz` fails when the data directory's file system has less free.
     pub min_free_disk: u64,
+    /// Repositories (`forge:path` or `forge:prefix/*`) whose pages need `page_token`.
+    pub private_repositories: Vec<String>,
+    pub page_token: Option<SecretSource>,
 }
 
 /// `[github]`: the API to report to and the webhooks to trust.
@@ -486,6 +489,23 @@ fn parse_server(
         })? as u64,
         None => 512 << 20,
     };
+    for p in &raw.private_repositories {
+        let path = p.strip_suffix("/*").unwrap_or(p);
+        if crate::model::RepoId::parse(path).is_err() {
+            return Err(invalid(
+                "server.private_repositories",
+                format!("`{p}` is not `forge:owner/name` or `forge:owner/*`"),
+                "list repositories as they are stored, e.g. \"github:acme/specs\" or \"github:acme/*\"",
+            ));
+        }
+    }
+    if !raw.private_repositories.is_empty() && raw.page_token.is_none() {
+        return Err(invalid(
+            "server.page_token",
+            "is not set, but private_repositories are listed: nobody could see their builds".into(),
+            "set page_token = { env = \"PACKETARY_PAGE_TOKEN\" } (or a file), and give it to the people who may see them",
+        ));
+    }
     let max_connections = raw.max_connections.unwrap_or(1024);
     if max_connections < 16 {
         return Err(invalid(
@@ -514,6 +534,8 @@ fn parse_server(
         )?,
         max_connections,
         min_free_disk,
+        private_repositories: raw.private_repositories,
+        page_token: raw.page_token.map(Into::into),
         header_timeout: duration(
             "server.header_timeout",
             &raw.header_timeout,

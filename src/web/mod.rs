@@ -2,6 +2,7 @@
 //! Handlers stay thin: a webhook is verified by its forge's inbound side, parsed, ingested
 //! and answered; building happens in the queue, never on the request path.
 
+pub mod access;
 pub mod listener;
 mod pages;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub forges: Forges,
     pub probes: Arc<Vec<Arc<dyn Probe>>>,
     pub data_dir: PathBuf,
+    /// Which repositories' pages need the page token.
+    pub access: Arc<access::Access>,
 }
 
 /// The whole HTTP surface. `body_limit` bounds webhook bodies (413 above it), which must
@@ -57,6 +60,7 @@ pub fn router_with(state: AppState, body_limit: usize, body_timeout: Duration) -
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/", get(pages::index))
+        .route("/login", get(access::login_form).post(access::login))
         .route("/builds/{id}", get(pages::build))
         .route("/builds/{id}/logs/{name}", get(pages::log))
         .route("/builds/{id}/artifacts/{*path}", get(pages::artifact))

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::{text, AppState};
@@ -105,7 +105,11 @@ pub struct IndexQuery {
     commit: Option<String>,
 }
 
-pub async fn index(State(app): State<AppState>, Query(q): Query<IndexQuery>) -> Response {
+pub async fn index(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<IndexQuery>,
+) -> Response {
     let builds = match app.store.recent_builds(200).await {
         Ok(b) => b,
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
@@ -114,6 +118,7 @@ pub async fn index(State(app): State<AppState>, Query(q): Query<IndexQuery>) -> 
     let builds: Vec<&BuildRow> = builds
         .iter()
         .filter(|b| commit.as_ref().is_none_or(|c| *c == b.commit))
+        .filter(|b| app.access.may_see(&b.repo, &headers))
         .collect();
     let mut body = String::new();
     match &commit {
@@ -151,9 +156,18 @@ pub async fn index(State(app): State<AppState>, Query(q): Query<IndexQuery>) -> 
     page("Builds", &body).into_response()
 }
 
-async fn load(app: &AppState, id: &str) -> Result<BuildRow, Response> {
+/// The build `id`, if the request may see its repository.
+async fn load(
+    app: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<BuildRow, Response> {
     let id = BuildId::parse(id).map_err(|_| not_found("build"))?;
     match app.store.build(&id).await {
+        Ok(Some(b)) if !app.access.may_see(&b.repo, headers) => {
+            Err(super::access::refused(uri.path()))
+        }
         Ok(Some(b)) => Ok(b),
         Ok(None) => Err(not_found("build")),
         Err(e) => Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))),
@@ -175,8 +189,13 @@ fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
-pub async fn build(State(app): State<AppState>, UrlPath(id): UrlPath<String>) -> Response {
-    let b = match load(&app, &id).await {
+pub async fn build(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let b = match load(&app, &id, &headers, &uri).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -325,9 +344,11 @@ async fn send_file(path: &Path, content_type: &str, download: bool) -> Response 
 
 pub async fn log(
     State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
     UrlPath((id, name)): UrlPath<(String, String)>,
 ) -> Response {
-    let b = match load(&app, &id).await {
+    let b = match load(&app, &id, &headers, &uri).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -355,9 +376,11 @@ pub async fn log(
 
 pub async fn artifact(
     State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
     UrlPath((id, rel)): UrlPath<(String, String)>,
 ) -> Response {
-    let b = match load(&app, &id).await {
+    let b = match load(&app, &id, &headers, &uri).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -490,6 +490,7 @@ pub fn app_state(queue: &packetary::queue::Queue, allow: &[&str]) -> packetary::
         ),
         probes: Arc::new(vec![]),
         data_dir: queue.store_dir(),
+        access: Arc::new(packetary::web::access::Access::public()),
     }
 }
 
