@@ -5,6 +5,7 @@ pub mod config;
 pub mod forge;
 pub mod format;
 pub mod git;
+pub mod http;
 pub mod model;
 pub mod plan;
 pub mod queue;

@@ -192,12 +192,12 @@ async fn key(
             RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
                 .await
                 .map_err(|e| format!("repository `{}`: repodata/repomd.xml: {e}", r.name))?,
-            RepoLocation::Url(_) => get(&format!(
-                "{}/repodata/repomd.xml",
-                c.url.trim_end_matches('/')
-            ))
-            .await
-            .map_err(|e| format!("repository `{}`: {e}", r.name))?,
+            RepoLocation::Url(_) => {
+                let url = format!("{}/repodata/repomd.xml", c.url.trim_end_matches('/'));
+                crate::http::get(&url, std::time::Duration::from_secs(15), MAX_REPOMD)
+                    .await
+                    .map_err(|e| format!("repository `{}`: {url}: {e}", r.name))?
+            }
         };
         h.update(b"\0");
         h.update(c.name.as_bytes());
@@ -221,52 +221,6 @@ fn tag_safe(name: &str) -> String {
         .take(100)
         .collect();
     format!("t{s}")
-}
-
-/// GET over http(s), a few redirects followed: a repository's `repomd.xml`.
-async fn get(url: &str) -> Result<Vec<u8>, String> {
-    use http_body_util::BodyExt;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("no TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https);
-    let mut current = url.to_string();
-    for _ in 0..5 {
-        let uri: hyper::Uri = current
-            .parse()
-            .map_err(|e| format!("bad URL {current}: {e}"))?;
-        let resp = tokio::time::timeout(std::time::Duration::from_secs(15), client.get(uri))
-            .await
-            .map_err(|_| format!("{current}: no answer within 15s"))?
-            .map_err(|e| format!("{current}: {e}"))?;
-        let status = resp.status();
-        if status.is_redirection() {
-            let loc = resp
-                .headers()
-                .get(hyper::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| format!("{current}: {status} without a Location"))?;
-            current = url::Url::parse(&current)
-                .and_then(|base| base.join(loc))
-                .map_err(|e| format!("bad redirect: {e}"))?
-                .to_string();
-            continue;
-        }
-        if !status.is_success() {
-            return Err(format!("{current}: the server answered {status}"));
-        }
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_REPOMD)
-            .collect()
-            .await
-            .map_err(|e| format!("{current}: {e}"))?;
-        return Ok(body.to_bytes().to_vec());
-    }
-    Err(format!("{url}: too many redirects"))
 }
 
 #[cfg(test)]

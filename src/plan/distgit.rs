@@ -156,9 +156,8 @@ pub async fn fetch_sources(
 /// Largest tarball accepted from a lookaside.
 const MAX_DOWNLOAD: usize = 4 << 30;
 
-/// GET over http(s) (rustls, following a few redirects), or a `file://` read.
+/// GET over http(s) (see [`crate::http::get`]), or a `file://` read.
 async fn get(url: &str) -> Result<Vec<u8>, LookasideError> {
-    use http_body_util::BodyExt;
     let fail = |message: String| LookasideError::Fetch {
         url: url.to_string(),
         message,
@@ -166,43 +165,9 @@ async fn get(url: &str) -> Result<Vec<u8>, LookasideError> {
     if let Some(path) = url.strip_prefix("file://") {
         return tokio::fs::read(path).await.map_err(|e| fail(e.to_string()));
     }
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| fail(format!("no TLS roots: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https);
-    let mut current = url.to_string();
-    for _ in 0..5 {
-        let uri: hyper::Uri = current.parse().map_err(|e| fail(format!("bad URL: {e}")))?;
-        let resp = tokio::time::timeout(std::time::Duration::from_secs(60), client.get(uri))
-            .await
-            .map_err(|_| fail("no answer within 60s".into()))?
-            .map_err(|e| fail(e.to_string()))?;
-        let status = resp.status();
-        if status.is_redirection() {
-            let loc = resp
-                .headers()
-                .get(hyper::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| fail(format!("{status} without a Location")))?;
-            current = url::Url::parse(&current)
-                .and_then(|base| base.join(loc))
-                .map_err(|e| fail(format!("bad redirect: {e}")))?
-                .to_string();
-            continue;
-        }
-        if !status.is_success() {
-            return Err(fail(format!("the server answered {status}")));
-        }
-        let limited = http_body_util::Limited::new(resp.into_body(), MAX_DOWNLOAD);
-        let body = limited.collect().await.map_err(|e| fail(e.to_string()))?;
-        return Ok(body.to_bytes().to_vec());
-    }
-    Err(fail("too many redirects".into()))
+    crate::http::get(url, std::time::Duration::from_secs(60), MAX_DOWNLOAD)
+        .await
+        .map_err(fail)
 }
 
 #[cfg(test)]
