@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use packetary::forge::github::sign;
 use serve_common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -51,12 +50,7 @@ async fn probe(addr: SocketAddr, n: usize, tag: &str) -> (Vec<f64>, Vec<f64>) {
                 &"0".repeat(40),
                 &format!("{:040x}", i + 1),
             );
-            let headers = [
-                ("content-type", "application/json".to_string()),
-                ("x-github-event", "push".to_string()),
-                ("x-github-delivery", format!("{tag}-{i}")),
-                ("x-hub-signature-256", sign(SECRET, &body)),
-            ];
+            let headers = signed_headers("push", &format!("{tag}-{i}"), &body);
             let t = Instant::now();
             let (status, _) = http(addr, "POST", "/webhooks/github", &headers, &body).await;
             assert_eq!(status, 202);

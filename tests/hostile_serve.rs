@@ -9,7 +9,6 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use packetary::forge::github::sign;
 use packetary::store::Store;
 use serve_common::*;
 use tokio::io::AsyncWriteExt;
@@ -178,12 +177,7 @@ async fn idle_and_slow_connections_do_not_lock_out_webhooks_or_healthz() {
             &"0".repeat(40),
             &format!("{:040x}", i + 1),
         );
-        let headers = [
-            ("content-type", "application/json".to_string()),
-            ("x-github-event", "push".to_string()),
-            ("x-github-delivery", format!("flood-{i}")),
-            ("x-hub-signature-256", sign(SECRET, &body)),
-        ];
+        let headers = signed_headers("push", &format!("flood-{i}"), &body);
         let (status, _) = timed(addr, "POST", "/webhooks/github", &headers, &body)
             .await
             .unwrap_or_else(|e| panic!("signed webhook {i} under the flood: {e}"));
@@ -234,12 +228,7 @@ async fn a_payload_naming_another_clone_url_is_refused_and_gets_no_credentials()
         &"0".repeat(40),
         &"1".repeat(40),
     );
-    let headers = [
-        ("content-type", "application/json".to_string()),
-        ("x-github-event", "push".to_string()),
-        ("x-github-delivery", "evil-1".to_string()),
-        ("x-hub-signature-256", sign(SECRET, &body)),
-    ];
+    let headers = signed_headers("push", "evil-1", &body);
     let (status, reply) = http(addr, "POST", "/webhooks/github", &headers, &body).await;
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(status, 400, "{reply}");

@@ -550,6 +550,16 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The headers GitHub sends with a delivery of `body`, signed with [`SECRET`].
+pub fn signed_headers(event: &str, delivery: &str, body: &[u8]) -> [(&'static str, String); 4] {
+    [
+        ("content-type", "application/json".to_string()),
+        ("x-github-event", event.to_string()),
+        ("x-github-delivery", delivery.to_string()),
+        ("x-hub-signature-256", sign(SECRET, body)),
+    ]
+}
+
 /// Posts a signed webhook to a running server.
 pub async fn post_webhook(
     addr: std::net::SocketAddr,
@@ -557,12 +567,7 @@ pub async fn post_webhook(
     delivery: &str,
     body: &[u8],
 ) -> u16 {
-    let headers = [
-        ("content-type", "application/json".to_string()),
-        ("x-github-event", event.to_string()),
-        ("x-github-delivery", delivery.to_string()),
-        ("x-hub-signature-256", sign(SECRET, body)),
-    ];
+    let headers = signed_headers(event, delivery, body);
     http(addr, "POST", "/webhooks/github", &headers, body)
         .await
         .0
