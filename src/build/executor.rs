@@ -135,7 +135,7 @@ impl Executor {
             .await;
             run.end(true);
             tokio::select! {
-                r = self.follow(&mut run, &found.id, stream, &steps, &nonce, &mut logs, true) => r,
+                r = self.follow(&mut run, &found.id, stream, &steps, &nonce, &mut logs) => r,
                 () = tokio::time::sleep(left) => Err(timed_out(timeout)),
                 () = cancel.cancelled() => Err(Stop::Cancelled),
             }
@@ -361,7 +361,7 @@ impl Executor {
         let stream = attached.map_err(Stop::Infra)?;
         self.engine.start(&id).await.map_err(Stop::Infra)?;
         run.end(true);
-        self.follow(run, &id, stream, &steps, &nonce, &mut logs, true)
+        self.follow(run, &id, stream, &steps, &nonce, &mut logs)
             .await
     }
 }

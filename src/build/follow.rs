@@ -15,11 +15,9 @@ use super::run::{infra, Logs, Run, Stop};
 const LONG_LINE: usize = 64 << 10;
 
 impl Executor {
-    /// Reads a driver's output to its end and turns a non-zero exit into the build's
-    /// failure. After the `last` driver, or a failed one, takes the results out of the
-    /// container (the collect phase, on success): what a failed build left still names its
-    /// result directory.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads the driver's output to its end and turns a non-zero exit into the build's
+    /// failure. Then takes the results out of the container (the collect phase, on
+    /// success): what a failed build left still names its result directory.
     pub(super) async fn follow(
         &self,
         run: &mut Run,
@@ -28,7 +26,6 @@ impl Executor {
         steps: &[(Phase, &str)],
         nonce: &str,
         logs: &mut Logs,
-        last: bool,
     ) -> Result<(), Stop> {
         let code = self.run_steps(run, id, stream, steps, nonce, logs).await?;
         if code != 0 {
@@ -40,15 +37,6 @@ impl Executor {
             }
             let _ = logs.flush().await;
             return Err(stop);
-        }
-        if !last {
-            // The container has more to do (the network-cut path): only the NEVR for now.
-            if run.nevr.is_none() {
-                run.nevr = results::read_nevr(&self.engine, id)
-                    .await
-                    .and_then(|t| t.lines().next().and_then(Nevr::parse_query_line));
-            }
-            return Ok(());
         }
         run.begin(Phase::Collect);
         let taken = self.take_results(run, id, logs).await;

@@ -104,40 +104,6 @@ pub(crate) async fn fetch(
         .map_err(|e| FetchError::Infra(format!("unpacking the results: {e}")))?
 }
 
-/// The NEVR file alone, while the container still has work to do (the network-cut path
-/// reads it between its two execs). `None` when it cannot be had, as if absent.
-pub(crate) async fn read_nevr(engine: &Engine, container: &str) -> Option<String> {
-    let path = format!("{OUT_DIR}/{NEVR_FILE}");
-    let mut stream = engine.download(container, &path);
-    let mut data = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(c) => data.extend_from_slice(&c),
-            Err(e) => {
-                tracing::debug!(%container, "no NEVR file yet: {e}");
-                return None;
-            }
-        }
-        if data.len() as u64 > MAX_NEVR_BYTES + 64 * 1024 {
-            return None;
-        }
-    }
-    single_file(&data[..], NEVR_FILE, MAX_NEVR_BYTES)
-}
-
-/// The text of the one regular file `name` that a tar of it holds.
-fn single_file(tar: impl Read, name: &str, max: u64) -> Option<String> {
-    let mut archive = tar::Archive::new(tar);
-    let mut entry = archive.entries().ok()?.next()?.ok()?;
-    let path = entry.path().ok()?.into_owned();
-    if path != Path::new(name) || !entry.header().entry_type().is_file() || entry.size() > max {
-        return None;
-    }
-    let mut text = String::new();
-    entry.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 fn root_name(dir: &str) -> &str {
     dir.rsplit('/').next().unwrap_or(dir)
 }
@@ -664,18 +630,5 @@ mod tests {
         assert!(open_regular(&f).is_ok());
         assert!(open_regular(&l).is_err());
         assert!(open_regular(dir.path()).is_err());
-    }
-
-    #[test]
-    fn the_nevr_file_alone() {
-        let mut b = Tar(tar::Builder::new(Vec::new()));
-        b.file(".nevr", b"a\t(none)\t1\t1\n");
-        assert_eq!(
-            single_file(&b.bytes()[..], ".nevr", 100).as_deref(),
-            Some("a\t(none)\t1\t1\n")
-        );
-        let mut b = Tar(tar::Builder::new(Vec::new()));
-        b.entry(".nevr", tar::EntryType::Symlink, b"", Some("/etc/hostname"));
-        assert_eq!(single_file(&b.bytes()[..], ".nevr", 100), None);
     }
 }
