@@ -65,6 +65,20 @@ pub trait SourceProvider: Send + Sync {
         commit: &'a CommitSha,
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SourceError>>;
+
+    /// The committer time (seconds since the epoch) of the last commit up to `commit` that
+    /// touched any of `paths` (relative to the repository's root): the package's
+    /// `SOURCE_DATE_EPOCH`, the same for every later commit that leaves the package alone
+    /// (so that build avoidance can reuse its result). `None` when unknown: the build then
+    /// takes its files' newest modification time.
+    fn last_change<'a>(
+        &'a self,
+        _clone_url: &'a str,
+        _commit: &'a CommitSha,
+        _paths: &'a [PathBuf],
+    ) -> BoxFuture<'a, Option<i64>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Why [`Runner::make_repo`] could not make a package repository.
@@ -193,6 +207,7 @@ pub fn results_root(data_dir: &Path, id: &BuildId) -> PathBuf {
 /// A report for a build that never reached the executor.
 pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
     BuildReport {
+        format: crate::build::provenance::BUILD_JSON_FORMAT,
         id: req.id.clone(),
         package: req.package.label(),
         spec: req.package.relative_spec(),
@@ -203,8 +218,9 @@ pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
         nevr: None,
         dir: req.out_root.clone(),
         phases: vec![],
-        commands: vec![],
+        command: vec![],
         repos: vec![],
+        provenance: None,
         outcome: Outcome::Error { message },
     }
 }
