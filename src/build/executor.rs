@@ -390,6 +390,18 @@ async fn record_inputs(run: &mut Run, image_id: Option<String>) -> Result<(), St
         .await
         .map_err(|e| infra(format!("cannot read the package's files: {e}")))?;
     run.provenance = Some(p);
+    // A copy of the inputs beside the results, for `packetary rebuild DIR`.
+    let (pkg, dest) = (
+        run.req.package.clone(),
+        run.staging.join(super::provenance::INPUTS_DIR),
+    );
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&dest);
+        super::provenance::keep_inputs(&pkg, &dest)
+    })
+    .await
+    .map_err(|e| infra(e.to_string()))?
+    .map_err(|e| infra(format!("cannot keep a copy of the package's files: {e}")))?;
     Ok(())
 }
 

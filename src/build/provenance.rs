@@ -45,6 +45,10 @@ pub struct Provenance {
     pub macros: Vec<String>,
     pub releasever: Option<String>,
     pub repositories: Vec<RepoRecord>,
+    /// The spec and the source directory relative to the package's root (as kept under
+    /// [`INPUTS_DIR`]).
+    pub spec: PathBuf,
+    pub source_dir: PathBuf,
     /// `sha256:` of all of the above: equal digests, same result (see [`input_digest`]).
     pub input_digest: String,
 }
@@ -148,6 +152,45 @@ pub fn tree_digest(package: &PackageSource) -> io::Result<String> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
+/// Directory of a build's results holding a copy of its package's files, for
+/// `packetary rebuild` of a results directory.
+pub const INPUTS_DIR: &str = "inputs";
+
+/// Copies the package's files (those [`tree_digest`] covers) under `dest`, at the same
+/// relative names, modes kept, links kept as links: the tree a rebuild starts from
+/// ([`kept_package`]) has the same digest.
+pub fn keep_inputs(package: &PackageSource, dest: &Path) -> io::Result<()> {
+    for (rel, path) in package_files(package)? {
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
+        }
+        let to = dest.join(&rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&path)?, &to)?;
+        } else if meta.file_type().is_file() {
+            std::fs::copy(&path, &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// The package kept by [`keep_inputs`] in `inputs`, given the spec's and the source
+/// directory's names relative to the original root.
+pub fn kept_package(inputs: &Path, spec: &Path, source_dir: &Path) -> PackageSource {
+    PackageSource {
+        root: inputs.to_path_buf(),
+        spec: inputs.join(spec),
+        source_dir: inputs.join(source_dir),
+    }
+}
+
 /// `SOURCE_DATE_EPOCH` for a package outside git: the newest modification time among its
 /// files (0 when there is none).
 pub fn newest_mtime(package: &PackageSource) -> i64 {
@@ -200,6 +243,12 @@ pub async fn record(
         macros: target.rpm_defines(),
         releasever: target.releasever.clone(),
         repositories,
+        spec: package.relative_spec(),
+        source_dir: package
+            .source_dir
+            .strip_prefix(&package.root)
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
         input_digest: String::new(),
     };
     p.input_digest = input_digest(&p);
@@ -351,6 +400,14 @@ mod tests {
         .unwrap();
         assert_ne!(tree_digest(&p).unwrap(), d2);
         assert!(newest_mtime(&p) > 0);
+        let kept = t.path().join("kept");
+        keep_inputs(&p, &kept).unwrap();
+        let k = kept_package(
+            &kept.canonicalize().unwrap(),
+            Path::new("p/p.spec"),
+            Path::new("p"),
+        );
+        assert_eq!(tree_digest(&k).unwrap(), tree_digest(&p).unwrap());
     }
 
     #[test]
@@ -369,6 +426,8 @@ mod tests {
                 url: "file:///r".into(),
                 snapshot: Some("sha256:s1".into()),
             }],
+            spec: "p.spec".into(),
+            source_dir: "".into(),
             input_digest: String::new(),
         };
         let mut b = a.clone();
