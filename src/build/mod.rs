@@ -121,6 +121,10 @@ pub struct BuildReport {
     /// The recorded inputs, for `packetary rebuild` and build avoidance; `None` when the
     /// build stopped before they were read.
     pub provenance: Option<provenance::Provenance>,
+    /// Set when the build did not run: its results are those of this earlier build with
+    /// the same input digest (build avoidance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<BuildId>,
     pub outcome: Outcome,
 }
 

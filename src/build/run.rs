@@ -296,6 +296,7 @@ impl Run {
             phases: std::mem::take(&mut self.phases),
             command: std::mem::take(&mut self.command),
             provenance: self.provenance.take(),
+            reused_from: None,
             repos: self
                 .req
                 .target

@@ -66,7 +66,7 @@ pub trait SourceProvider: Send + Sync {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SourceError>>;
 
-    /// The committer time (seconds since the epoch) of the last commit up to `commit` that
+    /// The author time (seconds since the epoch) of the last commit up to `commit` that
     /// touched any of `paths` (relative to the repository's root): the package's
     /// `SOURCE_DATE_EPOCH`, the same for every later commit that leaves the package alone
     /// (so that build avoidance can reuse its result). `None` when unknown: the build then
@@ -114,6 +114,12 @@ pub trait Runner: Send + Sync {
         Box::pin(async { Err(MakeRepoError::Unsupported) })
     }
 
+    /// The input digest of `req` (see [`crate::build::provenance`]) when every input is
+    /// known, for build avoidance; `None`: the build always runs.
+    fn input_digest(&self, _req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
+        Box::pin(async { None })
+    }
+
     /// Follows a build whose container outlived the previous service process to its end;
     /// `None` when it cannot be picked up and must run again.
     fn reattach(
@@ -154,6 +160,35 @@ impl Runner for DockerRunner {
                 Err(e) => return error_report(&req, e.to_string()),
             };
             executor.run(req, image_id, Some(events), cancel).await
+        })
+    }
+
+    fn input_digest(&self, req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
+        let engine = self.executor.engine().clone();
+        let req = req.clone();
+        Box::pin(async move {
+            let image_id = engine.image_id(&req.target.image).await.ok()??;
+            let epoch = match req.source_date_epoch {
+                Some(e) => e,
+                None => {
+                    let pkg = req.package.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::build::provenance::newest_mtime(&pkg)
+                    })
+                    .await
+                    .ok()?
+                }
+            };
+            let p = crate::build::provenance::record(
+                &req.package,
+                &req.target,
+                &req.extra_repos,
+                Some(image_id),
+                epoch,
+            )
+            .await
+            .ok()?;
+            p.reusable().then_some(p.input_digest)
         })
     }
 
@@ -221,6 +256,7 @@ pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
         command: vec![],
         repos: vec![],
         provenance: None,
+        reused_from: None,
         outcome: Outcome::Error { message },
     }
 }

@@ -74,7 +74,14 @@ impl Queue {
         let _ = tokio::fs::remove_dir_all(&work).await;
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {
-            Ok(req) => {
+            Ok(req) => 'run: {
+                // Build avoidance: the same inputs as a succeeded build, its results.
+                if let Some(digest) = inner.runner.input_digest(&req).await {
+                    let _ = inner.store.set_input_digest(&b.id, &digest).await;
+                    if let Some(report) = self.reuse(&b, &req, &digest).await {
+                        break 'run Ok(report);
+                    }
+                }
                 let (tx, progress) = self.progress_forwarder(&b.id);
                 // An earlier attempt may have left a container behind: a create request in
                 // flight when the service was killed completes after the start-up cleanup.

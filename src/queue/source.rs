@@ -147,12 +147,14 @@ impl SourceProvider for PathSource {
     }
 }
 
-/// `git log -1 --format=%ct COMMIT -- PATHS` in `repo`.
+/// `git log -1 --format=%at COMMIT -- PATHS` in `repo`: the author time, which a rebase or
+/// cherry-pick keeps (the committer time changes), so a rebased change builds the same
+/// bytes and can reuse its earlier result.
 async fn last_change_in(repo: &Path, commit: &CommitSha, paths: &[PathBuf]) -> Option<i64> {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(repo)
-        .args(["log", "-1", "--format=%ct", commit.as_str(), "--"])
+        .args(["log", "-1", "--format=%at", commit.as_str(), "--"])
         .env("GIT_TERMINAL_PROMPT", "0")
         .kill_on_drop(true);
     for p in paths {
