@@ -5,6 +5,7 @@ pub mod build;
 pub mod build_git;
 pub mod images;
 pub mod plan;
+pub mod rebuild;
 pub mod serve;
 
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the bot: receive GitHub webhooks, build, and report commit statuses.
     Serve(ServeArgs),
+    /// Build a recorded build again from its recorded inputs; compare the packages' payloads.
+    Rebuild(rebuild::RebuildArgs),
     /// Builder images: list them, or build them.
     Images {
         #[command(subcommand)]

@@ -20,6 +20,7 @@ const MAX_HEADER: usize = 64 << 20;
 const TAG_PROVIDENAME: u32 = 1047;
 const TAG_PROVIDEFLAGS: u32 = 1112;
 const TAG_PROVIDEVERSION: u32 = 1113;
+const TAG_PAYLOADDIGEST: u32 = 5092;
 const TYPE_INT32: u32 = 4;
 const TYPE_STRING_ARRAY: u32 = 8;
 
@@ -38,8 +39,8 @@ pub enum HeaderError {
     Malformed { path: String, why: String },
 }
 
-/// The Provides of one binary RPM, as rpm prints them (`name`, `name = version`).
-pub fn rpm_provides(path: &Path) -> Result<Vec<String>, HeaderError> {
+/// The main header of an RPM file: its index entries and its data store.
+fn main_header(path: &Path) -> Result<(Vec<u8>, usize), HeaderError> {
     let shown = path.display().to_string();
     let bad = |why: &str| HeaderError::Malformed {
         path: shown.clone(),
@@ -68,7 +69,38 @@ pub fn rpm_provides(path: &Path) -> Result<Vec<String>, HeaderError> {
     read_exact(sig_len + pad)?;
     let intro = read_exact(16)?;
     let (n, size) = header_sizes(&intro).ok_or_else(|| bad("no header after the signature"))?;
-    let body = read_exact(n * 16 + size)?;
+    Ok((read_exact(n * 16 + size)?, n))
+}
+
+/// The digest of an RPM's payload as rpm prints it (`%{PAYLOADDIGEST}`, hex): equal
+/// digests, equal files installed, whatever the headers and signatures say.
+pub fn rpm_payload_digest(path: &Path) -> Result<String, HeaderError> {
+    let (body, n) = main_header(path)?;
+    let (index, store) = body.split_at(n * 16);
+    for e in index.chunks_exact(16) {
+        let word = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+        if word(0) == TAG_PAYLOADDIGEST && word(4) == TYPE_STRING_ARRAY {
+            if let Some(d) = strings(store, word(8) as usize, word(12) as usize)
+                .and_then(|v| v.into_iter().next())
+            {
+                return Ok(d);
+            }
+        }
+    }
+    Err(HeaderError::Malformed {
+        path: path.display().to_string(),
+        why: "the header has no payload digest (an rpm older than 4.14 made it)".into(),
+    })
+}
+
+/// The Provides of one binary RPM, as rpm prints them (`name`, `name = version`).
+pub fn rpm_provides(path: &Path) -> Result<Vec<String>, HeaderError> {
+    let shown = path.display().to_string();
+    let bad = |why: &str| HeaderError::Malformed {
+        path: shown.clone(),
+        why: why.to_string(),
+    };
+    let (body, n) = main_header(path)?;
     let (index, store) = body.split_at(n * 16);
     let mut names = None;
     let mut flags = None;

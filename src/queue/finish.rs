@@ -21,8 +21,10 @@ impl Queue {
         report: Result<BuildReport, Outcome>,
         elapsed: Duration,
     ) -> Result<(), QueueError> {
+        let mut reused_from = None;
         let (outcome, nvr) = match report {
             Ok(r) => {
+                reused_from = r.reused_from.clone();
                 self.record_results(b, &r).await?;
                 if let Outcome::Succeeded { binaries, .. } = &r.outcome {
                     self.learn_provides(b, binaries).await?;
@@ -35,11 +37,14 @@ impl Queue {
         let secs = elapsed.as_secs_f64();
         match outcome {
             Outcome::Succeeded { .. } => {
-                let msg = format!(
-                    "built {} in {}",
-                    nvr.as_deref().unwrap_or(&b.package),
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
-                );
+                let msg = match &reused_from {
+                    Some(from) => format!("reused from {from}"),
+                    None => format!(
+                        "built {} in {}",
+                        nvr.as_deref().unwrap_or(&b.package),
+                        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+                    ),
+                };
                 self.end(b, BuildState::Succeeded, &msg, None, secs).await?;
             }
             Outcome::Failed { phase, message, .. } => {

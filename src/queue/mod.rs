@@ -20,6 +20,7 @@ pub mod planner;
 mod poll;
 mod report;
 mod retry;
+mod reuse;
 mod runner;
 mod scheduler;
 pub mod source;
