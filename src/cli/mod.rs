@@ -5,6 +5,7 @@ pub mod build;
 pub mod build_git;
 pub mod images;
 pub mod plan;
+pub mod publish;
 pub mod serve;
 
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the bot: receive GitHub webhooks, build, and report commit statuses.
     Serve(ServeArgs),
+    /// Publish RPMs built elsewhere into a release's package repository (a new snapshot).
+    Publish(publish::PublishArgs),
     /// Builder images: list them, or build them.
     Images {
         #[command(subcommand)]
@@ -84,6 +87,13 @@ pub struct BuildArgs {
     pub git: Option<Vec<String>>,
     #[command(flatten)]
     pub git_opts: GitOpts,
+    /// After the builds, publish what succeeded into this release's repository of each
+    /// target (see `packetary publish`).
+    #[arg(long, value_name = "RELEASE")]
+    pub publish: Option<String>,
+    /// Where repositories live, with --publish. Default: [server] data_dir.
+    #[arg(long, requires = "publish")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

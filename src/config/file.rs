@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) server: RawServer,
     pub(super) github: Option<RawGithub>,
+    #[serde(default)]
+    pub(super) releases: BTreeMap<String, super::release::RawRelease>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -43,6 +45,7 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub(super) private_repositories: Vec<String>,
     pub(super) page_token: Option<RawSecret>,
+    pub(super) change_repos_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

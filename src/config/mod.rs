@@ -44,6 +44,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `None` when the file has no [github] table (then `serve` refuses to start).
     pub github: Option<GithubConfig>,
+    /// `[releases.NAME]`: branches whose pushes publish into package repositories.
+    pub releases: BTreeMap<ReleaseName, Release>,
 }
 
 /// `[server]`: the webhook service.
@@ -73,6 +75,9 @@ pub struct ServerConfig {
     /// Repositories (`forge:path` or `forge:prefix/*`) whose pages need `page_token`.
     pub private_repositories: Vec<String>,
     pub page_token: Option<SecretSource>,
+    /// A change's package repositories are removed this long after their last publication
+    /// (and at once when the change closes).
+    pub change_repos_max_age: Duration,
 }
 
 /// `[github]`: the API to report to and the webhooks to trust.
@@ -102,10 +107,12 @@ pub enum GithubAuth {
 }
 
 mod file;
+mod release;
 mod secret;
 mod target;
 
 use file::*;
+pub use release::{Release, ReleaseName};
 pub use secret::{Secret, SecretSource};
 pub use target::{
     parse_bytes, parse_size, Backend, ImagesConfig, Limits, Repo, RepoError, RepoLocation, Target,
@@ -361,10 +368,12 @@ impl Config {
 
         let server = parse_server(raw.server, &invalid)?;
         let github = raw.github.map(|g| parse_github(g, &invalid)).transpose()?;
+        let releases = release::parse_releases(raw.releases, &targets, &invalid)?;
 
         Ok(Config {
             server,
             github,
+            releases,
             targets_from_defaults,
             source: origin.map(Path::to_path_buf),
             parallel,
@@ -545,6 +554,11 @@ fn parse_server(
             "server.body_timeout",
             &raw.body_timeout,
             Duration::from_secs(10),
+        )?,
+        change_repos_max_age: duration(
+            "server.change_repos_max_age",
+            &raw.change_repos_max_age,
+            Duration::from_secs(30 * 24 * 3600),
         )?,
     })
 }
