@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::publish::PublishOutcome;
 use super::retry::Fault;
 use super::{Queue, QueueError};
 use crate::build::BuildReport;
@@ -21,11 +22,13 @@ impl Queue {
         report: Result<BuildReport, Outcome>,
         elapsed: Duration,
     ) -> Result<(), QueueError> {
+        let mut published = PublishOutcome::Nothing;
         let (outcome, nvr) = match report {
             Ok(r) => {
                 self.record_results(b, &r).await?;
-                if let Outcome::Succeeded { binaries, .. } = &r.outcome {
+                if let Outcome::Succeeded { source, binaries } = &r.outcome {
                     self.learn_provides(b, binaries).await?;
+                    published = self.publish_build(b, source, binaries).await?;
                 }
                 let nvr = r.nevr.as_ref().map(|n| n.nvr());
                 (r.outcome, nvr)
@@ -35,12 +38,29 @@ impl Queue {
         let secs = elapsed.as_secs_f64();
         match outcome {
             Outcome::Succeeded { .. } => {
-                let msg = format!(
+                let built = format!(
                     "built {} in {}",
                     nvr.as_deref().unwrap_or(&b.package),
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
                 );
-                self.end(b, BuildState::Succeeded, &msg, None, secs).await?;
+                match published {
+                    PublishOutcome::Nothing => {
+                        self.end(b, BuildState::Succeeded, &built, None, secs)
+                            .await?;
+                    }
+                    PublishOutcome::Done(note) => {
+                        let msg = format!("{built}; {note}");
+                        self.end(b, BuildState::Succeeded, &msg, None, secs).await?;
+                    }
+                    // A refusal is the build's result, not a silent skip.
+                    PublishOutcome::Refused(why) => {
+                        self.end(b, BuildState::Failed, &why, Some("publish"), secs)
+                            .await?;
+                    }
+                    PublishOutcome::Fault(why) => {
+                        self.retry_or_give_up(b, &why, secs).await?;
+                    }
+                }
             }
             Outcome::Failed { phase, message, .. } => {
                 self.end(b, BuildState::Failed, &message, Some(phase.as_str()), secs)

@@ -115,7 +115,8 @@ impl Queue {
                     source,
                 }
             })?;
-        let extra_repos = self.earlier_stages_repo(b, &target, src).await?;
+        let mut extra_repos = self.earlier_stages_repo(b, &target, src).await?;
+        extra_repos.extend(self.published_repos(b, &target).await?);
         Ok(BuildRequest {
             id: b.id.clone(),
             package,

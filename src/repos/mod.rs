@@ -214,14 +214,61 @@ pub fn release_dir(data_dir: &Path, release: &str, target: &str) -> PathBuf {
     data_dir.join("repos").join(release).join(target)
 }
 
-/// Directory of a change's repository for one target: `owner/repo` is the repository's path
-/// on its forge (checked names only), `number` the pull request or change number.
-pub fn change_dir(data_dir: &Path, repo_path: &str, number: u64, target: &str) -> PathBuf {
+/// Directory of a change's repository for one target: `repo_path` is the repository's path
+/// on its forge (`owner/name`), `number` the pull request or change number. `None` when a
+/// part could not be a plain directory name.
+pub fn change_dir(data_dir: &Path, repo_path: &str, number: u64, target: &str) -> Option<PathBuf> {
+    let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0']);
     let mut d = data_dir.join("repos").join("changes");
     for part in repo_path.split('/') {
+        if !plain(part) {
+            return None;
+        }
         d.push(part);
     }
-    d.join(number.to_string()).join(target)
+    plain(target).then(|| d.join(number.to_string()).join(target))
+}
+
+/// The change directories (`changes/<owner>/<repo>/<number>`) under `root` none of whose
+/// repositories was published into within `age` (by the time `latest` last moved).
+pub fn stale_change_repos(root: &Path, age: std::time::Duration) -> Vec<PathBuf> {
+    fn visit(dir: &Path, depth: usize, age: std::time::Duration, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let subdirs: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
+        let repos: Vec<&PathBuf> = subdirs
+            .iter()
+            .filter(|d| d.join(".lock").is_file())
+            .collect();
+        if !repos.is_empty() {
+            let fresh = repos.iter().any(|r| {
+                std::fs::symlink_metadata(r.join("latest"))
+                    .or_else(|_| std::fs::metadata(r.join(".lock")))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|e| e < age)
+            });
+            if !fresh {
+                out.push(dir.to_path_buf());
+            }
+            return;
+        }
+        if depth < 8 {
+            for d in subdirs {
+                visit(&d, depth + 1, age, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(root, 0, age, &mut out);
+    out
 }
 
 impl RepoDir {

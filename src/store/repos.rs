@@ -39,6 +39,18 @@ impl Store {
         Ok(rows)
     }
 
+    /// The base branch of a pull request's trigger (`None` for a push).
+    pub async fn trigger_base_ref(
+        &self,
+        trigger: super::TriggerId,
+    ) -> Result<Option<String>, StoreError> {
+        let id = trigger.0;
+        let row = sqlx::query_scalar!("SELECT base_ref FROM triggers WHERE id = ?", id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.flatten())
+    }
+
     /// Records what `build` published into `repository`.
     pub async fn record_publication(
         &self,
