@@ -9,6 +9,7 @@ pub mod http;
 pub mod model;
 pub mod plan;
 pub mod queue;
+pub mod repos;
 pub mod service;
 pub mod spec;
 pub mod store;

@@ -47,6 +47,7 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Build(args) if args.git.is_some() => cli::build_git::run(config, args).await,
         Command::Build(args) => cli::build::run(config, args).await,
         Command::Plan(args) => cli::plan::run(config, args).await,
+        Command::Publish(args) => cli::publish::run(config, args).await,
         Command::Images { command } => cli::images::run(config, command).await,
         Command::Serve(args) => cli::serve::run(config, args).await,
         Command::Rebuild(args) => cli::rebuild::run(config, args).await,

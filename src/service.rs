@@ -322,6 +322,10 @@ impl Service {
                 shutdown_grace: config.server.shutdown_grace,
                 build_forks,
                 targets: config.targets.clone(),
+                repos: crate::queue::ReposConfig {
+                    releases: config.releases.clone(),
+                    change_max_age: config.server.change_repos_max_age,
+                },
             },
             Arc::new(Metrics::default()),
         );

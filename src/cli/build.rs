@@ -40,6 +40,13 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         None => plan::discover(root, std::slice::from_ref(&out)).map_err(usage)?,
     };
     let extra_repos = extra_repos(&args)?;
+    let release = match &args.publish {
+        Some(r) => {
+            let names: Vec<_> = targets.iter().map(|t| t.name.clone()).collect();
+            Some(super::publish::check_build_publish(&config, r, &names)?)
+        }
+        None => None,
+    };
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
 
     let engine = Engine::connect(config.docker_host.as_deref())
@@ -97,5 +104,12 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     let _ = printer.await;
     ctrl_c.abort();
 
-    Ok(summarize(&reports, started))
+    let mut code = summarize(&reports, started);
+    if let Some(release) = &release {
+        let published =
+            super::publish::publish_reports(&config, release, args.data_dir.as_deref(), &reports)
+                .await?;
+        code = code.max(published);
+    }
+    Ok(code)
 }

@@ -38,6 +38,10 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         .map(|t| t.name)
         .collect();
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
+    let release = match &args.publish {
+        Some(r) => Some(super::publish::check_build_publish(&config, r, &only)?),
+        None => None,
+    };
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
@@ -127,6 +131,12 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     let mut code = summarize(&reports, started);
     if plan.has_errors() {
         code = code.max(EXIT_FAILED);
+    }
+    if let Some(release) = &release {
+        let published =
+            super::publish::publish_reports(&config, release, args.data_dir.as_deref(), &reports)
+                .await?;
+        code = code.max(published);
     }
     Ok(code)
 }

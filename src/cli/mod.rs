@@ -5,6 +5,7 @@ pub mod build;
 pub mod build_git;
 pub mod images;
 pub mod plan;
+pub mod publish;
 pub mod rebuild;
 pub mod serve;
 
@@ -54,6 +55,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Build a recorded build again from its recorded inputs; compare the packages' payloads.
     Rebuild(rebuild::RebuildArgs),
+    /// Publish RPMs built elsewhere into a release's package repository (a new snapshot).
+    Publish(publish::PublishArgs),
     /// Builder images: list them, or build them.
     Images {
         #[command(subcommand)]
@@ -87,6 +90,13 @@ pub struct BuildArgs {
     pub git: Option<Vec<String>>,
     #[command(flatten)]
     pub git_opts: GitOpts,
+    /// After the builds, publish what succeeded into this release's repository of each
+    /// target (see `packetary publish`).
+    #[arg(long, value_name = "RELEASE")]
+    pub publish: Option<String>,
+    /// Where repositories live, with --publish. Default: [server] data_dir.
+    #[arg(long, requires = "publish")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

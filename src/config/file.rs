@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) server: RawServer,
     pub(super) github: Option<RawGithub>,
     pub(super) gerrit: Option<RawGerrit>,
+    #[serde(default)]
+    pub(super) releases: BTreeMap<String, super::release::RawRelease>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -44,6 +46,7 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub(super) private_repositories: Vec<String>,
     pub(super) page_token: Option<RawSecret>,
+    pub(super) change_repos_max_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -46,6 +46,8 @@ pub struct Config {
     pub github: Option<GithubConfig>,
     /// `None` when the file has no [gerrit] table.
     pub gerrit: Option<GerritConfig>,
+    /// `[releases.NAME]`: branches whose pushes publish into package repositories.
+    pub releases: BTreeMap<ReleaseName, Release>,
 }
 
 /// `[server]`: the webhook service.
@@ -75,6 +77,9 @@ pub struct ServerConfig {
     /// Repositories (`forge:path` or `forge:prefix/*`) whose pages need `page_token`.
     pub private_repositories: Vec<String>,
     pub page_token: Option<SecretSource>,
+    /// A change's package repositories are removed this long after their last publication
+    /// (and at once when the change closes).
+    pub change_repos_max_age: Duration,
 }
 
 /// `[github]`: the API to report to and the webhooks to trust.
@@ -133,10 +138,12 @@ pub enum GithubAuth {
 }
 
 mod file;
+mod release;
 mod secret;
 mod target;
 
 use file::*;
+pub use release::{Release, ReleaseName};
 pub use secret::{Secret, SecretSource};
 pub use target::{
     parse_bytes, parse_size, Backend, ImagesConfig, Limits, Repo, RepoError, RepoLocation, Target,
@@ -393,11 +400,13 @@ impl Config {
         let server = parse_server(raw.server, &invalid)?;
         let github = raw.github.map(|g| parse_github(g, &invalid)).transpose()?;
         let gerrit = raw.gerrit.map(|g| parse_gerrit(g, &invalid)).transpose()?;
+        let releases = release::parse_releases(raw.releases, &targets, &invalid)?;
 
         Ok(Config {
             server,
             github,
             gerrit,
+            releases,
             targets_from_defaults,
             source: origin.map(Path::to_path_buf),
             parallel,
@@ -578,6 +587,11 @@ fn parse_server(
             "server.body_timeout",
             &raw.body_timeout,
             Duration::from_secs(10),
+        )?,
+        change_repos_max_age: duration(
+            "server.change_repos_max_age",
+            &raw.change_repos_max_age,
+            Duration::from_secs(30 * 24 * 3600),
         )?,
     })
 }

@@ -20,8 +20,15 @@ const MAX_HEADER: usize = 64 << 20;
 const TAG_PROVIDENAME: u32 = 1047;
 const TAG_PROVIDEFLAGS: u32 = 1112;
 const TAG_PROVIDEVERSION: u32 = 1113;
+const TAG_NAME: u32 = 1000;
+const TAG_VERSION: u32 = 1001;
+const TAG_RELEASE: u32 = 1002;
+const TAG_EPOCH: u32 = 1003;
+const TAG_ARCH: u32 = 1022;
+const TAG_SOURCERPM: u32 = 1044;
 const TAG_PAYLOADDIGEST: u32 = 5092;
 const TYPE_INT32: u32 = 4;
+const TYPE_STRING: u32 = 6;
 const TYPE_STRING_ARRAY: u32 = 8;
 
 const SENSE_LESS: u32 = 0x02;
@@ -39,58 +46,120 @@ pub enum HeaderError {
     Malformed { path: String, why: String },
 }
 
-/// The main header of an RPM file: its index entries and its data store.
-fn main_header(path: &Path) -> Result<(Vec<u8>, usize), HeaderError> {
-    let shown = path.display().to_string();
-    let bad = |why: &str| HeaderError::Malformed {
-        path: shown.clone(),
-        why: why.to_string(),
-    };
-    let mut f = std::fs::File::open(path).map_err(|source| HeaderError::Io {
-        path: shown.clone(),
-        source,
-    })?;
-    let mut read_exact = |n: usize| -> Result<Vec<u8>, HeaderError> {
-        let mut buf = vec![0; n];
-        f.read_exact(&mut buf).map_err(|source| HeaderError::Io {
+/// The main header of an RPM file: its index entries and its data store, every length
+/// checked against the file.
+struct RawHeader {
+    body: Vec<u8>,
+    entries: usize,
+}
+
+impl RawHeader {
+    fn read(path: &Path) -> Result<RawHeader, HeaderError> {
+        let shown = path.display().to_string();
+        let bad = |why: &str| HeaderError::Malformed {
+            path: shown.clone(),
+            why: why.to_string(),
+        };
+        let mut f = std::fs::File::open(path).map_err(|source| HeaderError::Io {
             path: shown.clone(),
             source,
         })?;
-        Ok(buf)
-    };
-    let lead = read_exact(LEAD)?;
-    if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
-        return Err(bad("no RPM lead"));
+        let mut read_exact = |n: usize| -> Result<Vec<u8>, HeaderError> {
+            let mut buf = vec![0; n];
+            f.read_exact(&mut buf).map_err(|source| HeaderError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+            Ok(buf)
+        };
+        let lead = read_exact(LEAD)?;
+        if lead[..4] != [0xed, 0xab, 0xee, 0xdb] {
+            return Err(bad("no RPM lead"));
+        }
+        // The signature header, padded to 8 bytes, then the header itself.
+        let (n, size) = header_sizes(&read_exact(16)?).ok_or_else(|| bad("no signature header"))?;
+        let sig_len = n * 16 + size;
+        let pad = (8 - sig_len % 8) % 8;
+        read_exact(sig_len + pad)?;
+        let intro = read_exact(16)?;
+        let (n, size) = header_sizes(&intro).ok_or_else(|| bad("no header after the signature"))?;
+        Ok(RawHeader {
+            body: read_exact(n * 16 + size)?,
+            entries: n,
+        })
     }
-    // The signature header, padded to 8 bytes, then the header itself.
-    let (n, size) = header_sizes(&read_exact(16)?).ok_or_else(|| bad("no signature header"))?;
-    let sig_len = n * 16 + size;
-    let pad = (8 - sig_len % 8) % 8;
-    read_exact(sig_len + pad)?;
-    let intro = read_exact(16)?;
-    let (n, size) = header_sizes(&intro).ok_or_else(|| bad("no header after the signature"))?;
-    Ok((read_exact(n * 16 + size)?, n))
+
+    /// `(tag, type, offset, count)` of each index entry, and the data store.
+    fn entries(&self) -> (impl Iterator<Item = (u32, u32, usize, usize)> + '_, &[u8]) {
+        let (index, store) = self.body.split_at(self.entries * 16);
+        let it = index.chunks_exact(16).map(|e| {
+            let word = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+            (word(0), word(4), word(8) as usize, word(12) as usize)
+        });
+        (it, store)
+    }
+
+    /// A STRING tag's value.
+    fn string(&self, tag: u32) -> Option<String> {
+        let (mut it, store) = self.entries();
+        let (_, _, offset, _) = it.find(|(t, ty, ..)| *t == tag && *ty == TYPE_STRING)?;
+        strings(store, offset, 1)?.pop()
+    }
+
+    /// An INT32 tag's first value.
+    fn int32(&self, tag: u32) -> Option<u32> {
+        let (mut it, store) = self.entries();
+        let (_, _, offset, _) = it.find(|(t, ty, ..)| *t == tag && *ty == TYPE_INT32)?;
+        ints(store, offset, 1)?.first().copied()
+    }
+}
+
+/// What names a package in a repository: name, epoch, version, release, architecture, and
+/// whether it is a source package (an SRPM names no source RPM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpmIdentity {
+    pub name: String,
+    pub epoch: Option<u32>,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    pub source: bool,
+}
+
+/// Reads [`RpmIdentity`] from an RPM's header.
+pub fn rpm_identity(path: &Path) -> Result<RpmIdentity, HeaderError> {
+    let h = RawHeader::read(path)?;
+    let bad = |what: &str| HeaderError::Malformed {
+        path: path.display().to_string(),
+        why: format!("the header has no {what}"),
+    };
+    let source = h.string(TAG_SOURCERPM).is_none();
+    Ok(RpmIdentity {
+        name: h.string(TAG_NAME).ok_or_else(|| bad("name"))?,
+        epoch: h.int32(TAG_EPOCH),
+        version: h.string(TAG_VERSION).ok_or_else(|| bad("version"))?,
+        release: h.string(TAG_RELEASE).ok_or_else(|| bad("release"))?,
+        arch: if source {
+            "src".to_string()
+        } else {
+            h.string(TAG_ARCH).ok_or_else(|| bad("architecture"))?
+        },
+        source,
+    })
 }
 
 /// The digest of an RPM's payload as rpm prints it (`%{PAYLOADDIGEST}`, hex): equal
 /// digests, equal files installed, whatever the headers and signatures say.
 pub fn rpm_payload_digest(path: &Path) -> Result<String, HeaderError> {
-    let (body, n) = main_header(path)?;
-    let (index, store) = body.split_at(n * 16);
-    for e in index.chunks_exact(16) {
-        let word = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
-        if word(0) == TAG_PAYLOADDIGEST && word(4) == TYPE_STRING_ARRAY {
-            if let Some(d) = strings(store, word(8) as usize, word(12) as usize)
-                .and_then(|v| v.into_iter().next())
-            {
-                return Ok(d);
-            }
-        }
-    }
-    Err(HeaderError::Malformed {
-        path: path.display().to_string(),
-        why: "the header has no payload digest (an rpm older than 4.14 made it)".into(),
-    })
+    let h = RawHeader::read(path)?;
+    let (mut it, store) = h.entries();
+    it.find(|(t, ty, ..)| *t == TAG_PAYLOADDIGEST && *ty == TYPE_STRING_ARRAY)
+        .and_then(|(_, _, offset, count)| strings(store, offset, count))
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| HeaderError::Malformed {
+            path: path.display().to_string(),
+            why: "the header has no payload digest (an rpm older than 4.14 made it)".into(),
+        })
 }
 
 /// The Provides of one binary RPM, as rpm prints them (`name`, `name = version`).
@@ -100,14 +169,12 @@ pub fn rpm_provides(path: &Path) -> Result<Vec<String>, HeaderError> {
         path: shown.clone(),
         why: why.to_string(),
     };
-    let (body, n) = main_header(path)?;
-    let (index, store) = body.split_at(n * 16);
+    let header = RawHeader::read(path)?;
+    let (index, store) = header.entries();
     let mut names = None;
     let mut flags = None;
     let mut versions = None;
-    for e in index.chunks_exact(16) {
-        let word = |i: usize| u32::from_be_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
-        let (tag, ty, offset, count) = (word(0), word(4), word(8) as usize, word(12) as usize);
+    for (tag, ty, offset, count) in index {
         match (tag, ty) {
             (TAG_PROVIDENAME, TYPE_STRING_ARRAY) => names = Some(strings(store, offset, count)),
             (TAG_PROVIDEVERSION, TYPE_STRING_ARRAY) => {

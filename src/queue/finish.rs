@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::publish::PublishOutcome;
 use super::retry::Fault;
 use super::{Queue, QueueError};
 use crate::build::BuildReport;
@@ -22,12 +23,14 @@ impl Queue {
         elapsed: Duration,
     ) -> Result<(), QueueError> {
         let mut reused_from = None;
+        let mut published = PublishOutcome::Nothing;
         let (outcome, nvr) = match report {
             Ok(r) => {
                 reused_from = r.reused_from.clone();
                 self.record_results(b, &r).await?;
-                if let Outcome::Succeeded { binaries, .. } = &r.outcome {
+                if let Outcome::Succeeded { source, binaries } = &r.outcome {
                     self.learn_provides(b, binaries).await?;
+                    published = self.publish_build(b, source, binaries).await?;
                 }
                 let nvr = r.nevr.as_ref().map(|n| n.nvr());
                 (r.outcome, nvr)
@@ -37,7 +40,7 @@ impl Queue {
         let secs = elapsed.as_secs_f64();
         match outcome {
             Outcome::Succeeded { .. } => {
-                let msg = match &reused_from {
+                let built = match &reused_from {
                     Some(from) => format!("reused from {from}"),
                     None => format!(
                         "built {} in {}",
@@ -45,7 +48,24 @@ impl Queue {
                         humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
                     ),
                 };
-                self.end(b, BuildState::Succeeded, &msg, None, secs).await?;
+                match published {
+                    PublishOutcome::Nothing => {
+                        self.end(b, BuildState::Succeeded, &built, None, secs)
+                            .await?;
+                    }
+                    PublishOutcome::Done(note) => {
+                        let msg = format!("{built}; {note}");
+                        self.end(b, BuildState::Succeeded, &msg, None, secs).await?;
+                    }
+                    // A refusal is the build's result, not a silent skip.
+                    PublishOutcome::Refused(why) => {
+                        self.end(b, BuildState::Failed, &why, Some("publish"), secs)
+                            .await?;
+                    }
+                    PublishOutcome::Fault(why) => {
+                        self.retry_or_give_up(b, &why, secs).await?;
+                    }
+                }
             }
             Outcome::Failed { phase, message, .. } => {
                 self.end(b, BuildState::Failed, &message, Some(phase.as_str()), secs)

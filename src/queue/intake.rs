@@ -400,6 +400,9 @@ impl Queue {
             .store
             .close_change(repo, kind, ref_name, pr_number, message)
             .await?;
+        if let (ChangeKind::PullRequest, Some(n)) = (kind, pr_number) {
+            self.remove_change_repos(repo, n);
+        }
         self.after_ended(&ended, BuildState::Cancelled, message)
             .await
     }

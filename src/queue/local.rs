@@ -79,6 +79,7 @@ pub async fn run(r: LocalRun) -> Result<Vec<BuildReport>, LocalRunError> {
             shutdown_grace: Duration::ZERO,
             build_forks: true,
             targets: r.targets,
+            repos: Default::default(),
         },
         Arc::new(Metrics::default()),
     );

@@ -18,6 +18,7 @@ pub mod local;
 pub mod metrics;
 pub mod planner;
 mod poll;
+mod publish;
 mod report;
 mod retry;
 mod reuse;
@@ -56,6 +57,17 @@ pub struct QueueConfig {
     pub shutdown_grace: Duration,
     pub build_forks: bool,
     pub targets: BTreeMap<TargetName, Target>,
+    /// `[releases]` and the per-change repositories' lifetime (`publish.rs`).
+    pub repos: ReposConfig,
+}
+
+/// What the queue publishes where (see [`crate::repos`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReposConfig {
+    pub releases: BTreeMap<crate::config::ReleaseName, crate::config::Release>,
+    /// A change's repositories are removed this long after their last publication; zero:
+    /// never by age (only when the change closes).
+    pub change_max_age: Duration,
 }
 
 /// Handle to the running queue; cheap to clone.
@@ -131,6 +143,11 @@ impl Queue {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Base of the service's URLs (`[server] public_url`).
+    pub fn public_url(&self) -> &str {
+        &self.inner.cfg.public_url
     }
 
     /// The data directory (database, results).

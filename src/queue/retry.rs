@@ -107,6 +107,7 @@ mod tests {
             shutdown_grace: Duration::from_secs(1),
             build_forks: false,
             targets: Default::default(),
+            repos: Default::default(),
         })
     }
 

@@ -104,6 +104,12 @@ pub trait Runner: Send + Sync {
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
 
+    /// The engine that indexes published package repositories (`crate::repos`); `None`
+    /// for runners without one (fakes), whose builds are then not published.
+    fn indexer_engine(&self) -> Option<crate::build::Engine> {
+        None
+    }
+
     /// Makes `dir` a repository of `rpms` that builds in `image` can install from.
     fn make_repo(
         &self,
@@ -190,6 +196,10 @@ impl Runner for DockerRunner {
             .ok()?;
             p.reusable().then_some(p.input_digest)
         })
+    }
+
+    fn indexer_engine(&self) -> Option<crate::build::Engine> {
+        Some(self.executor.engine().clone())
     }
 
     fn make_repo(

@@ -122,7 +122,8 @@ impl Queue {
                     source,
                 }
             })?;
-        let extra_repos = self.earlier_stages_repo(b, &target, src).await?;
+        let mut extra_repos = self.earlier_stages_repo(b, &target, src).await?;
+        extra_repos.extend(self.published_repos(b, &target).await?);
         let source_date_epoch = self.package_epoch(b, &package).await;
         Ok(BuildRequest {
             id: b.id.clone(),

@@ -24,6 +24,7 @@ mod deliveries;
 mod phases;
 mod provides;
 mod reports;
+mod repos;
 #[cfg(test)]
 mod tests;
 mod triggers;
@@ -42,6 +43,7 @@ pub use commands::StoredCommand;
 pub use deliveries::Inbound;
 pub use phases::PhaseRow;
 pub use reports::ReportRow;
+pub use repos::PublicationRow;
 pub use triggers::{StoredTrigger, TriggerState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

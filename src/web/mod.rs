@@ -5,6 +5,7 @@
 pub mod access;
 pub mod listener;
 mod pages;
+mod repos;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,6 +65,8 @@ pub fn router_with(state: AppState, body_limit: usize, body_timeout: Duration) -
         .route("/builds/{id}", get(pages::build))
         .route("/builds/{id}/logs/{name}", get(pages::log))
         .route("/builds/{id}/artifacts/{*path}", get(pages::artifact))
+        .route("/repos/", get(repos::serve_root))
+        .route("/repos/{*path}", get(repos::serve))
         // The path only: a query string may carry a secret (Gerrit's `?token=`).
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(

@@ -96,7 +96,7 @@ fn state_cell(s: BuildState) -> String {
     format!("<span class=\"{0}\">{0}</span>", s.as_str())
 }
 
-fn not_found(what: &str) -> Response {
+pub(super) fn not_found(what: &str) -> Response {
     text(StatusCode::NOT_FOUND, format!("{what} not found"))
 }
 
@@ -307,7 +307,7 @@ pub fn contained(base: &Path, rel: &str) -> Option<PathBuf> {
     (full.starts_with(&base) && full.is_file()).then_some(full)
 }
 
-async fn send_file(path: &Path, content_type: &str, download: bool) -> Response {
+pub(super) async fn send_file(path: &Path, content_type: &str, download: bool) -> Response {
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(_) => return not_found("file"),

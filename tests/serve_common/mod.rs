@@ -438,6 +438,7 @@ pub fn queue_config(data_dir: &Path) -> packetary::queue::QueueConfig {
         shutdown_grace: std::time::Duration::from_secs(1),
         build_forks: false,
         targets: target_map(),
+        repos: Default::default(),
     }
 }
 

@@ -1,0 +1,218 @@
+//! The publish step after `finish` (see [`crate::repos`]): a succeeded build of a pull
+//! request goes into the change's repository of its target, one of a push to a release's
+//! branch into the release's repository; the repositories a build installs from (the
+//! release's current snapshot, the change's own repository); per-change repositories
+//! removed when the change closes or has not been published into for a while.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::{Queue, QueueError};
+use crate::config::{Release, Repo, RepoLocation, Target};
+use crate::model::RepoId;
+use crate::repos::{self, Indexer, Policy, Published, RepoDir, SnapshotId};
+use crate::store::{BuildRow, StoreError};
+
+/// How many snapshots of a change's repository are kept (the newest, and one for a
+/// reader still on the one before).
+const CHANGE_SNAPSHOTS: usize = 2;
+
+/// What publishing a succeeded build came to.
+pub(super) enum PublishOutcome {
+    /// Nowhere to publish (a push to a branch of no release), or no engine to index with.
+    Nothing,
+    /// Published; a few words for the build's message.
+    Done(String),
+    /// A publishing rule refused the packages: the build fails with this reason.
+    Refused(String),
+    /// The machine's fault (Docker, disk): retried like any infrastructure fault.
+    Fault(String),
+}
+
+impl Queue {
+    /// The release a push to `ref_name` publishes into for `target`.
+    fn release_of_branch(&self, branch: &str, target: &Target) -> Option<&Release> {
+        self.inner
+            .cfg
+            .repos
+            .releases
+            .values()
+            .find(|r| r.branches.iter().any(|b| b == branch) && r.targets.contains(&target.name))
+    }
+
+    /// The branch a build's packages belong to: the pushed branch, or a pull request's base.
+    async fn branch_of(&self, b: &BuildRow) -> Result<Option<String>, StoreError> {
+        if b.pr_number.is_some() {
+            return self.inner.store.trigger_base_ref(b.trigger_id).await;
+        }
+        Ok(b.ref_name.strip_prefix("refs/heads/").map(str::to_string))
+    }
+
+    fn change_repo(&self, b: &BuildRow, number: u64) -> Option<RepoDir> {
+        repos::change_dir(
+            &self.inner.cfg.data_dir,
+            b.repo.path(),
+            number,
+            b.target.as_str(),
+        )
+        .map(RepoDir::new)
+    }
+
+    /// Publishes a succeeded build's packages (SRPM and RPMs) where they belong.
+    pub(super) async fn publish_build(
+        &self,
+        b: &BuildRow,
+        source: &Path,
+        binaries: &[PathBuf],
+    ) -> Result<PublishOutcome, QueueError> {
+        let Some(engine) = self.inner.runner.indexer_engine() else {
+            return Ok(PublishOutcome::Nothing);
+        };
+        let Some(target) = self.inner.cfg.targets.get(&b.target) else {
+            return Ok(PublishOutcome::Nothing);
+        };
+        let mut packages = vec![source.to_path_buf()];
+        packages.extend(binaries.iter().cloned());
+        let data_dir = &self.inner.cfg.data_dir;
+        let (label, result) = if let Some(number) = b.pr_number {
+            let Some(dir) = self.change_repo(b, number) else {
+                return Ok(PublishOutcome::Nothing);
+            };
+            let indexer = Indexer {
+                engine,
+                image: target.image.clone(),
+            };
+            let r = dir
+                .publish(
+                    &indexer,
+                    &packages,
+                    Policy::Change,
+                    CHANGE_SNAPSHOTS,
+                    &BTreeSet::new(),
+                )
+                .await;
+            self.sweep_change_repos();
+            (
+                format!("changes/{}/{number}/{}", b.repo.path(), b.target.as_str()),
+                r,
+            )
+        } else {
+            let Some(branch) = self.branch_of(b).await? else {
+                return Ok(PublishOutcome::Nothing);
+            };
+            let Some(release) = self.release_of_branch(&branch, target).cloned() else {
+                return Ok(PublishOutcome::Nothing);
+            };
+            let dir = repos::release_dir(data_dir, release.name.as_str(), target.name.as_str());
+            let protected = self.snapshots_in_use(&dir).await?;
+            let r =
+                repos::publish_release(&engine, data_dir, &release, target, &packages, &protected)
+                    .await;
+            (format!("{}/{}", release.name, target.name), r)
+        };
+        Ok(match result {
+            Ok(p) => {
+                let snapshot = p.snapshot().map(|s| s.as_str().to_string());
+                self.inner
+                    .store
+                    .record_publication(&b.id, &label, snapshot.as_deref())
+                    .await?;
+                PublishOutcome::Done(match p {
+                    Published::Snapshot { id, .. } => format!("published into {label} ({id})"),
+                    Published::Unchanged { .. } => format!("already in {label}"),
+                })
+            }
+            Err(e) if e.is_refusal() => {
+                PublishOutcome::Refused(format!("not published into {label}: {e}"))
+            }
+            Err(e) => PublishOutcome::Fault(format!("publishing into {label}: {e}")),
+        })
+    }
+
+    /// The snapshots of the repository at `dir` that builds in the store used.
+    async fn snapshots_in_use(&self, dir: &Path) -> Result<BTreeSet<SnapshotId>, QueueError> {
+        let used = self.inner.store.snapshot_locations_in_use().await?;
+        Ok(repos::snapshots_named(&used)
+            .remove(dir)
+            .unwrap_or_default())
+    }
+
+    /// The package repositories a build installs from besides its target's: the current
+    /// snapshot of its branch's release (by the snapshot's own directory, so the build
+    /// records which snapshot it used, and pruning keeps it), and for a pull request the
+    /// change's own repository.
+    pub(super) async fn published_repos(
+        &self,
+        b: &BuildRow,
+        target: &Target,
+    ) -> Result<Vec<Repo>, StoreError> {
+        let mut out = Vec::new();
+        if let Some(branch) = self.branch_of(b).await? {
+            if let Some(release) = self.release_of_branch(&branch, target) {
+                let dir = RepoDir::new(repos::release_dir(
+                    &self.inner.cfg.data_dir,
+                    release.name.as_str(),
+                    target.name.as_str(),
+                ));
+                if let Some(id) = dir.latest() {
+                    let snap = dir.snapshot_dir(&id);
+                    self.inner
+                        .store
+                        .record_snapshot_use(&b.id, &snap.display().to_string())
+                        .await?;
+                    out.push(Repo {
+                        name: format!("release-{}", release.name),
+                        location: RepoLocation::Dir(snap),
+                    });
+                }
+            }
+        }
+        if let Some(number) = b.pr_number {
+            if let Some(dir) = self.change_repo(b, number) {
+                if let Some(id) = dir.latest() {
+                    out.push(Repo {
+                        name: "change-published".into(),
+                        location: RepoLocation::Dir(dir.snapshot_dir(&id)),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A pull request closed: its repositories go (every target's).
+    pub(super) fn remove_change_repos(&self, repo: &RepoId, number: u64) {
+        let Some(dir) = repos::change_dir(&self.inner.cfg.data_dir, repo.path(), number, "x")
+            .and_then(|d| d.parent().map(Path::to_path_buf))
+        else {
+            return;
+        };
+        if dir.is_dir() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(%repo, number, "removed the change's package repositories")
+                }
+                Err(e) => tracing::warn!(%repo, number, "cannot remove {}: {e}", dir.display()),
+            }
+        }
+    }
+
+    /// Removes change repositories not published into for longer than the configured age.
+    fn sweep_change_repos(&self) {
+        let age = self.inner.cfg.repos.change_max_age;
+        if age.is_zero() {
+            return;
+        }
+        let root = self.inner.cfg.data_dir.join("repos").join("changes");
+        for d in repos::stale_change_repos(&root, age) {
+            match std::fs::remove_dir_all(&d) {
+                Ok(()) => tracing::info!(
+                    "removed {}: no publication for {}",
+                    d.display(),
+                    humantime::format_duration(age)
+                ),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", d.display()),
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! `build_repo_snapshots` and `publications`: which release snapshots a build used (pruning
+//! keeps them) and which repositories a build published into.
+
+use super::{Millis, Store, StoreError};
+use crate::model::BuildId;
+
+/// One publication of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationRow {
+    pub repository: String,
+    pub snapshot: Option<String>,
+}
+
+impl Store {
+    /// Records that `build` uses the snapshot directory `location`.
+    pub async fn record_snapshot_use(
+        &self,
+        build: &BuildId,
+        location: &str,
+    ) -> Result<(), StoreError> {
+        let build = build.as_str();
+        sqlx::query!(
+            "INSERT OR IGNORE INTO build_repo_snapshots (build_id, location) VALUES (?, ?)",
+            build,
+            location,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every snapshot directory a build in the store used.
+    pub async fn snapshot_locations_in_use(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query_scalar!(
+            "SELECT DISTINCT s.location FROM build_repo_snapshots s JOIN builds b ON b.id = s.build_id"
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// The base branch of a pull request's trigger (`None` for a push).
+    pub async fn trigger_base_ref(
+        &self,
+        trigger: super::TriggerId,
+    ) -> Result<Option<String>, StoreError> {
+        let id = trigger.0;
+        let row = sqlx::query_scalar!("SELECT base_ref FROM triggers WHERE id = ?", id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.flatten())
+    }
+
+    /// Records what `build` published into `repository`.
+    pub async fn record_publication(
+        &self,
+        build: &BuildId,
+        repository: &str,
+        snapshot: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (build, now) = (build.as_str(), Millis::now().0);
+        sqlx::query!(
+            "INSERT OR REPLACE INTO publications (build_id, repository, snapshot, published_at)
+             VALUES (?, ?, ?, ?)",
+            build,
+            repository,
+            snapshot,
+            now,
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What `build` published, by repository.
+    pub async fn publications(&self, build: &BuildId) -> Result<Vec<PublicationRow>, StoreError> {
+        let build = build.as_str();
+        let rows = sqlx::query!(
+            "SELECT repository, snapshot FROM publications WHERE build_id = ? ORDER BY repository",
+            build,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PublicationRow {
+                repository: r.repository,
+                snapshot: r.snapshot,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,177 @@
+//! `/repos/...`: the package repositories under `<data_dir>/repos/` (see `crate::repos`),
+//! and `.repo` files for `/etc/yum.repos.d/`.
+//!
+//! Paths are taken apart segment by segment: no empty, `.`, `..` or hidden segment; inside
+//! a repository directory only `latest` and snapshot ids are reachable (not the pool, the
+//! lock or the cache); the file finally served is canonicalized and must still lie under
+//! the repositories' directory, so no link leads out of it.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::pages::{escape, not_found, send_file};
+use super::{text, AppState};
+use crate::model::{ForgeKind, RepoId};
+use crate::repos::{repo_file, SnapshotId};
+
+/// A repository directory: it has the lock file every publication takes.
+fn is_repo_dir(dir: &Path) -> bool {
+    dir.join(".lock").is_file()
+}
+
+fn content_type(name: &str) -> &'static str {
+    if name.ends_with(".rpm") {
+        "application/x-rpm"
+    } else if name.ends_with(".xml") {
+        "application/xml"
+    } else if name.ends_with(".gz") {
+        "application/gzip"
+    } else if name.ends_with(".json") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+pub async fn serve_root(State(app): State<AppState>) -> Response {
+    listing(&app.data_dir.join("repos"), "/repos/", false)
+}
+
+pub async fn serve(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    let root = app.data_dir.join("repos");
+    let trailing = path.ends_with('/');
+    let segs: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let bad =
+        |s: &&str| s.is_empty() || s.starts_with('.') || s.contains(['\\', '\0']) || s.len() > 255;
+    if segs.iter().any(bad) {
+        return not_found("repository path");
+    }
+    // A change's repository is as private as the repository it was built from.
+    if segs[0] == "changes" && segs.len() >= 3 {
+        let repo_path = format!("{}/{}", segs[1], segs[2]);
+        let hidden = [ForgeKind::GitHub, ForgeKind::Gerrit]
+            .into_iter()
+            .any(|k| RepoId::new(k, &repo_path).is_ok_and(|r| !app.access.may_see(&r, &headers)));
+        if hidden {
+            return super::access::refused(uri.path());
+        }
+    }
+    let last = segs[segs.len() - 1];
+    if let Some(stem) = last.strip_suffix(".repo").filter(|_| !trailing) {
+        let dir = segs[..segs.len() - 1]
+            .iter()
+            .fold(root.clone(), |d, s| d.join(s))
+            .join(stem);
+        if !is_repo_dir(&dir) || !dir.join("latest").exists() {
+            return not_found("repository");
+        }
+        let rel = format!("{}/{stem}", segs[..segs.len() - 1].join("/"));
+        let id = format!("packetary-{}", rel.replace('/', "-"));
+        let base = format!("{}/repos/{rel}/latest/", app.queue.public_url());
+        let body = repo_file(&id, &format!("Packetary {rel}"), &base);
+        return (
+            StatusCode::OK,
+            [("content-type", "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response();
+    }
+    // Walk down: inside a repository directory only `latest` and snapshots.
+    let mut dir = root.clone();
+    let mut snapshot_at = None;
+    for (i, s) in segs.iter().enumerate() {
+        if is_repo_dir(&dir) {
+            if *s != "latest" && SnapshotId::parse(s).is_none() {
+                return not_found("snapshot");
+            }
+            snapshot_at = Some(i);
+        }
+        dir.push(s);
+    }
+    let (Ok(base), Ok(full)) = (root.canonicalize(), dir.canonicalize()) else {
+        return fallback(&root, &segs, snapshot_at).await;
+    };
+    if !full.starts_with(&base) {
+        return not_found("file");
+    }
+    if full.is_dir() {
+        if !trailing {
+            return Redirect::permanent(&format!("{}/", uri.path())).into_response();
+        }
+        return listing(&full, uri.path(), is_repo_dir(&full));
+    }
+    if !full.is_file() {
+        return not_found("file");
+    }
+    send_file(&full, content_type(last), false).await
+}
+
+/// `latest/repodata/<file>` that `latest` no longer has: a client read `repomd.xml` just
+/// before `latest` moved on. Metadata files are named by their checksum, so the same name
+/// in an older snapshot is the same file.
+async fn fallback(root: &Path, segs: &[&str], snapshot_at: Option<usize>) -> Response {
+    let Some(i) = snapshot_at else {
+        return not_found("file");
+    };
+    if segs[i] != "latest" || segs.len() != i + 3 || segs[i + 1] != "repodata" {
+        return not_found("file");
+    }
+    let repo: PathBuf = segs[..i].iter().fold(root.to_path_buf(), |d, s| d.join(s));
+    let dir = crate::repos::RepoDir::new(&repo);
+    for id in dir.snapshots().into_iter().rev() {
+        let p = dir.snapshot_dir(&id).join("repodata").join(segs[i + 2]);
+        if let (Ok(base), Ok(full)) = (root.canonicalize(), p.canonicalize()) {
+            if full.starts_with(&base) && full.is_file() {
+                return send_file(&full, content_type(segs[i + 2]), false).await;
+            }
+        }
+    }
+    not_found("file")
+}
+
+/// A plain listing of a directory's visible entries (for people; dnf needs none).
+fn listing(dir: &Path, url_path: &str, repo_dir: bool) -> Response {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return text(StatusCode::NOT_FOUND, "no repositories yet");
+    };
+    let mut names: Vec<(String, bool)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            if n.starts_with('.') || (repo_dir && n != "latest" && SnapshotId::parse(&n).is_none())
+            {
+                return None;
+            }
+            let is_dir = e.path().is_dir();
+            Some((n, is_dir))
+        })
+        .collect();
+    names.sort();
+    let mut body = format!(
+        "<!doctype html><meta charset=utf-8><title>{0}</title><h1>{0}</h1><ul>",
+        escape(url_path)
+    );
+    for (n, is_dir) in names {
+        let shown = if is_dir { format!("{n}/") } else { n.clone() };
+        let _ = write!(body, "<li><a href=\"{0}\">{0}</a>", escape(&shown));
+        if is_dir && is_repo_dir(&dir.join(&n)) {
+            let _ = write!(body, " (<a href=\"{0}.repo\">{0}.repo</a>)", escape(&n));
+        }
+    }
+    body.push_str("</ul>");
+    let mut r = Html(body).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        "no-cache".parse().expect("static header"),
+    );
+    r
+}
