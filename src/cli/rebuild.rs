@@ -24,7 +24,14 @@ use super::{infra, progress_line, usage, CliError, EXIT_FAILED, EXIT_INFRA};
 #[derive(clap::Args)]
 pub struct RebuildArgs {
     /// A results directory (holding logs/build.json) or a build id of the service.
-    pub build: String,
+    #[arg(required_unless_present = "release", conflicts_with = "release")]
+    pub build: Option<String>,
+    /// Rebuild every source package of this release's latest snapshot, from that snapshot.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// With --release: only this target (default: every target of the release).
+    #[arg(long, requires = "release")]
+    pub target: Option<String>,
     /// The service's data directory, where build ids are looked up. Default: [server] data_dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -45,7 +52,20 @@ struct Recorded {
 }
 
 pub async fn run(config: Config, args: RebuildArgs) -> Result<u8, CliError> {
-    let dir = find_results(&args, &config)?;
+    let build = match (&args.build, &args.release) {
+        (Some(b), None) => b.clone(),
+        (None, Some(release)) => {
+            return super::rebuild_release::run(
+                &config,
+                release,
+                args.target.as_deref(),
+                args.data_dir.as_deref(),
+            )
+            .await
+        }
+        _ => return Err(usage(anyhow!("give a BUILD or --release NAME, not both"))),
+    };
+    let dir = find_results(&build, &args, &config)?;
     let json = dir.join("logs/build.json");
     let text = std::fs::read_to_string(&json)
         .with_context(|| format!("cannot read {}", json.display()))
@@ -172,7 +192,7 @@ pub async fn run(config: Config, args: RebuildArgs) -> Result<u8, CliError> {
 }
 
 /// The rebuild's temporary results, removed at the end.
-struct RemoveOnDrop(PathBuf);
+pub(super) struct RemoveOnDrop(pub(super) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -182,7 +202,7 @@ impl Drop for RemoveOnDrop {
 
 /// Prints `identical NAME` or `differs NAME (...)` for each recorded package and each new
 /// one; returns the exit status.
-fn compare(old_dir: &Path, new_dir: &Path, recorded: &[String]) -> u8 {
+pub(super) fn compare(old_dir: &Path, new_dir: &Path, recorded: &[String]) -> u8 {
     let mut new_files: Vec<String> = std::fs::read_dir(new_dir)
         .into_iter()
         .flatten()
@@ -220,12 +240,12 @@ fn compare(old_dir: &Path, new_dir: &Path, recorded: &[String]) -> u8 {
     code
 }
 
-fn short(d: &str) -> &str {
+pub(super) fn short(d: &str) -> &str {
     d.get(..16).unwrap_or(d)
 }
 
 /// A summary of what differs, when diffoscope is installed: its first lines.
-fn diffoscope(old: &Path, new: &Path) {
+pub(super) fn diffoscope(old: &Path, new: &Path) {
     let out = std::process::Command::new("diffoscope")
         .args(["--text", "-", "--max-text-report-size", "20000"])
         .arg(old)
@@ -267,8 +287,8 @@ fn recorded_repos(prov: &Provenance) -> Result<Vec<Repo>, CliError> {
 }
 
 /// The results directory BUILD names.
-fn find_results(args: &RebuildArgs, config: &Config) -> Result<PathBuf, CliError> {
-    let p = Path::new(&args.build);
+fn find_results(build: &str, args: &RebuildArgs, config: &Config) -> Result<PathBuf, CliError> {
+    let p = Path::new(build);
     if p.is_dir() {
         if !p.join("logs/build.json").is_file() {
             return Err(usage(anyhow!(
@@ -278,10 +298,9 @@ fn find_results(args: &RebuildArgs, config: &Config) -> Result<PathBuf, CliError
         }
         return Ok(p.to_path_buf());
     }
-    let id = BuildId::parse(&args.build).map_err(|_| {
+    let id = BuildId::parse(build).map_err(|_| {
         usage(anyhow!(
-            "{} is neither a results directory nor a build id",
-            args.build
+            "{build} is neither a results directory nor a build id"
         ))
     })?;
     let data_dir = args
