@@ -9,7 +9,7 @@
 //! sets N (default 30).
 
 #[path = "../tests/serve_common/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod serve_common;
 
 use std::path::Path;
@@ -53,8 +53,7 @@ async fn final_status(github: &MockServer, sha: &str, timeout: Duration) -> (Str
         if let Some(s) = statuses(github)
             .await
             .into_iter()
-            .filter(|s| s.0 == sha && s.1 == CONTEXT && s.2 != "pending")
-            .last()
+            .rfind(|s| s.0 == sha && s.1 == CONTEXT && s.2 != "pending")
         {
             return (s.2, s.3);
         }
