@@ -156,8 +156,8 @@ pub fn tree_digest(package: &PackageSource) -> io::Result<String> {
 /// `packetary rebuild` of a results directory.
 pub const INPUTS_DIR: &str = "inputs";
 
-/// Copies the package's files (those [`tree_digest`] covers) under `dest`, at the same
-/// relative names, modes kept, links kept as links: the tree a rebuild starts from
+/// Copies the package's regular files (those [`tree_digest`] covers; links left out) under
+/// `dest`, at the same relative names, modes kept: the tree a rebuild starts from
 /// ([`kept_package`]) has the same digest.
 pub fn keep_inputs(package: &PackageSource, dest: &Path) -> io::Result<()> {
     for (rel, path) in package_files(package)? {
@@ -171,10 +171,9 @@ pub fn keep_inputs(package: &PackageSource, dest: &Path) -> io::Result<()> {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let meta = std::fs::symlink_metadata(&path)?;
-        if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&path)?, &to)?;
-        } else if meta.file_type().is_file() {
+        // Regular files only: a results directory is served, and holds no links (a
+        // package's links are not kept; its rebuild then names its files as changed).
+        if std::fs::symlink_metadata(&path)?.file_type().is_file() {
             std::fs::copy(&path, &to)?;
         }
     }
