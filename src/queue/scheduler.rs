@@ -77,7 +77,9 @@ impl Queue {
             Ok(req) => 'run: {
                 // Build avoidance: the same inputs as a succeeded build, its results.
                 if let Some(digest) = inner.runner.input_digest(&req).await {
-                    let _ = inner.store.set_input_digest(&b.id, &digest).await;
+                    if let Err(e) = inner.store.set_input_digest(&b.id, &digest).await {
+                        tracing::warn!(build = %b.id, "cannot store the input digest: {e}");
+                    }
                     if let Some(report) = self.reuse(&b, &req, &digest).await {
                         break 'run Ok(report);
                     }
