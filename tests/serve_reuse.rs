@@ -210,4 +210,23 @@ async fn rebased_change_reuses_the_result_without_a_container() {
 
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(60), served).await;
+
+    // The service's build, by id: rebuilt from its recorded inputs, identical.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_packetary"))
+        .args(["rebuild", &b1_id, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("PACKETARY_CONFIG")
+        .output()
+        .expect("packetary rebuild");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("identical hello-noarch-1.0-1.noarch.rpm"),
+        "{stdout}"
+    );
 }

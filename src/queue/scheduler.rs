@@ -77,7 +77,9 @@ impl Queue {
             Ok(req) => 'run: {
                 // Build avoidance: the same inputs as a succeeded build, its results.
                 if let Some(digest) = inner.runner.input_digest(&req).await {
-                    let _ = inner.store.set_input_digest(&b.id, &digest).await;
+                    if let Err(e) = inner.store.set_input_digest(&b.id, &digest).await {
+                        tracing::warn!(build = %b.id, "cannot store the input digest: {e}");
+                    }
                     if let Some(report) = self.reuse(&b, &req, &digest).await {
                         break 'run Ok(report);
                     }
@@ -228,7 +230,7 @@ impl Queue {
             .builds_in_state(BuildState::Running)
             .await?
         {
-            if let Some(req) = self.existing_request(&b) {
+            if let Some(req) = self.existing_request(&b).await {
                 let id = b.id.clone();
                 self.spawn_running(id, move |q, token| async move {
                     q.resume_build(b, req, token).await
@@ -262,17 +264,19 @@ impl Queue {
 
     /// The request of a build that was running, from the sources it exported then (a
     /// running container still has them mounted); `None` when they are gone.
-    fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
+    async fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
         let target = self.inner.cfg.targets.get(&b.target).cloned()?;
         let src = self.work_dir(&b.id).join("src");
         let package = crate::plan::package_for_spec(&src, &src.join(&b.spec_path)).ok()?;
+        // The epoch the container was given, for the record.
+        let source_date_epoch = self.package_epoch(b, &package).await;
         Some(BuildRequest {
             id: b.id.clone(),
             package,
             target,
             out_root: results_root(&self.inner.cfg.data_dir, &b.id),
             extra_repos: vec![],
-            source_date_epoch: None,
+            source_date_epoch,
         })
     }
 
