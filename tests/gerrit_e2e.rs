@@ -189,6 +189,13 @@ async fn patchset_is_built_and_voted_on() {
         "{end}"
     );
     assert!(end.contains("/logs/build.log"), "{end}");
+    // The change's own package repository, for testers.
+    assert!(
+        end.contains(&format!(
+            "(repository: http://packetary.test/repos/changes/{PROJECT}/12345/bookworm-rpmbuild.repo)"
+        )),
+        "{end}"
+    );
     // The change's target branch was the base: only the bumped package was built.
     let trig = bot.store.triggers().await.expect("triggers");
     assert_eq!(trig.len(), 1);

@@ -58,6 +58,19 @@ impl Queue {
         .map(RepoDir::new)
     }
 
+    /// The `.repo` file of the change's package repository for `b`'s target, once something
+    /// was published into it: the link a review's report gives testers.
+    pub(super) fn change_repo_url(&self, b: &BuildRow) -> Option<String> {
+        let number = b.pr_number?;
+        self.change_repo(b, number)?.latest()?;
+        Some(format!(
+            "{}/repos/changes/{}/{number}/{}.repo",
+            self.public_url().trim_end_matches('/'),
+            b.repo.path(),
+            b.target
+        ))
+    }
+
     /// Publishes a succeeded build's packages (SRPM and RPMs) where they belong.
     pub(super) async fn publish_build(
         &self,

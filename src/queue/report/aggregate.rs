@@ -105,8 +105,7 @@ impl Queue {
             },
             log_url: format!("{url}/logs/build.log"),
             url,
-            // Set once per-change package repositories are published.
-            repo_url: None,
+            repo_url: self.change_repo_url(b),
         }
     }
 }
