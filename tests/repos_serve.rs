@@ -283,6 +283,20 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         ]
     );
 
+    // The build page and the commit's page (the aggregate status's link) link to it.
+    let link = format!("/repos/changes/test/pkgs/7/{TARGET}.repo");
+    for page in [format!("/builds/{}", app.id), format!("/?commit={head}")] {
+        let (code, body) = http(bot.addr, "GET", &page, &[], b"").await;
+        assert_eq!(code, 200, "{page}");
+        assert!(String::from_utf8_lossy(&body).contains(&link), "{page}");
+    }
+    let aggregate = &last["packetary"];
+    assert!(
+        all.iter()
+            .any(|s| s.1 == "packetary" && s.4.ends_with(&format!("/?commit={head}"))),
+        "{aggregate:?}"
+    );
+
     // The .repo file, served; its baseurl is the service's public URL.
     let (code, body) = http(
         bot.addr,

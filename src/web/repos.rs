@@ -175,3 +175,31 @@ fn listing(dir: &Path, url_path: &str, repo_dir: bool) -> Response {
     );
     r
 }
+
+/// The "Package repositories" section of a build page or a commit's page: where builds
+/// published, with the snapshot, `latest` and the `.repo` file to enable.
+pub(super) fn publications_html(pubs: &[crate::store::PublicationRow]) -> String {
+    if pubs.is_empty() {
+        return String::new();
+    }
+    let mut body = String::from(
+        "<h2>Package repositories</h2><table><thead><tr><th>Repository</th><th>Snapshot</th><th>Enable with</th></tr></thead><tbody>",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for p in pubs {
+        if !seen.insert((p.repository.clone(), p.snapshot.clone())) {
+            continue;
+        }
+        let r = escape(&p.repository);
+        let snap = match &p.snapshot {
+            Some(s) => format!("<a href=\"/repos/{r}/{0}/\">{0}</a>", escape(s)),
+            None => "unchanged".into(),
+        };
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/repos/{r}/latest/\">{r}</a></td><td>{snap}</td><td><a href=\"/repos/{r}.repo\">{r}.repo</a> in <code>/etc/yum.repos.d/</code></td></tr>"
+        );
+    }
+    body.push_str("</tbody></table>");
+    body
+}
