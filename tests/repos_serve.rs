@@ -506,6 +506,24 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
     .await;
     assert_eq!(code, 200);
     assert_eq!(body, snapshot1[Path::new("repodata/repomd.xml")]);
+    // A client that read the old repomd.xml just before `latest` moved still gets the
+    // metadata files it names (named by checksum, so the same in any snapshot).
+    let old_primary = snapshot1
+        .keys()
+        .find(|p| p.to_string_lossy().ends_with("-primary.xml.gz"))
+        .expect("primary")
+        .clone();
+    assert!(!release.join("000002").join(&old_primary).exists());
+    let (code, body) = http(
+        bot.addr,
+        "GET",
+        &format!("/repos/stable/{TARGET}/latest/{}", old_primary.display()),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(body, snapshot1[&old_primary]);
     let (code, body) = http(
         bot.addr,
         "GET",

@@ -327,6 +327,7 @@ impl RepoDir {
     ) -> Result<Published, PublishError> {
         std::fs::create_dir_all(&self.root).map_err(PublishError::io(&self.root))?;
         let _lock = lock::exclusive(&self.root.join(".lock")).await?;
+        let started = std::time::Instant::now();
         let (this, pkgs) = (self.clone(), packages.to_vec());
         let staged = tokio::task::spawn_blocking(move || this.stage(&pkgs, policy))
             .await
@@ -334,7 +335,9 @@ impl RepoDir {
         let Some(stage) = staged else {
             return Ok(Published::Unchanged { id: self.latest() });
         };
+        let staged_in = started.elapsed();
         let indexed = self.index(indexer, &stage).await;
+        let indexed_in = started.elapsed() - staged_in;
         if let Err(e) = indexed {
             let _ = std::fs::remove_dir_all(&stage.tmp);
             return Err(e);
@@ -345,7 +348,15 @@ impl RepoDir {
         let mut keep_ids = protected.clone();
         keep_ids.insert(stage.id.clone());
         self.prune(keep, &keep_ids);
-        tracing::info!(repo = %self.root.display(), snapshot = %stage.id, added = ?stage.added, "published");
+        tracing::info!(
+            repo = %self.root.display(),
+            snapshot = %stage.id,
+            added = ?stage.added,
+            stage_ms = staged_in.as_millis() as u64,
+            index_ms = indexed_in.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "published"
+        );
         Ok(Published::Snapshot {
             id: stage.id,
             added: stage.added,
