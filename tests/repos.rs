@@ -226,6 +226,20 @@ fn publishing_rules_and_immutable_snapshots() {
     );
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("fix: use one of: stable"), "{}", r.all());
+    // A target the release does not have: bad usage, naming its targets.
+    let r = packetary(
+        &[
+            "--config",
+            &cfg.display().to_string(),
+            "publish",
+            "stable",
+            "other",
+            &v2.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no target named `other`"), "{}", r.all());
 }
 
 #[test]

@@ -356,6 +356,9 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         ),
         ("/repos/%2e%2e/packetary.db".to_string(), 404),
         ("/repos/changes/test/pkgs/8/x.repo".to_string(), 404),
+        ("/repos/changes/".to_string(), 404),
+        ("/repos/changes/test/".to_string(), 404),
+        (format!("{base_url}/latest/"), 200),
     ] {
         let (code, body) = http(bot.addr, "GET", &path, &[], b"").await;
         assert_eq!(code, want, "{path}: {}", String::from_utf8_lossy(&body));

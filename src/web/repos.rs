@@ -55,6 +55,10 @@ pub async fn serve(
     if segs.iter().any(bad) {
         return not_found("repository path");
     }
+    // Which repositories have changes is not listed (some may be private).
+    if segs[0] == "changes" && segs.len() < 3 {
+        return not_found("repository");
+    }
     // A change's repository is as private as the repository it was built from.
     if segs[0] == "changes" && segs.len() >= 3 {
         let repo_path = format!("{}/{}", segs[1], segs[2]);
