@@ -23,8 +23,7 @@ mkdir -p %{buildroot}/usr/share/trivial && echo trivial > %{buildroot}/usr/share
 %files
 /usr/share/trivial/f
 SPEC
-now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/bench-lib.sh"
 # shellcheck disable=SC2086
 one() { rm -rf "$work/out"; "$1" build "$work/trivial" --out "$work/out" $2 >/dev/null 2>&1; }
 one "$a" "${A_ARGS:-}"; one "$b" "${B_ARGS:-}"

@@ -35,8 +35,7 @@ spec trivial trivial
 mkdir -p "$work/many"
 for i in 1 2 3 4 5 6 7 8; do spec "many/p$i" "p$i"; done
 
-now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/bench-lib.sh"
 
 # The bare minimum: one `docker run` doing the two rpmbuild steps by hand.
 # bare SPECDIR NAME OUTDIR
@@ -88,7 +87,6 @@ for _ in $(seq "$rounds"); do
   s=$(now); bare_par 1; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-b1"
   s=$(now); bare_par 2; e=$(now); echo $(( (e - s) / 1000000 )) >> "$work/t-b2"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
 j1=$(median < "$work/t-j1"); j2=$(median < "$work/t-j2")
 b1=$(median < "$work/t-b1"); b2=$(median < "$work/t-b2")
 echo "parallel: 8 packages -j1 median ${j1} ms, -j2 median ${j2} ms, ratio $(ratio "$j2" "$j1") (target <= 0.6) over $rounds rounds"

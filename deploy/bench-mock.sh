@@ -62,9 +62,7 @@ baseurl=file:///repos/buildroot
 echo "$common" > "$work/cfg/default.cfg"
 { echo "$common"; echo "config_opts['plugin_conf']['root_cache_enable'] = False"; } > "$work/cfg/tuned.cfg"
 
-now() { date +%s%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
+. "$(dirname "$0")/bench-lib.sh"
 
 # bare CFG SECOND_CALL_OPTS: the two Mock calls in a fresh container, as a user would.
 bare() {
@@ -90,7 +88,6 @@ drop_warm() {
 
 # Warm up page cache and image layers once.
 ours
-time_it() { local s e; s=$(now); "$@"; e=$(now); echo $(( (e - s) / 1000000 )); }
 : > "$work/t-warm"; : > "$work/t-cold"; : > "$work/t-def"; : > "$work/t-tuned"
 for _ in $(seq "$warm_rounds"); do
   time_it ours >> "$work/t-warm"

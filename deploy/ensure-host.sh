@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes this host able to run Packetary's builds: a Docker daemon that answers, and
-# mmdebstrap for the registry-free base image. Installs Debian's packages when missing
+# Makes this host able to run Packetary's builds: a Docker daemon that answers,
+# mmdebstrap for the registry-free base image, and OpenSSH (Gerrit's stream-events). Installs Debian's packages when missing
 # (needs root), starts dockerd when no daemon answers. Safe to run again.
 set -euo pipefail
 
@@ -9,6 +9,10 @@ log() { echo "ensure-host: $*" >&2; }
 need_apt=()
 command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
 command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
+# The Gerrit stream-events tests run a real OpenSSH server on loopback; the service runs
+# the system ssh client.
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: run as root, or install them with apt-get"; exit 3

@@ -50,5 +50,6 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Publish(args) => cli::publish::run(config, args).await,
         Command::Images { command } => cli::images::run(config, command).await,
         Command::Serve(args) => cli::serve::run(config, args).await,
+        Command::Rebuild(args) => cli::rebuild::run(config, args).await,
     }
 }

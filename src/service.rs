@@ -31,6 +31,8 @@ pub enum ServiceError {
     /// `[github]`'s API URL or App key is unusable (the message names the key and the fix).
     #[error(transparent)]
     GitHubClient(#[from] ClientError),
+    #[error("cannot set up the Gerrit client: {0}")]
+    GerritClient(String),
     #[error("key `server.data_dir`: cannot make `{}` absolute\n  fix: give an absolute path", path.display())]
     DataDir {
         path: PathBuf,
@@ -163,6 +165,51 @@ pub struct Service {
     config: Config,
     engine: Engine,
     state: AppState,
+    /// `gerrit stream-events`, started by `serve` when `[gerrit] ssh` is set.
+    gerrit_stream: Option<GerritStream>,
+}
+
+type GerritStream = (
+    crate::forge::gerrit::stream::StreamConfig,
+    crate::forge::gerrit::EventContext,
+    Arc<crate::forge::gerrit::GerritApi>,
+);
+
+/// The stream's events go to the same `ingest` as webhooks.
+struct IngestSink {
+    queue: Queue,
+    projects: Arc<Vec<String>>,
+}
+
+impl crate::forge::gerrit::stream::EventSink for IngestSink {
+    fn accept(&self, p: crate::forge::gerrit::Parsed) -> futures_util::future::BoxFuture<'_, bool> {
+        Box::pin(async move {
+            use crate::queue::ingest::{ingest, Ingested};
+            let allows = |r: &crate::model::RepoId| {
+                r.forge() == ForgeKind::Gerrit
+                    && crate::forge::gerrit::project_allowed(&self.projects, r.path())
+            };
+            match ingest(&self.queue, &p.delivery, None, &p.name, p.event, &allows).await {
+                Ok(Ingested::Accepted) => {
+                    tracing::info!(event = %p.name, "gerrit event accepted");
+                    self.queue.metrics().webhook(&p.name, "accepted");
+                    true
+                }
+                Ok(Ingested::Forbidden(repo)) => {
+                    tracing::debug!(event = %p.name, %repo, "gerrit event of a project not configured");
+                    false
+                }
+                Ok(other) => {
+                    tracing::debug!(event = %p.name, "gerrit event not queued: {other:?}");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(event = %p.name, "cannot store a gerrit event: {e}");
+                    false
+                }
+            }
+        })
+    }
 }
 
 impl Service {
@@ -214,6 +261,15 @@ impl Service {
             }
         };
         let data_dir = absolute(&config.server.data_dir)?;
+        let gerrit = match &config.gerrit {
+            Some(g) => Some(
+                crate::forge::gerrit::wire(g, &data_dir).map_err(|e| match e {
+                    crate::forge::gerrit::WireError::Config(c) => ServiceError::Config(c),
+                    crate::forge::gerrit::WireError::Client(m) => ServiceError::GerritClient(m),
+                })?,
+            ),
+            None => None,
+        };
         let store = Store::open(&data_dir).await?;
         let engine = Engine::connect(config.docker_host.as_deref()).await?;
 
@@ -245,6 +301,11 @@ impl Service {
         let mut forges = Forges::new();
         if let Some((_, client, hooks)) = github {
             forges = forges.with(ForgeKind::GitHub, Arc::new(hooks), client);
+        }
+        let mut gerrit_stream = None;
+        if let Some(g) = gerrit {
+            forges = forges.with(ForgeKind::Gerrit, Arc::new(g.hooks), g.api.clone());
+            gerrit_stream = g.stream.map(|s| (s, g.events, g.api));
         }
         let queue = Queue::new(
             store.clone(),
@@ -292,6 +353,7 @@ impl Service {
             config,
             engine,
             state,
+            gerrit_stream,
         })
     }
 
@@ -353,6 +415,21 @@ impl Service {
                 return Err(ServiceError::Queue(e));
             }
         };
+        let stop_stream = CancellationToken::new();
+        let mut tasks = tasks;
+        if let Some((cfg, events, api)) = self.gerrit_stream.clone() {
+            let sink = Arc::new(IngestSink {
+                queue: queue.clone(),
+                projects: cfg.projects.clone(),
+            });
+            tasks.push(tokio::spawn(crate::forge::gerrit::stream::run(
+                cfg,
+                events,
+                api,
+                sink,
+                stop_stream.clone(),
+            )));
+        }
         if let Ok(local) = listener.local_addr() {
             tracing::info!(
                 "listening on http://{local}/ (public URL {})",
@@ -399,6 +476,7 @@ impl Service {
         )
         .await;
         watch.abort();
+        stop_stream.cancel();
         for t in tasks {
             t.abort();
         }

@@ -528,6 +528,7 @@ async fn reattached_build_takes_its_results_out_of_the_container() {
         target,
         out_root: w.join("out"),
         extra_repos: vec![],
+        source_date_epoch: None,
     };
     let executor = Executor::new(Engine::connect(None).await.expect("docker"));
     let first = {

@@ -27,6 +27,7 @@ fn report(state: ReportState, description: &str) -> Report {
         state,
         description: description.into(),
         target_url: Some("http://packetary.test/builds/x".into()),
+        builds: vec![],
     }
 }
 

@@ -36,6 +36,7 @@ async fn store_migrates_idempotently_and_latest_report_wins() {
         state: ReportState::Pending,
         description: "queued".into(),
         target_url: None,
+        builds: vec![],
     };
     store.set_report(&r).await.expect("set");
     r.state = ReportState::Success;

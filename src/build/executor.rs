@@ -76,7 +76,10 @@ impl Executor {
         let timeout = run.req.target.limits.timeout;
         run.begin(Phase::Prepare);
         let result = tokio::select! {
-            r = self.phases(&mut run) => r,
+            r = async {
+                record_inputs(&mut run, image_id.clone()).await?;
+                self.phases(&mut run).await
+            } => r,
             () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
             () = cancel.cancelled() => Err(Stop::Cancelled),
         };
@@ -120,11 +123,10 @@ impl Executor {
             .unwrap_or_default();
         let left = timeout.saturating_sub(elapsed);
         let steps = [(Phase::Srpm, ""), (Phase::Deps, ""), (Phase::Build, "")];
-        for (phase, _) in &steps {
-            run.commands.push((*phase, found.cmd.clone()));
-        }
+        run.command = found.cmd.clone();
         tracing::info!(build = %run.req.id, container = %found.id, "reattached to a build container that outlived the previous process");
         run.begin(Phase::Prepare);
+        let _ = record_inputs(&mut run, found.image_id.clone()).await;
         let result = async {
             // The replay starts from the beginning: the logs are written again.
             let mut logs = Logs::open(&run.logs_dir(), true, run.req.target.limits.log_bytes).await?;
@@ -287,10 +289,15 @@ impl Executor {
         let nonce = format!("{:016x}", rand::random::<u64>());
         let named: Vec<(&str, &str)> = steps.iter().map(|(p, b)| (p.as_str(), *b)).collect();
         let cmd = backend::driver(&nonce, &named);
-        for (phase, _) in &steps {
-            run.commands.push((*phase, cmd.clone()));
-        }
+        run.command = cmd.clone();
         let mut env = script.env.clone();
+        env.push(format!(
+            "SOURCE_DATE_EPOCH={}",
+            run.provenance
+                .as_ref()
+                .map(|p| p.source_date_epoch)
+                .unwrap_or_default()
+        ));
         if gated {
             let token = format!("{:032x}", rand::random::<u128>());
             env.push(format!("{}={token}", backend::NET_TOKEN_ENV));
@@ -364,6 +371,38 @@ impl Executor {
         self.follow(run, &id, stream, &steps, &nonce, &mut logs)
             .await
     }
+}
+
+/// Reads what the build is made from (see [`super::provenance`]) before anything runs:
+/// the package's tree digest, `SOURCE_DATE_EPOCH`, the repositories' snapshots.
+async fn record_inputs(run: &mut Run, image_id: Option<String>) -> Result<(), Stop> {
+    let req = &run.req;
+    let epoch = match req.source_date_epoch {
+        Some(e) => e,
+        None => {
+            let pkg = req.package.clone();
+            tokio::task::spawn_blocking(move || super::provenance::newest_mtime(&pkg))
+                .await
+                .unwrap_or(0)
+        }
+    };
+    let p = super::provenance::record(&req.package, &req.target, &req.extra_repos, image_id, epoch)
+        .await
+        .map_err(|e| infra(format!("cannot read the package's files: {e}")))?;
+    run.provenance = Some(p);
+    // A copy of the inputs beside the results, for `packetary rebuild DIR`.
+    let (pkg, dest) = (
+        run.req.package.clone(),
+        run.staging.join(super::provenance::INPUTS_DIR),
+    );
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&dest);
+        super::provenance::keep_inputs(&pkg, &dest)
+    })
+    .await
+    .map_err(|e| infra(e.to_string()))?
+    .map_err(|e| infra(format!("cannot keep a copy of the package's files: {e}")))?;
+    Ok(())
 }
 
 fn hostname() -> String {

@@ -57,6 +57,7 @@ mod follow;
 pub mod images;
 mod inputs;
 pub mod mockroot;
+pub mod provenance;
 mod repo;
 mod results;
 mod run;
@@ -86,6 +87,9 @@ pub struct BuildRequest {
     pub out_root: PathBuf,
     /// Repositories added to the target's for this build.
     pub extra_repos: Vec<crate::config::Repo>,
+    /// `SOURCE_DATE_EPOCH` for rpm: the time of the last commit that touched the package
+    /// (service, `build --git`); `None`: the newest modification time of its files.
+    pub source_date_epoch: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +103,8 @@ pub struct PhaseTiming {
 /// What a build produced and how; also written as `build.json` next to the logs.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
+    /// Version of this format ([`provenance::BUILD_JSON_FORMAT`]).
+    pub format: u32,
     pub id: BuildId,
     pub package: String,
     pub spec: PathBuf,
@@ -109,9 +115,16 @@ pub struct BuildReport {
     pub nevr: Option<Nevr>,
     pub dir: PathBuf,
     pub phases: Vec<PhaseTiming>,
-    /// The exact commands run in the container, phase by phase, for `packetary rebuild`.
-    pub commands: Vec<(Phase, Vec<String>)>,
+    /// The exact command run in the container (the driver running every phase), once.
+    pub command: Vec<String>,
     pub repos: Vec<String>,
+    /// The recorded inputs, for `packetary rebuild` and build avoidance; `None` when the
+    /// build stopped before they were read.
+    pub provenance: Option<provenance::Provenance>,
+    /// Set when the build did not run: its results are those of this earlier build with
+    /// the same input digest (build avoidance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<BuildId>,
     pub outcome: Outcome,
 }
 

@@ -28,7 +28,9 @@ pub(crate) struct Run {
     phase_start: Instant,
     phase_started_at: String,
     phases: Vec<PhaseTiming>,
-    pub commands: Vec<(Phase, Vec<String>)>,
+    /// The driver command, once (every phase runs in it).
+    pub command: Vec<String>,
+    pub provenance: Option<super::provenance::Provenance>,
     pub nevr: Option<Nevr>,
     events: Option<UnboundedSender<Progress>>,
     state_log: Vec<u8>,
@@ -163,7 +165,8 @@ impl Run {
             phase_start: Instant::now(),
             phase_started_at: now(),
             phases: vec![],
-            commands: vec![],
+            command: vec![],
+            provenance: None,
             nevr: None,
             events,
             state_log: vec![],
@@ -280,6 +283,7 @@ impl Run {
     pub async fn finish(mut self, image_id: Option<String>, outcome: Outcome) -> BuildReport {
         let dir = self.final_dir();
         let mut report = BuildReport {
+            format: super::provenance::BUILD_JSON_FORMAT,
             id: self.req.id.clone(),
             package: self.req.package.label(),
             spec: self.req.package.relative_spec(),
@@ -290,7 +294,9 @@ impl Run {
             nevr: self.nevr.clone(),
             dir: dir.clone(),
             phases: std::mem::take(&mut self.phases),
-            commands: std::mem::take(&mut self.commands),
+            command: std::mem::take(&mut self.command),
+            provenance: self.provenance.take(),
+            reused_from: None,
             repos: self
                 .req
                 .target

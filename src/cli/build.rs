@@ -66,6 +66,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
                 target: t.clone(),
                 out_root: out.clone(),
                 extra_repos: extra_repos.clone(),
+                source_date_epoch: None,
             })
         })
         .collect();

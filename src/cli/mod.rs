@@ -6,6 +6,8 @@ pub mod build_git;
 pub mod images;
 pub mod plan;
 pub mod publish;
+pub mod rebuild;
+mod rebuild_release;
 pub mod serve;
 
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the bot: receive GitHub webhooks, build, and report commit statuses.
     Serve(ServeArgs),
+    /// Build a recorded build again from its recorded inputs; compare the packages' payloads.
+    Rebuild(rebuild::RebuildArgs),
     /// Publish RPMs built elsewhere into a release's package repository (a new snapshot).
     Publish(publish::PublishArgs),
     /// Builder images: list them, or build them.

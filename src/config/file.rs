@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) server: RawServer,
     pub(super) github: Option<RawGithub>,
+    pub(super) gerrit: Option<RawGerrit>,
     #[serde(default)]
     pub(super) releases: BTreeMap<String, super::release::RawRelease>,
 }
@@ -63,6 +64,24 @@ pub(super) struct RawGithub {
     pub(super) repositories: Vec<String>,
     #[serde(default)]
     pub(super) build_forks: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGerrit {
+    pub(super) url: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) http_password: Option<RawSecret>,
+    pub(super) ssh: Option<String>,
+    pub(super) ssh_key: Option<RawSecret>,
+    pub(super) git_url: Option<String>,
+    #[serde(default)]
+    pub(super) projects: Vec<String>,
+    pub(super) label: Option<String>,
+    pub(super) success_vote: Option<i32>,
+    pub(super) failure_vote: Option<i32>,
+    pub(super) webhook_token: Option<RawSecret>,
+    pub(super) skip_wip_and_private: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

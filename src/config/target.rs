@@ -22,6 +22,16 @@ pub enum Backend {
     Mock,
 }
 
+impl Backend {
+    /// The name used in the configuration and in `build.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Rpmbuild => "rpmbuild",
+            Backend::Mock => "mock",
+        }
+    }
+}
+
 /// A named build environment.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -197,3 +197,79 @@ fn target_macros_are_checked_and_implied_by_mock_dist() {
     let e = &c.targets[&TargetName::parse("e").expect("name")];
     assert_eq!(e.rpm_defines(), ["dist .el9_4", "rhel 9", "vendor %{nil}"]);
 }
+
+#[test]
+fn gerrit_section_is_checked() {
+    let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+    let ok = format!(
+        "{base}[gerrit]\nurl = \"https://review.example.org/\"\nuser = \"packetary\"\nhttp_password = {{ env = \"GERRIT_HTTP_PASSWORD\" }}\nssh = \"ssh://packetary@review.example.org\"\nssh_key = {{ file = \"/etc/packetary/gerrit.key\" }}\ngit_url = \"https://review.example.org\"\nprojects = [\"openstack/*\", \"fuel\"]\nwebhook_token = \"t\"\n"
+    );
+    let c = Config::parse(&ok, Some(Path::new("test.toml"))).expect("valid");
+    let g = c.gerrit.expect("[gerrit]");
+    assert_eq!(g.url, "https://review.example.org");
+    assert_eq!(
+        g.ssh,
+        Some(GerritSsh {
+            user: "packetary".into(),
+            host: "review.example.org".into(),
+            port: 29418
+        })
+    );
+    assert_eq!(
+        (g.label.as_str(), g.success_vote, g.failure_vote),
+        ("Verified", 1, -1)
+    );
+    assert!(g.skip_wip_and_private);
+    assert!(matches!(g.http_password, SecretSource::Env(ref v) if v == "GERRIT_HTTP_PASSWORD"));
+    // GitHub and Gerrit together.
+    let both = format!("{ok}[github]\ntoken = \"x\"\nwebhook_secrets = [\"s\"]\n");
+    let c = Config::parse(&both, Some(Path::new("test.toml"))).expect("valid");
+    assert!(c.github.is_some() && c.gerrit.is_some());
+
+    for (bad, key, fix) in [
+        (
+            ok.replace("url = \"https://review", "url = \"ftp://review"),
+            "gerrit.url",
+            "fix:",
+        ),
+        (
+            ok.replace("ssh = \"ssh://packetary@", "ssh = \"ssh://"),
+            "gerrit.ssh",
+            "ssh://packetary@",
+        ),
+        (
+            ok.replace(
+                "ssh = \"ssh://packetary@review",
+                "ssh = \"ssh://-oProxyCommand=x@review",
+            ),
+            "gerrit.ssh",
+            "fix:",
+        ),
+        (
+            ok.replace("git_url = \"https", "git_url = \"gopher"),
+            "gerrit.git_url",
+            "file:///",
+        ),
+        (
+            ok.replace("\"fuel\"", "\"../x\""),
+            "gerrit.projects",
+            "prefix",
+        ),
+        (
+            format!("{ok}success_vote = 3\n"),
+            "gerrit.success_vote",
+            "between -2 and 2",
+        ),
+        (
+            ok.replace("http_password = { env = \"GERRIT_HTTP_PASSWORD\" }\n", ""),
+            "gerrit.http_password",
+            "HTTP Credentials",
+        ),
+        (format!("{ok}labels = \"Verified\"\n"), "labels", "label"),
+    ] {
+        let e = err(&bad);
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains(key), "{key}: {e}");
+        assert!(e.contains(fix), "{key}: {e}");
+    }
+}

@@ -7,6 +7,7 @@
 //! Adding a forge (Gerrit, GitLab): a `ForgeKind` variant, an `Inbound` for its webhooks,
 //! a `Forge` for its reports, and one `Forges::with` call where the service is wired.
 
+pub mod gerrit;
 pub mod github;
 mod origin;
 
@@ -62,6 +63,9 @@ pub enum WebhookRejection {
     MissingSignature,
     #[error("the signature does not match the body under any configured secret")]
     BadSignature,
+    /// The webhook's `?token=` is missing or wrong (the token itself is never shown).
+    #[error("missing or wrong token: the webhook's URL must end in ?token=<webhook_token>")]
+    BadToken,
     #[error("missing or invalid header {0}")]
     MissingHeader(&'static str),
     #[error("the body is larger than the configured limit")]
@@ -82,6 +86,7 @@ impl WebhookRejection {
             WebhookRejection::MissingSignature | WebhookRejection::BadSignature => {
                 StatusCode::UNAUTHORIZED
             }
+            WebhookRejection::BadToken => StatusCode::FORBIDDEN,
             WebhookRejection::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebhookRejection::MissingHeader(_) | WebhookRejection::Body(_) => {
                 StatusCode::BAD_REQUEST

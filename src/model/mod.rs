@@ -8,5 +8,5 @@ mod trigger;
 
 pub use build::{BuildState, Failure, Outcome, PackageSource, Phase};
 pub use ids::{BuildId, CommitSha, ForgeKind, InvalidName, Nevr, RepoId, TargetName};
-pub use report::{build_context, Report, ReportState, AGGREGATE_CONTEXT};
+pub use report::{build_context, BuildLine, Report, ReportState, AGGREGATE_CONTEXT};
 pub use trigger::{ChangeKind, Command, CommandRequest, ForgeEvent, Trigger};

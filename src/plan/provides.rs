@@ -26,6 +26,8 @@ const TAG_RELEASE: u32 = 1002;
 const TAG_EPOCH: u32 = 1003;
 const TAG_ARCH: u32 = 1022;
 const TAG_SOURCERPM: u32 = 1044;
+const TAG_PAYLOADDIGEST: u32 = 5092;
+const TAG_BUILDTIME: u32 = 1006;
 const TYPE_INT32: u32 = 4;
 const TYPE_STRING: u32 = 6;
 const TYPE_STRING_ARRAY: u32 = 8;
@@ -145,6 +147,34 @@ pub fn rpm_identity(path: &Path) -> Result<RpmIdentity, HeaderError> {
         },
         source,
     })
+}
+
+/// The digest of an RPM's payload as rpm prints it (`%{PAYLOADDIGEST}`, hex): equal
+/// digests, equal files installed, whatever the headers and signatures say.
+pub fn rpm_payload_digest(path: &Path) -> Result<String, HeaderError> {
+    let h = RawHeader::read(path)?;
+    let (mut it, store) = h.entries();
+    it.find(|(t, ty, ..)| *t == TAG_PAYLOADDIGEST && *ty == TYPE_STRING_ARRAY)
+        .and_then(|(_, _, offset, count)| strings(store, offset, count))
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| HeaderError::Malformed {
+            path: path.display().to_string(),
+            why: "the header has no payload digest (an rpm older than 4.14 made it)".into(),
+        })
+}
+
+/// An RPM's build time (seconds since the epoch) and, for a binary package, the file name
+/// of its source package: what a rebuild of a published package needs to know (the build
+/// time is the build's `SOURCE_DATE_EPOCH`, since rpm is told to use it).
+pub fn rpm_build_origin(path: &Path) -> Result<(i64, Option<String>), HeaderError> {
+    let h = RawHeader::read(path)?;
+    let time = h
+        .int32(TAG_BUILDTIME)
+        .ok_or_else(|| HeaderError::Malformed {
+            path: path.display().to_string(),
+            why: "the header has no build time".into(),
+        })?;
+    Ok((i64::from(time), h.string(TAG_SOURCERPM)))
 }
 
 /// The Provides of one binary RPM, as rpm prints them (`name`, `name = version`).

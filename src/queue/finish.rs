@@ -22,9 +22,11 @@ impl Queue {
         report: Result<BuildReport, Outcome>,
         elapsed: Duration,
     ) -> Result<(), QueueError> {
+        let mut reused_from = None;
         let mut published = PublishOutcome::Nothing;
         let (outcome, nvr) = match report {
             Ok(r) => {
+                reused_from = r.reused_from.clone();
                 self.record_results(b, &r).await?;
                 if let Outcome::Succeeded { source, binaries } = &r.outcome {
                     self.learn_provides(b, binaries).await?;
@@ -38,11 +40,14 @@ impl Queue {
         let secs = elapsed.as_secs_f64();
         match outcome {
             Outcome::Succeeded { .. } => {
-                let built = format!(
-                    "built {} in {}",
-                    nvr.as_deref().unwrap_or(&b.package),
-                    humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
-                );
+                let built = match &reused_from {
+                    Some(from) => format!("reused from {from}"),
+                    None => format!(
+                        "built {} in {}",
+                        nvr.as_deref().unwrap_or(&b.package),
+                        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+                    ),
+                };
                 match published {
                     PublishOutcome::Nothing => {
                         self.end(b, BuildState::Succeeded, &built, None, secs)

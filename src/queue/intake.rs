@@ -197,6 +197,22 @@ impl Queue {
                 tracing::info!(repo = %r.repo, pr, %head, user = %r.user, "approved builds of a pull request at one commit ({n} waiting)");
             }
             Command::Rebuild { package, target } => {
+                if let (Some(pr), Some(head)) = (r.pr_number, &r.head) {
+                    // Building an older head would supersede the change's current builds.
+                    let current = store.latest_trigger(&r.repo, Some(pr), None).await?;
+                    if let Some(cur) = current.filter(|c| c.trigger.head != *head) {
+                        let why = format!(
+                            "rebuild of {} ignored: it is not the change's current revision ({}); ask again on the current one",
+                            head.short(),
+                            cur.trigger.head.short()
+                        );
+                        tracing::info!(repo = %r.repo, pr, user = %r.user, "{why}");
+                        store.finish_command(c.id, "refused", &why).await?;
+                        self.report_commit(&r.repo, head, ReportState::Error, why)
+                            .await?;
+                        return Ok(());
+                    }
+                }
                 let Some(latest) = store
                     .latest_trigger(&r.repo, r.pr_number, r.head.as_ref())
                     .await?
@@ -317,6 +333,7 @@ impl Queue {
                 state,
                 description,
                 target_url: Some(self.build_url(&b.id)),
+                builds: vec![],
             })
             .await?;
         }

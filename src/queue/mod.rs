@@ -21,6 +21,7 @@ mod poll;
 mod publish;
 mod report;
 mod retry;
+mod reuse;
 mod runner;
 mod scheduler;
 pub mod source;

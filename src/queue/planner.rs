@@ -184,10 +184,11 @@ fn change_of(t: &Trigger) -> Result<(Vec<RemoteRef>, Change), PlanError> {
             ))
         }
         ChangeKind::PullRequest => {
-            let pull = t
-                .pr_number
-                .map(RemoteRef::Pull)
-                .or_else(|| RemoteRef::parse(&t.ref_name))
+            // A review's own ref when it names one (Gerrit's `refs/changes/NN/C/P`, GitHub's
+            // `refs/pull/N/head`), else the pull request's.
+            let pull = RemoteRef::parse(&t.ref_name)
+                .filter(|r| matches!(r, RemoteRef::Pull(_) | RemoteRef::GerritChange { .. }))
+                .or_else(|| t.pr_number.map(RemoteRef::Pull))
                 .ok_or_else(|| {
                     PlanError::Invalid(format!("`{}` is not a pull request ref", t.ref_name))
                 })?;

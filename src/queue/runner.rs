@@ -65,6 +65,20 @@ pub trait SourceProvider: Send + Sync {
         commit: &'a CommitSha,
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SourceError>>;
+
+    /// The author time (seconds since the epoch) of the last commit up to `commit` that
+    /// touched any of `paths` (relative to the repository's root): the package's
+    /// `SOURCE_DATE_EPOCH`, the same for every later commit that leaves the package alone
+    /// (so that build avoidance can reuse its result). `None` when unknown: the build then
+    /// takes its files' newest modification time.
+    fn last_change<'a>(
+        &'a self,
+        _clone_url: &'a str,
+        _commit: &'a CommitSha,
+        _paths: &'a [PathBuf],
+    ) -> BoxFuture<'a, Option<i64>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Why [`Runner::make_repo`] could not make a package repository.
@@ -104,6 +118,12 @@ pub trait Runner: Send + Sync {
         _rpms: Vec<PathBuf>,
     ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
         Box::pin(async { Err(MakeRepoError::Unsupported) })
+    }
+
+    /// The input digest of `req` (see [`crate::build::provenance`]) when every input is
+    /// known, for build avoidance; `None`: the build always runs.
+    fn input_digest(&self, _req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
+        Box::pin(async { None })
     }
 
     /// Follows a build whose container outlived the previous service process to its end;
@@ -146,6 +166,35 @@ impl Runner for DockerRunner {
                 Err(e) => return error_report(&req, e.to_string()),
             };
             executor.run(req, image_id, Some(events), cancel).await
+        })
+    }
+
+    fn input_digest(&self, req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
+        let engine = self.executor.engine().clone();
+        let req = req.clone();
+        Box::pin(async move {
+            let image_id = engine.image_id(&req.target.image).await.ok()??;
+            let epoch = match req.source_date_epoch {
+                Some(e) => e,
+                None => {
+                    let pkg = req.package.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::build::provenance::newest_mtime(&pkg)
+                    })
+                    .await
+                    .ok()?
+                }
+            };
+            let p = crate::build::provenance::record(
+                &req.package,
+                &req.target,
+                &req.extra_repos,
+                Some(image_id),
+                epoch,
+            )
+            .await
+            .ok()?;
+            p.reusable().then_some(p.input_digest)
         })
     }
 
@@ -203,6 +252,7 @@ pub fn results_root(data_dir: &Path, id: &BuildId) -> PathBuf {
 /// A report for a build that never reached the executor.
 pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
     BuildReport {
+        format: crate::build::provenance::BUILD_JSON_FORMAT,
         id: req.id.clone(),
         package: req.package.label(),
         spec: req.package.relative_spec(),
@@ -213,8 +263,10 @@ pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
         nevr: None,
         dir: req.out_root.clone(),
         phases: vec![],
-        commands: vec![],
+        command: vec![],
         repos: vec![],
+        provenance: None,
+        reused_from: None,
         outcome: Outcome::Error { message },
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{results_root, MakeRepoError, Queue, QueueError, SourceError};
 use crate::build::{BuildRequest, Progress, ProgressKind};
 use crate::config::{Repo, RepoLocation, Target};
-use crate::model::{BuildId, BuildState, Outcome, TargetName};
+use crate::model::{BuildId, BuildState, Outcome, PackageSource, TargetName};
 use crate::plan::DiscoverError;
 use crate::store::{BuildRow, Millis, StoreError};
 
@@ -74,7 +74,16 @@ impl Queue {
         let _ = tokio::fs::remove_dir_all(&work).await;
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {
-            Ok(req) => {
+            Ok(req) => 'run: {
+                // Build avoidance: the same inputs as a succeeded build, its results.
+                if let Some(digest) = inner.runner.input_digest(&req).await {
+                    if let Err(e) = inner.store.set_input_digest(&b.id, &digest).await {
+                        tracing::warn!(build = %b.id, "cannot store the input digest: {e}");
+                    }
+                    if let Some(report) = self.reuse(&b, &req, &digest).await {
+                        break 'run Ok(report);
+                    }
+                }
                 let (tx, progress) = self.progress_forwarder(&b.id);
                 // An earlier attempt may have left a container behind: a create request in
                 // flight when the service was killed completes after the start-up cleanup.
@@ -117,13 +126,38 @@ impl Queue {
             })?;
         let mut extra_repos = self.earlier_stages_repo(b, &target, src).await?;
         extra_repos.extend(self.published_repos(b, &target).await?);
+        let source_date_epoch = self.package_epoch(b, &package).await;
         Ok(BuildRequest {
             id: b.id.clone(),
             package,
             target,
             out_root: out_root.to_path_buf(),
             extra_repos,
+            source_date_epoch,
         })
+    }
+
+    /// `SOURCE_DATE_EPOCH` of a package: the last commit that touched its files (its spec
+    /// and source directory), not the commit being built, so that a commit leaving the
+    /// package alone builds the same bytes and can reuse the result.
+    async fn package_epoch(&self, b: &BuildRow, package: &PackageSource) -> Option<i64> {
+        let rel = |p: &Path| p.strip_prefix(&package.root).ok().map(Path::to_path_buf);
+        let paths: Vec<PathBuf> = [rel(&package.spec), rel(&package.source_dir)]
+            .into_iter()
+            .flatten()
+            // The root itself: the whole repository.
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    p
+                }
+            })
+            .collect();
+        self.inner
+            .sources
+            .last_change(&b.clone_url, &b.commit, &paths)
+            .await
     }
 
     /// A later stage of a change builds against the packages its earlier stages built: a
@@ -196,7 +230,7 @@ impl Queue {
             .builds_in_state(BuildState::Running)
             .await?
         {
-            if let Some(req) = self.existing_request(&b) {
+            if let Some(req) = self.existing_request(&b).await {
                 let id = b.id.clone();
                 self.spawn_running(id, move |q, token| async move {
                     q.resume_build(b, req, token).await
@@ -230,16 +264,19 @@ impl Queue {
 
     /// The request of a build that was running, from the sources it exported then (a
     /// running container still has them mounted); `None` when they are gone.
-    fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
+    async fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
         let target = self.inner.cfg.targets.get(&b.target).cloned()?;
         let src = self.work_dir(&b.id).join("src");
         let package = crate::plan::package_for_spec(&src, &src.join(&b.spec_path)).ok()?;
+        // The epoch the container was given, for the record.
+        let source_date_epoch = self.package_epoch(b, &package).await;
         Some(BuildRequest {
             id: b.id.clone(),
             package,
             target,
             out_root: results_root(&self.inner.cfg.data_dir, &b.id),
             extra_repos: vec![],
+            source_date_epoch,
         })
     }
 

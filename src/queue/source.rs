@@ -136,6 +136,36 @@ impl SourceProvider for PathSource {
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(self.export_impl(commit, dest))
     }
+
+    fn last_change<'a>(
+        &'a self,
+        _clone_url: &'a str,
+        commit: &'a CommitSha,
+        paths: &'a [PathBuf],
+    ) -> BoxFuture<'a, Option<i64>> {
+        Box::pin(last_change_in(&self.repo, commit, paths))
+    }
+}
+
+/// `git log -1 --format=%at COMMIT -- PATHS` in `repo`: the author time, which a rebase or
+/// cherry-pick keeps (the committer time changes), so a rebased change builds the same
+/// bytes and can reuse its earlier result.
+async fn last_change_in(repo: &Path, commit: &CommitSha, paths: &[PathBuf]) -> Option<i64> {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(repo)
+        .args(["log", "-1", "--format=%at", commit.as_str(), "--"])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true);
+    for p in paths {
+        // A literal path: no pathspec magic from file names.
+        cmd.arg(format!(":(literal){}", p.display()));
+    }
+    let out = cmd.output().await.ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 async fn has_commit(mirror: &Path, commit: &CommitSha) -> bool {
@@ -176,5 +206,15 @@ impl SourceProvider for MirrorSource {
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(self.export_impl(clone_url, commit, dest))
+    }
+
+    fn last_change<'a>(
+        &'a self,
+        clone_url: &'a str,
+        commit: &'a CommitSha,
+        paths: &'a [PathBuf],
+    ) -> BoxFuture<'a, Option<i64>> {
+        let mirror = self.mirrors.mirror_for(clone_url).path;
+        Box::pin(async move { last_change_in(&mirror, commit, paths).await })
     }
 }

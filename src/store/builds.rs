@@ -274,6 +274,43 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Records the input digest of a build about to run (see `build::provenance`).
+    pub async fn set_input_digest(&self, id: &BuildId, digest: &str) -> Result<(), StoreError> {
+        let id = id.as_str();
+        sqlx::query!(
+            "UPDATE builds SET input_digest = ? WHERE id = ?",
+            digest,
+            id
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest succeeded build of `target` with this input digest and its results
+    /// directory: what a new build with the same inputs reuses.
+    pub async fn succeeded_with_digest(
+        &self,
+        digest: &str,
+        target: &TargetName,
+    ) -> Result<Option<(BuildId, PathBuf)>, StoreError> {
+        let target = target.as_str();
+        let row = sqlx::query!(
+            r#"SELECT id AS "id!", result_dir AS "result_dir!" FROM builds
+               WHERE input_digest = ? AND target = ? AND state = 'succeeded'
+                 AND result_dir IS NOT NULL
+               ORDER BY seq DESC LIMIT 1"#,
+            digest,
+            target,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((BuildId::parse(&r.id)?, PathBuf::from(r.result_dir))),
+            None => None,
+        })
+    }
+
     /// Records where a build's results are, whatever state it ended in.
     pub async fn set_result_dir(&self, id: &BuildId, dir: &Path) -> Result<(), StoreError> {
         let (id, dir) = (id.as_str(), dir.display().to_string());

@@ -26,6 +26,7 @@ struct ReportRecord {
     state: String,
     description: String,
     target_url: Option<String>,
+    builds: Option<String>,
     version: i64,
     delivered_version: i64,
     attempts: i64,
@@ -47,6 +48,13 @@ impl TryFrom<ReportRecord> for ReportRow {
                 state: parse_enum("report state", &r.state, ReportState::parse)?,
                 description: r.description,
                 target_url: r.target_url,
+                // Written by `set_report` from the same type: a row that does not read back
+                // (a downgrade, a hand edit) loses its list, not its delivery.
+                builds: r
+                    .builds
+                    .as_deref()
+                    .and_then(|b| serde_json::from_str(b).ok())
+                    .unwrap_or_default(),
             },
             version: r.version,
             delivered_version: r.delivered_version,
@@ -65,11 +73,19 @@ impl Store {
         let now = Millis::now();
         let (repo, sha, state) = (r.repo.as_str(), r.sha.as_str(), r.state.as_str());
         let target_url = r.target_url.as_deref();
+        // Not part of what makes a desire new: a build starting changes the list but not
+        // what the forge is told.
+        let builds = if r.builds.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&r.builds).ok()
+        };
         sqlx::query!(
-            "INSERT INTO reports (repo, sha, context, state, description, target_url, next_attempt_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO reports (repo, sha, context, state, description, target_url, builds, next_attempt_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (repo, sha, context) DO UPDATE SET
                 state = excluded.state, description = excluded.description, target_url = excluded.target_url,
+                builds = excluded.builds,
                 version = version + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at,
                 last_error = NULL, abandoned = 0, updated_at = excluded.updated_at
              WHERE state != excluded.state OR description != excluded.description
@@ -80,6 +96,7 @@ impl Store {
             state,
             r.description,
             target_url,
+            builds,
             now.0,
             now.0,
         )
@@ -92,7 +109,7 @@ impl Store {
     pub async fn due_reports(&self, now: Millis, limit: i64) -> Result<Vec<ReportRow>, StoreError> {
         let rows = sqlx::query_as!(
             ReportRecord,
-            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, version,
+            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, builds, version,
                       delivered_version, attempts, next_attempt_at, last_error,
                       abandoned AS "abandoned: bool"
                FROM reports
@@ -120,7 +137,7 @@ impl Store {
     pub async fn reports(&self) -> Result<Vec<ReportRow>, StoreError> {
         let rows = sqlx::query_as!(
             ReportRecord,
-            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, version,
+            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, builds, version,
                       delivered_version, attempts, next_attempt_at, last_error,
                       abandoned AS "abandoned: bool"
                FROM reports ORDER BY id"#

@@ -252,6 +252,7 @@ async fn store_outbox_keeps_the_latest_desire() {
         state: ReportState::Pending,
         description: "queued".into(),
         target_url: None,
+        builds: vec![],
     };
     s.set_report(&r).await.unwrap();
     s.set_report(&r).await.unwrap();

@@ -67,7 +67,14 @@ pub fn router_with(state: AppState, body_limit: usize, body_timeout: Duration) -
         .route("/builds/{id}/artifacts/{*path}", get(pages::artifact))
         .route("/repos/", get(repos::serve_root))
         .route("/repos/{*path}", get(repos::serve))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The path only: a query string may carry a secret (Gerrit's `?token=`).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<_>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
         .with_state(state)
 }
 

@@ -217,7 +217,21 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
         "dnf.conf",
         format!("\"\"\"\n{}\"\"\"", dnf.replace('"', "\\\"")),
     );
+    // Reproducible packages (see `rpmbuild::REPRODUCIBLE`): rpm inside the buildroot gets
+    // the macros, and SOURCE_DATE_EPOCH from the container's environment (Mock passes
+    // only `environment` into the chroot). Read when Mock loads the file, so the file
+    // itself, part of the warm buildroot's key, is the same for every build.
+    for (k, v) in super::rpmbuild::REPRODUCIBLE {
+        s.push_str(&format!(
+            "config_opts['macros'][{}] = {}\n",
+            py_str(&format!("%{k}")),
+            py_str(v)
+        ));
+    }
     s.push_str(&macros);
+    s.push_str(
+        "if __import__('os').environ.get('SOURCE_DATE_EPOCH', '').isdigit():\n    config_opts['environment']['SOURCE_DATE_EPOCH'] = __import__('os').environ['SOURCE_DATE_EPOCH']\n",
+    );
     s
 }
 

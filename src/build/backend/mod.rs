@@ -236,6 +236,30 @@ mod tests {
     }
 
     #[test]
+    fn rpm_is_told_to_use_source_date_epoch() {
+        let s = script(&target("bookworm-rpmbuild"), "a.spec", &[]);
+        for phase in [&s.srpm, &s.build] {
+            for m in [
+                "'use_source_date_epoch_as_buildtime 1'",
+                "'clamp_mtime_to_source_date_epoch 1'",
+                "'_buildhost packetary'",
+            ] {
+                assert!(phase.contains(m), "{m} missing: {phase}");
+            }
+            assert!(!phase.contains("clamp_mtime_to_source_epoch"), "{phase}");
+        }
+        let cfg = mock_config(&target("fedora-43"), &[]);
+        assert!(
+            cfg.contains("config_opts['macros']['%clamp_mtime_to_source_date_epoch'] = '1'"),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains("config_opts['environment']['SOURCE_DATE_EPOCH'] = "),
+            "{cfg}"
+        );
+    }
+
+    #[test]
     fn rpmbuild_without_repos_never_calls_dnf() {
         let s = script(&target("bookworm-rpmbuild"), "a.spec", &[]);
         let deps = s.deps.expect("deps");

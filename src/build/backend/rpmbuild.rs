@@ -7,7 +7,9 @@ use super::{
 use crate::build::docker::DROP_DEFAULT_CAPS;
 use crate::config::Target;
 
-/// Macros for every rpmbuild call: a flat output layout and reproducible headers.
+/// Macros for every rpmbuild call: a flat output layout and reproducible packages
+/// (`SOURCE_DATE_EPOCH`, set in the container's environment, as the build time and as
+/// the upper bound of every file's mtime; one build host name).
 /// `sourcedir` is the build user's copy of the sources for `-bs`; a rebuild unpacks the
 /// SRPM elsewhere.
 fn rpm_defines(sourcedir: &str) -> String {
@@ -21,16 +23,24 @@ fn rpm_defines(sourcedir: &str) -> String {
             "_build_name_fmt",
             "%%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm",
         ),
-        ("_buildhost", "packetary"),
-        ("source_date_epoch_from_changelog", "1"),
-        ("use_source_date_epoch_as_buildtime", "1"),
-        ("clamp_mtime_to_source_epoch", "1"),
     ]
     .iter()
+    .chain(REPRODUCIBLE)
     .map(|(k, v)| format!("--define {}", sh_quote(&format!("{k} {v}"))))
     .collect::<Vec<_>>()
     .join(" ")
 }
+
+/// Macros that make rpm's output a function of its inputs: with `SOURCE_DATE_EPOCH` in the
+/// environment, rpm writes it as BUILDTIME and clamps newer file mtimes to it, in the SRPM
+/// and in the binary packages; the build host is fixed; `%changelog` does not override the
+/// epoch given. Shared with the mock backend.
+pub(super) const REPRODUCIBLE: &[(&str, &str)] = &[
+    ("_buildhost", "packetary"),
+    ("source_date_epoch_from_changelog", "0"),
+    ("use_source_date_epoch_as_buildtime", "1"),
+    ("clamp_mtime_to_source_date_epoch", "1"),
+];
 
 /// The unprivileged user of the image (see images/rpmbuild/Dockerfile) that spec code runs as.
 const BUILD_USER: &str = "builder";

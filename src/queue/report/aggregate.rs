@@ -4,7 +4,8 @@
 //! states, stored in the outbox; the latest one for a context wins.
 
 use crate::model::{
-    build_context, BuildId, BuildState, CommitSha, RepoId, Report, ReportState, AGGREGATE_CONTEXT,
+    build_context, BuildId, BuildLine, BuildState, CommitSha, RepoId, Report, ReportState,
+    AGGREGATE_CONTEXT,
 };
 use crate::store::BuildRow;
 
@@ -40,6 +41,7 @@ impl Queue {
             state: state.report_state(),
             description: message.to_string(),
             target_url: Some(self.build_url(&b.id)),
+            builds: vec![],
         })
         .await
     }
@@ -60,6 +62,7 @@ impl Queue {
             state,
             description,
             target_url: Some(self.index_url(sha)),
+            builds: vec![],
         })
         .await
     }
@@ -75,7 +78,36 @@ impl Queue {
             return Ok(());
         }
         let (state, description) = summary(&builds);
-        self.report_commit(repo, sha, state, description).await
+        let lines = builds.iter().map(|b| self.build_line(b)).collect();
+        self.set_report(Report {
+            repo: repo.clone(),
+            sha: sha.clone(),
+            context: AGGREGATE_CONTEXT.into(),
+            state,
+            description,
+            target_url: Some(self.index_url(sha)),
+            builds: lines,
+        })
+        .await
+    }
+
+    /// A build as the aggregate lists it, with the links a per-change report shows.
+    fn build_line(&self, b: &BuildRow) -> BuildLine {
+        let url = self.build_url(&b.id);
+        BuildLine {
+            package: b.package.clone(),
+            target: b.target.to_string(),
+            state: b.state.as_str().to_string(),
+            message: b.message.clone(),
+            duration_ms: match (b.started_at, b.finished_at) {
+                (Some(s), Some(f)) => u64::try_from(f.0 - s.0).ok(),
+                _ => None,
+            },
+            log_url: format!("{url}/logs/build.log"),
+            url,
+            // Set once per-change package repositories are published.
+            repo_url: None,
+        }
     }
 }
 
