@@ -226,6 +226,20 @@ fn publishing_rules_and_immutable_snapshots() {
     );
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("fix: use one of: stable"), "{}", r.all());
+    // A target the release does not have: bad usage, naming its targets.
+    let r = packetary(
+        &[
+            "--config",
+            &cfg.display().to_string(),
+            "publish",
+            "stable",
+            "other",
+            &v2.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no target named `other`"), "{}", r.all());
 }
 
 #[test]
@@ -279,4 +293,54 @@ fn racing_publications_are_serialized() {
         ["base-1-1.noarch", "delta-1-1.noarch", "gamma-1-1.noarch"]
     );
     assert!(repo.join("000003").is_dir() && !repo.join("000004").exists());
+}
+
+#[test]
+fn build_with_publish_publishes_what_succeeded() {
+    if !docker_or_skip("build_with_publish_publishes_what_succeeded") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = config(tmp.path());
+    let data = tmp.path().join("data");
+    let pkg = tmp.path().join("pkg");
+    write(&pkg.join("hello.spec"), &common::spec("hello", "", "true"));
+    let r = packetary(
+        &[
+            "--config",
+            &cfg.display().to_string(),
+            "build",
+            &pkg.display().to_string(),
+            "--out",
+            &tmp.path().join("out").display().to_string(),
+            "--publish",
+            "stable",
+            "--data-dir",
+            &data.display().to_string(),
+        ],
+        tmp.path(),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("published 2 package(s) into stable/bookworm-rpmbuild, snapshot 000001"),
+        "{}",
+        r.all()
+    );
+    let latest = data.join("repos/stable").join(TARGET).join("latest");
+    assert_eq!(dnf_list(&latest), ["hello-1.0-1.noarch", "hello-1.0-1.src"]);
+    // An unknown release is refused before anything is built.
+    let r = packetary(
+        &[
+            "--config",
+            &cfg.display().to_string(),
+            "build",
+            &pkg.display().to_string(),
+            "--publish",
+            "nope",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(!r.stdout.contains("succeeded"), "{}", r.all());
 }

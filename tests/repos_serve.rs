@@ -283,6 +283,20 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         ]
     );
 
+    // The build page and the commit's page (the aggregate status's link) link to it.
+    let link = format!("/repos/changes/test/pkgs/7/{TARGET}.repo");
+    for page in [format!("/builds/{}", app.id), format!("/?commit={head}")] {
+        let (code, body) = http(bot.addr, "GET", &page, &[], b"").await;
+        assert_eq!(code, 200, "{page}");
+        assert!(String::from_utf8_lossy(&body).contains(&link), "{page}");
+    }
+    let aggregate = &last["packetary"];
+    assert!(
+        all.iter()
+            .any(|s| s.1 == "packetary" && s.4.ends_with(&format!("/?commit={head}"))),
+        "{aggregate:?}"
+    );
+
     // The .repo file, served; its baseurl is the service's public URL.
     let (code, body) = http(
         bot.addr,
@@ -342,6 +356,9 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         ),
         ("/repos/%2e%2e/packetary.db".to_string(), 404),
         ("/repos/changes/test/pkgs/8/x.repo".to_string(), 404),
+        ("/repos/changes/".to_string(), 404),
+        ("/repos/changes/test/".to_string(), 404),
+        (format!("{base_url}/latest/"), 200),
     ] {
         let (code, body) = http(bot.addr, "GET", &path, &[], b"").await;
         assert_eq!(code, want, "{path}: {}", String::from_utf8_lossy(&body));
@@ -492,6 +509,24 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
     .await;
     assert_eq!(code, 200);
     assert_eq!(body, snapshot1[Path::new("repodata/repomd.xml")]);
+    // A client that read the old repomd.xml just before `latest` moved still gets the
+    // metadata files it names (named by checksum, so the same in any snapshot).
+    let old_primary = snapshot1
+        .keys()
+        .find(|p| p.to_string_lossy().ends_with("-primary.xml.gz"))
+        .expect("primary")
+        .clone();
+    assert!(!release.join("000002").join(&old_primary).exists());
+    let (code, body) = http(
+        bot.addr,
+        "GET",
+        &format!("/repos/stable/{TARGET}/latest/{}", old_primary.display()),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(body, snapshot1[&old_primary]);
     let (code, body) = http(
         bot.addr,
         "GET",

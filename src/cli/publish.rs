@@ -65,11 +65,11 @@ pub async fn protected_snapshots(
 }
 
 pub async fn run(config: Config, args: PublishArgs) -> Result<u8, CliError> {
-    let release = release(&config, &args.release)?.clone();
     let target = config
         .select_targets(std::slice::from_ref(&args.target))
         .map_err(usage)?
         .remove(0);
+    let release = check_build_publish(&config, &args.release, std::slice::from_ref(&target.name))?;
     let data_dir =
         absolute(args.data_dir.as_ref().unwrap_or(&config.server.data_dir)).map_err(usage)?;
     let mut packages = Vec::new();
@@ -136,7 +136,7 @@ pub fn check_build_publish(
     let r = release(config, release_name)?.clone();
     if let Some(t) = targets.iter().find(|t| !r.targets.contains(t)) {
         return Err(usage(anyhow::anyhow!(
-            "--publish {release_name}: the release has no target `{t}` (its targets: {})\n  fix: build only its targets (--target), or add `{t}` to [releases.{release_name}] targets",
+            "release `{release_name}` has no target `{t}` (its targets: {})\n  fix: use one of its targets (--target), or add `{t}` to [releases.{release_name}] targets",
             r.targets.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }

@@ -26,7 +26,7 @@
 mod evr;
 mod lock;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -149,12 +149,16 @@ impl Entry {
         (self.epoch, &self.version, &self.release)
     }
 
-    fn same_nevra(&self, o: &Entry) -> bool {
-        self.name == o.name
-            && self.epoch.unwrap_or(0) == o.epoch.unwrap_or(0)
-            && self.version == o.version
-            && self.release == o.release
-            && self.arch == o.arch
+    /// What makes two entries the same NEVRA (no epoch and epoch 0 are the same).
+    fn key(&self) -> String {
+        format!(
+            "{}\0{}\0{}\0{}\0{}",
+            self.name,
+            self.epoch.unwrap_or(0),
+            self.version,
+            self.release,
+            self.arch
+        )
     }
 }
 
@@ -327,6 +331,7 @@ impl RepoDir {
     ) -> Result<Published, PublishError> {
         std::fs::create_dir_all(&self.root).map_err(PublishError::io(&self.root))?;
         let _lock = lock::exclusive(&self.root.join(".lock")).await?;
+        let started = std::time::Instant::now();
         let (this, pkgs) = (self.clone(), packages.to_vec());
         let staged = tokio::task::spawn_blocking(move || this.stage(&pkgs, policy))
             .await
@@ -334,7 +339,9 @@ impl RepoDir {
         let Some(stage) = staged else {
             return Ok(Published::Unchanged { id: self.latest() });
         };
+        let staged_in = started.elapsed();
         let indexed = self.index(indexer, &stage).await;
+        let indexed_in = started.elapsed() - staged_in;
         if let Err(e) = indexed {
             let _ = std::fs::remove_dir_all(&stage.tmp);
             return Err(e);
@@ -345,7 +352,15 @@ impl RepoDir {
         let mut keep_ids = protected.clone();
         keep_ids.insert(stage.id.clone());
         self.prune(keep, &keep_ids);
-        tracing::info!(repo = %self.root.display(), snapshot = %stage.id, added = ?stage.added, "published");
+        tracing::info!(
+            repo = %self.root.display(),
+            snapshot = %stage.id,
+            added = ?stage.added,
+            stage_ms = staged_in.as_millis() as u64,
+            index_ms = indexed_in.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "published"
+        );
         Ok(Published::Snapshot {
             id: stage.id,
             added: stage.added,
@@ -360,30 +375,36 @@ impl RepoDir {
             Some(id) => self.manifest(id)?.packages,
             None => vec![],
         };
+        // Maps, not scans: a first publication may bring thousands of packages.
         let mut incoming: Vec<(Entry, PathBuf)> = Vec::new();
+        let mut seen: HashMap<String, (String, PathBuf)> = HashMap::new();
         for p in packages {
             let entry = describe(p)?;
-            if let Some((e, _)) = incoming.iter().find(|(e, _)| e.same_nevra(&entry)) {
-                if e.sha256 != entry.sha256 {
+            if let Some((sha, first)) = seen.get(&entry.key()) {
+                if *sha != entry.sha256 {
                     return Err(PublishError::Refused(format!(
                         "{} is given twice with different contents ({} and {})",
                         entry.nevra(),
-                        incoming
-                            .iter()
-                            .find(|(e, _)| e.same_nevra(&entry))
-                            .map(|(_, p)| p.display().to_string())
-                            .unwrap_or_default(),
+                        first.display(),
                         p.display()
                     )));
                 }
                 continue;
             }
+            seen.insert(entry.key(), (entry.sha256.clone(), p.clone()));
             incoming.push((entry, p.clone()));
         }
-        let mut next = old.clone();
-        let mut added = Vec::new();
+        let old_by_key: HashMap<String, &Entry> = old.iter().map(|e| (e.key(), e)).collect();
+        let mut newest: HashMap<&str, &Entry> = HashMap::new();
+        for e in &old {
+            let n = newest.entry(e.name.as_str()).or_insert(e);
+            if evrcmp(e.evr(), n.evr()).is_gt() {
+                *n = e;
+            }
+        }
+        let mut new_entries: Vec<&Entry> = Vec::new();
         for (entry, path) in &incoming {
-            if let Some(o) = old.iter().find(|o| o.same_nevra(entry)) {
+            if let Some(o) = old_by_key.get(&entry.key()) {
                 if o.sha256 == entry.sha256 {
                     continue;
                 }
@@ -397,25 +418,36 @@ impl RepoDir {
                     )));
                 }
             }
-            match policy {
-                Policy::Release => {
-                    if let Some(newest) = old
-                        .iter()
-                        .filter(|o| o.name == entry.name)
-                        .max_by(|a, b| evrcmp(a.evr(), b.evr()))
-                    {
-                        if evrcmp(entry.evr(), newest.evr()).is_lt() {
-                            return Err(PublishError::Refused(format!(
-                                "{} would be a downgrade: {} is published\n  fix: give the package a higher Epoch, Version or Release than the published one",
-                                entry.nevra(),
-                                newest.nevra()
-                            )));
-                        }
+            if policy == Policy::Release {
+                if let Some(n) = newest.get(entry.name.as_str()) {
+                    if evrcmp(entry.evr(), n.evr()).is_lt() {
+                        return Err(PublishError::Refused(format!(
+                            "{} would be a downgrade: {} is published\n  fix: give the package a higher Epoch, Version or Release than the published one",
+                            entry.nevra(),
+                            n.nevra()
+                        )));
                     }
                 }
-                Policy::Change => next.retain(|o| !(o.name == entry.name && o.arch == entry.arch)),
             }
-            if next.iter().any(|o| o.file == entry.file) {
+            new_entries.push(entry);
+        }
+        // A change keeps only the newest build of each package and architecture.
+        let replaced: HashSet<(&str, &str)> = match policy {
+            Policy::Change => new_entries
+                .iter()
+                .map(|e| (e.name.as_str(), e.arch.as_str()))
+                .collect(),
+            Policy::Release => HashSet::new(),
+        };
+        let mut next: Vec<Entry> = old
+            .iter()
+            .filter(|o| !replaced.contains(&(o.name.as_str(), o.arch.as_str())))
+            .cloned()
+            .collect();
+        let mut files: HashSet<String> = next.iter().map(|e| e.file.clone()).collect();
+        let mut added = Vec::new();
+        for entry in new_entries {
+            if !files.insert(entry.file.clone()) {
                 return Err(PublishError::Refused(format!(
                     "{} has the file name {} of another published package (they differ only in epoch)\n  fix: raise the package's Version or Release",
                     entry.nevra(),
@@ -432,11 +464,17 @@ impl RepoDir {
 
         let pool = self.root.join("pool");
         std::fs::create_dir_all(&pool).map_err(PublishError::io(&pool))?;
+        let mut copied = false;
         for (entry, path) in &incoming {
             let pooled = pool.join(format!("{}.rpm", entry.sha256));
             if !pooled.exists() {
                 copy_into(path, &pooled)?;
+                copied = true;
             }
+        }
+        if copied {
+            // One flush of the file system for all new pool files, not an fsync each.
+            sync_fs(&pool)?;
         }
         let id = self
             .snapshots()
@@ -659,7 +697,8 @@ fn sha256_file(path: &Path) -> Result<String, PublishError> {
 }
 
 /// Copies `from` (opened without following a link) to a new file `to`, through a
-/// temporary name, so that the pool never holds a partial package.
+/// temporary name, so that the pool never holds a partial package under its name (the
+/// caller flushes the file system once after a batch).
 fn copy_into(from: &Path, to: &Path) -> Result<(), PublishError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut src = std::fs::OpenOptions::new()
@@ -673,9 +712,7 @@ fn copy_into(from: &Path, to: &Path) -> Result<(), PublishError> {
         .create_new(true)
         .open(&tmp)
         .map_err(PublishError::io(&tmp))?;
-    let r = std::io::copy(&mut src, &mut dst)
-        .and_then(|_| dst.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, to));
+    let r = std::io::copy(&mut src, &mut dst).and_then(|_| std::fs::rename(&tmp, to));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -704,6 +741,17 @@ pub fn packages_in(arg: &Path) -> Result<Vec<PathBuf>, PublishError> {
         .collect();
     v.sort();
     Ok(v)
+}
+
+/// Flushes the file system holding `dir` (syncfs(2)).
+fn sync_fs(dir: &Path) -> Result<(), PublishError> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir).map_err(PublishError::io(dir))?;
+    // SAFETY: the descriptor is open and owned by `d` for the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(PublishError::io(dir)(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// A yum/dnf `.repo` file for a repository served at `base_url` (ending in `/`).

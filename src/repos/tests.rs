@@ -208,6 +208,19 @@ fn prune_keeps_the_newest_the_protected_and_latest_and_frees_the_pool() {
         .map(|e| e.name)
         .collect();
     assert_eq!(names, ["p1", "p2", "p3", "p4", "p5"]);
+
+    // Packages no kept snapshot holds leave the pool.
+    for v in ["2", "3"] {
+        let p = fake_rpm(&pk, "p1", None, v, "1", "noarch", "newer");
+        stage_ok(&repo, &[p], Policy::Change).expect("snapshot");
+    }
+    repo.prune(1, &BTreeSet::new());
+    assert_eq!(
+        std::fs::read_dir(repo.root().join("pool"))
+            .expect("pool")
+            .count(),
+        5
+    );
 }
 
 #[test]

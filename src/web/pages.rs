@@ -135,7 +135,7 @@ pub async fn index(
         body.push_str("<p>No builds yet.</p>");
     } else {
         body.push_str("<table><thead><tr><th>Build</th><th>Repository</th><th>Commit</th><th>Package</th><th>Target</th><th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
-        for b in builds {
+        for b in &builds {
             let _ = write!(
                 body,
                 "<tr><td><a href=\"/builds/{}\">{}</a></td><td>{}</td><td><a href=\"/?commit={}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -152,6 +152,14 @@ pub async fn index(
             );
         }
         body.push_str("</tbody></table>");
+    }
+    if commit.is_some() {
+        // A commit's page is where its aggregate status links: its packages' repositories.
+        let mut published = Vec::new();
+        for b in &builds {
+            published.extend(app.store.publications(&b.id).await.unwrap_or_default());
+        }
+        body.push_str(&super::repos::publications_html(&published));
     }
     page("Builds", &body).into_response()
 }
@@ -246,6 +254,8 @@ pub async fn build(
         }
         body.push_str("</tbody></table>");
     }
+    let published = app.store.publications(&b.id).await.unwrap_or_default();
+    body.push_str(&super::repos::publications_html(&published));
     let live = matches!(b.state, BuildState::Running | BuildState::Queued);
     if let Some(dir) = logs_dir(&app, &b) {
         let logs = files_in(&dir);

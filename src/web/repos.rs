@@ -55,6 +55,10 @@ pub async fn serve(
     if segs.iter().any(bad) {
         return not_found("repository path");
     }
+    // Which repositories have changes is not listed (some may be private).
+    if segs[0] == "changes" && segs.len() < 3 {
+        return not_found("repository");
+    }
     // A change's repository is as private as the repository it was built from.
     if segs[0] == "changes" && segs.len() >= 3 {
         let repo_path = format!("{}/{}", segs[1], segs[2]);
@@ -174,4 +178,32 @@ fn listing(dir: &Path, url_path: &str, repo_dir: bool) -> Response {
         "no-cache".parse().expect("static header"),
     );
     r
+}
+
+/// The "Package repositories" section of a build page or a commit's page: where builds
+/// published, with the snapshot, `latest` and the `.repo` file to enable.
+pub(super) fn publications_html(pubs: &[crate::store::PublicationRow]) -> String {
+    if pubs.is_empty() {
+        return String::new();
+    }
+    let mut body = String::from(
+        "<h2>Package repositories</h2><table><thead><tr><th>Repository</th><th>Snapshot</th><th>Enable with</th></tr></thead><tbody>",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for p in pubs {
+        if !seen.insert((p.repository.clone(), p.snapshot.clone())) {
+            continue;
+        }
+        let r = escape(&p.repository);
+        let snap = match &p.snapshot {
+            Some(s) => format!("<a href=\"/repos/{r}/{0}/\">{0}</a>", escape(s)),
+            None => "unchanged".into(),
+        };
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/repos/{r}/latest/\">{r}</a></td><td>{snap}</td><td><a href=\"/repos/{r}.repo\">{r}.repo</a> in <code>/etc/yum.repos.d/</code></td></tr>"
+        );
+    }
+    body.push_str("</tbody></table>");
+    body
 }
