@@ -610,3 +610,46 @@ async fn a_later_stage_starts_only_after_the_earlier_stage_ended() {
     assert!(at("lib", "end") < at("app", "start"), "{events:?}");
     assert!(at("other", "end") < at("app", "start"), "{events:?}");
 }
+
+/// A change's package repository is as private as its project, whatever the depth of the
+/// project's path (Gerrit's `team/secret/specs`, not only GitHub's `owner/repo`).
+#[tokio::test]
+async fn change_repositories_of_private_projects_need_the_page_token() {
+    use tower::ServiceExt;
+    let t = QueueTester::new(Mode::Succeed).await;
+    let mut state = serve_common::app_state(t.queue(), &["o/*"]);
+    state.access = std::sync::Arc::new(packetary::web::access::Access::new(
+        vec!["gerrit:team/secret/specs".into()],
+        Some(packetary::config::Secret::new("page-s3cret")),
+    ));
+    let repo = state.data_dir.join("repos/changes/team/secret/specs/5/t1");
+    std::fs::create_dir_all(repo.join("000001/repodata")).expect("mkdir");
+    std::fs::write(repo.join(".lock"), "").expect("lock");
+    std::fs::write(repo.join("000001/repodata/repomd.xml"), "<repomd/>").expect("repomd");
+    std::os::unix::fs::symlink("000001", repo.join("latest")).expect("latest");
+    let router = packetary::web::router(state, 1 << 20);
+    let status = |uri: &str, token: Option<&str>| {
+        let router = router.clone();
+        let mut r = axum::http::Request::get(uri);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let req = r.body(axum::body::Body::empty()).expect("req");
+        async move {
+            router
+                .oneshot(req)
+                .await
+                .expect("response")
+                .status()
+                .as_u16()
+        }
+    };
+    for uri in [
+        "/repos/changes/team/secret/specs/5/t1/latest/repodata/repomd.xml",
+        "/repos/changes/team/secret/specs/5/t1.repo",
+    ] {
+        assert_eq!(status(uri, None).await, 401, "{uri} without the token");
+        assert_eq!(status(uri, Some("wrong")).await, 401, "{uri}, wrong token");
+        assert_eq!(status(uri, Some("page-s3cret")).await, 200, "{uri}");
+    }
+}

@@ -60,11 +60,14 @@ pub async fn serve(
         return not_found("repository");
     }
     // A change's repository is as private as the repository it was built from.
+    // A Gerrit project's path may have any depth: every leading run of segments is tried.
     if segs[0] == "changes" && segs.len() >= 3 {
-        let repo_path = format!("{}/{}", segs[1], segs[2]);
-        let hidden = [ForgeKind::GitHub, ForgeKind::Gerrit]
-            .into_iter()
-            .any(|k| RepoId::new(k, &repo_path).is_ok_and(|r| !app.access.may_see(&r, &headers)));
+        let hidden = (2..segs.len()).any(|end| {
+            let repo_path = segs[1..=end].join("/");
+            [ForgeKind::GitHub, ForgeKind::Gerrit].into_iter().any(|k| {
+                RepoId::new(k, &repo_path).is_ok_and(|r| !app.access.may_see(&r, &headers))
+            })
+        });
         if hidden {
             return super::access::refused(uri.path());
         }
