@@ -62,6 +62,17 @@ impl Sink {
     }
 }
 
+/// Stops the test's sshd however the test ends (a failed assertion included), so that it
+/// neither lingers nor holds the test's output open.
+struct Sshd(std::process::Child);
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn sha(c: char) -> String {
     c.to_string().repeat(40)
 }
@@ -78,7 +89,7 @@ fn run(cmd: &mut std::process::Command) {
 /// An sshd of its own on a free loopback port: its own host key and configuration, one
 /// authorized key, and `ForceCommand` running `script`. Answers the child and the client's
 /// private key.
-fn start_sshd(dir: &Path, script: &Path) -> (std::process::Child, u16, String) {
+fn start_sshd(dir: &Path, script: &Path) -> (Sshd, u16, String) {
     assert!(
         Path::new(SSHD).exists(),
         "{SSHD} is missing: install openssh-server (deploy/ensure-host.sh does)"
@@ -108,15 +119,18 @@ fn start_sshd(dir: &Path, script: &Path) -> (std::process::Child, u16, String) {
         ),
     )
     .expect("write");
-    if unsafe_is_root() {
+    if is_root() {
         // Privilege separation wants this directory when sshd runs as root.
         let _ = std::fs::create_dir_all("/run/sshd");
     }
     let child = std::process::Command::new(SSHD)
         .args(["-D", "-e", "-f"])
         .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("sshd.log")).expect("log"))
         .spawn()
+        .map(Sshd)
         .expect("sshd starts");
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -136,7 +150,7 @@ fn whoami() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     whoami() == "root"
 }
 
@@ -177,7 +191,7 @@ fn script(dir: &Path) -> PathBuf {
 async fn stream_reconnects_and_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let (mut sshd, port, key) = start_sshd(d, &script(d));
+    let (sshd, port, key) = start_sshd(d, &script(d));
     let (url, gerrit) = start().await;
     // Change 1 was seen on the stream; change 2 got a patchset while the stream was down.
     gerrit.add_change(&sha('a'), PROJECT, 1, 1, "main");
@@ -235,8 +249,7 @@ async fn stream_reconnects_and_catches_up() {
     }
     stop.cancel();
     let _ = task.await;
-    let _ = sshd.kill();
-    let _ = sshd.wait();
+    drop(sshd);
 
     let changes = sink.changes();
     assert_eq!(

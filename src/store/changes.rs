@@ -7,7 +7,9 @@ use crate::model::{BuildState, ChangeKind, CommitSha, RepoId, Trigger};
 
 impl Store {
     /// Ends the queued and running builds of the same change (branch or pull request) at
-    /// other commits than `head`, and the triggers not yet planned; returns the builds ended.
+    /// other commits than `head`, and its older triggers not yet planned (never a newer one:
+    /// a newer patchset or push that arrived while this one waited must not be ended by
+    /// it); returns the builds ended.
     /// A running build's container is stopped by the caller (see `queue`).
     pub async fn supersede(
         &self,
@@ -103,7 +105,7 @@ impl Store {
             "UPDATE triggers SET state = ?, message = ?
              WHERE repo = ? AND state IN ('new', 'awaiting_approval')
                AND ((? IS NOT NULL AND pr_number = ?) OR (? IS NOT NULL AND pr_number IS NULL AND ref_name = ?))
-               AND (? IS NULL OR id != ?)",
+               AND (? IS NULL OR id < ?)",
             trigger_state,
             message,
             repo,

@@ -225,6 +225,22 @@ async fn store_new_head_supersedes_the_old_one() {
     assert!(states.contains(&(waiting, TriggerState::Superseded)));
     assert!(states.contains(&(keep, TriggerState::New)));
 
+    // An older trigger planned after a newer one arrived (a patchset uploaded while the
+    // previous one waited) does not end the newer one.
+    let newest = s
+        .insert_trigger(&pr_trigger('3'), TriggerState::New)
+        .await
+        .unwrap();
+    s.supersede(&new, keep).await.unwrap();
+    let newest_state = s
+        .triggers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == newest)
+        .map(|t| t.state);
+    assert_eq!(newest_state, Some(TriggerState::New));
+
     let closed = s
         .close_change(
             &new.repo,
