@@ -319,5 +319,15 @@ async fn newer_patchsets_recheck_and_abandon() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(votes(&gerrit, &rev3).is_empty(), "{:#?}", gerrit.reviews());
+    // What Gerrit refused with 409 (a closed change) was dropped at once, not tried again.
+    let refused: Vec<String> = gerrit
+        .reviews()
+        .into_iter()
+        .filter(|r| r.status == 409)
+        .map(|r| r.message)
+        .collect();
+    let mut once = refused.clone();
+    once.dedup();
+    assert_eq!(refused, once, "a 409 was retried: {:#?}", gerrit.reviews());
     bot.stop().await;
 }

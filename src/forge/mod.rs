@@ -32,6 +32,9 @@ pub struct DeliveryError {
     pub retry_after: Option<Duration>,
     /// Retrying will not help (e.g. the repository is gone or the token lacks access).
     pub permanent: bool,
+    /// The report no longer matters (a closed change, whose label cannot be set): dropped
+    /// at once, not tried again like a permanent error.
+    pub obsolete: bool,
 }
 
 /// What the queue needs from a forge. Implemented by [`github::GitHub`] and by the
@@ -170,6 +173,7 @@ impl Forges {
                 ),
                 retry_after: None,
                 permanent: true,
+                obsolete: false,
             })
     }
 }

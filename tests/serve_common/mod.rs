@@ -77,6 +77,7 @@ impl Forge for FakeForge {
                     message: "502 Bad Gateway".into(),
                     retry_after: None,
                     permanent: false,
+                    obsolete: false,
                 });
             }
             Ok(self.writers.lock().expect("lock").iter().any(|w| w == user))

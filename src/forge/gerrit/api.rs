@@ -118,6 +118,7 @@ fn transient(message: String) -> DeliveryError {
         message,
         retry_after: None,
         permanent: false,
+        obsolete: false,
     }
 }
 
@@ -196,6 +197,7 @@ impl GerritApi {
                 ),
                 retry_after: None,
                 permanent: true,
+                obsolete: true,
             };
         }
         let permanent = status.is_client_error()
@@ -205,6 +207,7 @@ impl GerritApi {
             message: format!("{what}: {status}: {body}"),
             retry_after: None,
             permanent,
+            obsolete: false,
         }
     }
 
@@ -235,6 +238,7 @@ impl GerritApi {
                 ),
                 retry_after: None,
                 permanent: true,
+                obsolete: false,
             });
         };
         let id = change_id(&c.project, c.number);
@@ -433,6 +437,21 @@ impl Forge for GerritApi {
 mod tests {
     use super::*;
     use crate::model::{BuildLine, ForgeKind};
+
+    #[test]
+    fn a_closed_change_drops_the_vote_at_once_and_server_errors_are_retried() {
+        let closed = GerritApi::failed("POST review", StatusCode::CONFLICT, "change is closed");
+        assert!(closed.permanent && closed.obsolete, "{closed:?}");
+        assert!(
+            closed.message.contains("the vote is dropped"),
+            "{}",
+            closed.message
+        );
+        let down = GerritApi::failed("POST review", StatusCode::INTERNAL_SERVER_ERROR, "");
+        assert!(!down.permanent && !down.obsolete, "{down:?}");
+        let denied = GerritApi::failed("POST review", StatusCode::FORBIDDEN, "");
+        assert!(denied.permanent && !denied.obsolete, "{denied:?}");
+    }
 
     fn cfg() -> GerritApiConfig {
         GerritApiConfig {

@@ -242,6 +242,7 @@ fn transient(message: String) -> DeliveryError {
         message,
         retry_after: None,
         permanent: false,
+        obsolete: false,
     }
 }
 
@@ -279,6 +280,7 @@ fn http_error(
         message: format!("{method} {path}: {status}: {}", body.trim()),
         retry_after,
         permanent,
+        obsolete: false,
     }
 }
 

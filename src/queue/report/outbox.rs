@@ -34,7 +34,7 @@ impl Queue {
                     } else {
                         Fault::Transient
                     };
-                    let abandon = policy.gives_up(attempts, fault);
+                    let abandon = e.obsolete || policy.gives_up(attempts, fault);
                     let wait = wait_before_retry(e.retry_after, policy.delay(attempts));
                     tracing::warn!(context = %row.report.context, sha = %row.report.sha, attempts, abandon, "status delivery failed: {e}");
                     store
