@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use gerrit_common::*;
 use packetary::config::{Config, GerritConfig, Secret, SecretSource};
-use packetary::git::FetchAuth;
-use packetary::service::{Service, ServiceOptions};
 use serve_common::{example_repo, git, git_url, http};
 
 const PROJECT: &str = "test/hello";
@@ -79,23 +77,8 @@ async fn main() {
         webhook_token: Some(SecretSource::Literal(Secret::new(TOKEN))),
         skip_wip_and_private: true,
     });
-    let service = Service::from_config(
-        config,
-        ServiceOptions {
-            git_auth: Some(FetchAuth::None),
-        },
-    )
-    .await
-    .expect("service (is Docker up?)");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = tokio_util::sync::CancellationToken::new();
-    let served = tokio::spawn(service.serve(listener, {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
+    let bot = serve_common::Bot::start(config).await;
+    let addr = bot.addr;
 
     let mut samples = vec![];
     // Change 1 warms the mirror and the spec cache; it is not counted.
@@ -134,8 +117,7 @@ async fn main() {
             })
             .await;
     }
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(60), served).await;
+    bot.stop().await.expect("stopped");
     samples.sort();
     println!(
         "patchset-created -> first review request, {} patchsets, warm mirror: p50 {:?}, p99 {:?}, max {:?}",

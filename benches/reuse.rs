@@ -12,39 +12,14 @@
 #[allow(unused_imports)]
 mod serve_common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use packetary::config::{Config, GithubAuth, GithubConfig, Secret, SecretSource};
-use packetary::git::FetchAuth;
-use packetary::service::{Service, ServiceOptions};
 use serve_common::*;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const CONTEXT: &str = "packetary/bookworm-rpmbuild/hello-noarch";
-
-fn git_at(dir: &Path, date: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.org")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.org")
-        .env("GIT_AUTHOR_DATE", date)
-        .env("GIT_COMMITTER_DATE", date)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Waits for the package's final status on `sha`; returns it (state, description).
 async fn final_status(github: &MockServer, sha: &str, timeout: Duration) -> (String, String) {
@@ -99,16 +74,8 @@ fn main() {
             repositories: vec!["test/*".into()],
             build_forks: false,
         });
-        let service = Service::from_config(config, ServiceOptions { git_auth: Some(FetchAuth::None) })
-            .await
-            .expect("service");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let stop = CancellationToken::new();
-        let served = tokio::spawn(service.serve(listener, {
-            let stop = stop.clone();
-            async move { stop.cancelled().await }
-        }));
+        let bot = serve_common::Bot::start(config).await;
+        let addr = bot.addr;
         let url = format!("file://{}", repo.display());
         let zero = "0".repeat(40);
 
@@ -150,7 +117,6 @@ fn main() {
             pct(0.99),
             pct(1.0)
         );
-        stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(60), served).await;
+        bot.stop().await.expect("stopped");
     });
 }

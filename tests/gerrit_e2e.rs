@@ -11,27 +11,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use gerrit_common::*;
 use packetary::config::{Config, GerritConfig, Secret, SecretSource};
-use packetary::git::FetchAuth;
-use packetary::service::{Service, ServiceError};
-use packetary::store::Store;
 use serve_common::*;
-use tokio_util::sync::CancellationToken;
 
 const PROJECT: &str = "test/hello";
 
-struct Bot {
-    addr: std::net::SocketAddr,
-    store: Store,
-    stop: CancellationToken,
-    served: tokio::task::JoinHandle<Result<(), ServiceError>>,
-}
-
 impl Bot {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(60), self.served).await;
-    }
-
     async fn post(&self, query: &str, body: &serde_json::Value) -> u16 {
         let body = serde_json::to_vec(body).expect("json");
         http(
@@ -76,30 +60,7 @@ async fn start_bot(dir: &Path, gerrit_url: &str) -> Bot {
     config.server.retry_backoff = Duration::from_millis(300);
     config.server.shutdown_grace = Duration::from_secs(5);
     config.gerrit = Some(gerrit_config(dir, gerrit_url));
-    let service = Service::from_config(
-        config,
-        packetary::service::ServiceOptions {
-            git_auth: Some(FetchAuth::None),
-        },
-    )
-    .await
-    .expect("service");
-    let store = service.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(service.serve(listener, {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
-    Bot {
-        addr,
-        store,
-        stop,
-        served,
-    }
+    Bot::start(config).await
 }
 
 /// Makes patchset `ps` of change `number`: a commit on top of `main` bumping the package's
@@ -200,7 +161,7 @@ async fn patchset_is_built_and_voted_on() {
     let trig = bot.store.triggers().await.expect("triggers");
     assert_eq!(trig.len(), 1);
     assert_eq!(trig[0].trigger.ref_name, "refs/changes/45/12345/1");
-    bot.stop().await;
+    bot.stop().await.expect("stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,5 +290,5 @@ async fn newer_patchsets_recheck_and_abandon() {
     let mut once = refused.clone();
     once.dedup();
     assert_eq!(refused, once, "a 409 was retried: {:#?}", gerrit.reviews());
-    bot.stop().await;
+    bot.stop().await.expect("stopped");
 }

@@ -14,33 +14,14 @@ use std::time::Duration;
 use packetary::config::{
     Config, GithubAuth, GithubConfig, Release, ReleaseName, Secret, SecretSource,
 };
-use packetary::git::FetchAuth;
 use packetary::model::TargetName;
-use packetary::service::{Service, ServiceError};
-use packetary::store::Store;
 use serde_json::Value;
 use serve_common::*;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TARGET: &str = "bookworm-rpmbuild";
 const IMAGE: &str = "packetary/rpmbuild:bookworm";
-
-struct Bot {
-    addr: std::net::SocketAddr,
-    store: Store,
-    data: PathBuf,
-    stop: CancellationToken,
-    served: tokio::task::JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Bot {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(60), self.served).await;
-    }
-}
 
 /// The host's side of Docker's default bridge: where a container reaches the service.
 fn bridge_gateway() -> String {
@@ -92,27 +73,7 @@ async fn start_bot(dir: &Path, github: &MockServer, releases: &[(&str, &str)]) -
             },
         );
     }
-    let service = Service::from_config(
-        config,
-        packetary::service::ServiceOptions {
-            git_auth: Some(FetchAuth::None),
-        },
-    )
-    .await
-    .expect("service");
-    let store = service.store().clone();
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(service.serve(listener, {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
-    Bot {
-        addr: ([127, 0, 0, 1], port).into(),
-        store,
-        data: dir.join("data"),
-        stop,
-        served,
-    }
+    Bot::start_on(config, listener).await
 }
 
 async fn mock_github() -> MockServer {
@@ -271,7 +232,11 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         "built in order: {builds:#?}"
     );
 
-    let change = bot.data.join("repos/changes/test/pkgs/7").join(TARGET);
+    let change = dir
+        .path()
+        .join("data")
+        .join("repos/changes/test/pkgs/7")
+        .join(TARGET);
     assert_eq!(
         files(&change.join("latest")),
         [
@@ -377,14 +342,19 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         202
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while bot.data.join("repos/changes/test/pkgs/7").exists() {
+    while dir
+        .path()
+        .join("data")
+        .join("repos/changes/test/pkgs/7")
+        .exists()
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the change's repositories stayed"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bot.stop().await;
+    bot.stop().await.expect("stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +384,7 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
     let all = wait_final(&github, &first, Duration::from_secs(240)).await;
     let lib_ctx = "packetary/bookworm-rpmbuild/libgreet";
     assert_eq!(last_states(&all)[lib_ctx].0, "success", "{all:#?}");
-    let release = bot.data.join("repos/stable").join(TARGET);
+    let release = dir.path().join("data").join("repos/stable").join(TARGET);
     assert_eq!(
         std::fs::read_link(release.join("latest")).expect("latest"),
         Path::new("000001")
@@ -551,5 +521,5 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
         "{description}"
     );
     assert!(!release.join("000003").exists());
-    bot.stop().await;
+    bot.stop().await.expect("stopped");
 }

@@ -6,36 +6,14 @@ mod serve_common;
 use std::time::Duration;
 
 use packetary::config::{Config, GithubAuth, GithubConfig, Secret, SecretSource};
-use packetary::git::FetchAuth;
 use packetary::model::BuildState;
-use packetary::service::{Service, ServiceError, ServiceOptions};
-use packetary::store::Store;
+use packetary::service::{Service, ServiceOptions};
 use serde_json::Value;
 use serve_common::*;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const CONTEXT: &str = "packetary/bookworm-rpmbuild/hello-noarch";
-
-/// The service as `packetary serve` runs it, on a free port.
-struct Bot {
-    addr: std::net::SocketAddr,
-    store: Store,
-    stop: CancellationToken,
-    served: tokio::task::JoinHandle<Result<(), ServiceError>>,
-}
-
-impl Bot {
-    /// Stops the service as SIGTERM does and waits for it to end.
-    async fn stop(self) -> Result<(), ServiceError> {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(60), self.served)
-            .await
-            .expect("the service stops within a minute")
-            .expect("the service task")
-    }
-}
 
 /// The embedded defaults (one target, bookworm-rpmbuild), with the data under `dir/data`,
 /// two builds at a time, and a `[github]` table reporting to `github`.
@@ -60,30 +38,7 @@ fn bot_config(dir: &std::path::Path, github: &MockServer) -> Config {
 }
 
 async fn start_bot(dir: &std::path::Path, github: &MockServer) -> Bot {
-    let service = Service::from_config(
-        bot_config(dir, github),
-        ServiceOptions {
-            git_auth: Some(FetchAuth::None),
-        },
-    )
-    .await
-    .expect("service");
-    let store = service.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(service.serve(listener, {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
-    Bot {
-        addr,
-        store,
-        stop,
-        served,
-    }
+    Bot::start(bot_config(dir, github)).await
 }
 
 async fn mock_github() -> MockServer {

@@ -9,11 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use packetary::config::{Config, GithubAuth, GithubConfig, Secret, SecretSource};
-use packetary::git::FetchAuth;
 use packetary::model::CommitSha;
-use packetary::service::{Service, ServiceOptions};
 use serve_common::*;
-use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -34,29 +31,6 @@ fn bot_config(dir: &Path, github: &MockServer) -> Config {
         build_forks: false,
     });
     config
-}
-
-/// git with fixed identities; `date` fixes the committer date (the author date is kept
-/// by a cherry-pick).
-fn git_at(dir: &Path, date: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.org")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.org")
-        .env("GIT_AUTHOR_DATE", date)
-        .env("GIT_COMMITTER_DATE", date)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Containers Docker created for `build` since `since` (unix seconds), from its events.
@@ -111,24 +85,8 @@ async fn rebased_change_reuses_the_result_without_a_container() {
         .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
         .mount(&github)
         .await;
-    let service = Service::from_config(
-        bot_config(dir.path(), &github),
-        ServiceOptions {
-            git_auth: Some(FetchAuth::None),
-        },
-    )
-    .await
-    .expect("service");
-    let store = service.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(service.serve(listener, {
-        let stop = stop.clone();
-        async move { stop.cancelled().await }
-    }));
+    let bot = Bot::start(bot_config(dir.path(), &github)).await;
+    let (addr, store) = (bot.addr, bot.store.clone());
 
     let url = format!("file://{}", repo.display());
     let t0 = now_secs();
@@ -208,8 +166,7 @@ async fn rebased_change_reuses_the_result_without_a_container() {
     assert_eq!(json["reused_from"], b1_id.as_str());
     assert!(dir2.join("hello-noarch-1.0-1.noarch.rpm").is_file());
 
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(60), served).await;
+    bot.stop().await.expect("stopped");
 
     // The service's build, by id: rebuilt from its recorded inputs, identical.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_packetary"))

@@ -205,16 +205,27 @@ pub async fn docker_or_skip() -> Option<packetary::build::Engine> {
 // ---- git ---------------------------------------------------------------------------------
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
+    git_with(dir, args, None)
+}
+
+/// git with both dates set to `date` (a cherry-pick keeps the author date of its commit).
+pub fn git_at(dir: &Path, date: &str, args: &[&str]) -> String {
+    git_with(dir, args, Some(date))
+}
+
+fn git_with(dir: &Path, args: &[&str], date: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("-C")
         .arg(dir)
         .args(args)
         .env("GIT_AUTHOR_NAME", "Test")
         .env("GIT_AUTHOR_EMAIL", "test@example.org")
         .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.org")
-        .output()
-        .expect("git runs");
+        .env("GIT_COMMITTER_EMAIL", "test@example.org");
+    if let Some(d) = date {
+        cmd.env("GIT_AUTHOR_DATE", d).env("GIT_COMMITTER_DATE", d);
+    }
+    let out = cmd.output().expect("git runs");
     assert!(
         out.status.success(),
         "git {args:?}: {}",
@@ -724,4 +735,61 @@ pub fn serve_command(config: &Path, log: &Path, log_filter: &str) -> std::proces
         .stdout(std::process::Stdio::null())
         .stderr(log);
     cmd
+}
+
+// ---- the service in this process --------------------------------------------------------
+
+/// The service as `packetary serve` runs it (`Service::from_config`, then `serve`), in this
+/// process, on a free loopback port; fetches need no credentials (`file://` repositories).
+pub struct Bot {
+    pub addr: std::net::SocketAddr,
+    pub store: packetary::store::Store,
+    stop: tokio_util::sync::CancellationToken,
+    served: tokio::task::JoinHandle<Result<(), packetary::service::ServiceError>>,
+}
+
+impl Bot {
+    pub async fn start(config: packetary::config::Config) -> Bot {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Bot::start_on(config, listener).await
+    }
+
+    /// On a listener of the test's own (bound first, when the configuration names its port).
+    pub async fn start_on(
+        config: packetary::config::Config,
+        listener: tokio::net::TcpListener,
+    ) -> Bot {
+        let service = packetary::service::Service::from_config(
+            config,
+            packetary::service::ServiceOptions {
+                git_auth: Some(packetary::git::FetchAuth::None),
+            },
+        )
+        .await
+        .expect("service");
+        let store = service.store().clone();
+        let addr = listener.local_addr().expect("addr");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(service.serve(listener, {
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        }));
+        Bot {
+            addr,
+            store,
+            stop,
+            served,
+        }
+    }
+
+    /// Stops the service as SIGTERM does and waits (up to a minute) for it to end.
+    pub async fn stop(self) -> Result<(), packetary::service::ServiceError> {
+        self.stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.served)
+            .await
+            .expect("the service stops within a minute")
+            .expect("the service task")
+    }
 }
