@@ -309,17 +309,29 @@ fn srpm_and_build_phases_have_no_network() {
     use std::sync::Arc;
     let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let gw = bridge_gateway();
+    // Connections of spec code; packetary's own request for the repository's repomd.xml
+    // (read on the host to record the repository's snapshot) is not counted. The probe
+    // only connects: it sends nothing.
     let hits = Arc::new(AtomicUsize::new(0));
+    let snapshot_reads = Arc::new(AtomicUsize::new(0));
     {
-        let hits = hits.clone();
+        let (hits, reads) = (hits.clone(), snapshot_reads.clone());
         std::thread::spawn(move || {
-            for s in listener.incoming().flatten() {
-                hits.fetch_add(1, Ordering::SeqCst);
+            for mut s in listener.incoming().flatten() {
+                use std::io::Read;
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut head = [0u8; 64];
+                let n = s.read(&mut head).unwrap_or(0);
+                if head[..n].starts_with(b"GET /repodata/repomd.xml ") {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                }
                 drop(s);
             }
         });
     }
-    let gw = bridge_gateway();
     let probe = format!("(exec 3<>/dev/tcp/{gw}/{port}) 2>/dev/null && echo reached || echo cut");
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
@@ -360,6 +372,10 @@ fn srpm_and_build_phases_have_no_network() {
         hits.load(Ordering::SeqCst),
         0,
         "spec code reached the server"
+    );
+    assert!(
+        snapshot_reads.load(Ordering::SeqCst) >= 1,
+        "packetary did not read the repository's repomd.xml to record its snapshot"
     );
 }
 
