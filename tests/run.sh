@@ -15,4 +15,4 @@ target/debug/packetary images ensure
 images/mock-debian-test/build.sh
 
 echo "tests/run.sh: running the suite" >&2
-cargo test -- --test-threads="${TEST_THREADS:-4}"
+cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
