@@ -377,15 +377,7 @@ impl Executor {
 /// the package's tree digest, `SOURCE_DATE_EPOCH`, the repositories' snapshots.
 async fn record_inputs(run: &mut Run, image_id: Option<String>) -> Result<(), Stop> {
     let req = &run.req;
-    let epoch = match req.source_date_epoch {
-        Some(e) => e,
-        None => {
-            let pkg = req.package.clone();
-            tokio::task::spawn_blocking(move || super::provenance::newest_mtime(&pkg))
-                .await
-                .unwrap_or(0)
-        }
-    };
+    let epoch = super::provenance::epoch_of(req).await.unwrap_or(0);
     let p = super::provenance::record(&req.package, &req.target, &req.extra_repos, image_id, epoch)
         .await
         .map_err(|e| infra(format!("cannot read the package's files: {e}")))?;

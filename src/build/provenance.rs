@@ -204,6 +204,18 @@ pub fn newest_mtime(package: &PackageSource) -> i64 {
         .unwrap_or(0)
 }
 
+/// The `SOURCE_DATE_EPOCH` a build request is given, else its package's newest mtime
+/// (read off the async threads); `None` only when that read could not run.
+pub async fn epoch_of(req: &crate::build::BuildRequest) -> Option<i64> {
+    if let Some(e) = req.source_date_epoch {
+        return Some(e);
+    }
+    let pkg = req.package.clone();
+    tokio::task::spawn_blocking(move || newest_mtime(&pkg))
+        .await
+        .ok()
+}
+
 /// Records the inputs of a build of `package` for `target` (its own repositories and
 /// `extra`), reading each repository's snapshot now.
 pub async fn record(

@@ -174,17 +174,7 @@ impl Runner for DockerRunner {
         let req = req.clone();
         Box::pin(async move {
             let image_id = engine.image_id(&req.target.image).await.ok()??;
-            let epoch = match req.source_date_epoch {
-                Some(e) => e,
-                None => {
-                    let pkg = req.package.clone();
-                    tokio::task::spawn_blocking(move || {
-                        crate::build::provenance::newest_mtime(&pkg)
-                    })
-                    .await
-                    .ok()?
-                }
-            };
+            let epoch = crate::build::provenance::epoch_of(&req).await?;
             let p = crate::build::provenance::record(
                 &req.package,
                 &req.target,

@@ -55,6 +55,19 @@ impl Queue {
         state: ReportState,
         description: String,
     ) -> Result<(), QueueError> {
+        self.set_aggregate(repo, sha, state, description, vec![])
+            .await
+    }
+
+    /// The aggregate report of a commit, linking its page, with the builds it lists.
+    async fn set_aggregate(
+        &self,
+        repo: &RepoId,
+        sha: &CommitSha,
+        state: ReportState,
+        description: String,
+        builds: Vec<BuildLine>,
+    ) -> Result<(), QueueError> {
         self.set_report(Report {
             repo: repo.clone(),
             sha: sha.clone(),
@@ -62,7 +75,7 @@ impl Queue {
             state,
             description,
             target_url: Some(self.index_url(sha)),
-            builds: vec![],
+            builds,
         })
         .await
     }
@@ -79,16 +92,8 @@ impl Queue {
         }
         let (state, description) = summary(&builds);
         let lines = builds.iter().map(|b| self.build_line(b)).collect();
-        self.set_report(Report {
-            repo: repo.clone(),
-            sha: sha.clone(),
-            context: AGGREGATE_CONTEXT.into(),
-            state,
-            description,
-            target_url: Some(self.index_url(sha)),
-            builds: lines,
-        })
-        .await
+        self.set_aggregate(repo, sha, state, description, lines)
+            .await
     }
 
     /// A build as the aggregate lists it, with the links a per-change report shows.
