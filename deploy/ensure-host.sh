@@ -2,7 +2,10 @@
 # Makes this host able to run Packetary's builds: a Docker daemon that answers,
 # mmdebstrap for the registry-free base image, and OpenSSH (Gerrit's stream-events). Installs Debian's packages when missing
 # (needs root), starts dockerd when no daemon answers. Safe to run again.
+# --install-only: install what is missing, start no daemon (tests/fresh-docker.sh starts its own).
 set -euo pipefail
+install_only=
+[ "${1:-}" = "--install-only" ] && install_only=1
 
 log() { echo "ensure-host: $*" >&2; }
 
@@ -13,6 +16,7 @@ command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 # the system ssh client.
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: run as root, or install them with apt-get"; exit 3
@@ -21,6 +25,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+[ -n "$install_only" ] && exit 0
 
 if ! docker info >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

@@ -266,37 +266,6 @@ fn spec_code_runs_unprivileged_without_capabilities() {
     );
 }
 
-/// The host's side of Docker's default bridge: where a container with network reaches
-/// the host.
-fn bridge_gateway() -> String {
-    let out = Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ])
-        .output()
-        .expect("docker network inspect");
-    let mut gateway = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if gateway.is_empty() {
-        let out = Command::new("ip")
-            .args(["-4", "-o", "addr", "show", "docker0"])
-            .output()
-            .expect("ip addr");
-        gateway = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .unwrap_or_default()
-            .to_string();
-    }
-    assert!(!gateway.is_empty(), "no gateway on Docker's bridge network");
-    gateway
-}
-
 /// With an http repository on the target (the container gets network for its dependency
 /// phase), spec code in the srpm phase (`%()`) and in `%build` cannot reach a server
 /// the test runs; the server counts connections.

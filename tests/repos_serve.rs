@@ -4,6 +4,8 @@
 //! refused downgrade as the build's result. Real git, real Docker, real createrepo_c and
 //! dnf; a mock GitHub for statuses.
 
+#[allow(dead_code)]
+mod common;
 mod serve_common;
 
 use std::collections::BTreeMap;
@@ -23,23 +25,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const TARGET: &str = "bookworm-rpmbuild";
 const IMAGE: &str = "packetary/rpmbuild:bookworm";
 
-/// The host's side of Docker's default bridge: where a container reaches the service.
-fn bridge_gateway() -> String {
-    let out = Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ])
-        .output()
-        .expect("docker network inspect");
-    let gw = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!gw.is_empty(), "no gateway on Docker's bridge network");
-    gw
-}
-
 /// The service on all interfaces (so that a container reaches it through the bridge),
 /// its public URL on the bridge's gateway, with `releases`.
 async fn start_bot(dir: &Path, github: &MockServer, releases: &[(&str, &str)]) -> Bot {
@@ -50,7 +35,7 @@ async fn start_bot(dir: &Path, github: &MockServer, releases: &[(&str, &str)]) -
     let mut config = Config::load(None).expect("defaults");
     config.parallel = 2;
     config.server.data_dir = dir.join("data");
-    config.server.public_url = format!("http://{}:{port}", bridge_gateway());
+    config.server.public_url = format!("http://{}:{port}", common::bridge_gateway());
     config.server.max_attempts = 1;
     config.server.shutdown_grace = Duration::from_secs(5);
     config.github = Some(GithubConfig {

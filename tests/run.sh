@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `tests/run.sh --fresh-daemon`: the same suite against a brand-new Docker daemon state
+# (empty data root, a bridge interface that did not exist before), as on a new CI machine.
+# Run it so before every submission.
+if [ "${1:-}" = "--fresh-daemon" ]; then
+  exec tests/fresh-docker.sh tests/run.sh
+fi
+
 deploy/ensure-host.sh
 
 echo "tests/run.sh: building packetary" >&2

@@ -23,6 +23,31 @@ pub fn docker_or_skip(test: &str) -> bool {
     ok
 }
 
+/// Where a container on Docker's default bridge reaches this host (a service the test
+/// runs on all interfaces): the library's one answer, `Engine::bridge_host_address`,
+/// which also holds on a daemon that has just created its bridge. Panics with what was
+/// tried when there is none. Callable from sync and async tests alike (own runtime on
+/// its own thread).
+pub fn bridge_gateway() -> String {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let engine = packetary::build::Engine::connect(None)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            match engine.bridge_host_address().await {
+                Ok(ip) => ip.to_string(),
+                Err(e) => panic!("{e}"),
+            }
+        })
+    })
+    .join()
+    .expect("bridge gateway thread")
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_packetary"))
 }
