@@ -4,7 +4,7 @@
 //! at file suffixes themselves.
 //!
 //! RPM is the only format today. Debian source packages would add a variant here (chosen by
-//! a `dpkg` backend), a driver in `build/backend.rs` beside rpmbuild's and Mock's, a
+//! a `dpkg` backend), a driver in `executor/backend/<format>.rs` beside rpmbuild's and Mock's, a
 //! recipe oracle beside `spec` (what `rpmspec` answers for a spec, `dpkg-source` for a
 //! `debian/` directory) and a layout in `plan/layout.rs`.
 

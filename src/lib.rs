@@ -1,6 +1,7 @@
 //! Packetary: a Git-driven build bot for packages. See DESIGN.md for the data flow.
 
-pub mod build;
+pub mod docker;
+pub mod executor;
 pub mod config;
 pub mod forge;
 pub mod format;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{Engine, Executor, InfraError};
+use crate::executor::Executor;
+use crate::docker::{Engine, InfraError};
 use crate::config::{Config, ConfigError, GithubAuth};
 use crate::forge::github::{ApiAuth, ClientError, GitHub, GitHubWebhooks};
 use crate::forge::{FetchOrigin, Forges};

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::build::backend::sh_quote;
-use crate::build::docker::ContainerSpec;
-use crate::build::{Engine, InfraError, LABEL_BUILD};
+use crate::executor::backend::sh_quote;
+use crate::docker::ContainerSpec;
+use crate::docker::{Engine, InfraError, LABEL_BUILD};
 use crate::config::Target;
 use crate::model::{BuildId, Nevr};
 

@@ -61,10 +61,10 @@ async fn output_and_exit_code_of_an_unobserved_container_can_be_replayed() {
     if !docker_or_skip("output_and_exit_code_of_an_unobserved_container_can_be_replayed") {
         return;
     }
-    let engine = packetary::build::Engine::connect(None)
+    let engine = packetary::docker::Engine::connect(None)
         .await
         .expect("docker");
-    let spec = packetary::build::docker::ContainerSpec {
+    let spec = packetary::docker::ContainerSpec {
         name: format!("packetary-replay-test-{}", std::process::id()),
         image: IMAGE.into(),
         cmd: Some(vec![
@@ -74,7 +74,7 @@ async fn output_and_exit_code_of_an_unobserved_container_can_be_replayed() {
             "exec 2>&1; echo first; echo second >&2; exit 7".into(),
         ]),
         labels: [(
-            packetary::build::LABEL_BUILD.to_string(),
+            packetary::docker::LABEL_BUILD.to_string(),
             "replay-test".to_string(),
         )]
         .into_iter()
@@ -84,7 +84,7 @@ async fn output_and_exit_code_of_an_unobserved_container_can_be_replayed() {
     let id = engine.create(&spec).await.expect("create");
     // Started without anyone attached, as a build whose service died.
     engine.start(&id).await.expect("start");
-    let exit = packetary::build::docker::ExitHandle::Container(id.clone());
+    let exit = packetary::docker::ExitHandle::Container(id.clone());
     let code = engine.exit_code(&exit).await.expect("exit code");
     let mut stream = engine.replay(&id);
     let mut out = Vec::new();

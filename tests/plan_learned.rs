@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use futures_util::future::BoxFuture;
-use packetary::build::{BuildReport, BuildRequest, Progress};
+use packetary::executor::{BuildReport, BuildRequest, Progress};
 use packetary::config::Config;
 use packetary::model::{BuildId, Outcome, RepoId, ReportState, TargetName};
 use packetary::plan;

@@ -4,7 +4,6 @@
 //! refused downgrade as the build's result. Real git, real Docker, real createrepo_c and
 //! dnf; a mock GitHub for statuses.
 
-#[allow(dead_code)]
 mod common;
 mod serve_common;
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use packetary::build::{BuildReport, BuildRequest, Progress};
+use packetary::executor::{BuildReport, BuildRequest, Progress};
 use packetary::model::RepoId;
 use packetary::model::{
     BuildId, BuildState, Command, Outcome, Report, ReportState, TargetName, Trigger,

@@ -7,7 +7,8 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use packetary::build::{self, BuildRequest, Engine, Executor};
+use packetary::executor::{self, BuildRequest, Executor};
+use packetary::docker::Engine;
 use packetary::config::Config;
 use packetary::model::BuildId;
 use packetary::plan;
@@ -92,7 +93,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         )),
         Err(e) => tracing::warn!("could not look for leftover containers: {e}"),
     }
-    let reports: Vec<build::BuildReport> = futures_util::stream::iter(requests)
+    let reports: Vec<executor::BuildReport> = futures_util::stream::iter(requests)
         .map(|req| {
             let image_id = image_ids.get(&req.target.image).cloned();
             executor.run(req, image_id, Some(tx.clone()), cancel.clone())

@@ -9,7 +9,8 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use packetary::build::{Engine, Executor};
+use packetary::executor::Executor;
+use packetary::docker::Engine;
 use packetary::config::Config;
 use packetary::model::{ChangeKind, ForgeKind, RepoId, TargetName, Trigger};
 use packetary::queue::local::{self, LocalRun};

@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use packetary::build::{images, Engine};
+use packetary::executor::images;
+use packetary::docker::Engine;
 use packetary::config::Config;
 
 use super::{infra, progress_line, usage, CliError, ImagesCommand};

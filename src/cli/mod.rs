@@ -19,7 +19,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use packetary::build::{images as recipes, BuildReport, Engine, Progress, ProgressKind};
+use packetary::executor::{images as recipes, BuildReport, Progress, ProgressKind};
+use packetary::docker::Engine;
 use packetary::config::Config;
 use packetary::model::Outcome;
 
@@ -287,7 +288,7 @@ pub fn summarize(reports: &[BuildReport], started: Instant) -> u8 {
                 eprintln!(
                     "--- last lines of {} ---\n{}\n--- end of {} ---",
                     log.display(),
-                    packetary::build::tail(log, 25),
+                    packetary::executor::tail(log, 25),
                     log.display()
                 );
             }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use packetary::build::Engine;
+use packetary::docker::Engine;
 use packetary::config::Config;
 use packetary::git::{GitError, MirrorCache, RemoteRef};
 use packetary::plan;

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use packetary::build::Engine;
+use packetary::docker::Engine;
 use packetary::config::{Config, Release, ReleaseName};
 use packetary::repos::{self, Published, SnapshotId};
 use packetary::store::Store;
@@ -149,7 +149,7 @@ pub async fn publish_reports(
     config: &Config,
     release: &Release,
     data_dir: Option<&std::path::Path>,
-    reports: &[packetary::build::BuildReport],
+    reports: &[packetary::executor::BuildReport],
 ) -> Result<u8, CliError> {
     use packetary::model::Outcome;
     let data_dir = absolute(data_dir.unwrap_or(&config.server.data_dir)).map_err(usage)?;

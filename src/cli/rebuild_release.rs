@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use tokio_util::sync::CancellationToken;
 
-use packetary::build::docker::ContainerSpec;
-use packetary::build::{BuildRequest, Engine, Executor, LABEL_BUILD};
+use packetary::docker::ContainerSpec;
+use packetary::executor::{BuildRequest, Executor};
+use packetary::docker::{Engine, LABEL_BUILD};
 use packetary::config::{Config, Repo, RepoLocation, Target};
 use packetary::model::{BuildId, Outcome, PackageSource, TargetName};
 use packetary::plan::provides::{rpm_build_origin, rpm_payload_digest};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::publish::PublishOutcome;
 use super::retry::Fault;
 use super::{Queue, QueueError};
-use crate::build::BuildReport;
+use crate::executor::BuildReport;
 use crate::model::{BuildState, Outcome};
 use crate::store::{BuildRow, Millis, PhaseRow};
 

@@ -17,7 +17,7 @@ use super::{
     Metrics, PlanError, PlannedBuild, Planner, Queue, QueueConfig, QueueError, Runner,
     SourceProvider,
 };
-use crate::build::{BuildReport, BuildRequest, Progress};
+use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::config::Target;
 use crate::forge::{DeliveryError, Forge};
 use crate::model::{BuildId, RepoId, Report, TargetName, Trigger};

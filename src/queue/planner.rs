@@ -309,7 +309,7 @@ pub fn git_backed(
     data_dir: &std::path::Path,
     store: Store,
     creds: Credentials,
-    engine: crate::build::Engine,
+    engine: crate::docker::Engine,
     targets: BTreeMap<TargetName, Target>,
     default_targets: Vec<TargetName>,
 ) -> (

@@ -1,4 +1,4 @@
-//! Build avoidance: a build whose input digest (see [`crate::build::provenance`]) matches
+//! Build avoidance: a build whose input digest (see [`crate::executor::provenance`]) matches
 //! a succeeded build's does not run. Its results directory is made from the earlier one's
 //! (files hard-linked, `logs/build.json` written anew with `reused_from`), and it succeeds
 //! with "reused from <build>", without a container.
@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use super::Queue;
-use crate::build::provenance::Provenance;
-use crate::build::{BuildReport, BuildRequest};
+use crate::executor::provenance::Provenance;
+use crate::executor::{BuildReport, BuildRequest};
 use crate::model::{BuildId, Nevr, Outcome};
 use crate::store::BuildRow;
 
@@ -106,7 +106,7 @@ fn reuse_results(
         binaries: binaries.iter().map(|b| dest.join(b)).collect(),
     };
     let report = BuildReport {
-        format: crate::build::provenance::BUILD_JSON_FORMAT,
+        format: crate::executor::provenance::BUILD_JSON_FORMAT,
         id: id.clone(),
         package: v["package"].as_str().unwrap_or_default().to_string(),
         spec: PathBuf::from(v["spec"].as_str().unwrap_or_default()),

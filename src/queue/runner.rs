@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::{BuildReport, BuildRequest, InfraError, Progress};
+use crate::executor::{BuildReport, BuildRequest, Progress};
+use crate::docker::InfraError;
 use crate::model::{BuildId, CommitSha, Outcome, RepoId, TargetName, Trigger};
 
 /// One build the planner asks for.
@@ -106,7 +107,7 @@ pub trait Runner: Send + Sync {
 
     /// The engine that indexes published package repositories (`crate::repos`); `None`
     /// for runners without one (fakes), whose builds are then not published.
-    fn indexer_engine(&self) -> Option<crate::build::Engine> {
+    fn indexer_engine(&self) -> Option<crate::docker::Engine> {
         None
     }
 
@@ -120,7 +121,7 @@ pub trait Runner: Send + Sync {
         Box::pin(async { Err(MakeRepoError::Unsupported) })
     }
 
-    /// The input digest of `req` (see [`crate::build::provenance`]) when every input is
+    /// The input digest of `req` (see [`crate::executor::provenance`]) when every input is
     /// known, for build avoidance; `None`: the build always runs.
     fn input_digest(&self, _req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
         Box::pin(async { None })
@@ -140,7 +141,7 @@ pub trait Runner: Send + Sync {
 
 /// The Docker executor as a [`Runner`]; a missing image is an infrastructure fault.
 pub struct DockerRunner {
-    pub executor: crate::build::Executor,
+    pub executor: crate::executor::Executor,
 }
 
 impl Runner for DockerRunner {
@@ -174,8 +175,8 @@ impl Runner for DockerRunner {
         let req = req.clone();
         Box::pin(async move {
             let image_id = engine.image_id(&req.target.image).await.ok()??;
-            let epoch = crate::build::provenance::epoch_of(&req).await?;
-            let p = crate::build::provenance::record(
+            let epoch = crate::executor::provenance::epoch_of(&req).await?;
+            let p = crate::executor::provenance::record(
                 &req.package,
                 &req.target,
                 &req.extra_repos,
@@ -188,7 +189,7 @@ impl Runner for DockerRunner {
         })
     }
 
-    fn indexer_engine(&self) -> Option<crate::build::Engine> {
+    fn indexer_engine(&self) -> Option<crate::docker::Engine> {
         Some(self.executor.engine().clone())
     }
 
@@ -200,7 +201,7 @@ impl Runner for DockerRunner {
     ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
         let engine = self.executor.engine().clone();
         Box::pin(async move {
-            crate::build::local_repo(&engine, &image, &dir, &rpms)
+            crate::executor::local_repo(&engine, &image, &dir, &rpms)
                 .await
                 .map_err(MakeRepoError::from)
         })
@@ -218,7 +219,7 @@ impl Runner for DockerRunner {
 
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
         let engine = self.executor.engine().clone();
-        let label = format!("{}={id}", crate::build::LABEL_BUILD);
+        let label = format!("{}={id}", crate::docker::LABEL_BUILD);
         Box::pin(async move {
             match engine.containers_with_label(&label).await {
                 Ok(ids) => {
@@ -242,7 +243,7 @@ pub fn results_root(data_dir: &Path, id: &BuildId) -> PathBuf {
 /// A report for a build that never reached the executor.
 pub fn error_report(req: &BuildRequest, message: String) -> BuildReport {
     BuildReport {
-        format: crate::build::provenance::BUILD_JSON_FORMAT,
+        format: crate::executor::provenance::BUILD_JSON_FORMAT,
         id: req.id.clone(),
         package: req.package.label(),
         spec: req.package.relative_spec(),

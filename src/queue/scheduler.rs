@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{results_root, MakeRepoError, Queue, QueueError, SourceError};
-use crate::build::{BuildRequest, Progress, ProgressKind};
+use crate::executor::{BuildRequest, Progress, ProgressKind};
 use crate::config::{Repo, RepoLocation, Target};
 use crate::model::{BuildId, BuildState, Outcome, PackageSource, TargetName};
 use crate::plan::DiscoverError;
@@ -174,7 +174,7 @@ impl Queue {
         let dirs = self.inner.store.earlier_results(b).await?;
         let rpms: Vec<PathBuf> = dirs
             .iter()
-            .flat_map(|d| crate::build::binary_packages_in(d))
+            .flat_map(|d| crate::executor::binary_packages_in(d))
             .collect();
         if rpms.is_empty() {
             return Ok(vec![]);

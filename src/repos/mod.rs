@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::build::docker::{ContainerSpec, Engine, InfraError, LABEL_BUILD};
+use crate::docker::{ContainerSpec, Engine, InfraError, LABEL_BUILD};
 use crate::model::BuildId;
 use crate::plan::provides::{rpm_identity, HeaderError, RpmIdentity};
 

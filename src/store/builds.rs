@@ -274,7 +274,7 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Records the input digest of a build about to run (see `build::provenance`).
+    /// Records the input digest of a build about to run (see `executor::provenance`).
     pub async fn set_input_digest(&self, id: &BuildId, digest: &str) -> Result<(), StoreError> {
         let id = id.as_str();
         sqlx::query!(

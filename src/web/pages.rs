@@ -83,7 +83,7 @@ fn logs_dir(app: &AppState, b: &BuildRow) -> Option<PathBuf> {
         return Some(d.join("logs"));
     }
     (b.state == BuildState::Running).then(|| {
-        crate::build::staging_dir(
+        crate::executor::staging_dir(
             &crate::queue::results_root(&app.data_dir, &b.id),
             &b.target,
             &b.id,

@@ -35,7 +35,7 @@ pub fn bridge_gateway() -> String {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let engine = packetary::build::Engine::connect(None)
+            let engine = packetary::docker::Engine::connect(None)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             match engine.bridge_host_address().await {

@@ -185,8 +185,8 @@ pub fn ids(plan: &packetary::plan::Plan) -> Vec<String> {
 
 /// A Docker engine, or `None` (with a message) when no daemon answers outside CI.
 /// In CI (env CI set) a missing daemon fails the test instead of skipping it.
-pub async fn docker() -> Option<packetary::build::Engine> {
-    match packetary::build::Engine::connect(None).await {
+pub async fn docker() -> Option<packetary::docker::Engine> {
+    match packetary::docker::Engine::connect(None).await {
         Ok(e) => Some(e),
         Err(e) if std::env::var_os("CI").is_some() => {
             panic!("CI is set but Docker is unavailable: {e}")

@@ -189,8 +189,8 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
 
 /// Whether Docker answers. With `CI` set, a missing daemon fails the test instead of
 /// skipping it.
-pub async fn docker_or_skip() -> Option<packetary::build::Engine> {
-    match packetary::build::Engine::connect(None).await {
+pub async fn docker_or_skip() -> Option<packetary::docker::Engine> {
+    match packetary::docker::Engine::connect(None).await {
         Ok(e) => Some(e),
         Err(e) => {
             if std::env::var_os("CI").is_some() {
@@ -321,7 +321,7 @@ pub fn push_payload(
 
 // ---- fakes for the queue -----------------------------------------------------------------
 
-use packetary::build::{BuildReport, BuildRequest, Progress as BuildEvent};
+use packetary::executor::{BuildReport, BuildRequest, Progress as BuildEvent};
 use packetary::model::{BuildId, CommitSha, TargetName};
 use packetary::model::{Outcome, Trigger};
 use packetary::queue::{PlanError, PlannedBuild, Planner, Runner, SourceError, SourceProvider};

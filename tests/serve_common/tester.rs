@@ -458,7 +458,7 @@ impl QueueTester {
 
     /// Where the executor would write the logs of build `id` while it runs.
     pub fn live_logs_dir(&self, id: &BuildId) -> PathBuf {
-        packetary::build::staging_dir(
+        packetary::executor::staging_dir(
             &packetary::queue::results_root(&self.queue().store_dir(), id),
             &TargetName::parse("t").expect("name"),
             id,

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::backend::{MOCK_LOGS, NEVR_FILE, OUT_DIR};
-use super::docker::Engine;
+use crate::docker::Engine;
 use crate::format::Format;
 
 /// Most bytes a build may leave in `/out`, all entries counted.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::docker::{Engine, InfraError};
+use crate::docker::{Engine, InfraError};
 use crate::config::ImagesConfig;
 
 #[derive(Debug, Clone, Copy)]

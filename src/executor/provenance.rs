@@ -206,7 +206,7 @@ pub fn newest_mtime(package: &PackageSource) -> i64 {
 
 /// The `SOURCE_DATE_EPOCH` a build request is given, else its package's newest mtime
 /// (read off the async threads); `None` only when that read could not run.
-pub async fn epoch_of(req: &crate::build::BuildRequest) -> Option<i64> {
+pub async fn epoch_of(req: &crate::executor::BuildRequest) -> Option<i64> {
     if let Some(e) = req.source_date_epoch {
         return Some(e);
     }

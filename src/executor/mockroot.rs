@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 
 use super::backend::{self, ContainerRepo, Script};
-use super::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
+use crate::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use super::run::{infra, Logs, Run, Stop};
 use crate::config::RepoLocation;
 use crate::model::Phase;

@@ -5,8 +5,8 @@ use crate::model::{Failure, Nevr, Phase};
 
 use super::backend;
 use super::classify::{first_error_line, missing_capabilities};
-use super::docker::ExecStream;
-use super::executor::Executor;
+use crate::docker::ExecStream;
+use super::local::Executor;
 use super::results::{self, FetchError};
 use super::run::{infra, Logs, Run, Stop};
 

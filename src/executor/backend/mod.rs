@@ -70,7 +70,7 @@ pub enum Verdict {
 }
 
 /// How `backend` reads a phase that exited `code` having printed `text`; `None` leaves it
-/// to the generic reading (`build::classify`).
+/// to the generic reading (`executor::classify`).
 pub fn classify(backend: Backend, code: i64, text: &str) -> Option<Verdict> {
     match backend {
         Backend::Rpmbuild => None,
@@ -227,7 +227,7 @@ mod tests {
             "{build}"
         );
         // Docker's default capabilities dropped, a few kept for root's dependency phase.
-        assert_eq!(s.cap_add[0], crate::build::docker::DROP_DEFAULT_CAPS);
+        assert_eq!(s.cap_add[0], crate::docker::DROP_DEFAULT_CAPS);
         assert!(!s.cap_add.iter().any(|c| c == "NET_RAW" || c == "MKNOD"));
         // Spec code runs unprivileged, and its phases are not the dependency phase.
         assert!(srpm.contains("setpriv --reuid=builder"), "{srpm}");

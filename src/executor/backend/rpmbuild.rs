@@ -4,7 +4,7 @@ use super::{
     sh_quote, target_defines, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR,
     SOURCE_DIR, SPEC_DIR,
 };
-use crate::build::docker::DROP_DEFAULT_CAPS;
+use crate::docker::DROP_DEFAULT_CAPS;
 use crate::config::Target;
 
 /// Macros for every rpmbuild call: a flat output layout and reproducible packages

@@ -1,11 +1,11 @@
 //! The mock backend: Mock in the target's image builds the SRPM, then rebuilds it in the
 //! same buildroot (`--no-clean`): one buildroot per build, and none at all to make when the
-//! build starts from a warm buildroot image (see `build::mockroot`).
+//! build starts from a warm buildroot image (see `executor::mockroot`).
 //!
 //! Mock runs as root and drops to the user `sudo` would name; that user is read from the
 //! image (`SUDO_USER`, else `mockbuild`) when the build starts, never assumed. Its
 //! `--resultdir`s, under [`MOCK_LOGS`], belong to that user; Mock's logs there are taken
-//! out of the container as the build's `logs/mock/<phase>/` (see `build::results`).
+//! out of the container as the build's `logs/mock/<phase>/` (see `executor::results`).
 
 use super::{
     sh_quote, ContainerRepo, Script, Verdict, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR,

@@ -47,15 +47,14 @@
 //! output, its exit classified, results taken), `run` (the per-build state, logs and
 //! finish), `inputs` (the upload archive), `results` (the download archive, checked),
 //! `classify` (reading failed phases' output), `repo` (repositories of earlier results),
-//! `backend` (what runs in the container), `docker` (the Engine API), `images`.
+//! `backend` (what runs in the container), `images`; the Engine API is `crate::docker`.
 
 pub mod backend;
 mod classify;
-pub mod docker;
-mod executor;
 mod follow;
 pub mod images;
 mod inputs;
+mod local;
 pub mod mockroot;
 pub mod provenance;
 mod repo;
@@ -71,8 +70,7 @@ use crate::config::{Backend, Target};
 use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
 
 pub use classify::{first_error_line, missing_capabilities, tail};
-pub use docker::{Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
-pub use executor::Executor;
+pub use local::Executor;
 pub use repo::{binary_packages_in, local_repo};
 pub use results::{MAX_RESULT_BYTES, MAX_RESULT_ENTRIES};
 pub use run::staging_dir;

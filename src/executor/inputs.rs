@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::backend::{OUT_DIR, SOURCE_DIR, SPEC_DIR};
-use super::docker::{Engine, InfraError};
+use crate::docker::{Engine, InfraError};
 use super::results::open_regular;
 use crate::model::PackageSource;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::docker::InfraError;
+use crate::docker::InfraError;
 use super::{BuildReport, BuildRequest, PhaseTiming, Progress, ProgressKind};
 use crate::config::RepoLocation;
 use crate::format::Format;

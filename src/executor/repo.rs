@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::docker::{self, Engine, InfraError, LABEL_BUILD};
+use crate::docker::{self, Engine, InfraError, LABEL_BUILD};
 use super::results::open_regular;
 use crate::format::Format;
 use crate::model::BuildId;
