@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::Executor;
-use crate::docker::{Engine, InfraError};
 use crate::config::{Config, ConfigError, GithubAuth};
+use crate::docker::{Engine, InfraError};
+use crate::executor::Executor;
 use crate::forge::github::{ApiAuth, ClientError, GitHub, GitHubWebhooks};
 use crate::forge::{FetchOrigin, Forges};
 use crate::git::{Credentials, FetchAuth};

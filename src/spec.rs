@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::executor::backend::sh_quote;
+use crate::config::Target;
 use crate::docker::ContainerSpec;
 use crate::docker::{Engine, InfraError, LABEL_BUILD};
-use crate::config::Target;
+use crate::executor::backend::sh_quote;
 use crate::model::{BuildId, Nevr};
 
 /// What rpm made of a spec for one target.

@@ -16,7 +16,7 @@ use packetary::model::{
 use packetary::queue::{error_report, PlanError, PlannedBuild, Planner, Runner};
 use packetary::store::{Inbound, Millis, Store, TriggerState};
 use serve_common::tester::{push_trigger, sha, QueueTester, AGGREGATE, HELLO};
-use serve_common::{FakePlanner, Mode};
+use serve_common::{FakePlanner, Mode, GONE_COMMIT};
 use tokio_util::sync::CancellationToken;
 
 use ReportState::{Error, Failure, Pending, Success};
@@ -152,6 +152,32 @@ async fn infrastructure_faults_are_retried_then_reported_as_error() {
         "{all:?}"
     );
     t.expect_status('a', AGGREGATE, Error);
+}
+
+/// A commit that is gone ("retrying will not help") ends the build as an error at once,
+/// with no run and no retry.
+#[tokio::test]
+async fn a_commit_that_is_gone_is_not_retried() {
+    let t = QueueTester::new(Mode::Succeed).await;
+    t.start().await;
+    t.push(GONE_COMMIT).await;
+    t.wait_status(GONE_COMMIT, HELLO, Error).await;
+    assert_eq!(t.runs(), 0, "nothing to run without the commit");
+    let all = t.statuses(GONE_COMMIT, HELLO);
+    assert!(
+        all.iter().all(|(_, d)| !d.contains("retrying")),
+        "retried: {all:?}"
+    );
+    let b = &t.builds().await[0];
+    assert_eq!(b.state, BuildState::Error);
+    assert_eq!(b.attempts, 1, "{b:?}");
+    assert!(
+        b.message
+            .as_deref()
+            .is_some_and(|m| m.contains("in the mirror")),
+        "{b:?}"
+    );
+    t.expect_status(GONE_COMMIT, AGGREGATE, Error);
 }
 
 #[tokio::test]

@@ -1,17 +1,39 @@
 //! Finishing a build: its outcome becomes a final state (succeeded, failed, error,
 //! cancelled), a retry under the builds' policy (infrastructure faults), or a return to the
-//! queue (stopped by a shutdown); its phases and results are recorded, its metrics counted,
-//! and its status and its commit's aggregate reported. Every way a build ends passes here,
-//! so that none is left pending.
+//! queue (stopped by a shutdown). Every way a build ends passes here, so that none is left
+//! pending, and each of those is ONE ledger transaction that also writes its reports.
+//!
+//! A succeeded build is first *recorded* (its results, phases and outcome, in one
+//! transaction), then published, then ended: a process killed after the record finishes
+//! the build from it at the next start ([`Queue::finish_recorded`]), publishing the same
+//! bytes again (a no-op for a release) instead of building anew.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use super::failpoint;
 use super::publish::PublishOutcome;
 use super::retry::Fault;
 use super::{Queue, QueueError};
 use crate::executor::BuildReport;
 use crate::model::{BuildState, Outcome};
+use crate::store::ledger::{self, BuildEnd, EventKind, LearnedProvides};
 use crate::store::{BuildRow, Millis, PhaseRow};
+
+/// What a succeeded build produced, as the ledger keeps it between its record and its end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Recorded {
+    pub source: PathBuf,
+    pub binaries: Vec<PathBuf>,
+    /// The results directory.
+    pub dir: PathBuf,
+    /// What the build's message says it built: `name-version-release`, or `None`.
+    pub nvr: Option<String>,
+    pub reused_from: Option<String>,
+    pub elapsed_secs: u64,
+}
 
 impl Queue {
     /// Records how `b` ended; `report` is the runner's report, or the outcome of a build
@@ -22,60 +44,60 @@ impl Queue {
         report: Result<BuildReport, Outcome>,
         elapsed: Duration,
     ) -> Result<(), QueueError> {
-        let mut reused_from = None;
-        let mut published = PublishOutcome::Nothing;
-        let (outcome, nvr) = match report {
-            Ok(r) => {
-                reused_from = r.reused_from.clone();
-                self.record_results(b, &r).await?;
-                if let Outcome::Succeeded { source, binaries } = &r.outcome {
-                    self.learn_provides(b, binaries).await?;
-                    published = self.publish_build(b, source, binaries).await?;
-                }
-                let nvr = r.nevr.as_ref().map(|n| n.nvr());
-                (r.outcome, nvr)
-            }
-            Err(o) => (o, None),
-        };
         let secs = elapsed.as_secs_f64();
-        match outcome {
-            Outcome::Succeeded { .. } => {
-                let built = match &reused_from {
-                    Some(from) => format!("reused from {from}"),
-                    None => format!(
-                        "built {} in {}",
-                        nvr.as_deref().unwrap_or(&b.package),
-                        humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
-                    ),
-                };
-                match published {
-                    PublishOutcome::Nothing => {
-                        self.end(b, BuildState::Succeeded, &built, None, secs)
-                            .await?;
+        let (outcome, phases, dir) = match report {
+            Ok(r) => {
+                let phases = phase_rows(&r);
+                if let Outcome::Succeeded { source, binaries } = &r.outcome {
+                    let rec = Recorded {
+                        source: source.clone(),
+                        binaries: binaries.clone(),
+                        dir: r.dir.clone(),
+                        nvr: r.nevr.as_ref().map(|n| n.nvr()),
+                        reused_from: r.reused_from.as_ref().map(|f| f.to_string()),
+                        elapsed_secs: elapsed.as_secs(),
+                    };
+                    let json = serde_json::to_string(&rec)?;
+                    let mut tx = self.inner.store.tx().await?;
+                    let kept = ledger::record(&mut tx, &b.id, &json, &r.dir, &phases).await?;
+                    tx.commit().await?;
+                    failpoint::hit("finish:recorded");
+                    if !kept {
+                        // Superseded or cancelled meanwhile: that transition reported it.
+                        return Ok(());
                     }
-                    PublishOutcome::Done(note) => {
-                        let msg = format!("{built}; {note}");
-                        self.end(b, BuildState::Succeeded, &msg, None, secs).await?;
-                    }
-                    // A refusal is the build's result, not a silent skip.
-                    PublishOutcome::Refused(why) => {
-                        self.end(b, BuildState::Failed, &why, Some("publish"), secs)
-                            .await?;
-                    }
-                    PublishOutcome::Fault(why) => {
-                        self.retry_or_give_up(b, &why, secs).await?;
-                    }
+                    return self.finish_recorded(b, rec).await;
                 }
+                let dir = r.dir.is_dir().then(|| r.dir.clone());
+                (r.outcome, phases, dir)
             }
+            Err(o) => (o, vec![], None),
+        };
+        let end = |state, message: &str, phase| Ending {
+            state,
+            message: message.to_string(),
+            phase,
+            phases: phases.clone(),
+            dir: dir.clone(),
+        };
+        match outcome {
+            // Handled above: recorded, then published.
+            Outcome::Succeeded { .. } => {}
             Outcome::Failed { phase, message, .. } => {
-                self.end(b, BuildState::Failed, &message, Some(phase.as_str()), secs)
-                    .await?;
+                self.end(
+                    b,
+                    end(BuildState::Failed, &message, Some(phase.as_str())),
+                    None,
+                    secs,
+                )
+                .await?;
             }
             Outcome::Error { message } => {
                 if self.shutting_down() {
                     self.requeue_for_shutdown(b).await?;
                 } else {
-                    self.retry_or_give_up(b, &message, secs).await?;
+                    self.retry_or_give_up(b, end(BuildState::Error, &message, None), secs)
+                        .await?;
                 }
             }
             Outcome::Cancelled => {
@@ -84,46 +106,93 @@ impl Queue {
                 } else {
                     // When the store says it already ended, it was superseded or its
                     // change closed; that path reported it.
-                    self.end(b, BuildState::Cancelled, "cancelled", None, secs)
+                    self.end(b, end(BuildState::Cancelled, "cancelled", None), None, secs)
                         .await?;
                 }
             }
         }
         tracing::info!(build = %b.id, "build ended");
-        self.report_aggregate(&b.repo, &b.commit).await?;
         Ok(())
     }
 
-    /// The build's phases and, when there is one, its results directory.
-    async fn record_results(&self, b: &BuildRow, r: &BuildReport) -> Result<(), QueueError> {
-        let store = &self.inner.store;
-        let phases: Vec<PhaseRow> = r
-            .phases
-            .iter()
-            .map(|p| PhaseRow {
-                phase: p.phase.as_str().to_string(),
-                started: p.started.clone(),
-                seconds: p.seconds,
-                ok: p.ok,
-            })
-            .collect();
-        store.record_phases(&b.id, &phases).await?;
-        if r.dir.is_dir() {
-            store.set_result_dir(&b.id, &r.dir).await?;
-        }
-        Ok(())
-    }
-
-    /// Stores the Provides of the binary RPMs a successful build made, for the ordering of
-    /// later plans ([`crate::plan::provides`]). A package that cannot be read is logged
-    /// and skipped: it says nothing about the build's success.
-    async fn learn_provides(
+    /// Publishes a recorded build's packages and ends it: after its run, or at start-up
+    /// for a build the previous process recorded but did not end.
+    pub(super) async fn finish_recorded(
         &self,
         b: &BuildRow,
-        binaries: &[std::path::PathBuf],
+        rec: Recorded,
     ) -> Result<(), QueueError> {
+        let built = match &rec.reused_from {
+            Some(from) => format!("reused from {from}"),
+            None => format!(
+                "built {} in {}",
+                rec.nvr.as_deref().unwrap_or(&b.package),
+                humantime::format_duration(Duration::from_secs(rec.elapsed_secs))
+            ),
+        };
+        let published = self.publish_build(b, &rec.source, &rec.binaries).await?;
+        failpoint::hit("finish:published");
+        let ending = |state, message: String, phase| Ending {
+            state,
+            message,
+            phase,
+            phases: vec![],
+            dir: Some(rec.dir.clone()),
+        };
+        let secs = rec.elapsed_secs as f64;
+        match published {
+            PublishOutcome::Nothing => {
+                let provides = self.read_provides(&rec.binaries).await;
+                self.end(
+                    b,
+                    ending(BuildState::Succeeded, built, None),
+                    Some(&provides),
+                    secs,
+                )
+                .await?;
+            }
+            PublishOutcome::Done {
+                note,
+                label,
+                snapshot,
+            } => {
+                let provides = self.read_provides(&rec.binaries).await;
+                let e = ending(BuildState::Succeeded, format!("{built}; {note}"), None);
+                self.end_with(
+                    b,
+                    e,
+                    Some(&provides),
+                    Some((&label, snapshot.as_deref())),
+                    secs,
+                )
+                .await?;
+            }
+            // A refusal is the build's result, not a silent skip; its packages teach
+            // later plans nothing.
+            PublishOutcome::Refused(why) => {
+                self.end(
+                    b,
+                    ending(BuildState::Failed, why, Some("publish")),
+                    None,
+                    secs,
+                )
+                .await?;
+            }
+            PublishOutcome::Fault(why) => {
+                self.retry_or_give_up(b, ending(BuildState::Error, why, None), secs)
+                    .await?;
+            }
+        }
+        tracing::info!(build = %b.id, "build ended");
+        Ok(())
+    }
+
+    /// The Provides of the binary RPMs a successful build made, for the ordering of later
+    /// plans ([`crate::plan::provides`]). A package that cannot be read is logged and
+    /// skipped: it says nothing about the build's success.
+    async fn read_provides(&self, binaries: &[PathBuf]) -> Vec<String> {
         let files = binaries.to_vec();
-        let read = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
             for f in &files {
                 match crate::plan::provides::rpm_provides(f) {
@@ -135,75 +204,134 @@ impl Queue {
             all.dedup();
             all
         })
-        .await;
-        let Ok(provides) = read else {
-            return Ok(());
-        };
-        if !provides.is_empty() {
-            self.inner
-                .store
-                .learn_provides(&b.repo, &b.package, &b.target, &b.id, &provides)
-                .await?;
-        }
-        Ok(())
+        .await
+        .unwrap_or_default()
     }
 
-    /// Ends the build in a final `state`; counts and reports it unless the store says it
-    /// had already ended (then returns `false`).
     async fn end(
         &self,
         b: &BuildRow,
-        state: BuildState,
-        message: &str,
-        phase: Option<&str>,
+        e: Ending,
+        provides: Option<&[String]>,
         secs: f64,
     ) -> Result<bool, QueueError> {
-        let ended = self
-            .inner
-            .store
-            .finish_build(&b.id, state, Some(message), None, phase)
-            .await?;
+        self.end_with(b, e, provides, None, secs).await
+    }
+
+    /// Ends the build in a final state, with what it taught and where it was published,
+    /// and writes its reports: one transaction. Counts it unless the ledger says it had
+    /// already ended (then returns `false`).
+    async fn end_with(
+        &self,
+        b: &BuildRow,
+        e: Ending,
+        provides: Option<&[String]>,
+        publication: Option<(&str, Option<&str>)>,
+        secs: f64,
+    ) -> Result<bool, QueueError> {
+        let mut tx = self.inner.store.tx().await?;
+        let ended = ledger::end(
+            &mut tx,
+            &BuildEnd {
+                id: &b.id,
+                state: e.state,
+                message: &e.message,
+                phase: e.phase,
+                result_dir: e.dir.as_deref(),
+                phases: &e.phases,
+                provides: provides.map(|p| LearnedProvides {
+                    repo: &b.repo,
+                    package: &b.package,
+                    target: &b.target,
+                    provides: p,
+                }),
+                publication,
+            },
+        )
+        .await?;
         if ended {
-            self.inner.metrics.build_finished(state.as_str(), secs);
-            self.report_build(b, state, message).await?;
+            self.report_transition(&mut tx, EventKind::Ended, b, e.state, &e.message)
+                .await?;
         }
+        tx.commit().await?;
+        if ended {
+            self.reports_written();
+            self.inner.metrics.build_finished(e.state.as_str(), secs);
+        }
+        failpoint::hit("finish:ended");
         Ok(ended)
     }
 
     /// An infrastructure fault: the build runs again later under the builds' retry policy,
     /// or ends as `error` once it has had its attempts.
-    async fn retry_or_give_up(
-        &self,
-        b: &BuildRow,
-        message: &str,
-        secs: f64,
-    ) -> Result<(), QueueError> {
+    async fn retry_or_give_up(&self, b: &BuildRow, e: Ending, secs: f64) -> Result<(), QueueError> {
         let attempts = b.attempts.max(1) as u32;
         let policy = &self.inner.retry.builds;
         let Some(wait) = policy.next(attempts, Fault::Transient) else {
-            if self.end(b, BuildState::Error, message, None, secs).await? {
+            let message = e.message.clone();
+            if self.end(b, e, None, secs).await? {
                 tracing::warn!(build = %b.id, "giving up after {attempts} attempt(s): {message}");
             }
             return Ok(());
         };
         let msg = format!(
-            "infrastructure error, retrying in {} (attempt {attempts} of {}): {message}",
+            "infrastructure error, retrying in {} (attempt {attempts} of {}): {}",
             humantime::format_duration(wait),
-            policy.max_attempts
+            policy.max_attempts,
+            e.message
         );
         tracing::warn!(build = %b.id, "{msg}");
-        if self
-            .inner
-            .store
-            .requeue(&b.id, Millis::now().after(wait), Some(&msg), true)
-            .await?
-        {
-            self.report_build(b, BuildState::Queued, &msg).await?;
+        self.requeue(b, Millis::now().after(wait), &msg, true)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a build as `error` at once, without a retry: an infrastructure fault that
+    /// retrying cannot mend (its commit is gone).
+    pub(super) async fn give_up(
+        &self,
+        b: &BuildRow,
+        message: &str,
+        elapsed: Duration,
+    ) -> Result<(), QueueError> {
+        let e = Ending {
+            state: BuildState::Error,
+            message: message.to_string(),
+            phase: None,
+            phases: vec![],
+            dir: None,
+        };
+        if self.end(b, e, None, elapsed.as_secs_f64()).await? {
+            tracing::warn!(build = %b.id, "not retried: {message}");
         }
         Ok(())
     }
 
+    /// Puts a running build back in the queue and reports it queued: one transaction.
+    /// Returns `false` when it was no longer running.
+    pub(super) async fn requeue(
+        &self,
+        b: &BuildRow,
+        at: Millis,
+        message: &str,
+        count_attempt: bool,
+    ) -> Result<bool, QueueError> {
+        let mut tx = self.inner.store.tx().await?;
+        let done = ledger::requeue(&mut tx, &b.id, at, Some(message), count_attempt).await?;
+        if done {
+            self.report_transition(&mut tx, EventKind::Requeued, b, BuildState::Queued, message)
+                .await?;
+        }
+        failpoint::hit("requeue:before-commit");
+        tx.commit().await?;
+        if done {
+            self.reports_written();
+        }
+        Ok(done)
+    }
+
     /// Stopped because the shutdown's grace period ran out: it runs again at the next start.
+    /// Its status stays as it was (the next start reports it again).
     async fn requeue_for_shutdown(&self, b: &BuildRow) -> Result<(), QueueError> {
         self.inner
             .store
@@ -211,4 +339,26 @@ impl Queue {
             .await?;
         Ok(())
     }
+}
+
+/// How a build ends, before it is written.
+struct Ending {
+    state: BuildState,
+    message: String,
+    phase: Option<&'static str>,
+    phases: Vec<PhaseRow>,
+    dir: Option<PathBuf>,
+}
+
+/// The runner's phase timings as the ledger keeps them.
+fn phase_rows(r: &BuildReport) -> Vec<PhaseRow> {
+    r.phases
+        .iter()
+        .map(|p| PhaseRow {
+            phase: p.phase.as_str().to_string(),
+            started: p.started.clone(),
+            seconds: p.seconds,
+            ok: p.ok,
+        })
+        .collect()
 }

@@ -5,12 +5,14 @@
 //! A closed pull request or deleted branch ends its builds here too: both are a change
 //! moving on, and both end builds the same way.
 
+use super::report::reporter::{reporter, BuildStatus};
 use super::retry::Fault;
 use super::{PlanError, PlannedBuild, Queue, QueueError};
-use crate::model::{
-    build_context, BuildId, BuildState, ChangeKind, Command, RepoId, Report, ReportState,
+use crate::model::{BuildId, BuildState, ChangeKind, Command, CommitSha, RepoId, ReportState};
+use crate::store::ledger::{self, Conn, EventKind};
+use crate::store::{
+    changes, reports, BuildRow, Millis, NewBuild, StoredCommand, StoredTrigger, TriggerState,
 };
-use crate::store::{BuildRow, Millis, NewBuild, StoredCommand, StoredTrigger, TriggerState};
 
 /// Repositories planned at once (each runs its own spec query containers).
 const PLANS_AT_ONCE: usize = 4;
@@ -244,18 +246,19 @@ impl Queue {
         }
     }
 
-    /// Ends the builds of the same change that this trigger makes obsolete.
+    /// Ends the builds of the same change that this trigger makes obsolete, with their
+    /// reports: one transaction.
     async fn supersede(&self, st: &StoredTrigger) -> Result<(), QueueError> {
         let t = &st.trigger;
-        let superseded = self.inner.store.supersede(t, st.id).await?;
+        let message = format!("superseded by {}", t.head);
+        let mut tx = self.inner.store.tx().await?;
+        let superseded = changes::supersede(&mut tx, t, st.id).await?;
+        self.report_ended(&mut tx, &superseded, BuildState::Superseded, &message)
+            .await?;
+        tx.commit().await?;
         if !superseded.is_empty() {
             tracing::info!(repo = %t.repo, head = %t.head, "superseding {} build(s)", superseded.len());
-            self.after_ended(
-                &superseded,
-                BuildState::Superseded,
-                &format!("superseded by {}", t.head),
-            )
-            .await?;
+            self.after_ended(&superseded);
         }
         Ok(())
     }
@@ -319,24 +322,39 @@ impl Queue {
                 stage: p.stage,
             })
             .collect();
-        self.inner.store.insert_builds(st, &builds).await?;
-        tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());
+        let mut tx = self.inner.store.tx().await?;
+        ledger::plan(&mut tx, st, &builds).await?;
+        let reporter = reporter(t.repo.forge());
         for b in &builds {
-            let (state, description) = match &b.error {
-                None => (ReportState::Pending, "queued".to_string()),
-                Some(e) => (ReportState::Failure, format!("plan: {e}")),
+            let description = match &b.error {
+                None => "queued".to_string(),
+                Some(e) => format!("plan: {e}"),
             };
-            self.set_report(Report {
-                repo: t.repo.clone(),
-                sha: t.head.clone(),
-                context: build_context(b.target.as_str(), &b.package),
+            let state = if b.error.is_some() {
+                BuildState::Failed
+            } else {
+                BuildState::Queued
+            };
+            let status = BuildStatus {
+                repo: &t.repo,
+                sha: &t.head,
+                target: &b.target,
+                package: &b.package,
                 state,
-                description,
-                target_url: Some(self.build_url(&b.id)),
-                builds: vec![],
-            })
-            .await?;
+                message: &description,
+                url: self.build_url(&b.id),
+            };
+            if let Some(r) = reporter.build_status(status) {
+                reports::upsert(&mut tx, &r).await?;
+            }
         }
+        if !builds.is_empty() {
+            self.report_aggregate(&mut tx, reporter, EventKind::Planned, &t.repo, &t.head)
+                .await?;
+        }
+        tx.commit().await?;
+        self.reports_written();
+        tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());
         if builds.is_empty() {
             self.report_commit(
                 &t.repo,
@@ -345,8 +363,6 @@ impl Queue {
                 "no package to build".into(),
             )
             .await?;
-        } else {
-            self.report_aggregate(&t.repo, &t.head).await?;
         }
         self.inner.build_wake.notify_one();
         Ok(())
@@ -395,37 +411,56 @@ impl Queue {
             ChangeKind::PullRequest => "cancelled: the pull request was closed",
             ChangeKind::Push => "cancelled: the branch was deleted",
         };
-        let ended = self
-            .inner
-            .store
-            .close_change(repo, kind, ref_name, pr_number, message)
+        let mut tx = self.inner.store.tx().await?;
+        let ended = changes::close(&mut tx, repo, kind, ref_name, pr_number, message).await?;
+        self.report_ended(&mut tx, &ended, BuildState::Cancelled, message)
             .await?;
+        tx.commit().await?;
         if let (ChangeKind::PullRequest, Some(n)) = (kind, pr_number) {
             self.remove_change_repos(repo, n);
         }
-        self.after_ended(&ended, BuildState::Cancelled, message)
-            .await
+        self.after_ended(&ended);
+        Ok(())
     }
 
-    /// Builds the store just ended (superseded, cancelled): stops those running and
-    /// reports them, and the commits they belong to.
-    async fn after_ended(
+    /// The reports of builds a change's end just ended (superseded, cancelled), in its
+    /// transaction: each build's status, then each commit's aggregate once.
+    async fn report_ended(
         &self,
+        conn: &mut Conn,
         ended: &[BuildRow],
         state: BuildState,
         message: &str,
     ) -> Result<(), QueueError> {
-        let mut commits = vec![];
+        let kind = if state == BuildState::Superseded {
+            EventKind::Superseded
+        } else {
+            EventKind::Cancelled
+        };
+        let mut commits: Vec<(&RepoId, &CommitSha)> = vec![];
         for b in ended {
-            self.cancel_running(&b.id);
-            self.report_build(b, state, message).await?;
-            if !commits.contains(&(b.repo.clone(), b.commit.clone())) {
-                commits.push((b.repo.clone(), b.commit.clone()));
+            let reporter = reporter(b.repo.forge());
+            if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
+                reports::upsert(conn, &r).await?;
+            }
+            if !commits.contains(&(&b.repo, &b.commit)) {
+                commits.push((&b.repo, &b.commit));
             }
         }
         for (repo, sha) in commits {
-            self.report_aggregate(&repo, &sha).await?;
+            self.report_aggregate(conn, reporter(repo.forge()), kind, repo, sha)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Builds a change's end just ended: those running are stopped, the outbox woken.
+    fn after_ended(&self, ended: &[BuildRow]) {
+        for b in ended {
+            self.cancel_running(&b.id);
+        }
+        if !ended.is_empty() {
+            self.reports_written();
+        }
     }
 }

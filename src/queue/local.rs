@@ -17,8 +17,8 @@ use super::{
     Metrics, PlanError, PlannedBuild, Planner, Queue, QueueConfig, QueueError, Runner,
     SourceProvider,
 };
-use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::config::Target;
+use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::forge::{DeliveryError, Forge};
 use crate::model::{BuildId, RepoId, Report, TargetName, Trigger};
 use crate::store::{Store, StoreError, TriggerState};

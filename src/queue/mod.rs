@@ -11,6 +11,7 @@
 //! statuses and delivers them. `retry` and `poll` are the one retry policy and the one
 //! loop the steps share. This file holds the [`Queue`] handle and its running builds.
 
+mod failpoint;
 mod finish;
 pub mod ingest;
 mod intake;
@@ -106,6 +107,8 @@ struct Inner {
 pub enum QueueError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot record a build's outcome: {0}")]
+    Record(#[from] serde_json::Error),
 }
 
 impl Queue {

@@ -21,8 +21,14 @@ const CHANGE_SNAPSHOTS: usize = 2;
 pub(super) enum PublishOutcome {
     /// Nowhere to publish (a push to a branch of no release), or no engine to index with.
     Nothing,
-    /// Published; a few words for the build's message.
-    Done(String),
+    /// Published: a few words for the build's message, the repository's label and the
+    /// snapshot made (`None`: the same bytes were already there). The ledger records it
+    /// when the build ends.
+    Done {
+        note: String,
+        label: String,
+        snapshot: Option<String>,
+    },
     /// A publishing rule refused the packages: the build fails with this reason.
     Refused(String),
     /// The machine's fault (Docker, disk): retried like any infrastructure fault.
@@ -126,14 +132,15 @@ impl Queue {
         Ok(match result {
             Ok(p) => {
                 let snapshot = p.snapshot().map(|s| s.as_str().to_string());
-                self.inner
-                    .store
-                    .record_publication(&b.id, &label, snapshot.as_deref())
-                    .await?;
-                PublishOutcome::Done(match p {
+                let note = match p {
                     Published::Snapshot { id, .. } => format!("published into {label} ({id})"),
                     Published::Unchanged { .. } => format!("already in {label}"),
-                })
+                };
+                PublishOutcome::Done {
+                    note,
+                    label,
+                    snapshot,
+                }
             }
             Err(e) if e.is_refusal() => {
                 PublishOutcome::Refused(format!("not published into {label}: {e}"))

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::docker::InfraError;
+use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::model::{BuildId, CommitSha, Outcome, RepoId, TargetName, Trigger};
 
 /// One build the planner asks for.

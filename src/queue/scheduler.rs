@@ -11,10 +11,11 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{results_root, MakeRepoError, Queue, QueueError, SourceError};
-use crate::executor::{BuildRequest, Progress, ProgressKind};
 use crate::config::{Repo, RepoLocation, Target};
+use crate::executor::{BuildRequest, Progress, ProgressKind};
 use crate::model::{BuildId, BuildState, Outcome, PackageSource, TargetName};
 use crate::plan::DiscoverError;
+use crate::store::ledger::{self, EventKind};
 use crate::store::{BuildRow, Millis, StoreError};
 
 /// Why a build could not be handed to the runner; it ends as an infrastructure error.
@@ -35,6 +36,21 @@ enum PrepareError {
     ChangeRepo { source: MakeRepoError },
 }
 
+impl PrepareError {
+    /// Whether running the build again may help: not for a commit that is gone or a
+    /// target no longer configured.
+    fn retryable(&self) -> bool {
+        !matches!(
+            self,
+            PrepareError::NoTarget(_)
+                | PrepareError::Sources {
+                    source: SourceError::Missing(_),
+                    ..
+                }
+        )
+    }
+}
+
 impl From<PrepareError> for Outcome {
     fn from(e: PrepareError) -> Outcome {
         Outcome::Error {
@@ -50,7 +66,7 @@ impl Queue {
         while !self.inner.draining.load(Ordering::SeqCst)
             && self.running_count() < self.inner.cfg.parallel
         {
-            let Some(b) = self.inner.store.claim_next_build(Millis::now()).await? else {
+            let Some(b) = self.claim().await? else {
                 break;
             };
             let id = b.id.clone();
@@ -62,12 +78,29 @@ impl Queue {
         Ok(self.inner.store.next_due().await?)
     }
 
+    /// Claims the next build that may start and reports it running: one transaction.
+    async fn claim(&self) -> Result<Option<BuildRow>, QueueError> {
+        let mut tx = self.inner.store.tx().await?;
+        let Some(b) = ledger::claim(&mut tx, Millis::now()).await? else {
+            return Ok(None);
+        };
+        self.report_transition(
+            &mut tx,
+            EventKind::Started,
+            &b,
+            BuildState::Running,
+            "building",
+        )
+        .await?;
+        tx.commit().await?;
+        self.reports_written();
+        Ok(Some(b))
+    }
+
     async fn run_build(&self, b: BuildRow, cancel: CancellationToken) -> Result<(), QueueError> {
         let inner = &self.inner;
         tracing::info!(build = %b.id, repo = %b.repo, commit = %b.commit, package = %b.package, target = %b.target, attempt = b.attempts, "build started");
-        self.report_build(&b, BuildState::Running, "building")
-            .await?;
-        self.report_aggregate(&b.repo, &b.commit).await?;
+        super::failpoint::hit("run:claimed");
         let started = Instant::now();
         let work = self.work_dir(&b.id);
         let out_root = results_root(&inner.cfg.data_dir, &b.id);
@@ -92,10 +125,18 @@ impl Queue {
                 let _ = progress.await;
                 Ok(report)
             }
+            Err(e) if !e.retryable() => {
+                let done = self.give_up(&b, &e.to_string(), started.elapsed()).await;
+                let _ = tokio::fs::remove_dir_all(&work).await;
+                return done;
+            }
             Err(e) => Err(Outcome::from(e)),
         };
+        let done = self.finish(&b, report, started.elapsed()).await;
+        // Only once the ledger knows how it ended: the record, not the sources, is what a
+        // restart finishes a build from, but a reattach still needs them until then.
         let _ = tokio::fs::remove_dir_all(&work).await;
-        self.finish(&b, report, started.elapsed()).await
+        done
     }
 
     /// Exports the commit and finds the package.
@@ -230,7 +271,15 @@ impl Queue {
             .builds_in_state(BuildState::Running)
             .await?
         {
-            if let Some(req) = self.existing_request(&b).await {
+            if let Some(rec) = self.recorded(&b).await? {
+                tracing::info!(build = %b.id, "finishing a build recorded before the restart");
+                let id = b.id.clone();
+                self.spawn_running(id, move |q, _token| async move {
+                    let done = q.finish_recorded(&b, rec).await;
+                    let _ = tokio::fs::remove_dir_all(q.work_dir(&b.id)).await;
+                    done
+                });
+            } else if let Some(req) = self.existing_request(&b).await {
                 let id = b.id.clone();
                 self.spawn_running(id, move |q, token| async move {
                     q.resume_build(b, req, token).await
@@ -239,27 +288,31 @@ impl Queue {
                 self.requeue_after_restart(&b).await?;
             }
         }
+        self.reconcile_reports().await?;
         Ok(())
     }
 
     async fn requeue_after_restart(&self, b: &BuildRow) -> Result<(), QueueError> {
         tracing::info!(build = %b.id, "requeueing a build that was running when the service stopped");
         self.inner.runner.cleanup(&b.id).await;
-        if self
-            .inner
-            .store
-            .requeue(
-                &b.id,
-                Millis::now(),
-                Some("requeued after a restart"),
-                false,
-            )
-            .await?
-        {
-            self.report_build(b, BuildState::Queued, "requeued after a restart")
-                .await?;
-        }
+        self.requeue(b, Millis::now(), "requeued after a restart", false)
+            .await?;
         Ok(())
+    }
+
+    /// The outcome the ledger recorded for a running build before its publication, if
+    /// any: such a build is finished from it, not built again.
+    async fn recorded(&self, b: &BuildRow) -> Result<Option<super::finish::Recorded>, QueueError> {
+        let mut conn = self.inner.store.tx().await?;
+        let json = ledger::recorded(&mut conn, &b.id).await?;
+        conn.commit().await?;
+        match json.map(|j| serde_json::from_str(&j)).transpose() {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::warn!(build = %b.id, "the recorded outcome does not read back ({e}): building again");
+                Ok(None)
+            }
+        }
     }
 
     /// The request of a build that was running, from the sources it exported then (a
@@ -294,7 +347,8 @@ impl Queue {
             return self.requeue_after_restart(&b).await;
         };
         tracing::info!(build = %b.id, "reattached build ended");
+        let done = self.finish(&b, Ok(report), started.elapsed()).await;
         let _ = tokio::fs::remove_dir_all(self.work_dir(&b.id)).await;
-        self.finish(&b, Ok(report), started.elapsed()).await
+        done
     }
 }

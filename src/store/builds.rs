@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{parse_enum, Millis, Store, StoreError, StoredTrigger, TriggerId};
+use super::{ledger, parse_enum, Millis, Store, StoreError, StoredTrigger, TriggerId};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
 
 /// A build to insert, as planned.
@@ -105,92 +105,25 @@ impl TryFrom<BuildRecord> for BuildRow {
 }
 
 impl Store {
-    /// Inserts the planned builds of a trigger and marks the trigger planned, atomically.
+    /// Inserts the planned builds of a trigger and marks the trigger planned, in one
+    /// transaction ([`ledger::plan`]).
     pub async fn insert_builds(
         &self,
         trigger: &StoredTrigger,
         builds: &[NewBuild],
     ) -> Result<(), StoreError> {
-        let now = Millis::now();
-        let t = &trigger.trigger;
-        let (repo, head) = (t.repo.as_str(), t.head.as_str());
-        let pr_number = t.pr_number.map(|n| n as i64);
-        let mut tx = self.pool.begin().await?;
-        for b in builds {
-            let (id, target) = (b.id.as_str(), b.target.as_str());
-            let state = if b.error.is_some() {
-                "failed"
-            } else {
-                "queued"
-            };
-            let message = b.error.as_deref();
-            // A build that failed in planning ended there and then.
-            let phase = b.error.as_ref().map(|_| "plan");
-            let finished_at = b.error.as_ref().map(|_| now.0);
-            let stage = i64::from(b.stage);
-            sqlx::query!(
-                "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at, stage)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                id,
-                trigger.id.0,
-                repo,
-                t.clone_url,
-                head,
-                t.ref_name,
-                pr_number,
-                b.package,
-                b.spec_path,
-                target,
-                state,
-                now.0,
-                now.0,
-                message,
-                phase,
-                finished_at,
-                stage,
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query!(
-            "UPDATE triggers SET state = 'planned', message = NULL WHERE id = ?",
-            trigger.id.0,
-        )
-        .execute(&mut *tx)
-        .await?;
+        let mut tx = self.tx().await?;
+        ledger::plan(&mut tx, trigger, builds).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Takes the next queued build whose time has come and whose earlier stages have ended,
-    /// fairly across repositories: the repository with the fewest running builds goes
-    /// first, then queue order.
-    ///
-    /// The `NOT EXISTS` is the "may start" rule, the same as in `next_due` (keep the two
-    /// alike): no build of an earlier stage of its trigger and target is still waiting or
-    /// running. Those that ended, however, let it go: a dependency that failed makes it
-    /// fail on the missing capability, which says more than a blanket refusal.
+    /// Claims the next build that may start, in one transaction ([`ledger::claim`]).
     pub async fn claim_next_build(&self, now: Millis) -> Result<Option<BuildRow>, StoreError> {
-        let row = sqlx::query_as!(
-            BuildRecord,
-            r#"UPDATE builds SET state = 'running', attempts = attempts + 1, started_at = ?,
-                      container_id = NULL, phase = NULL, message = NULL
-               WHERE seq = (
-                  SELECT b.seq FROM builds b
-                  WHERE b.state = 'queued' AND b.next_attempt_at <= ?
-                    AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN ('queued', 'running'))
-                  ORDER BY (SELECT COUNT(*) FROM builds r WHERE r.repo = b.repo AND r.state = 'running'), b.seq
-                  LIMIT 1)
-               RETURNING seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number,
-                         package, spec_path, target, state, attempts, next_attempt_at,
-                         container_id, created_at, started_at, finished_at, result_dir, phase,
-                         message, stage"#,
-            now.0,
-            now.0,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(BuildRow::try_from).transpose()
+        let mut tx = self.tx().await?;
+        let b = ledger::claim(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(b)
     }
 
     /// What `b` builds against: the result directories of its change's earlier stages that
@@ -244,8 +177,8 @@ impl Store {
         Ok(())
     }
 
-    /// Ends a running build. Returns `false` when it was no longer running (superseded or
-    /// cancelled meanwhile), in which case nothing changes.
+    /// Ends a running build ([`ledger::end`] with nothing else learned). Returns `false`
+    /// when it was no longer running (superseded or cancelled meanwhile).
     pub async fn finish_build(
         &self,
         id: &BuildId,
@@ -254,24 +187,23 @@ impl Store {
         result_dir: Option<&Path>,
         phase: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let (id, state) = (id.as_str(), state.as_str());
-        let result_dir = result_dir.map(|p| p.display().to_string());
-        let finished_at = Millis::now().0;
-        let n = sqlx::query!(
-            "UPDATE builds SET state = ?, message = ?, result_dir = COALESCE(?, result_dir),
-                    phase = COALESCE(?, phase), finished_at = ?
-             WHERE id = ? AND state = 'running'",
-            state,
-            message,
-            result_dir,
-            phase,
-            finished_at,
-            id,
+        let mut tx = self.tx().await?;
+        let ended = ledger::end(
+            &mut tx,
+            &ledger::BuildEnd {
+                id,
+                state,
+                message: message.unwrap_or(state.as_str()),
+                phase,
+                result_dir,
+                phases: &[],
+                provides: None,
+                publication: None,
+            },
         )
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Records the input digest of a build about to run (see `executor::provenance`).
@@ -320,8 +252,8 @@ impl Store {
         Ok(())
     }
 
-    /// Puts a running build back in the queue (retry after an infrastructure fault, or a
-    /// restart). Returns `false` when it was no longer running.
+    /// Puts a running build back in the queue ([`ledger::requeue`]). Returns `false` when
+    /// it was no longer running.
     pub async fn requeue(
         &self,
         id: &BuildId,
@@ -329,22 +261,10 @@ impl Store {
         message: Option<&str>,
         count_attempt: bool,
     ) -> Result<bool, StoreError> {
-        // Claiming counted an attempt; one that must not count is given back.
-        let refund: i64 = if count_attempt { 0 } else { 1 };
-        let id = id.as_str();
-        let n = sqlx::query!(
-            "UPDATE builds SET state = 'queued', next_attempt_at = ?, message = ?, container_id = NULL,
-                    attempts = attempts - ?
-             WHERE id = ? AND state = 'running'",
-            at.0,
-            message,
-            refund,
-            id,
-        )
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        let mut tx = self.tx().await?;
+        let done = ledger::requeue(&mut tx, id, at, message, count_attempt).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     pub async fn build(&self, id: &BuildId) -> Result<Option<BuildRow>, StoreError> {
@@ -391,29 +311,15 @@ impl Store {
         rows.into_iter().map(BuildRow::try_from).collect()
     }
 
-    /// The latest build of each package and target at a commit: what its aggregate status
-    /// sums up (a rebuild replaces the earlier build of the same package and target).
+    /// The latest build of each package and target at a commit
+    /// ([`ledger::latest_of_commit`]).
     pub async fn latest_builds_of_commit(
         &self,
         repo: &RepoId,
         sha: &CommitSha,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        let (repo, sha) = (repo.as_str(), sha.as_str());
-        let rows = sqlx::query_as!(
-            BuildRecord,
-            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
-                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
-                    started_at, finished_at, result_dir, phase, message, stage
-             FROM builds b WHERE repo = ? AND commit_sha = ?
-               AND seq = (SELECT MAX(seq) FROM builds x WHERE x.repo = b.repo AND x.commit_sha = b.commit_sha
-                          AND x.package = b.package AND x.target = b.target)
-             ORDER BY package, target"#,
-            repo,
-            sha,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(BuildRow::try_from).collect()
+        let mut conn = self.pool.acquire().await?;
+        ledger::latest_of_commit(&mut conn, repo, sha).await
     }
 
     /// Every state with its number of builds, zeros included (for metrics).

@@ -18,12 +18,13 @@
 //! (with the database above) tells whether the data is current.
 
 mod builds;
-mod changes;
+pub mod changes;
 mod commands;
 mod deliveries;
+pub mod ledger;
 mod phases;
 mod provides;
-mod reports;
+pub mod reports;
 mod repos;
 #[cfg(test)]
 mod tests;

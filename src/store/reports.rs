@@ -67,42 +67,10 @@ impl TryFrom<ReportRecord> for ReportRow {
 }
 
 impl Store {
-    /// Records the desired state of a context. The latest desire wins: an undelivered older
-    /// state is replaced, not queued behind. Unchanged desires are not re-sent.
+    /// Records the desired state of a context (see [`upsert`]).
     pub async fn set_report(&self, r: &Report) -> Result<(), StoreError> {
-        let now = Millis::now();
-        let (repo, sha, state) = (r.repo.as_str(), r.sha.as_str(), r.state.as_str());
-        let target_url = r.target_url.as_deref();
-        // Not part of what makes a desire new: a build starting changes the list but not
-        // what the forge is told.
-        let builds = if r.builds.is_empty() {
-            None
-        } else {
-            serde_json::to_string(&r.builds).ok()
-        };
-        sqlx::query!(
-            "INSERT INTO reports (repo, sha, context, state, description, target_url, builds, next_attempt_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (repo, sha, context) DO UPDATE SET
-                state = excluded.state, description = excluded.description, target_url = excluded.target_url,
-                builds = excluded.builds,
-                version = version + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at,
-                last_error = NULL, abandoned = 0, updated_at = excluded.updated_at
-             WHERE state != excluded.state OR description != excluded.description
-                OR COALESCE(target_url, '') != COALESCE(excluded.target_url, '')",
-            repo,
-            sha,
-            r.context,
-            state,
-            r.description,
-            target_url,
-            builds,
-            now.0,
-            now.0,
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        upsert(&mut conn, r).await
     }
 
     /// Reports whose latest desire is not delivered yet and whose retry time has come.
@@ -191,4 +159,42 @@ impl Store {
         .fetch_one(&self.pool)
         .await?)
     }
+}
+
+/// Records the desired state of a context. The latest desire wins: an undelivered older
+/// state is replaced, not queued behind. Unchanged desires are not re-sent.
+pub async fn upsert(conn: &mut super::ledger::Conn, r: &Report) -> Result<(), StoreError> {
+    let now = Millis::now();
+    let (repo, sha, state) = (r.repo.as_str(), r.sha.as_str(), r.state.as_str());
+    let target_url = r.target_url.as_deref();
+    // Not part of what makes a desire new: a build starting changes the list but not
+    // what the forge is told.
+    let builds = if r.builds.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&r.builds).ok()
+    };
+    sqlx::query!(
+        "INSERT INTO reports (repo, sha, context, state, description, target_url, builds, next_attempt_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (repo, sha, context) DO UPDATE SET
+            state = excluded.state, description = excluded.description, target_url = excluded.target_url,
+            builds = excluded.builds,
+            version = version + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at,
+            last_error = NULL, abandoned = 0, updated_at = excluded.updated_at
+         WHERE state != excluded.state OR description != excluded.description
+            OR COALESCE(target_url, '') != COALESCE(excluded.target_url, '')",
+        repo,
+        sha,
+        r.context,
+        state,
+        r.description,
+        target_url,
+        builds,
+        now.0,
+        now.0,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

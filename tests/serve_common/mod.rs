@@ -344,18 +344,26 @@ impl Planner for FakePlanner {
     }
 }
 
-/// Writes spec files where the fake planners say they are.
+/// Writes spec files where the fake planners say they are; commit `9999…` is gone.
 pub struct FakeSources;
+
+/// The commit [`FakeSources`] cannot find.
+pub const GONE_COMMIT: char = '9';
 
 impl SourceProvider for FakeSources {
     fn export<'a>(
         &'a self,
         _url: &'a str,
         _repo: &'a RepoId,
-        _commit: &'a CommitSha,
+        commit: &'a CommitSha,
         dest: &'a Path,
     ) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
+            if commit.as_str() == GONE_COMMIT.to_string().repeat(40) {
+                return Err(SourceError::Missing(format!(
+                    "no commit {commit} in the mirror"
+                )));
+            }
             for p in ["hello", "lib", "app", "other"] {
                 std::fs::create_dir_all(dest.join(p))
                     .map_err(|e| SourceError::Infra(e.to_string()))?;

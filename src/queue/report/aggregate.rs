@@ -1,15 +1,17 @@
-//! The statuses the queue wants the forge to show: one per build (its context named after
-//! target and package) and one per commit (the aggregate, `packetary`) summing up the latest
-//! build of each package and target, with links to the build pages. They are desired
-//! states, stored in the outbox; the latest one for a context wins.
+//! The statuses the queue wants the forge to show, written in the transaction of the
+//! transition that changed them: the reporter of the repository's forge
+//! ([`super::reporter`]) says which. The aggregate (`packetary`) of a commit is summed up
+//! from the ledger's counts of its latest builds, with links to the build pages. They are
+//! desired states, stored in the outbox; the latest one for a context wins.
 
 use crate::model::{
-    build_context, BuildId, BuildLine, BuildState, CommitSha, RepoId, Report, ReportState,
-    AGGREGATE_CONTEXT,
+    BuildId, BuildLine, BuildState, CommitSha, RepoId, Report, ReportState, AGGREGATE_CONTEXT,
 };
-use crate::store::BuildRow;
+use crate::store::ledger::{self, Conn, EventKind};
+use crate::store::{reports, BuildRow};
 
 use super::super::{Queue, QueueError};
+use super::reporter::{reporter, summary, AggregateNeed, BuildStatus, Reporter};
 
 impl Queue {
     pub(in crate::queue) fn build_url(&self, id: &BuildId) -> String {
@@ -20,30 +22,65 @@ impl Queue {
         format!("{}/?commit={sha}", self.inner.cfg.public_url)
     }
 
-    /// Puts `r` in the outbox and wakes the outbox loop.
-    pub(in crate::queue) async fn set_report(&self, r: Report) -> Result<(), QueueError> {
-        self.inner.store.set_report(&r).await?;
+    /// Reports were committed: wake the outbox.
+    pub(in crate::queue) fn reports_written(&self) {
         self.inner.outbox_wake.notify_one();
-        Ok(())
     }
 
-    /// The status of one build.
-    pub(in crate::queue) async fn report_build(
+    /// Writes the reports of a transition of `b` (to `state`, saying `message`) into the
+    /// transition's transaction: its own status and its commit's aggregate, as far as the
+    /// reporter of its forge wants them.
+    pub(in crate::queue) async fn report_transition(
         &self,
+        conn: &mut Conn,
+        kind: EventKind,
         b: &BuildRow,
         state: BuildState,
         message: &str,
     ) -> Result<(), QueueError> {
-        self.set_report(Report {
-            repo: b.repo.clone(),
-            sha: b.commit.clone(),
-            context: build_context(b.target.as_str(), &b.package),
-            state: state.report_state(),
-            description: message.to_string(),
-            target_url: Some(self.build_url(&b.id)),
-            builds: vec![],
-        })
-        .await
+        let reporter = reporter(b.repo.forge());
+        if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
+            reports::upsert(conn, &r).await?;
+        }
+        self.report_aggregate(conn, reporter, kind, &b.repo, &b.commit)
+            .await
+    }
+
+    /// The aggregate of a commit after a transition of `kind`, from the ledger's counts
+    /// (the culprit and the list of builds read only when the forge shows them).
+    pub(in crate::queue) async fn report_aggregate(
+        &self,
+        conn: &mut Conn,
+        reporter: &dyn Reporter,
+        kind: EventKind,
+        repo: &RepoId,
+        sha: &CommitSha,
+    ) -> Result<(), QueueError> {
+        let Some(counts) = ledger::counts(conn, repo, sha).await? else {
+            return Ok(());
+        };
+        let need = reporter.aggregate_need(kind, &counts);
+        if counts.total() == 0 || need == AggregateNeed::Skip {
+            return Ok(());
+        }
+        let culprit = if counts.open() == 0 && counts.failed + counts.errored() > 0 {
+            ledger::culprit(conn, repo, sha).await?
+        } else {
+            None
+        };
+        let (state, description) = summary(&counts, culprit.as_ref());
+        let builds = if need == AggregateNeed::WithBuilds {
+            ledger::latest_of_commit(conn, repo, sha)
+                .await?
+                .iter()
+                .map(|b| self.build_line(b))
+                .collect()
+        } else {
+            vec![]
+        };
+        let r = self.aggregate(repo, sha, state, description, builds);
+        reports::upsert(conn, &r).await?;
+        Ok(())
     }
 
     /// The aggregate status of a commit, set directly: before there are builds to sum up
@@ -55,20 +92,22 @@ impl Queue {
         state: ReportState,
         description: String,
     ) -> Result<(), QueueError> {
-        self.set_aggregate(repo, sha, state, description, vec![])
-            .await
+        let r = self.aggregate(repo, sha, state, description, vec![]);
+        self.inner.store.set_report(&r).await?;
+        self.reports_written();
+        Ok(())
     }
 
     /// The aggregate report of a commit, linking its page, with the builds it lists.
-    async fn set_aggregate(
+    fn aggregate(
         &self,
         repo: &RepoId,
         sha: &CommitSha,
         state: ReportState,
         description: String,
         builds: Vec<BuildLine>,
-    ) -> Result<(), QueueError> {
-        self.set_report(Report {
+    ) -> Report {
+        Report {
             repo: repo.clone(),
             sha: sha.clone(),
             context: AGGREGATE_CONTEXT.into(),
@@ -76,24 +115,25 @@ impl Queue {
             description,
             target_url: Some(self.index_url(sha)),
             builds,
-        })
-        .await
+        }
     }
 
-    /// Sums up the latest build of each package and target at a commit.
-    pub(in crate::queue) async fn report_aggregate(
+    /// A build's status as its reporter gets it.
+    pub(in crate::queue) fn status_of<'a>(
         &self,
-        repo: &RepoId,
-        sha: &CommitSha,
-    ) -> Result<(), QueueError> {
-        let builds = self.inner.store.latest_builds_of_commit(repo, sha).await?;
-        if builds.is_empty() {
-            return Ok(());
+        b: &'a BuildRow,
+        state: BuildState,
+        message: &'a str,
+    ) -> BuildStatus<'a> {
+        BuildStatus {
+            repo: &b.repo,
+            sha: &b.commit,
+            target: &b.target,
+            package: &b.package,
+            state,
+            message,
+            url: self.build_url(&b.id),
         }
-        let (state, description) = summary(&builds);
-        let lines = builds.iter().map(|b| self.build_line(b)).collect();
-        self.set_aggregate(repo, sha, state, description, lines)
-            .await
     }
 
     /// A build as the aggregate lists it, with the links a per-change report shows.
@@ -113,45 +153,33 @@ impl Queue {
             repo_url: self.change_repo_url(b),
         }
     }
-}
 
-/// The aggregate of builds: pending while any is open, then failure if any failed, error
-/// if any did not complete, success otherwise; the description names the first culprit.
-fn summary(builds: &[BuildRow]) -> (ReportState, String) {
-    let n = builds.len();
-    let open = builds.iter().filter(|b| !b.state.is_final()).count();
-    let failed: Vec<&BuildRow> = builds
-        .iter()
-        .filter(|b| b.state == BuildState::Failed)
-        .collect();
-    let errored: Vec<&BuildRow> = builds
-        .iter()
-        .filter(|b| b.state.report_state() == ReportState::Error)
-        .collect();
-    let first = |b: &BuildRow| {
-        format!(
-            "{}/{}: {}",
-            b.target,
-            b.package,
-            b.message.as_deref().unwrap_or(b.state.as_str())
-        )
-    };
-    if open > 0 {
-        (
-            ReportState::Pending,
-            format!("{} of {n} build(s) done", n - open),
-        )
-    } else if let Some(b) = failed.first() {
-        (
-            ReportState::Failure,
-            format!("{} of {n} failed; {}", failed.len(), first(b)),
-        )
-    } else if let Some(b) = errored.first() {
-        (
-            ReportState::Error,
-            format!("{} of {n} did not complete; {}", errored.len(), first(b)),
-        )
-    } else {
-        (ReportState::Success, format!("{n} build(s) succeeded"))
+    /// Start-up reconciliation: every commit whose builds all ended but whose statuses do
+    /// not say so (a database from before the ledger, or any fault between an end and its
+    /// reports) gets its reports derived again from the ledger, as bors refreshes its
+    /// pending builds at start.
+    pub(in crate::queue) async fn reconcile_reports(&self) -> Result<usize, QueueError> {
+        let mut tx = self.inner.store.tx().await?;
+        let commits = ledger::unreported(&mut tx).await?;
+        for (repo, sha) in &commits {
+            let reporter = reporter(repo.forge());
+            for b in ledger::latest_of_commit(&mut tx, repo, sha).await? {
+                let message = b.message.clone().unwrap_or_else(|| b.state.as_str().into());
+                if let Some(r) = reporter.build_status(self.status_of(&b, b.state, &message)) {
+                    reports::upsert(&mut tx, &r).await?;
+                }
+            }
+            self.report_aggregate(&mut tx, reporter, EventKind::Ended, repo, sha)
+                .await?;
+        }
+        tx.commit().await?;
+        if !commits.is_empty() {
+            tracing::warn!(
+                commits = commits.len(),
+                "statuses derived again from the ledger at start-up"
+            );
+            self.reports_written();
+        }
+        Ok(commits.len())
     }
 }

@@ -1,6 +1,7 @@
-//! Reports: what the queue tells the forge. [`aggregate`] decides the statuses (one per
-//! build, one summing up a commit) and puts them in the store's outbox; [`outbox`] delivers
-//! them, retrying under the outbox's policy.
+//! Reports: what the queue tells the forge. [`reporter`] says, per forge, which statuses a
+//! transition changes; [`aggregate`] writes them into the transition's transaction (the
+//! outbox); [`outbox`] delivers them, retrying under the outbox's policy.
 
 mod aggregate;
 mod outbox;
+pub mod reporter;
