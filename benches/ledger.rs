@@ -30,13 +30,37 @@ use serve_common::tester::{QueueTester, HELLO};
 use serve_common::Mode;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Counts sqlx's statement log events.
-struct Statements(Arc<AtomicUsize>);
+/// Counts sqlx's statement log events; with `PACKETARY_BENCH_LIST=1`, prints each one's
+/// summary (which statements a push costs).
+struct Statements(Arc<AtomicUsize>, bool);
+
+struct Summary(String);
+
+impl tracing::field::Visit for Summary {
+    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+        if f.name() == "db.statement" && self.0.is_empty() {
+            self.0 = format!("{v:?}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+    }
+    fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+        if f.name() == "db.statement" {
+            self.0 = v.split_whitespace().collect::<Vec<_>>().join(" ");
+        }
+    }
+}
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
     fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         if e.metadata().target() == "sqlx::query" {
-            self.0.fetch_add(1, Ordering::Relaxed);
+            let n = self.0.fetch_add(1, Ordering::Relaxed);
+            if self.1 {
+                let mut s = Summary(String::new());
+                e.record(&mut s);
+                eprintln!("{n:4} {}", s.0.chars().take(110).collect::<String>());
+            }
         }
     }
 }
@@ -193,7 +217,10 @@ fn main() {
             tracing_subscriber::filter::Targets::new()
                 .with_target("sqlx::query", tracing::Level::TRACE),
         )
-        .with(Statements(count.clone()));
+        .with(Statements(
+            count.clone(),
+            std::env::var_os("PACKETARY_BENCH_LIST").is_some(),
+        ));
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -410,6 +410,15 @@ async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requ
     let greet = builds.iter().find(|b| b.package == "greet").expect("greet");
     let user = builds.iter().find(|b| b.package == "user").expect("user");
     assert_eq!((greet.stage, user.stage), (0, 1), "{builds:#?}");
+    // The ledger knows each build's container (what a page or an operator looks up).
+    for b in [greet, user] {
+        let c = b.container_id.as_deref().unwrap_or_default();
+        assert!(
+            c.len() == 64 && c.chars().all(|x| x.is_ascii_hexdigit()),
+            "container of {} not recorded: {b:?}",
+            b.package
+        );
+    }
     assert!(
         user.started_at >= greet.finished_at,
         "user started before greet ended: {builds:#?}"

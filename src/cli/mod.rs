@@ -244,7 +244,7 @@ pub fn spawn_progress_printer(
                     if ok { "done" } else { "FAILED" },
                     elapsed.as_secs_f64()
                 ),
-                ProgressKind::Finished(_) => {}
+                ProgressKind::Finished(_) | ProgressKind::Container(_) => {}
             }
         }
     });

@@ -113,7 +113,7 @@ impl Executor {
         }
         let stream = self.engine.replay(&found.id);
         let mut run = Run::new(req, events);
-        run.container = Some(found.id.clone());
+        run.set_container(&found.id);
         let timeout = run.req.target.limits.timeout;
         let elapsed = found
             .started_at
@@ -339,7 +339,7 @@ impl Executor {
         ))
         .await;
         let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
-        run.container = Some(id.clone());
+        run.set_container(&id);
         // The inputs go in while the output is attached: both before the start.
         let t0 = std::time::Instant::now();
         let upload = async {

@@ -123,7 +123,7 @@ pub(crate) async fn prepare(
     };
     let id = engine.create(&spec).await.map_err(Stop::Infra)?;
     // Registered as the build's container: a timeout or cancellation removes it.
-    run.container = Some(id.clone());
+    run.set_container(&id);
     let made = async {
         let mut stream = engine.start_attached(&id).await?;
         while let Some(chunk) = stream.next_chunk().await {

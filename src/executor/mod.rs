@@ -137,6 +137,8 @@ pub struct Progress {
 
 #[derive(Debug, Clone)]
 pub enum ProgressKind {
+    /// The container the build runs in (created, or found again after a restart).
+    Container(String),
     PhaseStarted(Phase),
     PhaseFinished {
         phase: Phase,

@@ -214,6 +214,13 @@ impl Run {
         });
     }
 
+    /// The build's container is `id` from now on (removed with the build, and told to the
+    /// queue, which keeps it in the store).
+    pub(super) fn set_container(&mut self, id: &str) {
+        self.container = Some(id.to_string());
+        self.emit(ProgressKind::Container(id.to_string()));
+    }
+
     fn emit(&self, kind: ProgressKind) {
         if let Some(tx) = &self.events {
             let _ = tx.send(Progress {

@@ -247,6 +247,9 @@ impl Queue {
         let progress = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 match ev.kind {
+                    ProgressKind::Container(c) => {
+                        let _ = store.set_build_progress(&id, Some(&c), None).await;
+                    }
                     ProgressKind::PhaseStarted(p) => {
                         let _ = store.set_build_progress(&id, None, Some(p.as_str())).await;
                     }

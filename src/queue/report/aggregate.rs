@@ -56,6 +56,9 @@ impl Queue {
         repo: &RepoId,
         sha: &CommitSha,
     ) -> Result<(), QueueError> {
+        if !reporter.reads_counts(kind) {
+            return Ok(());
+        }
         let Some(counts) = ledger::counts(conn, repo, sha).await? else {
             return Ok(());
         };

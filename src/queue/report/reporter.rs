@@ -44,6 +44,12 @@ pub trait Reporter: Send + Sync {
     /// Whether the aggregate must be written after a transition of `kind`, given the
     /// commit's counts after it.
     fn aggregate_need(&self, kind: EventKind, counts: &Counts) -> AggregateNeed;
+
+    /// Whether [`Reporter::aggregate_need`] must see the counts after a transition of
+    /// `kind`; `false` spares reading them when the answer is `Skip` whatever they are.
+    fn reads_counts(&self, _kind: EventKind) -> bool {
+        true
+    }
 }
 
 /// Commit statuses: one per build, plus the aggregate whenever a build ends or is planned.
@@ -63,11 +69,19 @@ impl Reporter for GithubReporter {
     }
 
     fn aggregate_need(&self, kind: EventKind, _counts: &Counts) -> AggregateNeed {
-        match kind {
-            // A start or a retry leaves "k of n done" as it was.
-            EventKind::Started | EventKind::Requeued | EventKind::Recorded => AggregateNeed::Skip,
-            _ => AggregateNeed::Summary,
+        if self.reads_counts(kind) {
+            AggregateNeed::Summary
+        } else {
+            AggregateNeed::Skip
         }
+    }
+
+    /// A start or a retry leaves "k of n done" as it was.
+    fn reads_counts(&self, kind: EventKind) -> bool {
+        !matches!(
+            kind,
+            EventKind::Started | EventKind::Requeued | EventKind::Recorded
+        )
     }
 }
 
