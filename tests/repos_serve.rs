@@ -505,5 +505,20 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
         "{description}"
     );
     assert!(!release.join("000003").exists());
+    // A build whose packages were refused teaches later plans nothing: the Provides
+    // learned for libgreet are still those of its published 1.0-1.
+    let learned = bot
+        .store
+        .learned_provides(
+            &packetary::model::RepoId::github("test/pkgs").expect("repo"),
+            &TargetName::parse(TARGET).expect("target"),
+        )
+        .await
+        .expect("learned");
+    let lib = learned.get("libgreet").cloned().unwrap_or_default();
+    assert!(
+        lib.iter().any(|p| p.ends_with("1.0-1")) && !lib.iter().any(|p| p.ends_with("1.0-0")),
+        "Provides learned from a refused build: {lib:?}"
+    );
     bot.stop().await.expect("stopped");
 }
