@@ -63,7 +63,7 @@ async fn statuses_are_posted_as_github_documents_them() {
         )))
         .and(header("authorization", "Bearer ghp_test_token"))
         .respond_with(
-            ResponseTemplate::new(201).set_body_json(json!({"id": 1, "state": "pending"})),
+            ResponseTemplate::new(201).set_body_json(json!({"id": 4242, "state": "pending"})),
         )
         .expect(4)
         .mount(&server)
@@ -78,7 +78,9 @@ async fn statuses_are_posted_as_github_documents_them() {
         ),
         (ReportState::Error, &"x".repeat(300)),
     ] {
-        gh.deliver(&report(s, d)).await.expect("delivered");
+        let delivered = gh.deliver(&report(s, d)).await.expect("delivered");
+        // The status's id, for a reporter that updates what it created.
+        assert_eq!(delivered.forge_ref.as_deref(), Some("4242"));
     }
     let requests = server.received_requests().await.expect("recording");
     let bodies: Vec<Value> = requests

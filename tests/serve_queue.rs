@@ -53,16 +53,23 @@ async fn store_migrates_idempotently_and_latest_report_wins() {
     r.state = ReportState::Error;
     store.set_report(&r).await.expect("set");
     store
-        .mark_delivered(due[0].id, due[0].version)
+        .mark_delivered(due[0].id, due[0].version, Some("101"))
         .await
         .expect("mark");
     let due = store.due_reports(Millis::now(), 10).await.expect("due");
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].report.state, ReportState::Error);
     store
-        .mark_delivered(due[0].id, due[0].version)
+        .mark_delivered(due[0].id, due[0].version, None)
         .await
         .expect("mark");
+    // The forge's id of what it created is kept (a delivery that gives none keeps it).
+    assert_eq!(
+        store.reports().await.expect("reports")[0]
+            .forge_ref
+            .as_deref(),
+        Some("101")
+    );
     // The same desire again is not re-sent.
     store.set_report(&r).await.expect("set");
     assert_eq!(store.undelivered_reports().await.expect("count"), 0);

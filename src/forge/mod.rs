@@ -37,10 +37,19 @@ pub struct DeliveryError {
     pub obsolete: bool,
 }
 
+/// What a forge answered to a delivered report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// The forge's id of what it created (a GitHub status's `id`; a check run's, for the
+    /// reporter that updates it later); `None` when it gives none (a Gerrit review).
+    pub forge_ref: Option<String>,
+}
+
 /// What the queue needs from a forge. Implemented by [`github::GitHub`] and by the
 /// [`Forges`] registry, which hands each call to the repository's forge; tests may fake it.
 pub trait Forge: Send + Sync {
-    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    fn deliver<'a>(&'a self, report: &'a Report)
+        -> BoxFuture<'a, Result<Delivered, DeliveryError>>;
     /// Whether `user` may push to `repo` (and so may command builds).
     fn can_write<'a>(
         &'a self,
@@ -179,7 +188,10 @@ impl Forges {
 }
 
 impl Forge for Forges {
-    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        report: &'a Report,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         match self.outbound(&report.repo) {
             Ok(f) => f.deliver(report),
             Err(e) => Box::pin(async move { Err(e) }),

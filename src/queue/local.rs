@@ -132,8 +132,11 @@ impl Planner for FixedPlan {
 struct NoForge;
 
 impl Forge for NoForge {
-    fn deliver<'a>(&'a self, _r: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(async { Ok(()) })
+    fn deliver<'a>(
+        &'a self,
+        _r: &'a Report,
+    ) -> BoxFuture<'a, Result<crate::forge::Delivered, DeliveryError>> {
+        Box::pin(async { Ok(crate::forge::Delivered::default()) })
     }
 
     fn can_write<'a>(

@@ -15,6 +15,8 @@ pub struct ReportRow {
     pub next_attempt_at: Millis,
     pub last_error: Option<String>,
     pub abandoned: bool,
+    /// The forge's id of what the last delivery created (see `forge::Delivered`).
+    pub forge_ref: Option<String>,
 }
 
 /// A `reports` row as SQLite holds it; checked into a `ReportRow` by `TryFrom`.
@@ -33,6 +35,7 @@ struct ReportRecord {
     next_attempt_at: i64,
     last_error: Option<String>,
     abandoned: bool,
+    forge_ref: Option<String>,
 }
 
 impl TryFrom<ReportRecord> for ReportRow {
@@ -62,6 +65,7 @@ impl TryFrom<ReportRecord> for ReportRow {
             next_attempt_at: Millis(r.next_attempt_at),
             last_error: r.last_error,
             abandoned: r.abandoned,
+            forge_ref: r.forge_ref,
         })
     }
 }
@@ -79,7 +83,7 @@ impl Store {
             ReportRecord,
             r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, builds, version,
                       delivered_version, attempts, next_attempt_at, last_error,
-                      abandoned AS "abandoned: bool"
+                      abandoned AS "abandoned: bool", forge_ref
                FROM reports
                WHERE delivered_version < version AND abandoned = 0 AND next_attempt_at <= ?
                ORDER BY next_attempt_at, id LIMIT ?"#,
@@ -107,7 +111,7 @@ impl Store {
             ReportRecord,
             r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, builds, version,
                       delivered_version, attempts, next_attempt_at, last_error,
-                      abandoned AS "abandoned: bool"
+                      abandoned AS "abandoned: bool", forge_ref
                FROM reports ORDER BY id"#
         )
         .fetch_all(&self.pool)
@@ -115,11 +119,20 @@ impl Store {
         rows.into_iter().map(ReportRow::try_from).collect()
     }
 
-    /// Marks `version` delivered; a newer desire recorded meanwhile stays due.
-    pub async fn mark_delivered(&self, id: ReportId, version: i64) -> Result<(), StoreError> {
+    /// Marks `version` delivered, keeping the forge's id of what it created (the latest
+    /// one it gave); a newer desire recorded meanwhile stays due.
+    pub async fn mark_delivered(
+        &self,
+        id: ReportId,
+        version: i64,
+        forge_ref: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query!(
-            "UPDATE reports SET delivered_version = MAX(delivered_version, ?), last_error = NULL WHERE id = ?",
+            "UPDATE reports SET delivered_version = MAX(delivered_version, ?), last_error = NULL,
+                    forge_ref = COALESCE(?, forge_ref)
+             WHERE id = ?",
             version,
+            forge_ref,
             id.0,
         )
         .execute(&self.pool)

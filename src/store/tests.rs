@@ -282,7 +282,7 @@ async fn store_outbox_keeps_the_latest_desire() {
     r.state = ReportState::Success;
     r.target_url = Some("https://example.invalid/b".into());
     s.set_report(&r).await.unwrap();
-    s.mark_delivered(due[0].id, 1).await.unwrap();
+    s.mark_delivered(due[0].id, 1, None).await.unwrap();
     assert_eq!(
         s.undelivered_reports().await.unwrap(),
         1,

@@ -57,10 +57,16 @@ pub struct FakeForge {
 }
 
 impl Forge for FakeForge {
-    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        report: &'a Report,
+    ) -> BoxFuture<'a, Result<packetary::forge::Delivered, DeliveryError>> {
         Box::pin(async move {
-            self.delivered.lock().expect("lock").push(report.clone());
-            Ok(())
+            let mut delivered = self.delivered.lock().expect("lock");
+            delivered.push(report.clone());
+            Ok(packetary::forge::Delivered {
+                forge_ref: Some(format!("fake-{}", delivered.len())),
+            })
         })
     }
 

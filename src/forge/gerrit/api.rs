@@ -419,8 +419,16 @@ pub fn review_for(cfg: &GerritApiConfig, report: &Report) -> Option<ReviewInput>
 }
 
 impl Forge for GerritApi {
-    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
-        Box::pin(self.deliver_report(report))
+    /// A review has no id of its own to keep.
+    fn deliver<'a>(
+        &'a self,
+        report: &'a Report,
+    ) -> BoxFuture<'a, Result<crate::forge::Delivered, DeliveryError>> {
+        Box::pin(async move {
+            self.deliver_report(report)
+                .await
+                .map(|()| crate::forge::Delivered::default())
+        })
     }
 
     /// Gerrit commands (`recheck`) are open to anyone who may comment, as with Zuul.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::header;
 use crate::config::Secret;
-use crate::forge::{DeliveryError, Forge};
+use crate::forge::{Delivered, DeliveryError, Forge};
 use crate::git::MintError;
 use crate::model::{RepoId, Report};
 
@@ -132,7 +132,8 @@ impl GitHub {
     }
 
     /// POST /repos/{owner}/{repo}/statuses/{sha}
-    pub async fn post_status(&self, r: &Report) -> Result<(), DeliveryError> {
+    /// Returns the status's `id`, when the answer carries one.
+    pub async fn post_status(&self, r: &Report) -> Result<Delivered, DeliveryError> {
         let path = format!("/repos/{}/statuses/{}", r.repo.path(), r.sha);
         let body = StatusBody {
             state: r.state.as_str(),
@@ -147,7 +148,11 @@ impl GitHub {
             .map_err(|e| transient(format!("POST {path}: {e}")))?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(());
+            // The status exists whatever the body says: an unreadable one only loses the id.
+            let id = serde_json::from_str::<Created>(&body_text(resp).await)
+                .ok()
+                .map(|c| c.id.to_string());
+            return Ok(Delivered { forge_ref: id });
         }
         let headers = resp.headers().clone();
         Err(http_error(
@@ -201,7 +206,10 @@ impl GitHub {
 }
 
 impl Forge for GitHub {
-    fn deliver<'a>(&'a self, report: &'a Report) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        report: &'a Report,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
         Box::pin(self.post_status(report))
     }
 
@@ -221,6 +229,12 @@ struct StatusBody<'a> {
     target_url: Option<&'a str>,
     description: String,
     context: &'a str,
+}
+
+/// The part of a created status (or check run) the outbox keeps.
+#[derive(Deserialize)]
+struct Created {
+    id: u64,
 }
 
 #[derive(Deserialize)]

@@ -22,9 +22,11 @@ impl Queue {
         let n = due.len();
         for row in due {
             match self.inner.forge.deliver(&row.report).await {
-                Ok(()) => {
-                    tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), "status delivered");
-                    store.mark_delivered(row.id, row.version).await?;
+                Ok(d) => {
+                    tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), forge_ref = ?d.forge_ref, "status delivered");
+                    store
+                        .mark_delivered(row.id, row.version, d.forge_ref.as_deref())
+                        .await?;
                     self.inner.metrics.report("delivered");
                 }
                 Err(e) => {
