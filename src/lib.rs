@@ -1,8 +1,8 @@
 //! Packetary: a Git-driven build bot for packages. See DESIGN.md for the data flow.
 
+pub mod config;
 pub mod docker;
 pub mod executor;
-pub mod config;
 pub mod forge;
 pub mod format;
 pub mod git;

@@ -433,8 +433,8 @@ async fn reattached_build_takes_its_results_out_of_the_container() {
     if !docker_or_skip("reattached_build_takes_its_results_out_of_the_container") {
         return;
     }
+    use packetary::docker::Engine;
     use packetary::executor::{BuildRequest, Executor};
-use packetary::docker::Engine;
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
     write(

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use futures_util::future::BoxFuture;
-use packetary::executor::{BuildReport, BuildRequest, Progress};
 use packetary::config::Config;
+use packetary::executor::{BuildReport, BuildRequest, Progress};
 use packetary::model::{BuildId, Outcome, RepoId, ReportState, TargetName};
 use packetary::plan;
 use packetary::queue::{error_report, Runner};

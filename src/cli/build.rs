@@ -7,9 +7,9 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use packetary::executor::{self, BuildRequest, Executor};
-use packetary::docker::Engine;
 use packetary::config::Config;
+use packetary::docker::Engine;
+use packetary::executor::{self, BuildRequest, Executor};
 use packetary::model::BuildId;
 use packetary::plan;
 

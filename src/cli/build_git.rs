@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use packetary::executor::Executor;
-use packetary::docker::Engine;
 use packetary::config::Config;
+use packetary::docker::Engine;
+use packetary::executor::Executor;
 use packetary::model::{ChangeKind, ForgeKind, RepoId, TargetName, Trigger};
 use packetary::queue::local::{self, LocalRun};
 use packetary::queue::planner::package_label;

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use packetary::executor::images;
-use packetary::docker::Engine;
 use packetary::config::Config;
+use packetary::docker::Engine;
+use packetary::executor::images;
 
 use super::{infra, progress_line, usage, CliError, ImagesCommand};
 

@@ -19,9 +19,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use packetary::executor::{images as recipes, BuildReport, Progress, ProgressKind};
-use packetary::docker::Engine;
 use packetary::config::Config;
+use packetary::docker::Engine;
+use packetary::executor::{images as recipes, BuildReport, Progress, ProgressKind};
 use packetary::model::Outcome;
 
 /// Exit statuses, as documented in the README.

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use packetary::docker::Engine;
 use packetary::config::Config;
+use packetary::docker::Engine;
 use packetary::git::{GitError, MirrorCache, RemoteRef};
 use packetary::plan;
 use packetary::service::git_auth_from_env;

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use packetary::docker::Engine;
 use packetary::config::{Config, Release, ReleaseName};
+use packetary::docker::Engine;
 use packetary::repos::{self, Published, SnapshotId};
 use packetary::store::Store;
 

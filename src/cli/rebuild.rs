@@ -13,10 +13,10 @@ use anyhow::{anyhow, Context};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use packetary::config::{Config, Repo, RepoLocation};
+use packetary::docker::Engine;
 use packetary::executor::provenance::{self, Provenance, BUILD_JSON_FORMAT, INPUTS_DIR};
 use packetary::executor::{BuildRequest, Executor};
-use packetary::docker::Engine;
-use packetary::config::{Config, Repo, RepoLocation};
 use packetary::model::{BuildId, Outcome};
 use packetary::plan::provides::rpm_payload_digest;
 

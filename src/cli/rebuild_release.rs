@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use tokio_util::sync::CancellationToken;
 
-use packetary::docker::ContainerSpec;
-use packetary::executor::{BuildRequest, Executor};
-use packetary::docker::{Engine, LABEL_BUILD};
 use packetary::config::{Config, Repo, RepoLocation, Target};
+use packetary::docker::ContainerSpec;
+use packetary::docker::{Engine, LABEL_BUILD};
+use packetary::executor::{BuildRequest, Executor};
 use packetary::model::{BuildId, Outcome, PackageSource, TargetName};
 use packetary::plan::provides::{rpm_build_origin, rpm_payload_digest};
 use packetary::repos::{self, RepoDir};

@@ -5,10 +5,10 @@ use crate::model::{Failure, Nevr, Phase};
 
 use super::backend;
 use super::classify::{first_error_line, missing_capabilities};
-use crate::docker::ExecStream;
 use super::local::Executor;
 use super::results::{self, FetchError};
 use super::run::{infra, Logs, Run, Stop};
+use crate::docker::ExecStream;
 
 /// Longest line kept whole to look for the driver's markers; past it a line is the
 /// package's output and goes to the log in pieces.

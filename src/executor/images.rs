@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::docker::{Engine, InfraError};
 use crate::config::ImagesConfig;
+use crate::docker::{Engine, InfraError};
 
 #[derive(Debug, Clone, Copy)]
 pub enum RecipeKind {

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::backend::{OUT_DIR, SOURCE_DIR, SPEC_DIR};
-use crate::docker::{Engine, InfraError};
 use super::results::open_regular;
+use crate::docker::{Engine, InfraError};
 use crate::model::PackageSource;
 
 /// Directory levels walked below the source directory.

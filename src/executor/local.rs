@@ -8,11 +8,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{self, ContainerRepo, REPO_DIR, SOURCE_DIR, SPEC_DIR};
-use crate::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use super::inputs;
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, Progress};
 use crate::config::{Backend, RepoLocation};
+use crate::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use crate::model::{Outcome, Phase};
 
 /// Runs builds on one Docker engine.

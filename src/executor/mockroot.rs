@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 
 use super::backend::{self, ContainerRepo, Script};
-use crate::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use super::run::{infra, Logs, Run, Stop};
 use crate::config::RepoLocation;
+use crate::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use crate::model::Phase;
 
 /// The label every Mock image carries (images/mock-*): `org.packetary.backend=mock`.

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::docker::{self, Engine, InfraError, LABEL_BUILD};
 use super::results::open_regular;
+use crate::docker::{self, Engine, InfraError, LABEL_BUILD};
 use crate::format::Format;
 use crate::model::BuildId;
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::docker::InfraError;
 use super::{BuildReport, BuildRequest, PhaseTiming, Progress, ProgressKind};
 use crate::config::RepoLocation;
+use crate::docker::InfraError;
 use crate::format::Format;
 use crate::model::{BuildId, Failure, Nevr, Outcome, Phase, TargetName};
 

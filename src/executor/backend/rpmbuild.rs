@@ -4,8 +4,8 @@ use super::{
     sh_quote, target_defines, ContainerRepo, Script, MISSING_MARK, NEVR_FILE, OMP_PASSIVE, OUT_DIR,
     SOURCE_DIR, SPEC_DIR,
 };
-use crate::docker::DROP_DEFAULT_CAPS;
 use crate::config::Target;
+use crate::docker::DROP_DEFAULT_CAPS;
 
 /// Macros for every rpmbuild call: a flat output layout and reproducible packages
 /// (`SOURCE_DATE_EPOCH`, set in the container's environment, as the build time and as
