@@ -256,3 +256,68 @@ impl Engine {
             .collect())
     }
 }
+
+/// Removes a container when dropped, unless [`ContainerGuard::remove`] ran to the end: a
+/// future dropped between create and removal (a cancelled plan, a timeout around it) would
+/// otherwise leave its container behind. Held by name, so that it is armed before the
+/// create call and also covers a create whose answer never arrived.
+pub struct ContainerGuard {
+    engine: Engine,
+    name: String,
+    armed: bool,
+}
+
+/// Attempts of the removal spawned on drop: a create request already sent may still make
+/// the container after the first attempt found nothing.
+const DROP_REMOVE_ATTEMPTS: u32 = 3;
+const DROP_REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl ContainerGuard {
+    /// A guard for the container named (or with the id) `name`, created or about to be.
+    pub fn new(engine: &Engine, name: impl Into<String>) -> ContainerGuard {
+        ContainerGuard {
+            engine: engine.clone(),
+            name: name.into(),
+            armed: true,
+        }
+    }
+
+    /// Removes the container now; disarmed only once the removal has answered, so that a
+    /// drop while it runs still removes.
+    pub async fn remove(mut self) -> Result<bool, InfraError> {
+        let r = self.engine.remove(&self.name).await;
+        self.armed = false;
+        r
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "container {} left behind: no runtime to remove it from",
+                self.name
+            );
+            return;
+        };
+        let (engine, name) = (self.engine.clone(), std::mem::take(&mut self.name));
+        rt.spawn(async move {
+            for attempt in 1..=DROP_REMOVE_ATTEMPTS {
+                match engine.remove(&name).await {
+                    Ok(true) => return,
+                    Ok(false) if attempt < DROP_REMOVE_ATTEMPTS => {
+                        tokio::time::sleep(DROP_REMOVE_PAUSE).await
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!("cannot remove the dropped container {name}: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}

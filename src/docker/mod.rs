@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod network;
 
+pub use container::ContainerGuard;
 pub use network::interface_ipv4;
 
 use std::collections::HashMap;

@@ -5,16 +5,18 @@ use super::{
     SHOWN_ERR, SHOWN_OUT,
 };
 use crate::config::Target;
-use crate::docker::{ContainerSpec, Engine, InfraError};
+use crate::docker::{ContainerGuard, ContainerSpec, Engine, InfraError};
 use crate::executor::backend::sh_quote;
 
 /// Runs the query container with its output capped and a deadline; the container is
-/// removed on every way out. Returns the exit code, the output, and whether it was cut
+/// removed on every way out, a drop of this future included. Returns the exit code, the output, and whether it was cut
 /// short (then the answers that did not arrive are not cached).
 pub(super) async fn run_bounded(
     engine: &Engine,
     spec: &ContainerSpec,
 ) -> Result<(i64, Vec<u8>, bool), InfraError> {
+    // Armed before create: a query dropped from here on (a cancelled plan) still removes.
+    let guard = ContainerGuard::new(engine, spec.name.clone());
     let id = engine.create(spec).await?;
     let result = async {
         let mut stream = engine.start_attached(&id).await?;
@@ -45,7 +47,7 @@ pub(super) async fn run_bounded(
         Ok((code, out, false))
     }
     .await;
-    let removed = engine.remove(&id).await;
+    let removed = guard.remove().await;
     let r = result?;
     removed?;
     Ok(r)
