@@ -17,8 +17,8 @@ use packetary::config::{Config, Repo, RepoLocation};
 use packetary::docker::Engine;
 use packetary::executor::provenance::{self, Provenance, BUILD_JSON_FORMAT, INPUTS_DIR};
 use packetary::executor::{BuildRequest, Executor};
+use packetary::format::rpm::rpm_payload_digest;
 use packetary::model::{BuildId, Outcome};
-use packetary::plan::provides::rpm_payload_digest;
 
 use super::{infra, progress_line, usage, CliError, EXIT_FAILED, EXIT_INFRA};
 

@@ -31,9 +31,7 @@ use crate::git::GitError;
 use crate::model::TargetName;
 use crate::spec::{CacheKey, SpecOracle, SpecQuery};
 
-/// Provides learned from earlier builds: target → package (its spec's file stem, as builds
-/// name it) → capabilities.
-pub type Learned = BTreeMap<TargetName, BTreeMap<String, Vec<String>>>;
+pub use provides::Learned;
 
 /// Plans a change end to end: selection on the blocking pool, then spec facts and order.
 /// `repo` is a bare mirror or any repository; `label` names it in the plan.
@@ -255,11 +253,8 @@ fn finish_order(
         }
         if p.error.is_none() {
             // What the last successful build provided, for what rpmspec cannot see.
-            for t in &p.targets {
-                if let Some(v) = learned.get(t).and_then(|m| m.get(spec_stem(&p.spec))) {
-                    node.provides.extend(v.iter().cloned());
-                }
-            }
+            node.provides
+                .extend(provides::learned_for(learned, &p.targets, spec_stem(&p.spec)).cloned());
             nodes.insert(p.id.clone(), node);
         }
     }

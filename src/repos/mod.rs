@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::docker::{ContainerSpec, Engine, InfraError, LABEL_BUILD};
+use crate::format::rpm::{rpm_identity, HeaderError, RpmIdentity};
 use crate::model::BuildId;
-use crate::plan::provides::{rpm_identity, HeaderError, RpmIdentity};
 
 pub use evr::{evrcmp, vercmp};
 
