@@ -36,21 +36,14 @@ impl MirrorSource {
         let mirror = self.mirrors.mirror_for(clone_url).path;
         if !cli::has_commit(&mirror, commit.as_str()).await {
             // Planned by another process, or the mirror was removed since: fetch every
-            // branch and pull request head, the refs a planned commit can come from.
+            // branch, pull request head and Gerrit patchset.
             let auth = self
                 .creds
                 .for_url(clone_url)
                 .await
                 .map_err(|e| SourceError::Infra(e.to_string()))?;
             self.mirrors
-                .fetch(
-                    clone_url,
-                    &[
-                        RemoteRef::AllBranches,
-                        RemoteRef::Other("refs/pull/*/head".into()),
-                    ],
-                    &auth,
-                )
+                .fetch(clone_url, &RemoteRef::every_head(), &auth)
                 .await
                 .map_err(|e| match e {
                     e @ (GitError::MissingRef { .. } | GitError::MissingRev { .. }) => {
