@@ -21,6 +21,7 @@ mod builds;
 mod changes;
 mod commands;
 mod deliveries;
+mod pages;
 mod phases;
 mod provides;
 mod reports;

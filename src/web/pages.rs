@@ -105,16 +105,24 @@ pub struct IndexQuery {
     commit: Option<String>,
 }
 
+/// Builds one index page lists at most.
+const PAGE_BUILDS: i64 = 200;
+
 pub async fn index(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<IndexQuery>,
 ) -> Response {
-    let builds = match app.store.recent_builds(200).await {
+    let commit = q.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
+    // A commit's builds are asked for by commit: the latest 200 may not reach back to it.
+    let builds = match &commit {
+        Some(c) => app.store.builds_of_commit(c, PAGE_BUILDS).await,
+        None => app.store.recent_builds(PAGE_BUILDS).await,
+    };
+    let builds = match builds {
         Ok(b) => b,
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
-    let commit = q.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
     let builds: Vec<&BuildRow> = builds
         .iter()
         .filter(|b| commit.as_ref().is_none_or(|c| *c == b.commit))
