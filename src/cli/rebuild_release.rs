@@ -20,7 +20,7 @@ use packetary::format::rpm::{rpm_build_origin, rpm_payload_digest};
 use packetary::model::{BuildId, Outcome, PackageSource, TargetName};
 use packetary::repos::{self, RepoDir};
 
-use super::rebuild::{diffoscope, short, RemoveOnDrop};
+use super::rebuild_common::{diffoscope, short, RemoveOnDrop};
 use super::{infra, progress_line, usage, CliError, EXIT_FAILED};
 
 /// How one source package fared.
