@@ -8,10 +8,12 @@
 pub mod change;
 pub mod discover;
 pub mod distgit;
+mod endpoints;
 pub mod layout;
 pub mod order;
 pub mod provides;
 pub mod repo_config;
+mod select;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,11 +21,12 @@ use std::path::{Path, PathBuf};
 use git2::{Oid, Repository};
 
 pub use change::{
-    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
+    Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
 };
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};
 pub use repo_config::{RepoConfig, RepoConfigError, CONFIG_FILE};
+pub use select::{select, LARGE_CHANGE};
 
 use crate::config::Target;
 use crate::git::tree::{commit_tree, export_files, ExportError};
