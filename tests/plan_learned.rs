@@ -89,7 +89,7 @@ async fn a_pkgconfig_dependency_learned_from_a_build_orders_the_next_plan() {
     let rpm = work
         .path()
         .join("out/bookworm-rpmbuild/granite-1.0-1/granite-1.0-1.noarch.rpm");
-    let provides = plan::provides::rpm_provides(&rpm).expect("header");
+    let provides = packetary::format::rpm::rpm_provides(&rpm).expect("header");
     assert_eq!(provides, ["granite = 1.0-1", "pkgconfig(granite) = 1.0"]);
 
     // The queue learns it when it records the build (the fake planner's one build, `hello`

@@ -209,3 +209,40 @@ async fn incremental_fetch_brings_one_commit() {
         next
     );
 }
+
+/// A commit only reachable from a Gerrit change ref (a patchset the mirror has not fetched
+/// yet) is exported: the export's fallback fetch includes `refs/changes/*`.
+#[tokio::test]
+async fn export_fetches_a_patchset_the_mirror_lacks() {
+    use packetary::model::{CommitSha, RepoId};
+    use packetary::queue::source::MirrorSource;
+    use packetary::queue::SourceProvider;
+
+    let r = TestRepo::new();
+    let base = r.commit("main", &[put("a/a.spec", &spec("a", ""))]);
+    let cache_dir = tempfile::tempdir().expect("tmp");
+    let cache = MirrorCache::new(cache_dir.path());
+    // The mirror exists and has the branch; the change is uploaded after.
+    cache
+        .fetch(&r.url(), &[RemoteRef::AllBranches], &FetchAuth::None)
+        .await
+        .expect("fetch");
+    let cl = r.commit_on(
+        "refs/changes/45/12345/2",
+        Some(base),
+        &[put("a/a.patch", "only in the patchset")],
+    );
+    let source = MirrorSource::new(cache, FetchAuth::None);
+    let out = tempfile::tempdir().expect("tmp");
+    let dest = out.path().join("src");
+    let commit = CommitSha::parse(&cl.to_string()).expect("sha");
+    let repo = RepoId::parse("gerrit:project").expect("repo id");
+    source
+        .export(&r.url(), &repo, &commit, &dest)
+        .await
+        .expect("the patchset is exported");
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a/a.patch")).expect("exported file"),
+        "only in the patchset"
+    );
+}

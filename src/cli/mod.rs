@@ -7,6 +7,7 @@ pub mod images;
 pub mod plan;
 pub mod publish;
 pub mod rebuild;
+mod rebuild_common;
 mod rebuild_release;
 pub mod serve;
 

@@ -17,9 +17,10 @@ use packetary::config::{Config, Repo, RepoLocation};
 use packetary::docker::Engine;
 use packetary::executor::provenance::{self, Provenance, BUILD_JSON_FORMAT, INPUTS_DIR};
 use packetary::executor::{BuildRequest, Executor};
+use packetary::format::rpm::rpm_payload_digest;
 use packetary::model::{BuildId, Outcome};
-use packetary::plan::provides::rpm_payload_digest;
 
+use super::rebuild_common::{diffoscope, short, RemoveOnDrop};
 use super::{infra, progress_line, usage, CliError, EXIT_FAILED, EXIT_INFRA};
 
 #[derive(clap::Args)]
@@ -192,15 +193,6 @@ pub async fn run(config: Config, args: RebuildArgs) -> Result<u8, CliError> {
     Ok(compare(&dir, &new_dir, &recorded_files))
 }
 
-/// The rebuild's temporary results, removed at the end.
-pub(super) struct RemoveOnDrop(pub(super) PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Prints `identical NAME` or `differs NAME (...)` for each recorded package and each new
 /// one; returns the exit status.
 pub(super) fn compare(old_dir: &Path, new_dir: &Path, recorded: &[String]) -> u8 {
@@ -239,25 +231,6 @@ pub(super) fn compare(old_dir: &Path, new_dir: &Path, recorded: &[String]) -> u8
         code = EXIT_FAILED;
     }
     code
-}
-
-pub(super) fn short(d: &str) -> &str {
-    d.get(..16).unwrap_or(d)
-}
-
-/// A summary of what differs, when diffoscope is installed: its first lines.
-pub(super) fn diffoscope(old: &Path, new: &Path) {
-    let out = std::process::Command::new("diffoscope")
-        .args(["--text", "-", "--max-text-report-size", "20000"])
-        .arg(old)
-        .arg(new)
-        .output();
-    if let Ok(out) = out {
-        let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines().take(40) {
-            println!("  | {line}");
-        }
-    }
 }
 
 /// The recorded repositories as the rebuild's (a directory one must still exist).

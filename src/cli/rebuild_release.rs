@@ -16,11 +16,11 @@ use packetary::config::{Config, Repo, RepoLocation, Target};
 use packetary::docker::ContainerSpec;
 use packetary::docker::{Engine, LABEL_BUILD};
 use packetary::executor::{BuildRequest, Executor};
+use packetary::format::rpm::{rpm_build_origin, rpm_payload_digest};
 use packetary::model::{BuildId, Outcome, PackageSource, TargetName};
-use packetary::plan::provides::{rpm_build_origin, rpm_payload_digest};
 use packetary::repos::{self, RepoDir};
 
-use super::rebuild::{diffoscope, short, RemoveOnDrop};
+use super::rebuild_common::{diffoscope, short, RemoveOnDrop};
 use super::{infra, progress_line, usage, CliError, EXIT_FAILED};
 
 /// How one source package fared.

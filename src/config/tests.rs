@@ -1,5 +1,7 @@
 //! The configuration's checks: every refusal names the file, the key and the fix.
 
+use std::time::Duration;
+
 use super::*;
 
 fn err(text: &str) -> String {

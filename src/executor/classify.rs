@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::backend::MISSING_MARK;
+/// Marker the dependency phase prints before each capability it could not install.
+pub const MISSING_MARK: &str = "packetary: missing build dependency: ";
 
 /// Capabilities the dependency phase reported as not installable.
 pub fn missing_capabilities(log: &str) -> Vec<String> {

@@ -184,6 +184,17 @@ impl RemoteRef {
         let r = self.refname();
         format!("+{r}:{r}")
     }
+
+    /// Every ref a planned commit can come from: branches, GitHub's pull request heads and
+    /// Gerrit's patchsets (`refs/changes/*`). What an export fetches when its commit is not
+    /// in the mirror (planned by another process, or the mirror was removed since).
+    pub fn every_head() -> Vec<RemoteRef> {
+        vec![
+            RemoteRef::AllBranches,
+            RemoteRef::Other("refs/pull/*/head".into()),
+            RemoteRef::Other("refs/changes/*".into()),
+        ]
+    }
 }
 
 fn valid_ref(short: &str) -> bool {

@@ -5,6 +5,7 @@
 //! libgit2 calls block, so the async entry points run them with `spawn_blocking`; the
 //! blocking functions are public too, for callers already off the runtime (tests, benches).
 
+pub mod cli;
 pub mod mirror;
 pub mod tree;
 

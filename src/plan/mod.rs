@@ -8,10 +8,12 @@
 pub mod change;
 pub mod discover;
 pub mod distgit;
+mod endpoints;
 pub mod layout;
 pub mod order;
 pub mod provides;
 pub mod repo_config;
+mod select;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,11 +21,12 @@ use std::path::{Path, PathBuf};
 use git2::{Oid, Repository};
 
 pub use change::{
-    select, Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
+    Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
 };
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};
 pub use repo_config::{RepoConfig, RepoConfigError, CONFIG_FILE};
+pub use select::{select, LARGE_CHANGE};
 
 use crate::config::Target;
 use crate::git::tree::{commit_tree, export_files, ExportError};
@@ -31,9 +34,7 @@ use crate::git::GitError;
 use crate::model::TargetName;
 use crate::spec::{CacheKey, SpecOracle, SpecQuery};
 
-/// Provides learned from earlier builds: target → package (its spec's file stem, as builds
-/// name it) → capabilities.
-pub type Learned = BTreeMap<TargetName, BTreeMap<String, Vec<String>>>;
+pub use provides::Learned;
 
 /// Plans a change end to end: selection on the blocking pool, then spec facts and order.
 /// `repo` is a bare mirror or any repository; `label` names it in the plan.
@@ -255,11 +256,8 @@ fn finish_order(
         }
         if p.error.is_none() {
             // What the last successful build provided, for what rpmspec cannot see.
-            for t in &p.targets {
-                if let Some(v) = learned.get(t).and_then(|m| m.get(spec_stem(&p.spec))) {
-                    node.provides.extend(v.iter().cloned());
-                }
-            }
+            node.provides
+                .extend(provides::learned_for(learned, &p.targets, spec_stem(&p.spec)).cloned());
             nodes.insert(p.id.clone(), node);
         }
     }

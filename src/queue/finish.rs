@@ -195,7 +195,7 @@ impl Queue {
         tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
             for f in &files {
-                match crate::plan::provides::rpm_provides(f) {
+                match crate::format::rpm::rpm_provides(f) {
                     Ok(p) => all.extend(p),
                     Err(e) => tracing::warn!("cannot learn provides: {e}"),
                 }

@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use futures_util::future::BoxFuture;
-use tokio::process::Command;
 
 use super::{SourceError, SourceProvider};
-use crate::git::{Credentials, GitError, MirrorCache, RemoteRef};
+use crate::git::{cli, Credentials, GitError, MirrorCache, RemoteRef};
 use crate::model::{CommitSha, RepoId};
 use crate::plan::{fetch_lookaside, PlannedPackage};
 
@@ -35,23 +34,16 @@ impl MirrorSource {
         dest: &Path,
     ) -> Result<(), SourceError> {
         let mirror = self.mirrors.mirror_for(clone_url).path;
-        if !has_commit(&mirror, commit).await {
+        if !cli::has_commit(&mirror, commit.as_str()).await {
             // Planned by another process, or the mirror was removed since: fetch every
-            // branch and pull request head, the refs a planned commit can come from.
+            // branch, pull request head and Gerrit patchset.
             let auth = self
                 .creds
                 .for_url(clone_url)
                 .await
                 .map_err(|e| SourceError::Infra(e.to_string()))?;
             self.mirrors
-                .fetch(
-                    clone_url,
-                    &[
-                        RemoteRef::AllBranches,
-                        RemoteRef::Other("refs/pull/*/head".into()),
-                    ],
-                    &auth,
-                )
+                .fetch(clone_url, &RemoteRef::every_head(), &auth)
                 .await
                 .map_err(|e| match e {
                     e @ (GitError::MissingRef { .. } | GitError::MissingRev { .. }) => {
@@ -59,7 +51,7 @@ impl MirrorSource {
                     }
                     e => SourceError::Infra(e.to_string()),
                 })?;
-            if !has_commit(&mirror, commit).await {
+            if !cli::has_commit(&mirror, commit.as_str()).await {
                 return Err(SourceError::Missing(format!(
                     "commit {commit} is not in {clone_url}"
                 )));
@@ -75,12 +67,9 @@ pub async fn archive(repo: &Path, commit: &CommitSha, dest: &Path) -> Result<(),
         .await
         .map_err(|e| SourceError::Infra(format!("create {}: {e}", dest.display())))?;
     let tarball = dest.with_extension("tar");
-    let tar_arg = tarball.display().to_string();
-    git(
-        repo,
-        &["archive", "--format=tar", "-o", &tar_arg, commit.as_str()],
-    )
-    .await?;
+    cli::archive_tar(repo, commit.as_str(), &tarball)
+        .await
+        .map_err(|e| SourceError::Infra(e.to_string()))?;
     let dest_owned = dest.to_path_buf();
     let tb = tarball.clone();
     let unpacked = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -143,57 +132,7 @@ impl SourceProvider for PathSource {
         commit: &'a CommitSha,
         paths: &'a [PathBuf],
     ) -> BoxFuture<'a, Option<i64>> {
-        Box::pin(last_change_in(&self.repo, commit, paths))
-    }
-}
-
-/// `git log -1 --format=%at COMMIT -- PATHS` in `repo`: the author time, which a rebase or
-/// cherry-pick keeps (the committer time changes), so a rebased change builds the same
-/// bytes and can reuse its earlier result.
-async fn last_change_in(repo: &Path, commit: &CommitSha, paths: &[PathBuf]) -> Option<i64> {
-    let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(repo)
-        .args(["log", "-1", "--format=%at", commit.as_str(), "--"])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true);
-    for p in paths {
-        // A literal path: no pathspec magic from file names.
-        cmd.arg(format!(":(literal){}", p.display()));
-    }
-    let out = cmd.output().await.ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-async fn has_commit(mirror: &Path, commit: &CommitSha) -> bool {
-    git(mirror, &["cat-file", "-e", &format!("{commit}^{{commit}}")])
-        .await
-        .is_ok()
-}
-
-/// Runs git in `dir` without a terminal or credential prompts.
-async fn git(dir: &Path, args: &[&str]) -> Result<(), SourceError> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "true")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| SourceError::Infra(format!("cannot run git: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(SourceError::Infra(format!(
-            "git {}: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Box::pin(cli::last_change(&self.repo, commit.as_str(), paths))
     }
 }
 
@@ -215,6 +154,6 @@ impl SourceProvider for MirrorSource {
         paths: &'a [PathBuf],
     ) -> BoxFuture<'a, Option<i64>> {
         let mirror = self.mirrors.mirror_for(clone_url).path;
-        Box::pin(async move { last_change_in(&mirror, commit, paths).await })
+        Box::pin(async move { cli::last_change(&mirror, commit.as_str(), paths).await })
     }
 }

@@ -24,19 +24,24 @@
 //! and pool files no snapshot links any more (link count 1).
 
 mod evr;
+mod index;
 mod lock;
+mod pool;
+mod prune;
+mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Read;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::docker::{ContainerSpec, Engine, InfraError, LABEL_BUILD};
+use crate::docker::Engine;
 use crate::model::BuildId;
-use crate::plan::provides::{rpm_identity, HeaderError, RpmIdentity};
 
 pub use evr::{evrcmp, vercmp};
+pub use index::Indexer;
+pub use pool::{describe, packages_in};
+pub use prune::{snapshots_named, stale_change_repos};
 
 /// The manifest each snapshot carries.
 pub const MANIFEST: &str = "packetary-snapshot.json";
@@ -200,13 +205,6 @@ impl Published {
     }
 }
 
-/// Runs createrepo_c in a container: no network, as the service's own user.
-#[derive(Clone)]
-pub struct Indexer {
-    pub engine: Engine,
-    pub image: String,
-}
-
 /// One repository directory (one release or change, one target).
 #[derive(Debug, Clone)]
 pub struct RepoDir {
@@ -231,48 +229,6 @@ pub fn change_dir(data_dir: &Path, repo_path: &str, number: u64, target: &str) -
         d.push(part);
     }
     plain(target).then(|| d.join(number.to_string()).join(target))
-}
-
-/// The change directories (`changes/<owner>/<repo>/<number>`) under `root` none of whose
-/// repositories was published into within `age` (by the time `latest` last moved).
-pub fn stale_change_repos(root: &Path, age: std::time::Duration) -> Vec<PathBuf> {
-    fn visit(dir: &Path, depth: usize, age: std::time::Duration, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let subdirs: Vec<PathBuf> = rd
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| e.path())
-            .collect();
-        let repos: Vec<&PathBuf> = subdirs
-            .iter()
-            .filter(|d| d.join(".lock").is_file())
-            .collect();
-        if !repos.is_empty() {
-            let fresh = repos.iter().any(|r| {
-                std::fs::symlink_metadata(r.join("latest"))
-                    .or_else(|_| std::fs::metadata(r.join(".lock")))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|e| e < age)
-            });
-            if !fresh {
-                out.push(dir.to_path_buf());
-            }
-            return;
-        }
-        if depth < 8 {
-            for d in subdirs {
-                visit(&d, depth + 1, age, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    visit(root, 0, age, &mut out);
-    out
 }
 
 impl RepoDir {
@@ -367,215 +323,6 @@ impl RepoDir {
         })
     }
 
-    /// Checks the rules and lays out the next snapshot in a hidden directory: the pool gets
-    /// the new packages, the snapshot links to every package it holds. `None`: nothing new.
-    fn stage(&self, packages: &[PathBuf], policy: Policy) -> Result<Option<Stage>, PublishError> {
-        let previous = self.latest();
-        let old = match &previous {
-            Some(id) => self.manifest(id)?.packages,
-            None => vec![],
-        };
-        // Maps, not scans: a first publication may bring thousands of packages.
-        let mut incoming: Vec<(Entry, PathBuf)> = Vec::new();
-        let mut seen: HashMap<String, (String, PathBuf)> = HashMap::new();
-        for p in packages {
-            let entry = describe(p)?;
-            if let Some((sha, first)) = seen.get(&entry.key()) {
-                if *sha != entry.sha256 {
-                    return Err(PublishError::Refused(format!(
-                        "{} is given twice with different contents ({} and {})",
-                        entry.nevra(),
-                        first.display(),
-                        p.display()
-                    )));
-                }
-                continue;
-            }
-            seen.insert(entry.key(), (entry.sha256.clone(), p.clone()));
-            incoming.push((entry, p.clone()));
-        }
-        let old_by_key: HashMap<String, &Entry> = old.iter().map(|e| (e.key(), e)).collect();
-        let mut newest: HashMap<&str, &Entry> = HashMap::new();
-        for e in &old {
-            let n = newest.entry(e.name.as_str()).or_insert(e);
-            if evrcmp(e.evr(), n.evr()).is_gt() {
-                *n = e;
-            }
-        }
-        let mut new_entries: Vec<&Entry> = Vec::new();
-        for (entry, path) in &incoming {
-            if let Some(o) = old_by_key.get(&entry.key()) {
-                if o.sha256 == entry.sha256 {
-                    continue;
-                }
-                if policy == Policy::Release {
-                    return Err(PublishError::Refused(format!(
-                        "{} is already published with other contents (sha256 {} published, {} given in {})\n  fix: raise the package's Release (or Version) and build it again",
-                        entry.nevra(),
-                        o.sha256,
-                        entry.sha256,
-                        path.display()
-                    )));
-                }
-            }
-            if policy == Policy::Release {
-                if let Some(n) = newest.get(entry.name.as_str()) {
-                    if evrcmp(entry.evr(), n.evr()).is_lt() {
-                        return Err(PublishError::Refused(format!(
-                            "{} would be a downgrade: {} is published\n  fix: give the package a higher Epoch, Version or Release than the published one",
-                            entry.nevra(),
-                            n.nevra()
-                        )));
-                    }
-                }
-            }
-            new_entries.push(entry);
-        }
-        // A change keeps only the newest build of each package and architecture.
-        let replaced: HashSet<(&str, &str)> = match policy {
-            Policy::Change => new_entries
-                .iter()
-                .map(|e| (e.name.as_str(), e.arch.as_str()))
-                .collect(),
-            Policy::Release => HashSet::new(),
-        };
-        let mut next: Vec<Entry> = old
-            .iter()
-            .filter(|o| !replaced.contains(&(o.name.as_str(), o.arch.as_str())))
-            .cloned()
-            .collect();
-        let mut files: HashSet<String> = next.iter().map(|e| e.file.clone()).collect();
-        let mut added = Vec::new();
-        for entry in new_entries {
-            if !files.insert(entry.file.clone()) {
-                return Err(PublishError::Refused(format!(
-                    "{} has the file name {} of another published package (they differ only in epoch)\n  fix: raise the package's Version or Release",
-                    entry.nevra(),
-                    entry.file
-                )));
-            }
-            next.push(entry.clone());
-            added.push(entry.file.clone());
-        }
-        if added.is_empty() {
-            return Ok(None);
-        }
-        next.sort_by(|a, b| a.file.cmp(&b.file));
-
-        let pool = self.root.join("pool");
-        std::fs::create_dir_all(&pool).map_err(PublishError::io(&pool))?;
-        let mut copied = false;
-        for (entry, path) in &incoming {
-            let pooled = pool.join(format!("{}.rpm", entry.sha256));
-            if !pooled.exists() {
-                copy_into(path, &pooled)?;
-                copied = true;
-            }
-        }
-        if copied {
-            // One flush of the file system for all new pool files, not an fsync each.
-            sync_fs(&pool)?;
-        }
-        let id = self
-            .snapshots()
-            .last()
-            .map(SnapshotId::after)
-            .unwrap_or_else(|| SnapshotId("000001".into()));
-        let tmp = self.root.join(format!(".new-{}", id.as_str()));
-        if tmp.exists() {
-            // Left by a publication that was killed: this one holds the lock.
-            std::fs::remove_dir_all(&tmp).map_err(PublishError::io(&tmp))?;
-        }
-        std::fs::create_dir(&tmp).map_err(PublishError::io(&tmp))?;
-        for e in &next {
-            let from = pool.join(format!("{}.rpm", e.sha256));
-            let to = tmp.join(&e.file);
-            std::fs::hard_link(&from, &to).map_err(PublishError::io(&to))?;
-        }
-        let manifest = Manifest {
-            id: id.clone(),
-            created: crate::store::Millis::now().0,
-            packages: next,
-        };
-        let mpath = tmp.join(MANIFEST);
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| PublishError::Io {
-            path: mpath.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        std::fs::write(&mpath, json).map_err(PublishError::io(&mpath))?;
-        Ok(Some(Stage {
-            id,
-            tmp,
-            previous,
-            added,
-        }))
-    }
-
-    /// createrepo_c over the staged snapshot, updating from the previous one's metadata.
-    async fn index(&self, indexer: &Indexer, stage: &Stage) -> Result<(), PublishError> {
-        let cache = self.root.join(".cache");
-        std::fs::create_dir_all(&cache).map_err(PublishError::io(&cache))?;
-        let mut mounts = vec![
-            (stage.tmp.display().to_string(), "/repo".to_string(), false),
-            (cache.display().to_string(), "/cache".to_string(), false),
-        ];
-        let mut cmd: Vec<String> = Vec::new();
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        if uid != 0 {
-            cmd.extend([
-                "setpriv".into(),
-                format!("--reuid={uid}"),
-                format!("--regid={gid}"),
-                "--clear-groups".into(),
-            ]);
-        }
-        cmd.extend(
-            [
-                "createrepo_c",
-                "--quiet",
-                "--no-database",
-                "--workers",
-                "2",
-                "--cachedir",
-                "/cache",
-            ]
-            .map(String::from),
-        );
-        if let Some(prev) = &stage.previous {
-            let prev_dir = self.snapshot_dir(prev);
-            if prev_dir.join("repodata").join("repomd.xml").is_file() {
-                mounts.push((prev_dir.display().to_string(), "/prev".to_string(), true));
-                cmd.extend(["--update", "--update-md-path", "/prev"].map(String::from));
-            }
-        }
-        cmd.push("/repo".into());
-        let spec = ContainerSpec {
-            name: format!("packetary-publish-{}", BuildId::generate()),
-            image: indexer.image.clone(),
-            labels: [(LABEL_BUILD.to_string(), "publish".to_string())]
-                .into_iter()
-                .collect(),
-            mounts,
-            network: false,
-            pids: Some(256),
-            ..Default::default()
-        };
-        let (code, out) = indexer
-            .engine
-            .run_once(&spec, cmd)
-            .await
-            .map_err(|InfraError(e)| PublishError::Index(e))?;
-        if code != 0 {
-            return Err(PublishError::Index(format!(
-                "createrepo_c failed in {} (exit {code}): {}",
-                indexer.image,
-                String::from_utf8_lossy(&out).trim()
-            )));
-        }
-        Ok(())
-    }
-
     /// Points `latest` at `id` with one rename(2) over the old link.
     fn switch_latest(&self, id: &SnapshotId) -> Result<(), PublishError> {
         let tmp = self.root.join(format!(".latest-{}", BuildId::generate()));
@@ -589,169 +336,6 @@ impl RepoDir {
             }
         })
     }
-
-    /// Removes snapshots beyond the newest `keep` that are not in `protected` (nor
-    /// `latest`), then pool files no snapshot links any more. Failures are logged: a
-    /// snapshot left behind is only disk.
-    pub fn prune(&self, keep: usize, protected: &BTreeSet<SnapshotId>) {
-        let all = self.snapshots();
-        let latest = self.latest();
-        let cut = all.len().saturating_sub(keep.max(1));
-        for id in &all[..cut] {
-            if protected.contains(id) || latest.as_ref() == Some(id) {
-                continue;
-            }
-            let dir = self.snapshot_dir(id);
-            // Renamed first, so that a reader never sees a half-removed snapshot.
-            let gone = self.root.join(format!(".old-{}", id.as_str()));
-            match std::fs::rename(&dir, &gone).and_then(|()| std::fs::remove_dir_all(&gone)) {
-                Ok(()) => tracing::info!(repo = %self.root.display(), snapshot = %id, "pruned"),
-                Err(e) => {
-                    tracing::warn!(repo = %self.root.display(), snapshot = %id, "cannot prune: {e}")
-                }
-            }
-        }
-        use std::os::unix::fs::MetadataExt;
-        for e in std::fs::read_dir(self.root.join("pool"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
-/// A snapshot being made.
-struct Stage {
-    id: SnapshotId,
-    tmp: PathBuf,
-    previous: Option<SnapshotId>,
-    added: Vec<String>,
-}
-
-/// Reads a package file's identity and digest; a link or a non-RPM is refused.
-pub fn describe(path: &Path) -> Result<Entry, PublishError> {
-    let meta = std::fs::symlink_metadata(path).map_err(PublishError::io(path))?;
-    if !meta.is_file() {
-        return Err(PublishError::BadPackage(format!(
-            "{} is not a regular file (links are not followed)",
-            path.display()
-        )));
-    }
-    let RpmIdentity {
-        name,
-        epoch,
-        version,
-        release,
-        arch,
-        ..
-    } = rpm_identity(path).map_err(|e| match e {
-        HeaderError::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-            PublishError::BadPackage(format!(
-                "{} is not an RPM package: it ends before its header",
-                path.display()
-            ))
-        }
-        e => PublishError::BadPackage(e.to_string()),
-    })?;
-    let safe = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._+~^-".contains(c))
-    };
-    if ![&name, &version, &release, &arch].iter().all(|s| safe(s)) {
-        return Err(PublishError::BadPackage(format!(
-            "{}: the header's name, version, release or architecture has characters a file name cannot have",
-            path.display()
-        )));
-    }
-    let file = format!("{name}-{version}-{release}.{arch}.rpm");
-    Ok(Entry {
-        file,
-        name,
-        epoch,
-        version,
-        release,
-        arch,
-        sha256: sha256_file(path)?,
-    })
-}
-
-fn sha256_file(path: &Path) -> Result<String, PublishError> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(PublishError::io(path))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(PublishError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Copies `from` (opened without following a link) to a new file `to`, through a
-/// temporary name, so that the pool never holds a partial package under its name (the
-/// caller flushes the file system once after a batch).
-fn copy_into(from: &Path, to: &Path) -> Result<(), PublishError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut src = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(from)
-        .map_err(PublishError::io(from))?;
-    let tmp = to.with_extension(format!("tmp-{}", BuildId::generate()));
-    let mut dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(PublishError::io(&tmp))?;
-    let r = std::io::copy(&mut src, &mut dst).and_then(|_| std::fs::rename(&tmp, to));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map_err(PublishError::io(to))
-}
-
-/// The RPM files a `publish` argument names: a file, or the `*.rpm` files directly in a
-/// directory (regular files only, sorted).
-pub fn packages_in(arg: &Path) -> Result<Vec<PathBuf>, PublishError> {
-    let meta = std::fs::symlink_metadata(arg).map_err(PublishError::io(arg))?;
-    if meta.is_file() {
-        return Ok(vec![arg.to_path_buf()]);
-    }
-    if !meta.is_dir() {
-        return Err(PublishError::BadPackage(format!(
-            "{} is neither an RPM file nor a directory of them",
-            arg.display()
-        )));
-    }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(arg)
-        .map_err(PublishError::io(arg))?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rpm"))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
-/// Flushes the file system holding `dir` (syncfs(2)).
-fn sync_fs(dir: &Path) -> Result<(), PublishError> {
-    use std::os::fd::AsRawFd;
-    let d = std::fs::File::open(dir).map_err(PublishError::io(dir))?;
-    // SAFETY: the descriptor is open and owned by `d` for the call.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(PublishError::io(dir)(std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// A yum/dnf `.repo` file for a repository served at `base_url` (ending in `/`).
@@ -759,25 +343,6 @@ pub fn repo_file(id: &str, name: &str, base_url: &str) -> String {
     format!(
         "[{id}]\nname={name}\nbaseurl={base_url}\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=0\nmetadata_expire=60\n"
     )
-}
-
-/// The ids of snapshots named in repository locations such as
-/// `<data_dir>/repos/<release>/<target>/<snapshot>` (what builds record), grouped by
-/// repository directory.
-pub fn snapshots_named(locations: &[String]) -> BTreeMap<PathBuf, BTreeSet<SnapshotId>> {
-    let mut out: BTreeMap<PathBuf, BTreeSet<SnapshotId>> = BTreeMap::new();
-    for l in locations {
-        let p = Path::new(l.strip_prefix("file://").unwrap_or(l));
-        if let (Some(parent), Some(id)) = (
-            p.parent(),
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(SnapshotId::parse),
-        ) {
-            out.entry(parent.to_path_buf()).or_default().insert(id);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod changes;
 mod commands;
 mod deliveries;
 pub mod ledger;
+mod pages;
 mod phases;
 mod provides;
 pub mod reports;

@@ -79,7 +79,7 @@ pub fn refused(path: &str) -> Response {
     };
     let body = format!(
         "<!doctype html><meta charset=utf-8><title>Private</title><p>This build belongs to a private repository. <a href=\"/login?next={}\">Log in</a> with the page token, or send it as <code>Authorization: Bearer</code>.</p>",
-        super::pages::escape(&urlencode(next))
+        super::html::escape(&urlencode(next))
     );
     (StatusCode::UNAUTHORIZED, Html(body)).into_response()
 }
@@ -106,7 +106,7 @@ pub async fn login_form(Query(q): Query<LoginQuery>) -> Response {
     let next = q.next.unwrap_or_else(|| "/".into());
     Html(format!(
         "<!doctype html><meta charset=utf-8><title>Log in</title><form method=post action=/login><input type=hidden name=next value=\"{}\"><label>Page token <input type=password name=token autocomplete=current-password></label> <button>Log in</button></form>",
-        super::pages::escape(&next)
+        super::html::escape(&next)
     ))
     .into_response()
 }

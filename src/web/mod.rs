@@ -3,6 +3,7 @@
 //! and answered; building happens in the queue, never on the request path.
 
 pub mod access;
+mod html;
 pub mod listener;
 mod pages;
 mod repos;

@@ -5,44 +5,15 @@
 use std::fmt::Write;
 use std::path::{Component, Path, PathBuf};
 
-use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::html::{escape, not_found, seg, send_file};
 use super::{text, AppState};
 use crate::model::BuildState;
 use crate::model::{BuildId, CommitSha};
 use crate::store::BuildRow;
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes one URL path segment.
-fn seg(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
 
 fn page(title: &str, body: &str) -> Html<String> {
     page_with(title, body, "")
@@ -96,25 +67,29 @@ fn state_cell(s: BuildState) -> String {
     format!("<span class=\"{0}\">{0}</span>", s.as_str())
 }
 
-pub(super) fn not_found(what: &str) -> Response {
-    text(StatusCode::NOT_FOUND, format!("{what} not found"))
-}
-
 #[derive(serde::Deserialize)]
 pub struct IndexQuery {
     commit: Option<String>,
 }
+
+/// Builds one index page lists at most.
+const PAGE_BUILDS: i64 = 200;
 
 pub async fn index(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<IndexQuery>,
 ) -> Response {
-    let builds = match app.store.recent_builds(200).await {
+    let commit = q.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
+    // A commit's builds are asked for by commit: the latest 200 may not reach back to it.
+    let builds = match &commit {
+        Some(c) => app.store.builds_of_commit(c, PAGE_BUILDS).await,
+        None => app.store.recent_builds(PAGE_BUILDS).await,
+    };
+    let builds = match builds {
         Ok(b) => b,
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
-    let commit = q.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
     let builds: Vec<&BuildRow> = builds
         .iter()
         .filter(|b| commit.as_ref().is_none_or(|c| *c == b.commit))
@@ -317,41 +292,6 @@ pub fn contained(base: &Path, rel: &str) -> Option<PathBuf> {
     (full.starts_with(&base) && full.is_file()).then_some(full)
 }
 
-pub(super) async fn send_file(path: &Path, content_type: &str, download: bool) -> Response {
-    let file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(_) => return not_found("file"),
-    };
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let stream = tokio_util::io::ReaderStream::new(file);
-    let mut resp = Response::new(Body::from_stream(stream));
-    let h = resp.headers_mut();
-    if let Ok(v) = content_type.parse() {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    if let Some(l) = len.and_then(|l| l.to_string().parse().ok()) {
-        h.insert(header::CONTENT_LENGTH, l);
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        "nosniff".parse().expect("static header"),
-    );
-    if download {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let safe: String = name
-            .chars()
-            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
-            .collect();
-        if let Ok(v) = format!("attachment; filename=\"{safe}\"").parse() {
-            h.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
-    resp
-}
-
 pub async fn log(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -406,15 +346,6 @@ pub async fn artifact(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping() {
-        assert_eq!(
-            escape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
-        );
-        assert_eq!(seg("a b/../c"), "a%20b%2F..%2Fc");
-    }
 
     #[test]
     fn containment() {

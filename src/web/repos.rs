@@ -13,7 +13,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use super::pages::{escape, not_found, send_file};
+use super::html::{escape, not_found, send_file};
 use super::{text, AppState};
 use crate::model::{ForgeKind, RepoId};
 use crate::repos::{repo_file, SnapshotId};

@@ -17,8 +17,9 @@ pub const OUT_DIR: &str = "/out";
 pub const REPO_DIR: &str = "/repos";
 /// File in OUT_DIR where the SRPM phase leaves the package's NEVR.
 pub const NEVR_FILE: &str = ".nevr";
-/// Marker the dependency phase prints before each capability it could not install.
-pub const MISSING_MARK: &str = "packetary: missing build dependency: ";
+/// Marker the dependency phase prints before each capability it could not install
+/// (defined where it is read back).
+pub use super::classify::MISSING_MARK;
 
 /// Environment variable giving the driver the secret for [`net_on_marker`]. Only the driver
 /// (root) sees it: it unsets it before any phase runs, and a process's initial environment

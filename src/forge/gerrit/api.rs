@@ -213,7 +213,11 @@ impl GerritApi {
 
     /// `project~number` of the change `sha` is a patchset of (the review endpoint wants a
     /// change id; a report knows the commit).
-    async fn change_of(&self, repo: &RepoId, sha: &CommitSha) -> Result<String, DeliveryError> {
+    pub(super) async fn change_of(
+        &self,
+        repo: &RepoId,
+        sha: &CommitSha,
+    ) -> Result<String, DeliveryError> {
         let key = (repo.clone(), sha.clone());
         if let Some(id) = self.cached(&key) {
             return Ok(id);
@@ -241,13 +245,8 @@ impl GerritApi {
                 obsolete: false,
             });
         };
-        let id = change_id(&c.project, c.number);
-        let mut cache = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CHANGE_CACHE {
-            cache.clear();
-        }
-        cache.insert(key, id.clone());
-        Ok(id)
+        self.remember(repo, sha, c.number);
+        Ok(change_id(&c.project, c.number))
     }
 
     fn cached(&self, key: &(RepoId, CommitSha)) -> Option<String> {
@@ -258,7 +257,8 @@ impl GerritApi {
             .cloned()
     }
 
-    /// Remembers the change of a commit (from an event), so that its votes need no query.
+    /// Remembers the change of a commit (from a stream event, or found by [`Self::change_of`]'s
+    /// query), so that its votes need no query.
     pub fn remember(&self, repo: &RepoId, sha: &CommitSha, change: u64) {
         let mut cache = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CHANGE_CACHE {

@@ -95,7 +95,7 @@ pub async fn run(
             tracing::debug!("gerrit catch-up skipped: no event seen yet");
         }
         let got_events = tokio::select! {
-            r = connect_once(&cfg, &events, queue) => match r {
+            r = connect_once(&cfg, &events, &api, queue) => match r {
                 Ok(n) => {
                     tracing::warn!(host = %cfg.ssh.host, "gerrit stream-events ended after {n} event(s); reconnecting");
                     n > 0
@@ -185,6 +185,7 @@ pub fn ssh_command(cfg: &StreamConfig, key: Option<&Path>) -> tokio::process::Co
 async fn connect_once(
     cfg: &StreamConfig,
     events: &EventContext,
+    api: &GerritApi,
     queue: &dyn EventSink,
 ) -> Result<u64, StreamError> {
     let key = key_file(cfg)?;
@@ -226,7 +227,7 @@ async fn connect_once(
             continue;
         }
         n += 1;
-        handle_line(cfg, events, queue, &buf).await;
+        handle_line(cfg, events, api, queue, &buf).await;
     }
     let _ = child.wait().await;
     Ok(n)
@@ -279,7 +280,13 @@ async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
 
 /// One event line: parsed, handed to the sink, its time remembered. Garbage and unknown
 /// types are logged at debug level and skipped.
-async fn handle_line(cfg: &StreamConfig, events: &EventContext, sink: &dyn EventSink, line: &[u8]) {
+async fn handle_line(
+    cfg: &StreamConfig,
+    events: &EventContext,
+    api: &GerritApi,
+    sink: &dyn EventSink,
+    line: &[u8],
+) {
     let parsed = match events.parse(line) {
         Ok(p) => p,
         Err(e) => {
@@ -288,9 +295,24 @@ async fn handle_line(cfg: &StreamConfig, events: &EventContext, sink: &dyn Event
         }
     };
     let created_on = parsed.created_on;
+    remember_change(api, &parsed.event);
     sink.accept(parsed).await;
     if let Some(t) = created_on {
         remember_event(&cfg.state_dir, t);
+    }
+}
+
+/// A patchset's event names its change: the API remembers it, so that the reports on the
+/// commit need no `?q=commit:` query to find the change to vote on.
+fn remember_change(api: &GerritApi, event: &ForgeEvent) {
+    if let ForgeEvent::Build(Trigger {
+        repo,
+        head,
+        pr_number: Some(change),
+        ..
+    }) = event
+    {
+        api.remember(repo, head, *change);
     }
 }
 
@@ -388,6 +410,7 @@ async fn catch_up(
             event: ForgeEvent::Build(trigger),
             created_on: None,
         };
+        remember_change(api, &parsed.event);
         if sink.accept(parsed).await {
             n += 1;
         }
@@ -430,5 +453,76 @@ mod tests {
             read_line_capped(&mut r, &mut buf, 10).await,
             Ok(Line::Eof)
         ));
+    }
+
+    struct Accept;
+
+    impl EventSink for Accept {
+        fn accept(&self, _event: Parsed) -> BoxFuture<'_, bool> {
+            Box::pin(async { true })
+        }
+    }
+
+    /// A patchset event names its change: the report on its commit needs no
+    /// `?q=commit:` query (the API here points at a port nobody answers on).
+    #[tokio::test]
+    async fn a_patchset_event_spares_the_change_query() {
+        let api = GerritApi::new(super::super::GerritApiConfig {
+            url: "http://127.0.0.1:9".into(),
+            user: "packetary".into(),
+            http_password: Secret::new("pw"),
+            label: "Verified".into(),
+            success_vote: 1,
+            failure_vote: -1,
+        })
+        .expect("client");
+        let events = EventContext {
+            git_url: "ssh://gerrit.test:29418".into(),
+            skip_wip_and_private: false,
+            user: "packetary".into(),
+        };
+        let state = tempfile::tempdir().expect("tmp");
+        let cfg = StreamConfig {
+            ssh: GerritSsh {
+                user: "packetary".into(),
+                host: "gerrit.test".into(),
+                port: 29418,
+            },
+            key: None,
+            state_dir: state.path().to_path_buf(),
+            program: "ssh".into(),
+            projects: Arc::new(vec!["test/hello".into()]),
+            skip_wip_and_private: false,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(2),
+        };
+        let rev = "a".repeat(40);
+        let line = serde_json::json!({
+            "type": "patchset-created",
+            "uploader": {"name": "J", "email": "j@example.org", "username": "j"},
+            "patchSet": {
+                "number": 2, "revision": rev, "parents": ["b".repeat(40)],
+                "ref": "refs/changes/45/12345/2", "uploader": {"username": "j"},
+                "createdOn": 1764100100, "kind": "REWORK"
+            },
+            "change": {
+                "project": "test/hello", "branch": "main", "id": "I1", "number": 12345,
+                "subject": "s", "owner": {"username": "j"}, "url": "http://gerrit.test/12345",
+                "status": "NEW", "wip": false, "private": false
+            },
+            "project": "test/hello",
+            "refName": "refs/heads/main",
+            "eventCreatedOn": 1764100101
+        })
+        .to_string();
+        handle_line(&cfg, &events, &api, &Accept, line.as_bytes()).await;
+        let repo = RepoId::new(ForgeKind::Gerrit, "test/hello").expect("repo");
+        let sha = CommitSha::parse(&rev).expect("sha");
+        assert_eq!(
+            api.change_of(&repo, &sha)
+                .await
+                .expect("known without a query"),
+            "test%2Fhello~12345"
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! recipe oracle beside `spec` (what `rpmspec` answers for a spec, `dpkg-source` for a
 //! `debian/` directory) and a layout in `plan/layout.rs`.
 
+pub mod rpm;
+
 use std::path::Path;
 
 use serde::Serialize;
