@@ -243,15 +243,6 @@ impl Store {
         })
     }
 
-    /// Records where a build's results are, whatever state it ended in.
-    pub async fn set_result_dir(&self, id: &BuildId, dir: &Path) -> Result<(), StoreError> {
-        let (id, dir) = (id.as_str(), dir.display().to_string());
-        sqlx::query!("UPDATE builds SET result_dir = ? WHERE id = ?", dir, id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// Puts a running build back in the queue ([`ledger::requeue`]). Returns `false` when
     /// it was no longer running.
     pub async fn requeue(

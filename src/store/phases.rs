@@ -13,26 +13,12 @@ pub struct PhaseRow {
 
 impl Store {
     /// Replaces a build's phases with `phases`, atomically.
+    /// Replaces a build's phases ([`super::ledger`]'s one statement), in a transaction of
+    /// its own.
     pub async fn record_phases(&self, id: &BuildId, phases: &[PhaseRow]) -> Result<(), StoreError> {
-        let id = id.as_str();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query!("DELETE FROM build_phases WHERE build_id = ?", id)
-            .execute(&mut *tx)
-            .await?;
-        for p in phases {
-            sqlx::query!(
-                "INSERT OR REPLACE INTO build_phases (build_id, phase, started, seconds, ok) VALUES (?, ?, ?, ?, ?)",
-                id,
-                p.phase,
-                p.started,
-                p.seconds,
-                p.ok,
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.tx().await?;
+        super::ledger::set_phases(&mut tx, id.as_str(), phases).await?;
+        tx.commit().await
     }
 
     pub async fn phases(&self, id: &BuildId) -> Result<Vec<PhaseRow>, StoreError> {

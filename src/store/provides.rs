@@ -4,38 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{Millis, Store, StoreError};
-use crate::model::{BuildId, RepoId, TargetName};
+use super::{Store, StoreError};
+use crate::model::{RepoId, TargetName};
 
 impl Store {
-    /// Replaces what is known of `package`'s Provides for `target` in `repo`.
-    pub async fn learn_provides(
-        &self,
-        repo: &RepoId,
-        package: &str,
-        target: &TargetName,
-        build: &BuildId,
-        provides: &[String],
-    ) -> Result<(), StoreError> {
-        let (repo, target, build) = (repo.as_str(), target.as_str(), build.as_str());
-        let text = provides.join("\n");
-        let now = Millis::now().0;
-        sqlx::query!(
-            "INSERT OR REPLACE INTO learned_provides (repo, package, target, build_id, provides, learned_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
-            repo,
-            package,
-            target,
-            build,
-            text,
-            now,
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Every package's learned Provides in `repo` for `target`.
+    /// What is known of each package's Provides for `target` in `repo` (written when a
+    /// build ends, by `ledger::end`).
     pub async fn learned_provides(
         &self,
         repo: &RepoId,

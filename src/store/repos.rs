@@ -1,7 +1,7 @@
 //! `build_repo_snapshots` and `publications`: which release snapshots a build used (pruning
 //! keeps them) and which repositories a build published into.
 
-use super::{Millis, Store, StoreError};
+use super::{Store, StoreError};
 use crate::model::BuildId;
 
 /// One publication of a build.
@@ -49,27 +49,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.flatten())
-    }
-
-    /// Records what `build` published into `repository`.
-    pub async fn record_publication(
-        &self,
-        build: &BuildId,
-        repository: &str,
-        snapshot: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let (build, now) = (build.as_str(), Millis::now().0);
-        sqlx::query!(
-            "INSERT OR REPLACE INTO publications (build_id, repository, snapshot, published_at)
-             VALUES (?, ?, ?, ?)",
-            build,
-            repository,
-            snapshot,
-            now,
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// What `build` published, by repository.

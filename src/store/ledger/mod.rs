@@ -187,7 +187,11 @@ async fn event(
 }
 
 /// Replaces a build's phases with `phases`, in one statement.
-async fn set_phases(conn: &mut Conn, id: &str, phases: &[PhaseRow]) -> Result<(), StoreError> {
+pub(in crate::store) async fn set_phases(
+    conn: &mut Conn,
+    id: &str,
+    phases: &[PhaseRow],
+) -> Result<(), StoreError> {
     if phases.is_empty() {
         return Ok(());
     }
