@@ -153,7 +153,7 @@ async fn patchset_is_built_and_voted_on() {
     // The change's own package repository, for testers.
     assert!(
         end.contains(&format!(
-            "(repository: http://packetary.test/repos/changes/{PROJECT}/12345/bookworm-rpmbuild.repo)"
+            "(repository: http://packetary.test/repos/changes/gerrit/{PROJECT}/12345/bookworm-rpmbuild.repo)"
         )),
         "{end}"
     );

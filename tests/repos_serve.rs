@@ -200,7 +200,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
         assert!(
             last[c]
                 .1
-                .contains("published into changes/test/pkgs/7/bookworm-rpmbuild"),
+                .contains("published into changes/github/test/pkgs/7/bookworm-rpmbuild"),
             "{c}: {all:#?}"
         );
     }
@@ -219,7 +219,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
     let change = dir
         .path()
         .join("data")
-        .join("repos/changes/test/pkgs/7")
+        .join("repos/changes/github/test/pkgs/7")
         .join(TARGET);
     assert_eq!(
         files(&change.join("latest")),
@@ -233,7 +233,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
     );
 
     // The build page and the commit's page (the aggregate status's link) link to it.
-    let link = format!("/repos/changes/test/pkgs/7/{TARGET}.repo");
+    let link = format!("/repos/changes/github/test/pkgs/7/{TARGET}.repo");
     for page in [format!("/builds/{}", app.id), format!("/?commit={head}")] {
         let (code, body) = http(bot.addr, "GET", &page, &[], b"").await;
         assert_eq!(code, 200, "{page}");
@@ -250,7 +250,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
     let (code, body) = http(
         bot.addr,
         "GET",
-        &format!("/repos/changes/test/pkgs/7/{TARGET}.repo"),
+        &format!("/repos/changes/github/test/pkgs/7/{TARGET}.repo"),
         &[],
         b"",
     )
@@ -258,7 +258,9 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
     let repo_file = String::from_utf8_lossy(&body).into_owned();
     assert_eq!(code, 200, "{repo_file}");
     assert!(
-        repo_file.contains(&format!("/repos/changes/test/pkgs/7/{TARGET}/latest/\n")),
+        repo_file.contains(&format!(
+            "/repos/changes/github/test/pkgs/7/{TARGET}/latest/\n"
+        )),
         "{repo_file}"
     );
     let repo_path = dir.path().join("packetary.repo");
@@ -292,7 +294,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
     let secret = dir.path().join("secret.txt");
     std::fs::write(&secret, "secret").expect("write");
     std::os::unix::fs::symlink(&secret, change.join(&snap).join("evil.rpm")).expect("symlink");
-    let base_url = format!("/repos/changes/test/pkgs/7/{TARGET}");
+    let base_url = format!("/repos/changes/github/test/pkgs/7/{TARGET}");
     for (path, want) in [
         (format!("{base_url}/latest/repodata/repomd.xml"), 200),
         (format!("{base_url}/latest/app-1.0-1.noarch.rpm"), 200),
@@ -304,9 +306,12 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
             404,
         ),
         ("/repos/%2e%2e/packetary.db".to_string(), 404),
-        ("/repos/changes/test/pkgs/8/x.repo".to_string(), 404),
+        ("/repos/changes/github/test/pkgs/8/x.repo".to_string(), 404),
         ("/repos/changes/".to_string(), 404),
-        ("/repos/changes/test/".to_string(), 404),
+        ("/repos/changes/github/test/".to_string(), 404),
+        ("/repos/changes/github/".to_string(), 404),
+        // The old layout, without the forge, is no repository.
+        (format!("/repos/changes/test/pkgs/7/{TARGET}.repo"), 404),
         (format!("{base_url}/latest/"), 200),
     ] {
         let (code, body) = http(bot.addr, "GET", &path, &[], b"").await;
@@ -329,7 +334,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
     while dir
         .path()
         .join("data")
-        .join("repos/changes/test/pkgs/7")
+        .join("repos/changes/github/test/pkgs/7")
         .exists()
     {
         assert!(

@@ -655,7 +655,9 @@ async fn change_repositories_of_private_projects_need_the_page_token() {
         vec!["gerrit:team/secret/specs".into()],
         Some(packetary::config::Secret::new("page-s3cret")),
     ));
-    let repo = state.data_dir.join("repos/changes/team/secret/specs/5/t1");
+    let repo = state
+        .data_dir
+        .join("repos/changes/gerrit/team/secret/specs/5/t1");
     std::fs::create_dir_all(repo.join("000001/repodata")).expect("mkdir");
     std::fs::write(repo.join(".lock"), "").expect("lock");
     std::fs::write(repo.join("000001/repodata/repomd.xml"), "<repomd/>").expect("repomd");
@@ -678,8 +680,8 @@ async fn change_repositories_of_private_projects_need_the_page_token() {
         }
     };
     for uri in [
-        "/repos/changes/team/secret/specs/5/t1/latest/repodata/repomd.xml",
-        "/repos/changes/team/secret/specs/5/t1.repo",
+        "/repos/changes/gerrit/team/secret/specs/5/t1/latest/repodata/repomd.xml",
+        "/repos/changes/gerrit/team/secret/specs/5/t1.repo",
     ] {
         assert_eq!(status(uri, None).await, 401, "{uri} without the token");
         assert_eq!(status(uri, Some("wrong")).await, 401, "{uri}, wrong token");

@@ -55,13 +55,8 @@ impl Queue {
     }
 
     fn change_repo(&self, b: &BuildRow, number: u64) -> Option<RepoDir> {
-        repos::change_dir(
-            &self.inner.cfg.data_dir,
-            b.repo.path(),
-            number,
-            b.target.as_str(),
-        )
-        .map(RepoDir::new)
+        repos::change_dir(&self.inner.cfg.data_dir, &b.repo, number, b.target.as_str())
+            .map(RepoDir::new)
     }
 
     /// The `.repo` file of the change's package repository for `b`'s target, once something
@@ -70,8 +65,9 @@ impl Queue {
         let number = b.pr_number?;
         self.change_repo(b, number)?.latest()?;
         Some(format!(
-            "{}/repos/changes/{}/{number}/{}.repo",
+            "{}/repos/changes/{}/{}/{number}/{}.repo",
             self.public_url().trim_end_matches('/'),
+            b.repo.forge(),
             b.repo.path(),
             b.target
         ))
@@ -112,7 +108,12 @@ impl Queue {
                 .await;
             self.sweep_change_repos();
             (
-                format!("changes/{}/{number}/{}", b.repo.path(), b.target.as_str()),
+                format!(
+                    "changes/{}/{}/{number}/{}",
+                    b.repo.forge(),
+                    b.repo.path(),
+                    b.target.as_str()
+                ),
                 r,
             )
         } else {
@@ -202,7 +203,7 @@ impl Queue {
 
     /// A pull request closed: its repositories go (every target's).
     pub(super) fn remove_change_repos(&self, repo: &RepoId, number: u64) {
-        let Some(dir) = repos::change_dir(&self.inner.cfg.data_dir, repo.path(), number, "x")
+        let Some(dir) = repos::change_dir(&self.inner.cfg.data_dir, repo, number, "x")
             .and_then(|d| d.parent().map(Path::to_path_buf))
         else {
             return;

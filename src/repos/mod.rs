@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::docker::Engine;
-use crate::model::BuildId;
+use crate::model::{BuildId, RepoId};
 
 pub use evr::{evrcmp, vercmp};
 pub use index::Indexer;
@@ -216,13 +216,17 @@ pub fn release_dir(data_dir: &Path, release: &str, target: &str) -> PathBuf {
     data_dir.join("repos").join(release).join(target)
 }
 
-/// Directory of a change's repository for one target: `repo_path` is the repository's path
-/// on its forge (`owner/name`), `number` the pull request or change number. `None` when a
-/// part could not be a plain directory name.
-pub fn change_dir(data_dir: &Path, repo_path: &str, number: u64, target: &str) -> Option<PathBuf> {
+/// Directory of a change's repository for one target,
+/// `changes/<forge>/<path on the forge>/<number>/<target>`: the forge is part of it, so that
+/// the same path and number on two forges (`github:o/r` #7, `gerrit:o/r` change 7) never
+/// share a repository. `None` when a part could not be a plain directory name.
+pub fn change_dir(data_dir: &Path, repo: &RepoId, number: u64, target: &str) -> Option<PathBuf> {
     let plain = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0']);
-    let mut d = data_dir.join("repos").join("changes");
-    for part in repo_path.split('/') {
+    let mut d = data_dir
+        .join("repos")
+        .join("changes")
+        .join(repo.forge().as_str());
+    for part in repo.path().split('/') {
         if !plain(part) {
             return None;
         }

@@ -236,3 +236,20 @@ fn snapshot_ids_sort_and_reject_other_names() {
     ]);
     assert_eq!(named[Path::new("/d/repos/r/t")].len(), 2);
 }
+
+#[test]
+fn a_change_repository_is_keyed_by_forge_path_and_number() {
+    use crate::model::ForgeKind;
+    let data = Path::new("/srv/p");
+    let on = |forge, path| RepoId::new(forge, path).expect("repo");
+    let github = change_dir(data, &on(ForgeKind::GitHub, "o/r"), 7, "t").expect("dir");
+    let gerrit = change_dir(data, &on(ForgeKind::Gerrit, "o/r"), 7, "t").expect("dir");
+    assert_ne!(github, gerrit, "two forges share a change repository");
+    assert_eq!(github, Path::new("/srv/p/repos/changes/github/o/r/7/t"));
+    let deep = change_dir(data, &on(ForgeKind::Gerrit, "a/b/c"), 12345, "t").expect("dir");
+    assert_eq!(deep, Path::new("/srv/p/repos/changes/gerrit/a/b/c/12345/t"));
+    assert_eq!(
+        change_dir(data, &on(ForgeKind::GitHub, "o/r"), 7, ".."),
+        None
+    );
+}

@@ -55,18 +55,20 @@ pub async fn serve(
     if segs.iter().any(bad) {
         return not_found("repository path");
     }
-    // Which repositories have changes is not listed (some may be private).
-    if segs[0] == "changes" && segs.len() < 3 {
-        return not_found("repository");
-    }
-    // A change's repository is as private as the repository it was built from.
-    // A Gerrit project's path may have any depth: every leading run of segments is tried.
-    if segs[0] == "changes" && segs.len() >= 3 {
-        let hidden = (2..segs.len()).any(|end| {
-            let repo_path = segs[1..=end].join("/");
-            [ForgeKind::GitHub, ForgeKind::Gerrit].into_iter().any(|k| {
-                RepoId::new(k, &repo_path).is_ok_and(|r| !app.access.may_see(&r, &headers))
-            })
+    // `changes/<forge>/<path>/<number>/...`: which repositories have changes is not listed
+    // (some may be private).
+    if segs[0] == "changes" {
+        let Some(forge) = segs.get(1).and_then(|f| ForgeKind::parse(f)) else {
+            return not_found("repository");
+        };
+        if segs.len() < 4 {
+            return not_found("repository");
+        }
+        // A change's repository is as private as the repository it was built from. A
+        // Gerrit project's path may have any depth: every leading run of segments is tried.
+        let hidden = (3..segs.len()).any(|end| {
+            let repo_path = segs[2..=end].join("/");
+            RepoId::new(forge, &repo_path).is_ok_and(|r| !app.access.may_see(&r, &headers))
         });
         if hidden {
             return super::access::refused(uri.path());
