@@ -323,7 +323,11 @@ impl Queue {
             })
             .collect();
         let mut tx = self.inner.store.tx().await?;
-        ledger::plan(&mut tx, st, &builds).await?;
+        if !ledger::plan(&mut tx, st, &builds).await? {
+            // Closed or superseded while it was planned: that transition reported it.
+            tracing::info!(repo = %t.repo, head = %t.head, "the trigger ended while it was planned: its builds are dropped");
+            return Ok(());
+        }
         let reporter = reporter(t.repo.forge());
         for b in &builds {
             let description = match &b.error {

@@ -106,16 +106,16 @@ impl TryFrom<BuildRecord> for BuildRow {
 
 impl Store {
     /// Inserts the planned builds of a trigger and marks the trigger planned, in one
-    /// transaction ([`ledger::plan`]).
+    /// transaction ([`ledger::plan`]); `false` when the trigger had ended meanwhile.
     pub async fn insert_builds(
         &self,
         trigger: &StoredTrigger,
         builds: &[NewBuild],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.tx().await?;
-        ledger::plan(&mut tx, trigger, builds).await?;
+        let planned = ledger::plan(&mut tx, trigger, builds).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(planned)
     }
 
     /// Claims the next build that may start, in one transaction ([`ledger::claim`]).

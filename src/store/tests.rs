@@ -258,6 +258,36 @@ async fn store_new_head_supersedes_the_old_one() {
     );
 }
 
+/// A change closed while one of its triggers was being planned: the plan's builds are
+/// dropped, not queued (they ran and were voted on after the abandon before).
+#[tokio::test]
+async fn store_plan_of_a_trigger_ended_meanwhile_inserts_nothing() {
+    let (_dir, s) = store().await;
+    let t = pr_trigger('1');
+    s.insert_trigger(&t, TriggerState::New).await.unwrap();
+    let being_planned = s.triggers().await.unwrap().remove(0);
+    s.close_change(
+        &t.repo,
+        ChangeKind::PullRequest,
+        &t.ref_name,
+        Some(7),
+        "closed",
+    )
+    .await
+    .unwrap();
+    let planned = s
+        .insert_builds(&being_planned, &[new_build("b-late", "hello", 0)])
+        .await
+        .unwrap();
+    assert!(!planned);
+    assert!(s.recent_builds(10).await.unwrap().is_empty());
+    assert_eq!(
+        s.triggers().await.unwrap()[0].state,
+        TriggerState::Closed,
+        "the plan must not reopen a closed trigger"
+    );
+}
+
 #[tokio::test]
 async fn store_outbox_keeps_the_latest_desire() {
     let (_dir, s) = store().await;

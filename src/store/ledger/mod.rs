@@ -215,13 +215,25 @@ pub(in crate::store) async fn set_phases(
     Ok(())
 }
 
-/// Plan: inserts the planned builds of a trigger (each replacing the earlier build of its
-/// package and target at the commit in the counts) and marks the trigger planned.
+/// Plan: marks the trigger planned and inserts its planned builds (each replacing the
+/// earlier build of its package and target at the commit in the counts). Returns `false`,
+/// inserting nothing, when the trigger was ended while it was being planned (its change
+/// closed, a newer push superseded it): those builds must not run.
 pub async fn plan(
     conn: &mut Conn,
     trigger: &StoredTrigger,
     builds: &[NewBuild],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let planned = sqlx::query!(
+        "UPDATE triggers SET state = 'planned', message = NULL WHERE id = ? AND state = 'new'",
+        trigger.id.0,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if planned != 1 {
+        return Ok(false);
+    }
     let now = Millis::now();
     let t = &trigger.trigger;
     let (repo, head) = (t.repo.as_str(), t.head.as_str());
@@ -279,13 +291,7 @@ pub async fn plan(
         shift(conn, id, old, Some(state)).await?;
         event(conn, id, EventKind::Planned, state, message, now).await?;
     }
-    sqlx::query!(
-        "UPDATE triggers SET state = 'planned', message = NULL WHERE id = ?",
-        trigger.id.0,
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Claim: takes the next queued build whose time has come and whose earlier stages have
