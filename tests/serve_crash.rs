@@ -13,6 +13,17 @@ use serve_common::*;
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+/// A GitHub stand-in that takes every status of `test/hello`.
+async fn github_taking_statuses() -> MockServer {
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&github)
+        .await;
+    github
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_build_loses_nothing() {
     let Some(_engine) = docker_or_skip().await else {
@@ -41,12 +52,7 @@ async fn sigkill_mid_build_loses_nothing() {
     git(&repo, &["commit", "-q", "--amend", "-m", "hello and slow"]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
 
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/repos/test/hello/statuses/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
-        .mount(&github)
-        .await;
+    let github = github_taking_statuses().await;
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let data = dir.path().join("data");
@@ -241,12 +247,7 @@ async fn crash_at(point: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = example_repo(dir.path());
     let head = git(&repo, &["rev-parse", "HEAD"]);
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/repos/test/hello/statuses/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
-        .mount(&github)
-        .await;
+    let github = github_taking_statuses().await;
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let data = dir.path().join("data");

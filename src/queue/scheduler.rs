@@ -306,9 +306,7 @@ impl Queue {
     /// The outcome the ledger recorded for a running build before its publication, if
     /// any: such a build is finished from it, not built again.
     async fn recorded(&self, b: &BuildRow) -> Result<Option<super::finish::Recorded>, QueueError> {
-        let mut conn = self.inner.store.tx().await?;
-        let json = ledger::recorded(&mut conn, &b.id).await?;
-        conn.commit().await?;
+        let json = self.inner.store.recorded_outcome(&b.id).await?;
         match json.map(|j| serde_json::from_str(&j)).transpose() {
             Ok(r) => Ok(r),
             Err(e) => {

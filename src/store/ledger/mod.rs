@@ -373,18 +373,6 @@ pub async fn record(
     Ok(true)
 }
 
-/// The outcome [`record`] kept for a running build, if any.
-pub async fn recorded(conn: &mut Conn, id: &BuildId) -> Result<Option<String>, StoreError> {
-    let id = id.as_str();
-    Ok(sqlx::query_scalar!(
-        "SELECT outcome FROM builds WHERE id = ? AND state = 'running'",
-        id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten())
-}
-
 /// End: a running build's final state with everything learned from it. Returns `false`
 /// (and changes nothing) when it was no longer running: superseded or cancelled meanwhile.
 pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<bool, StoreError> {

@@ -118,6 +118,18 @@ pub struct BuildEvent {
 }
 
 impl Store {
+    /// The outcome [`super::record`] kept for a running build, if any.
+    pub async fn recorded_outcome(&self, id: &BuildId) -> Result<Option<String>, StoreError> {
+        let id = id.as_str();
+        Ok(sqlx::query_scalar!(
+            "SELECT outcome FROM builds WHERE id = ? AND state = 'running'",
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
     /// A build's history, oldest first.
     pub async fn build_events(&self, id: &BuildId) -> Result<Vec<BuildEvent>, StoreError> {
         let id = id.as_str();
