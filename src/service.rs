@@ -17,7 +17,7 @@ use crate::forge::github::{ApiAuth, ClientError, GitHub, GitHubWebhooks};
 use crate::forge::{FetchOrigin, Forges};
 use crate::git::{Credentials, FetchAuth};
 use crate::model::ForgeKind;
-use crate::queue::{DockerRunner, Metrics, Queue, QueueConfig, QueueError};
+use crate::queue::{DockerIndexing, DockerRunner, Metrics, Ports, Queue, QueueConfig, QueueError};
 use crate::store::{Store, StoreError};
 use crate::web::{AppState, Probe};
 
@@ -308,12 +308,20 @@ impl Service {
             forges = forges.with(ForgeKind::Gerrit, Arc::new(g.hooks), g.api.clone());
             gerrit_stream = g.stream.map(|s| (s, g.events, g.api));
         }
-        let queue = Queue::new(
-            store.clone(),
-            Arc::new(forges.clone()),
+        // The composition of the queue's stages: each port once, here.
+        let ports = Ports {
+            store: store.clone(),
+            forge: Arc::new(forges.clone()),
             planner,
             sources,
             runner,
+            indexing: Some(Arc::new(DockerIndexing {
+                engine: engine.clone(),
+                data_dir: data_dir.clone(),
+            })),
+        };
+        let queue = Queue::new(
+            ports,
             QueueConfig {
                 parallel: config.parallel,
                 data_dir: data_dir.clone(),

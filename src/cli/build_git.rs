@@ -16,7 +16,7 @@ use packetary::model::{ChangeKind, ForgeKind, RepoId, TargetName, Trigger};
 use packetary::queue::local::{self, LocalRun};
 use packetary::queue::planner::package_label;
 use packetary::queue::source::PathSource;
-use packetary::queue::{DockerRunner, PlannedBuild};
+use packetary::queue::{DockerIndexing, DockerRunner, PlannedBuild};
 
 use super::plan::{make_plan, write_plan};
 use super::{
@@ -116,8 +116,12 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         builds,
         targets,
         parallel,
-        out,
         sources: Arc::new(PathSource::new(repo_path, packages, plan.lookaside.clone())),
+        indexing: Arc::new(DockerIndexing {
+            engine: engine.clone(),
+            data_dir: out.clone(),
+        }),
+        out,
         runner: Arc::new(DockerRunner {
             executor: Executor::new(engine),
         }),

@@ -5,22 +5,25 @@
 //!
 //! A succeeded build is first *recorded* (its results, phases and outcome, in one
 //! transaction), then published, then ended: a process killed after the record finishes
-//! the build from it at the next start ([`Queue::finish_recorded`]), publishing the same
+//! the build from it at the next start ([`Finish::finish_recorded`]), publishing the same
 //! bytes again (a no-op for a release) instead of building anew.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::failpoint;
-use super::publish::PublishOutcome;
-use super::retry::Fault;
-use super::{Queue, QueueError};
+use super::publish::{PublishOutcome, Publisher};
+use super::report::Reports;
+use super::retry::{Fault, RetryPolicy};
+use super::running::Running;
+use super::{Metrics, QueueError};
 use crate::executor::BuildReport;
 use crate::model::{BuildState, Outcome};
 use crate::store::ledger::{self, BuildEnd, EventKind, LearnedProvides};
-use crate::store::{BuildRow, Millis, PhaseRow};
+use crate::store::{BuildRow, Millis, PhaseRow, Store};
 
 /// What a succeeded build produced, as the ledger keeps it between its record and its end.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,10 +38,22 @@ pub(super) struct Recorded {
     pub elapsed_secs: u64,
 }
 
-impl Queue {
+/// The finish stage: the ledger's end transitions, the publisher, the builds' retry
+/// policy, and the reports each end writes.
+pub(super) struct Finish {
+    pub store: Store,
+    pub publisher: Arc<Publisher>,
+    pub policy: RetryPolicy,
+    pub reports: Arc<Reports>,
+    /// Whether a stop is a shutdown's (the build goes back to the queue).
+    pub running: Arc<Running>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Finish {
     /// Records how `b` ended; `report` is the runner's report, or the outcome of a build
     /// that never reached it.
-    pub(super) async fn finish(
+    pub async fn finish(
         &self,
         b: &BuildRow,
         report: Result<BuildReport, Outcome>,
@@ -58,7 +73,7 @@ impl Queue {
                         elapsed_secs: elapsed.as_secs(),
                     };
                     let json = serde_json::to_string(&rec)?;
-                    let mut tx = self.inner.store.tx().await?;
+                    let mut tx = self.store.tx().await?;
                     let kept = ledger::record(&mut tx, &b.id, &json, &r.dir, &phases).await?;
                     tx.commit().await?;
                     failpoint::hit("finish:recorded");
@@ -93,7 +108,7 @@ impl Queue {
                 .await?;
             }
             Outcome::Error { message } => {
-                if self.shutting_down() {
+                if self.running.shutting_down() {
                     self.requeue_for_shutdown(b).await?;
                 } else {
                     self.retry_or_give_up(b, end(BuildState::Error, &message, None), secs)
@@ -101,7 +116,7 @@ impl Queue {
                 }
             }
             Outcome::Cancelled => {
-                if self.shutting_down() {
+                if self.running.shutting_down() {
                     self.requeue_for_shutdown(b).await?;
                 } else {
                     // When the store says it already ended, it was superseded or its
@@ -117,11 +132,7 @@ impl Queue {
 
     /// Publishes a recorded build's packages and ends it: after its run, or at start-up
     /// for a build the previous process recorded but did not end.
-    pub(super) async fn finish_recorded(
-        &self,
-        b: &BuildRow,
-        rec: Recorded,
-    ) -> Result<(), QueueError> {
+    pub async fn finish_recorded(&self, b: &BuildRow, rec: Recorded) -> Result<(), QueueError> {
         let built = match &rec.reused_from {
             Some(from) => format!("reused from {from}"),
             None => format!(
@@ -130,7 +141,10 @@ impl Queue {
                 humantime::format_duration(Duration::from_secs(rec.elapsed_secs))
             ),
         };
-        let published = self.publish_build(b, &rec.source, &rec.binaries).await?;
+        let published = self
+            .publisher
+            .publish_build(b, &rec.source, &rec.binaries)
+            .await?;
         failpoint::hit("finish:published");
         let ending = |state, message: String, phase| Ending {
             state,
@@ -229,7 +243,7 @@ impl Queue {
         publication: Option<(&str, Option<&str>)>,
         secs: f64,
     ) -> Result<bool, QueueError> {
-        let mut tx = self.inner.store.tx().await?;
+        let mut tx = self.store.tx().await?;
         let ended = ledger::end(
             &mut tx,
             &BuildEnd {
@@ -250,13 +264,14 @@ impl Queue {
         )
         .await?;
         if ended {
-            self.report_transition(&mut tx, EventKind::Ended, b, e.state, &e.message)
+            self.reports
+                .transition(&mut tx, EventKind::Ended, b, e.state, &e.message)
                 .await?;
         }
         tx.commit().await?;
         if ended {
-            self.reports_written();
-            self.inner.metrics.build_finished(e.state.as_str(), secs);
+            self.reports.written();
+            self.metrics.build_finished(e.state.as_str(), secs);
         }
         failpoint::hit("finish:ended");
         Ok(ended)
@@ -266,7 +281,7 @@ impl Queue {
     /// or ends as `error` once it has had its attempts.
     async fn retry_or_give_up(&self, b: &BuildRow, e: Ending, secs: f64) -> Result<(), QueueError> {
         let attempts = b.attempts.max(1) as u32;
-        let policy = &self.inner.retry.builds;
+        let policy = &self.policy;
         let Some(wait) = policy.next(attempts, Fault::Transient) else {
             let message = e.message.clone();
             if self.end(b, e, None, secs).await? {
@@ -288,7 +303,7 @@ impl Queue {
 
     /// Ends a build as `error` at once, without a retry: an infrastructure fault that
     /// retrying cannot mend (its commit is gone).
-    pub(super) async fn give_up(
+    pub async fn give_up(
         &self,
         b: &BuildRow,
         message: &str,
@@ -309,23 +324,24 @@ impl Queue {
 
     /// Puts a running build back in the queue and reports it queued: one transaction.
     /// Returns `false` when it was no longer running.
-    pub(super) async fn requeue(
+    pub async fn requeue(
         &self,
         b: &BuildRow,
         at: Millis,
         message: &str,
         count_attempt: bool,
     ) -> Result<bool, QueueError> {
-        let mut tx = self.inner.store.tx().await?;
+        let mut tx = self.store.tx().await?;
         let done = ledger::requeue(&mut tx, &b.id, at, Some(message), count_attempt).await?;
         if done {
-            self.report_transition(&mut tx, EventKind::Requeued, b, BuildState::Queued, message)
+            self.reports
+                .transition(&mut tx, EventKind::Requeued, b, BuildState::Queued, message)
                 .await?;
         }
         failpoint::hit("requeue:before-commit");
         tx.commit().await?;
         if done {
-            self.reports_written();
+            self.reports.written();
         }
         Ok(done)
     }
@@ -333,8 +349,7 @@ impl Queue {
     /// Stopped because the shutdown's grace period ran out: it runs again at the next start.
     /// Its status stays as it was (the next start reports it again).
     async fn requeue_for_shutdown(&self, b: &BuildRow) -> Result<(), QueueError> {
-        self.inner
-            .store
+        self.store
             .requeue(&b.id, Millis::now(), Some("stopped by a shutdown"), false)
             .await?;
         Ok(())

@@ -5,13 +5,20 @@
 //! A closed pull request or deleted branch ends its builds here too: both are a change
 //! moving on, and both end builds the same way.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::publish::Publisher;
 use super::report::reporter::{reporter, BuildStatus};
-use super::retry::Fault;
-use super::{PlanError, PlannedBuild, Queue, QueueError};
-use crate::model::{BuildId, BuildState, ChangeKind, Command, CommitSha, RepoId, ReportState};
-use crate::store::ledger::{self, Conn, EventKind};
+use super::report::Reports;
+use super::retry::{Fault, RetryPolicy};
+use super::running::Running;
+use super::{PlanError, PlannedBuild, Planner, QueueError, Wakes};
+use crate::forge::Forge;
+use crate::model::{BuildId, BuildState, ChangeKind, Command, RepoId, ReportState};
+use crate::store::ledger::{self, EventKind};
 use crate::store::{
-    changes, reports, BuildRow, Millis, NewBuild, StoredCommand, StoredTrigger, TriggerState,
+    changes, reports, BuildRow, Millis, NewBuild, Store, StoredCommand, StoredTrigger, TriggerState,
 };
 
 /// Repositories planned at once (each runs its own spec query containers).
@@ -19,15 +26,33 @@ const PLANS_AT_ONCE: usize = 4;
 /// Due triggers looked at per step to find the oldest of each repository.
 const PLAN_SCAN: i64 = 256;
 
-impl Queue {
+/// The intake stage: the store's triggers and commands, the planner, the forge (for a
+/// commenter's permission), the planning retry policy, and what a change's end touches
+/// (running builds to stop, change repositories to remove).
+pub(super) struct Intake {
+    pub store: Store,
+    pub forge: Arc<dyn Forge>,
+    pub planner: Arc<dyn Planner>,
+    pub policy: RetryPolicy,
+    pub build_forks: bool,
+    pub reports: Arc<Reports>,
+    pub publisher: Arc<Publisher>,
+    pub running: Arc<Running>,
+    pub wakes: Arc<Wakes>,
+    /// Repositories being planned now: one plan per repository at a time, several
+    /// repositories at once, so that a slow one holds up only itself.
+    pub planning: Mutex<HashSet<RepoId>>,
+}
+
+impl Intake {
     /// The planning loop's step: handles new commands, starts planning the oldest due
     /// trigger of each repository not being planned already (each on its own task), and
     /// returns when the next trigger waiting for a retry is due. Triggers being planned are
     /// still due: their task wakes this loop when it ends, so look again after a second.
-    pub(super) async fn plan_step(&self) -> Result<Option<Millis>, QueueError> {
+    pub async fn plan_step(self: &Arc<Self>) -> Result<Option<Millis>, QueueError> {
         self.handle_commands().await?;
         self.start_plans().await?;
-        let store = &self.inner.store;
+        let store = &self.store;
         let due = [
             store.next_trigger_due().await?,
             store.next_command_due().await?,
@@ -48,27 +73,25 @@ impl Queue {
     pub async fn plan_pending(&self) -> Result<(), QueueError> {
         loop {
             self.handle_commands().await?;
-            let Some(st) = self.inner.store.next_new_trigger().await? else {
+            let Some(st) = self.store.next_new_trigger().await? else {
                 if self.plans_running() == 0 {
                     return Ok(());
                 }
-                self.inner.plan_done.notified().await;
+                self.wakes.plan_done.notified().await;
                 continue;
             };
             let repo = st.trigger.repo.clone();
             if !self
-                .inner
                 .planning
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(repo.clone())
             {
-                self.inner.plan_done.notified().await;
+                self.wakes.plan_done.notified().await;
                 continue;
             }
             let r = self.handle_trigger(st).await;
-            self.inner
-                .planning
+            self.planning
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&repo);
@@ -77,15 +100,14 @@ impl Queue {
     }
 
     async fn handle_commands(&self) -> Result<(), QueueError> {
-        while let Some(c) = self.inner.store.next_command().await? {
+        while let Some(c) = self.store.next_command().await? {
             self.handle_command(c).await?;
         }
         Ok(())
     }
 
     fn plans_running(&self) -> usize {
-        self.inner
-            .planning
+        self.planning
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
@@ -93,8 +115,8 @@ impl Queue {
 
     /// Starts planning the oldest due trigger of each repository that is not being planned
     /// (up to [`PLANS_AT_ONCE`] in all); returns how many started.
-    async fn start_plans(&self) -> Result<usize, QueueError> {
-        let due = self.inner.store.new_triggers_due(PLAN_SCAN).await?;
+    async fn start_plans(self: &Arc<Self>) -> Result<usize, QueueError> {
+        let due = self.store.new_triggers_due(PLAN_SCAN).await?;
         let mut seen = std::collections::HashSet::new();
         let mut started = 0;
         for st in due {
@@ -103,11 +125,7 @@ impl Queue {
                 continue;
             }
             {
-                let mut planning = self
-                    .inner
-                    .planning
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut planning = self.planning.lock().unwrap_or_else(|p| p.into_inner());
                 if planning.len() >= PLANS_AT_ONCE || !planning.insert(repo.clone()) {
                     continue;
                 }
@@ -118,23 +136,22 @@ impl Queue {
                 if let Err(e) = q.handle_trigger(st).await {
                     tracing::error!(repo = %repo, "planning: {e}");
                 }
-                q.inner
-                    .planning
+                q.planning
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&repo);
-                q.inner.plan_done.notify_one();
-                q.inner.plan_wake.notify_one();
+                q.wakes.plan_done.notify_one();
+                q.wakes.plan.notify_one();
             });
         }
         Ok(started)
     }
 
     async fn handle_command(&self, c: StoredCommand) -> Result<(), QueueError> {
-        let store = &self.inner.store;
+        let store = &self.store;
         let r = &c.request;
         if !r.trusted {
-            match self.inner.forge.can_write(&r.repo, &r.user).await {
+            match self.forge.can_write(&r.repo, &r.user).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(repo = %r.repo, user = %r.user, "ignoring /packetary {} from a user without write permission", r.command.name());
@@ -152,7 +169,7 @@ impl Queue {
                     } else {
                         Fault::Transient
                     };
-                    if let Some(wait) = self.inner.retry.planning.next(attempt, fault) {
+                    if let Some(wait) = self.policy.next(attempt, fault) {
                         let msg = format!(
                             "permission check failed, retrying in {}: {e}",
                             humantime::format_duration(wait)
@@ -210,7 +227,8 @@ impl Queue {
                         );
                         tracing::info!(repo = %r.repo, pr, user = %r.user, "{why}");
                         store.finish_command(c.id, "refused", &why).await?;
-                        self.report_commit(&r.repo, head, ReportState::Error, why)
+                        self.reports
+                            .commit(store, &r.repo, head, ReportState::Error, why)
                             .await?;
                         return Ok(());
                     }
@@ -240,7 +258,7 @@ impl Queue {
         if !self.may_build(&st).await? {
             return Ok(());
         }
-        match self.inner.planner.plan(&st.trigger).await {
+        match self.planner.plan(&st.trigger).await {
             Ok(planned) => self.record_plan(&st, planned).await,
             Err(e) => self.planning_failed(&st, e).await,
         }
@@ -251,9 +269,10 @@ impl Queue {
     async fn supersede(&self, st: &StoredTrigger) -> Result<(), QueueError> {
         let t = &st.trigger;
         let message = format!("superseded by {}", t.head);
-        let mut tx = self.inner.store.tx().await?;
+        let mut tx = self.store.tx().await?;
         let superseded = changes::supersede(&mut tx, t, st.id).await?;
-        self.report_ended(&mut tx, &superseded, BuildState::Superseded, &message)
+        self.reports
+            .ended(&mut tx, &superseded, BuildState::Superseded, &message)
             .await?;
         tx.commit().await?;
         if !superseded.is_empty() {
@@ -268,10 +287,10 @@ impl Queue {
     /// that says so.
     async fn may_build(&self, st: &StoredTrigger) -> Result<bool, QueueError> {
         let t = &st.trigger;
-        if !t.from_fork || self.inner.cfg.build_forks {
+        if !t.from_fork || self.build_forks {
             return Ok(true);
         }
-        let store = &self.inner.store;
+        let store = &self.store;
         let approved = match t.pr_number {
             Some(n) => store.is_approved(&t.repo, n, &t.head).await?,
             None => false,
@@ -284,16 +303,18 @@ impl Queue {
                     Some("pull request from a fork"),
                 )
                 .await?;
-            self.report_commit(
-                &t.repo,
-                &t.head,
-                ReportState::Pending,
-                format!(
-                    "pull request from a fork: waiting for a maintainer to comment /packetary approve {}",
-                    t.head.short()
-                ),
-            )
-            .await?;
+            self.reports
+                .commit(
+                    store,
+                    &t.repo,
+                    &t.head,
+                    ReportState::Pending,
+                    format!(
+                        "pull request from a fork: waiting for a maintainer to comment /packetary approve {}",
+                        t.head.short()
+                    ),
+                )
+                .await?;
         }
         Ok(approved)
     }
@@ -322,7 +343,7 @@ impl Queue {
                 stage: p.stage,
             })
             .collect();
-        let mut tx = self.inner.store.tx().await?;
+        let mut tx = self.store.tx().await?;
         if !ledger::plan(&mut tx, st, &builds).await? {
             // Closed or superseded while it was planned: that transition reported it.
             tracing::info!(repo = %t.repo, head = %t.head, "the trigger ended while it was planned: its builds are dropped");
@@ -346,43 +367,46 @@ impl Queue {
                 package: &b.package,
                 state,
                 message: &description,
-                url: self.build_url(&b.id),
+                url: self.reports.build_url(&b.id),
             };
             if let Some(r) = reporter.build_status(status) {
                 reports::upsert(&mut tx, &r).await?;
             }
         }
         if !builds.is_empty() {
-            self.report_aggregate(&mut tx, reporter, EventKind::Planned, &t.repo, &t.head)
+            self.reports
+                .aggregate_of(&mut tx, reporter, EventKind::Planned, &t.repo, &t.head)
                 .await?;
         }
         tx.commit().await?;
-        self.reports_written();
+        self.reports.written();
         tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());
         if builds.is_empty() {
-            self.report_commit(
-                &t.repo,
-                &t.head,
-                ReportState::Success,
-                "no package to build".into(),
-            )
-            .await?;
+            self.reports
+                .commit(
+                    &self.store,
+                    &t.repo,
+                    &t.head,
+                    ReportState::Success,
+                    "no package to build".into(),
+                )
+                .await?;
         }
-        self.inner.build_wake.notify_one();
+        self.wakes.build.notify_one();
         Ok(())
     }
 
     /// Retries an infrastructure fault under the planning policy; otherwise the trigger
     /// fails, as `failure` when the repository is at fault and `error` when not.
     async fn planning_failed(&self, st: &StoredTrigger, e: PlanError) -> Result<(), QueueError> {
-        let store = &self.inner.store;
+        let store = &self.store;
         let t = &st.trigger;
         let (fault, state) = match e {
             PlanError::Invalid(_) => (Fault::Permanent, ReportState::Failure),
             PlanError::Infra(_) => (Fault::Transient, ReportState::Error),
         };
         let attempt = st.attempts as u32 + 1;
-        if let Some(wait) = self.inner.retry.planning.next(attempt, fault) {
+        if let Some(wait) = self.policy.next(attempt, fault) {
             let msg = format!(
                 "planning failed, retrying in {}: {e}",
                 humantime::format_duration(wait)
@@ -392,14 +416,22 @@ impl Queue {
                 .retry_trigger(st.id, Millis::now().after(wait), &msg)
                 .await?;
             return self
-                .report_commit(&t.repo, &t.head, ReportState::Pending, msg)
+                .reports
+                .commit(store, &t.repo, &t.head, ReportState::Pending, msg)
                 .await;
         }
         tracing::warn!(repo = %t.repo, head = %t.head, "planning failed: {e}");
         store
             .set_trigger_state(st.id, TriggerState::Failed, Some(&e.to_string()))
             .await?;
-        self.report_commit(&t.repo, &t.head, state, format!("planning failed: {e}"))
+        self.reports
+            .commit(
+                store,
+                &t.repo,
+                &t.head,
+                state,
+                format!("planning failed: {e}"),
+            )
             .await
     }
 
@@ -415,56 +447,26 @@ impl Queue {
             ChangeKind::PullRequest => "cancelled: the pull request was closed",
             ChangeKind::Push => "cancelled: the branch was deleted",
         };
-        let mut tx = self.inner.store.tx().await?;
+        let mut tx = self.store.tx().await?;
         let ended = changes::close(&mut tx, repo, kind, ref_name, pr_number, message).await?;
-        self.report_ended(&mut tx, &ended, BuildState::Cancelled, message)
+        self.reports
+            .ended(&mut tx, &ended, BuildState::Cancelled, message)
             .await?;
         tx.commit().await?;
         if let (ChangeKind::PullRequest, Some(n)) = (kind, pr_number) {
-            self.remove_change_repos(repo, n);
+            self.publisher.remove_change_repos(repo, n);
         }
         self.after_ended(&ended);
-        Ok(())
-    }
-
-    /// The reports of builds a change's end just ended (superseded, cancelled), in its
-    /// transaction: each build's status, then each commit's aggregate once.
-    async fn report_ended(
-        &self,
-        conn: &mut Conn,
-        ended: &[BuildRow],
-        state: BuildState,
-        message: &str,
-    ) -> Result<(), QueueError> {
-        let kind = if state == BuildState::Superseded {
-            EventKind::Superseded
-        } else {
-            EventKind::Cancelled
-        };
-        let mut commits: Vec<(&RepoId, &CommitSha)> = vec![];
-        for b in ended {
-            let reporter = reporter(b.repo.forge());
-            if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
-                reports::upsert(conn, &r).await?;
-            }
-            if !commits.contains(&(&b.repo, &b.commit)) {
-                commits.push((&b.repo, &b.commit));
-            }
-        }
-        for (repo, sha) in commits {
-            self.report_aggregate(conn, reporter(repo.forge()), kind, repo, sha)
-                .await?;
-        }
         Ok(())
     }
 
     /// Builds a change's end just ended: those running are stopped, the outbox woken.
     fn after_ended(&self, ended: &[BuildRow]) {
         for b in ended {
-            self.cancel_running(&b.id);
+            self.running.cancel(&b.id);
         }
         if !ended.is_empty() {
-            self.reports_written();
+            self.reports.written();
         }
     }
 }

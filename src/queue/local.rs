@@ -14,8 +14,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Metrics, PlanError, PlannedBuild, Planner, Queue, QueueConfig, QueueError, Runner,
-    SourceProvider,
+    Indexing, Metrics, PlanError, PlannedBuild, Planner, Ports, Queue, QueueConfig, QueueError,
+    Runner, SourceProvider,
 };
 use crate::config::Target;
 use crate::executor::{BuildReport, BuildRequest, Progress};
@@ -35,6 +35,8 @@ pub struct LocalRun {
     pub out: PathBuf,
     pub sources: Arc<dyn SourceProvider>,
     pub runner: Arc<dyn Runner>,
+    /// Makes the `change` repository of earlier stages.
+    pub indexing: Arc<dyn Indexing>,
     /// Every build's progress, for the terminal.
     pub progress: UnboundedSender<Progress>,
     /// Cancelled on Ctrl-C: running builds stop and remove their containers, queued ones
@@ -63,12 +65,16 @@ pub async fn run(r: LocalRun) -> Result<Vec<BuildReport>, LocalRunError> {
         progress: r.progress,
         reports: reports.clone(),
     });
-    let queue = Queue::new(
-        store.clone(),
-        Arc::new(NoForge),
-        Arc::new(FixedPlan(r.builds)),
-        r.sources,
+    let ports = Ports {
+        store: store.clone(),
+        forge: Arc::new(NoForge),
+        planner: Arc::new(FixedPlan(r.builds)),
+        sources: r.sources,
         runner,
+        indexing: Some(r.indexing),
+    };
+    let queue = Queue::new(
+        ports,
         QueueConfig {
             parallel: r.parallel.max(1),
             data_dir: tmp.path().to_path_buf(),
@@ -188,14 +194,5 @@ impl Runner for LocalRunner {
 
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
         self.inner.cleanup(id)
-    }
-
-    fn make_repo(
-        &self,
-        image: String,
-        dir: PathBuf,
-        rpms: Vec<PathBuf>,
-    ) -> BoxFuture<'static, Result<(), super::MakeRepoError>> {
-        self.inner.make_repo(image, dir, rpms)
     }
 }

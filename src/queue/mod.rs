@@ -4,15 +4,19 @@
 //!
 //! Every state a build can end in produces a final report: nothing is left pending.
 //!
-//! The flow, one file a step: [`ingest`] stores forge events; `intake` plans them into
-//! builds (commands, fork approval, supersede, closed changes); `scheduler` claims and
-//! runs builds (and picks up those a restart interrupted); `finish` turns a build's
-//! outcome into its final state, a retry and reports; `report` sums builds up into
-//! statuses and delivers them. `retry` and `poll` are the one retry policy and the one
-//! loop the steps share. This file holds the [`Queue`] handle and its running builds.
+//! The flow, one stage a type, each holding only the ports it uses: [`ingest`] stores
+//! forge events; [`intake::Intake`] plans them into builds (commands, fork approval,
+//! supersede, closed changes); [`scheduler::Scheduler`] claims and runs builds (and picks
+//! up those a restart interrupted); [`finish::Finish`] turns a build's outcome into its
+//! final state, a retry and reports; [`publish::Publisher`] puts succeeded builds into
+//! package repositories; [`report::Reports`] writes the statuses a transition changes and
+//! [`report::Outbox`] delivers them. `retry` and `poll` are the one retry policy and the
+//! one loop the stages share; `running` is the set of running builds. This file composes
+//! the stages into the [`Queue`] handle the service and the CLI drive.
 
 mod failpoint;
 mod finish;
+mod indexing;
 pub mod ingest;
 mod intake;
 pub mod local;
@@ -24,13 +28,13 @@ mod report;
 mod retry;
 mod reuse;
 mod runner;
+mod running;
 mod scheduler;
 pub mod source;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -38,8 +42,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Target;
 use crate::forge::Forge;
-use crate::model::{BuildId, TargetName};
-use crate::store::{Millis, Store, StoreError};
+use crate::model::{ChangeKind, RepoId, TargetName};
+use crate::store::{Store, StoreError};
+pub use indexing::{DockerIndexing, Indexing, PublishInto};
 pub use metrics::Metrics;
 pub use runner::{
     error_report, results_root, DockerRunner, MakeRepoError, PlanError, PlannedBuild, Planner,
@@ -71,34 +76,42 @@ pub struct ReposConfig {
     pub change_max_age: Duration,
 }
 
-/// Handle to the running queue; cheap to clone.
-#[derive(Clone)]
-pub struct Queue {
-    inner: Arc<Inner>,
+/// The components the queue drives, wired by the service (or the CLI, or a test).
+pub struct Ports {
+    pub store: Store,
+    pub forge: Arc<dyn Forge>,
+    pub planner: Arc<dyn Planner>,
+    pub sources: Arc<dyn SourceProvider>,
+    pub runner: Arc<dyn Runner>,
+    /// Indexes package repositories: the stage repository of a change's earlier builds
+    /// and the published ones. `None` (fakes): later stages get no `change` repository
+    /// and nothing is published.
+    pub indexing: Option<Arc<dyn Indexing>>,
 }
 
-struct Inner {
-    store: Store,
-    forge: Arc<dyn Forge>,
-    planner: Arc<dyn Planner>,
-    sources: Arc<dyn SourceProvider>,
-    runner: Arc<dyn Runner>,
-    cfg: QueueConfig,
-    retry: retry::Retries,
-    metrics: Arc<Metrics>,
-    plan_wake: Notify,
-    /// Repositories being planned now: one plan per repository at a time, several
-    /// repositories at once, so that a slow one holds up only itself.
-    planning: Mutex<std::collections::HashSet<crate::model::RepoId>>,
+/// Wake-ups between the stages' loops: each stage wakes the next when it stored work.
+#[derive(Default)]
+pub(crate) struct Wakes {
+    pub plan: Notify,
     /// A plan ended (for [`Queue::plan_pending`], which waits for them).
-    plan_done: Notify,
-    build_wake: Notify,
-    outbox_wake: Notify,
-    running: Mutex<HashMap<BuildId, CancellationToken>>,
-    /// Set by SIGTERM: take no more builds.
-    draining: AtomicBool,
-    /// Set when the grace period ran out: stopped builds go back to the queue.
-    shutting_down: AtomicBool,
+    pub plan_done: Notify,
+    pub build: Notify,
+    pub outbox: Notify,
+}
+
+/// Handle to the running queue: its stages, composed. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    store: Store,
+    public_url: String,
+    data_dir: PathBuf,
+    shutdown_grace: Duration,
+    metrics: Arc<Metrics>,
+    wakes: Arc<Wakes>,
+    running: Arc<running::Running>,
+    intake: Arc<intake::Intake>,
+    scheduler: Arc<scheduler::Scheduler>,
+    outbox: Arc<report::Outbox>,
     stop: CancellationToken,
 }
 
@@ -112,59 +125,101 @@ pub enum QueueError {
 }
 
 impl Queue {
-    pub fn new(
-        store: Store,
-        forge: Arc<dyn Forge>,
-        planner: Arc<dyn Planner>,
-        sources: Arc<dyn SourceProvider>,
-        runner: Arc<dyn Runner>,
-        cfg: QueueConfig,
-        metrics: Arc<Metrics>,
-    ) -> Queue {
+    /// Composes the stages over `ports`: each gets only what it uses.
+    pub fn new(ports: Ports, cfg: QueueConfig, metrics: Arc<Metrics>) -> Queue {
+        let retries = retry::Retries::from_config(&cfg);
+        let wakes = Arc::new(Wakes::default());
+        let running = Arc::new(running::Running::default());
+        let targets = Arc::new(cfg.targets.clone());
+        let reports = Arc::new(report::Reports::new(
+            &cfg.public_url,
+            &cfg.data_dir,
+            wakes.clone(),
+        ));
+        let publisher = Arc::new(publish::Publisher {
+            store: ports.store.clone(),
+            indexing: ports.indexing.clone(),
+            data_dir: cfg.data_dir.clone(),
+            targets: targets.clone(),
+            repos: cfg.repos.clone(),
+        });
+        let finish = Arc::new(finish::Finish {
+            store: ports.store.clone(),
+            publisher: publisher.clone(),
+            policy: retries.builds,
+            reports: reports.clone(),
+            running: running.clone(),
+            metrics: metrics.clone(),
+        });
+        let scheduler = Arc::new(scheduler::Scheduler {
+            store: ports.store.clone(),
+            sources: ports.sources.clone(),
+            runner: ports.runner,
+            indexing: ports.indexing,
+            targets,
+            data_dir: cfg.data_dir.clone(),
+            parallel: cfg.parallel,
+            running: running.clone(),
+            finish,
+            publisher: publisher.clone(),
+            reports: reports.clone(),
+            metrics: metrics.clone(),
+            wakes: wakes.clone(),
+        });
+        let intake = Arc::new(intake::Intake {
+            store: ports.store.clone(),
+            forge: ports.forge.clone(),
+            planner: ports.planner,
+            policy: retries.planning,
+            build_forks: cfg.build_forks,
+            reports,
+            publisher,
+            running: running.clone(),
+            wakes: wakes.clone(),
+            planning: Default::default(),
+        });
+        let outbox = Arc::new(report::Outbox {
+            store: ports.store.clone(),
+            forge: ports.forge,
+            policy: retries.outbox,
+            metrics: metrics.clone(),
+        });
         Queue {
-            inner: Arc::new(Inner {
-                store,
-                forge,
-                planner,
-                sources,
-                runner,
-                retry: retry::Retries::from_config(&cfg),
-                cfg,
-                metrics,
-                plan_wake: Notify::new(),
-                planning: Mutex::new(std::collections::HashSet::new()),
-                plan_done: Notify::new(),
-                build_wake: Notify::new(),
-                outbox_wake: Notify::new(),
-                running: Mutex::new(HashMap::new()),
-                draining: AtomicBool::new(false),
-                shutting_down: AtomicBool::new(false),
-                stop: CancellationToken::new(),
-            }),
+            store: ports.store,
+            public_url: cfg.public_url,
+            data_dir: cfg.data_dir,
+            shutdown_grace: cfg.shutdown_grace,
+            metrics,
+            wakes,
+            running,
+            intake,
+            scheduler,
+            outbox,
+            stop: CancellationToken::new(),
         }
     }
 
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        &self.store
     }
 
     /// Base of the service's URLs (`[server] public_url`).
     pub fn public_url(&self) -> &str {
-        &self.inner.cfg.public_url
+        &self.public_url
     }
 
     /// The data directory (database, results).
     pub fn store_dir(&self) -> PathBuf {
-        self.inner.cfg.data_dir.clone()
+        self.data_dir.clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
+        &self.metrics
     }
 
     /// Something new was stored: plan it.
     pub fn wake(&self) {
-        self.inner.plan_wake.notify_one();
+        self.wakes.plan.notify_one();
     }
 
     /// Recovers from the previous run, then starts the planner, scheduler and outbox loops.
@@ -172,61 +227,83 @@ impl Queue {
     /// container still runs its phases (or has finished them); the others have their
     /// containers removed and run again from the start.
     pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, QueueError> {
-        self.recover().await?;
-        let q = self.clone();
+        self.scheduler.recover().await?;
+        let (intake, wakes, stop) = (self.intake.clone(), self.wakes.clone(), self.stop.clone());
         let planner = tokio::spawn(async move {
-            let i = &q.inner;
-            poll::run("planning", &i.plan_wake, &i.stop, || q.plan_step()).await
+            poll::run("planning", &wakes.plan, &stop, || intake.plan_step()).await
         });
-        let q = self.clone();
-        let scheduler = tokio::spawn(async move {
-            let i = &q.inner;
-            poll::run("scheduling", &i.build_wake, &i.stop, || q.schedule()).await
+        let (scheduler, wakes, stop) = (
+            self.scheduler.clone(),
+            self.wakes.clone(),
+            self.stop.clone(),
+        );
+        let scheduling = tokio::spawn(async move {
+            poll::run("scheduling", &wakes.build, &stop, || scheduler.schedule()).await
         });
-        let q = self.clone();
-        let outbox = tokio::spawn(async move {
-            let i = &q.inner;
-            poll::run("outbox", &i.outbox_wake, &i.stop, || q.outbox_step()).await
+        let (outbox, wakes, stop) = (self.outbox.clone(), self.wakes.clone(), self.stop.clone());
+        let delivering = tokio::spawn(async move {
+            poll::run("outbox", &wakes.outbox, &stop, || outbox.step()).await
         });
-        Ok(vec![planner, scheduler, outbox])
+        Ok(vec![planner, scheduling, delivering])
+    }
+
+    /// Handles every stored command and trigger not handled yet (see
+    /// [`intake::Intake::plan_pending`]).
+    pub async fn plan_pending(&self) -> Result<(), QueueError> {
+        self.intake.plan_pending().await
+    }
+
+    /// A pull request was closed or a branch deleted: end its queued and running builds.
+    pub async fn close_change(
+        &self,
+        repo: &RepoId,
+        kind: ChangeKind,
+        ref_name: &str,
+        pr_number: Option<u64>,
+    ) -> Result<(), QueueError> {
+        self.intake
+            .close_change(repo, kind, ref_name, pr_number)
+            .await
+    }
+
+    /// Delivers the reports that are due, oldest first; returns how many were attempted.
+    pub async fn deliver_due(&self) -> Result<usize, QueueError> {
+        self.outbox.deliver_due().await
     }
 
     /// SIGTERM: stop taking builds, let running ones finish within the grace period, then
     /// stop them and put them back in the queue; deliver what reports can be delivered.
     pub async fn drain(&self) {
-        let inner = &self.inner;
-        inner.draining.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + inner.cfg.shutdown_grace;
+        let running = &self.running;
+        running.start_draining();
+        let deadline = Instant::now() + self.shutdown_grace;
         tracing::info!(
-            running = self.running_count(),
+            running = running.count(),
             "draining: waiting up to {:?} for running builds",
-            inner.cfg.shutdown_grace
+            self.shutdown_grace
         );
-        while self.running_count() > 0 && Instant::now() < deadline {
+        while running.count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if self.running_count() > 0 {
-            if inner.cfg.shutdown_grace.is_zero() {
+        if running.count() > 0 {
+            if self.shutdown_grace.is_zero() {
                 // A command-line run being interrupted: nothing runs again later.
-                tracing::info!("stopping {} build(s)", self.running_count());
+                tracing::info!("stopping {} build(s)", running.count());
             } else {
                 tracing::warn!(
                     "grace period over: stopping {} build(s); they will run again at the next start",
-                    self.running_count()
+                    running.count()
                 );
             }
-            inner.shutting_down.store(true, Ordering::SeqCst);
-            for t in self.tokens() {
-                t.cancel();
-            }
+            running.shut_down();
             let stop_deadline = Instant::now() + Duration::from_secs(30);
-            while self.running_count() > 0 && Instant::now() < stop_deadline {
+            while running.count() > 0 && Instant::now() < stop_deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         let flush_deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < flush_deadline {
-            match self.deliver_due().await {
+            match self.outbox.deliver_due().await {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -235,99 +312,12 @@ impl Queue {
                 }
             }
         }
-        inner.stop.cancel();
+        self.stop.cancel();
     }
+}
 
-    // ---- running builds ----------------------------------------------------------------
-
-    fn running_count(&self) -> usize {
-        self.inner.running.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    fn tokens(&self) -> Vec<CancellationToken> {
-        self.inner
-            .running
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn cancel_running(&self, id: &BuildId) {
-        if let Some(t) = self
-            .inner
-            .running
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).cloned())
-        {
-            t.cancel();
-        }
-    }
-
-    /// Runs a build's work as a running build: cancellable through the running map,
-    /// counted against the parallelism, and the scheduler woken when it ends.
-    fn spawn_running<F, Fut>(&self, id: BuildId, work: F)
-    where
-        F: FnOnce(Queue, CancellationToken) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<(), QueueError>> + Send + 'static,
-    {
-        let token = CancellationToken::new();
-        if let Ok(mut m) = self.inner.running.lock() {
-            m.insert(id.clone(), token.clone());
-        }
-        let q = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = work(q.clone(), token).await {
-                tracing::error!(build = %id, "{e}");
-                q.requeue_after_fault(&id, &e).await;
-            }
-            if let Ok(mut m) = q.inner.running.lock() {
-                m.remove(&id);
-            }
-            q.inner.build_wake.notify_one();
-        });
-    }
-
-    /// A build whose own bookkeeping failed (the store was locked, the disk full) would stay
-    /// `running` until a restart: it goes back to the queue as soon as the store takes the
-    /// write again, without counting an attempt.
-    async fn requeue_after_fault(&self, id: &BuildId, e: &QueueError) {
-        let message = format!("requeued after a fault of the service: {e}");
-        let mut wait = std::time::Duration::from_millis(500);
-        loop {
-            let at = Millis::now().after(wait);
-            match self
-                .inner
-                .store
-                .requeue(id, at, Some(&message), false)
-                .await
-            {
-                Ok(true) => {
-                    tracing::warn!(build = %id, "{message}");
-                    return;
-                }
-                // Not running any more: it was finished after all, or ended meanwhile.
-                Ok(false) => return,
-                Err(e) if !self.shutting_down() => {
-                    tracing::warn!(build = %id, "cannot requeue yet: {e}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
-                }
-                // A restart requeues it.
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Whether builds that stop now go back to the queue (the grace period of a shutdown
-    /// ran out) rather than end.
-    fn shutting_down(&self) -> bool {
-        self.inner.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// A build's scratch directory (its exported sources, the repository of its change's
-    /// earlier stages); removed when the build ends.
-    fn work_dir(&self, id: &BuildId) -> PathBuf {
-        self.inner.cfg.data_dir.join("work").join(id.as_str())
-    }
+/// A build's scratch directory (its exported sources, the repository of its change's
+/// earlier stages); removed when the build ends.
+fn work_dir(data_dir: &std::path::Path, id: &crate::model::BuildId) -> PathBuf {
+    data_dir.join("work").join(id.as_str())
 }

@@ -4,14 +4,15 @@
 //! release's current snapshot, the change's own repository); per-change repositories
 //! removed when the change closes or has not been published into for a while.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Queue, QueueError};
+use super::{Indexing, PublishInto, QueueError, ReposConfig};
 use crate::config::{Release, Repo, RepoLocation, Target};
-use crate::model::RepoId;
-use crate::repos::{self, Indexer, Policy, Published, RepoDir, SnapshotId};
-use crate::store::{BuildRow, StoreError};
+use crate::model::{RepoId, TargetName};
+use crate::repos::{self, Published, RepoDir, SnapshotId};
+use crate::store::{BuildRow, Store, StoreError};
 
 /// How many snapshots of a change's repository are kept (the newest, and one for a
 /// reader still on the one before).
@@ -19,7 +20,7 @@ const CHANGE_SNAPSHOTS: usize = 2;
 
 /// What publishing a succeeded build came to.
 pub(super) enum PublishOutcome {
-    /// Nowhere to publish (a push to a branch of no release), or no engine to index with.
+    /// Nowhere to publish (a push to a branch of no release), or nothing to index with.
     Nothing,
     /// Published: a few words for the build's message, the repository's label and the
     /// snapshot made (`None`: the same bytes were already there). The ledger records it
@@ -35,12 +36,38 @@ pub(super) enum PublishOutcome {
     Fault(String),
 }
 
-impl Queue {
+/// The publisher stage: where a build's packages belong, and the repositories a build
+/// installs from. Holds the indexing port and the releases' configuration.
+pub(super) struct Publisher {
+    pub store: Store,
+    pub indexing: Option<Arc<dyn Indexing>>,
+    pub data_dir: PathBuf,
+    pub targets: Arc<BTreeMap<TargetName, Target>>,
+    pub repos: ReposConfig,
+}
+
+/// The `.repo` file of the change's package repository for `b`'s target, once something
+/// was published into it: the link a review's report gives testers.
+pub(super) fn change_repo_url(data_dir: &Path, public_url: &str, b: &BuildRow) -> Option<String> {
+    let number = b.pr_number?;
+    change_repo(data_dir, b, number)?.latest()?;
+    Some(format!(
+        "{}/repos/changes/{}/{}/{number}/{}.repo",
+        public_url.trim_end_matches('/'),
+        b.repo.forge(),
+        b.repo.path(),
+        b.target
+    ))
+}
+
+fn change_repo(data_dir: &Path, b: &BuildRow, number: u64) -> Option<RepoDir> {
+    repos::change_dir(data_dir, &b.repo, number, b.target.as_str()).map(RepoDir::new)
+}
+
+impl Publisher {
     /// The release a push to `ref_name` publishes into for `target`.
     fn release_of_branch(&self, branch: &str, target: &Target) -> Option<&Release> {
-        self.inner
-            .cfg
-            .repos
+        self.repos
             .releases
             .values()
             .find(|r| r.branches.iter().any(|b| b == branch) && r.targets.contains(&target.name))
@@ -49,63 +76,41 @@ impl Queue {
     /// The branch a build's packages belong to: the pushed branch, or a pull request's base.
     async fn branch_of(&self, b: &BuildRow) -> Result<Option<String>, StoreError> {
         if b.pr_number.is_some() {
-            return self.inner.store.trigger_base_ref(b.trigger_id).await;
+            return self.store.trigger_base_ref(b.trigger_id).await;
         }
         Ok(b.ref_name.strip_prefix("refs/heads/").map(str::to_string))
     }
 
     fn change_repo(&self, b: &BuildRow, number: u64) -> Option<RepoDir> {
-        repos::change_dir(&self.inner.cfg.data_dir, &b.repo, number, b.target.as_str())
-            .map(RepoDir::new)
-    }
-
-    /// The `.repo` file of the change's package repository for `b`'s target, once something
-    /// was published into it: the link a review's report gives testers.
-    pub(super) fn change_repo_url(&self, b: &BuildRow) -> Option<String> {
-        let number = b.pr_number?;
-        self.change_repo(b, number)?.latest()?;
-        Some(format!(
-            "{}/repos/changes/{}/{}/{number}/{}.repo",
-            self.public_url().trim_end_matches('/'),
-            b.repo.forge(),
-            b.repo.path(),
-            b.target
-        ))
+        change_repo(&self.data_dir, b, number)
     }
 
     /// Publishes a succeeded build's packages (SRPM and RPMs) where they belong.
-    pub(super) async fn publish_build(
+    pub async fn publish_build(
         &self,
         b: &BuildRow,
         source: &Path,
         binaries: &[PathBuf],
     ) -> Result<PublishOutcome, QueueError> {
-        let Some(engine) = self.inner.runner.indexer_engine() else {
+        let Some(indexing) = &self.indexing else {
             return Ok(PublishOutcome::Nothing);
         };
-        let Some(target) = self.inner.cfg.targets.get(&b.target) else {
+        let Some(target) = self.targets.get(&b.target) else {
             return Ok(PublishOutcome::Nothing);
         };
         let mut packages = vec![source.to_path_buf()];
         packages.extend(binaries.iter().cloned());
-        let data_dir = &self.inner.cfg.data_dir;
+        let data_dir = &self.data_dir;
         let (label, result) = if let Some(number) = b.pr_number {
             let Some(dir) = self.change_repo(b, number) else {
                 return Ok(PublishOutcome::Nothing);
             };
-            let indexer = Indexer {
-                engine,
-                image: target.image.clone(),
+            let into = PublishInto::Change {
+                dir: &dir,
+                target,
+                keep: CHANGE_SNAPSHOTS,
             };
-            let r = dir
-                .publish(
-                    &indexer,
-                    &packages,
-                    Policy::Change,
-                    CHANGE_SNAPSHOTS,
-                    &BTreeSet::new(),
-                )
-                .await;
+            let r = indexing.publish(into, &packages).await;
             self.sweep_change_repos();
             (
                 format!(
@@ -125,9 +130,12 @@ impl Queue {
             };
             let dir = repos::release_dir(data_dir, release.name.as_str(), target.name.as_str());
             let protected = self.snapshots_in_use(&dir).await?;
-            let r =
-                repos::publish_release(&engine, data_dir, &release, target, &packages, &protected)
-                    .await;
+            let into = PublishInto::Release {
+                release: &release,
+                target,
+                protected: &protected,
+            };
+            let r = indexing.publish(into, &packages).await;
             (format!("{}/{}", release.name, target.name), r)
         };
         Ok(match result {
@@ -152,7 +160,7 @@ impl Queue {
 
     /// The snapshots of the repository at `dir` that builds in the store used.
     async fn snapshots_in_use(&self, dir: &Path) -> Result<BTreeSet<SnapshotId>, QueueError> {
-        let used = self.inner.store.snapshot_locations_in_use().await?;
+        let used = self.store.snapshot_locations_in_use().await?;
         Ok(repos::snapshots_named(&used)
             .remove(dir)
             .unwrap_or_default())
@@ -162,7 +170,7 @@ impl Queue {
     /// snapshot of its branch's release (by the snapshot's own directory, so the build
     /// records which snapshot it used, and pruning keeps it), and for a pull request the
     /// change's own repository.
-    pub(super) async fn published_repos(
+    pub async fn published_repos(
         &self,
         b: &BuildRow,
         target: &Target,
@@ -171,14 +179,13 @@ impl Queue {
         if let Some(branch) = self.branch_of(b).await? {
             if let Some(release) = self.release_of_branch(&branch, target) {
                 let dir = RepoDir::new(repos::release_dir(
-                    &self.inner.cfg.data_dir,
+                    &self.data_dir,
                     release.name.as_str(),
                     target.name.as_str(),
                 ));
                 if let Some(id) = dir.latest() {
                     let snap = dir.snapshot_dir(&id);
-                    self.inner
-                        .store
+                    self.store
                         .record_snapshot_use(&b.id, &snap.display().to_string())
                         .await?;
                     out.push(Repo {
@@ -202,8 +209,8 @@ impl Queue {
     }
 
     /// A pull request closed: its repositories go (every target's).
-    pub(super) fn remove_change_repos(&self, repo: &RepoId, number: u64) {
-        let Some(dir) = repos::change_dir(&self.inner.cfg.data_dir, repo, number, "x")
+    pub fn remove_change_repos(&self, repo: &RepoId, number: u64) {
+        let Some(dir) = repos::change_dir(&self.data_dir, repo, number, "x")
             .and_then(|d| d.parent().map(Path::to_path_buf))
         else {
             return;
@@ -220,11 +227,11 @@ impl Queue {
 
     /// Removes change repositories not published into for longer than the configured age.
     fn sweep_change_repos(&self) {
-        let age = self.inner.cfg.repos.change_max_age;
+        let age = self.repos.change_max_age;
         if age.is_zero() {
             return;
         }
-        let root = self.inner.cfg.data_dir.join("repos").join("changes");
+        let root = self.data_dir.join("repos").join("changes");
         for d in repos::stale_change_repos(&root, age) {
             match std::fs::remove_dir_all(&d) {
                 Ok(()) => tracing::info!(

@@ -5,65 +5,57 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Queue;
 use crate::executor::provenance::Provenance;
 use crate::executor::{BuildReport, BuildRequest};
 use crate::model::{BuildId, Nevr, Outcome};
-use crate::store::BuildRow;
+use crate::store::{BuildRow, Store};
 
-impl Queue {
-    /// The report of `b` made from the results of an earlier build with the same inputs,
-    /// or `None` when there is none to reuse (the build then runs).
-    pub(super) async fn reuse(
-        &self,
-        b: &BuildRow,
-        req: &BuildRequest,
-        digest: &str,
-    ) -> Option<BuildReport> {
-        let (from, dir) = match self
-            .inner
-            .store
-            .succeeded_with_digest(digest, &b.target)
-            .await
-        {
-            Ok(Some(found)) => found,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(build = %b.id, "cannot look for a build to reuse: {e}");
-                return None;
-            }
-        };
-        if from == b.id {
+/// The report of `b` made from the results of an earlier build with the same inputs,
+/// or `None` when there is none to reuse (the build then runs).
+pub(super) async fn reuse(
+    store: &Store,
+    b: &BuildRow,
+    req: &BuildRequest,
+    digest: &str,
+) -> Option<BuildReport> {
+    let (from, dir) = match store.succeeded_with_digest(digest, &b.target).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(build = %b.id, "cannot look for a build to reuse: {e}");
             return None;
         }
-        let (id, out_root, target) = (
-            b.id.clone(),
-            req.out_root.clone(),
-            req.target.name.as_str().to_string(),
-        );
-        let from2 = from.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            let leaf = dir
-                .file_name()
-                .ok_or("no results directory name")?
-                .to_owned();
-            let dest = out_root.join(target).join(leaf);
-            reuse_results(&dir, &dest, &id, &from2)
-        })
-        .await;
-        match made {
-            Ok(Ok(report)) => {
-                tracing::info!(build = %b.id, reused = %from, "same inputs as a succeeded build: its results reused");
-                Some(report)
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(build = %b.id, from = %from, "cannot reuse the results of {from}: {e}; building");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(build = %b.id, "reuse task: {e}");
-                None
-            }
+    };
+    if from == b.id {
+        return None;
+    }
+    let (id, out_root, target) = (
+        b.id.clone(),
+        req.out_root.clone(),
+        req.target.name.as_str().to_string(),
+    );
+    let from2 = from.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let leaf = dir
+            .file_name()
+            .ok_or("no results directory name")?
+            .to_owned();
+        let dest = out_root.join(target).join(leaf);
+        reuse_results(&dir, &dest, &id, &from2)
+    })
+    .await;
+    match made {
+        Ok(Ok(report)) => {
+            tracing::info!(build = %b.id, reused = %from, "same inputs as a succeeded build: its results reused");
+            Some(report)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(build = %b.id, from = %from, "cannot reuse the results of {from}: {e}; building");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(build = %b.id, "reuse task: {e}");
+            None
         }
     }
 }

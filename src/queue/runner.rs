@@ -82,12 +82,9 @@ pub trait SourceProvider: Send + Sync {
     }
 }
 
-/// Why [`Runner::make_repo`] could not make a package repository.
+/// Why [`super::Indexing::make_repo`] could not make a package repository.
 #[derive(Debug, thiserror::Error)]
 pub enum MakeRepoError {
-    /// The runner has no way to make one (fakes, runners without a container engine).
-    #[error("this runner cannot make package repositories")]
-    Unsupported,
     /// The container that runs `createrepo` failed, or the files could not be copied.
     #[error(transparent)]
     Infra(#[from] InfraError),
@@ -104,22 +101,6 @@ pub trait Runner: Send + Sync {
 
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
-
-    /// The engine that indexes published package repositories (`crate::repos`); `None`
-    /// for runners without one (fakes), whose builds are then not published.
-    fn indexer_engine(&self) -> Option<crate::docker::Engine> {
-        None
-    }
-
-    /// Makes `dir` a repository of `rpms` that builds in `image` can install from.
-    fn make_repo(
-        &self,
-        _image: String,
-        _dir: PathBuf,
-        _rpms: Vec<PathBuf>,
-    ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
-        Box::pin(async { Err(MakeRepoError::Unsupported) })
-    }
 
     /// The input digest of `req` (see [`crate::executor::provenance`]) when every input is
     /// known, for build avoidance; `None`: the build always runs.
@@ -186,24 +167,6 @@ impl Runner for DockerRunner {
             .await
             .ok()?;
             p.reusable().then_some(p.input_digest)
-        })
-    }
-
-    fn indexer_engine(&self) -> Option<crate::docker::Engine> {
-        Some(self.executor.engine().clone())
-    }
-
-    fn make_repo(
-        &self,
-        image: String,
-        dir: PathBuf,
-        rpms: Vec<PathBuf>,
-    ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
-        let engine = self.executor.engine().clone();
-        Box::pin(async move {
-            crate::executor::local_repo(&engine, &image, &dir, &rpms)
-                .await
-                .map_err(MakeRepoError::from)
         })
     }
 

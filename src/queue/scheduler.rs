@@ -4,19 +4,27 @@
 //! on the [`Runner`](super::Runner). At start it picks up the builds a previous process left
 //! running: reattached when their container can be followed, run again otherwise.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{results_root, MakeRepoError, Queue, QueueError, SourceError};
+use super::finish::Finish;
+use super::publish::Publisher;
+use super::report::Reports;
+use super::running::Running;
+use super::{
+    results_root, work_dir, Indexing, MakeRepoError, Metrics, QueueError, Runner, SourceError,
+    SourceProvider, Wakes,
+};
 use crate::config::{Repo, RepoLocation, Target};
 use crate::executor::{BuildRequest, Progress, ProgressKind};
 use crate::model::{BuildId, BuildState, Outcome, PackageSource, TargetName};
 use crate::plan::DiscoverError;
 use crate::store::ledger::{self, EventKind};
-use crate::store::{BuildRow, Millis, StoreError};
+use crate::store::{BuildRow, Millis, Store, StoreError};
 
 /// Why a build could not be handed to the runner; it ends as an infrastructure error.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +42,18 @@ enum PrepareError {
     EarlierStages(#[from] StoreError),
     #[error("cannot make the repository of this change's earlier stages: {source}")]
     ChangeRepo { source: MakeRepoError },
+    #[error("this change's earlier stages built packages, but this service has no way to index a repository of them")]
+    NoIndexing,
 }
 
 impl PrepareError {
-    /// Whether running the build again may help: not for a commit that is gone or a
-    /// target no longer configured.
+    /// Whether running the build again may help: not for a commit that is gone, a
+    /// target no longer configured or a service that cannot index.
     fn retryable(&self) -> bool {
         !matches!(
             self,
             PrepareError::NoTarget(_)
+                | PrepareError::NoIndexing
                 | PrepareError::Sources {
                     source: SourceError::Missing(_),
                     ..
@@ -59,80 +70,151 @@ impl From<PrepareError> for Outcome {
     }
 }
 
-impl Queue {
+/// The scheduler stage: claims builds, prepares their inputs (sources, the stage
+/// repository, the release's snapshot) and runs them on the runner; hands each outcome to
+/// [`Finish`]. Holds the runner, the sources, the indexing port (for stage repositories)
+/// and the set of running builds.
+pub(super) struct Scheduler {
+    pub store: Store,
+    pub sources: Arc<dyn SourceProvider>,
+    pub runner: Arc<dyn Runner>,
+    pub indexing: Option<Arc<dyn Indexing>>,
+    pub targets: Arc<BTreeMap<TargetName, Target>>,
+    pub data_dir: PathBuf,
+    pub parallel: usize,
+    pub running: Arc<Running>,
+    pub finish: Arc<Finish>,
+    pub publisher: Arc<Publisher>,
+    pub reports: Arc<Reports>,
+    pub metrics: Arc<Metrics>,
+    pub wakes: Arc<Wakes>,
+}
+
+impl Scheduler {
     /// The scheduling loop's step: starts queued builds while there is room; returns when
     /// the next waiting one is due.
-    pub(super) async fn schedule(&self) -> Result<Option<Millis>, QueueError> {
-        while !self.inner.draining.load(Ordering::SeqCst)
-            && self.running_count() < self.inner.cfg.parallel
-        {
+    pub async fn schedule(self: &Arc<Self>) -> Result<Option<Millis>, QueueError> {
+        while !self.running.draining() && self.running.count() < self.parallel {
             let Some(b) = self.claim().await? else {
                 break;
             };
             let id = b.id.clone();
             self.spawn_running(
                 id,
-                move |q, token| async move { q.run_build(b, token).await },
+                move |s, token| async move { s.run_build(b, token).await },
             );
         }
-        Ok(self.inner.store.next_due().await?)
+        Ok(self.store.next_due().await?)
     }
 
     /// Claims the next build that may start and reports it running: one transaction.
     async fn claim(&self) -> Result<Option<BuildRow>, QueueError> {
-        let mut tx = self.inner.store.tx().await?;
+        let mut tx = self.store.tx().await?;
         let Some(b) = ledger::claim(&mut tx, Millis::now()).await? else {
             return Ok(None);
         };
-        self.report_transition(
-            &mut tx,
-            EventKind::Started,
-            &b,
-            BuildState::Running,
-            "building",
-        )
-        .await?;
+        self.reports
+            .transition(
+                &mut tx,
+                EventKind::Started,
+                &b,
+                BuildState::Running,
+                "building",
+            )
+            .await?;
         tx.commit().await?;
-        self.reports_written();
+        self.reports.written();
         Ok(Some(b))
     }
 
+    /// Runs a build's work as a running build: cancellable through the running set,
+    /// counted against the parallelism, and the scheduler woken when it ends.
+    fn spawn_running<F, Fut>(self: &Arc<Self>, id: BuildId, work: F)
+    where
+        F: FnOnce(Arc<Scheduler>, CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), QueueError>> + Send + 'static,
+    {
+        let token = self.running.insert(&id);
+        let s = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = work(s.clone(), token).await {
+                tracing::error!(build = %id, "{e}");
+                s.requeue_after_fault(&id, &e).await;
+            }
+            s.running.remove(&id);
+            s.wakes.build.notify_one();
+        });
+    }
+
+    /// A build whose own bookkeeping failed (the store was locked, the disk full) would stay
+    /// `running` until a restart: it goes back to the queue as soon as the store takes the
+    /// write again, without counting an attempt.
+    async fn requeue_after_fault(&self, id: &BuildId, e: &QueueError) {
+        let message = format!("requeued after a fault of the service: {e}");
+        let mut wait = std::time::Duration::from_millis(500);
+        loop {
+            let at = Millis::now().after(wait);
+            match self.store.requeue(id, at, Some(&message), false).await {
+                Ok(true) => {
+                    tracing::warn!(build = %id, "{message}");
+                    return;
+                }
+                // Not running any more: it was finished after all, or ended meanwhile.
+                Ok(false) => return,
+                Err(e) if !self.running.shutting_down() => {
+                    tracing::warn!(build = %id, "cannot requeue yet: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+                // A restart requeues it.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn work_dir(&self, id: &BuildId) -> PathBuf {
+        work_dir(&self.data_dir, id)
+    }
+
     async fn run_build(&self, b: BuildRow, cancel: CancellationToken) -> Result<(), QueueError> {
-        let inner = &self.inner;
         tracing::info!(build = %b.id, repo = %b.repo, commit = %b.commit, package = %b.package, target = %b.target, attempt = b.attempts, "build started");
         super::failpoint::hit("run:claimed");
         let started = Instant::now();
         let work = self.work_dir(&b.id);
-        let out_root = results_root(&inner.cfg.data_dir, &b.id);
+        let out_root = results_root(&self.data_dir, &b.id);
         let _ = tokio::fs::remove_dir_all(&work).await;
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {
             Ok(req) => 'run: {
                 // Build avoidance: the same inputs as a succeeded build, its results.
-                if let Some(digest) = inner.runner.input_digest(&req).await {
-                    if let Err(e) = inner.store.set_input_digest(&b.id, &digest).await {
+                if let Some(digest) = self.runner.input_digest(&req).await {
+                    if let Err(e) = self.store.set_input_digest(&b.id, &digest).await {
                         tracing::warn!(build = %b.id, "cannot store the input digest: {e}");
                     }
-                    if let Some(report) = self.reuse(&b, &req, &digest).await {
+                    if let Some(report) = super::reuse::reuse(&self.store, &b, &req, &digest).await
+                    {
                         break 'run Ok(report);
                     }
                 }
                 let (tx, progress) = self.progress_forwarder(&b.id);
                 // An earlier attempt may have left a container behind: a create request in
                 // flight when the service was killed completes after the start-up cleanup.
-                inner.runner.cleanup(&b.id).await;
-                let report = inner.runner.run(req, tx, cancel.clone()).await;
+                self.runner.cleanup(&b.id).await;
+                let report = self.runner.run(req, tx, cancel.clone()).await;
                 let _ = progress.await;
                 Ok(report)
             }
             Err(e) if !e.retryable() => {
-                let done = self.give_up(&b, &e.to_string(), started.elapsed()).await;
+                let done = self
+                    .finish
+                    .give_up(&b, &e.to_string(), started.elapsed())
+                    .await;
                 let _ = tokio::fs::remove_dir_all(&work).await;
                 return done;
             }
             Err(e) => Err(Outcome::from(e)),
         };
-        let done = self.finish(&b, report, started.elapsed()).await;
+        let done = self.finish.finish(&b, report, started.elapsed()).await;
         // Only once the ledger knows how it ended: the record, not the sources, is what a
         // restart finishes a build from, but a reattach still needs them until then.
         let _ = tokio::fs::remove_dir_all(&work).await;
@@ -146,12 +228,10 @@ impl Queue {
         src: &Path,
         out_root: &Path,
     ) -> Result<BuildRequest, PrepareError> {
-        let inner = &self.inner;
-        let Some(target) = inner.cfg.targets.get(&b.target).cloned() else {
+        let Some(target) = self.targets.get(&b.target).cloned() else {
             return Err(PrepareError::NoTarget(b.target.clone()));
         };
-        inner
-            .sources
+        self.sources
             .export(&b.clone_url, &b.repo, &b.commit, src)
             .await
             .map_err(|source| PrepareError::Sources {
@@ -166,7 +246,7 @@ impl Queue {
                 }
             })?;
         let mut extra_repos = self.earlier_stages_repo(b, &target, src).await?;
-        extra_repos.extend(self.published_repos(b, &target).await?);
+        extra_repos.extend(self.publisher.published_repos(b, &target).await?);
         let source_date_epoch = self.package_epoch(b, &package).await;
         Ok(BuildRequest {
             id: b.id.clone(),
@@ -195,8 +275,7 @@ impl Queue {
                 }
             })
             .collect();
-        self.inner
-            .sources
+        self.sources
             .last_change(&b.clone_url, &b.commit, &paths)
             .await
     }
@@ -212,7 +291,7 @@ impl Queue {
         if b.stage == 0 {
             return Ok(vec![]);
         }
-        let dirs = self.inner.store.earlier_results(b).await?;
+        let dirs = self.store.earlier_results(b).await?;
         let rpms: Vec<PathBuf> = dirs
             .iter()
             .flat_map(|d| crate::executor::binary_packages_in(d))
@@ -220,9 +299,11 @@ impl Queue {
         if rpms.is_empty() {
             return Ok(vec![]);
         }
+        let Some(indexing) = &self.indexing else {
+            return Err(PrepareError::NoIndexing);
+        };
         let dir = src.with_file_name("change-repo");
-        self.inner
-            .runner
+        indexing
             .make_repo(target.image.clone(), dir.clone(), rpms)
             .await
             .map_err(|source| PrepareError::ChangeRepo { source })?;
@@ -241,8 +322,8 @@ impl Queue {
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
-        let store = self.inner.store.clone();
-        let metrics = self.inner.metrics.clone();
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
         let id = id.clone();
         let progress = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
@@ -267,38 +348,34 @@ impl Queue {
 
     /// The builds that were running when the previous process stopped: followed to their
     /// end when their container can be reattached, requeued otherwise.
-    pub(super) async fn recover(&self) -> Result<(), QueueError> {
-        for b in self
-            .inner
-            .store
-            .builds_in_state(BuildState::Running)
-            .await?
-        {
+    pub async fn recover(self: &Arc<Self>) -> Result<(), QueueError> {
+        for b in self.store.builds_in_state(BuildState::Running).await? {
             if let Some(rec) = self.recorded(&b).await? {
                 tracing::info!(build = %b.id, "finishing a build recorded before the restart");
                 let id = b.id.clone();
-                self.spawn_running(id, move |q, _token| async move {
-                    let done = q.finish_recorded(&b, rec).await;
-                    let _ = tokio::fs::remove_dir_all(q.work_dir(&b.id)).await;
+                self.spawn_running(id, move |s, _token| async move {
+                    let done = s.finish.finish_recorded(&b, rec).await;
+                    let _ = tokio::fs::remove_dir_all(s.work_dir(&b.id)).await;
                     done
                 });
             } else if let Some(req) = self.existing_request(&b).await {
                 let id = b.id.clone();
-                self.spawn_running(id, move |q, token| async move {
-                    q.resume_build(b, req, token).await
+                self.spawn_running(id, move |s, token| async move {
+                    s.resume_build(b, req, token).await
                 });
             } else {
                 self.requeue_after_restart(&b).await?;
             }
         }
-        self.reconcile_reports().await?;
+        self.reports.reconcile(&self.store).await?;
         Ok(())
     }
 
     async fn requeue_after_restart(&self, b: &BuildRow) -> Result<(), QueueError> {
         tracing::info!(build = %b.id, "requeueing a build that was running when the service stopped");
-        self.inner.runner.cleanup(&b.id).await;
-        self.requeue(b, Millis::now(), "requeued after a restart", false)
+        self.runner.cleanup(&b.id).await;
+        self.finish
+            .requeue(b, Millis::now(), "requeued after a restart", false)
             .await?;
         Ok(())
     }
@@ -306,7 +383,7 @@ impl Queue {
     /// The outcome the ledger recorded for a running build before its publication, if
     /// any: such a build is finished from it, not built again.
     async fn recorded(&self, b: &BuildRow) -> Result<Option<super::finish::Recorded>, QueueError> {
-        let json = self.inner.store.recorded_outcome(&b.id).await?;
+        let json = self.store.recorded_outcome(&b.id).await?;
         match json.map(|j| serde_json::from_str(&j)).transpose() {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -319,7 +396,7 @@ impl Queue {
     /// The request of a build that was running, from the sources it exported then (a
     /// running container still has them mounted); `None` when they are gone.
     async fn existing_request(&self, b: &BuildRow) -> Option<BuildRequest> {
-        let target = self.inner.cfg.targets.get(&b.target).cloned()?;
+        let target = self.targets.get(&b.target).cloned()?;
         let src = self.work_dir(&b.id).join("src");
         let package = crate::plan::package_for_spec(&src, &src.join(&b.spec_path)).ok()?;
         // The epoch the container was given, for the record.
@@ -328,7 +405,7 @@ impl Queue {
             id: b.id.clone(),
             package,
             target,
-            out_root: results_root(&self.inner.cfg.data_dir, &b.id),
+            out_root: results_root(&self.data_dir, &b.id),
             extra_repos: vec![],
             source_date_epoch,
         })
@@ -342,13 +419,13 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let started = Instant::now();
         let (tx, progress) = self.progress_forwarder(&b.id);
-        let report = self.inner.runner.reattach(req, tx, cancel).await;
+        let report = self.runner.reattach(req, tx, cancel).await;
         let _ = progress.await;
         let Some(report) = report else {
             return self.requeue_after_restart(&b).await;
         };
         tracing::info!(build = %b.id, "reattached build ended");
-        let done = self.finish(&b, Ok(report), started.elapsed()).await;
+        let done = self.finish.finish(&b, Ok(report), started.elapsed()).await;
         let _ = tokio::fs::remove_dir_all(self.work_dir(&b.id)).await;
         done
     }

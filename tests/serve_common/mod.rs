@@ -478,11 +478,14 @@ pub async fn fake_queue(
         .await
         .expect("store");
     packetary::queue::Queue::new(
-        store,
-        forge,
-        Arc::new(FakePlanner),
-        Arc::new(FakeSources),
-        runner,
+        packetary::queue::Ports {
+            store,
+            forge,
+            planner: Arc::new(FakePlanner),
+            sources: Arc::new(FakeSources),
+            runner,
+            indexing: None,
+        },
         queue_config(&dir.join("data")),
         Arc::new(packetary::queue::Metrics::default()),
     )

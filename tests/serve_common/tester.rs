@@ -148,11 +148,14 @@ impl QueueTester {
             cfg.parallel = n;
         }
         Queue::new(
-            store,
-            self.forge.clone(),
-            how.planner.unwrap_or_else(|| Arc::new(FakePlanner)),
-            Arc::new(FakeSources),
-            runner,
+            packetary::queue::Ports {
+                store,
+                forge: self.forge.clone(),
+                planner: how.planner.unwrap_or_else(|| Arc::new(FakePlanner)),
+                sources: Arc::new(FakeSources),
+                runner,
+                indexing: None,
+            },
             cfg,
             Arc::new(packetary::queue::Metrics::default()),
         )

@@ -4,33 +4,53 @@
 //! from the ledger's counts of its latest builds, with links to the build pages. They are
 //! desired states, stored in the outbox; the latest one for a context wins.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use crate::model::{
     BuildId, BuildLine, BuildState, CommitSha, RepoId, Report, ReportState, AGGREGATE_CONTEXT,
 };
 use crate::store::ledger::{self, Conn, EventKind};
-use crate::store::{reports, BuildRow};
+use crate::store::{reports, BuildRow, Store};
 
-use super::super::{Queue, QueueError};
+use super::super::{QueueError, Wakes};
 use super::reporter::{reporter, summary, AggregateNeed, BuildStatus, Reporter};
 
-impl Queue {
-    pub(in crate::queue) fn build_url(&self, id: &BuildId) -> String {
-        format!("{}/builds/{id}", self.inner.cfg.public_url)
+/// Writes the reports of transitions: what each stage that changes a build's state uses to
+/// tell the forge, in that change's own transaction. Knows the URLs reports link to.
+pub(in crate::queue) struct Reports {
+    public_url: String,
+    /// For the links to a change's published repositories.
+    data_dir: PathBuf,
+    wakes: Arc<Wakes>,
+}
+
+impl Reports {
+    pub fn new(public_url: &str, data_dir: &Path, wakes: Arc<Wakes>) -> Reports {
+        Reports {
+            public_url: public_url.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            wakes,
+        }
+    }
+
+    pub fn build_url(&self, id: &BuildId) -> String {
+        format!("{}/builds/{id}", self.public_url)
     }
 
     fn index_url(&self, sha: &CommitSha) -> String {
-        format!("{}/?commit={sha}", self.inner.cfg.public_url)
+        format!("{}/?commit={sha}", self.public_url)
     }
 
     /// Reports were committed: wake the outbox.
-    pub(in crate::queue) fn reports_written(&self) {
-        self.inner.outbox_wake.notify_one();
+    pub fn written(&self) {
+        self.wakes.outbox.notify_one();
     }
 
     /// Writes the reports of a transition of `b` (to `state`, saying `message`) into the
     /// transition's transaction: its own status and its commit's aggregate, as far as the
     /// reporter of its forge wants them.
-    pub(in crate::queue) async fn report_transition(
+    pub async fn transition(
         &self,
         conn: &mut Conn,
         kind: EventKind,
@@ -42,13 +62,13 @@ impl Queue {
         if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
             reports::upsert(conn, &r).await?;
         }
-        self.report_aggregate(conn, reporter, kind, &b.repo, &b.commit)
+        self.aggregate_of(conn, reporter, kind, &b.repo, &b.commit)
             .await
     }
 
     /// The aggregate of a commit after a transition of `kind`, from the ledger's counts
     /// (the culprit and the list of builds read only when the forge shows them).
-    pub(in crate::queue) async fn report_aggregate(
+    pub async fn aggregate_of(
         &self,
         conn: &mut Conn,
         reporter: &dyn Reporter,
@@ -88,16 +108,17 @@ impl Queue {
 
     /// The aggregate status of a commit, set directly: before there are builds to sum up
     /// (waiting for approval, planning failed, nothing to build).
-    pub(in crate::queue) async fn report_commit(
+    pub async fn commit(
         &self,
+        store: &Store,
         repo: &RepoId,
         sha: &CommitSha,
         state: ReportState,
         description: String,
     ) -> Result<(), QueueError> {
         let r = self.aggregate(repo, sha, state, description, vec![]);
-        self.inner.store.set_report(&r).await?;
-        self.reports_written();
+        store.set_report(&r).await?;
+        self.written();
         Ok(())
     }
 
@@ -122,7 +143,7 @@ impl Queue {
     }
 
     /// A build's status as its reporter gets it.
-    pub(in crate::queue) fn status_of<'a>(
+    pub fn status_of<'a>(
         &self,
         b: &'a BuildRow,
         state: BuildState,
@@ -153,7 +174,7 @@ impl Queue {
             },
             log_url: format!("{url}/logs/build.log"),
             url,
-            repo_url: self.change_repo_url(b),
+            repo_url: super::super::publish::change_repo_url(&self.data_dir, &self.public_url, b),
         }
     }
 
@@ -161,8 +182,8 @@ impl Queue {
     /// not say so (a database from before the ledger, or any fault between an end and its
     /// reports) gets its reports derived again from the ledger, as bors refreshes its
     /// pending builds at start.
-    pub(in crate::queue) async fn reconcile_reports(&self) -> Result<usize, QueueError> {
-        let mut tx = self.inner.store.tx().await?;
+    pub async fn reconcile(&self, store: &Store) -> Result<usize, QueueError> {
+        let mut tx = store.tx().await?;
         let commits = ledger::unreported(&mut tx).await?;
         for (repo, sha) in &commits {
             let reporter = reporter(repo.forge());
@@ -172,7 +193,7 @@ impl Queue {
                     reports::upsert(&mut tx, &r).await?;
                 }
             }
-            self.report_aggregate(&mut tx, reporter, EventKind::Ended, repo, sha)
+            self.aggregate_of(&mut tx, reporter, EventKind::Ended, repo, sha)
                 .await?;
         }
         tx.commit().await?;
@@ -181,8 +202,39 @@ impl Queue {
                 commits = commits.len(),
                 "statuses derived again from the ledger at start-up"
             );
-            self.reports_written();
+            self.written();
         }
         Ok(commits.len())
+    }
+
+    /// The reports of builds a change's end just ended (superseded, cancelled), in its
+    /// transaction: each build's status, then each commit's aggregate once.
+    pub async fn ended(
+        &self,
+        conn: &mut Conn,
+        ended: &[BuildRow],
+        state: BuildState,
+        message: &str,
+    ) -> Result<(), QueueError> {
+        let kind = if state == BuildState::Superseded {
+            EventKind::Superseded
+        } else {
+            EventKind::Cancelled
+        };
+        let mut commits: Vec<(&RepoId, &CommitSha)> = vec![];
+        for b in ended {
+            let reporter = reporter(b.repo.forge());
+            if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
+                reports::upsert(conn, &r).await?;
+            }
+            if !commits.contains(&(&b.repo, &b.commit)) {
+                commits.push((&b.repo, &b.commit));
+            }
+        }
+        for (repo, sha) in commits {
+            self.aggregate_of(conn, reporter(repo.forge()), kind, repo, sha)
+                .await?;
+        }
+        Ok(())
     }
 }

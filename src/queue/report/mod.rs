@@ -5,3 +5,6 @@
 mod aggregate;
 mod outbox;
 pub mod reporter;
+
+pub(super) use aggregate::Reports;
+pub(super) use outbox::Outbox;

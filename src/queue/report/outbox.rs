@@ -2,32 +2,43 @@
 //! retries a failed delivery under the outbox's policy (or when the forge's Retry-After
 //! says), giving up sooner when the forge says retrying will not help.
 
-use crate::store::Millis;
+use std::sync::Arc;
 
-use super::super::retry::Fault;
-use super::super::{Queue, QueueError};
+use crate::forge::Forge;
+use crate::store::{Millis, Store};
 
-impl Queue {
+use super::super::retry::{Fault, RetryPolicy};
+use super::super::{Metrics, QueueError};
+
+/// The outbox stage: the store's due reports, the forge, and the outbox's retry policy.
+pub(in crate::queue) struct Outbox {
+    pub store: Store,
+    pub forge: Arc<dyn Forge>,
+    pub policy: RetryPolicy,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Outbox {
     /// The outbox loop's step: delivers what is due; returns when the next report is.
-    pub(in crate::queue) async fn outbox_step(&self) -> Result<Option<Millis>, QueueError> {
+    pub async fn step(&self) -> Result<Option<Millis>, QueueError> {
         self.deliver_due().await?;
-        Ok(self.inner.store.next_report_due().await?)
+        Ok(self.store.next_report_due().await?)
     }
 
     /// Delivers the reports that are due, oldest first; returns how many were attempted.
     pub async fn deliver_due(&self) -> Result<usize, QueueError> {
-        let store = &self.inner.store;
-        let policy = &self.inner.retry.outbox;
+        let store = &self.store;
+        let policy = &self.policy;
         let due = store.due_reports(Millis::now(), 50).await?;
         let n = due.len();
         for row in due {
-            match self.inner.forge.deliver(&row.report).await {
+            match self.forge.deliver(&row.report).await {
                 Ok(d) => {
                     tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), forge_ref = ?d.forge_ref, "status delivered");
                     store
                         .mark_delivered(row.id, row.version, d.forge_ref.as_deref())
                         .await?;
-                    self.inner.metrics.report("delivered");
+                    self.metrics.report("delivered");
                 }
                 Err(e) => {
                     let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
@@ -48,8 +59,7 @@ impl Queue {
                             abandon,
                         )
                         .await?;
-                    self.inner
-                        .metrics
+                    self.metrics
                         .report(if abandon { "abandoned" } else { "retry" });
                 }
             }
