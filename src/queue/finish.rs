@@ -19,7 +19,7 @@ use super::publish::{PublishOutcome, Publisher};
 use super::report::Reports;
 use super::retry::{Fault, RetryPolicy};
 use super::running::Running;
-use super::{Metrics, QueueError};
+use super::{Metrics, QueueError, Wakes};
 use crate::executor::BuildReport;
 use crate::model::{BuildState, Outcome};
 use crate::store::ledger::{self, BuildEnd, EventKind, LearnedProvides};
@@ -48,6 +48,8 @@ pub(super) struct Finish {
     /// Whether a stop is a shutdown's (the build goes back to the queue).
     pub running: Arc<Running>,
     pub metrics: Arc<Metrics>,
+    /// A requeued build's due time goes on the scheduler's alarm.
+    pub wakes: Arc<Wakes>,
 }
 
 impl Finish {
@@ -342,6 +344,7 @@ impl Finish {
         tx.commit().await?;
         if done {
             self.reports.written();
+            self.wakes.build.at(at);
         }
         Ok(done)
     }

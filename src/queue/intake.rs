@@ -6,6 +6,7 @@
 //! moving on, and both end builds the same way.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::publish::Publisher;
@@ -42,29 +43,24 @@ pub(super) struct Intake {
     /// Repositories being planned now: one plan per repository at a time, several
     /// repositories at once, so that a slow one holds up only itself.
     pub planning: Mutex<HashSet<RepoId>>,
+    /// A due trigger was left for later (its repository was being planned, or enough
+    /// were): the plan that ends next wakes the loop for it.
+    pub skipped: AtomicBool,
 }
 
 impl Intake {
-    /// The planning loop's step: handles new commands, starts planning the oldest due
-    /// trigger of each repository not being planned already (each on its own task), and
-    /// returns when the next trigger waiting for a retry is due. Triggers being planned are
-    /// still due: their task wakes this loop when it ends, so look again after a second.
+    /// The planning loop's step: handles new commands and starts planning the oldest due
+    /// trigger of each repository not being planned already (each on its own task). What
+    /// is due later is on the loop's alarm (set where a retry is stored). A trigger left
+    /// for later is planned when the plan before it ends (which wakes this loop); in case
+    /// that plan ended meanwhile, look again after a second.
     pub async fn plan_step(self: &Arc<Self>) -> Result<Option<Millis>, QueueError> {
         self.handle_commands().await?;
         self.start_plans().await?;
-        let store = &self.store;
-        let due = [
-            store.next_trigger_due().await?,
-            store.next_command_due().await?,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        Ok(if self.plans_running() == 0 {
-            due
-        } else {
-            due.map(|d| d.max(Millis::now().after(std::time::Duration::from_secs(1))))
-        })
+        Ok(self
+            .skipped
+            .load(Ordering::SeqCst)
+            .then(|| Millis::now().after(std::time::Duration::from_secs(1))))
     }
 
     /// Handles every stored command and trigger not handled yet, one trigger at a time in
@@ -122,11 +118,13 @@ impl Intake {
         for st in due {
             let repo = st.trigger.repo.clone();
             if !seen.insert(repo.clone()) {
+                self.skipped.store(true, Ordering::SeqCst);
                 continue;
             }
             {
                 let mut planning = self.planning.lock().unwrap_or_else(|p| p.into_inner());
                 if planning.len() >= PLANS_AT_ONCE || !planning.insert(repo.clone()) {
+                    self.skipped.store(true, Ordering::SeqCst);
                     continue;
                 }
             }
@@ -141,7 +139,9 @@ impl Intake {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&repo);
                 q.wakes.plan_done.notify_one();
-                q.wakes.plan.notify_one();
+                if q.skipped.swap(false, Ordering::SeqCst) {
+                    q.wakes.plan.wake();
+                }
             });
         }
         Ok(started)
@@ -175,9 +175,9 @@ impl Intake {
                             humantime::format_duration(wait)
                         );
                         tracing::warn!(repo = %r.repo, user = %r.user, "{msg}");
-                        store
-                            .retry_command(c.id, Millis::now().after(wait), &msg)
-                            .await?;
+                        let at = Millis::now().after(wait);
+                        store.retry_command(c.id, at, &msg).await?;
+                        self.wakes.plan.at(at);
                     } else {
                         tracing::warn!(repo = %r.repo, user = %r.user, "cannot check permissions: {e}");
                         store
@@ -392,7 +392,7 @@ impl Intake {
                 )
                 .await?;
         }
-        self.wakes.build.notify_one();
+        self.wakes.build.wake();
         Ok(())
     }
 
@@ -412,9 +412,9 @@ impl Intake {
                 humantime::format_duration(wait)
             );
             tracing::warn!(repo = %t.repo, head = %t.head, "{msg}");
-            store
-                .retry_trigger(st.id, Millis::now().after(wait), &msg)
-                .await?;
+            let at = Millis::now().after(wait);
+            store.retry_trigger(st.id, at, &msg).await?;
+            self.wakes.plan.at(at);
             return self
                 .reports
                 .commit(store, &t.repo, &t.head, ReportState::Pending, msg)

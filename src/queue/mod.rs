@@ -89,14 +89,15 @@ pub struct Ports {
     pub indexing: Option<Arc<dyn Indexing>>,
 }
 
-/// Wake-ups between the stages' loops: each stage wakes the next when it stored work.
+/// Wake-ups between the stages' loops: each stage wakes the next when it stored work, now
+/// or at the time it becomes due.
 #[derive(Default)]
 pub(crate) struct Wakes {
-    pub plan: Notify,
+    pub plan: poll::Alarm,
     /// A plan ended (for [`Queue::plan_pending`], which waits for them).
     pub plan_done: Notify,
-    pub build: Notify,
-    pub outbox: Notify,
+    pub build: poll::Alarm,
+    pub outbox: poll::Alarm,
 }
 
 /// Handle to the running queue: its stages, composed. Cheap to clone.
@@ -150,6 +151,7 @@ impl Queue {
             reports: reports.clone(),
             running: running.clone(),
             metrics: metrics.clone(),
+            wakes: wakes.clone(),
         });
         let scheduler = Arc::new(scheduler::Scheduler {
             store: ports.store.clone(),
@@ -177,12 +179,14 @@ impl Queue {
             running: running.clone(),
             wakes: wakes.clone(),
             planning: Default::default(),
+            skipped: Default::default(),
         });
         let outbox = Arc::new(report::Outbox {
             store: ports.store.clone(),
             forge: ports.forge,
             policy: retries.outbox,
             metrics: metrics.clone(),
+            wakes: wakes.clone(),
         });
         Queue {
             store: ports.store,
@@ -219,7 +223,7 @@ impl Queue {
 
     /// Something new was stored: plan it.
     pub fn wake(&self) {
-        self.wakes.plan.notify_one();
+        self.wakes.plan.wake();
     }
 
     /// Recovers from the previous run, then starts the planner, scheduler and outbox loops.
@@ -228,6 +232,19 @@ impl Queue {
     /// containers removed and run again from the start.
     pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, QueueError> {
         self.scheduler.recover().await?;
+        // What is due later is known to the loops' alarms from now on; this once, ask.
+        let store = &self.store;
+        let due = [
+            (&self.wakes.plan, store.next_trigger_due().await?),
+            (&self.wakes.plan, store.next_command_due().await?),
+            (&self.wakes.build, store.next_due().await?),
+            (&self.wakes.outbox, store.next_report_due().await?),
+        ];
+        for (alarm, at) in due {
+            if let Some(at) = at {
+                alarm.at(at);
+            }
+        }
         let (intake, wakes, stop) = (self.intake.clone(), self.wakes.clone(), self.stop.clone());
         let planner = tokio::spawn(async move {
             poll::run("planning", &wakes.plan, &stop, || intake.plan_step()).await

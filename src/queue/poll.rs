@@ -1,8 +1,15 @@
 //! The loop the queue's three workers (planning, scheduling, the outbox) run in: do a step,
 //! then sleep until the next item is due (at most 30 s; 1 s after an error), the worker is
 //! woken, or the queue stops. Written once so that the three cannot drift apart.
+//!
+//! When the next item is due is kept in memory by each loop's [`Alarm`]: whoever stores an
+//! item due later (a retry, a requeue) sets the alarm in the same breath, so the loops do
+//! not ask the store after every step. The store is asked once, at start, and the idle
+//! wake-up (every 30 s) is the safety net.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -18,17 +25,57 @@ pub const ERROR_WAIT: Duration = Duration::from_secs(1);
 /// The shortest sleep, so that an item due in the past cannot spin the loop.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-/// Runs `step` until `stop` is cancelled. A step does what is due and returns when the next
-/// item will be (`None`: nothing is waiting); a wake-up on `wake` runs it again at once. A
-/// wake-up sent while the step runs is kept, not lost.
-pub async fn run<F, Fut>(name: &str, wake: &Notify, stop: &CancellationToken, mut step: F)
+/// A loop's wake-ups: now ([`Alarm::wake`]) or at a time ([`Alarm::at`]). Times already
+/// reached are forgotten when the step runs; a wake-up sent while it runs is kept.
+#[derive(Default)]
+pub struct Alarm {
+    wake: Notify,
+    due: Mutex<BTreeSet<i64>>,
+}
+
+impl Alarm {
+    /// Something is due now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Something becomes due at `at`.
+    pub fn at(&self, at: Millis) {
+        self.due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(at.0);
+        self.wake.notify_one();
+    }
+
+    /// Forgets the times reached by `now` (the step about to run handles them).
+    fn reached(&self, now: Millis) {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        *due = due.split_off(&(now.0 + 1));
+    }
+
+    /// The earliest time still ahead.
+    fn next(&self) -> Option<Millis> {
+        let due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        due.first().copied().map(Millis)
+    }
+}
+
+/// Runs `step` until `stop` is cancelled. A step does what is due and may return when it
+/// wants to run again (`None`: only when the alarm says); the alarm runs it again at once
+/// when woken, or at the times set on it.
+pub async fn run<F, Fut>(name: &str, alarm: &Alarm, stop: &CancellationToken, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<Millis>, QueueError>>,
 {
     loop {
+        alarm.reached(Millis::now());
         let wait = match step().await {
-            Ok(due) => wait_for(due, Millis::now()),
+            Ok(due) => {
+                let due = [due, alarm.next()].into_iter().flatten().min();
+                wait_for(due, Millis::now())
+            }
             Err(e) => {
                 tracing::error!("{name}: {e}");
                 ERROR_WAIT
@@ -37,7 +84,7 @@ where
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            () = wake.notified() => {}
+            () = alarm.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
@@ -78,12 +125,12 @@ mod tests {
     fn spawn_counting(
         answer: fn(u32) -> Result<Option<Millis>, QueueError>,
     ) -> (
-        Arc<Notify>,
+        Arc<Alarm>,
         CancellationToken,
         Arc<AtomicU32>,
         tokio::task::JoinHandle<()>,
     ) {
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Alarm::default());
         let stop = CancellationToken::new();
         let calls = Arc::new(AtomicU32::new(0));
         let (w, s, c) = (wake.clone(), stop.clone(), calls.clone());
@@ -112,7 +159,7 @@ mod tests {
             calls.load(Ordering::SeqCst) == 1
         })
         .await;
-        wake.notify_one();
+        wake.wake();
         until("the woken step", Duration::from_secs(5), || {
             calls.load(Ordering::SeqCst) == 2
         })
@@ -151,6 +198,27 @@ mod tests {
         .await;
         let after_error = started.elapsed() - due;
         assert!(after_error >= Duration::from_millis(900), "{after_error:?}");
+        stop.cancel();
+        task.await.expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn an_alarm_set_for_later_runs_the_step_then_and_only_once() {
+        let started = Instant::now();
+        let (alarm, stop, calls, task) = spawn_counting(|_| Ok(None));
+        until("the first step", Duration::from_secs(5), || {
+            calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        alarm.at(Millis::now().after(Duration::from_millis(300)));
+        // Setting it wakes the loop to sleep anew: one step now, one when it rings.
+        until("the step at the alarm", Duration::from_secs(5), || {
+            calls.load(Ordering::SeqCst) == 3
+        })
+        .await;
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "a time reached rings once");
         stop.cancel();
         task.await.expect("no panic");
     }

@@ -91,8 +91,9 @@ pub(super) struct Scheduler {
 }
 
 impl Scheduler {
-    /// The scheduling loop's step: starts queued builds while there is room; returns when
-    /// the next waiting one is due.
+    /// The scheduling loop's step: starts queued builds while there is room. A build due
+    /// later is on the loop's alarm (set by its requeue); one waiting for room or for its
+    /// earlier stages is woken by the end of a running build.
     pub async fn schedule(self: &Arc<Self>) -> Result<Option<Millis>, QueueError> {
         while !self.running.draining() && self.running.count() < self.parallel {
             let Some(b) = self.claim().await? else {
@@ -104,7 +105,7 @@ impl Scheduler {
                 move |s, token| async move { s.run_build(b, token).await },
             );
         }
-        Ok(self.store.next_due().await?)
+        Ok(None)
     }
 
     /// Claims the next build that may start and reports it running: one transaction.
@@ -142,7 +143,7 @@ impl Scheduler {
                 s.requeue_after_fault(&id, &e).await;
             }
             s.running.remove(&id);
-            s.wakes.build.notify_one();
+            s.wakes.build.wake();
         });
     }
 
@@ -157,6 +158,7 @@ impl Scheduler {
             match self.store.requeue(id, at, Some(&message), false).await {
                 Ok(true) => {
                     tracing::warn!(build = %id, "{message}");
+                    self.wakes.build.at(at);
                     return;
                 }
                 // Not running any more: it was finished after all, or ended meanwhile.

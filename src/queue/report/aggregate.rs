@@ -44,7 +44,7 @@ impl Reports {
 
     /// Reports were committed: wake the outbox.
     pub fn written(&self) {
-        self.wakes.outbox.notify_one();
+        self.wakes.outbox.wake();
     }
 
     /// Writes the reports of a transition of `b` (to `state`, saying `message`) into the

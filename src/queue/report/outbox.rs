@@ -8,7 +8,7 @@ use crate::forge::Forge;
 use crate::store::{Millis, Store};
 
 use super::super::retry::{Fault, RetryPolicy};
-use super::super::{Metrics, QueueError};
+use super::super::{Metrics, QueueError, Wakes};
 
 /// The outbox stage: the store's due reports, the forge, and the outbox's retry policy.
 pub(in crate::queue) struct Outbox {
@@ -16,20 +16,23 @@ pub(in crate::queue) struct Outbox {
     pub forge: Arc<dyn Forge>,
     pub policy: RetryPolicy,
     pub metrics: Arc<Metrics>,
+    /// A failed delivery's retry time goes on the outbox's alarm.
+    pub wakes: Arc<Wakes>,
 }
 
 impl Outbox {
-    /// The outbox loop's step: delivers what is due; returns when the next report is.
+    /// The outbox loop's step: delivers what is due; a full batch means more are, now.
+    /// Later retries are on the alarm (set as each failure is stored).
     pub async fn step(&self) -> Result<Option<Millis>, QueueError> {
-        self.deliver_due().await?;
-        Ok(self.store.next_report_due().await?)
+        let n = self.deliver_due().await?;
+        Ok((n as i64 >= BATCH).then(Millis::now))
     }
 
     /// Delivers the reports that are due, oldest first; returns how many were attempted.
     pub async fn deliver_due(&self) -> Result<usize, QueueError> {
         let store = &self.store;
         let policy = &self.policy;
-        let due = store.due_reports(Millis::now(), 50).await?;
+        let due = store.due_reports(Millis::now(), BATCH).await?;
         let n = due.len();
         for row in due {
             match self.forge.deliver(&row.report).await {
@@ -50,15 +53,13 @@ impl Outbox {
                     let abandon = e.obsolete || policy.gives_up(attempts, fault);
                     let wait = wait_before_retry(e.retry_after, policy.delay(attempts));
                     tracing::warn!(context = %row.report.context, sha = %row.report.sha, attempts, abandon, "status delivery failed: {e}");
+                    let at = Millis::now().after(wait);
                     store
-                        .delivery_failed(
-                            row.id,
-                            row.version,
-                            Millis::now().after(wait),
-                            &e.message,
-                            abandon,
-                        )
+                        .delivery_failed(row.id, row.version, at, &e.message, abandon)
                         .await?;
+                    if !abandon {
+                        self.wakes.outbox.at(at);
+                    }
                     self.metrics
                         .report(if abandon { "abandoned" } else { "retry" });
                 }
@@ -67,6 +68,9 @@ impl Outbox {
         Ok(n)
     }
 }
+
+/// Reports delivered per step.
+const BATCH: i64 = 50;
 
 /// The longest a forge may make the outbox wait: a `Retry-After` far in the future (seen:
 /// a next attempt in 2030) must not park a status forever. GitHub's rate-limit windows are
