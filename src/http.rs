@@ -6,12 +6,38 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 
-/// GETs `url`, following up to five redirects. Errors say what went wrong, without the URL
-/// (the caller names what it was fetching).
-pub async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Result<Vec<u8>, String> {
+/// What went wrong with a GET, without the URL asked for (the caller names what it was
+/// fetching).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("no TLS roots: {0}")]
+    NoTlsRoots(std::io::Error),
+    #[error("bad URL {url}: {error}")]
+    BadUrl {
+        url: String,
+        error: hyper::http::uri::InvalidUri,
+    },
+    #[error("no answer within {}s", .0.as_secs())]
+    Timeout(Duration),
+    #[error("{0}")]
+    Request(hyper_util::client::legacy::Error),
+    #[error("{0} without a Location")]
+    NoLocation(hyper::StatusCode),
+    #[error("bad redirect: {0}")]
+    BadRedirect(url::ParseError),
+    #[error("the server answered {0}")]
+    Status(hyper::StatusCode),
+    #[error("{0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    #[error("too many redirects")]
+    TooManyRedirects,
+}
+
+/// GETs `url`, following up to five redirects.
+pub async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Result<Vec<u8>, HttpError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| format!("no TLS roots: {e}"))?
+        .map_err(HttpError::NoTlsRoots)?
         .https_or_http()
         .enable_http1()
         .build();
@@ -20,34 +46,35 @@ pub async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Result<Vec<u
             .build(https);
     let mut current = url.to_string();
     for _ in 0..5 {
-        let uri: hyper::Uri = current
-            .parse()
-            .map_err(|e| format!("bad URL {current}: {e}"))?;
+        let uri: hyper::Uri = current.parse().map_err(|error| HttpError::BadUrl {
+            url: current.clone(),
+            error,
+        })?;
         let resp = tokio::time::timeout(timeout, client.get(uri))
             .await
-            .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| HttpError::Timeout(timeout))?
+            .map_err(HttpError::Request)?;
         let status = resp.status();
         if status.is_redirection() {
             let loc = resp
                 .headers()
                 .get(hyper::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| format!("{status} without a Location"))?;
+                .ok_or(HttpError::NoLocation(status))?;
             current = url::Url::parse(&current)
                 .and_then(|base| base.join(loc))
-                .map_err(|e| format!("bad redirect: {e}"))?
+                .map_err(HttpError::BadRedirect)?
                 .to_string();
             continue;
         }
         if !status.is_success() {
-            return Err(format!("the server answered {status}"));
+            return Err(HttpError::Status(status));
         }
         let body = http_body_util::Limited::new(resp.into_body(), max_bytes)
             .collect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(HttpError::Body)?;
         return Ok(body.to_bytes().to_vec());
     }
-    Err("too many redirects".into())
+    Err(HttpError::TooManyRedirects)
 }

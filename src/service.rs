@@ -19,7 +19,7 @@ use crate::git::{Credentials, FetchAuth};
 use crate::model::ForgeKind;
 use crate::queue::{DockerIndexing, DockerRunner, Metrics, Ports, Queue, QueueConfig, QueueError};
 use crate::store::{Store, StoreError};
-use crate::web::{AppState, Probe};
+use crate::web::{AppState, Probe, ProbeError};
 
 /// Why the service could not be built or stopped serving. Configuration mistakes
 /// ([`ServiceError::is_configuration`]) name the key and the fix; the others are faults
@@ -33,7 +33,7 @@ pub enum ServiceError {
     #[error(transparent)]
     GitHubClient(#[from] ClientError),
     #[error("cannot set up the Gerrit client: {0}")]
-    GerritClient(String),
+    GerritClient(crate::forge::gerrit::NoTlsRoots),
     #[error("key `server.data_dir`: cannot make `{}` absolute\n  fix: give an absolute path", path.display())]
     DataDir {
         path: PathBuf,
@@ -111,9 +111,24 @@ impl Probe for DockerProbe {
         "docker"
     }
 
-    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.0.ping().await.map_err(|e| e.to_string()) })
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), ProbeError>> {
+        Box::pin(async move { Ok(self.0.ping().await?) })
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DiskError {
+    #[error("cannot read the free space of {}: {source}", dir.display())]
+    Unreadable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} MiB free on {} (below [server] min_free_disk, {} MiB): free space, or move data_dir", free >> 20, dir.display(), min_free >> 20)]
+    Low {
+        dir: PathBuf,
+        free: u64,
+        min_free: u64,
+    },
 }
 
 /// The data directory needs room: a full disk fails builds, git fetches and every store
@@ -128,18 +143,19 @@ impl Probe for DiskProbe {
         "disk"
     }
 
-    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), String>> {
+    fn check(&self) -> futures_util::future::BoxFuture<'_, Result<(), ProbeError>> {
         Box::pin(async move {
-            let free = free_bytes(&self.dir).map_err(|e| {
-                format!("cannot read the free space of {}: {e}", self.dir.display())
+            let free = free_bytes(&self.dir).map_err(|source| DiskError::Unreadable {
+                dir: self.dir.clone(),
+                source,
             })?;
             if free < self.min_free {
-                return Err(format!(
-                    "{} MiB free on {} (below [server] min_free_disk, {} MiB): free space, or move data_dir",
-                    free >> 20,
-                    self.dir.display(),
-                    self.min_free >> 20
-                ));
+                return Err(DiskError::Low {
+                    dir: self.dir.clone(),
+                    free,
+                    min_free: self.min_free,
+                }
+                .into());
             }
             Ok(())
         })

@@ -67,7 +67,8 @@ pub use secret::{Secret, SecretSource};
 use server::parse_server;
 pub use server::ServerConfig;
 pub use target::{
-    parse_bytes, parse_size, Backend, ImagesConfig, Limits, Repo, RepoError, RepoLocation, Target,
+    parse_bytes, parse_size, Backend, ImagesConfig, Limits, Repo, RepoError, RepoLocation,
+    SizeError, Target,
 };
 
 impl Config {
@@ -163,7 +164,7 @@ impl Config {
                 limits.memory_bytes = Some(parse_bytes(m).map_err(|p| {
                     invalid(
                         &key("memory"),
-                        p,
+                        p.to_string(),
                         "write bytes or a size like \"512MiB\" or \"4GiB\"",
                     )
                 })?);

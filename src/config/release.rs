@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use super::{ConfigError, Target};
-use crate::model::TargetName;
+use crate::model::{InvalidName, TargetName};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,10 +25,10 @@ pub(super) struct RawRelease {
 pub struct ReleaseName(String);
 
 impl ReleaseName {
-    pub fn parse(s: &str) -> Result<ReleaseName, String> {
-        TargetName::parse(s).map_err(|e| e.to_string())?;
+    pub fn parse(s: &str) -> Result<ReleaseName, BadReleaseName> {
+        TargetName::parse(s)?;
         if s == "changes" {
-            return Err("`changes` is reserved for the per-change repositories".into());
+            return Err(BadReleaseName::Reserved);
         }
         Ok(ReleaseName(s.to_string()))
     }
@@ -36,6 +36,15 @@ impl ReleaseName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Why a release name is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadReleaseName {
+    #[error(transparent)]
+    Invalid(#[from] InvalidName),
+    #[error("`changes` is reserved for the per-change repositories")]
+    Reserved,
 }
 
 impl fmt::Display for ReleaseName {
@@ -67,7 +76,7 @@ pub(super) fn parse_releases(
         let rname = ReleaseName::parse(&name).map_err(|e| {
             invalid(
                 &format!("releases.{name}"),
-                e,
+                e.to_string(),
                 "rename the [releases.NAME] table (letters, digits, `.`, `_`, `-`)",
             )
         })?;

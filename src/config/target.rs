@@ -197,34 +197,54 @@ impl Repo {
     }
 }
 
+/// Why a size (a memory limit, a log size) is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("`{0}` is not a size")]
+    NotASize(String),
+    #[error("`{size}` has an unknown unit `{unit}`")]
+    UnknownUnit { size: String, unit: String },
+    #[error("`{0}` is too large")]
+    TooLarge(String),
+    #[error("`{0}` is below Docker's 6MiB minimum")]
+    BelowDockerMinimum(String),
+}
+
 /// Parses "4GiB", "512M", "1073741824" into bytes, for container memory limits.
-pub fn parse_bytes(s: &str) -> Result<i64, String> {
+pub fn parse_bytes(s: &str) -> Result<i64, SizeError> {
     let bytes = parse_size(s)?;
     if bytes < 6 * 1024 * 1024 {
-        return Err(format!("`{s}` is below Docker's 6MiB minimum"));
+        return Err(SizeError::BelowDockerMinimum(s.to_string()));
     }
     Ok(bytes)
 }
 
 /// Parses a size with an optional unit (KiB, MiB, GiB, TiB; K/M/G/T and KB/MB/GB alike).
-pub fn parse_size(s: &str) -> Result<i64, String> {
+pub fn parse_size(s: &str) -> Result<i64, SizeError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    let num: f64 = num
+        .parse()
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
         "m" | "mb" | "mib" => 1024.0 * 1024.0,
         "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("`{s}` has an unknown unit `{other}`")),
+        other => {
+            return Err(SizeError::UnknownUnit {
+                size: s.to_string(),
+                unit: other.to_string(),
+            })
+        }
     };
     let bytes = num * mult;
     if bytes > i64::MAX as f64 {
-        return Err(format!("`{s}` is too large"));
+        return Err(SizeError::TooLarge(s.to_string()));
     }
     Ok(bytes as i64)
 }

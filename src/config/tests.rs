@@ -130,8 +130,17 @@ fn unknown_target_lists_known_ones() {
 fn sizes_and_repos() {
     assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
     assert_eq!(parse_bytes("2G"), Ok(2 << 30));
-    assert!(parse_bytes("1K").is_err());
-    assert!(parse_bytes("12 parsecs").is_err());
+    assert_eq!(
+        parse_bytes("1K"),
+        Err(SizeError::BelowDockerMinimum("1K".into()))
+    );
+    assert_eq!(
+        parse_bytes("12 parsecs"),
+        Err(SizeError::UnknownUnit {
+            size: "12 parsecs".into(),
+            unit: "parsecs".into()
+        })
+    );
     assert_eq!(
         Repo::parse_arg("local=/srv/repo", 0)
             .map(|r| r.location)

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 
 use super::backend::{self, ContainerRepo, Script};
+use super::provenance::{read_repomd, RepomdError};
 use super::run::{infra, Logs, Run, Stop};
-use crate::config::RepoLocation;
 use crate::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use crate::model::Phase;
 
@@ -29,8 +29,6 @@ pub const LABEL_BACKEND: &str = "org.packetary.backend";
 pub const WARM_REPO: &str = "packetary/mockroot";
 /// Label naming the target a warm buildroot image belongs to.
 pub const LABEL_WARM_TARGET: &str = "org.packetary.mockroot.target";
-/// Largest `repomd.xml` read (they are a few KiB).
-const MAX_REPOMD: usize = 4 << 20;
 
 /// One lock per key, so that concurrent builds of a target make its buildroot once.
 fn lock_for(key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -181,24 +179,14 @@ async fn key(
     cfg: &str,
     target_repos: &[crate::config::Repo],
     repos: &[ContainerRepo],
-) -> Result<String, String> {
+) -> Result<String, RepomdError> {
     let mut h = Sha256::new();
     h.update(b"packetary-mockroot-1\0");
     h.update(image_id.as_bytes());
     h.update(b"\0");
     h.update(cfg.as_bytes());
     for (r, c) in target_repos.iter().zip(repos) {
-        let repomd = match &r.location {
-            RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
-                .await
-                .map_err(|e| format!("repository `{}`: repodata/repomd.xml: {e}", r.name))?,
-            RepoLocation::Url(_) => {
-                let url = format!("{}/repodata/repomd.xml", c.url.trim_end_matches('/'));
-                crate::http::get(&url, std::time::Duration::from_secs(15), MAX_REPOMD)
-                    .await
-                    .map_err(|e| format!("repository `{}`: {url}: {e}", r.name))?
-            }
-        };
+        let repomd = read_repomd(r, &c.url).await?;
         h.update(b"\0");
         h.update(c.name.as_bytes());
         h.update(b"\0");

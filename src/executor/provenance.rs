@@ -74,19 +74,49 @@ pub fn repo_url(r: &Repo) -> String {
 
 /// `sha256:` of a repository's `repodata/repomd.xml`, from its directory or over HTTP:
 /// the id of the snapshot a build sees (createrepo_c writes a new one on each change).
-pub async fn repomd_digest(r: &Repo) -> Result<String, String> {
-    let repomd = match &r.location {
+pub async fn repomd_digest(r: &Repo) -> Result<String, RepomdError> {
+    let base = match &r.location {
+        RepoLocation::Dir(_) => "",
+        RepoLocation::Url(u) => u.as_str(),
+    };
+    let repomd = read_repomd(r, base).await?;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&repomd))))
+}
+
+/// A repository's `repodata/repomd.xml` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RepomdError {
+    #[error("repository `{repo}`: repodata/repomd.xml: {error}")]
+    Read { repo: String, error: io::Error },
+    #[error("repository `{repo}`: {url}: {error}")]
+    Fetch {
+        repo: String,
+        url: String,
+        error: crate::http::HttpError,
+    },
+}
+
+/// `repodata/repomd.xml` of `r`: read from its directory, or fetched from `url_base` (where
+/// the repository is served: its URL, or the one a container reaches it at).
+pub(super) async fn read_repomd(r: &Repo, url_base: &str) -> Result<Vec<u8>, RepomdError> {
+    match &r.location {
         RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
             .await
-            .map_err(|e| format!("repository `{}`: repodata/repomd.xml: {e}", r.name))?,
-        RepoLocation::Url(u) => {
-            let url = format!("{}/repodata/repomd.xml", u.trim_end_matches('/'));
+            .map_err(|error| RepomdError::Read {
+                repo: r.name.clone(),
+                error,
+            }),
+        RepoLocation::Url(_) => {
+            let url = format!("{}/repodata/repomd.xml", url_base.trim_end_matches('/'));
             crate::http::get(&url, Duration::from_secs(15), MAX_REPOMD)
                 .await
-                .map_err(|e| format!("repository `{}`: {url}: {e}", r.name))?
+                .map_err(|error| RepomdError::Fetch {
+                    repo: r.name.clone(),
+                    url,
+                    error,
+                })
         }
-    };
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&repomd))))
+    }
 }
 
 /// The files of a package: the spec and everything under its source directory, as

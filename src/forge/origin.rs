@@ -36,39 +36,64 @@ impl FetchOrigin {
 
     /// The URL to fetch `repo` from, given the clone URL the payload names; an error says why
     /// the payload's URL is refused.
-    pub fn clone_url(&self, repo: &RepoId, named: &str) -> Result<String, String> {
+    pub fn clone_url(&self, repo: &RepoId, named: &str) -> Result<String, RefusedUrl> {
         match self {
             FetchOrigin::Mapped(base) => {
                 Ok(format!("{}/{}", base.trim_end_matches('/'), repo.path()))
             }
             FetchOrigin::Web(web) => {
-                let refuse = |why: &str| {
-                    Err(format!(
-                        "`{named}` is refused: {why}; repositories are fetched only from {origin} (or set `git_url` in the forge's configuration)",
-                        origin = web.origin().ascii_serialization()
-                    ))
+                let refuse = |why: Refusal| {
+                    Err(RefusedUrl {
+                        named: named.to_string(),
+                        why,
+                        origin: web.origin().ascii_serialization(),
+                    })
                 };
                 let Ok(u) = url::Url::parse(named) else {
-                    return refuse("not a URL");
+                    return refuse(Refusal::NotAUrl);
                 };
                 if u.origin() != web.origin() {
-                    return refuse("another scheme, host or port than the forge's");
+                    return refuse(Refusal::OtherOrigin);
                 }
                 if !u.username().is_empty() || u.password().is_some() {
-                    return refuse("it carries credentials");
+                    return refuse(Refusal::Credentials);
                 }
                 if u.query().is_some() || u.fragment().is_some() {
-                    return refuse("it has a query or fragment");
+                    return refuse(Refusal::QueryOrFragment);
                 }
                 let path = u.path().trim_start_matches('/');
                 let path = path.strip_suffix(".git").unwrap_or(path);
                 if !path.eq_ignore_ascii_case(repo.path()) {
-                    return refuse(&format!("it is not the repository {}", repo.path()));
+                    return refuse(Refusal::OtherRepository(repo.path().to_string()));
                 }
                 Ok(u.to_string())
             }
         }
     }
+}
+
+/// A payload's clone URL that is not fetched, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{named}` is refused: {why}; repositories are fetched only from {origin} (or set `git_url` in the forge's configuration)")]
+pub struct RefusedUrl {
+    pub named: String,
+    pub why: Refusal,
+    /// The forge's origin (scheme, host, port).
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not a URL")]
+    NotAUrl,
+    #[error("another scheme, host or port than the forge's")]
+    OtherOrigin,
+    #[error("it carries credentials")]
+    Credentials,
+    #[error("it has a query or fragment")]
+    QueryOrFragment,
+    #[error("it is not the repository {0}")]
+    OtherRepository(String),
 }
 
 #[cfg(test)]
@@ -86,18 +111,36 @@ mod tests {
             o.clone_url(&repo(), "https://github.com/acme/pkgs.git"),
             Ok("https://github.com/acme/pkgs.git".into())
         );
-        for bad in [
-            "http://github.com/acme/pkgs.git",
-            "https://evil.example/acme/pkgs.git",
-            "https://github.com:8443/acme/pkgs.git",
-            "https://user:pw@github.com/acme/pkgs.git",
-            "https://github.com/other/repo.git",
-            "file:///etc",
-            "ext::sh -c touch% /tmp/pwned",
-            "https://github.com/acme/pkgs.git?x=1",
+        for (bad, why) in [
+            ("http://github.com/acme/pkgs.git", Refusal::OtherOrigin),
+            ("https://evil.example/acme/pkgs.git", Refusal::OtherOrigin),
+            (
+                "https://github.com:8443/acme/pkgs.git",
+                Refusal::OtherOrigin,
+            ),
+            (
+                "https://user:pw@github.com/acme/pkgs.git",
+                Refusal::Credentials,
+            ),
+            (
+                "https://github.com/other/repo.git",
+                Refusal::OtherRepository("acme/pkgs".into()),
+            ),
+            ("file:///etc", Refusal::OtherOrigin),
+            ("ext::sh -c touch% /tmp/pwned", Refusal::OtherOrigin),
+            ("not a url", Refusal::NotAUrl),
+            (
+                "https://github.com/acme/pkgs.git?x=1",
+                Refusal::QueryOrFragment,
+            ),
         ] {
             let err = o.clone_url(&repo(), bad).expect_err(bad);
-            assert!(err.contains("https://github.com"), "{err}");
+            assert_eq!(
+                (err.why.clone(), err.origin.as_str()),
+                (why, "https://github.com"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("https://github.com"), "{err}");
         }
     }
 

@@ -167,7 +167,7 @@ async fn get(url: &str) -> Result<Vec<u8>, LookasideError> {
     }
     crate::http::get(url, std::time::Duration::from_secs(60), MAX_DOWNLOAD)
         .await
-        .map_err(fail)
+        .map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]

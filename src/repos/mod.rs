@@ -104,10 +104,15 @@ impl SnapshotId {
     }
 }
 
+/// A text that is no [`SnapshotId`] (six digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a snapshot id")]
+pub struct NotASnapshotId(pub String);
+
 impl TryFrom<String> for SnapshotId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        SnapshotId::parse(&s).ok_or_else(|| format!("`{s}` is not a snapshot id"))
+    type Error = NotASnapshotId;
+    fn try_from(s: String) -> Result<Self, NotASnapshotId> {
+        SnapshotId::parse(&s).ok_or(NotASnapshotId(s))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ledger, parse_enum, Millis, Store, StoreError, StoredTrigger, TriggerId};
+use super::{ledger, Millis, Store, StoreError, StoredTrigger, TriggerId};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
 
 /// A build to insert, as planned.
@@ -47,7 +47,7 @@ pub struct BuildRow {
 }
 
 /// A `builds` row as SQLite holds it; checked into a `BuildRow` by `TryFrom`. Every query
-/// that reads it selects the same 22 columns, in this order.
+/// that reads it selects the same 22 columns, in this order: [`build_rows!`]'s.
 pub(super) struct BuildRecord {
     pub(super) seq: i64,
     pub(super) id: String,
@@ -60,7 +60,7 @@ pub(super) struct BuildRecord {
     pub(super) package: String,
     pub(super) spec_path: String,
     pub(super) target: String,
-    pub(super) state: String,
+    pub(super) state: BuildState,
     pub(super) attempts: i64,
     pub(super) next_attempt_at: i64,
     pub(super) container_id: Option<String>,
@@ -72,6 +72,26 @@ pub(super) struct BuildRecord {
     pub(super) message: Option<String>,
     pub(super) stage: i64,
 }
+
+/// `sqlx::query_as!` of [`BuildRecord`]s with the one column list of a build row between
+/// two pieces of SQL: `build_rows!("SELECT", "FROM builds WHERE id = ?", id)`, or an
+/// `UPDATE ... RETURNING` and `""`. (sqlx's macros take a `+` of string literals, not
+/// `concat!`.)
+macro_rules! build_rows {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::builds::BuildRecord,
+            $before
+                + r#" seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name,
+                    pr_number, package, spec_path, target, state AS "state: crate::model::BuildState",
+                    attempts, next_attempt_at, container_id, created_at, started_at, finished_at,
+                    result_dir, phase, message, stage "#
+                + $after
+            $(, $arg)*
+        )
+    };
+}
+pub(super) use build_rows;
 
 impl TryFrom<BuildRecord> for BuildRow {
     type Error = StoreError;
@@ -89,7 +109,7 @@ impl TryFrom<BuildRecord> for BuildRow {
             package: r.package,
             spec_path: r.spec_path,
             target: TargetName::parse(&r.target)?,
-            state: parse_enum("build state", &r.state, BuildState::parse)?,
+            state: r.state,
             attempts: r.attempts,
             next_attempt_at: Millis(r.next_attempt_at),
             container_id: r.container_id,
@@ -133,12 +153,13 @@ impl Store {
         let target = b.target.as_str();
         let dirs = sqlx::query_scalar!(
             r#"SELECT result_dir AS "result_dir!" FROM builds
-               WHERE trigger_id = ? AND target = ? AND stage < ? AND state = 'succeeded'
+               WHERE trigger_id = ? AND target = ? AND stage < ? AND state = ?
                  AND result_dir IS NOT NULL
                ORDER BY stage, seq"#,
             b.trigger_id.0,
             target,
             stage,
+            BuildState::Succeeded,
         )
         .fetch_all(&self.pool)
         .await?;
@@ -150,8 +171,10 @@ impl Store {
     pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         let v = sqlx::query_scalar!(
             r#"SELECT MIN(b.next_attempt_at) AS "due?: i64" FROM builds b
-               WHERE b.state = 'queued'
-                 AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN ('queued', 'running'))"#
+               WHERE b.state = ?1
+                 AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN (?1, ?2))"#,
+            BuildState::Queued,
+            BuildState::Running,
         )
         .fetch_one(&self.pool)
         .await?;
@@ -167,10 +190,11 @@ impl Store {
         let id = id.as_str();
         sqlx::query!(
             "UPDATE builds SET container_id = COALESCE(?, container_id), phase = COALESCE(?, phase)
-             WHERE id = ? AND state = 'running'",
+             WHERE id = ? AND state = ?",
             container,
             phase,
             id,
+            BuildState::Running,
         )
         .execute(&self.pool)
         .await?;
@@ -229,11 +253,12 @@ impl Store {
         let target = target.as_str();
         let row = sqlx::query!(
             r#"SELECT id AS "id!", result_dir AS "result_dir!" FROM builds
-               WHERE input_digest = ? AND target = ? AND state = 'succeeded'
+               WHERE input_digest = ? AND target = ? AND state = ?
                  AND result_dir IS NOT NULL
                ORDER BY seq DESC LIMIT 1"#,
             digest,
             target,
+            BuildState::Succeeded,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -260,45 +285,23 @@ impl Store {
 
     pub async fn build(&self, id: &BuildId) -> Result<Option<BuildRow>, StoreError> {
         let id = id.as_str();
-        let row = sqlx::query_as!(
-            BuildRecord,
-            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
-                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
-                    started_at, finished_at, result_dir, phase, message, stage
-             FROM builds WHERE id = ?"#,
-            id,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = build_rows!("SELECT", "FROM builds WHERE id = ?", id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(BuildRow::try_from).transpose()
     }
 
     pub async fn builds_in_state(&self, state: BuildState) -> Result<Vec<BuildRow>, StoreError> {
-        let state = state.as_str();
-        let rows = sqlx::query_as!(
-            BuildRecord,
-            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
-                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
-                    started_at, finished_at, result_dir, phase, message, stage
-             FROM builds WHERE state = ? ORDER BY seq"#,
-            state,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = build_rows!("SELECT", "FROM builds WHERE state = ? ORDER BY seq", state)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(BuildRow::try_from).collect()
     }
 
     pub async fn recent_builds(&self, limit: i64) -> Result<Vec<BuildRow>, StoreError> {
-        let rows = sqlx::query_as!(
-            BuildRecord,
-            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
-                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
-                    started_at, finished_at, result_dir, phase, message, stage
-             FROM builds ORDER BY seq DESC LIMIT ?"#,
-            limit,
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = build_rows!("SELECT", "FROM builds ORDER BY seq DESC LIMIT ?", limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(BuildRow::try_from).collect()
     }
 
@@ -315,13 +318,14 @@ impl Store {
 
     /// Every state with its number of builds, zeros included (for metrics).
     pub async fn count_builds_by_state(&self) -> Result<Vec<(BuildState, i64)>, StoreError> {
-        let rows =
-            sqlx::query!(r#"SELECT state, COUNT(*) AS "n!: i64" FROM builds GROUP BY state"#)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query!(
+            r#"SELECT state AS "state: BuildState", COUNT(*) AS "n!: i64" FROM builds GROUP BY state"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out: Vec<(BuildState, i64)> = BuildState::ALL.iter().map(|s| (*s, 0)).collect();
         for r in rows {
-            if let Some(slot) = out.iter_mut().find(|(b, _)| b.as_str() == r.state) {
+            if let Some(slot) = out.iter_mut().find(|(b, _)| *b == r.state) {
                 slot.1 = r.n;
             }
         }

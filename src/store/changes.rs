@@ -86,7 +86,7 @@ async fn end_change(
     )
     .await?;
     let keep_trigger = keep_trigger.map(|t| t.0);
-    let (repo, trigger_state) = (repo.as_str(), trigger_state.as_str());
+    let repo = repo.as_str();
     sqlx::query!(
         "UPDATE triggers SET state = ?, message = ?
          WHERE repo = ? AND state IN ('new', 'awaiting_approval')

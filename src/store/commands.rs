@@ -1,6 +1,6 @@
 //! `commands`: commands from comments, kept until the queue has checked and run them.
 
-use super::{Millis, Store, StoreError};
+use super::{Millis, Store, StoreError, TriggerState};
 use crate::model::{Command, CommandRequest, CommitSha, RepoId};
 
 #[derive(Debug, Clone)]
@@ -143,11 +143,13 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let moved = sqlx::query!(
-            "UPDATE triggers SET state = 'new', message = NULL
-             WHERE repo = ? AND pr_number = ? AND head_sha = ? AND state = 'awaiting_approval'",
+            "UPDATE triggers SET state = ?, message = NULL
+             WHERE repo = ? AND pr_number = ? AND head_sha = ? AND state = ?",
+            TriggerState::New,
             repo,
             pr_number,
             head,
+            TriggerState::AwaitingApproval,
         )
         .execute(&mut *tx)
         .await?

@@ -35,10 +35,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{
+    SqliteArgumentValue, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
+    SqliteSynchronous, SqliteTypeInfo, SqliteValueRef,
+};
+use sqlx::{Sqlite, SqlitePool};
 
-use crate::model::InvalidName;
+use crate::model::{BuildState, ChangeKind, InvalidName, ReportState};
 
 pub use builds::{BuildRow, NewBuild};
 pub use commands::StoredCommand;
@@ -57,11 +61,22 @@ pub enum StoreError {
     #[error("cannot migrate the database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database: {0}")]
-    Query(#[from] sqlx::Error),
+    Query(sqlx::Error),
     #[error("database holds an invalid value: {0}")]
     Corrupt(String),
     #[error("the database {path} is damaged: {report}\n  fix: restore it from a backup, or move it aside to start with an empty store (its queued builds and undelivered statuses are then lost)")]
     Damaged { path: PathBuf, report: String },
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode (a state no variant names, a NULL where none may be)
+    /// is a value the database should not hold.
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { source, .. } => StoreError::Corrupt(source.to_string()),
+            e => StoreError::Query(e),
+        }
+    }
 }
 
 impl From<InvalidName> for StoreError {
@@ -168,9 +183,12 @@ impl Store {
     /// Reads through the builds table's index, not only `SELECT 1`, so that a damaged
     /// database shows here rather than when a webhook arrives.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM builds WHERE state = 'running'"#)
-            .fetch_one(&self.pool)
-            .await?;
+        sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM builds WHERE state = ?"#,
+            BuildState::Running,
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -179,7 +197,40 @@ impl Store {
     }
 }
 
-/// A text column that must name a value of an enum (a state, a kind).
-fn parse_enum<T>(what: &str, s: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
-    parse(s).ok_or_else(|| StoreError::Corrupt(format!("{what} `{s}`")))
+/// The enums kept in text columns, stored through `sqlx::Type` as their `as_str()` and
+/// read back with their `parse`: queries bind and read them as they are (`state AS "state:
+/// BuildState"`). A text that names no value reads as [`StoreError::Corrupt`] (`<what>
+/// `<text>``). The stored texts are those of migration 0001: changing one needs a migration.
+macro_rules! text_enum {
+    ($($t:ty => $what:literal),* $(,)?) => {$(
+        impl sqlx::Type<Sqlite> for $t {
+            fn type_info() -> SqliteTypeInfo {
+                <str as sqlx::Type<Sqlite>>::type_info()
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, Sqlite> for $t {
+            fn encode_by_ref(
+                &self,
+                buf: &mut Vec<SqliteArgumentValue<'q>>,
+            ) -> Result<sqlx::encode::IsNull, BoxDynError> {
+                <&str as sqlx::Encode<'q, Sqlite>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, Sqlite> for $t {
+            fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+                let s = <&str as sqlx::Decode<'r, Sqlite>>::decode(value)?;
+                <$t>::parse(s).ok_or_else(|| format!("{} `{s}`", $what).into())
+            }
+        }
+    )*};
+}
+
+text_enum! {
+    BuildState => "build state",
+    TriggerState => "trigger state",
+    ReportState => "report state",
+    ChangeKind => "trigger kind",
+    ledger::EventKind => "build event",
 }

@@ -1,6 +1,6 @@
 //! Queries of the web pages that are no table's own business.
 
-use super::builds::BuildRecord;
+use super::builds::build_rows;
 use super::{BuildRow, Store, StoreError};
 use crate::model::CommitSha;
 
@@ -14,12 +14,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<BuildRow>, StoreError> {
         let sha = sha.as_str();
-        let rows = sqlx::query_as!(
-            BuildRecord,
-            r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package,
-                    spec_path, target, state, attempts, next_attempt_at, container_id, created_at,
-                    started_at, finished_at, result_dir, phase, message, stage
-             FROM builds WHERE commit_sha = ? ORDER BY seq DESC LIMIT ?"#,
+        let rows = build_rows!(
+            "SELECT",
+            "FROM builds WHERE commit_sha = ? ORDER BY seq DESC LIMIT ?",
             sha,
             limit,
         )

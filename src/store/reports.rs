@@ -2,7 +2,7 @@
 //! a newer desire bumps `version`, and the row is delivered once `delivered_version`
 //! catches up.
 
-use super::{parse_enum, Millis, ReportId, Store, StoreError};
+use super::{Millis, ReportId, Store, StoreError};
 use crate::model::{CommitSha, RepoId, Report, ReportState};
 
 #[derive(Debug, Clone)]
@@ -19,13 +19,14 @@ pub struct ReportRow {
     pub forge_ref: Option<String>,
 }
 
-/// A `reports` row as SQLite holds it; checked into a `ReportRow` by `TryFrom`.
+/// A `reports` row as SQLite holds it; checked into a `ReportRow` by `TryFrom`. Read with
+/// [`report_rows!`].
 struct ReportRecord {
     id: i64,
     repo: String,
     sha: String,
     context: String,
-    state: String,
+    state: ReportState,
     description: String,
     target_url: Option<String>,
     builds: Option<String>,
@@ -38,6 +39,21 @@ struct ReportRecord {
     forge_ref: Option<String>,
 }
 
+/// `sqlx::query_as!` of [`ReportRecord`]s: the one column list of a report row, then
+/// `$rest` (`FROM reports ...`).
+macro_rules! report_rows {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            ReportRecord,
+            r#"SELECT id AS "id!", repo, sha, context, state AS "state: ReportState", description,
+                      target_url, builds, version, delivered_version, attempts, next_attempt_at,
+                      last_error, abandoned AS "abandoned: bool", forge_ref "#
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
+
 impl TryFrom<ReportRecord> for ReportRow {
     type Error = StoreError;
 
@@ -48,7 +64,7 @@ impl TryFrom<ReportRecord> for ReportRow {
                 repo: RepoId::parse(&r.repo)?,
                 sha: CommitSha::parse(&r.sha)?,
                 context: r.context,
-                state: parse_enum("report state", &r.state, ReportState::parse)?,
+                state: r.state,
                 description: r.description,
                 target_url: r.target_url,
                 // Written by `set_report` from the same type: a row that does not read back
@@ -79,14 +95,10 @@ impl Store {
 
     /// Reports whose latest desire is not delivered yet and whose retry time has come.
     pub async fn due_reports(&self, now: Millis, limit: i64) -> Result<Vec<ReportRow>, StoreError> {
-        let rows = sqlx::query_as!(
-            ReportRecord,
-            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, builds, version,
-                      delivered_version, attempts, next_attempt_at, last_error,
-                      abandoned AS "abandoned: bool", forge_ref
-               FROM reports
-               WHERE delivered_version < version AND abandoned = 0 AND next_attempt_at <= ?
-               ORDER BY next_attempt_at, id LIMIT ?"#,
+        let rows = report_rows!(
+            "FROM reports
+             WHERE delivered_version < version AND abandoned = 0 AND next_attempt_at <= ?
+             ORDER BY next_attempt_at, id LIMIT ?",
             now.0,
             limit,
         )
@@ -107,15 +119,9 @@ impl Store {
     }
 
     pub async fn reports(&self) -> Result<Vec<ReportRow>, StoreError> {
-        let rows = sqlx::query_as!(
-            ReportRecord,
-            r#"SELECT id AS "id!", repo, sha, context, state, description, target_url, builds, version,
-                      delivered_version, attempts, next_attempt_at, last_error,
-                      abandoned AS "abandoned: bool", forge_ref
-               FROM reports ORDER BY id"#
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = report_rows!("FROM reports ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(ReportRow::try_from).collect()
     }
 
@@ -178,7 +184,7 @@ impl Store {
 /// state is replaced, not queued behind. Unchanged desires are not re-sent.
 pub async fn upsert(conn: &mut super::ledger::Conn, r: &Report) -> Result<(), StoreError> {
     let now = Millis::now();
-    let (repo, sha, state) = (r.repo.as_str(), r.sha.as_str(), r.state.as_str());
+    let (repo, sha) = (r.repo.as_str(), r.sha.as_str());
     let target_url = r.target_url.as_deref();
     // Not part of what makes a desire new: a build starting changes the list but not
     // what the forge is told.
@@ -200,7 +206,7 @@ pub async fn upsert(conn: &mut super::ledger::Conn, r: &Report) -> Result<(), St
         repo,
         sha,
         r.context,
-        state,
+        r.state,
         r.description,
         target_url,
         builds,

@@ -402,3 +402,63 @@ async fn store_approval_is_for_one_commit() {
         .unwrap();
     assert_eq!(none, None);
 }
+
+/// States go through `sqlx::Type` as the texts the schema always held (an old database
+/// reads), and a text no variant names reads as `Corrupt`, naming it.
+#[tokio::test]
+async fn store_states_are_stored_as_their_texts() {
+    let (_dir, s) = store().await;
+    s.insert_trigger(&pr_trigger('1'), TriggerState::AwaitingApproval)
+        .await
+        .unwrap();
+    let (kind, state): (String, String) = sqlx::query_as("SELECT kind, state FROM triggers")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (kind.as_str(), state.as_str()),
+        ("pull_request", "awaiting_approval")
+    );
+    s.set_trigger_state(s.triggers().await.unwrap()[0].id, TriggerState::New, None)
+        .await
+        .unwrap();
+    let trigger = s.triggers().await.unwrap().remove(0);
+    s.insert_builds(&trigger, &[new_build("b-lib", "lib", 0)])
+        .await
+        .unwrap();
+    let claimed = s
+        .claim_next_build(Millis::now())
+        .await
+        .unwrap()
+        .expect("claimed");
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT state FROM builds UNION ALL SELECT state FROM build_events ORDER BY 1",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(texts, ["queued", "running", "running"]);
+    let events: Vec<_> = s
+        .build_events(&claimed.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.state))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (ledger::EventKind::Planned, BuildState::Queued),
+            (ledger::EventKind::Started, BuildState::Running)
+        ]
+    );
+
+    sqlx::query("UPDATE builds SET state = 'lost'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    match s.build(&claimed.id).await {
+        Err(StoreError::Corrupt(what)) => assert_eq!(what, "build state `lost`"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

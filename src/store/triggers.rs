@@ -1,6 +1,6 @@
 //! `triggers`: what a forge (or the service itself) asked to build, waiting to be planned.
 
-use super::{parse_enum, Millis, Store, StoreError, TriggerId};
+use super::{Millis, Store, StoreError, TriggerId};
 use crate::model::{ChangeKind, CommitSha, RepoId, Trigger};
 
 /// State of a trigger in the planning pipeline.
@@ -26,7 +26,7 @@ impl TriggerState {
         }
     }
 
-    fn parse(s: &str) -> Option<TriggerState> {
+    pub(super) fn parse(s: &str) -> Option<TriggerState> {
         [
             TriggerState::New,
             TriggerState::AwaitingApproval,
@@ -51,12 +51,13 @@ pub struct StoredTrigger {
     pub attempts: i64,
 }
 
-/// A `triggers` row as SQLite holds it; checked into a `StoredTrigger` by `TryFrom`.
+/// A `triggers` row as SQLite holds it; checked into a `StoredTrigger` by `TryFrom`. Read
+/// with [`trigger_rows!`].
 struct TriggerRecord {
     id: i64,
     repo: String,
     clone_url: String,
-    kind: String,
+    kind: ChangeKind,
     ref_name: String,
     base_sha: Option<String>,
     head_sha: String,
@@ -66,10 +67,26 @@ struct TriggerRecord {
     sender: String,
     only_package: Option<String>,
     only_target: Option<String>,
-    state: String,
+    state: TriggerState,
     message: Option<String>,
     created_at: i64,
     attempts: i64,
+}
+
+/// `sqlx::query_as!` of [`TriggerRecord`]s: the one column list of a trigger row, then
+/// `$rest` (`FROM triggers WHERE ...`).
+macro_rules! trigger_rows {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            TriggerRecord,
+            r#"SELECT id AS "id!", repo, clone_url, kind AS "kind: ChangeKind", ref_name, base_sha,
+                      head_sha, pr_number, base_ref, from_fork AS "from_fork: bool", sender,
+                      only_package, only_target, state AS "state: TriggerState", message,
+                      created_at, attempts "#
+                + $rest
+            $(, $arg)*
+        )
+    };
 }
 
 impl TryFrom<TriggerRecord> for StoredTrigger {
@@ -81,7 +98,7 @@ impl TryFrom<TriggerRecord> for StoredTrigger {
             trigger: Trigger {
                 repo: RepoId::parse(&r.repo)?,
                 clone_url: r.clone_url,
-                kind: parse_enum("trigger kind", &r.kind, ChangeKind::parse)?,
+                kind: r.kind,
                 ref_name: r.ref_name,
                 base: r.base_sha.map(|s| CommitSha::parse(&s)).transpose()?,
                 head: CommitSha::parse(&r.head_sha)?,
@@ -92,7 +109,7 @@ impl TryFrom<TriggerRecord> for StoredTrigger {
                 only_package: r.only_package,
                 only_target: r.only_target,
             },
-            state: parse_enum("trigger state", &r.state, TriggerState::parse)?,
+            state: r.state,
             message: r.message,
             created_at: Millis(r.created_at),
             attempts: r.attempts,
@@ -116,12 +133,9 @@ impl Store {
     /// The oldest trigger still to plan whose time has come.
     pub async fn next_new_trigger(&self) -> Result<Option<StoredTrigger>, StoreError> {
         let now = Millis::now().0;
-        let row = sqlx::query_as!(
-            TriggerRecord,
-            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
-                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
-                      message, created_at, attempts
-               FROM triggers WHERE state = 'new' AND next_attempt_at <= ? ORDER BY id LIMIT 1"#,
+        let row = trigger_rows!(
+            "FROM triggers WHERE state = ? AND next_attempt_at <= ? ORDER BY id LIMIT 1",
+            TriggerState::New,
             now,
         )
         .fetch_optional(&self.pool)
@@ -133,12 +147,9 @@ impl Store {
     /// planner can take the oldest of each repository at once.
     pub async fn new_triggers_due(&self, limit: i64) -> Result<Vec<StoredTrigger>, StoreError> {
         let now = Millis::now().0;
-        let rows = sqlx::query_as!(
-            TriggerRecord,
-            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
-                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
-                      message, created_at, attempts
-               FROM triggers WHERE state = 'new' AND next_attempt_at <= ? ORDER BY id LIMIT ?"#,
+        let rows = trigger_rows!(
+            "FROM triggers WHERE state = ? AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            TriggerState::New,
             now,
             limit,
         )
@@ -150,7 +161,8 @@ impl Store {
     /// When the next trigger waiting for a retry of its planning is due.
     pub async fn next_trigger_due(&self) -> Result<Option<Millis>, StoreError> {
         let v = sqlx::query_scalar!(
-            r#"SELECT MIN(next_attempt_at) AS "due?: i64" FROM triggers WHERE state = 'new'"#
+            r#"SELECT MIN(next_attempt_at) AS "due?: i64" FROM triggers WHERE state = ?"#,
+            TriggerState::New,
         )
         .fetch_one(&self.pool)
         .await?;
@@ -165,10 +177,11 @@ impl Store {
         message: &str,
     ) -> Result<(), StoreError> {
         sqlx::query!(
-            "UPDATE triggers SET attempts = attempts + 1, next_attempt_at = ?, message = ? WHERE id = ? AND state = 'new'",
+            "UPDATE triggers SET attempts = attempts + 1, next_attempt_at = ?, message = ? WHERE id = ? AND state = ?",
             at.0,
             message,
             id.0,
+            TriggerState::New,
         )
         .execute(&self.pool)
         .await?;
@@ -176,15 +189,9 @@ impl Store {
     }
 
     pub async fn triggers(&self) -> Result<Vec<StoredTrigger>, StoreError> {
-        let rows = sqlx::query_as!(
-            TriggerRecord,
-            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
-                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
-                      message, created_at, attempts
-               FROM triggers ORDER BY id"#
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = trigger_rows!("FROM triggers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(StoredTrigger::try_from).collect()
     }
 
@@ -194,7 +201,6 @@ impl Store {
         state: TriggerState,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
-        let state = state.as_str();
         sqlx::query!(
             "UPDATE triggers SET state = ?, message = ? WHERE id = ?",
             state,
@@ -216,14 +222,10 @@ impl Store {
         let pr_number = pr_number.map(|n| n as i64);
         let head = head.map(|h| h.as_str());
         let repo = repo.as_str();
-        let row = sqlx::query_as!(
-            TriggerRecord,
-            r#"SELECT id AS "id!", repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref,
-                      from_fork AS "from_fork: bool", sender, only_package, only_target, state,
-                      message, created_at, attempts
-               FROM triggers WHERE repo = ?
-                 AND (? IS NULL OR pr_number = ?) AND (? IS NULL OR head_sha = ?)
-               ORDER BY id DESC LIMIT 1"#,
+        let row = trigger_rows!(
+            "FROM triggers WHERE repo = ?
+               AND (? IS NULL OR pr_number = ?) AND (? IS NULL OR head_sha = ?)
+             ORDER BY id DESC LIMIT 1",
             repo,
             pr_number,
             pr_number,
@@ -277,20 +279,18 @@ pub(super) async fn insert_trigger(
     now: Millis,
 ) -> Result<TriggerId, StoreError> {
     let repo = t.repo.as_str();
-    let kind = t.kind.as_str();
     let base = t.base.as_ref().map(|s| s.as_str());
     let head = t.head.as_str();
     let pr_number = t.pr_number.map(|n| n as i64);
     let base_ref = t.base_ref.as_deref();
     let only_package = t.only_package.as_deref();
     let only_target = t.only_target.as_deref();
-    let state = state.as_str();
     let id = sqlx::query!(
         "INSERT INTO triggers (repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, delivery, state, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         repo,
         t.clone_url,
-        kind,
+        t.kind,
         t.ref_name,
         base,
         head,

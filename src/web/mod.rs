@@ -29,8 +29,12 @@ use crate::store::Store;
 /// Something `/healthz` must reach (Docker); the store is always checked.
 pub trait Probe: Send + Sync {
     fn name(&self) -> &'static str;
-    fn check(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// The probe's own error, shown as `<name>: <error>`.
+    fn check(&self) -> BoxFuture<'_, Result<(), ProbeError>>;
 }
+
+/// What a [`Probe`] found wrong: each probe's own error type.
+pub type ProbeError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -122,12 +122,17 @@ fn transient(message: String) -> DeliveryError {
     }
 }
 
+/// The system has no TLS root certificates to check Gerrit's with.
+#[derive(Debug, thiserror::Error)]
+#[error("no TLS roots: {0}")]
+pub struct NoTlsRoots(#[source] pub std::io::Error);
+
 impl GerritApi {
     /// The one constructor, for production and for tests pointing at a stand-in server.
-    pub fn new(cfg: GerritApiConfig) -> Result<GerritApi, String> {
+    pub fn new(cfg: GerritApiConfig) -> Result<GerritApi, NoTlsRoots> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| format!("no TLS roots: {e}"))?
+            .map_err(NoTlsRoots)?
             .https_or_http()
             .enable_http1()
             .build();

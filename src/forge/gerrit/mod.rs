@@ -7,7 +7,7 @@ pub mod events;
 pub mod stream;
 mod webhook;
 
-pub use api::{review_for, strip_prefix, GerritApi, GerritApiConfig, ReviewInput};
+pub use api::{review_for, strip_prefix, GerritApi, GerritApiConfig, NoTlsRoots, ReviewInput};
 pub use events::{EventContext, Parsed};
 pub use webhook::GerritWebhooks;
 
@@ -30,8 +30,8 @@ pub struct Wired {
 pub enum WireError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(NoTlsRoots),
 }
 
 /// Reads `[gerrit]`'s secrets and makes its parts; `data_dir` holds the stream's state

@@ -102,10 +102,10 @@ impl Inbound for GitHubWebhooks {
             t.clone_url = self
                 .fetch_from
                 .clone_url(&t.repo, &t.clone_url)
-                .map_err(|message| ParseError {
+                .map_err(|refused| ParseError {
                     event: hook.event.clone(),
                     path: "repository.clone_url".into(),
-                    message,
+                    message: refused.to_string(),
                 })?;
         }
         Ok(event)

@@ -14,9 +14,9 @@ mod reads;
 
 pub use reads::{counts, culprit, latest_of_commit, unreported, BuildEvent};
 
-use super::builds::BuildRecord;
+use super::builds::build_rows;
 use super::phases::PhaseRow;
-use super::{parse_enum, BuildRow, Millis, NewBuild, Store, StoreError, StoredTrigger};
+use super::{BuildRow, Millis, NewBuild, Store, StoreError, StoredTrigger, TriggerState};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
 
 /// A connection inside a transaction: what every ledger function takes.
@@ -76,6 +76,20 @@ impl EventKind {
             EventKind::Cancelled => "cancelled",
         }
     }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        [
+            EventKind::Planned,
+            EventKind::Started,
+            EventKind::Recorded,
+            EventKind::Ended,
+            EventKind::Requeued,
+            EventKind::Superseded,
+            EventKind::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// How many of a commit's latest builds (one per package and target) are in each state.
@@ -132,28 +146,27 @@ pub struct LearnedProvides<'a> {
 }
 
 /// Moves one build from state `from` to `to` in its commit's counts, when it is the
-/// latest build of its package and target (an older one is not counted).
+/// latest build of its package and target (an older one is not counted). `IS`, not `=`:
+/// no state (`None`, a NULL) counts nowhere.
 async fn shift(
     conn: &mut Conn,
     id: &str,
     from: Option<BuildState>,
     to: Option<BuildState>,
 ) -> Result<(), StoreError> {
-    let from = from.map_or("", BuildState::as_str);
-    let to = to.map_or("", BuildState::as_str);
     sqlx::query!(
         "INSERT INTO commit_counts (repo, commit_sha, queued, running, succeeded, failed, error, cancelled, superseded)
-         SELECT repo, commit_sha, ?2 = 'queued', ?2 = 'running', ?2 = 'succeeded', ?2 = 'failed',
-                ?2 = 'error', ?2 = 'cancelled', ?2 = 'superseded'
+         SELECT repo, commit_sha, ?2 IS 'queued', ?2 IS 'running', ?2 IS 'succeeded', ?2 IS 'failed',
+                ?2 IS 'error', ?2 IS 'cancelled', ?2 IS 'superseded'
          FROM builds WHERE id = ?3 AND latest = 1
          ON CONFLICT (repo, commit_sha) DO UPDATE SET
-            queued = queued + (?2 = 'queued') - (?1 = 'queued'),
-            running = running + (?2 = 'running') - (?1 = 'running'),
-            succeeded = succeeded + (?2 = 'succeeded') - (?1 = 'succeeded'),
-            failed = failed + (?2 = 'failed') - (?1 = 'failed'),
-            error = error + (?2 = 'error') - (?1 = 'error'),
-            cancelled = cancelled + (?2 = 'cancelled') - (?1 = 'cancelled'),
-            superseded = superseded + (?2 = 'superseded') - (?1 = 'superseded')",
+            queued = queued + (?2 IS 'queued') - (?1 IS 'queued'),
+            running = running + (?2 IS 'running') - (?1 IS 'running'),
+            succeeded = succeeded + (?2 IS 'succeeded') - (?1 IS 'succeeded'),
+            failed = failed + (?2 IS 'failed') - (?1 IS 'failed'),
+            error = error + (?2 IS 'error') - (?1 IS 'error'),
+            cancelled = cancelled + (?2 IS 'cancelled') - (?1 IS 'cancelled'),
+            superseded = superseded + (?2 IS 'superseded') - (?1 IS 'superseded')",
         from,
         to,
         id,
@@ -172,7 +185,6 @@ async fn event(
     message: Option<&str>,
     at: Millis,
 ) -> Result<(), StoreError> {
-    let (kind, state) = (kind.as_str(), state.as_str());
     sqlx::query!(
         "INSERT INTO build_events (build_id, kind, state, message, at) VALUES (?, ?, ?, ?, ?)",
         id,
@@ -225,8 +237,10 @@ pub async fn plan(
     builds: &[NewBuild],
 ) -> Result<bool, StoreError> {
     let planned = sqlx::query!(
-        "UPDATE triggers SET state = 'planned', message = NULL WHERE id = ? AND state = 'new'",
+        "UPDATE triggers SET state = ?, message = NULL WHERE id = ? AND state = ?",
+        TriggerState::Planned,
         trigger.id.0,
+        TriggerState::New,
     )
     .execute(&mut *conn)
     .await?
@@ -240,10 +254,10 @@ pub async fn plan(
     let pr_number = t.pr_number.map(|n| n as i64);
     for b in builds {
         let (id, target) = (b.id.as_str(), b.target.as_str());
-        let old: Option<String> = sqlx::query_scalar!(
-            "UPDATE builds SET latest = 0
-             WHERE repo = ? AND commit_sha = ? AND package = ? AND target = ? AND latest = 1
-             RETURNING state",
+        let old: Option<BuildState> = sqlx::query_scalar!(
+            r#"UPDATE builds SET latest = 0
+               WHERE repo = ? AND commit_sha = ? AND package = ? AND target = ? AND latest = 1
+               RETURNING state AS "state: BuildState""#,
             repo,
             head,
             b.package,
@@ -251,15 +265,11 @@ pub async fn plan(
         )
         .fetch_optional(&mut *conn)
         .await?;
-        let old = old
-            .map(|s| parse_enum("build state", &s, BuildState::parse))
-            .transpose()?;
         let state = if b.error.is_some() {
             BuildState::Failed
         } else {
             BuildState::Queued
         };
-        let state_str = state.as_str();
         let message = b.error.as_deref();
         // A build that failed in planning ended there and then.
         let phase = b.error.as_ref().map(|_| "plan");
@@ -278,7 +288,7 @@ pub async fn plan(
             b.package,
             b.spec_path,
             target,
-            state_str,
+            state,
             now.0,
             now.0,
             message,
@@ -303,21 +313,19 @@ pub async fn plan(
 /// running. Those that ended, however, let it go: a dependency that failed makes it fail
 /// on the missing capability, which says more than a blanket refusal.
 pub async fn claim(conn: &mut Conn, now: Millis) -> Result<Option<BuildRow>, StoreError> {
-    let row = sqlx::query_as!(
-        BuildRecord,
-        r#"UPDATE builds SET state = 'running', attempts = attempts + 1, started_at = ?,
-                  container_id = NULL, phase = NULL, message = NULL
-           WHERE seq = (
-              SELECT b.seq FROM builds b
-              WHERE b.state = 'queued' AND b.next_attempt_at <= ?
-                AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN ('queued', 'running'))
-              ORDER BY (SELECT COUNT(*) FROM builds r WHERE r.repo = b.repo AND r.state = 'running'), b.seq
-              LIMIT 1)
-           RETURNING seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number,
-                     package, spec_path, target, state, attempts, next_attempt_at,
-                     container_id, created_at, started_at, finished_at, result_dir, phase,
-                     message, stage"#,
-        now.0,
+    let row = build_rows!(
+        "UPDATE builds SET state = ?1, attempts = attempts + 1, started_at = ?3,
+                container_id = NULL, phase = NULL, message = NULL
+         WHERE seq = (
+            SELECT b.seq FROM builds b
+            WHERE b.state = ?2 AND b.next_attempt_at <= ?3
+              AND NOT EXISTS (SELECT 1 FROM builds d WHERE d.trigger_id = b.trigger_id AND d.target = b.target AND d.stage < b.stage AND d.state IN (?1, ?2))
+            ORDER BY (SELECT COUNT(*) FROM builds r WHERE r.repo = b.repo AND r.state = ?1), b.seq
+            LIMIT 1)
+         RETURNING",
+        "",
+        BuildState::Running,
+        BuildState::Queued,
         now.0,
     )
     .fetch_optional(&mut *conn)
@@ -349,10 +357,11 @@ pub async fn record(
 ) -> Result<bool, StoreError> {
     let (id, dir) = (id.as_str(), result_dir.display().to_string());
     let n = sqlx::query!(
-        "UPDATE builds SET outcome = ?, result_dir = ? WHERE id = ? AND state = 'running'",
+        "UPDATE builds SET outcome = ?, result_dir = ? WHERE id = ? AND state = ?",
         outcome,
         dir,
         id,
+        BuildState::Running,
     )
     .execute(&mut *conn)
     .await?
@@ -376,19 +385,20 @@ pub async fn record(
 /// End: a running build's final state with everything learned from it. Returns `false`
 /// (and changes nothing) when it was no longer running: superseded or cancelled meanwhile.
 pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<bool, StoreError> {
-    let (id, state) = (e.id.as_str(), e.state.as_str());
+    let id = e.id.as_str();
     let result_dir = e.result_dir.map(|p| p.display().to_string());
     let now = Millis::now();
     let n = sqlx::query!(
         "UPDATE builds SET state = ?, message = ?, result_dir = COALESCE(?, result_dir),
                 phase = COALESCE(?, phase), finished_at = ?, outcome = NULL
-         WHERE id = ? AND state = 'running'",
-        state,
+         WHERE id = ? AND state = ?",
+        e.state,
         e.message,
         result_dir,
         e.phase,
         now.0,
         id,
+        BuildState::Running,
     )
     .execute(&mut *conn)
     .await?
@@ -443,13 +453,15 @@ pub async fn requeue(
     let refund: i64 = if count_attempt { 0 } else { 1 };
     let id = id.as_str();
     let n = sqlx::query!(
-        "UPDATE builds SET state = 'queued', next_attempt_at = ?, message = ?, container_id = NULL,
+        "UPDATE builds SET state = ?, next_attempt_at = ?, message = ?, container_id = NULL,
                 attempts = attempts - ?, outcome = NULL
-         WHERE id = ? AND state = 'running'",
+         WHERE id = ? AND state = ?",
+        BuildState::Queued,
         at.0,
         message,
         refund,
         id,
+        BuildState::Running,
     )
     .execute(&mut *conn)
     .await?
@@ -496,17 +508,15 @@ pub async fn end_change(conn: &mut Conn, c: &ChangeEnd<'_>) -> Result<Vec<BuildR
     let key_ref = if by_pr.is_some() { None } else { c.ref_name };
     let keep_sha = c.keep_sha.map(|s| s.as_str());
     let repo = c.repo.as_str();
-    let rows = sqlx::query_as!(
-        BuildRecord,
-        r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number,
-                  package, spec_path, target, state, attempts, next_attempt_at,
-                  container_id, created_at, started_at, finished_at, result_dir, phase,
-                  message, stage
-           FROM builds
-           WHERE repo = ? AND state IN ('queued', 'running')
-             AND ((? IS NOT NULL AND pr_number = ?) OR (? IS NOT NULL AND pr_number IS NULL AND ref_name = ?))
-             AND (? IS NULL OR commit_sha != ?)"#,
+    let rows = build_rows!(
+        "SELECT",
+        "FROM builds
+         WHERE repo = ? AND state IN (?, ?)
+           AND ((? IS NOT NULL AND pr_number = ?) OR (? IS NOT NULL AND pr_number IS NULL AND ref_name = ?))
+           AND (? IS NULL OR commit_sha != ?)",
         repo,
+        BuildState::Queued,
+        BuildState::Running,
         by_pr,
         by_pr,
         key_ref,
@@ -521,7 +531,6 @@ pub async fn end_change(conn: &mut Conn, c: &ChangeEnd<'_>) -> Result<Vec<BuildR
         .map(BuildRow::try_from)
         .collect::<Result<_, _>>()?;
     let now = Millis::now();
-    let state = c.state.as_str();
     let kind = if c.state == BuildState::Superseded {
         EventKind::Superseded
     } else {
@@ -531,11 +540,13 @@ pub async fn end_change(conn: &mut Conn, c: &ChangeEnd<'_>) -> Result<Vec<BuildR
         let id = b.id.as_str();
         sqlx::query!(
             "UPDATE builds SET state = ?, message = ?, finished_at = ?, outcome = NULL
-             WHERE id = ? AND state IN ('queued', 'running')",
-            state,
+             WHERE id = ? AND state IN (?, ?)",
+            c.state,
             c.message,
             now.0,
             id,
+            BuildState::Queued,
+            BuildState::Running,
         )
         .execute(&mut *conn)
         .await?;

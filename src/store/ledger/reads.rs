@@ -2,10 +2,11 @@
 //! an aggregate names, the builds it lists, what start-up reconciliation must report again,
 //! and a build's history.
 
+use super::EventKind;
 use super::{Conn, Counts};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId};
-use crate::store::builds::BuildRecord;
-use crate::store::{parse_enum, BuildRow, Millis, Store, StoreError};
+use crate::store::builds::build_rows;
+use crate::store::{BuildRow, Millis, Store, StoreError};
 
 /// The commit's counts; `None` when nothing was planned at it.
 pub async fn counts(
@@ -41,16 +42,12 @@ pub async fn culprit(
     sha: &CommitSha,
 ) -> Result<Option<BuildRow>, StoreError> {
     let (repo, sha) = (repo.as_str(), sha.as_str());
-    let row = sqlx::query_as!(
-        BuildRecord,
-        r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number,
-                  package, spec_path, target, state, attempts, next_attempt_at,
-                  container_id, created_at, started_at, finished_at, result_dir, phase,
-                  message, stage
-           FROM builds
-           WHERE repo = ? AND commit_sha = ? AND latest = 1
-             AND state IN ('failed', 'error', 'cancelled', 'superseded')
-           ORDER BY state != 'failed', package, target LIMIT 1"#,
+    let row = build_rows!(
+        "SELECT",
+        "FROM builds
+         WHERE repo = ? AND commit_sha = ? AND latest = 1
+           AND state IN ('failed', 'error', 'cancelled', 'superseded')
+         ORDER BY state != 'failed', package, target LIMIT 1",
         repo,
         sha,
     )
@@ -67,14 +64,9 @@ pub async fn latest_of_commit(
     sha: &CommitSha,
 ) -> Result<Vec<BuildRow>, StoreError> {
     let (repo, sha) = (repo.as_str(), sha.as_str());
-    let rows = sqlx::query_as!(
-        BuildRecord,
-        r#"SELECT seq AS "seq!", id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number,
-                  package, spec_path, target, state, attempts, next_attempt_at,
-                  container_id, created_at, started_at, finished_at, result_dir, phase,
-                  message, stage
-           FROM builds WHERE repo = ? AND commit_sha = ? AND latest = 1
-           ORDER BY package, target"#,
+    let rows = build_rows!(
+        "SELECT",
+        "FROM builds WHERE repo = ? AND commit_sha = ? AND latest = 1 ORDER BY package, target",
         repo,
         sha,
     )
@@ -111,7 +103,7 @@ pub async fn unreported(conn: &mut Conn) -> Result<Vec<(RepoId, CommitSha)>, Sto
 /// One entry of a build's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildEvent {
-    pub kind: String,
+    pub kind: EventKind,
     pub state: BuildState,
     pub message: Option<String>,
     pub at: Millis,
@@ -122,8 +114,9 @@ impl Store {
     pub async fn recorded_outcome(&self, id: &BuildId) -> Result<Option<String>, StoreError> {
         let id = id.as_str();
         Ok(sqlx::query_scalar!(
-            "SELECT outcome FROM builds WHERE id = ? AND state = 'running'",
-            id
+            "SELECT outcome FROM builds WHERE id = ? AND state = ?",
+            id,
+            BuildState::Running,
         )
         .fetch_optional(&self.pool)
         .await?
@@ -134,20 +127,20 @@ impl Store {
     pub async fn build_events(&self, id: &BuildId) -> Result<Vec<BuildEvent>, StoreError> {
         let id = id.as_str();
         let rows = sqlx::query!(
-            "SELECT kind, state, message, at FROM build_events WHERE build_id = ? ORDER BY seq",
+            r#"SELECT kind AS "kind: EventKind", state AS "state: BuildState", message, at
+               FROM build_events WHERE build_id = ? ORDER BY seq"#,
             id
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(BuildEvent {
-                    kind: r.kind,
-                    state: parse_enum("build state", &r.state, BuildState::parse)?,
-                    message: r.message,
-                    at: Millis(r.at),
-                })
+        Ok(rows
+            .into_iter()
+            .map(|r| BuildEvent {
+                kind: r.kind,
+                state: r.state,
+                message: r.message,
+                at: Millis(r.at),
             })
-            .collect()
+            .collect())
     }
 }

@@ -124,7 +124,8 @@ impl EventContext {
                         )),
                     ));
                 }
-                let ref_name = change_ref(&e.change, ps).map_err(|m| bad("patchSet.ref", m))?;
+                let ref_name =
+                    change_ref(&e.change, ps).map_err(|m| bad("patchSet.ref", m.to_string()))?;
                 let trigger = Trigger {
                     clone_url: self.clone_url(&repo),
                     repo,
@@ -273,20 +274,36 @@ fn branch_ref(branch: &str) -> String {
 
 /// The patchset's ref, which must be the one Gerrit gives its change and number (it is
 /// fetched, so it is not taken on the event's word).
-fn change_ref(change: &Change, ps: &PatchSet) -> Result<String, String> {
-    let patchset = u32::try_from(ps.number).map_err(|_| "patchset number too large".to_string())?;
+fn change_ref(change: &Change, ps: &PatchSet) -> Result<String, BadChangeRef> {
+    let patchset = u32::try_from(ps.number).map_err(|_| BadChangeRef::PatchsetTooLarge)?;
     let expected = RemoteRef::GerritChange {
         change: change.number,
         patchset,
     }
     .refname();
     if ps.ref_name != expected {
-        return Err(format!(
-            "`{}` is not the ref of change {} patchset {} ({expected})",
-            ps.ref_name, change.number, ps.number
-        ));
+        return Err(BadChangeRef::NotTheChanges {
+            named: ps.ref_name.clone(),
+            change: change.number,
+            patchset: ps.number,
+            expected,
+        });
     }
     Ok(expected)
+}
+
+/// Why an event's patchset ref is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadChangeRef {
+    #[error("patchset number too large")]
+    PatchsetTooLarge,
+    #[error("`{named}` is not the ref of change {change} patchset {patchset} ({expected})")]
+    NotTheChanges {
+        named: String,
+        change: u64,
+        patchset: u64,
+        expected: String,
+    },
 }
 
 #[cfg(test)]
