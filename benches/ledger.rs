@@ -147,14 +147,8 @@ async fn end_one(store: &Store, head: &CommitSha, id: &BuildId, old_shape: bool)
         },
     )
     .await
-    .expect("end");
-    assert!(ended);
-    reports::upsert(
-        &mut tx,
-        &status(&repo, head, format!("packetary/t/{id}"), "built".into()),
-    )
-    .await
-    .expect("status");
+    .expect("end")
+    .expect("it was running");
     let description = if old_shape {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT state FROM builds b WHERE repo = ? AND commit_sha = ?
@@ -170,18 +164,18 @@ async fn end_one(store: &Store, head: &CommitSha, id: &BuildId, old_shape: bool)
         let done = rows.iter().filter(|r| r.0 != "running").count();
         format!("{done} of {} build(s) done", rows.len())
     } else {
-        let c = ledger::counts(&mut tx, &repo, head)
-            .await
-            .expect("counts")
-            .expect("row");
+        let c = ended.counts.expect("counts");
         format!("{} of {} build(s) done", c.total() - c.open(), c.total())
     };
-    reports::upsert(
+    reports::upsert_all(
         &mut tx,
-        &status(&repo, head, "packetary".into(), description),
+        &[
+            status(&repo, head, format!("packetary/t/{id}"), "built".into()),
+            status(&repo, head, "packetary".into(), description),
+        ],
     )
     .await
-    .expect("aggregate");
+    .expect("reports");
     tx.commit().await.expect("commit");
     t0.elapsed()
 }

@@ -265,12 +265,19 @@ impl Finish {
             },
         )
         .await?;
-        if ended {
+        if let Some(shifted) = ended {
             self.reports
-                .transition(&mut tx, EventKind::Ended, b, e.state, &e.message)
+                .transition(
+                    &mut tx,
+                    EventKind::Ended,
+                    b,
+                    (e.state, &e.message),
+                    shifted.counts,
+                )
                 .await?;
         }
         tx.commit().await?;
+        let ended = ended.is_some();
         if ended {
             self.reports.written();
             self.metrics.build_finished(e.state.as_str(), secs);
@@ -337,7 +344,13 @@ impl Finish {
         let done = ledger::requeue(&mut tx, &b.id, at, Some(message), count_attempt).await?;
         if done {
             self.reports
-                .transition(&mut tx, EventKind::Requeued, b, BuildState::Queued, message)
+                .transition(
+                    &mut tx,
+                    EventKind::Requeued,
+                    b,
+                    (BuildState::Queued, message),
+                    None,
+                )
                 .await?;
         }
         failpoint::hit("requeue:before-commit");

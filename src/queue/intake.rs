@@ -344,12 +344,13 @@ impl Intake {
             })
             .collect();
         let mut tx = self.store.tx().await?;
-        if !ledger::plan(&mut tx, st, &builds).await? {
+        let Some(planned) = ledger::plan(&mut tx, st, &builds).await? else {
             // Closed or superseded while it was planned: that transition reported it.
             tracing::info!(repo = %t.repo, head = %t.head, "the trigger ended while it was planned: its builds are dropped");
             return Ok(());
-        }
+        };
         let reporter = reporter(t.repo.forge());
+        let mut out = Vec::with_capacity(builds.len() + 1);
         for b in &builds {
             let description = match &b.error {
                 None => "queued".to_string(),
@@ -369,15 +370,23 @@ impl Intake {
                 message: &description,
                 url: self.reports.build_url(&b.id),
             };
-            if let Some(r) = reporter.build_status(status) {
-                reports::upsert(&mut tx, &r).await?;
-            }
+            out.extend(reporter.build_status(status));
         }
         if !builds.is_empty() {
-            self.reports
-                .aggregate_of(&mut tx, reporter, EventKind::Planned, &t.repo, &t.head)
-                .await?;
+            let commit = (&t.repo, &t.head);
+            out.extend(
+                self.reports
+                    .aggregate_report(
+                        &mut tx,
+                        reporter,
+                        EventKind::Planned,
+                        commit,
+                        planned.counts,
+                    )
+                    .await?,
+            );
         }
+        reports::upsert_all(&mut tx, &out).await?;
         tx.commit().await?;
         self.reports.written();
         tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());

@@ -119,8 +119,8 @@ impl Scheduler {
                 &mut tx,
                 EventKind::Started,
                 &b,
-                BuildState::Running,
-                "building",
+                (BuildState::Running, "building"),
+                None,
             )
             .await?;
         tx.commit().await?;

@@ -135,7 +135,7 @@ impl Store {
         let mut tx = self.tx().await?;
         let planned = ledger::plan(&mut tx, trigger, builds).await?;
         tx.commit().await?;
-        Ok(planned)
+        Ok(planned.is_some())
     }
 
     /// Claims the next build that may start, in one transaction ([`ledger::claim`]).
@@ -227,7 +227,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(ended)
+        Ok(ended.is_some())
     }
 
     /// Records the input digest of a build about to run (see `executor::provenance`).

@@ -180,22 +180,59 @@ impl Store {
     }
 }
 
-/// Records the desired state of a context. The latest desire wins: an undelivered older
-/// state is replaced, not queued behind. Unchanged desires are not re-sent.
+/// Records the desired state of a context (see [`upsert_all`]).
 pub async fn upsert(conn: &mut super::ledger::Conn, r: &Report) -> Result<(), StoreError> {
+    upsert_all(conn, std::slice::from_ref(r)).await
+}
+
+/// One report as [`upsert_all`] hands it to SQLite (`json_each`).
+#[derive(serde::Serialize)]
+struct Desire<'a> {
+    repo: &'a str,
+    sha: &'a str,
+    context: &'a str,
+    state: &'a str,
+    description: &'a str,
+    target_url: Option<&'a str>,
+    builds: Option<String>,
+}
+
+/// Records the desired state of each report's context, in order, in ONE statement (a
+/// transition's build status and its commit's aggregate together). The latest desire
+/// wins: an undelivered older state is replaced, not queued behind. Unchanged desires are
+/// not re-sent.
+pub async fn upsert_all(conn: &mut super::ledger::Conn, rs: &[Report]) -> Result<(), StoreError> {
+    if rs.is_empty() {
+        return Ok(());
+    }
     let now = Millis::now();
-    let (repo, sha) = (r.repo.as_str(), r.sha.as_str());
-    let target_url = r.target_url.as_deref();
-    // Not part of what makes a desire new: a build starting changes the list but not
-    // what the forge is told.
-    let builds = if r.builds.is_empty() {
-        None
-    } else {
-        serde_json::to_string(&r.builds).ok()
-    };
+    let desires: Vec<Desire<'_>> = rs
+        .iter()
+        .map(|r| Desire {
+            repo: r.repo.as_str(),
+            sha: r.sha.as_str(),
+            context: &r.context,
+            state: r.state.as_str(),
+            description: &r.description,
+            target_url: r.target_url.as_deref(),
+            // Not part of what makes a desire new: a build starting changes the list but
+            // not what the forge is told.
+            builds: if r.builds.is_empty() {
+                None
+            } else {
+                serde_json::to_string(&r.builds).ok()
+            },
+        })
+        .collect();
+    let json = serde_json::to_string(&desires)
+        .map_err(|e| StoreError::Corrupt(format!("reports to store: {e}")))?;
+    // `WHERE true`: SQLite's parser needs it between `INSERT ... SELECT` and `ON CONFLICT`.
     sqlx::query!(
         "INSERT INTO reports (repo, sha, context, state, description, target_url, builds, next_attempt_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         SELECT j.value ->> 'repo', j.value ->> 'sha', j.value ->> 'context', j.value ->> 'state',
+                j.value ->> 'description', j.value ->> 'target_url', j.value ->> 'builds', ?2, ?2
+         FROM json_each(?1) j WHERE true
+         ORDER BY j.key
          ON CONFLICT (repo, sha, context) DO UPDATE SET
             state = excluded.state, description = excluded.description, target_url = excluded.target_url,
             builds = excluded.builds,
@@ -203,14 +240,7 @@ pub async fn upsert(conn: &mut super::ledger::Conn, r: &Report) -> Result<(), St
             last_error = NULL, abandoned = 0, updated_at = excluded.updated_at
          WHERE state != excluded.state OR description != excluded.description
             OR COALESCE(target_url, '') != COALESCE(excluded.target_url, '')",
-        repo,
-        sha,
-        r.context,
-        r.state,
-        r.description,
-        target_url,
-        builds,
-        now.0,
+        json,
         now.0,
     )
     .execute(&mut *conn)

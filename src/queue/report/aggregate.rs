@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::model::{
     BuildId, BuildLine, BuildState, CommitSha, RepoId, Report, ReportState, AGGREGATE_CONTEXT,
 };
-use crate::store::ledger::{self, Conn, EventKind};
+use crate::store::ledger::{self, Conn, Counts, EventKind};
 use crate::store::{reports, BuildRow, Store};
 
 use super::super::{QueueError, Wakes};
@@ -48,26 +48,32 @@ impl Reports {
     }
 
     /// Writes the reports of a transition of `b` (to `state`, saying `message`) into the
-    /// transition's transaction: its own status and its commit's aggregate, as far as the
-    /// reporter of its forge wants them.
+    /// transition's transaction, in one statement: its own status and its commit's
+    /// aggregate, as far as the reporter of its forge wants them. `counts` are the
+    /// commit's counts after the transition when the ledger returned them.
     pub async fn transition(
         &self,
         conn: &mut Conn,
         kind: EventKind,
         b: &BuildRow,
-        state: BuildState,
-        message: &str,
+        (state, message): (BuildState, &str),
+        counts: Option<Counts>,
     ) -> Result<(), QueueError> {
         let reporter = reporter(b.repo.forge());
-        if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
-            reports::upsert(conn, &r).await?;
-        }
-        self.aggregate_of(conn, reporter, kind, &b.repo, &b.commit)
-            .await
+        let mut out: Vec<Report> = reporter
+            .build_status(self.status_of(b, state, message))
+            .into_iter()
+            .collect();
+        out.extend(
+            self.aggregate_report(conn, reporter, kind, (&b.repo, &b.commit), counts)
+                .await?,
+        );
+        reports::upsert_all(conn, &out).await?;
+        Ok(())
     }
 
-    /// The aggregate of a commit after a transition of `kind`, from the ledger's counts
-    /// (the culprit and the list of builds read only when the forge shows them).
+    /// Writes the aggregate of a commit after a transition of `kind` (see
+    /// [`Reports::aggregate_report`]).
     pub async fn aggregate_of(
         &self,
         conn: &mut Conn,
@@ -76,15 +82,39 @@ impl Reports {
         repo: &RepoId,
         sha: &CommitSha,
     ) -> Result<(), QueueError> {
-        if !reporter.reads_counts(kind) {
-            return Ok(());
+        if let Some(r) = self
+            .aggregate_report(conn, reporter, kind, (repo, sha), None)
+            .await?
+        {
+            reports::upsert(conn, &r).await?;
         }
-        let Some(counts) = ledger::counts(conn, repo, sha).await? else {
-            return Ok(());
+        Ok(())
+    }
+
+    /// The aggregate of a commit after a transition of `kind`, from the ledger's counts
+    /// (given, or read when not; the culprit and the list of builds read only when the
+    /// forge shows them); `None` when the forge wants none.
+    pub async fn aggregate_report(
+        &self,
+        conn: &mut Conn,
+        reporter: &dyn Reporter,
+        kind: EventKind,
+        (repo, sha): (&RepoId, &CommitSha),
+        counts: Option<Counts>,
+    ) -> Result<Option<Report>, QueueError> {
+        if !reporter.reads_counts(kind) {
+            return Ok(None);
+        }
+        let counts = match counts {
+            Some(c) => c,
+            None => match ledger::counts(conn, repo, sha).await? {
+                Some(c) => c,
+                None => return Ok(None),
+            },
         };
         let need = reporter.aggregate_need(kind, &counts);
         if counts.total() == 0 || need == AggregateNeed::Skip {
-            return Ok(());
+            return Ok(None);
         }
         let culprit = if counts.open() == 0 && counts.failed + counts.errored() > 0 {
             ledger::culprit(conn, repo, sha).await?
@@ -101,9 +131,7 @@ impl Reports {
         } else {
             vec![]
         };
-        let r = self.aggregate(repo, sha, state, description, builds);
-        reports::upsert(conn, &r).await?;
-        Ok(())
+        Ok(Some(self.aggregate(repo, sha, state, description, builds)))
     }
 
     /// The aggregate status of a commit, set directly: before there are builds to sum up

@@ -153,8 +153,8 @@ async fn shift(
     id: &str,
     from: Option<BuildState>,
     to: Option<BuildState>,
-) -> Result<(), StoreError> {
-    sqlx::query!(
+) -> Result<Option<Counts>, StoreError> {
+    let row = sqlx::query!(
         "INSERT INTO commit_counts (repo, commit_sha, queued, running, succeeded, failed, error, cancelled, superseded)
          SELECT repo, commit_sha, ?2 IS 'queued', ?2 IS 'running', ?2 IS 'succeeded', ?2 IS 'failed',
                 ?2 IS 'error', ?2 IS 'cancelled', ?2 IS 'superseded'
@@ -166,14 +166,31 @@ async fn shift(
             failed = failed + (?2 IS 'failed') - (?1 IS 'failed'),
             error = error + (?2 IS 'error') - (?1 IS 'error'),
             cancelled = cancelled + (?2 IS 'cancelled') - (?1 IS 'cancelled'),
-            superseded = superseded + (?2 IS 'superseded') - (?1 IS 'superseded')",
+            superseded = superseded + (?2 IS 'superseded') - (?1 IS 'superseded')
+         RETURNING queued, running, succeeded, failed, error, cancelled, superseded",
         from,
         to,
         id,
     )
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    Ok(row.map(|r| Counts {
+        queued: r.queued,
+        running: r.running,
+        succeeded: r.succeeded,
+        failed: r.failed,
+        error: r.error,
+        cancelled: r.cancelled,
+        superseded: r.superseded,
+    }))
+}
+
+/// A transition that happened, with its commit's counts after it (`None` when the build
+/// is not its package's latest at the commit and so counts nowhere): the reports of the
+/// transition read them from here, not from the store again.
+#[derive(Debug, Clone, Copy)]
+pub struct Shifted {
+    pub counts: Option<Counts>,
 }
 
 /// Appends one event to the build's history.
@@ -228,14 +245,14 @@ pub(in crate::store) async fn set_phases(
 }
 
 /// Plan: marks the trigger planned and inserts its planned builds (each replacing the
-/// earlier build of its package and target at the commit in the counts). Returns `false`,
+/// earlier build of its package and target at the commit in the counts). Returns `None`,
 /// inserting nothing, when the trigger was ended while it was being planned (its change
 /// closed, a newer push superseded it): those builds must not run.
 pub async fn plan(
     conn: &mut Conn,
     trigger: &StoredTrigger,
     builds: &[NewBuild],
-) -> Result<bool, StoreError> {
+) -> Result<Option<Shifted>, StoreError> {
     let planned = sqlx::query!(
         "UPDATE triggers SET state = ?, message = NULL WHERE id = ? AND state = ?",
         TriggerState::Planned,
@@ -246,8 +263,9 @@ pub async fn plan(
     .await?
     .rows_affected();
     if planned != 1 {
-        return Ok(false);
+        return Ok(None);
     }
+    let mut counts = None;
     let now = Millis::now();
     let t = &trigger.trigger;
     let (repo, head) = (t.repo.as_str(), t.head.as_str());
@@ -298,10 +316,10 @@ pub async fn plan(
         )
         .execute(&mut *conn)
         .await?;
-        shift(conn, id, old, Some(state)).await?;
+        counts = shift(conn, id, old, Some(state)).await?.or(counts);
         event(conn, id, EventKind::Planned, state, message, now).await?;
     }
-    Ok(true)
+    Ok(Some(Shifted { counts }))
 }
 
 /// Claim: takes the next queued build whose time has come and whose earlier stages have
@@ -382,9 +400,9 @@ pub async fn record(
     Ok(true)
 }
 
-/// End: a running build's final state with everything learned from it. Returns `false`
+/// End: a running build's final state with everything learned from it. Returns `None`
 /// (and changes nothing) when it was no longer running: superseded or cancelled meanwhile.
-pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<bool, StoreError> {
+pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<Option<Shifted>, StoreError> {
     let id = e.id.as_str();
     let result_dir = e.result_dir.map(|p| p.display().to_string());
     let now = Millis::now();
@@ -404,7 +422,7 @@ pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<bool, StoreError> 
     .await?
     .rows_affected();
     if n != 1 {
-        return Ok(false);
+        return Ok(None);
     }
     set_phases(conn, id, e.phases).await?;
     if let Some(p) = e.provides.as_ref().filter(|p| !p.provides.is_empty()) {
@@ -435,9 +453,9 @@ pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<bool, StoreError> 
         .execute(&mut *conn)
         .await?;
     }
-    shift(conn, id, Some(BuildState::Running), Some(e.state)).await?;
+    let counts = shift(conn, id, Some(BuildState::Running), Some(e.state)).await?;
     event(conn, id, EventKind::Ended, e.state, Some(e.message), now).await?;
-    Ok(true)
+    Ok(Some(Shifted { counts }))
 }
 
 /// Requeue: a running build back in the queue (an infrastructure fault to retry, a
