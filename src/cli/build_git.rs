@@ -98,7 +98,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     let (tx, printer) = spawn_progress_printer(started);
     let ctrl_c = spawn_interrupt_watch(cancel.clone());
-    let reports = local::run(LocalRun {
+    let ended = local::run(LocalRun {
         trigger: Trigger {
             repo: RepoId::new(ForgeKind::Local, "cli").map_err(infra)?,
             clone_url: repo.clone(),
@@ -126,6 +126,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     })
     .await
     .map_err(infra)?;
+    let reports = ended.reports;
     // The queue's last handles on the progress channel go with its stopped tasks.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), printer).await;
     ctrl_c.abort();
