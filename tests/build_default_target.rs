@@ -372,3 +372,70 @@ fn processes_left_by_the_srpm_phase_are_killed() {
     let dir = result_dir(&w.join("out"), T);
     assert_eq!(r.code, 0, "{}\n{}", r.all(), logs(&dir));
 }
+
+/// A directory holding a library and an app that `BuildRequires` it: `packetary build DIR`
+/// plans them like a change (rpm's answers, the same order), builds the library in stage 1
+/// and the app in stage 2 against a `change` repository of the library's RPMs; the app's
+/// `%build` reads the file the library installs.
+#[test]
+fn directory_builds_in_stages_the_app_against_its_library() {
+    if !docker_or_skip("directory_builds_in_stages_the_app_against_its_library") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(
+        &w.join("pkgs/libfoo/libfoo.spec"),
+        &spec("libfoo", "Provides: libfoo-devel = 1.0", "true"),
+    );
+    write(
+        &w.join("pkgs/app/app.spec"),
+        &spec(
+            "app",
+            "BuildRequires: libfoo-devel",
+            "echo \"app sees: $(cat /usr/share/libfoo/marker)\"",
+        ),
+    );
+    let r = packetary(
+        &["build", "pkgs", "--out", "out", "--cache-dir", "cache"],
+        w,
+    );
+    let app = w.join("out").join(T).join("app-1.0-1");
+    assert_eq!(r.code, 0, "{}\n{}", r.all(), logs(&app));
+    assert!(
+        r.stdout.contains(&format!("ok      {T}/libfoo-1.0-1"))
+            && r.stdout.contains(&format!("ok      {T}/app-1.0-1"))
+            && r.stdout.contains("2 of 2 build(s) succeeded"),
+        "{}",
+        r.all()
+    );
+    // The stages, before anything builds.
+    assert!(r.stderr.contains("in 2 stage(s)"), "{}", r.all());
+    assert!(r.stderr.contains("stage 1 of 2: libfoo"), "{}", r.all());
+    assert!(
+        r.stderr.contains("stage 2 of 2: app (after libfoo)"),
+        "{}",
+        r.all()
+    );
+    // The app built against the library's RPMs: the `change` repository of the earlier
+    // stage is among its recorded repositories, dnf installed libfoo from it, and its
+    // %build read the library's file.
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(app.join("logs/build.json")).expect("build.json"),
+    )
+    .expect("json");
+    let repos: Vec<&str> = json["provenance"]["repositories"]
+        .as_array()
+        .expect("repositories")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(repos.contains(&"change"), "{json}");
+    let text = logs(&app);
+    assert!(text.contains("libfoo"), "{text}");
+    assert!(text.contains("app sees: libfoo"), "{text}");
+    assert!(app.join("app-1.0-1.noarch.rpm").is_file());
+    let lib = w.join("out").join(T).join("libfoo-1.0-1");
+    assert!(lib.join("libfoo-1.0-1.noarch.rpm").is_file());
+    assert!(containers_of_build(&app).is_empty());
+}

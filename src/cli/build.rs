@@ -1,22 +1,23 @@
-//! `packetary build [PATH]`: every package under PATH for each target, each in its own
-//! container.
+//! `packetary build [PATH]`: every package under PATH for each target, planned like a
+//! change (names and BuildRequires from rpm, the same order as the service's planner) and
+//! built in its stages through the service's queue ([`super::staged`]): a later stage
+//! installs what the earlier ones built.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::Context;
-use futures_util::StreamExt;
-use tokio_util::sync::CancellationToken;
+use futures_util::future::BoxFuture;
 
 use packetary::config::Config;
 use packetary::docker::Engine;
-use packetary::executor::{self, BuildRequest, Executor};
-use packetary::model::BuildId;
+use packetary::model::{ChangeKind, CommitSha, ForgeKind, RepoId, Trigger};
 use packetary::plan;
+use packetary::queue::{SourceError, SourceProvider};
+use packetary::spec::{SpecCache, SpecOracle};
 
-use super::{
-    absolute, ensure_images, extra_repos, infra, progress_line, spawn_interrupt_watch,
-    spawn_progress_printer, summarize, usage, BuildArgs, CliError,
-};
+use super::staged::{self, Staged};
+use super::{absolute, extra_repos, infra, progress_line, usage, BuildArgs, CliError};
 
 pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     let targets = config.select_targets(&args.targets).map_err(usage)?;
@@ -41,76 +42,151 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         None => plan::discover(root, std::slice::from_ref(&out)).map_err(usage)?,
     };
     let extra_repos = extra_repos(&args)?;
-    let release = match &args.publish {
-        Some(r) => {
-            let names: Vec<_> = targets.iter().map(|t| t.name.clone()).collect();
-            Some(super::publish::check_build_publish(&config, r, &names)?)
-        }
+    let names: Vec<_> = targets.iter().map(|t| t.name.clone()).collect();
+    let publish = match &args.publish {
+        Some(r) => Some((
+            super::publish::check_build_publish(&config, r, &names)?,
+            args.data_dir.clone(),
+        )),
         None => None,
     };
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
-
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
-    let image_ids = ensure_images(&engine, &config, targets.iter()).await?;
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create the output directory {}", out.display()))
-        .map_err(infra)?;
-
-    let requests: Vec<BuildRequest> = packages
+    // One package has nothing to be ordered after: rpm is not asked.
+    let oracle = (packages.len() > 1 && !args.git_opts.no_spec).then(|| {
+        SpecOracle::with_engine(
+            SpecCache::new(super::plan::cache_dir(&args.git_opts).join("specs")),
+            engine.clone(),
+        )
+    });
+    if oracle.is_some() {
+        super::ensure_images(&engine, &config, targets.iter()).await?;
+    }
+    let selected: BTreeMap<_, _> = targets
         .iter()
-        .flat_map(|p| {
-            targets.iter().map(|t| BuildRequest {
-                id: BuildId::generate(),
-                package: p.clone(),
-                target: t.clone(),
-                out_root: out.clone(),
-                extra_repos: extra_repos.clone(),
-                source_date_epoch: None,
-            })
-        })
+        .map(|t| (t.name.clone(), t.clone()))
         .collect();
-    progress_line(&format!(
-        "building {} package(s) × {} target(s) = {} build(s), {} at a time, into {}",
-        packages.len(),
-        targets.len(),
-        requests.len(),
-        parallel,
-        out.display()
-    ));
-
-    let cancel = CancellationToken::new();
-    let started = Instant::now();
-    let (tx, printer) = spawn_progress_printer(started);
-    let ctrl_c = spawn_interrupt_watch(cancel.clone());
-
-    let executor = Executor::new(engine);
-    match executor.reap_orphans().await {
-        Ok(0) => {}
-        Ok(n) => progress_line(&format!(
-            "removed {n} build container(s) left by killed runs"
-        )),
-        Err(e) => tracing::warn!("could not look for leftover containers: {e}"),
+    let plan = plan::plan_dir(&packages, &selected, oracle.as_ref()).await;
+    for n in &plan.notices {
+        progress_line(&format!("note: {n}"));
     }
-    let reports: Vec<executor::BuildReport> = futures_util::stream::iter(requests)
-        .map(|req| {
-            let image_id = image_ids.get(&req.target.image).cloned();
-            executor.run(req, image_id, Some(tx.clone()), cancel.clone())
+    for p in plan.packages.iter() {
+        if let Some(e) = &p.error {
+            progress_line(&format!(
+                "note: {}: {}; it builds in the first stage",
+                p.spec,
+                e.replace('\n', " ")
+            ));
+        }
+    }
+    let root = packages
+        .first()
+        .map(|p| p.root.clone())
+        .unwrap_or_else(|| root.clone());
+    staged::run(
+        &config,
+        Staged {
+            trigger: trigger(&root).map_err(infra)?,
+            builds: staged::builds_of(&plan, None, true),
+            after: staged::after_of(&plan),
+            sources: Arc::new(DirSource { root }),
+            engine,
+            extra_repos,
+            parallel,
+            out,
+            publish,
+        },
+    )
+    .await
+}
+
+/// The directory as a change of the local forge: its "commit" is a digest of its path
+/// (there is none), which only keeps the temporary store's rows apart.
+fn trigger(root: &Path) -> anyhow::Result<Trigger> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    Ok(Trigger {
+        repo: RepoId::new(ForgeKind::Local, "cli")?,
+        clone_url: root.display().to_string(),
+        kind: ChangeKind::Push,
+        ref_name: "refs/heads/cli".into(),
+        base: None,
+        head: CommitSha::parse(&hex::encode(digest))?,
+        pr_number: None,
+        base_ref: None,
+        from_fork: false,
+        sender: "cli".into(),
+        only_package: None,
+        only_target: None,
+    })
+}
+
+/// The directory being built, as it is: each build's tree is a link to it, so a build sees
+/// (and mounts read-only) the user's own files, with their times and modes, as before the
+/// queue; nothing is copied, and the queue's clean-up removes only the link.
+struct DirSource {
+    root: PathBuf,
+}
+
+impl SourceProvider for DirSource {
+    fn export<'a>(
+        &'a self,
+        _clone_url: &'a str,
+        _repo: &'a RepoId,
+        _commit: &'a CommitSha,
+        dest: &'a Path,
+    ) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            link_tree(&self.root, dest)
+                .await
+                .map_err(|e| SourceError::Infra(format!("link {}: {e}", dest.display())))
         })
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
-    drop(tx);
-    let _ = printer.await;
-    ctrl_c.abort();
-
-    let mut code = summarize(&reports, started);
-    if let Some(release) = &release {
-        let published =
-            super::publish::publish_reports(&config, release, args.data_dir.as_deref(), &reports)
-                .await?;
-        code = code.max(published);
     }
-    Ok(code)
+}
+
+/// Makes `dest` (which must not exist) a symbolic link to `root`.
+async fn link_tree(root: &Path, dest: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    tokio::fs::symlink(root, dest).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_build_sees_the_directory_and_its_clean_up_leaves_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("pkgs");
+        std::fs::create_dir_all(root.join("a")).expect("mkdir");
+        std::fs::write(root.join("a/a.spec"), "Name: a\n").expect("write");
+        let work = tmp.path().join("work/b1");
+        let src = work.join("src");
+        let source = DirSource { root: root.clone() };
+        let commit = trigger(&root).expect("trigger").head;
+        let repo = RepoId::new(ForgeKind::Local, "cli").expect("repo");
+        source
+            .export("", &repo, &commit, &src)
+            .await
+            .expect("export");
+        // The scheduler finds the package in the exported tree: the user's own files.
+        let p = plan::package_for_spec(&src, &src.join("a/a.spec")).expect("package");
+        assert_eq!(p.root, root.canonicalize().expect("canonical"));
+        assert_eq!(p.relative_spec(), Path::new("a/a.spec"));
+        // ... and removes its work directory afterwards: the link goes, the files stay.
+        tokio::fs::remove_dir_all(&work).await.expect("rm");
+        assert!(root.join("a/a.spec").is_file());
+    }
+
+    #[test]
+    fn the_trigger_of_a_directory_is_a_local_push() {
+        let t = trigger(Path::new("/some/dir")).expect("trigger");
+        assert_eq!(t.repo.to_string(), "local:cli");
+        assert_eq!(t.head.as_str().len(), 64);
+        assert_ne!(t.head, trigger(Path::new("/other")).expect("trigger").head);
+    }
 }

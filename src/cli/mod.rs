@@ -10,9 +10,9 @@ pub mod rebuild;
 mod rebuild_common;
 mod rebuild_release;
 pub mod serve;
+mod staged;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,8 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use packetary::config::Config;
 use packetary::docker::Engine;
-use packetary::executor::{images as recipes, BuildReport, Progress, ProgressKind};
-use packetary::model::Outcome;
+use packetary::executor::{images as recipes, Progress, ProgressKind};
 
 /// Exit statuses, as documented in the README.
 pub const EXIT_FAILED: u8 = 1;
@@ -259,58 +258,6 @@ pub fn spawn_interrupt_watch(cancel: CancellationToken) -> tokio::task::JoinHand
         eprintln!("packetary: interrupted; stopping builds and removing their containers");
         cancel.cancel();
     })
-}
-
-/// Prints one line per build and the total; returns the exit status they add up to.
-pub fn summarize(reports: &[BuildReport], started: Instant) -> u8 {
-    let mut code = 0u8;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for r in reports {
-        let name = r
-            .nevr
-            .as_ref()
-            .map(|n| n.nvr())
-            .unwrap_or_else(|| r.package.clone());
-        match &r.outcome {
-            Outcome::Succeeded { binaries, .. } => {
-                let _ = writeln!(
-                    out,
-                    "ok      {}/{} → {} ({} rpm)",
-                    r.target,
-                    name,
-                    r.dir.display(),
-                    binaries.len()
-                );
-            }
-            Outcome::Failed { message, log, .. } => {
-                code = code.max(EXIT_FAILED);
-                let _ = writeln!(out, "FAILED  {}/{}: {message}", r.target, name);
-                eprintln!(
-                    "--- last lines of {} ---\n{}\n--- end of {} ---",
-                    log.display(),
-                    packetary::executor::tail(log, 25),
-                    log.display()
-                );
-            }
-            Outcome::Error { message } => {
-                code = code.max(EXIT_INFRA);
-                let _ = writeln!(out, "ERROR   {}/{}: {message}", r.target, name);
-            }
-            Outcome::Cancelled => {
-                code = EXIT_CANCELLED;
-                let _ = writeln!(out, "CANCELLED {}/{}", r.target, name);
-            }
-        }
-    }
-    let ok = reports.iter().filter(|r| r.outcome.succeeded()).count();
-    let _ = writeln!(
-        out,
-        "{ok} of {} build(s) succeeded in {:.1}s",
-        reports.len(),
-        started.elapsed().as_secs_f64()
-    );
-    code
 }
 
 /// The `--repo` arguments, checked.

@@ -28,7 +28,7 @@ pub async fn run(config: Config, args: PlanArgs) -> Result<u8, CliError> {
 }
 
 /// Where mirrors and spec answers live between runs.
-fn cache_dir(opts: &GitOpts) -> PathBuf {
+pub(super) fn cache_dir(opts: &GitOpts) -> PathBuf {
     opts.cache_dir
         .clone()
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("packetary")))

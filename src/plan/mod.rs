@@ -2,10 +2,11 @@
 //!
 //! `select` (blocking, object database only) finds the packages a change touched;
 //! `complete` asks rpm, through the spec cache, for names and dependencies and orders them.
-//! [`plan_change`] does both. `discover` is the older file-system discovery used by
-//! `packetary build PATH`.
+//! [`plan_change`] does both. `discover` finds the packages of a directory on this host
+//! (`packetary build PATH`), which [`plan_dir`] plans the same way.
 
 pub mod change;
+pub mod dir;
 pub mod discover;
 pub mod distgit;
 mod endpoints;
@@ -23,6 +24,7 @@ use git2::{Oid, Repository};
 pub use change::{
     Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
 };
+pub use dir::plan_dir;
 pub use discover::{discover, package_for_spec, DiscoverError, PackageSource};
 pub use layout::{discover_tree, Layout, PackageDef, PackageId};
 pub use repo_config::{RepoConfig, RepoConfigError, CONFIG_FILE};
@@ -69,7 +71,7 @@ pub async fn plan_change_learned(
     if let Some(oracle) = oracle {
         complete(&mut plan, &repo, targets, oracle, learned).await;
     } else {
-        finish_order(&mut plan, &HashMap::new(), learned);
+        finish_order(&mut plan, &Facts::new(), learned);
     }
     Ok(plan)
 }
@@ -84,8 +86,36 @@ pub async fn complete(
     oracle: &SpecOracle,
     learned: &Learned,
 ) {
-    let mut facts: HashMap<(PackageId, TargetName), crate::spec::Answer> = HashMap::new();
-    let mut misses: BTreeMap<TargetName, Vec<usize>> = BTreeMap::new();
+    let (keys, mut facts, misses) = cached_facts(plan, targets, oracle).await;
+    if !misses.is_empty() {
+        if let Err(e) = query_misses(plan, repo, targets, &keys, oracle, &misses, &mut facts).await
+        {
+            plan.notices.push(unavailable(&e));
+        }
+    }
+    finish_order(plan, &facts, learned);
+}
+
+/// Rpm's answers for one plan, by package and target.
+type Facts = HashMap<(PackageId, TargetName), crate::spec::Answer>;
+/// Which packages (by index in the plan) the cache had no answer for, per target.
+type Misses = BTreeMap<TargetName, Vec<usize>>;
+
+/// The notice of a plan whose specs could not be asked.
+fn unavailable(e: &str) -> String {
+    format!(
+        "spec queries are unavailable ({e}); names and build order are unknown, so every package is in the first stage"
+    )
+}
+
+/// The cache key of each target of the plan, the answers the cache has, and what it lacks.
+async fn cached_facts(
+    plan: &Plan,
+    targets: &BTreeMap<TargetName, Target>,
+    oracle: &SpecOracle,
+) -> (BTreeMap<TargetName, CacheKey>, Facts, Misses) {
+    let mut facts = Facts::new();
+    let mut misses = Misses::new();
     let mut keys: BTreeMap<TargetName, CacheKey> = BTreeMap::new();
     for t in plan.packages.iter().flat_map(|p| &p.targets) {
         if let (false, Some(target)) = (keys.contains_key(t), targets.get(t)) {
@@ -109,15 +139,15 @@ pub async fn complete(
             }
         }
     }
-    if !misses.is_empty() {
-        if let Err(e) = query_misses(plan, repo, targets, &keys, oracle, &misses, &mut facts).await
-        {
-            plan.notices.push(format!(
-                "spec queries are unavailable ({e}); names and build order are unknown, so every package is in the first stage"
-            ));
-        }
-    }
-    finish_order(plan, &facts, learned);
+    (keys, facts, misses)
+}
+
+/// The packages (by index) the cache had no answer for, each once whatever its targets.
+fn missed(misses: &Misses) -> Vec<usize> {
+    let mut v: Vec<usize> = misses.values().flatten().copied().collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 async fn query_misses(
@@ -126,22 +156,16 @@ async fn query_misses(
     targets: &BTreeMap<TargetName, Target>,
     keys: &BTreeMap<TargetName, CacheKey>,
     oracle: &SpecOracle,
-    misses: &BTreeMap<TargetName, Vec<usize>>,
-    facts: &mut HashMap<(PackageId, TargetName), crate::spec::Answer>,
+    misses: &Misses,
+    facts: &mut Facts,
 ) -> Result<(), String> {
     let head = plan.head.clone().ok_or("the plan has no head commit")?;
     let tmp = TempDir::new("packetary-plan")
         .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     // Export each package once, whatever the number of targets.
-    let wanted: Vec<usize> = {
-        let mut v: Vec<usize> = misses.values().flatten().copied().collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let defs: Vec<(usize, PackageDef)> = wanted
-        .iter()
-        .map(|&i| (i, def_of(&plan.packages[i])))
+    let defs: Vec<(usize, PackageDef)> = missed(misses)
+        .into_iter()
+        .map(|i| (i, def_of(&plan.packages[i])))
         .collect();
     let (repo_path, dir) = (repo.to_path_buf(), tmp.path().to_path_buf());
     let exported: HashMap<usize, Result<PathBuf, String>> = crate::git::blocking(move || {
@@ -162,6 +186,20 @@ async fn query_misses(
     })
     .await
     .map_err(|e| e.to_string())?;
+    ask_misses(plan, targets, keys, oracle, misses, &exported, facts).await
+}
+
+/// Asks rpm about the packages the cache lacked, each from the directory `dirs` holds for
+/// it (spec and sources side by side), one batch per target.
+async fn ask_misses(
+    plan: &Plan,
+    targets: &BTreeMap<TargetName, Target>,
+    keys: &BTreeMap<TargetName, CacheKey>,
+    oracle: &SpecOracle,
+    misses: &Misses,
+    dirs: &HashMap<usize, Result<PathBuf, String>>,
+    facts: &mut Facts,
+) -> Result<(), String> {
     for (t, idx) in misses {
         let (Some(target), Some(key)) = (targets.get(t), keys.get(t)) else {
             continue;
@@ -170,7 +208,7 @@ async fn query_misses(
         let mut who = Vec::new();
         for &i in idx {
             let p = &plan.packages[i];
-            match exported.get(&i) {
+            match dirs.get(&i) {
                 Some(Ok(dir)) => {
                     queries.push(SpecQuery {
                         blob: p.spec_blob.clone().unwrap_or_default(),
@@ -220,11 +258,7 @@ impl Drop for TempDir {
 }
 
 /// Applies spec facts: names, per-package rpm errors, then the dependency order.
-fn finish_order(
-    plan: &mut Plan,
-    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
-    learned: &Learned,
-) {
+fn finish_order(plan: &mut Plan, facts: &Facts, learned: &Learned) {
     resolve_shared(plan, facts);
     let mut nodes: BTreeMap<PackageId, order::Node> = BTreeMap::new();
     for p in plan.packages.iter_mut() {

@@ -2,7 +2,8 @@
 //! plans a change, then hands its builds to a [`Queue`] over a temporary store, so that
 //! build order, the `change` repository of earlier stages, cancellation and finishing are
 //! the service's, not a second scheduler's. Nothing is reported to a forge (the repository
-//! is a [`ForgeKind::Local`] one); the caller gets every build's [`BuildReport`].
+//! is a [`ForgeKind::Local`] one); the caller gets every build's [`BuildReport`], and the
+//! store's rows of the builds that ended (or were left) without reaching the runner.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use crate::config::Target;
 use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::forge::{DeliveryError, Forge};
 use crate::model::{BuildId, RepoId, Report, TargetName, Trigger};
-use crate::store::{Store, StoreError, TriggerState};
+use crate::store::{BuildRow, Store, StoreError, TriggerState};
 
 /// What to build and how.
 pub struct LocalRun {
@@ -54,8 +55,18 @@ pub enum LocalRunError {
     Queue(#[from] QueueError),
 }
 
-/// Runs the builds to their end and returns their reports, in the order they ended.
-pub async fn run(r: LocalRun) -> Result<Vec<BuildReport>, LocalRunError> {
+/// What became of the builds.
+pub struct LocalOutcome {
+    /// The report of every build the runner ran, in the order they ended.
+    pub reports: Vec<BuildReport>,
+    /// The builds that never reached the runner, as the store left them: ended in their
+    /// preparation (sources, the earlier stages' repository) with their message, or still
+    /// queued after a Ctrl-C.
+    pub not_run: Vec<BuildRow>,
+}
+
+/// Runs the builds to their end and returns what became of them.
+pub async fn run(r: LocalRun) -> Result<LocalOutcome, LocalRunError> {
     let tmp = crate::plan::TempDir::new("packetary-local").map_err(LocalRunError::TempDir)?;
     let store = Store::open(tmp.path()).await?;
     let reports = Arc::new(Mutex::new(Vec::new()));
@@ -106,9 +117,16 @@ pub async fn run(r: LocalRun) -> Result<Vec<BuildReport>, LocalRunError> {
     for t in tasks {
         t.abort();
     }
+    let reports = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
+    let ran: std::collections::HashSet<&BuildId> = reports.iter().map(|r| &r.id).collect();
+    let not_run = store
+        .recent_builds(i64::MAX)
+        .await?
+        .into_iter()
+        .filter(|b| !ran.contains(&b.id))
+        .collect();
     store.close().await;
-    let out = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(out)
+    Ok(LocalOutcome { reports, not_run })
 }
 
 /// The trigger is planned (or failed to plan) and every build of it has ended.
