@@ -25,6 +25,9 @@ use crate::model::{BuildState, Outcome};
 use crate::store::ledger::{self, BuildEnd, EventKind, LearnedProvides};
 use crate::store::{BuildRow, Millis, PhaseRow, Store};
 
+/// The longest the Provides of one build's packages are read for.
+const PROVIDES_DEADLINE: Duration = Duration::from_secs(20);
+
 /// What a succeeded build produced, as the ledger keeps it between its record and its end.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Recorded {
@@ -205,10 +208,12 @@ impl Finish {
 
     /// The Provides of the binary RPMs a successful build made, for the ordering of later
     /// plans ([`crate::plan::provides`]). A package that cannot be read is logged and
-    /// skipped: it says nothing about the build's success.
+    /// skipped: it says nothing about the build's success. The files come from the build,
+    /// so the reading (linear in their size, see [`crate::format::rpm`]) has a deadline
+    /// too: past it, the build ends having taught nothing, and its slot is free.
     async fn read_provides(&self, binaries: &[PathBuf]) -> Vec<String> {
         let files = binaries.to_vec();
-        tokio::task::spawn_blocking(move || {
+        let reading = tokio::task::spawn_blocking(move || {
             let mut all = Vec::new();
             for f in &files {
                 match crate::format::rpm::rpm_provides(f) {
@@ -219,9 +224,18 @@ impl Finish {
             all.sort();
             all.dedup();
             all
-        })
-        .await
-        .unwrap_or_default()
+        });
+        match tokio::time::timeout(PROVIDES_DEADLINE, reading).await {
+            Ok(all) => all.unwrap_or_default(),
+            Err(_) => {
+                tracing::warn!(
+                    "reading the Provides of {} package(s) took longer than {:?}: none learned",
+                    binaries.len(),
+                    PROVIDES_DEADLINE
+                );
+                vec![]
+            }
+        }
     }
 
     async fn end(
