@@ -218,6 +218,12 @@ impl ForgeKind {
     pub fn parse(s: &str) -> Option<ForgeKind> {
         ForgeKind::ALL.into_iter().find(|f| f.as_str() == s)
     }
+
+    /// Whether the forge ignores case in repository names (GitHub: `Acme/Pkgs` is
+    /// `acme/pkgs`); Gerrit's project names are case-sensitive.
+    pub fn names_ignore_case(self) -> bool {
+        matches!(self, ForgeKind::GitHub)
+    }
 }
 
 impl fmt::Display for ForgeKind {

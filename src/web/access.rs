@@ -32,14 +32,26 @@ impl Access {
         Access { private, token }
     }
 
+    /// Whether `repo` matches a private pattern, names compared the way its forge compares
+    /// them (GitHub ignores case: `github:acme/*` covers `Acme/pkgs`).
     pub fn is_private(&self, repo: &RepoId) -> bool {
-        let name = repo.as_str();
-        self.private.iter().any(|p| match p.strip_suffix("/*") {
-            Some(prefix) => name
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/')),
-            None => p == name,
-        })
+        let fold = |s: &str| {
+            if repo.forge().names_ignore_case() {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let name = fold(repo.as_str());
+        self.private
+            .iter()
+            .map(|p| fold(p))
+            .any(|p| match p.strip_suffix("/*") {
+                Some(prefix) => name
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('/')),
+                None => p == name,
+            })
     }
 
     /// Whether the request carries the page token.
@@ -70,13 +82,20 @@ impl Access {
     }
 }
 
+/// Whether `next` is a path on this server to send a browser back to: it starts with one
+/// `/`, and has no backslash, whitespace or control character (browsers drop a TAB or a
+/// newline, so `/\t/evil.example` would leave for another host).
+fn local_path(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next
+            .chars()
+            .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+}
+
 /// The answer to a request for a private repository's build without the token.
 pub fn refused(path: &str) -> Response {
-    let next = if path.starts_with('/') && !path.starts_with("//") {
-        path
-    } else {
-        "/"
-    };
+    let next = if local_path(path) { path } else { "/" };
     let body = format!(
         "<!doctype html><meta charset=utf-8><title>Private</title><p>This build belongs to a private repository. <a href=\"/login?next={}\">Log in</a> with the page token, or send it as <code>Authorization: Bearer</code>.</p>",
         super::html::escape(&urlencode(next))
@@ -129,7 +148,7 @@ pub async fn login(State(app): State<AppState>, Form(f): Form<LoginForm>) -> Res
     }
     let next = f
         .next
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .filter(|n| local_path(n))
         .unwrap_or_else(|| "/".into());
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax",
@@ -174,5 +193,40 @@ mod tests {
         );
         assert!(a.may_see(&repo("github:acme/pkgs"), &h));
         assert!(!Access::public().authorized(&h));
+    }
+
+    /// Issue 22 (M3): GitHub compares repository names without case, so must the page
+    /// token's patterns; Gerrit's project names keep their case.
+    #[test]
+    fn private_names_compare_as_their_forge_does() {
+        let a = Access::new(
+            vec!["github:acme/*".into(), "gerrit:Secret/pkgs".into()],
+            None,
+        );
+        let repo = |s: &str| RepoId::parse(s).expect("repo");
+        assert!(a.is_private(&repo("github:Acme/pkgs")));
+        assert!(a.is_private(&repo("github:ACME/Pkgs")));
+        assert!(a.is_private(&repo("gerrit:Secret/pkgs")));
+        assert!(!a.is_private(&repo("gerrit:secret/pkgs")));
+        let b = Access::new(vec!["github:Acme/Pkgs".into()], None);
+        assert!(b.is_private(&repo("github:acme/pkgs")));
+    }
+
+    /// Issue 22 (lower): `/login`'s `next` stays on this server.
+    #[test]
+    fn only_local_paths_are_redirected_to() {
+        for ok in ["/", "/builds/x", "/?commit=abc"] {
+            assert!(local_path(ok), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\\evil.example",
+            "/\n/evil.example",
+            "https://evil.example",
+            "/ /evil.example",
+        ] {
+            assert!(!local_path(bad), "{bad:?}");
+        }
     }
 }

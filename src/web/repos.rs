@@ -64,12 +64,10 @@ pub async fn serve(
         if segs.len() < 4 {
             return not_found("repository");
         }
-        // A change's repository is as private as the repository it was built from. A
-        // Gerrit project's path may have any depth: every leading run of segments is tried.
-        let hidden = (3..segs.len()).any(|end| {
-            let repo_path = segs[2..=end].join("/");
-            RepoId::new(forge, &repo_path).is_ok_and(|r| !app.access.may_see(&r, &headers))
-        });
+        // A change's repository is as private as the repository it was built from.
+        let hidden = change_owners(forge, &segs)
+            .iter()
+            .any(|r| !app.access.may_see(r, &headers));
         if hidden {
             return super::access::refused(uri.path());
         }
@@ -122,6 +120,16 @@ pub async fn serve(
         return not_found("file");
     }
     send_file(&full, content_type(last), false).await
+}
+
+/// The repositories a path `changes/<forge>/<path>/<number>/...` may belong to: a
+/// project's path may have any depth (one segment for `gerrit:fuel-specs`), so every
+/// leading run of segments that leaves a number after it is one; the path is refused
+/// if any of them is private (deny when unsure).
+fn change_owners(forge: ForgeKind, segs: &[&str]) -> Vec<RepoId> {
+    (2..segs.len().saturating_sub(1))
+        .filter_map(|end| RepoId::new(forge, &segs[2..=end].join("/")).ok())
+        .collect()
 }
 
 /// `latest/repodata/<file>` that `latest` no longer has: a client read `repomd.xml` just
@@ -211,4 +219,30 @@ pub(super) fn publications_html(pubs: &[crate::store::PublicationRow]) -> String
     }
     body.push_str("</tbody></table>");
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22 (M3): a one-segment Gerrit project owns its change repositories too.
+    #[test]
+    fn every_project_a_change_path_may_belong_to() {
+        let owners = |p: &str| -> Vec<String> {
+            let segs: Vec<&str> = p.split('/').collect();
+            let forge = ForgeKind::parse(segs[1]).expect("forge");
+            change_owners(forge, &segs)
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect()
+        };
+        assert!(owners("changes/gerrit/fuel-specs/7/t/latest")
+            .contains(&"gerrit:fuel-specs".to_string()));
+        assert!(
+            owners("changes/gerrit/fuel-specs/7/t.repo").contains(&"gerrit:fuel-specs".to_string())
+        );
+        assert!(owners("changes/github/acme/pkgs/7/t/latest/x.rpm")
+            .contains(&"github:acme/pkgs".to_string()));
+        assert!(owners("changes/gerrit/a/b/c/7/t").contains(&"gerrit:a/b/c".to_string()));
+    }
 }
