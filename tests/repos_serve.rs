@@ -54,6 +54,7 @@ async fn start_bot(dir: &Path, github: &MockServer, releases: &[(&str, &str)]) -
                 branches: vec![branch.to_string()],
                 targets: vec![TargetName::parse(TARGET).expect("target")],
                 keep_snapshots: 10,
+                repositories: vec![],
             },
         );
     }

@@ -17,6 +17,7 @@ pub(super) struct RawRelease {
     #[serde(default)]
     targets: Vec<String>,
     keep_snapshots: Option<i64>,
+    repositories: Option<Vec<String>>,
 }
 
 /// A release's name: a directory under `<data_dir>/repos/` and a part of URLs, so it keeps
@@ -62,6 +63,16 @@ pub struct Release {
     pub targets: Vec<TargetName>,
     /// Snapshots kept per target (older ones are pruned unless a kept build used them).
     pub keep_snapshots: usize,
+    /// The repositories whose pushes feed the release (`forge:path` or `forge:prefix/*`);
+    /// empty: every repository the service acts for (warned about at start).
+    pub repositories: Vec<String>,
+}
+
+impl Release {
+    /// Whether pushes of `repo` publish into this release (and its builds install from it).
+    pub fn fed_by(&self, repo: &crate::model::RepoId) -> bool {
+        self.repositories.is_empty() || self.repositories.iter().any(|p| repo.matches(p))
+    }
 }
 
 pub(super) fn parse_releases(
@@ -138,6 +149,17 @@ pub(super) fn parse_releases(
                 "use at least 1 (the default is 10)",
             ));
         }
+        let repositories = r.repositories.unwrap_or_default();
+        for p in &repositories {
+            let whole = p.strip_suffix("/*").unwrap_or(p);
+            if crate::model::RepoId::parse(whole).is_err() {
+                return Err(invalid(
+                    &key("repositories"),
+                    format!("`{p}` is not a repository"),
+                    "write `forge:path` or `forge:prefix/*`, e.g. \"github:acme/pkgs\" or \"gerrit:fuel/*\"",
+                ));
+            }
+        }
         out.insert(
             rname.clone(),
             Release {
@@ -149,6 +171,7 @@ pub(super) fn parse_releases(
                     .collect(),
                 targets: ts,
                 keep_snapshots: keep as usize,
+                repositories,
             },
         );
     }
@@ -184,6 +207,17 @@ mod tests {
         assert_eq!(r.name.as_str(), "stable");
         assert_eq!(r.branches, ["main", "v2"]);
         assert_eq!(r.keep_snapshots, 10);
+        assert!(r.repositories.is_empty());
+        let c = Config::parse(
+            &format!("{BASE}[releases.stable]\nbranches = [\"main\"]\ntargets = [\"t\"]\nrepositories = [\"github:acme/*\", \"gerrit:fuel-specs\"]\n"),
+            None,
+        )
+        .expect("valid");
+        let r = c.releases.values().next().expect("one release");
+        let repo = |s: &str| crate::model::RepoId::parse(s).expect("repo");
+        assert!(r.fed_by(&repo("github:Acme/pkgs")));
+        assert!(r.fed_by(&repo("gerrit:fuel-specs")));
+        assert!(!r.fed_by(&repo("github:other/pkgs")));
     }
 
     #[test]
@@ -213,6 +247,11 @@ mod tests {
         assert!(e.contains("reserved"), "{e}");
         let e = err("[releases.a]\nbranches = [\"main\"]\ntargets = [\"t\"]\n[releases.b]\nbranches = [\"main\"]\ntargets = [\"t\"]\n");
         assert!(e.contains("also a branch of release `a`"), "{e}");
+        let e = err("[releases.a]\nbranches = [\"main\"]\ntargets = [\"t\"]\nrepositories = [\"acme/pkgs\"]\n");
+        assert!(
+            e.contains("releases.a.repositories") && e.contains("forge:path"),
+            "{e}"
+        );
         let e = err("[releases.a]\nbranchs = [\"main\"]\n");
         assert!(e.contains("did you mean `branches`"), "{e}");
     }

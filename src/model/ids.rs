@@ -267,6 +267,26 @@ impl RepoId {
         })
     }
 
+    /// Whether this repository is `pattern`: `forge:path`, or `forge:prefix/*` for every
+    /// repository under a prefix; names compared as the forge compares them (GitHub
+    /// ignores case).
+    pub fn matches(&self, pattern: &str) -> bool {
+        let fold = |s: &str| {
+            if self.forge.names_ignore_case() {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let (name, pattern) = (fold(&self.full), fold(pattern));
+        match pattern.strip_suffix("/*") {
+            Some(prefix) => name
+                .strip_prefix(&prefix)
+                .is_some_and(|rest| rest.starts_with('/')),
+            None => pattern == name,
+        }
+    }
+
     /// Parses `forge:path` (as stored and shown).
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
         let (forge, path) = s

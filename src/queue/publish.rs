@@ -65,12 +65,14 @@ fn change_repo(data_dir: &Path, b: &BuildRow, number: u64) -> Option<RepoDir> {
 }
 
 impl Publisher {
-    /// The release a push to `ref_name` publishes into for `target`.
-    fn release_of_branch(&self, branch: &str, target: &Target) -> Option<&Release> {
-        self.repos
-            .releases
-            .values()
-            .find(|r| r.branches.iter().any(|b| b == branch) && r.targets.contains(&target.name))
+    /// The release a push of `repo` to `branch` publishes into for `target`: one with the
+    /// branch and the target that `repo` feeds.
+    fn release_of_branch(&self, repo: &RepoId, branch: &str, target: &Target) -> Option<&Release> {
+        self.repos.releases.values().find(|r| {
+            r.branches.iter().any(|b| b == branch)
+                && r.targets.contains(&target.name)
+                && r.fed_by(repo)
+        })
     }
 
     /// The branch a build's packages belong to: the pushed branch, or a pull request's base.
@@ -125,9 +127,22 @@ impl Publisher {
             let Some(branch) = self.branch_of(b).await? else {
                 return Ok(PublishOutcome::Nothing);
             };
-            let Some(release) = self.release_of_branch(&branch, target).cloned() else {
+            let Some(release) = self.release_of_branch(&b.repo, &branch, target).cloned() else {
                 return Ok(PublishOutcome::Nothing);
             };
+            let label = format!("{}/{}", release.name, target.name);
+            // A package name belongs to the repository that first published it here: a
+            // push of another repository may not replace what every build installs.
+            if let Some(owner) = self
+                .store
+                .package_owner(&label, &b.package, &b.repo)
+                .await?
+            {
+                return Ok(PublishOutcome::Refused(format!(
+                    "not published into {label}: package `{}` there comes from {owner}, not {}\n  fix: rename the package, or change it in {owner}",
+                    b.package, b.repo
+                )));
+            }
             let dir = repos::release_dir(data_dir, release.name.as_str(), target.name.as_str());
             let protected = self.snapshots_in_use(&dir).await?;
             let into = PublishInto::Release {
@@ -136,7 +151,7 @@ impl Publisher {
                 protected: &protected,
             };
             let r = indexing.publish(into, &packages).await;
-            (format!("{}/{}", release.name, target.name), r)
+            (label, r)
         };
         Ok(match result {
             Ok(p) => {
@@ -177,7 +192,7 @@ impl Publisher {
     ) -> Result<Vec<Repo>, StoreError> {
         let mut out = Vec::new();
         if let Some(branch) = self.branch_of(b).await? {
-            if let Some(release) = self.release_of_branch(&branch, target) {
+            if let Some(release) = self.release_of_branch(&b.repo, &branch, target) {
                 let dir = RepoDir::new(repos::release_dir(
                     &self.data_dir,
                     release.name.as_str(),
@@ -242,5 +257,159 @@ impl Publisher {
                 Err(e) => tracing::warn!("cannot remove {}: {e}", d.display()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::BoxFuture;
+
+    use super::*;
+    use crate::model::{BuildId, BuildState, ChangeKind, CommitSha, Trigger};
+    use crate::queue::MakeRepoError;
+    use crate::repos::PublishError;
+    use crate::store::ledger::{self, BuildEnd};
+    use crate::store::{Millis, NewBuild, TriggerState};
+
+    /// Counts publications and answers a new snapshot.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Indexing for Counting {
+        fn make_repo(
+            &self,
+            _: String,
+            _: PathBuf,
+            _: Vec<PathBuf>,
+        ) -> BoxFuture<'static, Result<(), MakeRepoError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn publish<'a>(
+            &'a self,
+            _: PublishInto<'a>,
+            _: &'a [PathBuf],
+        ) -> BoxFuture<'a, Result<Published, PublishError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(Published::Unchanged { id: None }) })
+        }
+    }
+
+    fn publisher(store: &Store, dir: &Path, repositories: &str, idx: Arc<Counting>) -> Publisher {
+        let c = crate::config::Config::parse(
+            &format!("[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n[releases.stable]\nbranches = [\"main\"]\ntargets = [\"t\"]\n{repositories}"),
+            None,
+        )
+        .expect("config");
+        Publisher {
+            store: store.clone(),
+            indexing: Some(idx),
+            data_dir: dir.to_path_buf(),
+            targets: Arc::new(c.targets),
+            repos: ReposConfig {
+                releases: c.releases,
+                change_max_age: std::time::Duration::ZERO,
+            },
+        }
+    }
+
+    /// A running build of `hello` from a push of `repo` to main.
+    async fn running(store: &Store, repo: &str, head: char) -> BuildRow {
+        let t = Trigger {
+            repo: RepoId::parse(repo).expect("repo"),
+            clone_url: "https://example.invalid/x.git".into(),
+            kind: ChangeKind::Push,
+            ref_name: "refs/heads/main".into(),
+            base: None,
+            head: CommitSha::parse(&head.to_string().repeat(40)).expect("sha"),
+            pr_number: None,
+            base_ref: None,
+            from_fork: false,
+            sender: "alice".into(),
+            only_package: None,
+            only_target: None,
+        };
+        store
+            .insert_trigger(&t, TriggerState::New)
+            .await
+            .expect("trigger");
+        let st = store.next_new_trigger().await.expect("read").expect("one");
+        let b = NewBuild {
+            id: BuildId::generate(),
+            package: "hello".into(),
+            spec_path: "hello.spec".into(),
+            target: crate::model::TargetName::parse("t").expect("t"),
+            error: None,
+            stage: 0,
+        };
+        assert!(store.insert_builds(&st, &[b]).await.expect("plan"));
+        store
+            .claim_next_build(Millis::now())
+            .await
+            .expect("claim")
+            .expect("claimed")
+    }
+
+    /// Issue 22 (M4): a push of one repository may not replace a package another
+    /// repository publishes into a release (every build installs from it as root).
+    #[tokio::test]
+    async fn a_package_name_published_by_one_repository_is_refused_from_another() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).await.expect("store");
+        let idx = Arc::new(Counting::default());
+        let p = publisher(&store, dir.path(), "", idx.clone());
+        let first = running(&store, "github:acme/pkgs", 'a').await;
+        let mut tx = store.tx().await.expect("tx");
+        ledger::end(
+            &mut tx,
+            &BuildEnd {
+                id: &first.id,
+                state: BuildState::Succeeded,
+                message: "built",
+                phase: None,
+                result_dir: None,
+                phases: &[],
+                provides: None,
+                publication: Some(("stable/t", Some("s1"))),
+            },
+        )
+        .await
+        .expect("end");
+        tx.commit().await.expect("commit");
+
+        let same = running(&store, "github:acme/pkgs", 'b').await;
+        let got = p.publish_build(&same, Path::new("a.src.rpm"), &[]).await;
+        assert!(matches!(got, Ok(PublishOutcome::Done { .. })));
+        let other = running(&store, "github:mallory/pkgs", 'c').await;
+        match p.publish_build(&other, Path::new("a.src.rpm"), &[]).await {
+            Ok(PublishOutcome::Refused(why)) => {
+                assert!(why.contains("comes from github:acme/pkgs"), "{why}")
+            }
+            _ => panic!("published from another repository"),
+        }
+        assert_eq!(idx.0.load(Ordering::SeqCst), 1, "indexed only the owner's");
+    }
+
+    /// Issue 22 (M4): a release that names its repositories takes pushes of those only.
+    #[tokio::test]
+    async fn a_release_takes_pushes_of_the_repositories_it_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).await.expect("store");
+        let idx = Arc::new(Counting::default());
+        let p = publisher(
+            &store,
+            dir.path(),
+            "repositories = [\"github:acme/*\"]\n",
+            idx.clone(),
+        );
+        let other = running(&store, "github:mallory/pkgs", 'c').await;
+        let got = p.publish_build(&other, Path::new("a.src.rpm"), &[]).await;
+        assert!(matches!(got, Ok(PublishOutcome::Nothing)));
+        let fed = running(&store, "github:Acme/pkgs", 'd').await;
+        let got = p.publish_build(&fed, Path::new("a.src.rpm"), &[]).await;
+        assert!(matches!(got, Ok(PublishOutcome::Done { .. })));
+        assert_eq!(idx.0.load(Ordering::SeqCst), 1);
     }
 }

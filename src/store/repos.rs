@@ -2,7 +2,7 @@
 //! keeps them) and which repositories a build published into.
 
 use super::{Store, StoreError};
-use crate::model::BuildId;
+use crate::model::{BuildId, RepoId};
 
 /// One publication of a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,32 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.flatten())
+    }
+
+    /// The repository other than `not` whose builds first published `package` into the
+    /// package repository labelled `repository` (`<release>/<target>`): a package name
+    /// belongs to one source repository in a release.
+    pub async fn package_owner(
+        &self,
+        repository: &str,
+        package: &str,
+        not: &RepoId,
+    ) -> Result<Option<RepoId>, StoreError> {
+        let not = not.as_str();
+        let owner = sqlx::query_scalar!(
+            "SELECT b.repo FROM publications p JOIN builds b ON b.id = p.build_id
+             WHERE p.repository = ? AND b.package = ? AND b.repo != ?
+             ORDER BY p.published_at LIMIT 1",
+            repository,
+            package,
+            not,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        owner
+            .map(|o| RepoId::parse(&o))
+            .transpose()
+            .map_err(StoreError::from)
     }
 
     /// What `build` published, by repository.

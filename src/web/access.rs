@@ -35,23 +35,7 @@ impl Access {
     /// Whether `repo` matches a private pattern, names compared the way its forge compares
     /// them (GitHub ignores case: `github:acme/*` covers `Acme/pkgs`).
     pub fn is_private(&self, repo: &RepoId) -> bool {
-        let fold = |s: &str| {
-            if repo.forge().names_ignore_case() {
-                s.to_ascii_lowercase()
-            } else {
-                s.to_string()
-            }
-        };
-        let name = fold(repo.as_str());
-        self.private
-            .iter()
-            .map(|p| fold(p))
-            .any(|p| match p.strip_suffix("/*") {
-                Some(prefix) => name
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.starts_with('/')),
-                None => p == name,
-            })
+        self.private.iter().any(|p| repo.matches(p))
     }
 
     /// Whether the request carries the page token.
