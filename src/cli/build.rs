@@ -53,7 +53,9 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
-    let image_ids = ensure_images(&engine, &config, targets.iter()).await?;
+    // The builder images made if missing; each build looks up its image's id when it
+    // records its inputs.
+    ensure_images(&engine, &config, targets.iter()).await?;
     std::fs::create_dir_all(&out)
         .with_context(|| format!("cannot create the output directory {}", out.display()))
         .map_err(infra)?;
@@ -68,6 +70,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
                 out_root: out.clone(),
                 extra_repos: extra_repos.clone(),
                 source_date_epoch: None,
+                inputs: None,
             })
         })
         .collect();
@@ -94,10 +97,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         Err(e) => tracing::warn!("could not look for leftover containers: {e}"),
     }
     let reports: Vec<executor::BuildReport> = futures_util::stream::iter(requests)
-        .map(|req| {
-            let image_id = image_ids.get(&req.target.image).cloned();
-            executor.run(req, image_id, Some(tx.clone()), cancel.clone())
-        })
+        .map(|req| executor.run(req, Some(tx.clone()), cancel.clone()))
         .buffer_unordered(parallel)
         .collect()
         .await;

@@ -197,7 +197,6 @@ async fn rebuild_one(
         return Ok(Err(format!("it holds {} spec files, not one", specs.len())));
     };
     let src = src.canonicalize().map_err(infra)?;
-    let image_id = engine.image_id(&target.image).await.map_err(infra)?;
     let req = BuildRequest {
         id: BuildId::generate(),
         package: PackageSource {
@@ -209,10 +208,9 @@ async fn rebuild_one(
         out_root: out,
         extra_repos: vec![],
         source_date_epoch: Some(epoch),
+        inputs: None,
     };
-    let report = executor
-        .run(req, image_id, None, CancellationToken::new())
-        .await;
+    let report = executor.run(req, None, CancellationToken::new()).await;
     match report.outcome {
         Outcome::Succeeded { .. } => Ok(Ok(report.dir)),
         Outcome::Failed { message, .. } => Ok(Err(message)),

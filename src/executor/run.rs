@@ -154,7 +154,9 @@ impl Logs {
 }
 
 impl Run {
-    pub fn new(req: BuildRequest, events: Option<UnboundedSender<Progress>>) -> Run {
+    /// The run of `req`, its record taken from the request (see [`BuildRequest::inputs`]).
+    pub fn new(mut req: BuildRequest, events: Option<UnboundedSender<Progress>>) -> Run {
+        let provenance = req.inputs.take();
         let staging = staging_dir(&req.out_root, &req.target.name, &req.id);
         Run {
             oom_limit: req.target.limits.memory_bytes,
@@ -166,7 +168,7 @@ impl Run {
             phase_started_at: now(),
             phases: vec![],
             command: vec![],
-            provenance: None,
+            provenance,
             nevr: None,
             events,
             state_log: vec![],
