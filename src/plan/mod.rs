@@ -17,6 +17,7 @@ mod select;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use git2::{Oid, Repository};
 
@@ -32,9 +33,36 @@ use crate::config::Target;
 use crate::git::tree::{commit_tree, export_files, ExportError};
 use crate::git::GitError;
 use crate::model::TargetName;
-use crate::spec::{CacheKey, SpecOracle, SpecQuery};
+use crate::spec::{AnswerError, CacheKey, SpecError, SpecInfo, SpecOracle, SpecQuery};
 
 pub use provides::Learned;
+
+/// What rpm said of each package's spec, per target.
+type Facts = HashMap<(PackageId, TargetName), Result<SpecInfo, FactsError>>;
+
+/// Why the facts of a package's spec are unknown for a target: rpm's answer, or its files
+/// could not be exported to be asked about.
+#[derive(Debug, thiserror::Error)]
+enum FactsError {
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    #[error("{0}")]
+    Export(Arc<ExportError>),
+}
+
+/// Why the specs that are not in the cache could not be asked about at all: every package
+/// is then in the first stage.
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    #[error("the plan has no head commit")]
+    NoHead,
+    #[error("cannot make a temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
 
 /// Plans a change end to end: selection on the blocking pool, then spec facts and order.
 /// `repo` is a bare mirror or any repository; `label` names it in the plan.
@@ -84,7 +112,7 @@ pub async fn complete(
     oracle: &SpecOracle,
     learned: &Learned,
 ) {
-    let mut facts: HashMap<(PackageId, TargetName), crate::spec::Answer> = HashMap::new();
+    let mut facts = Facts::new();
     let mut misses: BTreeMap<TargetName, Vec<usize>> = BTreeMap::new();
     let mut keys: BTreeMap<TargetName, CacheKey> = BTreeMap::new();
     for t in plan.packages.iter().flat_map(|p| &p.targets) {
@@ -103,7 +131,7 @@ pub async fn complete(
             };
             match oracle.cached(key, blob) {
                 Some(a) => {
-                    facts.insert((p.id.clone(), t.clone()), a);
+                    facts.insert((p.id.clone(), t.clone()), a.map_err(FactsError::from));
                 }
                 None => misses.entry(t.clone()).or_default().push(i),
             }
@@ -127,11 +155,10 @@ async fn query_misses(
     keys: &BTreeMap<TargetName, CacheKey>,
     oracle: &SpecOracle,
     misses: &BTreeMap<TargetName, Vec<usize>>,
-    facts: &mut HashMap<(PackageId, TargetName), crate::spec::Answer>,
-) -> Result<(), String> {
-    let head = plan.head.clone().ok_or("the plan has no head commit")?;
-    let tmp = TempDir::new("packetary-plan")
-        .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    facts: &mut Facts,
+) -> Result<(), QueryError> {
+    let head = plan.head.clone().ok_or(QueryError::NoHead)?;
+    let tmp = TempDir::new("packetary-plan").map_err(QueryError::TempDir)?;
     // Export each package once, whatever the number of targets.
     let wanted: Vec<usize> = {
         let mut v: Vec<usize> = misses.values().flatten().copied().collect();
@@ -144,24 +171,24 @@ async fn query_misses(
         .map(|&i| (i, def_of(&plan.packages[i])))
         .collect();
     let (repo_path, dir) = (repo.to_path_buf(), tmp.path().to_path_buf());
-    let exported: HashMap<usize, Result<PathBuf, String>> = crate::git::blocking(move || {
-        let r = Repository::open(&repo_path).map_err(|e| GitError::repo(&repo_path, e))?;
-        let oid = Oid::from_str(head.as_str()).map_err(|e| GitError::repo(&repo_path, e))?;
-        Ok(defs
-            .into_iter()
-            .map(|(i, d)| {
-                let dest = dir.join(i.to_string());
-                (
-                    i,
-                    export_def(&r, oid, &d, &dest)
-                        .map(|_| dest)
-                        .map_err(|e| e.to_string()),
-                )
-            })
-            .collect())
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let exported: HashMap<usize, Result<PathBuf, Arc<ExportError>>> =
+        crate::git::blocking(move || {
+            let r = Repository::open(&repo_path).map_err(|e| GitError::repo(&repo_path, e))?;
+            let oid = Oid::from_str(head.as_str()).map_err(|e| GitError::repo(&repo_path, e))?;
+            Ok(defs
+                .into_iter()
+                .map(|(i, d)| {
+                    let dest = dir.join(i.to_string());
+                    (
+                        i,
+                        export_def(&r, oid, &d, &dest)
+                            .map(|_| dest)
+                            .map_err(Arc::new),
+                    )
+                })
+                .collect())
+        })
+        .await?;
     for (t, idx) in misses {
         let (Some(target), Some(key)) = (targets.get(t), keys.get(t)) else {
             continue;
@@ -181,17 +208,15 @@ async fn query_misses(
                     who.push(p.id.clone());
                 }
                 Some(Err(e)) => {
-                    facts.insert((p.id.clone(), t.clone()), Err(e.clone()));
+                    let e = FactsError::Export(e.clone());
+                    facts.insert((p.id.clone(), t.clone()), Err(e));
                 }
                 None => {}
             }
         }
-        let answers = oracle
-            .query(target, key, &queries)
-            .await
-            .map_err(|e| e.to_string())?;
+        let answers = oracle.query(target, key, &queries).await?;
         for (id, a) in who.into_iter().zip(answers) {
-            facts.insert((id, t.clone()), a);
+            facts.insert((id, t.clone()), a.map_err(FactsError::from));
         }
     }
     Ok(())
@@ -220,11 +245,7 @@ impl Drop for TempDir {
 }
 
 /// Applies spec facts: names, per-package rpm errors, then the dependency order.
-fn finish_order(
-    plan: &mut Plan,
-    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
-    learned: &Learned,
-) {
+fn finish_order(plan: &mut Plan, facts: &Facts, learned: &Learned) {
     resolve_shared(plan, facts);
     let mut nodes: BTreeMap<PackageId, order::Node> = BTreeMap::new();
     for p in plan.packages.iter_mut() {
@@ -247,7 +268,7 @@ fn finish_order(
                     p.error = Some(if targets_differ(&p.targets) {
                         format!("{t}: {e}")
                     } else {
-                        e.clone()
+                        e.to_string()
                     });
                     break;
                 }
@@ -283,7 +304,7 @@ fn spec_stem(spec: &str) -> &str {
 /// Shared files become reasons of the specs whose Source/Patch tags name them; a file named
 /// by none is every spec's (still present) or nobody's (deleted). Specs left without a
 /// reason are dropped from the plan.
-fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>) {
+fn resolve_shared(plan: &mut Plan, facts: &Facts) {
     let groups = std::mem::take(&mut plan.shared);
     if groups.is_empty() {
         return;
@@ -382,11 +403,7 @@ fn resolve_shared(plan: &mut Plan, facts: &HashMap<(PackageId, TargetName), crat
 /// in the change: each package of the plan that needs it is told so, naming it. Its
 /// capabilities are unknown to rpm now; what its last build provided, its spec's name and
 /// the usual subpackage names stand for them.
-fn note_broken_providers(
-    plan: &mut Plan,
-    facts: &HashMap<(PackageId, TargetName), crate::spec::Answer>,
-    learned: &Learned,
-) {
+fn note_broken_providers(plan: &mut Plan, facts: &Facts, learned: &Learned) {
     const SUBPACKAGES: [&str; 8] = [
         "", "-devel", "-libs", "-static", "-common", "-headers", "-tools", "-data",
     ];
