@@ -200,7 +200,9 @@ impl Executor {
                     }
                     Err(e) => {
                         run.end(false);
-                        Outcome::Error { message: e }
+                        Outcome::Error {
+                            message: e.to_string(),
+                        }
                     }
                 }
             }
