@@ -459,13 +459,14 @@ async fn reattached_build_takes_its_results_out_of_the_container() {
         out_root: w.join("out"),
         extra_repos: vec![],
         source_date_epoch: None,
+        inputs: None,
     };
     let executor = Executor::new(Engine::connect(None).await.expect("docker"));
     let first = {
         let (executor, req) = (executor.clone(), req.clone());
         tokio::spawn(async move {
             executor
-                .run(req, None, None, tokio_util::sync::CancellationToken::new())
+                .run(req, None, tokio_util::sync::CancellationToken::new())
                 .await
         })
     };
@@ -487,4 +488,74 @@ async fn reattached_build_takes_its_results_out_of_the_container() {
     let build = std::fs::read_to_string(dir.join("logs/build.log")).expect("build.log");
     assert!(build.contains("built-after-the-crash"), "{build}");
     assert!(containers_of_build(&dir).is_empty());
+}
+
+/// The service's way through the runner: the inputs are read once before the build (the
+/// image id looked up, the package hashed, each repository's `repomd.xml` fetched once,
+/// counted by the server) and the build's `build.json` records exactly them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_read_once_are_what_build_json_records() {
+    if !docker_or_skip("inputs_read_once_are_what_build_json_records") {
+        return;
+    }
+    use packetary::docker::Engine;
+    use packetary::executor::{BuildReport, BuildRequest, Executor};
+    use packetary::queue::{DockerRunner, Runner};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/base/repodata/repomd.xml"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<repomd/>"))
+        .mount(&server)
+        .await;
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(&w.join("pkg/once.spec"), &spec("once", "", "true"));
+    let package =
+        packetary::plan::package_for_spec(&w.join("pkg"), &w.join("pkg/once.spec")).expect("pkg");
+    let target = packetary::config::Config::parse(
+        &format!(
+            "[targets.{T}]\nbackend = \"rpmbuild\"\nimage = \"{IMAGE}\"\nrepos = [{{ name = \"base\", url = \"{}/base\" }}]\n",
+            server.uri()
+        ),
+        None,
+    )
+    .expect("config")
+    .targets
+    .into_values()
+    .next()
+    .expect("target");
+    let mut req = BuildRequest {
+        id: packetary::model::BuildId::generate(),
+        package,
+        target,
+        out_root: w.join("out"),
+        extra_repos: vec![],
+        source_date_epoch: Some(1_700_000_000),
+        inputs: None,
+    };
+    let runner = DockerRunner {
+        executor: Executor::new(Engine::connect(None).await.expect("docker")),
+    };
+    let inputs = runner
+        .inputs(&req)
+        .await
+        .expect("inputs")
+        .expect("the Docker runner reads them");
+    assert!(inputs.reusable(), "{inputs:?}");
+    req.inputs = Some(inputs.clone());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let report = runner
+        .run(req, tx, tokio_util::sync::CancellationToken::new())
+        .await;
+    assert!(report.outcome.succeeded(), "{:?}", report.outcome);
+    let fetched = server.received_requests().await.expect("recorded").len();
+    assert_eq!(fetched, 1, "repomd.xml fetched once per build");
+    let json = std::fs::read_to_string(report.dir.join("logs/build.json")).expect("build.json");
+    let recorded: BuildReport = serde_json::from_str(&json).expect("a typed record");
+    assert_eq!(recorded.provenance.as_ref(), Some(&inputs));
+    assert_eq!(recorded.image_id, inputs.image_id);
+    assert!(containers_of_build(&report.dir).is_empty());
 }

@@ -378,6 +378,11 @@ async fn target_macros_and_kernel_release_reach_spec_queries() {
     .await
     .expect_err("fails without macros");
     assert!(
+        matches!(e, packetary::spec::AnswerError::Parse { code: 1, .. }),
+        "{e:?}"
+    );
+    let e = e.to_string();
+    assert!(
         e.starts_with("rpmspec cannot parse rpms/bare/bare.spec (exit 1): rpms/bare/bare.spec:")
             && e.contains("bad %if condition"),
         "{e}"

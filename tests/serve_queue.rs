@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use packetary::executor::provenance::{self, InputsError, Provenance, RepoRecord};
 use packetary::executor::{BuildReport, BuildRequest, Progress};
 use packetary::model::RepoId;
 use packetary::model::{
@@ -687,4 +688,158 @@ async fn change_repositories_of_private_projects_need_the_page_token() {
         assert_eq!(status(uri, Some("wrong")).await, 401, "{uri}, wrong token");
         assert_eq!(status(uri, Some("page-s3cret")).await, 200, "{uri}");
     }
+}
+
+/// Reads a build's inputs (counting each read) and "builds" by writing a results directory
+/// whose `build.json` is the report, with the record the request carried.
+#[derive(Default, Clone)]
+struct InputsRunner {
+    /// Each read: the build and the inputs answered.
+    reads: Arc<Mutex<Vec<(BuildId, Provenance)>>>,
+    /// Each run: the build and the inputs its request carried.
+    runs: Arc<Mutex<Vec<Carried>>>,
+}
+
+type Carried = (BuildId, Option<Provenance>);
+
+/// The inputs the fake reads: the same for every build of a package.
+fn fake_inputs(req: &BuildRequest) -> Provenance {
+    let mut p = Provenance {
+        tree_digest: format!("sha256:tree-of-{}", req.package.label()),
+        source_date_epoch: 1_700_000_000,
+        backend: req.target.backend,
+        image: req.target.image.clone(),
+        image_id: Some("sha256:image".into()),
+        arch: req.target.arch.clone(),
+        macros: req.target.rpm_defines(),
+        releasever: req.target.releasever.clone(),
+        repositories: vec![RepoRecord {
+            name: "base".into(),
+            url: "https://repo.test/base".into(),
+            snapshot: Some("sha256:snapshot".into()),
+        }],
+        spec: req.package.relative_spec(),
+        source_dir: "hello".into(),
+        input_digest: String::new(),
+    };
+    p.input_digest = provenance::input_digest(&p);
+    p
+}
+
+impl Runner for InputsRunner {
+    fn inputs(
+        &self,
+        req: &BuildRequest,
+    ) -> BoxFuture<'static, Result<Option<Provenance>, InputsError>> {
+        let p = fake_inputs(req);
+        self.reads
+            .lock()
+            .expect("lock")
+            .push((req.id.clone(), p.clone()));
+        Box::pin(async move { Ok(Some(p)) })
+    }
+
+    fn run(
+        &self,
+        req: BuildRequest,
+        _events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        _cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport> {
+        self.runs
+            .lock()
+            .expect("lock")
+            .push((req.id.clone(), req.inputs.clone()));
+        Box::pin(async move {
+            let dir = req.out_root.join("t/hello-1-1");
+            std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
+            for f in ["hello-1-1.src.rpm", "hello-1-1.noarch.rpm"] {
+                std::fs::write(dir.join(f), f).expect("write");
+            }
+            let mut r = error_report(&req, String::new());
+            r.provenance = req.inputs.clone();
+            r.dir = dir.clone();
+            r.outcome = Outcome::Succeeded {
+                source: dir.join("hello-1-1.src.rpm"),
+                binaries: vec![dir.join("hello-1-1.noarch.rpm")],
+            };
+            let json = serde_json::to_vec_pretty(&r).expect("json");
+            std::fs::write(dir.join("logs/build.json"), json).expect("write");
+            r
+        })
+    }
+
+    fn cleanup(&self, _id: &BuildId) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// The scheduler reads a build's inputs once, through the runner: the digest it stores
+/// for build avoidance is the one in the record the build's `build.json` keeps, and a
+/// later build with the same inputs reuses that result without running (its own
+/// `build.json`, read back typed, has the same record).
+#[tokio::test]
+async fn inputs_are_read_once_and_key_both_reuse_and_the_record() {
+    let runner = InputsRunner::default();
+    let t = QueueTester::builder(Mode::Succeed)
+        .runner(runner.clone())
+        .build()
+        .await;
+    t.start().await;
+    t.push('a').await;
+    t.wait_status('a', HELLO, Success).await;
+    let b1 = t.builds().await.remove(0);
+    {
+        let reads = runner.reads.lock().expect("lock");
+        assert_eq!(reads.len(), 1, "inputs read once per build: {reads:?}");
+        assert_eq!(reads[0].0, b1.id);
+        let runs = runner.runs.lock().expect("lock");
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        // The run was given exactly what was read.
+        assert_eq!(runs[0].1.as_ref(), Some(&reads[0].1));
+    }
+    let dir1 = b1.result_dir.clone().expect("results directory");
+    let record1: BuildReport = serde_json::from_str(
+        &std::fs::read_to_string(dir1.join("logs/build.json")).expect("build.json"),
+    )
+    .expect("a typed record");
+    let digest = record1.provenance.expect("provenance").input_digest;
+    // The digest the store keys reuse with is the record's.
+    let found = t
+        .store()
+        .succeeded_with_digest(&digest, &b1.target)
+        .await
+        .expect("store");
+    assert_eq!(found.map(|f| f.0), Some(b1.id.clone()));
+
+    // A new commit, the same package files: reused, not run.
+    t.push('b').await;
+    t.wait_status('b', HELLO, Success).await;
+    let b2 = t.builds().await.remove(0);
+    assert_ne!(b2.id, b1.id);
+    assert_eq!(
+        runner.runs.lock().expect("lock").len(),
+        1,
+        "reused, not run"
+    );
+    let reads: Vec<BuildId> = runner
+        .reads
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|r| r.0.clone())
+        .collect();
+    assert_eq!(reads, vec![b1.id.clone(), b2.id.clone()]);
+    let last = t.statuses('b', HELLO).pop().expect("a status");
+    assert_eq!(last.1, format!("reused from {}", b1.id));
+    let dir2 = b2.result_dir.clone().expect("results directory");
+    let record2: BuildReport = serde_json::from_str(
+        &std::fs::read_to_string(dir2.join("logs/build.json")).expect("build.json"),
+    )
+    .expect("a typed record");
+    assert_eq!(record2.id, b2.id);
+    assert_eq!(record2.reused_from.as_ref(), Some(&b1.id));
+    assert_eq!(
+        record2.provenance.map(|p| p.input_digest),
+        Some(digest.clone())
+    );
 }

@@ -113,6 +113,24 @@ async fn rebased_change_reuses_the_result_without_a_container() {
         .expect("builds");
     assert_eq!(b1.len(), 1, "{b1:?}");
     let b1_id = b1[0].id.to_string();
+    // The digest the scheduler stored (the key of reuse) is the one its build.json records.
+    let record1: packetary::executor::BuildReport = serde_json::from_str(
+        &std::fs::read_to_string(
+            b1[0]
+                .result_dir
+                .as_ref()
+                .expect("a results directory")
+                .join("logs/build.json"),
+        )
+        .expect("build.json"),
+    )
+    .expect("a typed record");
+    let digest1 = record1.provenance.expect("provenance").input_digest;
+    let keyed = store
+        .succeeded_with_digest(&digest1, &b1[0].target)
+        .await
+        .expect("store");
+    assert_eq!(keyed.map(|k| k.0.to_string()), Some(b1_id.clone()));
     // The way of counting sees the first build's container.
     assert!(
         containers_created(&b1_id, t0) >= 1,
@@ -164,6 +182,7 @@ async fn rebased_change_reuses_the_result_without_a_container() {
     .expect("json");
     assert_eq!(json["id"], b2[0].id.as_str());
     assert_eq!(json["reused_from"], b1_id.as_str());
+    assert_eq!(json["provenance"]["input_digest"], digest1.as_str());
     assert!(dir2.join("hello-noarch-1.0-1.noarch.rpm").is_file());
 
     bot.stop().await.expect("stopped");

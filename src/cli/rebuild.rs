@@ -163,17 +163,22 @@ pub async fn run(config: Config, args: RebuildArgs) -> Result<u8, CliError> {
         prov.source_date_epoch
     ));
     let executor = Executor::new(engine);
-    let req = BuildRequest {
+    let mut req = BuildRequest {
         id: BuildId::generate(),
         package,
         target,
         out_root: out.clone(),
         extra_repos: vec![],
         source_date_epoch: Some(prov.source_date_epoch),
+        inputs: None,
     };
-    let report = executor
-        .run(req, Some(image_id), None, CancellationToken::new())
-        .await;
+    // The inputs as they are now, with the image id just looked up.
+    req.inputs = Some(
+        provenance::of_request(&req, Some(image_id))
+            .await
+            .map_err(infra)?,
+    );
+    let report = executor.run(req, None, CancellationToken::new()).await;
     if let Some(now) = &report.provenance {
         for d in prov.differences(now) {
             println!("input changed: {d}");

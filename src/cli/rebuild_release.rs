@@ -110,8 +110,8 @@ pub(super) async fn run(
             let outcome =
                 rebuild_one(&engine, &executor, &target, &snap_dir, &srpm.file, &one).await?;
             match outcome {
-                Err(message) => {
-                    println!("{name} {}: no longer builds: {message}", srpm.file);
+                Err(why) => {
+                    println!("{name} {}: no longer builds: {why}", srpm.file);
                     tally.failed += 1;
                 }
                 Ok(new_dir) => {
@@ -136,7 +136,19 @@ pub(super) async fn run(
     })
 }
 
-/// Unpacks `srpm` and builds it; `Ok(Err(message))` when the package no longer builds.
+/// Why a published source package no longer builds (the package's doing, not the host's).
+#[derive(Debug, thiserror::Error)]
+enum NoLongerBuilds {
+    #[error("cannot unpack it (exit {code}): {log}")]
+    Unpack { code: i64, log: String },
+    #[error("it holds {count} spec files, not one")]
+    SpecCount { count: usize },
+    /// The build failed; its message.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Unpacks `srpm` and builds it; `Ok(Err(why))` when the package no longer builds.
 async fn rebuild_one(
     engine: &Engine,
     executor: &Executor,
@@ -144,7 +156,7 @@ async fn rebuild_one(
     snap_dir: &Path,
     srpm: &str,
     work: &Path,
-) -> Result<Result<PathBuf, String>, CliError> {
+) -> Result<Result<PathBuf, NoLongerBuilds>, CliError> {
     let (epoch, _) = rpm_build_origin(&snap_dir.join(srpm)).map_err(infra)?;
     let src = work.join("src");
     let out = work.join("out");
@@ -181,10 +193,10 @@ async fn rebuild_one(
         .await
         .map_err(infra)?;
     if code != 0 {
-        return Ok(Err(format!(
-            "cannot unpack it (exit {code}): {}",
-            String::from_utf8_lossy(&log).trim()
-        )));
+        return Ok(Err(NoLongerBuilds::Unpack {
+            code,
+            log: String::from_utf8_lossy(&log).trim().to_string(),
+        }));
     }
     let specs: Vec<PathBuf> = std::fs::read_dir(&src)
         .into_iter()
@@ -194,10 +206,9 @@ async fn rebuild_one(
         .filter(|p| p.extension().is_some_and(|x| x == "spec") && p.is_file())
         .collect();
     let [spec] = specs.as_slice() else {
-        return Ok(Err(format!("it holds {} spec files, not one", specs.len())));
+        return Ok(Err(NoLongerBuilds::SpecCount { count: specs.len() }));
     };
     let src = src.canonicalize().map_err(infra)?;
-    let image_id = engine.image_id(&target.image).await.map_err(infra)?;
     let req = BuildRequest {
         id: BuildId::generate(),
         package: PackageSource {
@@ -209,13 +220,12 @@ async fn rebuild_one(
         out_root: out,
         extra_repos: vec![],
         source_date_epoch: Some(epoch),
+        inputs: None,
     };
-    let report = executor
-        .run(req, image_id, None, CancellationToken::new())
-        .await;
+    let report = executor.run(req, None, CancellationToken::new()).await;
     match report.outcome {
         Outcome::Succeeded { .. } => Ok(Ok(report.dir)),
-        Outcome::Failed { message, .. } => Ok(Err(message)),
+        Outcome::Failed { message, .. } => Ok(Err(NoLongerBuilds::Failed(message))),
         Outcome::Error { message } => Err(infra(anyhow!("the rebuild could not run: {message}"))),
         Outcome::Cancelled => Err(infra(anyhow!("the rebuild was cancelled"))),
     }

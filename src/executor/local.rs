@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::{self, ContainerRepo, REPO_DIR, SOURCE_DIR, SPEC_DIR};
 use super::inputs;
+use super::provenance::{self, InputsError, Provenance};
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, Progress};
 use crate::config::{Backend, RepoLocation};
@@ -63,12 +64,28 @@ impl Executor {
         &self.engine
     }
 
-    /// Runs one build to its end. Never leaves its container behind: every way out of the
-    /// phases (success, failure, timeout, cancellation) goes through the removal below.
+    /// The inputs of `req` as a build of it would record them now (see
+    /// [`super::provenance`]): its image's id looked up, its package hashed, each
+    /// repository's snapshot read.
+    pub async fn inputs(&self, req: &BuildRequest) -> Result<Provenance, InputsError> {
+        let image_id = self
+            .engine
+            .image_id(&req.target.image)
+            .await
+            .map_err(|source| InputsError::Image {
+                image: req.target.image.clone(),
+                source,
+            })?;
+        provenance::of_request(req, image_id).await
+    }
+
+    /// Runs one build to its end. Its record is `req.inputs` when given (read once, before,
+    /// by [`Executor::inputs`]), else read here. Never leaves its container behind: every
+    /// way out of the phases (success, failure, timeout, cancellation) goes through the
+    /// removal below.
     pub async fn run(
         &self,
         req: BuildRequest,
-        image_id: Option<String>,
         events: Option<UnboundedSender<Progress>>,
         cancel: CancellationToken,
     ) -> BuildReport {
@@ -77,12 +94,17 @@ impl Executor {
         run.begin(Phase::Prepare);
         let result = tokio::select! {
             r = async {
-                record_inputs(&mut run, image_id.clone()).await?;
+                if run.provenance.is_none() {
+                    let inputs = self.inputs(&run.req).await.map_err(|e| infra(e.to_string()))?;
+                    run.provenance = Some(inputs);
+                }
+                keep_inputs(&run).await?;
                 self.phases(&mut run).await
             } => r,
             () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
             () = cancel.cancelled() => Err(Stop::Cancelled),
         };
+        let image_id = run.provenance.as_ref().and_then(|p| p.image_id.clone());
         self.conclude(run, result, image_id).await
     }
 
@@ -126,7 +148,14 @@ impl Executor {
         run.command = found.cmd.clone();
         tracing::info!(build = %run.req.id, container = %found.id, "reattached to a build container that outlived the previous process");
         run.begin(Phase::Prepare);
-        let _ = record_inputs(&mut run, found.image_id.clone()).await;
+        // The image is the one the container runs.
+        if run.provenance.is_none() {
+            match provenance::of_request(&run.req, found.image_id.clone()).await {
+                Ok(p) => run.provenance = Some(p),
+                Err(e) => tracing::warn!(build = %run.req.id, "cannot record the inputs: {e}"),
+            }
+        }
+        let _ = keep_inputs(&run).await;
         let result = async {
             // The replay starts from the beginning: the logs are written again.
             let mut logs = Logs::open(&run.logs_dir(), true, run.req.target.limits.log_bytes).await?;
@@ -171,7 +200,9 @@ impl Executor {
                     }
                     Err(e) => {
                         run.end(false);
-                        Outcome::Error { message: e }
+                        Outcome::Error {
+                            message: e.to_string(),
+                        }
                     }
                 }
             }
@@ -373,23 +404,16 @@ impl Executor {
     }
 }
 
-/// Reads what the build is made from (see [`super::provenance`]) before anything runs:
-/// the package's tree digest, `SOURCE_DATE_EPOCH`, the repositories' snapshots.
-async fn record_inputs(run: &mut Run, image_id: Option<String>) -> Result<(), Stop> {
-    let req = &run.req;
-    let epoch = super::provenance::epoch_of(req).await.unwrap_or(0);
-    let p = super::provenance::record(&req.package, &req.target, &req.extra_repos, image_id, epoch)
-        .await
-        .map_err(|e| infra(format!("cannot read the package's files: {e}")))?;
-    run.provenance = Some(p);
-    // A copy of the inputs beside the results, for `packetary rebuild DIR`.
+/// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
+/// (what [`super::provenance::tree_digest`] covered).
+async fn keep_inputs(run: &Run) -> Result<(), Stop> {
     let (pkg, dest) = (
         run.req.package.clone(),
-        run.staging.join(super::provenance::INPUTS_DIR),
+        run.staging.join(provenance::INPUTS_DIR),
     );
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&dest);
-        super::provenance::keep_inputs(&pkg, &dest)
+        provenance::keep_inputs(&pkg, &dest)
     })
     .await
     .map_err(|e| infra(e.to_string()))?

@@ -8,9 +8,12 @@
 //! The image is keyed by the target's image id, the Mock configuration generated for the
 //! target's own repositories (a build's extra repositories only add its BuildRequires) and
 //! each of those repositories' `repodata/repomd.xml` digest, so a new repository state
-//! makes a new buildroot (and the target's older one is removed). When a `repomd.xml` cannot be read, the build
-//! goes without (cold, as Mock alone would), and so it does when the initialization fails:
-//! the build then reports the failure with its logs.
+//! makes a new buildroot (and the target's older one is removed). The image id and the
+//! digests are those of the build's recorded inputs ([`super::provenance`]), read once
+//! per build: nothing is looked up or fetched again here. When a repository has no
+//! snapshot (its `repomd.xml` could not be read), the build goes without (cold, as Mock
+//! alone would), and so it does when the initialization fails: the build then reports the
+//! failure with its logs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sha2::{Digest, Sha256};
 
 use super::backend::{self, ContainerRepo, Script};
-use super::provenance::{read_repomd, RepomdError};
+use super::provenance::Provenance;
 use super::run::{infra, Logs, Run, Stop};
 use crate::docker::{self, Engine, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use crate::model::Phase;
@@ -55,7 +58,11 @@ pub(crate) async fn prepare(
     logs: &mut Logs,
 ) -> Result<String, Stop> {
     let target = run.req.target.clone();
-    let Some(image_id) = engine.image_id(&target.image).await.map_err(Stop::Infra)? else {
+    // The inputs are recorded before the phases (`Executor::run`).
+    let Some(inputs) = run.provenance.clone() else {
+        return Err(infra("the build's inputs were not recorded".into()));
+    };
+    let Some(image_id) = inputs.image_id.clone() else {
         // Creating the container reports the missing image, as for any backend.
         return Ok(target.image.clone());
     };
@@ -75,7 +82,7 @@ pub(crate) async fn prepare(
     // change's earlier results) only add its BuildRequires, which Mock installs per build.
     let own = &repos[..target.repos.len().min(repos.len())];
     let cfg = backend::mock_config(&target, own);
-    let key = match key(&image_id, &cfg, &target.repos, own).await {
+    let key = match key(&image_id, &cfg, &target.repos, &inputs) {
         Ok(k) => k,
         Err(why) => {
             logs.note(&format!(
@@ -172,25 +179,42 @@ pub(crate) async fn prepare(
     }
 }
 
+/// A target's repository without a snapshot in the build's record: no warm buildroot.
+#[derive(Debug, thiserror::Error)]
+#[error("repository `{repo}` has no snapshot: its repodata/repomd.xml could not be read when the build started")]
+struct NoSnapshot {
+    repo: String,
+}
+
 /// The key of a buildroot: image, configuration, and each of the target's repositories'
-/// metadata digest.
-async fn key(
+/// metadata digest, as recorded in the build's inputs (the `sha256:` of its `repomd.xml`,
+/// hashed as the digest's bytes: the same key as when this read the files itself).
+fn key(
     image_id: &str,
     cfg: &str,
     target_repos: &[crate::config::Repo],
-    repos: &[ContainerRepo],
-) -> Result<String, RepomdError> {
+    inputs: &Provenance,
+) -> Result<String, NoSnapshot> {
     let mut h = Sha256::new();
     h.update(b"packetary-mockroot-1\0");
     h.update(image_id.as_bytes());
     h.update(b"\0");
     h.update(cfg.as_bytes());
-    for (r, c) in target_repos.iter().zip(repos) {
-        let repomd = read_repomd(r, &c.url).await?;
+    for r in target_repos {
+        let digest = inputs
+            .repositories
+            .iter()
+            .find(|rec| rec.name == r.name)
+            .and_then(|rec| rec.snapshot.as_deref())
+            .and_then(|s| s.strip_prefix("sha256:"))
+            .and_then(|hex| hex::decode(hex).ok())
+            .ok_or_else(|| NoSnapshot {
+                repo: r.name.clone(),
+            })?;
         h.update(b"\0");
-        h.update(c.name.as_bytes());
+        h.update(r.name.as_bytes());
         h.update(b"\0");
-        h.update(Sha256::digest(&repomd));
+        h.update(&digest);
     }
     Ok(hex::encode(h.finalize()))
 }

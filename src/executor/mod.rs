@@ -64,7 +64,7 @@ mod run;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Backend, Target};
 use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
@@ -88,9 +88,14 @@ pub struct BuildRequest {
     /// `SOURCE_DATE_EPOCH` for rpm: the time of the last commit that touched the package
     /// (service, `build --git`); `None`: the newest modification time of its files.
     pub source_date_epoch: Option<i64>,
+    /// The build's inputs, recorded once before it runs (the scheduler asks the runner:
+    /// `queue::Runner::inputs`); the executor writes exactly this record into
+    /// `build.json`. `None`: the executor reads them itself (the CLI's builds, a
+    /// reattached build).
+    pub inputs: Option<provenance::Provenance>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseTiming {
     pub phase: Phase,
     pub started: String,
@@ -98,8 +103,9 @@ pub struct PhaseTiming {
     pub ok: bool,
 }
 
-/// What a build produced and how; also written as `build.json` next to the logs.
-#[derive(Debug, Clone, Serialize)]
+/// What a build produced and how; also written as `build.json` next to the logs (and
+/// read back, typed, by build avoidance).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildReport {
     /// Version of this format ([`provenance::BUILD_JSON_FORMAT`]).
     pub format: u32,

@@ -75,11 +75,7 @@ pub fn repo_url(r: &Repo) -> String {
 /// `sha256:` of a repository's `repodata/repomd.xml`, from its directory or over HTTP:
 /// the id of the snapshot a build sees (createrepo_c writes a new one on each change).
 pub async fn repomd_digest(r: &Repo) -> Result<String, RepomdError> {
-    let base = match &r.location {
-        RepoLocation::Dir(_) => "",
-        RepoLocation::Url(u) => u.as_str(),
-    };
-    let repomd = read_repomd(r, base).await?;
+    let repomd = read_repomd(r).await?;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(&repomd))))
 }
 
@@ -96,9 +92,8 @@ pub enum RepomdError {
     },
 }
 
-/// `repodata/repomd.xml` of `r`: read from its directory, or fetched from `url_base` (where
-/// the repository is served: its URL, or the one a container reaches it at).
-pub(super) async fn read_repomd(r: &Repo, url_base: &str) -> Result<Vec<u8>, RepomdError> {
+/// `repodata/repomd.xml` of `r`: read from its directory, or fetched from its URL.
+async fn read_repomd(r: &Repo) -> Result<Vec<u8>, RepomdError> {
     match &r.location {
         RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
             .await
@@ -106,8 +101,8 @@ pub(super) async fn read_repomd(r: &Repo, url_base: &str) -> Result<Vec<u8>, Rep
                 repo: r.name.clone(),
                 error,
             }),
-        RepoLocation::Url(_) => {
-            let url = format!("{}/repodata/repomd.xml", url_base.trim_end_matches('/'));
+        RepoLocation::Url(u) => {
+            let url = format!("{}/repodata/repomd.xml", u.trim_end_matches('/'));
             crate::http::get(&url, Duration::from_secs(15), MAX_REPOMD)
                 .await
                 .map_err(|error| RepomdError::Fetch {
@@ -234,16 +229,42 @@ pub fn newest_mtime(package: &PackageSource) -> i64 {
         .unwrap_or(0)
 }
 
+/// Why the inputs of a build could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    #[error("cannot read the package's files: {0}")]
+    Files(#[source] io::Error),
+    /// The task reading the package's files did not end (a panic, a runtime shutting down).
+    #[error("cannot read the package's files: {0}")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("cannot look up the image {image}: {source}")]
+    Image {
+        image: String,
+        source: crate::docker::InfraError,
+    },
+}
+
 /// The `SOURCE_DATE_EPOCH` a build request is given, else its package's newest mtime
-/// (read off the async threads); `None` only when that read could not run.
-pub async fn epoch_of(req: &crate::executor::BuildRequest) -> Option<i64> {
+/// (read off the async threads).
+pub async fn epoch_of(req: &crate::executor::BuildRequest) -> Result<i64, InputsError> {
     if let Some(e) = req.source_date_epoch {
-        return Some(e);
+        return Ok(e);
     }
     let pkg = req.package.clone();
     tokio::task::spawn_blocking(move || newest_mtime(&pkg))
         .await
-        .ok()
+        .map_err(InputsError::Task)
+}
+
+/// The inputs of `req` (see [`record`]), its image being `image_id`: the one way a
+/// build's record is made, by the runner's port for the scheduler
+/// (`queue::Runner::inputs`) or by the executor for a request that carries none.
+pub async fn of_request(
+    req: &crate::executor::BuildRequest,
+    image_id: Option<String>,
+) -> Result<Provenance, InputsError> {
+    let epoch = epoch_of(req).await?;
+    record(&req.package, &req.target, &req.extra_repos, image_id, epoch).await
 }
 
 /// Records the inputs of a build of `package` for `target` (its own repositories and
@@ -254,11 +275,12 @@ pub async fn record(
     extra: &[Repo],
     image_id: Option<String>,
     source_date_epoch: i64,
-) -> io::Result<Provenance> {
+) -> Result<Provenance, InputsError> {
     let pkg = package.clone();
     let tree = tokio::task::spawn_blocking(move || tree_digest(&pkg))
         .await
-        .map_err(io::Error::other)??;
+        .map_err(InputsError::Task)?
+        .map_err(InputsError::Files)?;
     let mut repositories = vec![];
     for r in target.repos.iter().chain(extra) {
         let snapshot = match repomd_digest(r).await {

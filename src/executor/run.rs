@@ -154,7 +154,9 @@ impl Logs {
 }
 
 impl Run {
-    pub fn new(req: BuildRequest, events: Option<UnboundedSender<Progress>>) -> Run {
+    /// The run of `req`, its record taken from the request (see [`BuildRequest::inputs`]).
+    pub fn new(mut req: BuildRequest, events: Option<UnboundedSender<Progress>>) -> Run {
+        let provenance = req.inputs.take();
         let staging = staging_dir(&req.out_root, &req.target.name, &req.id);
         Run {
             oom_limit: req.target.limits.memory_bytes,
@@ -166,7 +168,7 @@ impl Run {
             phase_started_at: now(),
             phases: vec![],
             command: vec![],
-            provenance: None,
+            provenance,
             nevr: None,
             events,
             state_log: vec![],
@@ -262,7 +264,7 @@ impl Run {
 
     /// The outcome of a build whose phases all passed, from the results taken out of its
     /// container.
-    pub fn collect(&self) -> Result<Outcome, String> {
+    pub fn collect(&self) -> Result<Outcome, CollectError> {
         let format = Format::of(self.req.target.backend);
         let mut source = None;
         let mut binaries = vec![];
@@ -274,9 +276,9 @@ impl Run {
             }
         }
         binaries.sort();
-        let source = source.ok_or("the build produced no source package")?;
+        let source = source.ok_or(CollectError::NoSource)?;
         if binaries.is_empty() {
-            return Err("the build produced no binary package".into());
+            return Err(CollectError::NoBinary);
         }
         let dir = self.final_dir();
         Ok(Outcome::Succeeded {
@@ -318,7 +320,7 @@ impl Run {
             outcome,
         };
         let logs = self.logs_dir();
-        let mut moved = std::fs::create_dir_all(&logs).map_err(|e| e.to_string());
+        let mut moved = std::fs::create_dir_all(&logs).map_err(ResultsError::Logs);
         if moved.is_ok() {
             let _ = std::fs::write(logs.join("state.log"), &self.state_log);
             if let Ok(json) = serde_json::to_vec_pretty(&report) {
@@ -347,7 +349,33 @@ impl Run {
     }
 }
 
-fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
+/// A build whose phases passed but whose results are not what a build makes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CollectError {
+    #[error("the build produced no source package")]
+    NoSource,
+    #[error("the build produced no binary package")]
+    NoBinary,
+}
+
+/// Why the results could not be moved to their `<n-v-r>` directory.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResultsError {
+    #[error("{0}")]
+    Logs(std::io::Error),
+    #[error("move aside {}: {source}", path.display())]
+    MoveAside {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rename to {}: {source}", path.display())]
+    Rename {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn replace_dir(from: &Path, to: &Path) -> Result<(), ResultsError> {
     if to.exists() {
         let old = to.with_file_name(format!(
             ".old-{}-{}",
@@ -356,10 +384,16 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), String> {
                 .unwrap_or_default(),
             BuildId::generate()
         ));
-        std::fs::rename(to, &old).map_err(|e| format!("move aside {}: {e}", to.display()))?;
+        std::fs::rename(to, &old).map_err(|source| ResultsError::MoveAside {
+            path: to.to_path_buf(),
+            source,
+        })?;
         let _ = std::fs::remove_dir_all(&old);
     }
-    std::fs::rename(from, to).map_err(|e| format!("rename to {}: {e}", to.display()))
+    std::fs::rename(from, to).map_err(|source| ResultsError::Rename {
+        path: to.to_path_buf(),
+        source,
+    })
 }
 
 pub(crate) fn spec_file_name(spec: &Path) -> String {

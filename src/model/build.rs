@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ReportState;
 
@@ -64,7 +64,7 @@ impl BuildState {
 }
 
 /// The phases of a build, in order; each is timed in `state.log`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Container created, the package given to it, started.
@@ -107,7 +107,7 @@ impl std::fmt::Display for Phase {
 }
 
 /// Why a package did not build; all of these are the package's doing, not the system's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Failure {
     /// A phase's command exited non-zero.
@@ -120,7 +120,7 @@ pub enum Failure {
     OutOfMemory { limit_bytes: Option<i64> },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded {

@@ -281,7 +281,7 @@ impl RepoId {
         let (name, pattern) = (fold(&self.full), fold(pattern));
         match pattern.strip_suffix("/*") {
             Some(prefix) => name
-                .strip_prefix(&prefix)
+                .strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with('/')),
             None => pattern == name,
         }

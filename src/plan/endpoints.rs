@@ -3,7 +3,7 @@
 
 use git2::{Oid, Repository};
 
-use super::repo_config::{RepoConfig, CONFIG_FILE};
+use super::repo_config::{RepoConfig, RepoConfigError, CONFIG_FILE};
 use crate::git::tree::{commit_tree, resolve_commit};
 use crate::git::GitError;
 use crate::model::CommitSha;
@@ -18,21 +18,38 @@ fn is_zero(rev: &str) -> bool {
     !rev.is_empty() && rev.bytes().all(|b| b == b'0')
 }
 
+/// Why the commits to compare, or the configuration that applies, cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum EndpointsError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The configuration's blob cannot be read from the object database.
+    #[error("{}", .0.message())]
+    ConfigBlob(git2::Error),
+    #[error("{CONFIG_FILE} is not UTF-8")]
+    ConfigNotUtf8,
+    #[error(transparent)]
+    Config(#[from] RepoConfigError),
+    #[error("the default branch `{name}` is not in the mirror, so a new branch cannot be compared with it\n  fix: fetch it, or name it with --default-branch")]
+    NoDefaultBranch { name: String },
+    #[error("`{head}` shares no history with `{base}`, so there is nothing to compare it with")]
+    Unrelated { head: String, base: String },
+}
+
 /// Reads `.packetary.toml` at a commit: `Ok(None)` when absent.
 pub(super) fn read_config(
     repo: &Repository,
     commit: Oid,
-) -> Result<(Option<Oid>, RepoConfig), String> {
-    let tree = commit_tree(repo, commit).map_err(|e| e.to_string())?;
+) -> Result<(Option<Oid>, RepoConfig), EndpointsError> {
+    let tree = commit_tree(repo, commit)?;
     let Ok(entry) = tree.get_name_bytes(CONFIG_FILE.as_bytes()).ok_or(()) else {
         return Ok((None, RepoConfig::default()));
     };
     let blob = repo
         .find_blob(entry.id())
-        .map_err(|e| e.message().to_string())?;
-    let text =
-        std::str::from_utf8(blob.content()).map_err(|_| format!("{CONFIG_FILE} is not UTF-8"))?;
-    let cfg = RepoConfig::parse(text).map_err(|e| e.to_string())?;
+        .map_err(EndpointsError::ConfigBlob)?;
+    let text = std::str::from_utf8(blob.content()).map_err(|_| EndpointsError::ConfigNotUtf8)?;
+    let cfg = RepoConfig::parse(text)?;
     Ok((Some(entry.id()), cfg))
 }
 
@@ -46,7 +63,7 @@ pub(super) struct Endpoints {
     pub(super) kind: DiffKind,
 }
 
-fn default_branch_commit(repo: &Repository, opts: &PlanOptions) -> Result<Oid, String> {
+fn default_branch_commit(repo: &Repository, opts: &PlanOptions) -> Result<Oid, EndpointsError> {
     let name = match &opts.default_branch {
         Some(b) => b.clone(),
         None => repo
@@ -60,9 +77,7 @@ fn default_branch_commit(repo: &Repository, opts: &PlanOptions) -> Result<Oid, S
             })
             .unwrap_or_else(|| "refs/heads/main".into()),
     };
-    resolve_commit(repo, &name).map_err(|_| {
-        format!("the default branch `{name}` is not in the mirror, so a new branch cannot be compared with it\n  fix: fetch it, or name it with --default-branch")
-    })
+    resolve_commit(repo, &name).map_err(|_| EndpointsError::NoDefaultBranch { name })
 }
 
 /// Compares with the fork point from the default branch; when `head` is already on it,
@@ -72,7 +87,7 @@ fn fork_point(
     head: Oid,
     opts: &PlanOptions,
     notices: &mut Vec<String>,
-) -> Result<Option<Oid>, String> {
+) -> Result<Option<Oid>, EndpointsError> {
     let default = default_branch_commit(repo, opts)?;
     match repo.merge_base(default, head) {
         Ok(mb) if mb == head => {
@@ -102,15 +117,18 @@ pub(super) fn endpoints(
     change: &Change,
     opts: &PlanOptions,
     notices: &mut Vec<String>,
-) -> Result<Endpoints, String> {
-    let resolve = |rev: &str| resolve_commit(repo, rev).map_err(|e| e.to_string());
+) -> Result<Endpoints, EndpointsError> {
+    let resolve = |rev: &str| resolve_commit(repo, rev);
     match change {
         Change::Review { base, head } => {
             let h = resolve(head)?;
             let b = resolve(base)?;
-            let mb = repo.merge_base(b, h).map_err(|_| {
-                format!("`{head}` shares no history with `{base}`, so there is nothing to compare it with")
-            })?;
+            let mb = repo
+                .merge_base(b, h)
+                .map_err(|_| EndpointsError::Unrelated {
+                    head: head.clone(),
+                    base: base.clone(),
+                })?;
             Ok(Endpoints {
                 old: Some(mb),
                 head: h,
@@ -131,7 +149,7 @@ pub(super) fn endpoints(
                         ));
                         (fork_point(repo, h, opts, notices)?, DiffKind::ForcePush)
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(e.into()),
                 },
             };
             Ok(Endpoints {

@@ -219,7 +219,8 @@ async fn ask_misses(
                     who.push(p.id.clone());
                 }
                 Some(Err(e)) => {
-                    facts.insert((p.id.clone(), t.clone()), Err(e.clone()));
+                    let e = crate::spec::AnswerError::Unexported(e.clone());
+                    facts.insert((p.id.clone(), t.clone()), Err(e));
                 }
                 None => {}
             }
@@ -281,7 +282,7 @@ fn finish_order(plan: &mut Plan, facts: &Facts, learned: &Learned) {
                     p.error = Some(if targets_differ(&p.targets) {
                         format!("{t}: {e}")
                     } else {
-                        e.clone()
+                        e.to_string()
                     });
                     break;
                 }

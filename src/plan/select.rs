@@ -14,7 +14,22 @@ use crate::model::TargetName;
 use super::change::{
     Change, DeletedPackage, DiffKind, Plan, PlanOptions, PlannedPackage, Reason, SharedFile,
 };
-use super::endpoints::{endpoints, read_config, sha, Endpoints};
+use super::endpoints::{endpoints, read_config, sha, Endpoints, EndpointsError};
+use crate::git::GitError;
+
+/// Why the packages of a change cannot be selected: the plan's error.
+#[derive(Debug, thiserror::Error)]
+enum SelectError {
+    #[error("{source}\n  (read at {at})")]
+    Config {
+        source: EndpointsError,
+        at: git2::Oid,
+    },
+    #[error("{CONFIG_FILE}: key `targets`: no target named `{target}` is configured in this service\n  fix: use one of: {}", known.join(", "))]
+    UnknownTarget { target: String, known: Vec<String> },
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
 
 /// A package a change touched, while paths are mapped.
 struct Pick {
@@ -39,7 +54,7 @@ pub fn select(repo: &Repository, label: &str, change: &Change, opts: &PlanOption
         Ok(e) => e,
         Err(e) => {
             plan.notices = notices;
-            plan.errors.push(e);
+            plan.errors.push(e.to_string());
             return plan;
         }
     };
@@ -49,7 +64,7 @@ pub fn select(repo: &Repository, label: &str, change: &Change, opts: &PlanOption
     plan.compared_with = ends.old.and_then(sha);
     plan.config_from = sha(ends.config_at);
     if let Err(e) = select_packages(repo, &ends, opts, &mut plan) {
-        plan.errors.push(e);
+        plan.errors.push(e.to_string());
     }
     plan
 }
@@ -59,9 +74,12 @@ fn select_packages(
     ends: &Endpoints,
     opts: &PlanOptions,
     plan: &mut Plan,
-) -> Result<(), String> {
-    let (cfg_blob, cfg) = read_config(repo, ends.config_at)
-        .map_err(|e| format!("{e}\n  (read at {})", ends.config_at))?;
+) -> Result<(), SelectError> {
+    let (cfg_blob, cfg) =
+        read_config(repo, ends.config_at).map_err(|source| SelectError::Config {
+            source,
+            at: ends.config_at,
+        })?;
     let unknown: Vec<&String> = cfg
         .targets
         .iter()
@@ -69,14 +87,14 @@ fn select_packages(
         .filter(|t| !opts.known_targets.contains(t))
         .collect();
     if let Some(t) = unknown.first() {
-        return Err(format!(
-            "{CONFIG_FILE}: key `targets`: no target named `{t}` is configured in this service\n  fix: use one of: {}",
-            opts.known_targets.join(", ")
-        ));
+        return Err(SelectError::UnknownTarget {
+            target: t.to_string(),
+            known: opts.known_targets.clone(),
+        });
     }
 
     plan.lookaside = cfg.lookaside.clone();
-    let paths = changed_paths(repo, ends.old, ends.head).map_err(|e| e.to_string())?;
+    let paths = changed_paths(repo, ends.old, ends.head)?;
     plan.changed_paths = paths.len();
     if paths.len() > LARGE_CHANGE {
         plan.notices.push(format!(
@@ -84,13 +102,9 @@ fn select_packages(
             paths.len()
         ));
     }
-    let head_tree = commit_tree(repo, ends.head).map_err(|e| e.to_string())?;
+    let head_tree = commit_tree(repo, ends.head)?;
     let mut new = Resolver::new(repo, head_tree, cfg.layout);
-    let old_tree = ends
-        .old
-        .map(|o| commit_tree(repo, o))
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    let old_tree = ends.old.map(|o| commit_tree(repo, o)).transpose()?;
     let mut old = old_tree.map(|t| Resolver::new(repo, t, cfg.layout));
 
     let mut picked: BTreeMap<PackageId, Pick> = BTreeMap::new();
@@ -262,16 +276,14 @@ fn select_packages(
                     p.spec_blob = super::layout::spec_blob(&def, &files).map(|o| o.to_string());
                     if def.layout == Layout::DistGit {
                         if let Some(f) = files.iter().find(|f| f.dest == "sources") {
-                            if let Err(e) = repo
-                                .find_blob(f.blob)
-                                .map_err(|e| e.message().to_string())
-                                .and_then(|b| {
+                            p.error = match repo.find_blob(f.blob) {
+                                Ok(b) => {
                                     distgit::parse_sources(&String::from_utf8_lossy(b.content()))
-                                        .map_err(|e| e.to_string())
-                                })
-                            {
-                                p.error = Some(e);
-                            }
+                                        .err()
+                                        .map(|e| e.to_string())
+                                }
+                                Err(e) => Some(e.message().to_string()),
+                            };
                         }
                     }
                 }
@@ -301,13 +313,12 @@ fn config_effects(
     old_cfg: &RepoConfig,
     cfg: &RepoConfig,
     opts: &PlanOptions,
-) -> Result<BTreeMap<PackageId, (PackageDef, String)>, String> {
-    let now = discover_tree(repo, new.root(), cfg.layout).map_err(|e| e.to_string())?;
+) -> Result<BTreeMap<PackageId, (PackageDef, String)>, GitError> {
+    let now = discover_tree(repo, new.root(), cfg.layout)?;
     let before: BTreeMap<PackageId, PackageDef> = if old_cfg.layout == cfg.layout {
         now.iter().map(|p| (p.id.clone(), p.clone())).collect()
     } else {
-        discover_tree(repo, new.root(), old_cfg.layout)
-            .map_err(|e| e.to_string())?
+        discover_tree(repo, new.root(), old_cfg.layout)?
             .into_iter()
             .map(|p| (p.id.clone(), p))
             .collect()

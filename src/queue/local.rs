@@ -19,6 +19,7 @@ use super::{
     Runner, SourceProvider,
 };
 use crate::config::Target;
+use crate::executor::provenance::{InputsError, Provenance};
 use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::forge::{DeliveryError, Forge};
 use crate::model::{BuildId, RepoId, Report, TargetName, Trigger};
@@ -212,5 +213,12 @@ impl Runner for LocalRunner {
 
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
         self.inner.cleanup(id)
+    }
+
+    fn inputs(
+        &self,
+        req: &BuildRequest,
+    ) -> BoxFuture<'static, Result<Option<Provenance>, InputsError>> {
+        self.inner.inputs(req)
     }
 }

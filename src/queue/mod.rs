@@ -116,6 +116,9 @@ pub struct Queue {
     stop: CancellationToken,
 }
 
+/// How long a start waits for the statuses already due to be delivered.
+const START_DELIVERY: Duration = Duration::from_secs(2);
+
 /// Errors of the queue's own loops; logged and retried, never fatal to the service.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -244,6 +247,15 @@ impl Queue {
             if let Some(at) = at {
                 alarm.at(at);
             }
+        }
+        // What the forge should already know (statuses of builds planned or ended before
+        // this start) goes out before new builds start and replace it, for a while at most.
+        match tokio::time::timeout(START_DELIVERY, self.outbox.deliver_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("delivering due statuses at start: {e}"),
+            Err(_) => tracing::info!(
+                "delivering due statuses at start took over {START_DELIVERY:?}; the outbox goes on"
+            ),
         }
         let (intake, wakes, stop) = (self.intake.clone(), self.wakes.clone(), self.stop.clone());
         let planner = tokio::spawn(async move {

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::InfraError;
+use crate::executor::provenance::{InputsError, Provenance};
 use crate::executor::{BuildReport, BuildRequest, Progress};
 use crate::model::{BuildId, CommitSha, Outcome, RepoId, TargetName, Trigger};
 
@@ -102,10 +103,16 @@ pub trait Runner: Send + Sync {
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
 
-    /// The input digest of `req` (see [`crate::executor::provenance`]) when every input is
-    /// known, for build avoidance; `None`: the build always runs.
-    fn input_digest(&self, _req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
-        Box::pin(async { None })
+    /// The inputs of `req` (see [`crate::executor::provenance`]), read once per build by
+    /// the scheduler: their digest keys build avoidance when every input is known
+    /// ([`Provenance::reusable`]), and the request carries them to [`Runner::run`], whose
+    /// `build.json` records exactly them. `Ok(None)`: this runner cannot tell (the build
+    /// always runs, and records its inputs itself if it can).
+    fn inputs(
+        &self,
+        _req: &BuildRequest,
+    ) -> BoxFuture<'static, Result<Option<Provenance>, InputsError>> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Follows a build whose container outlived the previous service process to its end;
@@ -134,40 +141,37 @@ impl Runner for DockerRunner {
     ) -> BoxFuture<'static, BuildReport> {
         let executor = self.executor.clone();
         Box::pin(async move {
-            let image_id = match executor.engine().image_id(&req.target.image).await {
-                Ok(Some(id)) => Some(id),
-                Ok(None) => {
-                    return error_report(
-                        &req,
-                        format!(
-                            "builder image {} is missing on the Docker host; build it with `packetary images build`",
-                            req.target.image
-                        ),
-                    )
-                }
-                Err(e) => return error_report(&req, e.to_string()),
+            let mut req = req;
+            // Read by the scheduler (`Runner::inputs`), with the image id; here only for a
+            // request that came without them.
+            let inputs = match req.inputs.take() {
+                Some(p) => p,
+                None => match executor.inputs(&req).await {
+                    Ok(p) => p,
+                    Err(e) => return error_report(&req, e.to_string()),
+                },
             };
-            executor.run(req, image_id, Some(events), cancel).await
+            if inputs.image_id.is_none() {
+                return error_report(
+                    &req,
+                    format!(
+                        "builder image {} is missing on the Docker host; build it with `packetary images build`",
+                        req.target.image
+                    ),
+                );
+            }
+            req.inputs = Some(inputs);
+            executor.run(req, Some(events), cancel).await
         })
     }
 
-    fn input_digest(&self, req: &BuildRequest) -> BoxFuture<'static, Option<String>> {
-        let engine = self.executor.engine().clone();
+    fn inputs(
+        &self,
+        req: &BuildRequest,
+    ) -> BoxFuture<'static, Result<Option<Provenance>, InputsError>> {
+        let executor = self.executor.clone();
         let req = req.clone();
-        Box::pin(async move {
-            let image_id = engine.image_id(&req.target.image).await.ok()??;
-            let epoch = crate::executor::provenance::epoch_of(&req).await?;
-            let p = crate::executor::provenance::record(
-                &req.package,
-                &req.target,
-                &req.extra_repos,
-                Some(image_id),
-                epoch,
-            )
-            .await
-            .ok()?;
-            p.reusable().then_some(p.input_digest)
-        })
+        Box::pin(async move { executor.inputs(&req).await.map(Some) })
     }
 
     fn reattach(

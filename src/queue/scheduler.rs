@@ -187,15 +187,28 @@ impl Scheduler {
         let _ = tokio::fs::remove_dir_all(&work).await;
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {
-            Ok(req) => 'run: {
-                // Build avoidance: the same inputs as a succeeded build, its results.
-                if let Some(digest) = self.runner.input_digest(&req).await {
-                    if let Err(e) = self.store.set_input_digest(&b.id, &digest).await {
-                        tracing::warn!(build = %b.id, "cannot store the input digest: {e}");
+            Ok(mut req) => 'run: {
+                // The build's inputs, read once: the key of build avoidance and, carried by
+                // the request, the record its `build.json` keeps.
+                match self.runner.inputs(&req).await {
+                    Ok(Some(inputs)) => {
+                        // Build avoidance: the same inputs as a succeeded build, its results.
+                        if inputs.reusable() {
+                            let digest = &inputs.input_digest;
+                            if let Err(e) = self.store.set_input_digest(&b.id, digest).await {
+                                tracing::warn!(build = %b.id, "cannot store the input digest: {e}");
+                            }
+                            if let Some(report) =
+                                super::reuse::reuse(&self.store, &b, &req, digest).await
+                            {
+                                break 'run Ok(report);
+                            }
+                        }
+                        req.inputs = Some(inputs);
                     }
-                    if let Some(report) = super::reuse::reuse(&self.store, &b, &req, &digest).await
-                    {
-                        break 'run Ok(report);
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(build = %b.id, "cannot read the build's inputs ({e}): it is not reused, its executor reads them");
                     }
                 }
                 let (tx, progress) = self.progress_forwarder(&b.id);
@@ -257,6 +270,7 @@ impl Scheduler {
             out_root: out_root.to_path_buf(),
             extra_repos,
             source_date_epoch,
+            inputs: None,
         })
     }
 
@@ -410,6 +424,7 @@ impl Scheduler {
             out_root: results_root(&self.data_dir, &b.id),
             extra_repos: vec![],
             source_date_epoch,
+            inputs: None,
         })
     }
 

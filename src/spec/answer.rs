@@ -1,8 +1,6 @@
 //! Reading rpmspec's tagged answers back into one `Answer` per spec.
 
-use super::{
-    Answer, SpecInfo, SpecQuery, QUERY_CPU_SECS, QUERY_FILE_KIB, QUERY_TIMEOUT, SHOWN_OUT,
-};
+use super::{Answer, AnswerError, SpecInfo, SpecQuery};
 use crate::model::Nevr;
 
 /// One answer of a batch, and whether it may be cached (a timeout or a dead container is
@@ -83,10 +81,9 @@ fn answer(
 ) -> Reply {
     let Some(nevr) = nevr else {
         return Reply {
-            answer: Err(format!(
-                "{}: rpmspec gave no answer (the query container stopped early)",
-                q.path
-            )),
+            answer: Err(AnswerError::NoAnswer {
+                path: q.path.clone(),
+            }),
             cache: false,
         };
     };
@@ -99,30 +96,26 @@ fn answer(
         }
         if s.truncated {
             return Reply {
-                answer: Err(format!(
-                    "{}: rpmspec printed more than {} MiB for one query; Packetary reads no more\n  fix: look for a macro that expands without end",
-                    q.path,
-                    SHOWN_OUT >> 20
-                )),
+                answer: Err(AnswerError::TooMuchOutput {
+                    path: q.path.clone(),
+                }),
                 cache: true,
             };
         }
     }
     let Some(prov) = prov else {
         return Reply {
-            answer: Err(format!(
-                "{}: rpmspec gave no answer (the query container stopped early)",
-                q.path
-            )),
+            answer: Err(AnswerError::NoAnswer {
+                path: q.path.clone(),
+            }),
             cache: false,
         };
     };
     let Some(n) = nevr.out.iter().find_map(|l| Nevr::parse_query_line(l)) else {
         return Reply {
-            answer: Err(format!(
-                "{}: rpmspec printed no usable name/version/release",
-                q.path
-            )),
+            answer: Err(AnswerError::NoNevr {
+                path: q.path.clone(),
+            }),
             cache: true,
         };
     };
@@ -166,53 +159,33 @@ fn answer(
 /// CPU limit's SIGXCPU (152), the output limit's SIGXFSZ (153); 126/127 mean rpmspec could
 /// not run. Only a failure of the spec itself says "cannot parse".
 fn failure(i: usize, q: &SpecQuery, s: &Section) -> Reply {
+    let path = q.path.clone();
+    let message = || first_lines(i, q, s).unwrap_or_else(|| "no message".into());
     let (answer, cache) = match s.rc {
-        124 | 137 => (
-            format!(
-                "{}: rpmspec did not finish within {} s and was stopped (a %(...) macro or Lua that does not end?); the spec is asked again at the next plan",
-                q.path,
-                QUERY_TIMEOUT.as_secs()
-            ),
-            false,
-        ),
-        152 => (
-            format!(
-                "{}: rpmspec used more than {QUERY_CPU_SECS} s of CPU and was stopped\n  fix: look for a macro or Lua loop that does not end",
-                q.path
-            ),
-            true,
-        ),
-        153 => (
-            format!(
-                "{}: rpmspec wrote more than {} MiB and was stopped\n  fix: look for a macro that expands without end",
-                q.path,
-                QUERY_FILE_KIB >> 10
-            ),
-            true,
-        ),
-        126 | 127 => (
-            format!(
-                "{}: rpmspec could not be run in the target's image (exit {}): {}; this is the image's fault, not the spec's",
-                q.path,
-                s.rc,
-                first_lines(i, q, s).unwrap_or_else(|| "no message".into())
-            ),
+        124 | 137 => (AnswerError::Timeout { path }, false),
+        152 => (AnswerError::CpuLimit { path }, true),
+        153 => (AnswerError::OutputLimit { path }, true),
+        code @ (126 | 127) => (
+            AnswerError::CannotRun {
+                path,
+                code,
+                message: message(),
+            },
             false,
         ),
         rc if rc > 128 => (
-            format!(
-                "{}: rpmspec was killed by signal {} while reading the spec; the spec is asked again at the next plan",
-                q.path,
-                rc - 128
-            ),
+            AnswerError::Killed {
+                path,
+                signal: rc - 128,
+            },
             false,
         ),
-        rc => (
-            format!(
-                "rpmspec cannot parse {} (exit {rc}): {}",
-                q.path,
-                first_lines(i, q, s).unwrap_or_else(|| "no message".into())
-            ),
+        code => (
+            AnswerError::Parse {
+                path,
+                code,
+                message: message(),
+            },
             true,
         ),
     };
@@ -305,8 +278,8 @@ mod tests {
         assert_eq!(info.sources, ["a-1.tar.gz", "fix.patch"]);
         let e = r[1].0.as_ref().expect_err("b fails");
         assert!(
-            e.contains("pkgs/b.spec") && e.contains("Unknown tag"),
-            "{e}"
+            matches!(e, AnswerError::Parse { path, code: 1, message } if path == "pkgs/b.spec" && message.contains("Unknown tag")),
+            "{e:?}"
         );
         assert!(r[1].1, "a spec error is cached");
     }
@@ -324,7 +297,7 @@ mod tests {
             E error: query of specfile /q/0/a.spec failed, can't parse\n";
         let a = q("a.spec");
         let r = answers(text, &[&a]);
-        let e = r[0].0.as_ref().expect_err("fails");
+        let e = r[0].0.as_ref().expect_err("fails").to_string();
         assert!(
             e.starts_with(
                 "rpmspec cannot parse pkgs/a.spec (exit 1): pkgs/a.spec:9: bad %if condition"
@@ -338,6 +311,14 @@ mod tests {
     #[test]
     fn limits_and_environment_faults_are_not_parse_errors() {
         let a = q("a.spec");
+        let is = |e: &AnswerError, rc: i32| match rc {
+            124 | 137 => matches!(e, AnswerError::Timeout { .. }),
+            152 => matches!(e, AnswerError::CpuLimit { .. }),
+            153 => matches!(e, AnswerError::OutputLimit { .. }),
+            127 => matches!(e, AnswerError::CannotRun { code: 127, .. }),
+            139 => matches!(e, AnswerError::Killed { signal: 11, .. }),
+            _ => false,
+        };
         for (rc, want, cached) in [
             (124, "did not finish within 20 s", false),
             (137, "did not finish within 20 s", false),
@@ -351,6 +332,8 @@ mod tests {
                 &[&a],
             );
             let e = r[0].0.as_ref().expect_err("fails");
+            assert!(is(e, rc), "{rc}: {e:?}");
+            let e = e.to_string();
             assert!(e.contains(want) && e.contains("pkgs/a.spec"), "{rc}: {e}");
             assert!(!e.contains("cannot parse"), "{rc}: {e}");
             assert_eq!(r[0].1, cached, "{rc}");
@@ -361,9 +344,8 @@ mod tests {
             "@@ 0 nevr 0\nO a\t(none)\t1\t2\n@@ 0 prov 0\nO x\n@T 0 prov\n",
             &[&a],
         );
-        assert!(r[0]
-            .0
-            .as_ref()
-            .is_err_and(|e| e.contains("more than 2 MiB")));
+        let e = r[0].0.as_ref().expect_err("cut");
+        assert!(matches!(e, AnswerError::TooMuchOutput { .. }), "{e:?}");
+        assert!(e.to_string().contains("more than 2 MiB"), "{e}");
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Answer, SpecInfo, QUERY_VERSION};
+use super::{Answer, AnswerError, SpecInfo, QUERY_VERSION};
 use crate::config::Target;
 
 #[derive(Serialize, Deserialize)]
@@ -101,7 +101,7 @@ impl SpecCache {
         let text = std::fs::read(self.path(key, blob)?).ok()?;
         match serde_json::from_slice(&text).ok()? {
             Stored::Ok { info } => Some(Ok(info)),
-            Stored::Error { message } => Some(Err(message)),
+            Stored::Error { message } => Some(Err(AnswerError::Cached(message))),
         }
     }
 
@@ -115,8 +115,8 @@ impl SpecCache {
         }
         let stored = match answer {
             Ok(info) => Stored::Ok { info: info.clone() },
-            Err(message) => Stored::Error {
-                message: message.clone(),
+            Err(e) => Stored::Error {
+                message: e.to_string(),
             },
         };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -171,8 +171,15 @@ mod tests {
         };
         c.put(&key, blob, &Ok(info.clone())).expect("put");
         assert_eq!(c.get(&key, blob), Some(Ok(info)));
-        c.put(&key, blob, &Err("bad".into())).expect("put");
-        assert_eq!(c.get(&key, blob), Some(Err("bad".into())));
+        let bad = AnswerError::NoNevr {
+            path: "p/p.spec".into(),
+        };
+        c.put(&key, blob, &Err(bad.clone())).expect("put");
+        // Kept as its message, read back as one.
+        assert_eq!(
+            c.get(&key, blob),
+            Some(Err(AnswerError::Cached(bad.to_string())))
+        );
         assert!(c.get(&key, "../../etc").is_none());
         c.remember_image("img", "sha256:abc").expect("remember");
         assert_eq!(c.remembered_image("img").as_deref(), Some("sha256:abc"));

@@ -36,8 +36,58 @@ pub struct SpecInfo {
 }
 
 /// One answer: the spec's facts, or why they are unknown (rpm's complaint about the spec,
-/// or a limit it ran into), as a message naming the spec by its repository path.
-pub type Answer = Result<SpecInfo, String>;
+/// or a limit it ran into), naming the spec by its repository path.
+pub type Answer = Result<SpecInfo, AnswerError>;
+
+/// Why rpm gave no facts about a spec. Each message names the spec by its repository path
+/// and says what to fix; the spec cache keeps a failure as its message, read back as
+/// [`AnswerError::Cached`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The query container ended before this spec's answer (not cached).
+    #[error("{path}: rpmspec gave no answer (the query container stopped early)")]
+    NoAnswer { path: String },
+    /// More output than the service reads for one query.
+    #[error("{path}: rpmspec printed more than {} MiB for one query; Packetary reads no more\n  fix: look for a macro that expands without end", SHOWN_OUT >> 20)]
+    TooMuchOutput { path: String },
+    #[error("{path}: rpmspec printed no usable name/version/release")]
+    NoNevr { path: String },
+    /// The wall-clock limit (exit 124, or 137 after `timeout -k`); not cached.
+    #[error("{path}: rpmspec did not finish within {} s and was stopped (a %(...) macro or Lua that does not end?); the spec is asked again at the next plan", QUERY_TIMEOUT.as_secs())]
+    Timeout { path: String },
+    /// The CPU limit's SIGXCPU (exit 152).
+    #[error("{path}: rpmspec used more than {QUERY_CPU_SECS} s of CPU and was stopped\n  fix: look for a macro or Lua loop that does not end")]
+    CpuLimit { path: String },
+    /// The output limit's SIGXFSZ (exit 153).
+    #[error("{path}: rpmspec wrote more than {} MiB and was stopped\n  fix: look for a macro that expands without end", QUERY_FILE_KIB >> 10)]
+    OutputLimit { path: String },
+    /// rpmspec could not run (exit 126/127): the image's fault; not cached.
+    #[error("{path}: rpmspec could not be run in the target's image (exit {code}): {message}; this is the image's fault, not the spec's")]
+    CannotRun {
+        path: String,
+        code: i32,
+        message: String,
+    },
+    /// Another signal; not cached.
+    #[error("{path}: rpmspec was killed by signal {signal} while reading the spec; the spec is asked again at the next plan")]
+    Killed { path: String, signal: i32 },
+    /// The spec itself: rpm's first error lines.
+    #[error("rpmspec cannot parse {path} (exit {code}): {message}")]
+    Parse {
+        path: String,
+        code: i32,
+        message: String,
+    },
+    /// A spec the oracle got no reply for at all.
+    #[error("no answer from rpmspec")]
+    Unanswered,
+    /// The spec's files could not be exported to be asked about (not cached).
+    #[error("{0}")]
+    Unexported(String),
+    /// A failure read back from the spec cache, which keeps it as its message.
+    #[error("{0}")]
+    Cached(String),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

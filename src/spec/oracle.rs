@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::answer::{parse_output, Reply};
 use super::container::{run_bounded, script};
-use super::{Answer, CacheKey, SpecCache, SpecError, SpecQuery, BATCH};
+use super::{Answer, AnswerError, CacheKey, SpecCache, SpecError, SpecQuery, BATCH};
 use crate::config::Target;
 use crate::docker::ContainerSpec;
 use crate::docker::{Engine, InfraError, LABEL_BUILD};
@@ -116,7 +116,7 @@ impl SpecOracle {
         }
         Ok(answers
             .into_iter()
-            .map(|a| a.unwrap_or_else(|| Err("no answer from rpmspec".into())))
+            .map(|a| a.unwrap_or(Err(AnswerError::Unanswered)))
             .collect())
     }
 
