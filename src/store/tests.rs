@@ -462,3 +462,31 @@ async fn store_states_are_stored_as_their_texts() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
+
+/// A transaction that reads, then writes while another connection wrote in between, must
+/// not fail: SQLite refuses the write of a deferred transaction whose snapshot is stale
+/// (`SQLITE_BUSY_SNAPSHOT`, 517, which no busy timeout waits out). `Store::tx` begins
+/// `IMMEDIATE`, so the other writer waits for it instead.
+#[tokio::test]
+async fn store_a_transaction_that_reads_then_writes_is_not_refused_by_a_concurrent_write() {
+    let (_dir, s) = store().await;
+    let mut tx = s.tx().await.expect("tx");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM triggers")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("read");
+    assert_eq!(n, 0);
+    let other = s.clone();
+    let writer = tokio::spawn(async move {
+        let mut t = pr_trigger('c');
+        t.only_package = None;
+        other.insert_trigger(&t, TriggerState::New).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sqlx::query("INSERT INTO deliveries (id, event, received_at) VALUES ('d1', 'push', 0)")
+        .execute(&mut *tx)
+        .await
+        .expect("the write after the read");
+    tx.commit().await.expect("commit");
+    writer.await.expect("join").expect("the other write, after");
+}

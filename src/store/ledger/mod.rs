@@ -46,8 +46,13 @@ impl std::ops::DerefMut for Tx {
 
 impl Store {
     /// Begins a transaction that ledger functions (and `reports::upsert`) compose into.
+    /// `IMMEDIATE`: it takes the write lock at its start (waiting under the busy timeout),
+    /// so a transaction that reads before it writes is never refused half-way because
+    /// another connection wrote meanwhile (SQLite's `SQLITE_BUSY_SNAPSHOT`, 517, which no
+    /// busy timeout waits out: seen as a Gerrit patchset's plan failing and retried 30 s
+    /// later, after the older patchset had been voted on).
     pub async fn tx(&self) -> Result<Tx, StoreError> {
-        Ok(Tx(self.pool.begin().await?))
+        Ok(Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?))
     }
 }
 
