@@ -13,7 +13,7 @@
 //!
 //! `cargo bench --bench ledger`
 
-#[path = "../tests/serve_common/mod.rs"]
+#[path = "../tests/it/serve_common/mod.rs"]
 #[allow(unused_imports)]
 mod serve_common;
 

@@ -3,7 +3,7 @@
 //! stream must read each line, reconnect, and find what happened meanwhile through the
 //! stand-in REST API's query, without ingesting anything twice.
 
-mod gerrit_common;
+use crate::gerrit_common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

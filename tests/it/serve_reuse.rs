@@ -3,7 +3,7 @@
 //! first build's results, "reused from <build>", and no container is created for it
 //! (counted through the Engine API: Docker's events for the build's label).
 
-mod serve_common;
+use crate::serve_common;
 
 use std::path::Path;
 use std::time::Duration;

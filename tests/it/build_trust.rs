@@ -3,7 +3,7 @@
 //! each package's `%build` plants links to files of the host (at paths the test made) and
 //! special files, then the test checks the host files and the result directory.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! slow connections, and payloads that name a clone URL of the attacker's choosing. Each
 //! asserts that the attack fails and that the service stays healthy.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;

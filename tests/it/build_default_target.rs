@@ -3,7 +3,7 @@
 //! as rpm's shell; spec code runs unprivileged and only the dependency phase has network.
 //! Real Docker, real rpm, Debian's real mirror.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Containers of a SIGKILLed `packetary build` are removed by the next run. In its own test
 //! binary: any concurrent CLI run would reap the container too and race the assertions.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -4,8 +4,8 @@
 //! stays flat, and another repository's planning is not held up (same-run comparison).
 //! Needs Docker (fails in CI without it).
 
-mod plan_common;
-mod serve_common;
+use crate::plan_common;
+use crate::serve_common;
 
 use std::time::{Duration, Instant};
 

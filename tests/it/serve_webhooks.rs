@@ -1,6 +1,6 @@
 //! The webhook endpoint with GitHub's real example payloads, signed here.
 
-mod serve_common;
+use crate::serve_common;
 
 use axum::body::to_bytes;
 use axum::http::StatusCode;

@@ -1,7 +1,7 @@
 //! The GitHub reporter against a mock GitHub (wiremock), with every request checked
 //! against GitHub's published OpenAPI description.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Bad input: each gets exit status 2 (or 3 for infrastructure) and a message saying what to fix.
 
-mod common;
+use crate::common;
 
 use common::*;
 

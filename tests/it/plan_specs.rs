@@ -1,7 +1,7 @@
 //! Spec facts from real rpm in the builder image, the spec cache, build order and cycles,
 //! and `packetary build --git` end to end. Needs Docker (fails in CI without it).
 
-mod plan_common;
+use crate::plan_common;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! `packetary build` against the real Docker daemon and real rpm.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

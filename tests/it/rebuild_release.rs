@@ -2,7 +2,7 @@
 //! built again from that snapshot; reproducible packages come out identical, one whose
 //! build is not reproducible is named as differing. Real Docker, real rpm, real createrepo_c.
 
-mod common;
+use crate::common;
 
 use common::*;
 

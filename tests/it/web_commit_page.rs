@@ -1,7 +1,7 @@
 //! The commit page (`/?commit=<sha>`, where an aggregate status links) lists the builds of
 //! an old commit too, however many builds came after it.
 
-mod serve_common;
+use crate::serve_common;
 
 use packetary::model::{BuildId, TargetName};
 use packetary::store::NewBuild;

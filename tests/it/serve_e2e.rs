@@ -1,7 +1,7 @@
 //! End to end: a real git repository, signed webhooks over HTTP, real builds in Docker, and
 //! the statuses a mock GitHub receives.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! The image and the warm buildroot are made once per run (see `mock_config`); the cases
 //! then run in parallel, each from the warm buildroot.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

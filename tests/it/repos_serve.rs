@@ -4,8 +4,8 @@
 //! refused downgrade as the build's result. Real git, real Docker, real createrepo_c and
 //! dnf; a mock GitHub for statuses.
 
-mod common;
-mod serve_common;
+use crate::common;
+use crate::serve_common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

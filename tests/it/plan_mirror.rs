@@ -1,7 +1,7 @@
 //! The mirror cache against real repositories over file://: refspecs of pull requests and
 //! Gerrit changes, bad remotes, and concurrent fetches of one mirror.
 
-mod plan_common;
+use crate::plan_common;
 
 use packetary::git::{FetchAuth, GitError, MirrorCache, RemoteRef};
 use plan_common::*;

@@ -1,7 +1,7 @@
 //! Change → packages, against real repositories: layouts, push/review/new-branch/force-push,
 //! deletions, `.packetary.toml`, bad input, export. No rpm needed here.
 
-mod plan_common;
+use crate::plan_common;
 
 use packetary::git::tree::commit_tree;
 use packetary::plan::{self, discover_tree, Layout, Reason};

@@ -2,7 +2,7 @@
 //! supersede, retries, recovery after a crash, fork approval. The queue's tests are stories
 //! told to a [`QueueTester`].
 
-mod serve_common;
+use crate::serve_common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! or a pull request builds, rebuild comments, and what is reported as whose fault. No
 //! Docker: the spec oracle is left out, so every package is in one stage.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! `packetary rebuild`: a recorded build made again from its recorded inputs gives the same
 //! payload digests; a rebuild whose image changed says so. Real Docker, real rpm.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::Path;

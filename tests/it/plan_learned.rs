@@ -3,8 +3,8 @@
 //! the build, stored by package and target, and orders the next plans. Needs Docker (fails
 //! in CI without it).
 
-mod plan_common;
-mod serve_common;
+use crate::plan_common;
+use crate::serve_common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -2,8 +2,8 @@
 //! the webhooks plugin's route, real builds in Docker, and the review requests a stand-in
 //! Gerrit REST server receives (label values, messages, basic auth, its 500s and 409s).
 
-mod gerrit_common;
-mod serve_common;
+use crate::gerrit_common;
+use crate::serve_common;
 
 use std::path::Path;
 use std::time::Duration;

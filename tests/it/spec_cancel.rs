@@ -2,7 +2,7 @@
 //! before or while it starts) leaves no container behind. Needs Docker (fails in CI
 //! without it).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! the builder image, and the real binary. The publishing rules, immutable snapshots and
 //! two publications racing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

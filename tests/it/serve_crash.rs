@@ -2,7 +2,7 @@
 //! waits; started again, it finishes both and every status ends final. Then SIGTERM stops
 //! it cleanly.
 
-mod serve_common;
+use crate::serve_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
