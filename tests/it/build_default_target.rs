@@ -106,7 +106,7 @@ install -Dpm 0644 zt.1 %{buildroot}%{_mandir}/man1/zt.1
 
 #[test]
 fn fedora_spec_builds_with_build_requires_from_debian() {
-    if !docker_or_skip("fedora_spec_builds_with_build_requires_from_debian") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -155,7 +155,7 @@ fn fedora_spec_builds_with_build_requires_from_debian() {
 
 #[test]
 fn second_build_with_the_same_build_requires_downloads_nothing() {
-    if !docker_or_skip("second_build_with_the_same_build_requires_downloads_nothing") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -189,7 +189,7 @@ fn second_build_with_the_same_build_requires_downloads_nothing() {
 
 #[test]
 fn capability_without_debian_counterpart_fails_naming_it() {
-    if !docker_or_skip("capability_without_debian_counterpart_fails_naming_it") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -215,7 +215,7 @@ fn capability_without_debian_counterpart_fails_naming_it() {
 
 #[test]
 fn undeclared_tool_fails_naming_the_command() {
-    if !docker_or_skip("undeclared_tool_fails_naming_the_command") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -235,7 +235,7 @@ fn undeclared_tool_fails_naming_the_command() {
 /// every capability set empty.
 #[test]
 fn spec_code_runs_unprivileged_without_capabilities() {
-    if !docker_or_skip("spec_code_runs_unprivileged_without_capabilities") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -271,7 +271,7 @@ fn spec_code_runs_unprivileged_without_capabilities() {
 /// the test runs; the server counts connections.
 #[test]
 fn srpm_and_build_phases_have_no_network() {
-    if !docker_or_skip("srpm_and_build_phases_have_no_network") {
+    if !docker_available() {
         return;
     }
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -352,7 +352,7 @@ fn srpm_and_build_phases_have_no_network() {
 /// phase (which may have network) nor later.
 #[test]
 fn processes_left_by_the_srpm_phase_are_killed() {
-    if !docker_or_skip("processes_left_by_the_srpm_phase_are_killed") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -379,7 +379,7 @@ fn processes_left_by_the_srpm_phase_are_killed() {
 /// `%build` reads the file the library installs.
 #[test]
 fn directory_builds_in_stages_the_app_against_its_library() {
-    if !docker_or_skip("directory_builds_in_stages_the_app_against_its_library") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");

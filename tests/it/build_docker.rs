@@ -13,7 +13,7 @@ fn examples() -> std::path::PathBuf {
 
 #[test]
 fn noarch_and_c_packages_build_with_correct_headers() {
-    if !docker_or_skip("noarch_and_c_packages_build_with_correct_headers") {
+    if !docker_available() {
         return;
     }
     let out = tempfile::tempdir().expect("tmp");
@@ -90,7 +90,7 @@ fn noarch_and_c_packages_build_with_correct_headers() {
 
 #[test]
 fn build_requires_from_a_local_repository() {
-    if !docker_or_skip("build_requires_from_a_local_repository") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -207,7 +207,7 @@ fn serve_dir(dir: std::path::PathBuf) -> u16 {
 
 #[test]
 fn build_requires_over_http_then_the_network_is_cut() {
-    if !docker_or_skip("build_requires_over_http_then_the_network_is_cut") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -268,7 +268,7 @@ fn limited(extra: &str) -> String {
 
 #[test]
 fn spec_syntax_error_fails_in_srpm_phase() {
-    if !docker_or_skip("spec_syntax_error_fails_in_srpm_phase") {
+    if !docker_available() {
         return;
     }
     let bad = "Name: broken\nVersion: 1\nRelease: 1\nSummary: x\nLicense: MIT\nBogusTag: 1\n%description\nx\n%files\n";
@@ -283,7 +283,7 @@ fn spec_syntax_error_fails_in_srpm_phase() {
 
 #[test]
 fn failing_build_section_fails_in_build_phase() {
-    if !docker_or_skip("failing_build_section_fails_in_build_phase") {
+    if !docker_available() {
         return;
     }
     let (r, dir, _w) = build_one(
@@ -301,7 +301,7 @@ fn failing_build_section_fails_in_build_phase() {
 
 #[test]
 fn build_past_its_timeout_is_stopped() {
-    if !docker_or_skip("build_past_its_timeout_is_stopped") {
+    if !docker_available() {
         return;
     }
     let started = std::time::Instant::now();
@@ -327,7 +327,7 @@ fn build_past_its_timeout_is_stopped() {
 
 #[test]
 fn build_past_its_memory_limit_is_reported_as_oom() {
-    if !docker_or_skip("build_past_its_memory_limit_is_reported_as_oom") {
+    if !docker_available() {
         return;
     }
     // `tail -n 1` keeps a whole line in memory: 400MiB without a newline against 64MiB.
@@ -346,7 +346,7 @@ fn build_past_its_memory_limit_is_reported_as_oom() {
 
 #[test]
 fn interrupt_removes_the_container() {
-    if !docker_or_skip("interrupt_removes_the_container") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -383,7 +383,7 @@ fn interrupt_removes_the_container() {
 
 #[test]
 fn rpmbuild_tree_and_explicit_spec() {
-    if !docker_or_skip("rpmbuild_tree_and_explicit_spec") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -430,10 +430,9 @@ fn rpmbuild_tree_and_explicit_spec() {
 /// which is then removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattached_build_takes_its_results_out_of_the_container() {
-    if !docker_or_skip("reattached_build_takes_its_results_out_of_the_container") {
+    let Some(engine) = docker().await else {
         return;
-    }
-    use packetary::docker::Engine;
+    };
     use packetary::executor::{BuildRequest, Executor};
     let work = tempfile::tempdir().expect("tmp");
     let w = work.path();
@@ -460,7 +459,7 @@ async fn reattached_build_takes_its_results_out_of_the_container() {
         extra_repos: vec![],
         source_date_epoch: None,
     };
-    let executor = Executor::new(Engine::connect(None).await.expect("docker"));
+    let executor = Executor::new(engine);
     let first = {
         let (executor, req) = (executor.clone(), req.clone());
         tokio::spawn(async move {

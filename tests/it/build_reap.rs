@@ -9,7 +9,7 @@ const T: &str = "bookworm-rpmbuild";
 
 #[test]
 fn containers_of_a_killed_run_are_reaped_by_the_next() {
-    if !docker_or_skip("containers_of_a_killed_run_are_reaped_by_the_next") {
+    if !docker_available() {
         return;
     }
     let work = tempfile::tempdir().expect("tmp");
@@ -58,12 +58,9 @@ fn containers_of_a_killed_run_are_reaped_by_the_next() {
 /// container's main process can still be read, from its start, after it ended unobserved.
 #[tokio::test]
 async fn output_and_exit_code_of_an_unobserved_container_can_be_replayed() {
-    if !docker_or_skip("output_and_exit_code_of_an_unobserved_container_can_be_replayed") {
+    let Some(engine) = docker().await else {
         return;
-    }
-    let engine = packetary::docker::Engine::connect(None)
-        .await
-        .expect("docker");
+    };
     let spec = packetary::docker::ContainerSpec {
         name: format!("packetary-replay-test-{}", std::process::id()),
         image: IMAGE.into(),

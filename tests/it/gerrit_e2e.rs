@@ -2,6 +2,7 @@
 //! the webhooks plugin's route, real builds in Docker, and the review requests a stand-in
 //! Gerrit REST server receives (label values, messages, basic auth, its 500s and 409s).
 
+use crate::common;
 use crate::gerrit_common;
 use crate::serve_common;
 
@@ -95,7 +96,7 @@ fn votes(g: &FakeGerrit, sha: &str) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patchset_is_built_and_voted_on() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -166,7 +167,7 @@ async fn patchset_is_built_and_voted_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_patchsets_recheck_and_abandon() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

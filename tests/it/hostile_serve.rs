@@ -2,6 +2,7 @@
 //! slow connections, and payloads that name a clone URL of the attacker's choosing. Each
 //! asserts that the attack fails and that the service stays healthy.
 
+use crate::common;
 use crate::serve_common;
 
 use std::net::SocketAddr;
@@ -101,6 +102,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_do_not_lock_out_webhooks_or_healthz() {
+    // `packetary serve` connects to Docker when it starts.
+    if !common::docker_available() {
+        return;
+    }
     // The flood must outnumber the server's file limit, so this process needs more.
     let mine = set_file_limit(0, 0);
     assert!(
@@ -200,6 +205,10 @@ async fn idle_and_slow_connections_do_not_lock_out_webhooks_or_healthz() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_naming_another_clone_url_is_refused_and_gets_no_credentials() {
+    // `packetary serve` connects to Docker when it starts.
+    if !common::docker_available() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let github = MockServer::start().await;
     // No [github] git_url: only the forge's own origin (here the mock API's) is fetched.
@@ -250,6 +259,10 @@ async fn a_payload_naming_another_clone_url_is_refused_and_gets_no_credentials()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_fails_when_the_data_disk_is_nearly_full_and_says_so() {
+    // `packetary serve` connects to Docker when it starts.
+    if !common::docker_available() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let github = MockServer::start().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");

@@ -9,6 +9,7 @@ use crate::serve_common;
 
 use std::time::{Duration, Instant};
 
+use crate::common::docker;
 use futures_util::future::BoxFuture;
 use packetary::config::Config;
 use packetary::model::{ReportState, TargetName, Trigger};

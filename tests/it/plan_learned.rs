@@ -9,6 +9,7 @@ use crate::serve_common;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::common::docker;
 use futures_util::future::BoxFuture;
 use packetary::config::Config;
 use packetary::executor::{BuildReport, BuildRequest, Progress};
@@ -16,7 +17,7 @@ use packetary::model::{BuildId, Outcome, RepoId, ReportState, TargetName};
 use packetary::plan;
 use packetary::queue::{error_report, Runner};
 use packetary::spec::{SpecCache, SpecOracle};
-use plan_common::{docker, push, put, spec, TestRepo};
+use plan_common::{push, put, spec, TestRepo};
 use serve_common::tester::{QueueTester, AGGREGATE};
 use serve_common::Mode;
 use tokio_util::sync::CancellationToken;

@@ -5,6 +5,7 @@ use crate::plan_common;
 
 use std::collections::BTreeMap;
 
+use crate::common::docker;
 use packetary::config::Config;
 use packetary::plan;
 use packetary::spec::{SpecCache, SpecOracle};

@@ -26,7 +26,7 @@ fn c_package(dir: &Path) {
 
 #[test]
 fn rebuild_of_a_recorded_build_is_identical() {
-    if !docker_or_skip("rebuild_of_a_recorded_build_is_identical") {
+    if !docker_available() {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");
@@ -129,7 +129,7 @@ fn derived_image(tag: &str, label: &str) -> String {
 
 #[test]
 fn rebuild_says_the_image_changed() {
-    if !docker_or_skip("rebuild_says_the_image_changed") {
+    if !docker_available() {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");

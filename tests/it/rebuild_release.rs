@@ -10,7 +10,7 @@ const T: &str = "bookworm-rpmbuild";
 
 #[test]
 fn a_release_is_rebuilt_from_its_snapshot_and_differences_are_named() {
-    if !docker_or_skip("a_release_is_rebuilt_from_its_snapshot_and_differences_are_named") {
+    if !docker_available() {
         return;
     }
     let t = tempfile::tempdir().expect("tmp");

@@ -158,7 +158,7 @@ fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_file() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -348,7 +348,7 @@ async fn a_change_repository_holds_both_packages_and_dnf_installs_from_its_repo_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

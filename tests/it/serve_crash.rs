@@ -2,6 +2,7 @@
 //! waits; started again, it finishes both and every status ends final. Then SIGTERM stops
 //! it cleanly.
 
+use crate::common;
 use crate::serve_common;
 
 use std::process::Command;
@@ -26,7 +27,7 @@ async fn github_taking_statuses() -> MockServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_build_loses_nothing() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -230,7 +231,7 @@ async fn sigkill_mid_build_loses_nothing() {
 /// desired state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_each_point_of_a_builds_life_loses_nothing() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     for point in [

@@ -1,6 +1,7 @@
 //! End to end: a real git repository, signed webhooks over HTTP, real builds in Docker, and
 //! the statuses a mock GitHub receives.
 
+use crate::common;
 use crate::serve_common;
 
 use std::time::Duration;
@@ -63,7 +64,7 @@ fn contexts_in_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_builds_in_docker_and_reports_statuses() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -168,7 +169,7 @@ async fn push_builds_in_docker_and_reports_statuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_update_supersedes_the_running_build() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -281,7 +282,7 @@ fn assert_only(all: &[(String, String, String, String, String)], context: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_builds_and_reports_only_the_package_it_touched() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -316,7 +317,7 @@ async fn a_push_builds_and_reports_only_the_package_it_touched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_is_planned_against_its_merge_base() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -361,7 +362,7 @@ fn staged_spec(name: &str, extra: &str, build: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_builds_after_and_against_the_package_of_the_same_push_it_requires() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -461,7 +462,7 @@ async fn a_secret_that_cannot_be_read_is_refused_by_its_key() {
 #[tokio::test]
 async fn without_a_github_table_the_service_runs_and_refuses_webhooks_with_the_fix() {
     use tower::ServiceExt;
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,6 +3,7 @@
 //! first build's results, "reused from <build>", and no container is created for it
 //! (counted through the Engine API: Docker's events for the build's label).
 
+use crate::common;
 use crate::serve_common;
 
 use std::path::Path;
@@ -65,7 +66,7 @@ fn now_secs() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebased_change_reuses_the_result_without_a_container() {
-    let Some(_engine) = docker_or_skip().await else {
+    let Some(_engine) = common::docker().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,24 +3,74 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 pub const IMAGE: &str = "packetary/rpmbuild:bookworm";
 
-/// Whether a Docker daemon answers. Under CI a missing daemon is a failure, not a skip:
-/// tests that need Docker must not pass by doing nothing.
-pub fn docker_or_skip(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{test}: CI is set but no Docker daemon answers; .ci/run must start one");
+/// Whether a Docker daemon answers, asked once per process (the first test to ask waits
+/// for the answer; the others reuse it): `Err` says why not.
+fn docker_probe() -> &'static Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    // On a thread of its own with its own runtime: callable from sync and async tests.
+    PROBE.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(packetary::docker::Engine::connect(None))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("docker probe thread")
+    })
+}
+
+/// The test asking (libtest names each test's thread after it).
+fn this_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string()
+}
+
+/// Whether the tests that need Docker run: the one probe of all tests ([`docker_probe`]).
+/// Under CI a missing daemon is a failure, not a skip: tests that need Docker must not pass
+/// by doing nothing. Otherwise the test says that it skips and why.
+pub fn docker_available() -> bool {
+    match docker_probe() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!(
+                "{}: CI is set but no Docker daemon answers; .ci/run must start one: {e}",
+                this_test()
+            )
         }
-        eprintln!("{test}: SKIPPED, no Docker daemon (set CI=1 to make this a failure)");
+        Err(e) => {
+            eprintln!(
+                "{}: SKIPPED, no Docker daemon (set CI=1 to make this a failure): {e}",
+                this_test()
+            );
+            false
+        }
     }
-    ok
+}
+
+/// The Docker daemon for a test that needs one, or `None` when it skips (see
+/// [`docker_available`]: under CI no daemon is a failure). The daemon is probed once per
+/// process; the engine returned is connected on the caller's runtime (bollard's pooled
+/// connections belong to the runtime that opened them, and each `#[tokio::test]` has its
+/// own).
+pub async fn docker() -> Option<packetary::docker::Engine> {
+    if !docker_available() {
+        return None;
+    }
+    Some(
+        packetary::docker::Engine::connect(None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: the Docker daemon answered once: {e}", this_test())),
+    )
 }
 
 /// Where a container on Docker's default bridge reaches this host (a service the test

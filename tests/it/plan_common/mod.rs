@@ -183,21 +183,6 @@ pub fn ids(plan: &packetary::plan::Plan) -> Vec<String> {
     v
 }
 
-/// A Docker engine, or `None` (with a message) when no daemon answers outside CI.
-/// In CI (env CI set) a missing daemon fails the test instead of skipping it.
-pub async fn docker() -> Option<packetary::docker::Engine> {
-    match packetary::docker::Engine::connect(None).await {
-        Ok(e) => Some(e),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but Docker is unavailable: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no Docker daemon ({e})");
-            None
-        }
-    }
-}
-
 pub fn target_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

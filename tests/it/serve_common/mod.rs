@@ -193,21 +193,6 @@ pub fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether Docker answers. With `CI` set, a missing daemon fails the test instead of
-/// skipping it.
-pub async fn docker_or_skip() -> Option<packetary::docker::Engine> {
-    match packetary::docker::Engine::connect(None).await {
-        Ok(e) => Some(e),
-        Err(e) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI is set and no Docker daemon answers: {e}");
-            }
-            eprintln!("skipping: no Docker daemon: {e}");
-            None
-        }
-    }
-}
-
 // ---- git ---------------------------------------------------------------------------------
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
