@@ -4,24 +4,30 @@
 //! `t.expect_status(...)` — so that a test says what happens and what must follow, not how
 //! to accept a delivery, wake the queue and poll the fake forge.
 //!
-//! Events go in through the queue's one ingest function, as a forge's would. Commits are
-//! named by one character (`'a'` is `aaaa…`), pushes go to `o/r` unless told otherwise, and
-//! the target of the fake planner is `t`.
+//! Events go in as GitHub sends them: each is a webhook payload (`push`, `pull_request`
+//! opened or synchronize, `issue_comment` created), signed with the test secret and POSTed
+//! to the service's own router (`web::router`: verified, parsed, ingested, queued), so every
+//! story also goes through the webhook route. Commits are named by one character (`'a'` is
+//! `aaaa…`), pushes go to `o/r` unless told otherwise (the router acts for `o/*`), and the
+//! target of the fake planner is `t`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use packetary::model::{
-    BuildId, BuildState, ChangeKind, Command, CommandRequest, CommitSha, ForgeEvent, RepoId,
-    ReportState, TargetName, Trigger,
+    BuildId, BuildState, ChangeKind, Command, CommitSha, RepoId, ReportState, TargetName, Trigger,
 };
-use packetary::queue::ingest::{ingest, Ingested};
 use packetary::queue::{Planner, Queue, QueueConfig, Runner};
 use packetary::store::{BuildRow, Millis, NewBuild, ReportRow, Store, StoredTrigger};
+use serde_json::Value;
 
-use super::{app_state, queue_config, FakeForge, FakePlanner, FakeRunner, FakeSources, Mode};
+use super::{
+    app_state, fixture, push_payload, queue_config, webhook, FakeForge, FakePlanner, FakeRunner,
+    FakeSources, Mode, SECRET,
+};
 
 /// The aggregate status of a commit.
 pub const AGGREGATE: &str = "packetary";
@@ -49,6 +55,40 @@ pub fn push_trigger(repo: &str, branch: &str, head: char) -> Trigger {
         only_package: None,
         only_target: None,
     }
+}
+
+/// Where GitHub says `repo` is cloned from.
+fn clone_url(repo: &str) -> String {
+    format!("https://github.com/{repo}.git")
+}
+
+/// A time of delivery `n`, as the payloads' timestamps are written.
+fn timestamp(n: u32) -> String {
+    format!(
+        "2026-01-01T{:02}:{:02}:{:02}Z",
+        n / 3600 % 24,
+        n / 60 % 60,
+        n % 60
+    )
+}
+
+/// The comment that says `command`.
+fn comment_text(command: &Command) -> String {
+    let words: Vec<&str> = match command {
+        Command::Rebuild { package, target } => {
+            assert!(
+                package.is_some() || target.is_none(),
+                "a rebuild comment names a target only after a package"
+            );
+            ["rebuild"]
+                .into_iter()
+                .chain(package.as_deref())
+                .chain(target.as_deref())
+                .collect()
+        }
+        Command::Approve { commit } => ["approve"].into_iter().chain(commit.as_deref()).collect(),
+    };
+    format!("/packetary {}", words.join(" "))
 }
 
 /// What a page of the web interface answered.
@@ -96,6 +136,7 @@ impl QueueTesterBuilder {
             fake_runner: None,
             queue: None,
             deliveries: AtomicU32::new(0),
+            pull_requests: Mutex::new(BTreeSet::new()),
             tasks: Mutex::new(vec![]),
         };
         tester.queue = Some(tester.make_queue(self).await);
@@ -110,6 +151,8 @@ pub struct QueueTester {
     fake_runner: Option<Arc<FakeRunner>>,
     queue: Option<Queue>,
     deliveries: AtomicU32,
+    /// The pull requests opened so far (the next event of one is a `synchronize`).
+    pull_requests: Mutex<BTreeSet<u64>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -190,19 +233,36 @@ impl QueueTester {
 
     // ---- the forge's side: events in ------------------------------------------------
 
-    async fn send(&self, event_name: &str, event: ForgeEvent) {
+    /// The service's router over this queue, acting for `o/*` with GitHub's webhooks
+    /// signed by [`SECRET`].
+    fn router(&self) -> axum::Router {
+        packetary::web::router(app_state(self.queue(), &["o/*"]), 1 << 20)
+    }
+
+    /// Delivers `payload` as GitHub's `event`, signed, through the webhook route; the
+    /// route must accept it (202). Each delivery has an id of its own (`d1`, `d2`, ...) and
+    /// a body of its own (`stamp` sets a field that differs between GitHub's events, so that
+    /// no event is taken for a replay of an earlier one).
+    async fn send(&self, event: &str, mut payload: Value, stamp: fn(&mut Value, u32)) {
+        use tower::ServiceExt;
         let n = self.deliveries.fetch_add(1, Ordering::SeqCst) + 1;
-        let got = ingest(
-            self.queue(),
-            &format!("d{n}"),
-            None,
-            event_name,
-            event,
-            &|_| true,
-        )
-        .await
-        .expect("ingest");
-        assert_eq!(got, Ingested::Accepted, "{event_name} d{n}");
+        stamp(&mut payload, n);
+        let body = serde_json::to_vec(&payload).expect("json");
+        let resp = self
+            .router()
+            .oneshot(webhook(event, &format!("d{n}"), &body, Some(SECRET)))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let answer = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        assert_eq!(
+            status,
+            axum::http::StatusCode::ACCEPTED,
+            "{event} d{n}: {}",
+            String::from_utf8_lossy(&answer)
+        );
     }
 
     /// `head` is pushed to `o/r`'s `main`.
@@ -210,33 +270,66 @@ impl QueueTester {
         self.push_to("o/r", "main", head).await
     }
 
-    /// `head` is pushed to `repo`'s `branch`.
+    /// `head` is pushed to `repo`'s `branch` (a new branch: no commit before), by alice.
     pub async fn push_to(&self, repo: &str, branch: &str, head: char) {
-        self.send("push", ForgeEvent::Build(push_trigger(repo, branch, head)))
-            .await
+        let zero = "0".repeat(40);
+        let body = push_payload(repo, &clone_url(repo), branch, &zero, sha(head).as_str());
+        let mut p: Value = serde_json::from_slice(&body).expect("json");
+        p["sender"]["login"] = Value::from("alice");
+        p["head_commit"]["id"] = Value::from(sha(head).as_str());
+        self.send("push", p, |p, n| {
+            p["head_commit"]["timestamp"] = Value::from(timestamp(n))
+        })
+        .await
     }
 
-    /// Pull request `pr` of `o/r`, from a fork, now at `head`.
+    /// Pull request `pr` of `o/r`, from a fork, now at `head` (`opened` the first time,
+    /// `synchronize` after), by alice.
     pub async fn pull_request_from_fork(&self, pr: u64, head: char) {
-        let mut t = push_trigger("o/r", "main", head);
-        t.kind = ChangeKind::PullRequest;
-        t.pr_number = Some(pr);
-        t.ref_name = format!("refs/pull/{pr}/head");
-        t.from_fork = true;
-        self.send("pull_request", ForgeEvent::Build(t)).await
+        let opened = self.pull_requests.lock().expect("lock").insert(pr);
+        let action = if opened { "opened" } else { "synchronize" };
+        let mut p = fixture(&format!("pull_request-{action}.json"));
+        p["action"] = Value::from(action);
+        p["number"] = Value::from(pr);
+        let pull = &mut p["pull_request"];
+        pull["number"] = Value::from(pr);
+        pull["head"]["sha"] = Value::from(sha(head).as_str());
+        pull["head"]["ref"] = Value::from("main");
+        pull["head"]["repo"]["full_name"] = Value::from("fork/r");
+        pull["base"]["ref"] = Value::from("main");
+        pull["base"]["repo"]["full_name"] = Value::from("o/r");
+        p["repository"]["full_name"] = Value::from("o/r");
+        p["repository"]["clone_url"] = Value::from(clone_url("o/r"));
+        p["sender"]["login"] = Value::from("alice");
+        self.send("pull_request", p, |p, n| {
+            p["pull_request"]["updated_at"] = Value::from(timestamp(n))
+        })
+        .await
     }
 
     /// `user` comments `/packetary <command>` on pull request `pr` of `o/r`.
     pub async fn comment(&self, pr: u64, user: &str, command: Command) {
-        let c = CommandRequest {
-            repo: RepoId::github("o/r").expect("repo"),
-            pr_number: Some(pr),
-            head: None,
-            user: user.into(),
-            command,
-            trusted: false,
-        };
-        self.send("issue_comment", ForgeEvent::Command(c)).await
+        let text = comment_text(&command);
+        assert_eq!(
+            Command::parse(&text).as_ref(),
+            Some(&command),
+            "a comment says {command:?}"
+        );
+        let mut p = fixture("issue_comment-created.json");
+        p["issue"]["number"] = Value::from(pr);
+        p["issue"]["pull_request"] = serde_json::json!({
+            "url": format!("https://api.github.com/repos/o/r/pulls/{pr}"),
+        });
+        p["comment"]["body"] = Value::from(text);
+        p["comment"]["user"]["login"] = Value::from(user);
+        p["repository"]["full_name"] = Value::from("o/r");
+        p["repository"]["clone_url"] = Value::from(clone_url("o/r"));
+        p["sender"]["login"] = Value::from(user);
+        self.send("issue_comment", p, |p, n| {
+            p["comment"]["id"] = Value::from(n);
+            p["comment"]["created_at"] = Value::from(timestamp(n));
+        })
+        .await
     }
 
     /// `user` may push to the repositories (and so may command builds).
@@ -432,8 +525,8 @@ impl QueueTester {
     /// GETs `uri` from the web interface over this queue (acting for `o/*`).
     pub async fn get(&self, uri: &str) -> Page {
         use tower::ServiceExt;
-        let router = packetary::web::router(app_state(self.queue(), &["o/*"]), 1 << 20);
-        let resp = router
+        let resp = self
+            .router()
             .oneshot(
                 axum::http::Request::get(uri)
                     .body(axum::body::Body::empty())
