@@ -3,28 +3,22 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 pub const IMAGE: &str = "packetary/rpmbuild:bookworm";
 
 /// Whether a Docker daemon answers, asked once per process (the first test to ask waits
-/// for the answer; the others reuse it): `Err` says why not.
-fn docker_probe() -> &'static Result<(), String> {
-    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
-    // On a thread of its own with its own runtime: callable from sync and async tests.
-    PROBE.get_or_init(|| {
-        std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(packetary::docker::Engine::connect(None))
+/// for the answer; the others reuse it): `Err` says why not. Asked on the caller's runtime.
+static DOCKER: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
+
+async fn docker_probe() -> &'static Result<(), String> {
+    DOCKER
+        .get_or_init(|| async {
+            packetary::docker::Engine::connect(None)
+                .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
-        .join()
-        .expect("docker probe thread")
-    })
+        .await
 }
 
 /// The test asking (libtest names each test's thread after it).
@@ -35,11 +29,11 @@ fn this_test() -> String {
         .to_string()
 }
 
-/// Whether the tests that need Docker run: the one probe of all tests ([`docker_probe`]).
-/// Under CI a missing daemon is a failure, not a skip: tests that need Docker must not pass
-/// by doing nothing. Otherwise the test says that it skips and why.
-pub fn docker_available() -> bool {
-    match docker_probe() {
+/// Whether the tests that need Docker run, by the answer of the one probe of all tests:
+/// under CI a missing daemon is a failure, not a skip (tests that need Docker must not pass
+/// by doing nothing); otherwise the test says that it skips and why.
+fn verdict(probe: &Result<(), String>) -> bool {
+    match probe {
         Ok(()) => true,
         Err(e) if std::env::var_os("CI").is_some() => {
             panic!(
@@ -57,13 +51,30 @@ pub fn docker_available() -> bool {
     }
 }
 
-/// The Docker daemon for a test that needs one, or `None` when it skips (see
-/// [`docker_available`]: under CI no daemon is a failure). The daemon is probed once per
-/// process; the engine returned is connected on the caller's runtime (bollard's pooled
-/// connections belong to the runtime that opened them, and each `#[tokio::test]` has its
-/// own).
+/// [`docker`] for a test that is not async: whether Docker answers (a test that has not
+/// got the answer yet asks on a runtime of its own, on a thread of its own).
+pub fn docker_available() -> bool {
+    let probe = match DOCKER.get() {
+        Some(p) => p,
+        None => std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(docker_probe())
+        })
+        .join()
+        .expect("docker probe thread"),
+    };
+    verdict(probe)
+}
+
+/// The Docker daemon for a test that needs one, or `None` when it skips (see [`verdict`]:
+/// under CI no daemon is a failure). The daemon is probed once per process; the engine
+/// returned is connected on the caller's runtime (bollard's pooled connections belong to
+/// the runtime that opened them, and each `#[tokio::test]` has its own).
 pub async fn docker() -> Option<packetary::docker::Engine> {
-    if !docker_available() {
+    if !verdict(docker_probe().await) {
         return None;
     }
     Some(
