@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench flood` (needs Docker for `/healthz`, like the tests).
 
-#[path = "../tests/serve_common/mod.rs"]
+#[path = "../tests/it/serve_common/mod.rs"]
 #[allow(unused_imports)]
 mod serve_common;
 

@@ -6,9 +6,9 @@
 //! `cargo bench --bench gerrit` (needs Docker and the builder image, like the tests).
 //! Size: PACKETARY_BENCH_PATCHSETS (default 40).
 
-#[path = "../tests/gerrit_common/mod.rs"]
+#[path = "../tests/it/gerrit_common/mod.rs"]
 mod gerrit_common;
-#[path = "../tests/serve_common/mod.rs"]
+#[path = "../tests/it/serve_common/mod.rs"]
 #[allow(unused_imports)]
 mod serve_common;
 

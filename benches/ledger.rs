@@ -1,9 +1,10 @@
 //! Issue 20's store figures.
 //!
 //! 1. **Statements per push**: the SQL statements the store runs (counted from sqlx's own
-//!    `sqlx::query` log events) for a one-package push, from the forge event entering
-//!    `ingest` to its build's final status delivered, through the real queue over a real
-//!    SQLite file, with the fake runner of the tests (a build that succeeds at once).
+//!    `sqlx::query` log events) for a one-package push, from the signed GitHub webhook
+//!    entering the service's route (the queue tester posts it: verified, parsed, `ingest`)
+//!    to its build's final status delivered, through the real queue over a real SQLite
+//!    file, with the fake runner of the tests (a build that succeeds at once).
 //! 2. **Ending one build, 2 vs 200 packages**: the time of the transaction that ends a
 //!    build and writes its reports (`ledger::end`, the commit's counts, the build's status
 //!    and the aggregate, as the GitHub reporter asks), median over the builds of a change,
@@ -13,7 +14,7 @@
 //!
 //! `cargo bench --bench ledger`
 
-#[path = "../tests/serve_common/mod.rs"]
+#[path = "../tests/it/serve_common/mod.rs"]
 #[allow(unused_imports)]
 mod serve_common;
 

@@ -8,7 +8,7 @@
 //! `cargo bench --bench reuse` (needs Docker and the builder image). PACKETARY_BENCH_REUSES
 //! sets N (default 30).
 
-#[path = "../tests/serve_common/mod.rs"]
+#[path = "../tests/it/serve_common/mod.rs"]
 #[allow(unused_imports)]
 mod serve_common;
 

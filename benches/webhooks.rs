@@ -9,7 +9,7 @@
 //! `cargo bench --bench webhooks` (needs Docker and the builder image, like the tests).
 //! Sizes: PACKETARY_BENCH_DELIVERIES (default 50000), PACKETARY_BENCH_PUSHES (default 100).
 
-#[path = "../tests/serve_common/mod.rs"]
+#[path = "../tests/it/serve_common/mod.rs"]
 #[allow(unused_imports)]
 mod serve_common;
 

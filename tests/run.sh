@@ -22,4 +22,5 @@ target/debug/packetary images ensure
 images/mock-debian-test/build.sh
 
 echo "tests/run.sh: running the suite" >&2
+# The unit tests, the one integration test binary (`it`, tests/it/main.rs) and the doc tests.
 cargo test --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"

@@ -1,5 +1,5 @@
 //! The publishing rules and snapshot layout, on RPM files whose headers are written here
-//! (the indexing itself, with the real createrepo_c, is in tests/repos.rs).
+//! (the indexing itself, with the real createrepo_c, is in tests/it/repos.rs).
 
 use super::*;
 

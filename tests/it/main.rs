@@ -1,0 +1,42 @@
+//! The integration tests, in one test binary (one link instead of one per file). Each file
+//! of this directory is a module, so a test is named `module::test`: `cargo test --test it
+//! serve_queue::` runs one file's tests. They share one process and run in parallel threads:
+//! process-wide state (environment variables, the current directory, a global tracing
+//! subscriber) is never changed here — a value a `packetary` child needs goes on its
+//! `Command` instead. (`hostile_serve` raises the open-file limit to the hard limit, which
+//! only gives the others more room.)
+
+// Helpers shared by the tests (also included by the benches through `#[path]`).
+mod common;
+mod gerrit_common;
+mod plan_common;
+mod serve_common;
+
+mod build_default_target;
+mod build_docker;
+mod build_mock;
+mod build_reap;
+mod build_trust;
+mod cli_errors;
+mod gerrit_e2e;
+mod gerrit_stream;
+mod hostile_serve;
+mod hostile_spec;
+mod plan_learned;
+mod plan_mirror;
+mod plan_select;
+mod plan_specs;
+mod rebuild;
+mod rebuild_release;
+mod repos;
+mod repos_serve;
+mod serve_crash;
+mod serve_e2e;
+mod serve_github;
+mod serve_planner;
+mod serve_queue;
+mod serve_reuse;
+mod serve_webhooks;
+mod spec_cancel;
+mod store_migrate;
+mod web_commit_page;
