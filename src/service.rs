@@ -324,6 +324,18 @@ impl Service {
             forges = forges.with(ForgeKind::Gerrit, Arc::new(g.hooks), g.api.clone());
             gerrit_stream = g.stream.map(|s| (s, g.events, g.api));
         }
+        for r in config
+            .releases
+            .values()
+            .filter(|r| r.repositories.is_empty())
+        {
+            tracing::warn!(
+                release = %r.name,
+                "every repository this service acts for publishes into release `{}`, whose packages every build of it installs as root\n  fix: name the repositories that feed it in [releases.{}] repositories = [\"forge:owner/name\", ...]",
+                r.name,
+                r.name
+            );
+        }
         // The composition of the queue's stages: each port once, here.
         let ports = Ports {
             store: store.clone(),
