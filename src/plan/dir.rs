@@ -9,7 +9,7 @@ use git2::{ObjectType, Oid};
 
 use super::{
     ask_misses, cached_facts, finish_order, missed, unavailable, Change, Facts, Layout, Learned,
-    PackageId, PackageSource, Plan, PlannedPackage, TempDir,
+    PackageId, PackageSource, Plan, PlannedPackage, QueryDirs, QueryError, TempDir,
 };
 use crate::config::Target;
 use crate::model::TargetName;
@@ -47,7 +47,7 @@ pub async fn plan_dir(
                     let dirs = query_dirs(&plan, packages, &missed(&misses), tmp.path());
                     ask_misses(&plan, targets, &keys, oracle, &misses, &dirs, &mut facts).await
                 }
-                Err(e) => Err(format!("cannot make a temporary directory: {e}")),
+                Err(e) => Err(QueryError::TempDir(e)),
             };
             if let Err(e) = asked {
                 plan.notices.push(unavailable(&e));
@@ -112,12 +112,7 @@ fn planned_packages(packages: &[PackageSource], targets: &[TargetName]) -> Vec<P
 
 /// The directory each package's spec is asked in: its own when the sources are beside
 /// the spec, else (an rpmbuild tree) a copy of the spec with links to its sources.
-fn query_dirs(
-    plan: &Plan,
-    packages: &[PackageSource],
-    wanted: &[usize],
-    tmp: &Path,
-) -> HashMap<usize, Result<PathBuf, String>> {
+fn query_dirs(plan: &Plan, packages: &[PackageSource], wanted: &[usize], tmp: &Path) -> QueryDirs {
     wanted
         .iter()
         .filter_map(|&i| {
@@ -131,15 +126,29 @@ fn query_dirs(
                 return Some((i, Ok(p.source_dir.clone())));
             }
             let dest = tmp.join(i.to_string());
-            Some((i, side_by_side(p, &dest).map(|()| dest)))
+            let put = side_by_side(p, &dest)
+                .map(|()| dest)
+                .map_err(|e| crate::spec::AnswerError::Unexported(e.to_string()));
+            Some((i, put))
         })
         .collect()
 }
 
+/// A file of a package that could not be put beside its spec.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+struct CopyError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 /// Writes the spec of `p` into `dest` with its source directory's files beside it (hard
 /// links, copies across file systems), as rpm reads an exported package.
-fn side_by_side(p: &PackageSource, dest: &Path) -> Result<(), String> {
-    let fail = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+fn side_by_side(p: &PackageSource, dest: &Path) -> Result<(), CopyError> {
+    let fail = |what: &Path, e: std::io::Error| CopyError {
+        path: what.to_path_buf(),
+        source: e,
+    };
     std::fs::create_dir_all(dest).map_err(|e| fail(dest, e))?;
     for entry in std::fs::read_dir(&p.source_dir).map_err(|e| fail(&p.source_dir, e))? {
         let entry = entry.map_err(|e| fail(&p.source_dir, e))?;

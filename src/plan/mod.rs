@@ -102,7 +102,7 @@ type Facts = HashMap<(PackageId, TargetName), crate::spec::Answer>;
 type Misses = BTreeMap<TargetName, Vec<usize>>;
 
 /// The notice of a plan whose specs could not be asked.
-fn unavailable(e: &str) -> String {
+fn unavailable(e: &QueryError) -> String {
     format!(
         "spec queries are unavailable ({e}); names and build order are unknown, so every package is in the first stage"
     )
@@ -150,6 +150,24 @@ fn missed(misses: &Misses) -> Vec<usize> {
     v
 }
 
+/// Why the specs the cache lacks could not be asked about at all: every package is then
+/// in the first stage.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum QueryError {
+    #[error("the plan has no head commit")]
+    NoHead,
+    #[error("cannot make a temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+}
+
+/// Where each package's spec is asked (by index in the plan), or why its files could not
+/// be put there (rpm's answer for it is then that error).
+pub(crate) type QueryDirs = HashMap<usize, Result<PathBuf, crate::spec::AnswerError>>;
+
 async fn query_misses(
     plan: &Plan,
     repo: &Path,
@@ -158,17 +176,16 @@ async fn query_misses(
     oracle: &SpecOracle,
     misses: &Misses,
     facts: &mut Facts,
-) -> Result<(), String> {
-    let head = plan.head.clone().ok_or("the plan has no head commit")?;
-    let tmp = TempDir::new("packetary-plan")
-        .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+) -> Result<(), QueryError> {
+    let head = plan.head.clone().ok_or(QueryError::NoHead)?;
+    let tmp = TempDir::new("packetary-plan").map_err(QueryError::TempDir)?;
     // Export each package once, whatever the number of targets.
     let defs: Vec<(usize, PackageDef)> = missed(misses)
         .into_iter()
         .map(|i| (i, def_of(&plan.packages[i])))
         .collect();
     let (repo_path, dir) = (repo.to_path_buf(), tmp.path().to_path_buf());
-    let exported: HashMap<usize, Result<PathBuf, String>> = crate::git::blocking(move || {
+    let exported: QueryDirs = crate::git::blocking(move || {
         let r = Repository::open(&repo_path).map_err(|e| GitError::repo(&repo_path, e))?;
         let oid = Oid::from_str(head.as_str()).map_err(|e| GitError::repo(&repo_path, e))?;
         Ok(defs
@@ -179,13 +196,12 @@ async fn query_misses(
                     i,
                     export_def(&r, oid, &d, &dest)
                         .map(|_| dest)
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| crate::spec::AnswerError::Unexported(e.to_string())),
                 )
             })
             .collect())
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     ask_misses(plan, targets, keys, oracle, misses, &exported, facts).await
 }
 
@@ -197,9 +213,9 @@ async fn ask_misses(
     keys: &BTreeMap<TargetName, CacheKey>,
     oracle: &SpecOracle,
     misses: &Misses,
-    dirs: &HashMap<usize, Result<PathBuf, String>>,
+    dirs: &QueryDirs,
     facts: &mut Facts,
-) -> Result<(), String> {
+) -> Result<(), QueryError> {
     for (t, idx) in misses {
         let (Some(target), Some(key)) = (targets.get(t), keys.get(t)) else {
             continue;
@@ -219,16 +235,12 @@ async fn ask_misses(
                     who.push(p.id.clone());
                 }
                 Some(Err(e)) => {
-                    let e = crate::spec::AnswerError::Unexported(e.clone());
-                    facts.insert((p.id.clone(), t.clone()), Err(e));
+                    facts.insert((p.id.clone(), t.clone()), Err(e.clone()));
                 }
                 None => {}
             }
         }
-        let answers = oracle
-            .query(target, key, &queries)
-            .await
-            .map_err(|e| e.to_string())?;
+        let answers = oracle.query(target, key, &queries).await?;
         for (id, a) in who.into_iter().zip(answers) {
             facts.insert((id, t.clone()), a);
         }
