@@ -20,8 +20,9 @@ use crate::config::{Backend, Repo, RepoLocation, Target};
 use crate::model::PackageSource;
 
 /// Version of the `build.json` format (see README, "build.json"). 2: `provenance` added,
-/// the driver command recorded once (`command`) instead of once per phase.
-pub const BUILD_JSON_FORMAT: u32 = 2;
+/// the driver command recorded once (`command`) instead of once per phase. 3: the input
+/// digest also covers the spec, the source directory and `setup` (issue 22, M2).
+pub const BUILD_JSON_FORMAT: u32 = 3;
 
 /// Largest `repomd.xml` read (they are a few KiB).
 const MAX_REPOMD: usize = 4 << 20;
@@ -49,8 +50,25 @@ pub struct Provenance {
     /// [`INPUTS_DIR`]).
     pub spec: PathBuf,
     pub source_dir: PathBuf,
+    /// `sha256:` of what else decides the result ([`setup_digest`]): Packetary's version,
+    /// the backend's driver scripts, the target's dist, chroot setup and limits.
+    #[serde(default)]
+    pub setup: String,
     /// `sha256:` of all of the above: equal digests, same result (see [`input_digest`]).
     pub input_digest: String,
+}
+
+/// `sha256:` over what decides a build's result besides its files, image and repositories:
+/// Packetary's version, the driver scripts the backend runs for `target` (with a fixed spec
+/// name), and the target's dist, chroot setup and limits.
+pub fn setup_digest(target: &Target) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(format!("{:?}", super::backend::script(target, "SPEC", &[])).as_bytes());
+    h.update(format!("{:?}", target.dist).as_bytes());
+    h.update(target.chroot_setup.as_bytes());
+    h.update(format!("{:?}", target.limits).as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
 }
 
 /// A repository a build could install from, with the state it was in.
@@ -312,6 +330,7 @@ pub async fn record(
             .strip_prefix(&package.root)
             .map(Path::to_path_buf)
             .unwrap_or_default(),
+        setup: setup_digest(target),
         input_digest: String::new(),
     };
     p.input_digest = input_digest(&p);
@@ -338,6 +357,11 @@ pub fn input_digest(p: &Provenance) -> String {
     put("image_id", p.image_id.as_deref().unwrap_or("-"));
     put("arch", &p.arch);
     put("releasever", p.releasever.as_deref().unwrap_or("-"));
+    // Which spec of the tree is built: in a directory of several specs, every spec has the
+    // same tree.
+    put("spec", &p.spec.to_string_lossy());
+    put("source_dir", &p.source_dir.to_string_lossy());
+    put("setup", &p.setup);
     for m in &p.macros {
         put("macro", m);
     }
@@ -392,6 +416,18 @@ impl Provenance {
         cmp("arch", self.arch.clone(), now.arch.clone());
         cmp("releasever", opt(&self.releasever), opt(&now.releasever));
         cmp("macros", self.macros.join(", "), now.macros.join(", "));
+        let path = |p: &Path| p.display().to_string();
+        cmp("spec", path(&self.spec), path(&now.spec));
+        cmp(
+            "source directory",
+            path(&self.source_dir),
+            path(&now.source_dir),
+        );
+        cmp(
+            "setup (Packetary's version, driver scripts, dist, chroot setup, limits)",
+            self.setup.clone(),
+            now.setup.clone(),
+        );
         for r in &self.repositories {
             match now.repositories.iter().find(|n| n.name == r.name) {
                 None => d.push(format!("repository {} (no longer used)", r.name)),
@@ -491,8 +527,20 @@ mod tests {
             }],
             spec: "p.spec".into(),
             source_dir: "".into(),
+            setup: "sha256:setup".into(),
             input_digest: String::new(),
         };
+        // Issue 22 (M2): a sibling spec of the same tree, or another setup, is another
+        // build.
+        for change in [
+            |p: &mut Provenance| p.spec = "q.spec".into(),
+            |p: &mut Provenance| p.source_dir = "q".into(),
+            |p: &mut Provenance| p.setup = "sha256:other".into(),
+        ] {
+            let mut other = a.clone();
+            change(&mut other);
+            assert_ne!(input_digest(&a), input_digest(&other), "{other:?}");
+        }
         let mut b = a.clone();
         assert!(a.differences(&b).is_empty());
         assert_eq!(input_digest(&a), input_digest(&b));

@@ -210,6 +210,7 @@ mod tests {
             }],
             spec: "p/p.spec".into(),
             source_dir: "p".into(),
+            setup: "sha256:setup".into(),
             input_digest: "sha256:d".into(),
         };
         BuildReport {

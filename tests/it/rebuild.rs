@@ -41,7 +41,8 @@ fn rebuild_of_a_recorded_build_is_identical() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("logs/build.json")).unwrap())
             .unwrap();
-    assert_eq!(json["format"], 2);
+    assert_eq!(json["format"], 3);
+    assert!(prov_setup(&json).starts_with("sha256:"));
     let prov = &json["provenance"];
     assert!(prov["tree_digest"].as_str().unwrap().starts_with("sha256:"));
     assert!(prov["image_id"].as_str().unwrap().starts_with("sha256:"));
@@ -172,4 +173,13 @@ fn rebuild_says_the_image_changed() {
     );
     // Same files in the image: same packages.
     assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// The recorded setup digest (issue 22, M2): Packetary's version, the driver, the target's
+/// dist, chroot setup and limits.
+fn prov_setup(json: &serde_json::Value) -> String {
+    json["provenance"]["setup"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }

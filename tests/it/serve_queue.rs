@@ -720,6 +720,7 @@ fn fake_inputs(req: &BuildRequest) -> Provenance {
         }],
         spec: req.package.relative_spec(),
         source_dir: "hello".into(),
+        setup: provenance::setup_digest(&req.target),
         input_digest: String::new(),
     };
     p.input_digest = provenance::input_digest(&p);
