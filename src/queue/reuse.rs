@@ -56,7 +56,10 @@ pub(super) async fn reuse(
     req: &BuildRequest,
     digest: &str,
 ) -> Option<BuildReport> {
-    let (from, dir) = match store.succeeded_with_digest(digest, &b.target).await {
+    let found = store
+        .succeeded_with_digest(digest, &b.target, &b.repo, b.pr_number)
+        .await;
+    let (from, dir) = match found {
         Ok(Some(found)) => found,
         Ok(None) => return None,
         Err(e) => {

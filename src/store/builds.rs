@@ -244,21 +244,30 @@ impl Store {
     }
 
     /// The latest succeeded build of `target` with this input digest and its results
-    /// directory: what a new build with the same inputs reuses.
+    /// directory that a new build of `repo` (of change `pr_number`, `None` for a push) may
+    /// reuse: one of the same repository, made at the same trust or higher — a push's
+    /// results (pushed by someone who may write), or an earlier build of the same change.
+    /// A push never takes a change's results (a fork's, a Gerrit upload's).
     pub async fn succeeded_with_digest(
         &self,
         digest: &str,
         target: &TargetName,
+        repo: &RepoId,
+        pr_number: Option<u64>,
     ) -> Result<Option<(BuildId, PathBuf)>, StoreError> {
-        let target = target.as_str();
+        let (target, repo) = (target.as_str(), repo.as_str());
+        let pr = pr_number.map(|n| n as i64);
         let row = sqlx::query!(
             r#"SELECT id AS "id!", result_dir AS "result_dir!" FROM builds
                WHERE input_digest = ? AND target = ? AND state = ?
-                 AND result_dir IS NOT NULL
+                 AND result_dir IS NOT NULL AND repo = ?
+                 AND (pr_number IS NULL OR pr_number = ?)
                ORDER BY seq DESC LIMIT 1"#,
             digest,
             target,
             BuildState::Succeeded,
+            repo,
+            pr,
         )
         .fetch_optional(&self.pool)
         .await?;

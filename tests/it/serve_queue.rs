@@ -807,7 +807,7 @@ async fn inputs_are_read_once_and_key_both_reuse_and_the_record() {
     // The digest the store keys reuse with is the record's.
     let found = t
         .store()
-        .succeeded_with_digest(&digest, &b1.target)
+        .succeeded_with_digest(&digest, &b1.target, &b1.repo, b1.pr_number)
         .await
         .expect("store");
     assert_eq!(found.map(|f| f.0), Some(b1.id.clone()));
@@ -843,4 +843,39 @@ async fn inputs_are_read_once_and_key_both_reuse_and_the_record() {
         record2.provenance.map(|p| p.input_digest),
         Some(digest.clone())
     );
+}
+
+/// Issue 22 (M1): build avoidance follows trust. With the same inputs, a push does not take
+/// a fork pull request's results (the push's packages are published), another repository's
+/// results are never taken, and a build of a pull request may take a push's.
+#[tokio::test]
+async fn reuse_never_takes_results_of_lower_trust_or_another_repository() {
+    let runner = InputsRunner::default();
+    let t = QueueTester::builder(Mode::Succeed)
+        .runner(runner.clone())
+        .build()
+        .await;
+    t.allow_writer("maintainer");
+    t.start().await;
+    let runs = || runner.runs.lock().expect("lock").len();
+    // A fork's pull request, approved, builds first.
+    t.pull_request_from_fork(7, 'f').await;
+    t.comment(7, "maintainer", Command::Approve { commit: None })
+        .await;
+    t.wait_status('f', HELLO, Success).await;
+    assert_eq!(runs(), 1);
+    // A push with the same inputs builds anew.
+    t.push('a').await;
+    t.wait_status('a', HELLO, Success).await;
+    assert_eq!(runs(), 2, "a push took a fork's results");
+    // Another repository with the same inputs builds anew too.
+    t.push_to("o/other", "main", 'b').await;
+    t.wait_status('b', HELLO, Success).await;
+    assert_eq!(runs(), 3, "results taken across repositories");
+    // A later push of the same repository takes the push's results.
+    t.push('c').await;
+    t.wait_status('c', HELLO, Success).await;
+    assert_eq!(runs(), 3, "a push's results not reused by a push");
+    let last = t.statuses('c', HELLO).pop().expect("a status");
+    assert!(last.1.starts_with("reused from "), "{last:?}");
 }

@@ -128,7 +128,7 @@ async fn rebased_change_reuses_the_result_without_a_container() {
     .expect("a typed record");
     let digest1 = record1.provenance.expect("provenance").input_digest;
     let keyed = store
-        .succeeded_with_digest(&digest1, &b1[0].target)
+        .succeeded_with_digest(&digest1, &b1[0].target, &b1[0].repo, b1[0].pr_number)
         .await
         .expect("store");
     assert_eq!(keyed.map(|k| k.0.to_string()), Some(b1_id.clone()));
