@@ -164,6 +164,7 @@ pub async fn run(config: Config, args: RebuildArgs) -> Result<u8, CliError> {
     ));
     let executor = Executor::new(engine);
     let mut req = BuildRequest {
+        deps_cache: packetary::executor::DepsCache::Shared("local:cli".into()),
         id: BuildId::generate(),
         package,
         target,

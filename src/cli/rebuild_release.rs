@@ -210,6 +210,7 @@ async fn rebuild_one(
     };
     let src = src.canonicalize().map_err(infra)?;
     let req = BuildRequest {
+        deps_cache: packetary::executor::DepsCache::Shared("local:cli".into()),
         id: BuildId::generate(),
         package: PackageSource {
             root: src.clone(),

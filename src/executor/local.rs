@@ -283,7 +283,7 @@ impl Executor {
                 true,
             ));
         }
-        if let Some((volume, at)) = backend::cache_volume(&target) {
+        if let Some((volume, at)) = backend::cache_volume(&target, &run.req.deps_cache) {
             mounts.push((volume, at, false));
         }
         let mut logs = Logs::open(&run.logs_dir(), false, run.req.target.limits.log_bytes).await?;

@@ -79,6 +79,8 @@ pub use run::staging_dir;
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub id: BuildId,
+    /// Which dependency cache the build's dependency phase uses (see [`DepsCache`]).
+    pub deps_cache: DepsCache,
     pub package: PackageSource,
     pub target: Target,
     /// Results go to `out_root/<target>/<name>-<version>-<release>/`.
@@ -93,6 +95,21 @@ pub struct BuildRequest {
     /// `build.json`. `None`: the executor reads them itself (the CLI's builds, a
     /// reattached build).
     pub inputs: Option<provenance::Provenance>,
+}
+
+/// The dependency cache a build may use. What the dependency phase installs runs as root
+/// (a change's own earlier-stage packages, their scriptlets included), and whatever it
+/// leaves in a cache every later build sharing that cache reads: so a cache is shared only
+/// within one trust class (issue 22, H1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DepsCache {
+    /// The target's cache of one scope: pushes of one repository (made by people who may
+    /// write it), or the command line's own builds.
+    Shared(String),
+    /// None kept: an untrusted change (a pull request, a fork's, a Gerrit upload)
+    /// downloads into its container only.
+    #[default]
+    None,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

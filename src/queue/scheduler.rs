@@ -20,7 +20,7 @@ use super::{
     SourceProvider, Wakes,
 };
 use crate::config::{Repo, RepoLocation, Target};
-use crate::executor::{BuildRequest, Progress, ProgressKind};
+use crate::executor::{BuildRequest, DepsCache, Progress, ProgressKind};
 use crate::model::{BuildId, BuildState, Outcome, PackageSource, TargetName};
 use crate::plan::DiscoverError;
 use crate::store::ledger::{self, EventKind};
@@ -265,6 +265,7 @@ impl Scheduler {
         let source_date_epoch = self.package_epoch(b, &package).await;
         Ok(BuildRequest {
             id: b.id.clone(),
+            deps_cache: deps_cache(b),
             package,
             target,
             out_root: out_root.to_path_buf(),
@@ -419,6 +420,7 @@ impl Scheduler {
         let source_date_epoch = self.package_epoch(b, &package).await;
         Some(BuildRequest {
             id: b.id.clone(),
+            deps_cache: deps_cache(b),
             package,
             target,
             out_root: results_root(&self.data_dir, &b.id),
@@ -445,5 +447,15 @@ impl Scheduler {
         let done = self.finish.finish(&b, Ok(report), started.elapsed()).await;
         let _ = tokio::fs::remove_dir_all(self.work_dir(&b.id)).await;
         done
+    }
+}
+
+/// The dependency cache a build may use: a push's builds share their repository's (the
+/// pusher may write it); a change's (a pull request, a Gerrit upload) use none, since
+/// whatever its dependency phase runs as root would reach every later build sharing it.
+fn deps_cache(b: &BuildRow) -> DepsCache {
+    match b.pr_number {
+        None => DepsCache::Shared(b.repo.as_str().to_string()),
+        Some(_) => DepsCache::None,
     }
 }

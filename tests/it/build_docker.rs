@@ -452,6 +452,7 @@ async fn reattached_build_takes_its_results_out_of_the_container() {
     .next()
     .expect("target");
     let req = BuildRequest {
+        deps_cache: packetary::executor::DepsCache::Shared("test".into()),
         id: packetary::model::BuildId::generate(),
         package,
         target,
@@ -527,6 +528,7 @@ async fn inputs_read_once_are_what_build_json_records() {
     .next()
     .expect("target");
     let mut req = BuildRequest {
+        deps_cache: packetary::executor::DepsCache::Shared("test".into()),
         id: packetary::model::BuildId::generate(),
         package,
         target,

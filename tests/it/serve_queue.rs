@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use packetary::executor::provenance::{self, InputsError, Provenance, RepoRecord};
-use packetary::executor::{BuildReport, BuildRequest, Progress};
+use packetary::executor::{BuildReport, BuildRequest, DepsCache, Progress};
 use packetary::model::RepoId;
 use packetary::model::{
     BuildId, BuildState, Command, Outcome, Report, ReportState, TargetName, Trigger,
@@ -698,6 +698,8 @@ struct InputsRunner {
     reads: Arc<Mutex<Vec<(BuildId, Provenance)>>>,
     /// Each run: the build and the inputs its request carried.
     runs: Arc<Mutex<Vec<Carried>>>,
+    /// Each run's dependency cache.
+    caches: Arc<Mutex<Vec<DepsCache>>>,
 }
 
 type Carried = (BuildId, Option<Provenance>);
@@ -750,6 +752,10 @@ impl Runner for InputsRunner {
             .lock()
             .expect("lock")
             .push((req.id.clone(), req.inputs.clone()));
+        self.caches
+            .lock()
+            .expect("lock")
+            .push(req.deps_cache.clone());
         Box::pin(async move {
             let dir = req.out_root.join("t/hello-1-1");
             std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
@@ -878,4 +884,14 @@ async fn reuse_never_takes_results_of_lower_trust_or_another_repository() {
     assert_eq!(runs(), 3, "a push's results not reused by a push");
     let last = t.statuses('c', HELLO).pop().expect("a status");
     assert!(last.1.starts_with("reused from "), "{last:?}");
+    // Issue 22 (H1): the fork's build shared no dependency cache; each repository's pushes
+    // share their own.
+    assert_eq!(
+        *runner.caches.lock().expect("lock"),
+        vec![
+            DepsCache::None,
+            DepsCache::Shared("github:o/r".into()),
+            DepsCache::Shared("github:o/other".into()),
+        ]
+    );
 }

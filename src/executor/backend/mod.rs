@@ -2,6 +2,7 @@
 //! package, so they are unit-tested without Docker.
 
 use crate::config::{Backend, Target};
+use sha2::Digest;
 
 mod mock;
 mod rpmbuild;
@@ -87,14 +88,25 @@ pub fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) -> Scri
 }
 
 /// A named volume the backend keeps its dependency downloads in across builds of the
-/// target: `(volume name, mount point)`. Mounted read-write; the backend's scripts keep
-/// spec code from writing it.
-pub fn cache_volume(target: &Target) -> Option<(String, String)> {
+/// target in one scope (see [`super::DepsCache`]): `(volume name, mount point)`. Mounted
+/// read-write; the backend's scripts keep spec code from writing it, and builds of another
+/// scope (an untrusted change, another repository) never see it.
+pub fn cache_volume(target: &Target, cache: &super::DepsCache) -> Option<(String, String)> {
+    let super::DepsCache::Shared(scope) = cache else {
+        return None;
+    };
     match target.backend {
-        Backend::Rpmbuild => Some((
-            rpmbuild::cache_volume(target),
-            rpmbuild::CACHE_DIR.to_string(),
-        )),
+        Backend::Rpmbuild => {
+            let digest = sha2::Sha256::digest(scope.as_bytes());
+            Some((
+                format!(
+                    "{}-{}",
+                    rpmbuild::cache_volume(target),
+                    &hex::encode(digest)[..16]
+                ),
+                rpmbuild::CACHE_DIR.to_string(),
+            ))
+        }
         Backend::Mock => None,
     }
 }
@@ -266,6 +278,23 @@ mod tests {
         let deps = s.deps.expect("deps");
         assert!(!deps.contains("dnf -y"), "{deps}");
         assert!(deps.contains("has no repositories"));
+    }
+
+    /// Issue 22 (H1): a cache per scope, none for an untrusted change.
+    #[test]
+    fn dependency_caches_are_kept_apart_by_scope() {
+        use crate::executor::DepsCache;
+        let t = target("bookworm-rpmbuild");
+        let a = cache_volume(&t, &DepsCache::Shared("github:acme/pkgs".into())).expect("a");
+        let b = cache_volume(&t, &DepsCache::Shared("github:other/pkgs".into())).expect("b");
+        assert_ne!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert!(
+            a.0.starts_with("packetary-deps-cache-bookworm-rpmbuild-"),
+            "{}",
+            a.0
+        );
+        assert_eq!(cache_volume(&t, &DepsCache::None), None);
     }
 
     #[test]
