@@ -27,6 +27,7 @@ mod phases;
 mod provides;
 pub mod reports;
 mod repos;
+mod rows;
 #[cfg(test)]
 mod tests;
 mod triggers;
@@ -44,12 +45,12 @@ use sqlx::{Sqlite, SqlitePool};
 
 use crate::model::{BuildState, ChangeKind, InvalidName, ReportState};
 
-pub use builds::{BuildRow, NewBuild};
 pub use commands::StoredCommand;
 pub use deliveries::Inbound;
 pub use phases::PhaseRow;
 pub use reports::ReportRow;
 pub use repos::PublicationRow;
+pub use rows::{BuildRow, NewBuild};
 pub use triggers::{StoredTrigger, TriggerState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,6 +1,6 @@
 //! Queries of the web pages that are no table's own business.
 
-use super::builds::build_rows;
+use super::rows::build_rows;
 use super::{BuildRow, Store, StoreError};
 use crate::model::CommitSha;
 

@@ -17,7 +17,7 @@ impl Store {
     /// its own.
     pub async fn record_phases(&self, id: &BuildId, phases: &[PhaseRow]) -> Result<(), StoreError> {
         let mut tx = self.tx().await?;
-        super::ledger::set_phases(&mut tx, id.as_str(), phases).await?;
+        set_phases(&mut tx, id.as_str(), phases).await?;
         tx.commit().await
     }
 
@@ -32,4 +32,33 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Replaces a build's phases with `phases`, in one statement.
+pub(in crate::store) async fn set_phases(
+    conn: &mut sqlx::SqliteConnection,
+    id: &str,
+    phases: &[PhaseRow],
+) -> Result<(), StoreError> {
+    if phases.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(
+        &phases
+            .iter()
+            .map(|p| serde_json::json!([p.phase, p.started, p.seconds, p.ok]))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| StoreError::Corrupt(format!("phases: {e}")))?;
+    sqlx::query!(
+        "INSERT OR REPLACE INTO build_phases (build_id, phase, started, seconds, ok)
+         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]')
+         FROM json_each(?2)",
+        id,
+        json,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -14,8 +14,8 @@ mod reads;
 
 pub use reads::{counts, culprit, latest_of_commit, unreported, BuildEvent};
 
-use super::builds::build_rows;
 use super::phases::PhaseRow;
+use super::rows::build_rows;
 use super::{BuildRow, Millis, NewBuild, Store, StoreError, StoredTrigger, TriggerState};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
 
@@ -220,35 +220,6 @@ async fn event(
     Ok(())
 }
 
-/// Replaces a build's phases with `phases`, in one statement.
-pub(in crate::store) async fn set_phases(
-    conn: &mut Conn,
-    id: &str,
-    phases: &[PhaseRow],
-) -> Result<(), StoreError> {
-    if phases.is_empty() {
-        return Ok(());
-    }
-    let json = serde_json::to_string(
-        &phases
-            .iter()
-            .map(|p| serde_json::json!([p.phase, p.started, p.seconds, p.ok]))
-            .collect::<Vec<_>>(),
-    )
-    .map_err(|e| StoreError::Corrupt(format!("phases: {e}")))?;
-    sqlx::query!(
-        "INSERT OR REPLACE INTO build_phases (build_id, phase, started, seconds, ok)
-         SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                json_extract(value, '$[2]'), json_extract(value, '$[3]')
-         FROM json_each(?2)",
-        id,
-        json,
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Plan: marks the trigger planned and inserts its planned builds (each replacing the
 /// earlier build of its package and target at the commit in the counts). Returns `None`,
 /// inserting nothing, when the trigger was ended while it was being planned (its change
@@ -392,7 +363,7 @@ pub async fn record(
     if n != 1 {
         return Ok(false);
     }
-    set_phases(conn, id, phases).await?;
+    super::phases::set_phases(conn, id, phases).await?;
     event(
         conn,
         id,
@@ -429,7 +400,7 @@ pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<Option<Shifted>, S
     if n != 1 {
         return Ok(None);
     }
-    set_phases(conn, id, e.phases).await?;
+    super::phases::set_phases(conn, id, e.phases).await?;
     if let Some(p) = e.provides.as_ref().filter(|p| !p.provides.is_empty()) {
         let (repo, target) = (p.repo.as_str(), p.target.as_str());
         let text = p.provides.join("\n");

@@ -5,7 +5,7 @@
 use super::EventKind;
 use super::{Conn, Counts};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId};
-use crate::store::builds::build_rows;
+use crate::store::rows::build_rows;
 use crate::store::{BuildRow, Millis, Store, StoreError};
 
 /// The commit's counts; `None` when nothing was planned at it.
