@@ -295,14 +295,13 @@ impl Intake {
             Some(n) => store.is_approved(&t.repo, n, &t.head).await?,
             None => false,
         };
-        if !approved {
-            store
-                .set_trigger_state(
-                    st.id,
-                    TriggerState::AwaitingApproval,
-                    Some("pull request from a fork"),
-                )
-                .await?;
+        // Waiting starts only if no approval committed since the check: an approval that
+        // came while this trigger was still `new` found nothing waiting to release.
+        if !approved
+            && store
+                .await_approval(st.id, t, "pull request from a fork")
+                .await?
+        {
             self.reports
                 .commit(
                     store,
@@ -315,8 +314,9 @@ impl Intake {
                     ),
                 )
                 .await?;
+            return Ok(false);
         }
-        Ok(approved)
+        Ok(true)
     }
 
     /// Stores the planned builds (those a rebuild command asked for) and their statuses.

@@ -1,6 +1,6 @@
 //! `commands`: commands from comments, kept until the queue has checked and run them.
 
-use super::{Millis, Store, StoreError, TriggerState};
+use super::{Millis, Store, StoreError, TriggerId, TriggerState};
 use crate::model::{Command, CommandRequest, CommitSha, RepoId};
 
 #[derive(Debug, Clone)]
@@ -118,6 +118,37 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(n > 0)
+    }
+
+    /// Makes the new trigger `id` of fork pull request `t` wait for a maintainer's
+    /// approval, unless one for its head is already done: one statement, so that an
+    /// approval is either seen here or finds the trigger waiting and releases it. Returns
+    /// whether the trigger now waits.
+    pub async fn await_approval(
+        &self,
+        id: TriggerId,
+        t: &crate::model::Trigger,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        let (repo, head) = (t.repo.as_str(), t.head.as_str());
+        let pr_number = t.pr_number.map(|n| n as i64);
+        let n = sqlx::query!(
+            "UPDATE triggers SET state = ?, message = ?
+             WHERE id = ? AND state = ? AND NOT EXISTS (
+                 SELECT 1 FROM commands WHERE repo = ? AND pr_number = ? AND command = 'approve'
+                   AND state = 'done' AND head_sha = ?)",
+            TriggerState::AwaitingApproval,
+            message,
+            id.0,
+            TriggerState::New,
+            repo,
+            pr_number,
+            head,
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// Carries out an approval in one transaction: the command is done and bound to `head`,

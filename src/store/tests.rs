@@ -490,3 +490,62 @@ async fn store_a_transaction_that_reads_then_writes_is_not_refused_by_a_concurre
     tx.commit().await.expect("commit");
     writer.await.expect("join").expect("the other write, after");
 }
+
+/// A fork's trigger does not start waiting for an approval that came while it was being
+/// planned (the approval found nothing waiting to release): `await_approval` sees it.
+#[tokio::test]
+async fn store_an_approval_that_came_first_is_not_waited_for() {
+    let (_dir, s) = store().await;
+    let mut t = pr_trigger('f');
+    t.only_package = None;
+    s.insert_trigger(&t, TriggerState::New)
+        .await
+        .expect("trigger");
+    let st = s.next_new_trigger().await.expect("read").expect("one");
+    // The maintainer's approval lands first: nothing waits yet.
+    let c = CommandRequest {
+        repo: t.repo.clone(),
+        pr_number: t.pr_number,
+        head: None,
+        user: "bob".into(),
+        command: Command::Approve { commit: None },
+        trusted: true,
+    };
+    assert!(s
+        .accept_signed("d1", None, "issue_comment", Inbound::Command(&c))
+        .await
+        .expect("command"));
+    let cmd = s.next_command().await.expect("read").expect("one");
+    assert_eq!(
+        s.approve(cmd.id, &t.repo, 7, &t.head)
+            .await
+            .expect("approve"),
+        0
+    );
+    // The plan then asks to wait: it must not.
+    assert!(!s.await_approval(st.id, &t, "fork").await.expect("await"));
+    let now = s
+        .next_new_trigger()
+        .await
+        .expect("read")
+        .expect("still new");
+    assert_eq!(now.id, st.id);
+    // Without an approval, it waits.
+    let mut u = pr_trigger('e');
+    u.only_package = None;
+    s.insert_trigger(&u, TriggerState::New)
+        .await
+        .expect("trigger");
+    let sg = s.next_new_trigger().await.expect("read").expect("one");
+    let sg = if sg.id == st.id {
+        s.triggers()
+            .await
+            .expect("all")
+            .into_iter()
+            .find(|x| x.trigger.head == u.head)
+            .expect("g")
+    } else {
+        sg
+    };
+    assert!(s.await_approval(sg.id, &u, "fork").await.expect("await"));
+}
