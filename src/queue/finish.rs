@@ -25,6 +25,10 @@ use crate::model::{BuildState, Outcome};
 use crate::store::ledger::{self, BuildEnd, EventKind, LearnedProvides};
 use crate::store::{BuildRow, Millis, PhaseRow, Store};
 
+/// Provides learned from one build, at most, and the longest one kept.
+const MAX_LEARNED: usize = 4096;
+const MAX_PROVIDE_LEN: usize = 512;
+
 /// The longest the Provides of one build's packages are read for.
 const PROVIDES_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -161,11 +165,11 @@ impl Finish {
         let secs = rec.elapsed_secs as f64;
         match published {
             PublishOutcome::Nothing => {
-                let provides = self.read_provides(&rec.binaries).await;
+                let provides = self.learnable_provides(b, &rec.binaries).await;
                 self.end(
                     b,
                     ending(BuildState::Succeeded, built, None),
-                    Some(&provides),
+                    provides.as_deref(),
                     secs,
                 )
                 .await?;
@@ -175,12 +179,12 @@ impl Finish {
                 label,
                 snapshot,
             } => {
-                let provides = self.read_provides(&rec.binaries).await;
+                let provides = self.learnable_provides(b, &rec.binaries).await;
                 let e = ending(BuildState::Succeeded, format!("{built}; {note}"), None);
                 self.end_with(
                     b,
                     e,
-                    Some(&provides),
+                    provides.as_deref(),
                     Some((&label, snapshot.as_deref())),
                     secs,
                 )
@@ -204,6 +208,20 @@ impl Finish {
         }
         tracing::info!(build = %b.id, "build ended");
         Ok(())
+    }
+
+    /// What a succeeded build teaches later plans of its repository: only a push's
+    /// packages (a pull request's or a Gerrit upload's would reorder the plans of the
+    /// branch it targets), at most [`MAX_LEARNED`] Provides of at most
+    /// [`MAX_PROVIDE_LEN`] bytes each.
+    async fn learnable_provides(&self, b: &BuildRow, binaries: &[PathBuf]) -> Option<Vec<String>> {
+        if b.pr_number.is_some() {
+            return None;
+        }
+        let mut all = self.read_provides(binaries).await;
+        all.retain(|p| p.len() <= MAX_PROVIDE_LEN);
+        all.truncate(MAX_LEARNED);
+        Some(all)
     }
 
     /// The Provides of the binary RPMs a successful build made, for the ordering of later

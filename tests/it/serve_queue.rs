@@ -895,3 +895,99 @@ async fn reuse_never_takes_results_of_lower_trust_or_another_repository() {
         ]
     );
 }
+
+/// An RPM file whose header provides `names` (a lead, an empty signature header, and a
+/// header with the PROVIDENAME tag only): what the host's header reader reads.
+fn rpm_providing(names: &[&str]) -> Vec<u8> {
+    let mut store = Vec::new();
+    for n in names {
+        store.extend(n.as_bytes());
+        store.push(0);
+    }
+    let mut out = vec![0xed, 0xab, 0xee, 0xdb];
+    out.resize(96, 0);
+    for (n, size) in [(0u32, 0u32), (1, store.len() as u32)] {
+        out.extend([0x8e, 0xad, 0xe8, 1, 0, 0, 0, 0]);
+        out.extend(n.to_be_bytes());
+        out.extend(size.to_be_bytes());
+    }
+    for w in [1047u32, 8, 0, names.len() as u32] {
+        out.extend(w.to_be_bytes());
+    }
+    out.extend(store);
+    out
+}
+
+/// Builds `hello` at once; the n-th build's binary RPM provides `cap<n>`.
+#[derive(Default, Clone)]
+struct ProvidingRunner {
+    runs: Arc<Mutex<usize>>,
+}
+
+impl Runner for ProvidingRunner {
+    fn run(
+        &self,
+        req: BuildRequest,
+        _events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        _cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport> {
+        let n = {
+            let mut runs = self.runs.lock().expect("lock");
+            *runs += 1;
+            *runs
+        };
+        Box::pin(async move {
+            let dir = req.out_root.join("t/hello-1-1");
+            std::fs::create_dir_all(dir.join("logs")).expect("mkdir");
+            std::fs::write(dir.join("hello-1-1.src.rpm"), "src").expect("write");
+            let rpm = dir.join("hello-1-1.x86_64.rpm");
+            std::fs::write(&rpm, rpm_providing(&[&format!("cap{n}")])).expect("write");
+            let mut r = error_report(&req, String::new());
+            r.dir = dir.clone();
+            r.outcome = Outcome::Succeeded {
+                source: dir.join("hello-1-1.src.rpm"),
+                binaries: vec![rpm],
+            };
+            r
+        })
+    }
+
+    fn cleanup(&self, _id: &BuildId) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Issue 22 (lower): the Provides that order a repository's plans are learned from its
+/// pushes only; a fork's pull request does not overwrite them.
+#[tokio::test]
+async fn provides_are_learned_from_pushes_not_from_pull_requests() {
+    let t = QueueTester::builder(Mode::Succeed)
+        .runner(ProvidingRunner::default())
+        .build()
+        .await;
+    t.allow_writer("maintainer");
+    t.start().await;
+    let learned = || async {
+        let repo = RepoId::github("o/r").expect("repo");
+        let target = packetary::model::TargetName::parse("t").expect("t");
+        t.store()
+            .learned_provides(&repo, &target)
+            .await
+            .expect("store")
+    };
+    t.push('a').await;
+    t.wait_status('a', HELLO, Success).await;
+    assert_eq!(
+        learned().await.get("hello"),
+        Some(&vec!["cap1".to_string()])
+    );
+    t.pull_request_from_fork(7, 'f').await;
+    t.comment(7, "maintainer", Command::Approve { commit: None })
+        .await;
+    t.wait_status('f', HELLO, Success).await;
+    assert_eq!(
+        learned().await.get("hello"),
+        Some(&vec!["cap1".to_string()]),
+        "a pull request's packages reordered the branch's plans"
+    );
+}
