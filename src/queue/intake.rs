@@ -291,16 +291,12 @@ impl Intake {
             return Ok(true);
         }
         let store = &self.store;
-        let approved = match t.pr_number {
-            Some(n) => store.is_approved(&t.repo, n, &t.head).await?,
-            None => false,
-        };
-        // Waiting starts only if no approval committed since the check: an approval that
-        // came while this trigger was still `new` found nothing waiting to release.
-        if !approved
-            && store
-                .await_approval(st.id, t, "pull request from a fork")
-                .await?
+        // Waiting starts only if no approval of its head is done, in one statement: an
+        // approval that came while this trigger was still `new` found nothing waiting to
+        // release, and is seen here instead.
+        if store
+            .await_approval(st.id, t, "pull request from a fork")
+            .await?
         {
             self.reports
                 .commit(
