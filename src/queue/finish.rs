@@ -9,6 +9,7 @@
 //! bytes again (a no-op for a release) instead of building anew.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -298,6 +299,9 @@ impl Finish {
         )
         .await?;
         if let Some(shifted) = ended {
+            if shifted.counts.is_none_or(|c| c.queued > 0) {
+                self.wakes.unblocked.store(true, Ordering::SeqCst);
+            }
             self.reports
                 .transition(
                     &mut tx,
@@ -308,10 +312,10 @@ impl Finish {
                 )
                 .await?;
         }
-        tx.commit().await?;
+        let written = tx.commit().await?;
         let ended = ended.is_some();
         if ended {
-            self.reports.written();
+            self.reports.written(written);
             self.metrics.build_finished(e.state.as_str(), secs);
         }
         failpoint::hit("finish:ended");
@@ -386,9 +390,9 @@ impl Finish {
                 .await?;
         }
         failpoint::hit("requeue:before-commit");
-        tx.commit().await?;
+        let written = tx.commit().await?;
         if done {
-            self.reports.written();
+            self.reports.written(written);
             self.wakes.build.at(at);
         }
         Ok(done)

@@ -67,6 +67,9 @@ pub async fn ingest(
     if let Some(Err(e)) = closed {
         tracing::error!(delivery, "cannot cancel builds: {e}");
     }
+    if matches!(event, ForgeEvent::Command(_)) {
+        queue.command_stored();
+    }
     queue.wake();
     Ok(Ingested::Accepted)
 }

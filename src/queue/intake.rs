@@ -19,7 +19,8 @@ use crate::forge::Forge;
 use crate::model::{BuildId, BuildState, ChangeKind, Command, RepoId, ReportState};
 use crate::store::ledger::{self, EventKind};
 use crate::store::{
-    changes, reports, BuildRow, Millis, NewBuild, Store, StoredCommand, StoredTrigger, TriggerState,
+    changes, reports, BuildRow, Millis, NewBuild, ReportRow, Store, StoredCommand, StoredTrigger,
+    TriggerState,
 };
 
 /// Repositories planned at once (each runs its own spec query containers).
@@ -55,7 +56,9 @@ impl Intake {
     /// for later is planned when the plan before it ends (which wakes this loop); in case
     /// that plan ended meanwhile, look again after a second.
     pub async fn plan_step(self: &Arc<Self>) -> Result<Option<Millis>, QueueError> {
-        self.handle_commands().await?;
+        if self.wakes.commands.take_if_due(Millis::now()) {
+            self.handle_commands().await?;
+        }
         self.start_plans().await?;
         Ok(self
             .skipped
@@ -177,6 +180,7 @@ impl Intake {
                         tracing::warn!(repo = %r.repo, user = %r.user, "{msg}");
                         let at = Millis::now().after(wait);
                         store.retry_command(c.id, at, &msg).await?;
+                        self.wakes.commands.set(at);
                         self.wakes.plan.at(at);
                     } else {
                         tracing::warn!(repo = %r.repo, user = %r.user, "cannot check permissions: {e}");
@@ -274,11 +278,11 @@ impl Intake {
         self.reports
             .ended(&mut tx, &superseded, BuildState::Superseded, &message)
             .await?;
-        tx.commit().await?;
+        let written = tx.commit().await?;
         if !superseded.is_empty() {
             tracing::info!(repo = %t.repo, head = %t.head, "superseding {} build(s)", superseded.len());
-            self.after_ended(&superseded);
         }
+        self.after_ended(&superseded, written);
         Ok(())
     }
 
@@ -383,8 +387,8 @@ impl Intake {
             );
         }
         reports::upsert_all(&mut tx, &out).await?;
-        tx.commit().await?;
-        self.reports.written();
+        let written = tx.commit().await?;
+        self.reports.written(written);
         tracing::info!(repo = %t.repo, head = %t.head, "planned {} build(s)", builds.len());
         if builds.is_empty() {
             self.reports
@@ -457,21 +461,20 @@ impl Intake {
         self.reports
             .ended(&mut tx, &ended, BuildState::Cancelled, message)
             .await?;
-        tx.commit().await?;
+        let written = tx.commit().await?;
         if let (ChangeKind::PullRequest, Some(n)) = (kind, pr_number) {
             self.publisher.remove_change_repos(repo, n);
         }
-        self.after_ended(&ended);
+        self.after_ended(&ended, written);
         Ok(())
     }
 
-    /// Builds a change's end just ended: those running are stopped, the outbox woken.
-    fn after_ended(&self, ended: &[BuildRow]) {
+    /// Builds a change's end just ended: those running are stopped, its reports handed
+    /// to the outbox.
+    fn after_ended(&self, ended: &[BuildRow], written: Vec<ReportRow>) {
         for b in ended {
             self.running.cancel(&b.id);
         }
-        if !ended.is_empty() {
-            self.reports.written();
-        }
+        self.reports.written(written);
     }
 }

@@ -98,6 +98,14 @@ pub(crate) struct Wakes {
     pub plan_done: Notify,
     pub build: poll::Alarm,
     pub outbox: poll::Alarm,
+    /// Reports committed since the outbox last looked, handed over in memory.
+    pub handoff: report::Handoff,
+    /// When the planning loop must read the stored commands.
+    pub commands: poll::DueAt,
+    /// A build ended while builds of its commit were still queued (a later stage may now
+    /// start): the scheduler claims again when the build leaves the running set. Without
+    /// it (and with room before), nothing new can have become claimable.
+    pub unblocked: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the running queue: its stages, composed. Cheap to clone.
@@ -190,6 +198,7 @@ impl Queue {
             policy: retries.outbox,
             metrics: metrics.clone(),
             wakes: wakes.clone(),
+            retry_at: poll::DueAt::now(),
         });
         Queue {
             store: ports.store,
@@ -226,6 +235,13 @@ impl Queue {
 
     /// Something new was stored: plan it.
     pub fn wake(&self) {
+        self.wakes.plan.wake();
+    }
+
+    /// A command was stored: the planning loop reads the commands at its next step (it
+    /// reads them only then, at start, and when a retry is due).
+    pub fn command_stored(&self) {
+        self.wakes.commands.set(crate::store::Millis(0));
         self.wakes.plan.wake();
     }
 

@@ -61,6 +61,41 @@ impl Alarm {
     }
 }
 
+/// When a loop must read the store again for one kind of item (commands stored, failed
+/// deliveries to retry): the earliest such time, or none known. What comes in memory needs
+/// no read; this keeps the reads to the items that did not.
+#[derive(Debug)]
+pub struct DueAt(Mutex<Option<Millis>>);
+
+impl Default for DueAt {
+    fn default() -> DueAt {
+        DueAt::now()
+    }
+}
+
+impl DueAt {
+    /// Known due at once: at start, nothing is known, so the first step reads.
+    pub fn now() -> DueAt {
+        DueAt(Mutex::new(Some(Millis(0))))
+    }
+
+    /// Items become due at `at` (kept if earlier than what is known).
+    pub fn set(&self, at: Millis) {
+        let mut due = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *due = Some(due.map_or(at, |d| d.min(at)));
+    }
+
+    /// Whether the time has come by `now`; if so, forgets it (the caller reads now).
+    pub fn take_if_due(&self, now: Millis) -> bool {
+        let mut due = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let reached = due.is_some_and(|d| d <= now);
+        if reached {
+            *due = None;
+        }
+        reached
+    }
+}
+
 /// Runs `step` until `stop` is cancelled. A step does what is due and may return when it
 /// wants to run again (`None`: only when the alarm says); the alarm runs it again at once
 /// when woken, or at the times set on it.

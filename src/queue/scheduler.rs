@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -123,8 +124,8 @@ impl Scheduler {
                 None,
             )
             .await?;
-        tx.commit().await?;
-        self.reports.written();
+        let written = tx.commit().await?;
+        self.reports.written(written);
         Ok(Some(b))
     }
 
@@ -142,8 +143,13 @@ impl Scheduler {
                 tracing::error!(build = %id, "{e}");
                 s.requeue_after_fault(&id, &e).await;
             }
+            // Claim again only if this end can have made a build claimable: it freed room
+            // the scheduler lacked, or its commit still has builds queued (a later stage).
+            let was_full = s.running.count() >= s.parallel;
             s.running.remove(&id);
-            s.wakes.build.wake();
+            if was_full || s.wakes.unblocked.swap(false, Ordering::SeqCst) {
+                s.wakes.build.wake();
+            }
         });
     }
 

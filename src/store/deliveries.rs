@@ -41,31 +41,26 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let now = Millis::now();
         let mut tx = self.pool.begin().await?;
+        let since = now.0 - REPLAY_WINDOW.as_millis() as i64;
+        // One statement: a delivery id seen before conflicts, and a body seen within the
+        // window under another id (a replay) inserts nothing either.
         let fresh = sqlx::query!(
-            "INSERT INTO deliveries (id, event, received_at, digest) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            "INSERT INTO deliveries (id, event, received_at, digest)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE ?4 IS NULL OR NOT EXISTS
+                (SELECT 1 FROM deliveries WHERE digest = ?4 AND received_at >= ?5)
+             ON CONFLICT(id) DO NOTHING",
             delivery,
             event,
             now.0,
             digest,
+            since,
         )
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
-        let since = now.0 - REPLAY_WINDOW.as_millis() as i64;
-        let replayed = match digest {
-            Some(d) if fresh => sqlx::query_scalar!(
-                r#"SELECT COUNT(*) AS "n!: i64" FROM deliveries WHERE digest = ? AND received_at >= ? AND id != ?"#,
-                d,
-                since,
-                delivery,
-            )
-            .fetch_one(&mut *tx)
-            .await?
-                > 0,
-            _ => false,
-        };
-        if !fresh || replayed {
+        if !fresh {
             tx.rollback().await?;
             return Ok(false);
         }

@@ -18,7 +18,7 @@ impl Store {
     pub async fn record_phases(&self, id: &BuildId, phases: &[PhaseRow]) -> Result<(), StoreError> {
         let mut tx = self.tx().await?;
         set_phases(&mut tx, id.as_str(), phases).await?;
-        tx.commit().await
+        tx.commit().await.map(drop)
     }
 
     pub async fn phases(&self, id: &BuildId) -> Result<Vec<PhaseRow>, StoreError> {

@@ -2,6 +2,7 @@
 //! a newer desire bumps `version`, and the row is delivered once `delivered_version`
 //! catches up.
 
+use super::ledger::Tx;
 use super::{Millis, ReportId, Store, StoreError};
 use crate::model::{CommitSha, RepoId, Report, ReportState};
 
@@ -39,13 +40,14 @@ struct ReportRecord {
     forge_ref: Option<String>,
 }
 
-/// `sqlx::query_as!` of [`ReportRecord`]s: the one column list of a report row, then
-/// `$rest` (`FROM reports ...`).
+/// `sqlx::query_as!` of [`ReportRecord`]s: the one column list of a report row between
+/// `$before` (`SELECT`, or an upsert's `RETURNING`) and `$rest` (`FROM reports ...`).
 macro_rules! report_rows {
-    ($rest:literal $(, $arg:expr)* $(,)?) => {
+    ($before:literal, $rest:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             ReportRecord,
-            r#"SELECT id AS "id!", repo, sha, context, state AS "state: ReportState", description,
+            $before
+                + r#" id AS "id!", repo, sha, context, state AS "state: ReportState", description,
                       target_url, builds, version, delivered_version, attempts, next_attempt_at,
                       last_error, abandoned AS "abandoned: bool", forge_ref "#
                 + $rest
@@ -87,15 +89,18 @@ impl TryFrom<ReportRecord> for ReportRow {
 }
 
 impl Store {
-    /// Records the desired state of a context (see [`upsert`]).
-    pub async fn set_report(&self, r: &Report) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        upsert(&mut conn, r).await
+    /// Records the desired state of a context (see [`upsert`]) in a transaction of its
+    /// own; returns what the outbox must deliver.
+    pub async fn set_report(&self, r: &Report) -> Result<Vec<ReportRow>, StoreError> {
+        let mut tx = self.tx().await?;
+        upsert(&mut tx, r).await?;
+        tx.commit().await
     }
 
     /// Reports whose latest desire is not delivered yet and whose retry time has come.
     pub async fn due_reports(&self, now: Millis, limit: i64) -> Result<Vec<ReportRow>, StoreError> {
         let rows = report_rows!(
+            "SELECT",
             "FROM reports
              WHERE delivered_version < version AND abandoned = 0 AND next_attempt_at <= ?
              ORDER BY next_attempt_at, id LIMIT ?",
@@ -119,7 +124,7 @@ impl Store {
     }
 
     pub async fn reports(&self) -> Result<Vec<ReportRow>, StoreError> {
-        let rows = report_rows!("FROM reports ORDER BY id")
+        let rows = report_rows!("SELECT", "FROM reports ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(ReportRow::try_from).collect()
@@ -181,8 +186,8 @@ impl Store {
 }
 
 /// Records the desired state of a context (see [`upsert_all`]).
-pub async fn upsert(conn: &mut super::ledger::Conn, r: &Report) -> Result<(), StoreError> {
-    upsert_all(conn, std::slice::from_ref(r)).await
+pub async fn upsert(tx: &mut Tx, r: &Report) -> Result<(), StoreError> {
+    upsert_all(tx, std::slice::from_ref(r)).await
 }
 
 /// One report as [`upsert_all`] hands it to SQLite (`json_each`).
@@ -200,8 +205,9 @@ struct Desire<'a> {
 /// Records the desired state of each report's context, in order, in ONE statement (a
 /// transition's build status and its commit's aggregate together). The latest desire
 /// wins: an undelivered older state is replaced, not queued behind. Unchanged desires are
-/// not re-sent.
-pub async fn upsert_all(conn: &mut super::ledger::Conn, rs: &[Report]) -> Result<(), StoreError> {
+/// not re-sent. The rows that became due go with the transaction ([`Tx::commit`] returns
+/// them) to the outbox, which delivers them without reading them back.
+pub async fn upsert_all(tx: &mut Tx, rs: &[Report]) -> Result<(), StoreError> {
     if rs.is_empty() {
         return Ok(());
     }
@@ -227,7 +233,7 @@ pub async fn upsert_all(conn: &mut super::ledger::Conn, rs: &[Report]) -> Result
     let json = serde_json::to_string(&desires)
         .map_err(|e| StoreError::Corrupt(format!("reports to store: {e}")))?;
     // `WHERE true`: SQLite's parser needs it between `INSERT ... SELECT` and `ON CONFLICT`.
-    sqlx::query!(
+    let rows = report_rows!(
         "INSERT INTO reports (repo, sha, context, state, description, target_url, builds, next_attempt_at, updated_at)
          SELECT j.value ->> 'repo', j.value ->> 'sha', j.value ->> 'context', j.value ->> 'state',
                 j.value ->> 'description', j.value ->> 'target_url', j.value ->> 'builds', ?2, ?2
@@ -239,11 +245,16 @@ pub async fn upsert_all(conn: &mut super::ledger::Conn, rs: &[Report]) -> Result
             version = version + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at,
             last_error = NULL, abandoned = 0, updated_at = excluded.updated_at
          WHERE state != excluded.state OR description != excluded.description
-            OR COALESCE(target_url, '') != COALESCE(excluded.target_url, '')",
+            OR COALESCE(target_url, '') != COALESCE(excluded.target_url, '')
+         RETURNING",
+        "",
         json,
         now.0,
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut **tx)
     .await?;
+    for r in rows {
+        tx.written.push(ReportRow::try_from(r)?);
+    }
     Ok(())
 }

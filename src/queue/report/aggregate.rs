@@ -10,8 +10,8 @@ use std::sync::Arc;
 use crate::model::{
     BuildId, BuildLine, BuildState, CommitSha, RepoId, Report, ReportState, AGGREGATE_CONTEXT,
 };
-use crate::store::ledger::{self, Conn, Counts, EventKind};
-use crate::store::{reports, BuildRow, Store};
+use crate::store::ledger::{self, Conn, Counts, EventKind, Tx};
+use crate::store::{reports, BuildRow, ReportRow, Store};
 
 use super::super::{QueueError, Wakes};
 use super::reporter::{reporter, summary, AggregateNeed, BuildStatus, Reporter};
@@ -42,9 +42,13 @@ impl Reports {
         format!("{}/?commit={sha}", self.public_url)
     }
 
-    /// Reports were committed: wake the outbox.
-    pub fn written(&self) {
-        self.wakes.outbox.wake();
+    /// Reports were committed (what [`ledger::Tx::commit`] returned): hand them to the
+    /// outbox and wake it.
+    pub fn written(&self, rows: Vec<ReportRow>) {
+        if !rows.is_empty() {
+            self.wakes.handoff.put(rows);
+            self.wakes.outbox.wake();
+        }
     }
 
     /// Writes the reports of a transition of `b` (to `state`, saying `message`) into the
@@ -53,7 +57,7 @@ impl Reports {
     /// commit's counts after the transition when the ledger returned them.
     pub async fn transition(
         &self,
-        conn: &mut Conn,
+        tx: &mut Tx,
         kind: EventKind,
         b: &BuildRow,
         (state, message): (BuildState, &str),
@@ -65,10 +69,10 @@ impl Reports {
             .into_iter()
             .collect();
         out.extend(
-            self.aggregate_report(conn, reporter, kind, (&b.repo, &b.commit), counts)
+            self.aggregate_report(tx, reporter, kind, (&b.repo, &b.commit), counts)
                 .await?,
         );
-        reports::upsert_all(conn, &out).await?;
+        reports::upsert_all(tx, &out).await?;
         Ok(())
     }
 
@@ -76,17 +80,17 @@ impl Reports {
     /// [`Reports::aggregate_report`]).
     pub async fn aggregate_of(
         &self,
-        conn: &mut Conn,
+        tx: &mut Tx,
         reporter: &dyn Reporter,
         kind: EventKind,
         repo: &RepoId,
         sha: &CommitSha,
     ) -> Result<(), QueueError> {
         if let Some(r) = self
-            .aggregate_report(conn, reporter, kind, (repo, sha), None)
+            .aggregate_report(tx, reporter, kind, (repo, sha), None)
             .await?
         {
-            reports::upsert(conn, &r).await?;
+            reports::upsert(tx, &r).await?;
         }
         Ok(())
     }
@@ -145,8 +149,8 @@ impl Reports {
         description: String,
     ) -> Result<(), QueueError> {
         let r = self.aggregate(repo, sha, state, description, vec![]);
-        store.set_report(&r).await?;
-        self.written();
+        let written = store.set_report(&r).await?;
+        self.written(written);
         Ok(())
     }
 
@@ -224,14 +228,14 @@ impl Reports {
             self.aggregate_of(&mut tx, reporter, EventKind::Ended, repo, sha)
                 .await?;
         }
-        tx.commit().await?;
+        let written = tx.commit().await?;
         if !commits.is_empty() {
             tracing::warn!(
                 commits = commits.len(),
                 "statuses derived again from the ledger at start-up"
             );
-            self.written();
         }
+        self.written(written);
         Ok(commits.len())
     }
 
@@ -239,7 +243,7 @@ impl Reports {
     /// transaction: each build's status, then each commit's aggregate once.
     pub async fn ended(
         &self,
-        conn: &mut Conn,
+        tx: &mut Tx,
         ended: &[BuildRow],
         state: BuildState,
         message: &str,
@@ -253,14 +257,14 @@ impl Reports {
         for b in ended {
             let reporter = reporter(b.repo.forge());
             if let Some(r) = reporter.build_status(self.status_of(b, state, message)) {
-                reports::upsert(conn, &r).await?;
+                reports::upsert(tx, &r).await?;
             }
             if !commits.contains(&(&b.repo, &b.commit)) {
                 commits.push((&b.repo, &b.commit));
             }
         }
         for (repo, sha) in commits {
-            self.aggregate_of(conn, reporter(repo.forge()), kind, repo, sha)
+            self.aggregate_of(tx, reporter(repo.forge()), kind, repo, sha)
                 .await?;
         }
         Ok(())

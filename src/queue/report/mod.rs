@@ -7,4 +7,4 @@ mod outbox;
 pub mod reporter;
 
 pub(super) use aggregate::Reports;
-pub(super) use outbox::Outbox;
+pub(super) use outbox::{Handoff, Outbox};

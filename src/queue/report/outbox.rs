@@ -1,12 +1,21 @@
 //! The outbox: delivers the stored reports that are due to the forge, oldest first, and
 //! retries a failed delivery under the outbox's policy (or when the forge's Retry-After
 //! says), giving up sooner when the forge says retrying will not help.
+//!
+//! What a transition just committed comes in memory ([`Handoff`]): the outbox delivers
+//! it without reading it back. Each delivery is marked as soon as the forge answered, so
+//! that a crash re-sends at most the one status in flight. It reads
+//! the store only when nothing was handed over (at start, on the idle wake-up) or when a
+//! failed delivery's retry time has come, so a report is never lost to the hand-off: the
+//! store holds it until it is marked delivered.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use crate::forge::Forge;
-use crate::store::{Millis, Store};
+use crate::store::{Millis, ReportRow, Store};
 
+use super::super::poll::DueAt;
 use super::super::retry::{Fault, RetryPolicy};
 use super::super::{Metrics, QueueError, Wakes};
 
@@ -16,25 +25,62 @@ pub(in crate::queue) struct Outbox {
     pub forge: Arc<dyn Forge>,
     pub policy: RetryPolicy,
     pub metrics: Arc<Metrics>,
-    /// A failed delivery's retry time goes on the outbox's alarm.
+    /// A failed delivery's retry time goes on the outbox's alarm; committed reports come
+    /// in its hand-off.
     pub wakes: Arc<Wakes>,
+    /// When a failed delivery's retry is due (the store is read for it then).
+    pub retry_at: DueAt,
+}
+
+/// Reports committed and not yet taken by the outbox, in commit order.
+#[derive(Default)]
+pub(crate) struct Handoff(Mutex<Vec<ReportRow>>);
+
+impl Handoff {
+    pub fn put(&self, rows: Vec<ReportRow>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(rows);
+    }
+
+    fn take(&self) -> Vec<ReportRow> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Outbox {
-    /// The outbox loop's step: delivers what is due; a full batch means more are, now.
+    /// The outbox loop's step: delivers what was handed over, and what the store says is
+    /// due when nothing was or a retry's time has come; a full batch means more are, now.
     /// Later retries are on the alarm (set as each failure is stored).
     pub async fn step(&self) -> Result<Option<Millis>, QueueError> {
-        let n = self.deliver_due().await?;
-        Ok((n as i64 >= BATCH).then(Millis::now))
+        let now = Millis::now();
+        let handed = self.wakes.handoff.take();
+        let read = self.retry_at.take_if_due(now) || handed.is_empty();
+        let mut rows = handed;
+        if read {
+            rows.extend(self.store.due_reports(now, BATCH).await?);
+        }
+        let n = self.deliver(latest_per_report(rows)).await?;
+        Ok((read && n as i64 >= BATCH).then(Millis::now))
     }
 
-    /// Delivers the reports that are due, oldest first; returns how many were attempted.
+    /// Delivers the reports that are due by the store, oldest first (with what was handed
+    /// over, so that nothing handed over is delivered twice); returns how many were
+    /// attempted.
     pub async fn deliver_due(&self) -> Result<usize, QueueError> {
+        let mut rows = self.wakes.handoff.take();
+        rows.extend(self.store.due_reports(Millis::now(), BATCH).await?);
+        self.deliver(latest_per_report(rows)).await
+    }
+
+    /// Delivers `rows` in order, marking each delivery or failure as it happens. Returns
+    /// how many were attempted.
+    async fn deliver(&self, rows: Vec<ReportRow>) -> Result<usize, QueueError> {
         let store = &self.store;
         let policy = &self.policy;
-        let due = store.due_reports(Millis::now(), BATCH).await?;
-        let n = due.len();
-        for row in due {
+        let n = rows.len();
+        for row in rows {
             match self.forge.deliver(&row.report).await {
                 Ok(d) => {
                     tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), forge_ref = ?d.forge_ref, "status delivered");
@@ -58,6 +104,7 @@ impl Outbox {
                         .delivery_failed(row.id, row.version, at, &e.message, abandon)
                         .await?;
                     if !abandon {
+                        self.retry_at.set(at);
                         self.wakes.outbox.at(at);
                     }
                     self.metrics
@@ -67,6 +114,30 @@ impl Outbox {
         }
         Ok(n)
     }
+}
+
+/// One row per report, its latest version, in the order each report first came: a
+/// desire handed over and also read from the store, or replaced by a newer one before the
+/// outbox looked, is delivered once, as it is now.
+fn latest_per_report(rows: Vec<ReportRow>) -> Vec<ReportRow> {
+    let mut order = Vec::new();
+    let mut latest: BTreeMap<_, ReportRow> = BTreeMap::new();
+    for r in rows {
+        match latest.get(&r.id) {
+            Some(seen) if seen.version >= r.version => {}
+            Some(_) => {
+                latest.insert(r.id, r);
+            }
+            None => {
+                order.push(r.id);
+                latest.insert(r.id, r);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| latest.remove(&id))
+        .collect()
 }
 
 /// Reports delivered per step.

@@ -15,6 +15,7 @@ mod reads;
 pub use reads::{counts, culprit, latest_of_commit, unreported, BuildEvent};
 
 use super::phases::PhaseRow;
+use super::reports::ReportRow;
 use super::rows::build_rows;
 use super::{BuildRow, Millis, NewBuild, Store, StoreError, StoredTrigger, TriggerState};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
@@ -23,24 +24,31 @@ use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
 pub type Conn = SqliteConnection;
 /// One transaction; `&mut tx` is a [`Conn`]. Dropped without [`Tx::commit`], it rolls
 /// back.
-pub struct Tx(sqlx::Transaction<'static, sqlx::Sqlite>);
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    /// Reports the transaction made due (`reports::upsert_all`), for the outbox once
+    /// committed: the transactional outbox handed over in memory, not read back.
+    pub(in crate::store) written: Vec<ReportRow>,
+}
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.0.commit().await?)
+    /// Commits; returns the reports it made due, for the outbox to deliver.
+    pub async fn commit(self) -> Result<Vec<ReportRow>, StoreError> {
+        self.tx.commit().await?;
+        Ok(self.written)
     }
 }
 
 impl std::ops::Deref for Tx {
     type Target = Conn;
     fn deref(&self) -> &Conn {
-        &self.0
+        &self.tx
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut Conn {
-        &mut self.0
+        &mut self.tx
     }
 }
 
@@ -52,7 +60,10 @@ impl Store {
     /// busy timeout waits out: seen as a Gerrit patchset's plan failing and retried 30 s
     /// later, after the older patchset had been voted on).
     pub async fn tx(&self) -> Result<Tx, StoreError> {
-        Ok(Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?))
+        Ok(Tx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            written: vec![],
+        })
     }
 }
 
@@ -150,43 +161,27 @@ pub struct LearnedProvides<'a> {
     pub provides: &'a [String],
 }
 
-/// Moves one build from state `from` to `to` in its commit's counts, when it is the
-/// latest build of its package and target (an older one is not counted). `IS`, not `=`:
-/// no state (`None`, a NULL) counts nowhere.
-async fn shift(
-    conn: &mut Conn,
-    id: &str,
-    from: Option<BuildState>,
-    to: Option<BuildState>,
-) -> Result<Option<Counts>, StoreError> {
-    let row = sqlx::query!(
-        "INSERT INTO commit_counts (repo, commit_sha, queued, running, succeeded, failed, error, cancelled, superseded)
-         SELECT repo, commit_sha, ?2 IS 'queued', ?2 IS 'running', ?2 IS 'succeeded', ?2 IS 'failed',
-                ?2 IS 'error', ?2 IS 'cancelled', ?2 IS 'superseded'
-         FROM builds WHERE id = ?3 AND latest = 1
-         ON CONFLICT (repo, commit_sha) DO UPDATE SET
-            queued = queued + (?2 IS 'queued') - (?1 IS 'queued'),
-            running = running + (?2 IS 'running') - (?1 IS 'running'),
-            succeeded = succeeded + (?2 IS 'succeeded') - (?1 IS 'succeeded'),
-            failed = failed + (?2 IS 'failed') - (?1 IS 'failed'),
-            error = error + (?2 IS 'error') - (?1 IS 'error'),
-            cancelled = cancelled + (?2 IS 'cancelled') - (?1 IS 'cancelled'),
-            superseded = superseded + (?2 IS 'superseded') - (?1 IS 'superseded')
-         RETURNING queued, running, succeeded, failed, error, cancelled, superseded",
-        from,
-        to,
-        id,
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|r| Counts {
-        queued: r.queued,
-        running: r.running,
-        succeeded: r.succeeded,
-        failed: r.failed,
-        error: r.error,
-        cancelled: r.cancelled,
-        superseded: r.superseded,
+/// The commit's counts as a transition's `RETURNING` reads them (a JSON array in the
+/// order of [`Counts`]' fields; the database's BEFORE triggers moved them already): `None`
+/// when the build is not its package's latest at the commit, and so counts nowhere.
+fn counts_after(latest: i64, json: Option<&str>) -> Result<Option<Counts>, StoreError> {
+    if latest != 1 {
+        return Ok(None);
+    }
+    let Some(json) = json else {
+        return Ok(None);
+    };
+    let [queued, running, succeeded, failed, error, cancelled, superseded]: [i64; 7] =
+        serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("commit counts `{json}`: {e}")))?;
+    Ok(Some(Counts {
+        queued,
+        running,
+        succeeded,
+        failed,
+        error,
+        cancelled,
+        superseded,
     }))
 }
 
@@ -196,28 +191,6 @@ async fn shift(
 #[derive(Debug, Clone, Copy)]
 pub struct Shifted {
     pub counts: Option<Counts>,
-}
-
-/// Appends one event to the build's history.
-async fn event(
-    conn: &mut Conn,
-    id: &str,
-    kind: EventKind,
-    state: BuildState,
-    message: Option<&str>,
-    at: Millis,
-) -> Result<(), StoreError> {
-    sqlx::query!(
-        "INSERT INTO build_events (build_id, kind, state, message, at) VALUES (?, ?, ?, ?, ?)",
-        id,
-        kind,
-        state,
-        message,
-        at.0,
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Plan: marks the trigger planned and inserts its planned builds (each replacing the
@@ -248,17 +221,6 @@ pub async fn plan(
     let pr_number = t.pr_number.map(|n| n as i64);
     for b in builds {
         let (id, target) = (b.id.as_str(), b.target.as_str());
-        let old: Option<BuildState> = sqlx::query_scalar!(
-            r#"UPDATE builds SET latest = 0
-               WHERE repo = ? AND commit_sha = ? AND package = ? AND target = ? AND latest = 1
-               RETURNING state AS "state: BuildState""#,
-            repo,
-            head,
-            b.package,
-            target,
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
         let state = if b.error.is_some() {
             BuildState::Failed
         } else {
@@ -269,9 +231,13 @@ pub async fn plan(
         let phase = b.error.as_ref().map(|_| "plan");
         let finished_at = b.error.as_ref().map(|_| now.0);
         let stage = i64::from(b.stage);
-        sqlx::query!(
-            "INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at, stage)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        // The database replaces the earlier build of the package and target at the commit
+        // (`latest`), moves the counts and appends the `planned` event (migration 0013).
+        let row = sqlx::query!(
+            r#"INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at, stage)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               RETURNING latest, (SELECT json_array(queued, running, succeeded, failed, error, cancelled, superseded)
+                                  FROM commit_counts c WHERE c.repo = builds.repo AND c.commit_sha = builds.commit_sha) AS "counts?: String""#,
             id,
             trigger.id.0,
             repo,
@@ -290,10 +256,9 @@ pub async fn plan(
             finished_at,
             stage,
         )
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        counts = shift(conn, id, old, Some(state)).await?.or(counts);
-        event(conn, id, EventKind::Planned, state, message, now).await?;
+        counts = counts_after(row.latest, row.counts.as_deref())?.or(counts);
     }
     Ok(Some(Shifted { counts }))
 }
@@ -324,19 +289,8 @@ pub async fn claim(conn: &mut Conn, now: Millis) -> Result<Option<BuildRow>, Sto
     )
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row.map(BuildRow::try_from).transpose()? else {
-        return Ok(None);
-    };
-    let id = row.id.as_str();
-    shift(
-        conn,
-        id,
-        Some(BuildState::Queued),
-        Some(BuildState::Running),
-    )
-    .await?;
-    event(conn, id, EventKind::Started, BuildState::Running, None, now).await?;
-    Ok(Some(row))
+    // The counts and the `started` event follow in the database (migration 0013).
+    row.map(BuildRow::try_from).transpose()
 }
 
 /// Record: a running build's outcome (opaque JSON, the queue's) and results, kept before
@@ -363,16 +317,8 @@ pub async fn record(
     if n != 1 {
         return Ok(false);
     }
+    // The `recorded` event follows in the database (migration 0013).
     super::phases::set_phases(conn, id, phases).await?;
-    event(
-        conn,
-        id,
-        EventKind::Recorded,
-        BuildState::Running,
-        None,
-        Millis::now(),
-    )
-    .await?;
     Ok(true)
 }
 
@@ -382,10 +328,14 @@ pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<Option<Shifted>, S
     let id = e.id.as_str();
     let result_dir = e.result_dir.map(|p| p.display().to_string());
     let now = Millis::now();
-    let n = sqlx::query!(
-        "UPDATE builds SET state = ?, message = ?, result_dir = COALESCE(?, result_dir),
+    // The counts and the `ended` event follow in the database (migration 0013); the
+    // counts after it come back with the row.
+    let row = sqlx::query!(
+        r#"UPDATE builds SET state = ?, message = ?, result_dir = COALESCE(?, result_dir),
                 phase = COALESCE(?, phase), finished_at = ?, outcome = NULL
-         WHERE id = ? AND state = ?",
+           WHERE id = ? AND state = ?
+           RETURNING latest, (SELECT json_array(queued, running, succeeded, failed, error, cancelled, superseded)
+                              FROM commit_counts c WHERE c.repo = builds.repo AND c.commit_sha = builds.commit_sha) AS "counts?: String""#,
         e.state,
         e.message,
         result_dir,
@@ -394,12 +344,11 @@ pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<Option<Shifted>, S
         id,
         BuildState::Running,
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n != 1 {
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
         return Ok(None);
-    }
+    };
     super::phases::set_phases(conn, id, e.phases).await?;
     if let Some(p) = e.provides.as_ref().filter(|p| !p.provides.is_empty()) {
         let (repo, target) = (p.repo.as_str(), p.target.as_str());
@@ -429,8 +378,7 @@ pub async fn end(conn: &mut Conn, e: &BuildEnd<'_>) -> Result<Option<Shifted>, S
         .execute(&mut *conn)
         .await?;
     }
-    let counts = shift(conn, id, Some(BuildState::Running), Some(e.state)).await?;
-    event(conn, id, EventKind::Ended, e.state, Some(e.message), now).await?;
+    let counts = counts_after(row.latest, row.counts.as_deref())?;
     Ok(Some(Shifted { counts }))
 }
 
@@ -460,26 +408,8 @@ pub async fn requeue(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if n != 1 {
-        return Ok(false);
-    }
-    shift(
-        conn,
-        id,
-        Some(BuildState::Running),
-        Some(BuildState::Queued),
-    )
-    .await?;
-    event(
-        conn,
-        id,
-        EventKind::Requeued,
-        BuildState::Queued,
-        message,
-        Millis::now(),
-    )
-    .await?;
-    Ok(true)
+    // The counts and the `requeued` event follow in the database (migration 0013).
+    Ok(n == 1)
 }
 
 /// Which builds of a change [`end_change`] ends.
@@ -502,12 +432,19 @@ pub async fn end_change(conn: &mut Conn, c: &ChangeEnd<'_>) -> Result<Vec<BuildR
     let key_ref = if by_pr.is_some() { None } else { c.ref_name };
     let keep_sha = c.keep_sha.map(|s| s.as_str());
     let repo = c.repo.as_str();
+    let now = Millis::now();
+    // One statement: the counts and the `superseded` or `cancelled` events follow in the
+    // database (migration 0013).
     let rows = build_rows!(
-        "SELECT",
-        "FROM builds
+        "UPDATE builds SET state = ?, message = ?, finished_at = ?, outcome = NULL
          WHERE repo = ? AND state IN (?, ?)
            AND ((? IS NOT NULL AND pr_number = ?) OR (? IS NOT NULL AND pr_number IS NULL AND ref_name = ?))
-           AND (? IS NULL OR commit_sha != ?)",
+           AND (? IS NULL OR commit_sha != ?)
+         RETURNING",
+        "",
+        c.state,
+        c.message,
+        now.0,
         repo,
         BuildState::Queued,
         BuildState::Running,
@@ -524,31 +461,6 @@ pub async fn end_change(conn: &mut Conn, c: &ChangeEnd<'_>) -> Result<Vec<BuildR
         .into_iter()
         .map(BuildRow::try_from)
         .collect::<Result<_, _>>()?;
-    let now = Millis::now();
-    let kind = if c.state == BuildState::Superseded {
-        EventKind::Superseded
-    } else {
-        EventKind::Cancelled
-    };
-    for b in &mut rows {
-        let id = b.id.as_str();
-        sqlx::query!(
-            "UPDATE builds SET state = ?, message = ?, finished_at = ?, outcome = NULL
-             WHERE id = ? AND state IN (?, ?)",
-            c.state,
-            c.message,
-            now.0,
-            id,
-            BuildState::Queued,
-            BuildState::Running,
-        )
-        .execute(&mut *conn)
-        .await?;
-        shift(conn, id, Some(b.state), Some(c.state)).await?;
-        event(conn, id, kind, c.state, Some(c.message), now).await?;
-        b.state = c.state;
-        b.message = Some(c.message.to_string());
-        b.finished_at = Some(now);
-    }
+    rows.sort_by_key(|b| b.seq);
     Ok(rows)
 }
