@@ -30,6 +30,7 @@ mod rebuild;
 mod rebuild_release;
 mod repos;
 mod repos_serve;
+mod repos_stage;
 mod serve_crash;
 mod serve_e2e;
 mod serve_github;
