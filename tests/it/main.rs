@@ -17,6 +17,7 @@ mod build_docker;
 mod build_mock;
 mod build_reap;
 mod build_trust;
+mod build_url_repo;
 mod cli_errors;
 mod gerrit_e2e;
 mod gerrit_stream;
