@@ -52,7 +52,8 @@
 //! `executor` (the local Docker executor: run, reattach, conclude), `follow` (a driver's
 //! output, its exit classified, results taken), `run` (the per-build state, logs and
 //! finish), `inputs` (the upload archive), `results` (the download archive, checked),
-//! `classify` (reading failed phases' output), `repo` (repositories of earlier results),
+//! `classify` (reading failed phases' output), `repo` ([`BuildRepo`], and repositories of
+//! earlier results),
 //! `backend` (what runs in the container), `images`; the Engine API is `crate::docker`.
 
 pub mod backend;
