@@ -312,9 +312,7 @@ impl Service {
             config.targets.clone(),
             config.default_targets.clone(),
         );
-        let runner = Arc::new(DockerRunner {
-            executor: Executor::new(engine.clone()),
-        });
+        let runner = Arc::new(DockerRunner::new(Executor::new(engine.clone())));
         let mut forges = Forges::new();
         if let Some((_, client, hooks)) = github {
             forges = forges.with(ForgeKind::GitHub, Arc::new(hooks), client);
@@ -342,7 +340,7 @@ impl Service {
             forge: Arc::new(forges.clone()),
             planner,
             sources,
-            runner,
+            runner: runner.clone(),
             indexing: Some(Arc::new(DockerIndexing {
                 engine: engine.clone(),
                 data_dir: data_dir.clone(),
@@ -354,6 +352,7 @@ impl Service {
                 parallel: config.parallel,
                 data_dir: data_dir.clone(),
                 public_url: config.server.public_url.clone(),
+                repos_url: config.server.repos_url.clone(),
                 max_attempts: config.server.max_attempts,
                 retry_backoff: config.server.retry_backoff,
                 shutdown_grace: config.server.shutdown_grace,
@@ -385,6 +384,7 @@ impl Service {
             ]),
             data_dir,
             access: Arc::new(access),
+            runner,
         };
         Ok(Service {
             config,

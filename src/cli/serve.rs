@@ -18,8 +18,12 @@ fn service_error(e: ServiceError) -> CliError {
 pub async fn run(mut config: Config, args: ServeArgs) -> Result<u8, CliError> {
     if let Some(listen) = args.listen {
         // A defaulted public URL follows the address actually listened on.
-        if config.server.public_url == format!("http://{}", config.server.listen) {
+        let defaulted = format!("http://{}", config.server.listen);
+        if config.server.public_url == defaulted {
             config.server.public_url = format!("http://{listen}");
+        }
+        if config.server.repos_url == defaulted {
+            config.server.repos_url = format!("http://{listen}");
         }
         config.server.listen = listen;
     }

@@ -114,7 +114,7 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
         }),
         out: s.out,
         sources: s.sources,
-        runner: Arc::new(DockerRunner { executor }),
+        runner: Arc::new(DockerRunner::new(executor)),
         progress: tx,
         cancel,
     })

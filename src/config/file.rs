@@ -35,6 +35,7 @@ pub(super) struct RawServer {
     pub(super) listen: Option<String>,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) public_url: Option<String>,
+    pub(super) repos_url: Option<String>,
     pub(super) body_limit: Option<String>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) max_attempts: Option<u32>,

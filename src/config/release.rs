@@ -21,14 +21,15 @@ pub(super) struct RawRelease {
 }
 
 /// A release's name: a directory under `<data_dir>/repos/` and a part of URLs, so it keeps
-/// to the same alphabet as target names; `changes` is taken by the per-change repositories.
+/// to the same alphabet as target names; `changes` is taken by the per-change repositories
+/// and `stages` by the repositories of a change's earlier stages.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReleaseName(String);
 
 impl ReleaseName {
     pub fn parse(s: &str) -> Result<ReleaseName, BadReleaseName> {
         TargetName::parse(s)?;
-        if s == "changes" {
+        if s == "changes" || s == "stages" {
             return Err(BadReleaseName::Reserved);
         }
         Ok(ReleaseName(s.to_string()))
@@ -44,7 +45,7 @@ impl ReleaseName {
 pub enum BadReleaseName {
     #[error(transparent)]
     Invalid(#[from] InvalidName),
-    #[error("`changes` is reserved for the per-change repositories")]
+    #[error("`changes` and `stages` are reserved for the per-change repositories")]
     Reserved,
 }
 

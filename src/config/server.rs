@@ -14,6 +14,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Base of the links put in statuses (`target_url`); the build pages live under it.
     pub public_url: String,
+    /// Base of the URLs build containers reach `/repos/` at (the repositories a build
+    /// installs from, stage repositories included): from a container's network the
+    /// service may answer at another address than people use. Default: `public_url`.
+    pub repos_url: String,
     /// Largest webhook body accepted; GitHub caps payloads at 25 MiB.
     pub body_limit: usize,
     /// How long SIGTERM waits for running builds before stopping them.
@@ -63,6 +67,20 @@ pub(super) fn parse_server(
             "server.public_url",
             format!("`{public_url}` is not an http(s) URL"),
             "write the URL users reach this server at, e.g. \"https://packetary.example.com\"",
+        ));
+    }
+    let repos_url = match raw.repos_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => public_url.clone(),
+    };
+    if url::Url::parse(&repos_url)
+        .map(|u| !matches!(u.scheme(), "http" | "https") || u.query().is_some())
+        .unwrap_or(true)
+    {
+        return Err(invalid(
+            "server.repos_url",
+            format!("`{repos_url}` is not an http(s) URL without a query"),
+            "write the URL build containers reach this server at, e.g. \"http://172.17.0.1:8080\" (leave it out to use public_url)",
         ));
     }
     let body_limit = match &raw.body_limit {
@@ -137,6 +155,7 @@ pub(super) fn parse_server(
             .data_dir
             .unwrap_or_else(|| PathBuf::from("packetary-data")),
         public_url,
+        repos_url,
         body_limit,
         shutdown_grace: duration(
             "server.shutdown_grace",

@@ -284,3 +284,25 @@ fn gerrit_section_is_checked() {
         assert!(e.contains(fix), "{key}: {e}");
     }
 }
+
+/// `repos_url` defaults to `public_url`, and is checked like it.
+#[test]
+fn repos_url_defaults_to_public_url_and_is_checked() {
+    let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+    let c = Config::parse(
+        &format!("{base}[server]\npublic_url = \"https://p.example.com/\"\n"),
+        None,
+    )
+    .expect("valid");
+    assert_eq!(c.server.repos_url, "https://p.example.com");
+    let c = Config::parse(
+        &format!("{base}[server]\nrepos_url = \"http://172.17.0.1:8080/\"\n"),
+        None,
+    )
+    .expect("valid");
+    assert_eq!(c.server.repos_url, "http://172.17.0.1:8080");
+    let e = err(&format!("{base}[server]\nrepos_url = \"ftp://x\"\n"));
+    assert!(e.contains("server.repos_url"), "{e}");
+    assert!(e.contains("test.toml"), "{e}");
+    assert!(e.contains("leave it out to use public_url"), "{e}");
+}

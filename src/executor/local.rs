@@ -12,7 +12,7 @@ use super::inputs;
 use super::provenance::{self, InputsError, Provenance};
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, Progress};
-use crate::config::{Backend, RepoLocation};
+use crate::config::Backend;
 use crate::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use crate::model::{Outcome, Phase};
 
@@ -230,17 +230,16 @@ impl Executor {
     /// Prepares the container and runs the phases in it.
     async fn phases(&self, run: &mut Run) -> Result<(), Stop> {
         let target = run.req.target.clone();
-        let mut repos = target.repos.clone();
-        repos.extend(run.req.extra_repos.iter().cloned());
+        let repos = super::build_repos(&target, &run.req.extra_repos);
         let mut mounts = vec![];
         let mut container_repos = vec![];
         let mut network = false;
         for r in &repos {
-            match &r.location {
-                // This executor's own optimisation: a directory repository on the Docker
-                // host is mounted read-only. An executor on other machines is given
-                // repositories by URL.
-                RepoLocation::Dir(p) => {
+            match &r.local {
+                // This executor's own optimisation: a repository that is also a directory
+                // on the Docker host is mounted read-only. An executor on other machines
+                // uses its URL.
+                Some(p) => {
                     if !p.is_dir() {
                         return Err(infra(format!(
                             "repository `{}`: {} is not a directory\n  fix: create it (createrepo_c) or remove it from the target",
@@ -255,11 +254,18 @@ impl Executor {
                         url: format!("file://{inside}"),
                     });
                 }
-                RepoLocation::Url(u) => {
+                // Reached over the network, in the dependency phase only.
+                None if r.url.starts_with("file://") => {
+                    return Err(infra(format!(
+                        "repository `{}`: {} is on no host the build can reach\n  fix: give it as an http(s) URL",
+                        r.name, r.url
+                    )));
+                }
+                None => {
                     network = true;
                     container_repos.push(ContainerRepo {
                         name: r.name.clone(),
-                        url: u.clone(),
+                        url: r.url.clone(),
                     });
                 }
             }

@@ -14,19 +14,25 @@
 //!    ([`PackageSource`]: the spec and its source directory); the executor carries them
 //!    to where the build runs, as data (this one: a tar uploaded into the created
 //!    container, see `inputs`), together with the files the backend generates
-//!    ([`backend::Script::files`]). Repositories are named by URL
-//!    ([`RepoLocation::Url`](crate::config::RepoLocation)); a directory repository
-//!    ([`RepoLocation::Dir`](crate::config::RepoLocation)) only makes sense where the
-//!    build runs on the service host: this executor mounts it read-only, as its own
-//!    optimisation, and an executor elsewhere serves it or refuses it.
+//!    ([`backend::Script::files`]). Every repository is named by URL ([`BuildRepo::url`]:
+//!    the service serves the ones it makes under `/repos/`, at `[server] repos_url`,
+//!    stage repositories included), which the build reaches in its dependency phase, the
+//!    only one with network. A repository that is also a directory on this host
+//!    ([`BuildRepo::local`]) is mounted read-only by this executor instead, as its own
+//!    optimisation; an executor elsewhere ignores `local`. A target's directory
+//!    repository ([`RepoLocation::Dir`](crate::config::RepoLocation)) has a `file://` URL
+//!    only, so it makes sense where the build runs on the service host alone.
 //! 2. **Runs the phases** (prepare, srpm, deps, build, collect) within the target's limits
 //!    and time limit, honours the cancellation token, and never leaves the build's
 //!    container (or pod, or task) behind.
 //! 3. **Reports progress**: [`Progress`] events on the channel it is given
 //!    ([`ProgressKind::PhaseStarted`], [`ProgressKind::PhaseFinished`], and
-//!    [`ProgressKind::Finished`] last), and the phase logs (`root.log`, `build.log`)
-//!    written live into [`staging_dir`]`(out_root, target, id)/logs/`, which build pages
-//!    serve while the build runs. The logs are the executor's own files, written from the
+//!    [`ProgressKind::Finished`] last), and the phase logs ([`LIVE_LOGS`]: `root.log`,
+//!    `build.log`) readable while the build runs, in bounded pieces, through the runner
+//!    (`crate::queue::Runner::live_log`), which the build pages ask: wherever the build
+//!    runs, not from the service's disk. This executor writes them into
+//!    [`staging_dir`]`(out_root, target, id)/logs/` and reads them from there
+//!    ([`read_live_log`]). The logs are the executor's own files, written from the
 //!    build's output stream; nothing the build makes is written there.
 //! 4. **Delivers the results** into `out_root/<target>/<n-v-r>/` on the service host:
 //!    the SRPM and RPMs as regular files (taken out of the build and checked entry by
@@ -46,7 +52,8 @@
 //! `executor` (the local Docker executor: run, reattach, conclude), `follow` (a driver's
 //! output, its exit classified, results taken), `run` (the per-build state, logs and
 //! finish), `inputs` (the upload archive), `results` (the download archive, checked),
-//! `classify` (reading failed phases' output), `repo` (repositories of earlier results),
+//! `classify` (reading failed phases' output), `repo` ([`BuildRepo`], and repositories of
+//! earlier results),
 //! `backend` (what runs in the container), `images`; the Engine API is `crate::docker`.
 
 pub mod backend;
@@ -71,9 +78,9 @@ use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
 
 pub use classify::{first_error_line, missing_capabilities, tail};
 pub use local::Executor;
-pub use repo::{binary_packages_in, local_repo};
+pub use repo::{binary_packages_in, build_repos, local_repo, BuildRepo};
 pub use results::{MAX_RESULT_BYTES, MAX_RESULT_ENTRIES};
-pub use run::staging_dir;
+pub use run::{read_live_log, staging_dir, LiveLog, LIVE_LOGS};
 
 /// One build to run.
 #[derive(Debug, Clone)]
@@ -85,8 +92,10 @@ pub struct BuildRequest {
     pub target: Target,
     /// Results go to `out_root/<target>/<name>-<version>-<release>/`.
     pub out_root: PathBuf,
-    /// Repositories added to the target's for this build.
-    pub extra_repos: Vec<crate::config::Repo>,
+    /// Repositories added to the target's for this build (a change's earlier stages, a
+    /// release's snapshot, the change's published packages): each a URL the build can
+    /// reach, and a directory when the repository is also on this host.
+    pub extra_repos: Vec<BuildRepo>,
     /// `SOURCE_DATE_EPOCH` for rpm: the time of the last commit that touched the package
     /// (service, `build --git`); `None`: the newest modification time of its files.
     pub source_date_epoch: Option<i64>,

@@ -16,7 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Backend, Repo, RepoLocation, Target};
+use crate::config::{Backend, Target};
+use crate::executor::{build_repos, BuildRepo};
 use crate::model::PackageSource;
 
 /// Version of the `build.json` format (see README, "build.json"). 2: `provenance` added,
@@ -82,17 +83,10 @@ pub struct RepoRecord {
     pub snapshot: Option<String>,
 }
 
-/// A repository's URL as recorded.
-pub fn repo_url(r: &Repo) -> String {
-    match &r.location {
-        RepoLocation::Dir(p) => format!("file://{}", p.display()),
-        RepoLocation::Url(u) => u.clone(),
-    }
-}
-
-/// `sha256:` of a repository's `repodata/repomd.xml`, from its directory or over HTTP:
-/// the id of the snapshot a build sees (createrepo_c writes a new one on each change).
-pub async fn repomd_digest(r: &Repo) -> Result<String, RepomdError> {
+/// `sha256:` of a repository's `repodata/repomd.xml`, from its directory when it is on
+/// this host, else over HTTP from its URL: the id of the snapshot a build sees
+/// (createrepo_c writes a new one on each change).
+pub async fn repomd_digest(r: &BuildRepo) -> Result<String, RepomdError> {
     let repomd = read_repomd(r).await?;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(&repomd))))
 }
@@ -111,16 +105,16 @@ pub enum RepomdError {
 }
 
 /// `repodata/repomd.xml` of `r`: read from its directory, or fetched from its URL.
-async fn read_repomd(r: &Repo) -> Result<Vec<u8>, RepomdError> {
-    match &r.location {
-        RepoLocation::Dir(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
+async fn read_repomd(r: &BuildRepo) -> Result<Vec<u8>, RepomdError> {
+    match &r.local {
+        Some(p) => tokio::fs::read(p.join("repodata/repomd.xml"))
             .await
             .map_err(|error| RepomdError::Read {
                 repo: r.name.clone(),
                 error,
             }),
-        RepoLocation::Url(u) => {
-            let url = format!("{}/repodata/repomd.xml", u.trim_end_matches('/'));
+        None => {
+            let url = format!("{}/repodata/repomd.xml", r.url.trim_end_matches('/'));
             crate::http::get(&url, Duration::from_secs(15), MAX_REPOMD)
                 .await
                 .map_err(|error| RepomdError::Fetch {
@@ -290,7 +284,7 @@ pub async fn of_request(
 pub async fn record(
     package: &PackageSource,
     target: &Target,
-    extra: &[Repo],
+    extra: &[BuildRepo],
     image_id: Option<String>,
     source_date_epoch: i64,
 ) -> Result<Provenance, InputsError> {
@@ -300,8 +294,8 @@ pub async fn record(
         .map_err(InputsError::Task)?
         .map_err(InputsError::Files)?;
     let mut repositories = vec![];
-    for r in target.repos.iter().chain(extra) {
-        let snapshot = match repomd_digest(r).await {
+    for r in build_repos(target, extra) {
+        let snapshot = match repomd_digest(&r).await {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::warn!("no snapshot id for {e}");
@@ -310,7 +304,7 @@ pub async fn record(
         };
         repositories.push(RepoRecord {
             name: r.name.clone(),
-            url: repo_url(r),
+            url: r.url.clone(),
             snapshot,
         });
     }

@@ -1,11 +1,63 @@
-//! Package repositories made of earlier builds' results, for later builds to install from.
+//! The repositories a build installs from ([`BuildRepo`]), and package repositories made
+//! of earlier builds' results, for later builds to install from.
 
 use std::path::{Path, PathBuf};
 
 use super::results::open_regular;
+use crate::config::{Repo, RepoLocation};
 use crate::docker::{self, Engine, InfraError, LABEL_BUILD};
 use crate::format::Format;
 use crate::model::BuildId;
+
+/// A repository a build installs from: always a URL, so that an executor anywhere can
+/// reach it, and the same repository as a directory when it also lies on this host. The
+/// local executor mounts `local` read-only when it is set (an optimisation: no network
+/// for it); an executor elsewhere uses `url` in the dependency phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRepo {
+    pub name: String,
+    /// Where a build reaches it over the network (`http(s)://`), or a `file://` URL kept
+    /// only for the record when the repository exists on this host alone (the CLI's).
+    pub url: String,
+    /// The same repository on this host, if it is here.
+    pub local: Option<PathBuf>,
+}
+
+impl BuildRepo {
+    /// A repository on this host only: its `file://` URL is for the record.
+    pub fn local_only(name: &str, dir: &Path) -> BuildRepo {
+        BuildRepo {
+            name: name.to_string(),
+            url: format!("file://{}", dir.display()),
+            local: Some(dir.to_path_buf()),
+        }
+    }
+}
+
+/// A target's configured repository: a directory is local (its URL a `file://` one), a
+/// URL has no local copy.
+impl From<&Repo> for BuildRepo {
+    fn from(r: &Repo) -> BuildRepo {
+        match &r.location {
+            RepoLocation::Dir(p) => BuildRepo::local_only(&r.name, p),
+            RepoLocation::Url(u) => BuildRepo {
+                name: r.name.clone(),
+                url: u.clone(),
+                local: None,
+            },
+        }
+    }
+}
+
+/// Every repository a build of `target` installs from: the target's own, then `extra`.
+pub fn build_repos(target: &crate::config::Target, extra: &[BuildRepo]) -> Vec<BuildRepo> {
+    target
+        .repos
+        .iter()
+        .map(BuildRepo::from)
+        .chain(extra.iter().cloned())
+        .collect()
+}
 
 /// Adds `packages` to `dir` (created if needed) and makes it a repository with the
 /// format's indexer (createrepo_c for RPMs) in `image`, without network: how later builds

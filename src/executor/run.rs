@@ -13,7 +13,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{BuildReport, BuildRequest, PhaseTiming, Progress, ProgressKind};
-use crate::config::RepoLocation;
 use crate::docker::InfraError;
 use crate::format::Format;
 use crate::model::{BuildId, Failure, Nevr, Outcome, Phase, TargetName};
@@ -72,6 +71,64 @@ pub(crate) fn timed_out(limit: Duration) -> Stop {
 /// `<n-v-r>` directory: what a build page shows live.
 pub fn staging_dir(out_root: &Path, target: &TargetName, id: &BuildId) -> PathBuf {
     out_root.join(target.as_str()).join(format!(".build-{id}"))
+}
+
+/// The logs of a build that may be read while it runs: the phase logs, which only the
+/// executor writes (from the build's output stream).
+pub const LIVE_LOGS: [&str; 2] = ["root.log", "build.log"];
+
+/// A part of a running build's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveLog {
+    pub bytes: Vec<u8>,
+    /// Where `bytes` start in the log.
+    pub offset: u64,
+    /// The log's whole length when it was read.
+    pub size: u64,
+}
+
+/// Reads at most `limit` bytes of the live log `name` of build `id` from its staging
+/// directory under `out_root`: from `from`, or the last `limit` bytes when `from` is
+/// `None` (what a page of a build under way shows). `None`: not a live log's name, or not
+/// written (yet, or any more: the build finished and its logs moved with its results).
+pub async fn read_live_log(
+    out_root: &Path,
+    target: &TargetName,
+    id: &BuildId,
+    name: &str,
+    from: Option<u64>,
+    limit: usize,
+) -> std::io::Result<Option<LiveLog>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if !LIVE_LOGS.contains(&name) {
+        return Ok(None);
+    }
+    let path = staging_dir(out_root, target, id).join("logs").join(name);
+    // The executor's own regular file; anything else is not a log.
+    match tokio::fs::symlink_metadata(&path).await {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = f.metadata().await?.len();
+    let limit = limit as u64;
+    let offset = from.unwrap_or_else(|| size.saturating_sub(limit)).min(size);
+    f.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut bytes = Vec::new();
+    f.take(limit.min(size - offset))
+        .read_to_end(&mut bytes)
+        .await?;
+    Ok(Some(LiveLog {
+        bytes,
+        offset,
+        size,
+    }))
 }
 
 /// The two logs phases write to, as Mock names them.
@@ -306,16 +363,9 @@ impl Run {
             command: std::mem::take(&mut self.command),
             provenance: self.provenance.take(),
             reused_from: None,
-            repos: self
-                .req
-                .target
-                .repos
+            repos: super::build_repos(&self.req.target, &self.req.extra_repos)
                 .iter()
-                .chain(&self.req.extra_repos)
-                .map(|r| match &r.location {
-                    RepoLocation::Dir(p) => format!("{}=file://{}", r.name, p.display()),
-                    RepoLocation::Url(u) => format!("{}={u}", r.name),
-                })
+                .map(|r| format!("{}={}", r.name, r.url))
                 .collect(),
             outcome,
         };
@@ -406,4 +456,52 @@ fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live log is read by allow-listed name only, in a bounded window, never through
+    /// a link.
+    #[tokio::test]
+    async fn live_logs_are_read_by_name_and_bounded() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (t, id) = (
+            TargetName::parse("t").expect("t"),
+            BuildId::parse("b1").expect("id"),
+        );
+        let logs = staging_dir(d.path(), &t, &id).join("logs");
+        std::fs::create_dir_all(&logs).expect("mkdir");
+        std::fs::write(logs.join("build.log"), "0123456789").expect("write");
+        std::fs::write(logs.join("build.json"), "{}").expect("write");
+        std::os::unix::fs::symlink("/etc/passwd", logs.join("root.log")).expect("link");
+        let read = |name: &'static str, from, limit| {
+            let (root, t, id) = (d.path().to_path_buf(), t.clone(), id.clone());
+            async move { read_live_log(&root, &t, &id, name, from, limit).await }
+        };
+        let all = read("build.log", Some(0), 100).await.expect("read");
+        assert_eq!(all.map(|l| l.bytes), Some(b"0123456789".to_vec()));
+        let tail = read("build.log", None, 4)
+            .await
+            .expect("read")
+            .expect("log");
+        assert_eq!(
+            (tail.bytes.as_slice(), tail.offset, tail.size),
+            (&b"6789"[..], 6, 10)
+        );
+        let mid = read("build.log", Some(2), 3)
+            .await
+            .expect("read")
+            .expect("log");
+        assert_eq!(mid.bytes, b"234");
+        let past = read("build.log", Some(50), 3)
+            .await
+            .expect("read")
+            .expect("log");
+        assert!(past.bytes.is_empty());
+        assert_eq!(read("build.json", Some(0), 10).await.expect("read"), None);
+        assert_eq!(read("root.log", Some(0), 10).await.expect("read"), None);
+        assert_eq!(read("../x", Some(0), 10).await.expect("read"), None);
+    }
 }

@@ -91,6 +91,7 @@ pub async fn run(r: LocalRun) -> Result<LocalOutcome, LocalRunError> {
             parallel: r.parallel.max(1),
             data_dir: tmp.path().to_path_buf(),
             public_url: String::new(),
+            repos_url: String::new(),
             // The user sees a fault at once and runs again; nothing waits for a retry.
             max_attempts: 1,
             retry_backoff: Duration::from_secs(1),

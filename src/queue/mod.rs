@@ -47,8 +47,8 @@ use crate::store::{Store, StoreError};
 pub use indexing::{DockerIndexing, Indexing, PublishInto};
 pub use metrics::Metrics;
 pub use runner::{
-    error_report, results_root, DockerRunner, MakeRepoError, PlanError, PlannedBuild, Planner,
-    Runner, SourceError, SourceProvider,
+    error_report, results_root, DockerRunner, LiveLogError, MakeRepoError, PlanError, PlannedBuild,
+    Planner, Runner, SourceError, SourceProvider,
 };
 
 /// What the queue needs from the configuration.
@@ -58,6 +58,9 @@ pub struct QueueConfig {
     pub data_dir: PathBuf,
     /// Base of the build pages, for `target_url`.
     pub public_url: String,
+    /// Base of the URLs builds reach `/repos/` at (`[server] repos_url`); empty: none
+    /// (the command line's builds get their repositories as directories only).
+    pub repos_url: String,
     pub max_attempts: u32,
     pub retry_backoff: Duration,
     pub shutdown_grace: Duration,
@@ -152,6 +155,7 @@ impl Queue {
             store: ports.store.clone(),
             indexing: ports.indexing.clone(),
             data_dir: cfg.data_dir.clone(),
+            repos_url: cfg.repos_url.clone(),
             targets: targets.clone(),
             repos: cfg.repos.clone(),
         });
@@ -227,6 +231,11 @@ impl Queue {
     /// The data directory (database, results).
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.clone()
+    }
+
+    /// The runner builds run on (the build pages read live logs through it).
+    pub fn runner(&self) -> Arc<dyn Runner> {
+        self.scheduler.runner.clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Indexing, PublishInto, QueueError, ReposConfig};
-use crate::config::{Release, Repo, RepoLocation, Target};
+use crate::config::{Release, Target};
+use crate::executor::BuildRepo;
 use crate::model::{RepoId, TargetName};
 use crate::repos::{self, Published, RepoDir, SnapshotId};
 use crate::store::{BuildRow, Store, StoreError};
@@ -42,6 +43,8 @@ pub(super) struct Publisher {
     pub store: Store,
     pub indexing: Option<Arc<dyn Indexing>>,
     pub data_dir: PathBuf,
+    /// Base of the URLs builds reach `/repos/` at; empty: none (the command line's).
+    pub repos_url: String,
     pub targets: Arc<BTreeMap<TargetName, Target>>,
     pub repos: ReposConfig,
 }
@@ -189,7 +192,7 @@ impl Publisher {
         &self,
         b: &BuildRow,
         target: &Target,
-    ) -> Result<Vec<Repo>, StoreError> {
+    ) -> Result<Vec<BuildRepo>, StoreError> {
         let mut out = Vec::new();
         if let Some(branch) = self.branch_of(b).await? {
             if let Some(release) = self.release_of_branch(&b.repo, &branch, target) {
@@ -203,24 +206,32 @@ impl Publisher {
                     self.store
                         .record_snapshot_use(&b.id, &snap.display().to_string())
                         .await?;
-                    out.push(Repo {
-                        name: format!("release-{}", release.name),
-                        location: RepoLocation::Dir(snap),
-                    });
+                    out.push(self.served(&format!("release-{}", release.name), &snap));
                 }
             }
         }
         if let Some(number) = b.pr_number {
             if let Some(dir) = self.change_repo(b, number) {
                 if let Some(id) = dir.latest() {
-                    out.push(Repo {
-                        name: "change-published".into(),
-                        location: RepoLocation::Dir(dir.snapshot_dir(&id)),
-                    });
+                    out.push(self.served("change-published", &dir.snapshot_dir(&id)));
                 }
             }
         }
         Ok(out)
+    }
+
+    /// A repository under `<data_dir>/repos/` as a build gets it: its URL under
+    /// `repos_url` (which a build anywhere reaches), and the directory (which an executor
+    /// on this host mounts instead). Without a `repos_url`, a `file://` URL for the record.
+    pub fn served(&self, name: &str, dir: &Path) -> BuildRepo {
+        match repos::served_url(&self.data_dir, &self.repos_url, dir) {
+            Some(url) => BuildRepo {
+                name: name.to_string(),
+                url,
+                local: Some(dir.to_path_buf()),
+            },
+            None => BuildRepo::local_only(name, dir),
+        }
     }
 
     /// A pull request closed: its repositories go (every target's).
@@ -307,6 +318,7 @@ mod tests {
             store: store.clone(),
             indexing: Some(idx),
             data_dir: dir.to_path_buf(),
+            repos_url: "http://repos.test:8080".into(),
             targets: Arc::new(c.targets),
             repos: ReposConfig {
                 releases: c.releases,
@@ -411,5 +423,23 @@ mod tests {
         let got = p.publish_build(&fed, Path::new("a.src.rpm"), &[]).await;
         assert!(matches!(got, Ok(PublishOutcome::Done { .. })));
         assert_eq!(idx.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// A repository a build installs from is named by its URL under `repos_url`, with
+    /// its directory for an executor on this host; without a base, a `file://` URL.
+    #[tokio::test]
+    async fn served_repositories_have_a_url_under_repos_url() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).await.expect("store");
+        let mut p = publisher(&store, dir.path(), "", Arc::new(Counting::default()));
+        let id = BuildId::parse("b1").expect("id");
+        let stage = repos::stage_dir(dir.path(), &id);
+        let r = p.served("change", &stage);
+        assert_eq!(r.url, "http://repos.test:8080/repos/stages/b1/");
+        assert_eq!(r.local.as_deref(), Some(stage.as_path()));
+        p.repos_url = String::new();
+        let r = p.served("change", &stage);
+        assert_eq!(r.url, format!("file://{}", stage.display()));
+        assert_eq!(r.local.as_deref(), Some(stage.as_path()));
     }
 }

@@ -102,6 +102,7 @@ mod tests {
             parallel: 1,
             data_dir: "/nowhere".into(),
             public_url: String::new(),
+            repos_url: String::new(),
             max_attempts,
             retry_backoff: Duration::from_millis(backoff_ms),
             shutdown_grace: Duration::from_secs(1),

@@ -4,14 +4,16 @@
 //! components ([`DockerRunner`], [`super::planner::GitPlanner`],
 //! [`super::source::MirrorSource`]) implement one small, stable surface.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::docker::InfraError;
 use crate::executor::provenance::{InputsError, Provenance};
-use crate::executor::{BuildReport, BuildRequest, Progress};
+use crate::executor::{BuildReport, BuildRequest, LiveLog, Progress};
 use crate::model::{BuildId, CommitSha, Outcome, RepoId, TargetName, Trigger};
 
 /// One build the planner asks for.
@@ -91,6 +93,16 @@ pub enum MakeRepoError {
     Infra(#[from] InfraError),
 }
 
+/// A live log that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the live log {name} of build {id}: {source}")]
+pub struct LiveLogError {
+    pub id: BuildId,
+    pub name: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Runs one build; the Docker executor in production, a fake in tests of the scheduling.
 pub trait Runner: Send + Sync {
     fn run(
@@ -115,6 +127,23 @@ pub trait Runner: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// At most `limit` bytes of the live log `name` (one of
+    /// [`LIVE_LOGS`](crate::executor::LIVE_LOGS)) of a build this runner is running: from
+    /// `from`, or the last `limit` bytes when `from` is `None`. What the build pages show
+    /// while a build runs; the runner, not the service's disk, has them (an executor
+    /// elsewhere has its logs elsewhere). `Ok(None)`: no such log (not running here, not
+    /// written yet, not a live log's name).
+    fn live_log(
+        &self,
+        _id: &BuildId,
+        _target: &TargetName,
+        _name: &str,
+        _from: Option<u64>,
+        _limit: usize,
+    ) -> BoxFuture<'static, Result<Option<LiveLog>, LiveLogError>> {
+        Box::pin(async { Ok(None) })
+    }
+
     /// Follows a build whose container outlived the previous service process to its end;
     /// `None` when it cannot be picked up and must run again.
     fn reattach(
@@ -130,6 +159,36 @@ pub trait Runner: Send + Sync {
 /// The Docker executor as a [`Runner`]; a missing image is an infrastructure fault.
 pub struct DockerRunner {
     pub executor: crate::executor::Executor,
+    /// The results root (`out_root`) of each build running here: where its live logs are.
+    running: Arc<Mutex<HashMap<BuildId, PathBuf>>>,
+}
+
+impl DockerRunner {
+    pub fn new(executor: crate::executor::Executor) -> DockerRunner {
+        DockerRunner {
+            executor,
+            running: Arc::default(),
+        }
+    }
+
+    /// Remembers where `req` writes until the guard is dropped (the build ended).
+    fn track(&self, req: &BuildRequest) -> Tracked {
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(req.id.clone(), req.out_root.clone());
+        }
+        Tracked(self.running.clone(), req.id.clone())
+    }
+}
+
+/// A build [`DockerRunner`] runs; forgotten when dropped.
+struct Tracked(Arc<Mutex<HashMap<BuildId, PathBuf>>>, BuildId);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&self.1);
+        }
+    }
 }
 
 impl Runner for DockerRunner {
@@ -140,7 +199,9 @@ impl Runner for DockerRunner {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, BuildReport> {
         let executor = self.executor.clone();
+        let tracked = self.track(&req);
         Box::pin(async move {
+            let _tracked = tracked;
             let mut req = req;
             // Read by the scheduler (`Runner::inputs`), with the image id; here only for a
             // request that came without them.
@@ -181,7 +242,31 @@ impl Runner for DockerRunner {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Option<BuildReport>> {
         let executor = self.executor.clone();
-        Box::pin(async move { executor.reattach(req, Some(events), cancel).await })
+        let tracked = self.track(&req);
+        Box::pin(async move {
+            let _tracked = tracked;
+            executor.reattach(req, Some(events), cancel).await
+        })
+    }
+
+    fn live_log(
+        &self,
+        id: &BuildId,
+        target: &TargetName,
+        name: &str,
+        from: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Option<LiveLog>, LiveLogError>> {
+        let out_root = self.running.lock().ok().and_then(|m| m.get(id).cloned());
+        let (id, target, name) = (id.clone(), target.clone(), name.to_string());
+        Box::pin(async move {
+            let Some(out_root) = out_root else {
+                return Ok(None);
+            };
+            crate::executor::read_live_log(&out_root, &target, &id, &name, from, limit)
+                .await
+                .map_err(|source| LiveLogError { id, name, source })
+        })
     }
 
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {

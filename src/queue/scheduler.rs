@@ -20,8 +20,8 @@ use super::{
     results_root, work_dir, Indexing, MakeRepoError, Metrics, QueueError, Runner, SourceError,
     SourceProvider, Wakes,
 };
-use crate::config::{Repo, RepoLocation, Target};
-use crate::executor::{BuildRequest, DepsCache, Progress, ProgressKind};
+use crate::config::Target;
+use crate::executor::{BuildRepo, BuildRequest, DepsCache, Progress, ProgressKind};
 use crate::model::{BuildId, BuildState, Outcome, PackageSource, TargetName};
 use crate::plan::DiscoverError;
 use crate::store::ledger::{self, EventKind};
@@ -184,6 +184,13 @@ impl Scheduler {
         work_dir(&self.data_dir, id)
     }
 
+    /// Removes a build's work directory (its sources) and its stage repository, which
+    /// live exactly as long.
+    async fn remove_work(&self, id: &BuildId) {
+        let _ = tokio::fs::remove_dir_all(self.work_dir(id)).await;
+        let _ = tokio::fs::remove_dir_all(crate::repos::stage_dir(&self.data_dir, id)).await;
+    }
+
     async fn run_build(&self, b: BuildRow, cancel: CancellationToken) -> Result<(), QueueError> {
         tracing::info!(build = %b.id, repo = %b.repo, commit = %b.commit, package = %b.package, target = %b.target, attempt = b.attempts, "build started");
         super::failpoint::hit("run:claimed");
@@ -230,7 +237,7 @@ impl Scheduler {
                     .finish
                     .give_up(&b, &e.to_string(), started.elapsed())
                     .await;
-                let _ = tokio::fs::remove_dir_all(&work).await;
+                self.remove_work(&b.id).await;
                 return done;
             }
             Err(e) => Err(Outcome::from(e)),
@@ -238,7 +245,7 @@ impl Scheduler {
         let done = self.finish.finish(&b, report, started.elapsed()).await;
         // Only once the ledger knows how it ended: the record, not the sources, is what a
         // restart finishes a build from, but a reattach still needs them until then.
-        let _ = tokio::fs::remove_dir_all(&work).await;
+        self.remove_work(&b.id).await;
         done
     }
 
@@ -266,7 +273,7 @@ impl Scheduler {
                     source,
                 }
             })?;
-        let mut extra_repos = self.earlier_stages_repo(b, &target, src).await?;
+        let mut extra_repos = self.earlier_stages_repo(b, &target).await?;
         extra_repos.extend(self.publisher.published_repos(b, &target).await?);
         let source_date_epoch = self.package_epoch(b, &package).await;
         Ok(BuildRequest {
@@ -304,13 +311,14 @@ impl Scheduler {
     }
 
     /// A later stage of a change builds against the packages its earlier stages built: a
-    /// repository of them next to the exported sources, given to the build as `change`.
+    /// repository of them, given to the build as `change`, served under
+    /// `/repos/stages/<build-id>/` (see [`crate::repos::stage_dir`]) and removed with the
+    /// build's work directory.
     async fn earlier_stages_repo(
         &self,
         b: &BuildRow,
         target: &Target,
-        src: &Path,
-    ) -> Result<Vec<Repo>, PrepareError> {
+    ) -> Result<Vec<BuildRepo>, PrepareError> {
         if b.stage == 0 {
             return Ok(vec![]);
         }
@@ -325,15 +333,14 @@ impl Scheduler {
         let Some(indexing) = &self.indexing else {
             return Err(PrepareError::NoIndexing);
         };
-        let dir = src.with_file_name("change-repo");
+        let dir = crate::repos::stage_dir(&self.data_dir, &b.id);
+        // What an earlier attempt left is not this attempt's.
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         indexing
             .make_repo(target.image.clone(), dir.clone(), rpms)
             .await
             .map_err(|source| PrepareError::ChangeRepo { source })?;
-        Ok(vec![Repo {
-            name: "change".into(),
-            location: RepoLocation::Dir(dir),
-        }])
+        Ok(vec![self.publisher.served("change", &dir)])
     }
 
     /// Forwards a build's events to the store (current phase) and the metrics.
@@ -378,7 +385,7 @@ impl Scheduler {
                 let id = b.id.clone();
                 self.spawn_running(id, move |s, _token| async move {
                     let done = s.finish.finish_recorded(&b, rec).await;
-                    let _ = tokio::fs::remove_dir_all(s.work_dir(&b.id)).await;
+                    s.remove_work(&b.id).await;
                     done
                 });
             } else if let Some(req) = self.existing_request(&b).await {
@@ -451,7 +458,7 @@ impl Scheduler {
         };
         tracing::info!(build = %b.id, "reattached build ended");
         let done = self.finish.finish(&b, Ok(report), started.elapsed()).await;
-        let _ = tokio::fs::remove_dir_all(self.work_dir(&b.id)).await;
+        self.remove_work(&b.id).await;
         done
     }
 }

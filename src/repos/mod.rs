@@ -221,6 +221,29 @@ pub fn release_dir(data_dir: &Path, release: &str, target: &str) -> PathBuf {
     data_dir.join("repos").join(release).join(target)
 }
 
+/// Directory of the repository of what a build's change built in its earlier stages,
+/// `stages/<build-id>`: made before the build, served under `/repos/` (as private as the
+/// build's repository) so that a build anywhere can reach it, removed with the build's
+/// work directory.
+pub fn stage_dir(data_dir: &Path, id: &crate::model::BuildId) -> PathBuf {
+    data_dir.join("repos").join("stages").join(id.as_str())
+}
+
+/// The URL under `<repos_url>/repos/` of a directory under `<data_dir>/repos/`; `None`
+/// when there is no base URL (the command line's builds) or `dir` lies elsewhere.
+pub fn served_url(data_dir: &Path, repos_url: &str, dir: &Path) -> Option<String> {
+    if repos_url.is_empty() {
+        return None;
+    }
+    let rel = dir.strip_prefix(data_dir.join("repos")).ok()?;
+    let segs: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(format!(
+        "{}/repos/{}/",
+        repos_url.trim_end_matches('/'),
+        segs?.join("/")
+    ))
+}
+
 /// Directory of a change's repository for one target,
 /// `changes/<forge>/<path on the forge>/<number>/<target>`: the forge is part of it, so that
 /// the same path and number on two forges (`github:o/r` #7, `gerrit:o/r` change 7) never

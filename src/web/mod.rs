@@ -46,6 +46,9 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// Which repositories' pages need the page token.
     pub access: Arc<access::Access>,
+    /// The runner the queue builds on: a running build's live logs are read through it
+    /// (`Runner::live_log`), wherever it runs builds.
+    pub runner: Arc<dyn crate::queue::Runner>,
 }
 
 /// The whole HTTP surface. `body_limit` bounds webhook bodies (413 above it), which must

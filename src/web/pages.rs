@@ -47,20 +47,32 @@ fn page_with(title: &str, body: &str, head: &str) -> Html<String> {
     ))
 }
 
-/// The logs of a build: its results' `logs/` once finished, the staging directory's while
-/// it runs, so that they can be followed live.
-fn logs_dir(app: &AppState, b: &BuildRow) -> Option<PathBuf> {
-    if let Some(d) = &b.result_dir {
-        return Some(d.join("logs"));
+/// The logs of a finished build: its results' `logs/`, which the service owns. A running
+/// build's are the runner's (see [`live_logs`]).
+fn logs_dir(b: &BuildRow) -> Option<PathBuf> {
+    b.result_dir.as_ref().map(|d| d.join("logs"))
+}
+
+/// Most of a live log one page shows: its end.
+const LIVE_LOG_BYTES: usize = 1 << 20;
+
+/// The live logs (of [`crate::executor::LIVE_LOGS`]) a running build has written so far,
+/// asked of the runner, which has them wherever it runs builds.
+async fn live_logs(app: &AppState, b: &BuildRow) -> Vec<String> {
+    if b.result_dir.is_some() || b.state != BuildState::Running {
+        return vec![];
     }
-    (b.state == BuildState::Running).then(|| {
-        crate::executor::staging_dir(
-            &crate::queue::results_root(&app.data_dir, &b.id),
-            &b.target,
-            &b.id,
-        )
-        .join("logs")
-    })
+    let mut names = vec![];
+    for name in crate::executor::LIVE_LOGS {
+        if let Ok(Some(_)) = app
+            .runner
+            .live_log(&b.id, &b.target, name, Some(0), 0)
+            .await
+        {
+            names.push(name.to_string());
+        }
+    }
+    names
 }
 
 fn state_cell(s: BuildState) -> String {
@@ -232,25 +244,26 @@ pub async fn build(
     let published = app.store.publications(&b.id).await.unwrap_or_default();
     body.push_str(&super::repos::publications_html(&published));
     let live = matches!(b.state, BuildState::Running | BuildState::Queued);
-    if let Some(dir) = logs_dir(&app, &b) {
-        let logs = files_in(&dir);
-        if !logs.is_empty() {
-            body.push_str(if live {
-                "<h2>Logs (live)</h2><ul>"
-            } else {
-                "<h2>Logs</h2><ul>"
-            });
-            for l in logs {
-                let _ = write!(
-                    body,
-                    "<li><a href=\"/builds/{}/logs/{}\">{}</a></li>",
-                    seg(b.id.as_str()),
-                    seg(&l),
-                    escape(&l)
-                );
-            }
-            body.push_str("</ul>");
+    let logs = match logs_dir(&b) {
+        Some(dir) => files_in(&dir),
+        None => live_logs(&app, &b).await,
+    };
+    if !logs.is_empty() {
+        body.push_str(if live {
+            "<h2>Logs (live)</h2><ul>"
+        } else {
+            "<h2>Logs</h2><ul>"
+        });
+        for l in logs {
+            let _ = write!(
+                body,
+                "<li><a href=\"/builds/{}/logs/{}\">{}</a></li>",
+                seg(b.id.as_str()),
+                seg(&l),
+                escape(&l)
+            );
         }
+        body.push_str("</ul>");
     }
     if let Some(dir) = &b.result_dir {
         let artifacts = files_in(dir);
@@ -305,7 +318,10 @@ pub async fn log(
     if name.contains('/') || name.contains('\\') {
         return not_found("log");
     }
-    let Some(path) = logs_dir(&app, &b).and_then(|d| contained(&d, &name)) else {
+    if b.result_dir.is_none() {
+        return live_log(&app, &b, &name).await;
+    }
+    let Some(path) = logs_dir(&b).and_then(|d| contained(&d, &name)) else {
         return not_found("log");
     };
     let ct = if name.ends_with(".json") {
@@ -313,14 +329,50 @@ pub async fn log(
     } else {
         "text/plain; charset=utf-8"
     };
-    let mut resp = send_file(&path, ct, false).await;
-    if b.result_dir.is_none() {
-        // Browsers honour `Refresh` on any content: a running build's log follows itself.
-        resp.headers_mut().insert(
-            header::REFRESH,
-            header::HeaderValue::from(LIVE_REFRESH_SECS),
+    send_file(&path, ct, false).await
+}
+
+/// A running build's log, from the runner: its last [`LIVE_LOG_BYTES`], reloading.
+async fn live_log(app: &AppState, b: &BuildRow, name: &str) -> Response {
+    // Only the logs the executor writes itself, whatever a runner would answer.
+    if b.state != BuildState::Running || !crate::executor::LIVE_LOGS.contains(&name) {
+        return not_found("log");
+    }
+    let log = match app
+        .runner
+        .live_log(&b.id, &b.target, name, None, LIVE_LOG_BYTES)
+        .await
+    {
+        Ok(Some(log)) => log,
+        Ok(None) => return not_found("log"),
+        Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let mut body = Vec::with_capacity(log.bytes.len() + 64);
+    if log.offset > 0 {
+        body.extend_from_slice(
+            format!(
+                "[packetary: the first {} bytes are not shown]\n",
+                log.offset
+            )
+            .as_bytes(),
         );
     }
+    body.extend_from_slice(&log.bytes);
+    let mut resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response();
+    // Browsers honour `Refresh` on any content: a running build's log follows itself.
+    resp.headers_mut().insert(
+        header::REFRESH,
+        header::HeaderValue::from(LIVE_REFRESH_SECS),
+    );
     resp
 }
 

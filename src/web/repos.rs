@@ -4,7 +4,10 @@
 //! Paths are taken apart segment by segment: no empty, `.`, `..` or hidden segment; inside
 //! a repository directory only `latest` and snapshot ids are reachable (not the pool, the
 //! lock or the cache); the file finally served is canonicalized and must still lie under
-//! the repositories' directory, so no link leads out of it.
+//! the repositories' directory, so no link leads out of it. A change's repositories
+//! (`changes/...`) and the stage repository of a build (`stages/<build-id>/`, what its
+//! change's earlier stages built) are as private as the repository they were built from,
+//! and neither is listed.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::html::{escape, not_found, send_file};
 use super::{text, AppState};
-use crate::model::{ForgeKind, RepoId};
+use crate::model::{BuildId, ForgeKind, RepoId};
 use crate::repos::{repo_file, SnapshotId};
 
 /// A repository directory: it has the lock file every publication takes.
@@ -70,6 +73,20 @@ pub async fn serve(
             .any(|r| !app.access.may_see(r, &headers));
         if hidden {
             return super::access::refused(uri.path());
+        }
+    }
+    // `stages/<build-id>/...`: the build's repository decides who may see it.
+    if segs[0] == "stages" {
+        let Some(id) = segs.get(1).and_then(|s| BuildId::parse(s).ok()) else {
+            return not_found("repository");
+        };
+        match app.store.build(&id).await {
+            Ok(Some(b)) if !app.access.may_see(&b.repo, &headers) => {
+                return super::access::refused(uri.path());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return not_found("repository"),
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
         }
     }
     let last = segs[segs.len() - 1];

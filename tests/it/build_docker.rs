@@ -537,9 +537,7 @@ async fn inputs_read_once_are_what_build_json_records() {
         source_date_epoch: Some(1_700_000_000),
         inputs: None,
     };
-    let runner = DockerRunner {
-        executor: Executor::new(Engine::connect(None).await.expect("docker")),
-    };
+    let runner = DockerRunner::new(Executor::new(Engine::connect(None).await.expect("docker")));
     let inputs = runner
         .inputs(&req)
         .await

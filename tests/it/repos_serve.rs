@@ -35,6 +35,8 @@ async fn start_bot(dir: &Path, github: &MockServer, releases: &[(&str, &str)]) -
     config.parallel = 2;
     config.server.data_dir = dir.join("data");
     config.server.public_url = format!("http://{}:{port}", common::bridge_gateway());
+    // Where build containers reach the service: the bridge's gateway too.
+    config.server.repos_url = config.server.public_url.clone();
     config.server.max_attempts = 1;
     config.server.shutdown_grace = Duration::from_secs(5);
     config.github = Some(GithubConfig {
@@ -414,13 +416,21 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
             .join("logs/build.json"),
     )
     .expect("build.json");
-    // The snapshot id is part of the repository's recorded location.
+    // The snapshot id is part of the repository's recorded location: its URL under
+    // `repos_url`, which a build anywhere reaches (this one mounted the directory).
     assert!(
         build_json.contains(&format!(
-            "release-stable=file://{}/000001",
-            release.display()
+            "release-stable=http://{}:{}/repos/stable/{TARGET}/000001/",
+            common::bridge_gateway(),
+            bot.addr.port()
         )),
         "{build_json}"
+    );
+    let path = format!("/repos/stable/{TARGET}/000001/repodata/repomd.xml");
+    assert_eq!(
+        http(bot.addr, "GET", &path, &[], b"").await.0,
+        200,
+        "{path}"
     );
     let used = bot.store.snapshot_locations_in_use().await.expect("store");
     assert!(used.iter().any(|l| l.ends_with("/000001")), "{used:?}");

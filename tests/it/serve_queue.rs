@@ -535,16 +535,18 @@ async fn a_package_that_cannot_be_built_fails_alone_and_the_rest_builds() {
     t.expect_status('b', "packetary/t/broken", Failure);
 }
 
+/// A running build's page and log come from the runner (`Runner::live_log`), not from a
+/// directory on the service's disk; only the allow-listed logs are asked for.
 #[tokio::test]
 async fn a_running_build_s_logs_are_served_live() {
     let t = QueueTester::new(Mode::Succeed).await;
     let id = t.insert_build("hello", "hello/hello.spec").await;
     let running = t.claim().await;
     assert_eq!(running.id, id);
-    // What the executor writes while the build runs.
-    let logs = t.live_logs_dir(&id);
-    std::fs::create_dir_all(&logs).expect("mkdir");
-    std::fs::write(logs.join("build.log"), "+ make -j2\ncompiling...\n").expect("write");
+    // What the runner has of the build's log: not on the service's disk (an executor
+    // elsewhere keeps its logs elsewhere), asked through `Runner::live_log`.
+    t.set_live_log(&id, "build.log", "+ make -j2\ncompiling...\n");
+    t.set_live_log(&id, "secret.log", "not a live log's name");
 
     let log = t.get(&format!("/builds/{id}/logs/build.log")).await;
     assert_eq!(log.status, 200);
@@ -563,6 +565,13 @@ async fn a_running_build_s_logs_are_served_live() {
         "{html}"
     );
     assert!(html.contains("http-equiv=\"refresh\""), "{html}");
+    assert!(!html.contains("root.log"), "not written yet: {html}");
+    assert!(!html.contains("secret.log"), "{html}");
+    let other = t.get(&format!("/builds/{id}/logs/secret.log")).await;
+    assert_eq!(
+        other.status, 404,
+        "only the allow-listed logs are asked for"
+    );
     let escape = t
         .get(&format!("/builds/{id}/logs/..%2F..%2F..%2Fpacketary.db"))
         .await;

@@ -379,6 +379,9 @@ pub enum Mode {
 pub struct FakeRunner {
     pub mode: Mutex<Mode>,
     pub runs: Mutex<Vec<BuildId>>,
+    /// What `live_log` answers, by build and log name: the runner's logs are not on the
+    /// service's disk.
+    pub live: Mutex<std::collections::BTreeMap<(BuildId, String), Vec<u8>>>,
 }
 
 impl FakeRunner {
@@ -386,6 +389,7 @@ impl FakeRunner {
         Arc::new(FakeRunner {
             mode: Mutex::new(mode),
             runs: Mutex::new(vec![]),
+            live: Mutex::new(Default::default()),
         })
     }
 }
@@ -428,6 +432,39 @@ impl Runner for FakeRunner {
     fn cleanup(&self, _id: &BuildId) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+
+    fn live_log(
+        &self,
+        id: &BuildId,
+        _target: &TargetName,
+        name: &str,
+        from: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<
+        'static,
+        Result<Option<packetary::executor::LiveLog>, packetary::queue::LiveLogError>,
+    > {
+        let log = self
+            .live
+            .lock()
+            .expect("lock")
+            .get(&(id.clone(), name.to_string()))
+            .cloned();
+        Box::pin(async move {
+            Ok(log.map(|bytes| {
+                let size = bytes.len() as u64;
+                let offset = from
+                    .unwrap_or_else(|| size.saturating_sub(limit as u64))
+                    .min(size);
+                let end = (offset + limit as u64).min(size);
+                packetary::executor::LiveLog {
+                    bytes: bytes[offset as usize..end as usize].to_vec(),
+                    offset,
+                    size,
+                }
+            }))
+        })
+    }
 }
 
 pub fn target_map() -> std::collections::BTreeMap<TargetName, packetary::config::Target> {
@@ -444,6 +481,7 @@ pub fn queue_config(data_dir: &Path) -> packetary::queue::QueueConfig {
         parallel: 1,
         data_dir: data_dir.to_path_buf(),
         public_url: "http://packetary.test".into(),
+        repos_url: "http://packetary.test".into(),
         max_attempts: 2,
         retry_backoff: std::time::Duration::from_millis(100),
         shutdown_grace: std::time::Duration::from_secs(1),
@@ -506,6 +544,7 @@ pub fn app_state(queue: &packetary::queue::Queue, allow: &[&str]) -> packetary::
         probes: Arc::new(vec![]),
         data_dir: queue.store_dir(),
         access: Arc::new(packetary::web::access::Access::public()),
+        runner: queue.runner(),
     }
 }
 

@@ -105,6 +105,7 @@ pub struct QueueTesterBuilder {
     mode: Mode,
     planner: Option<Arc<dyn Planner>>,
     runner: Option<Arc<dyn Runner>>,
+    indexing: Option<Arc<dyn packetary::queue::Indexing>>,
     parallel: Option<usize>,
 }
 
@@ -119,6 +120,12 @@ impl QueueTesterBuilder {
     /// and [`QueueTester::set_mode`] are not available).
     pub fn runner(mut self, runner: impl Runner + 'static) -> Self {
         self.runner = Some(Arc::new(runner));
+        self
+    }
+
+    /// Makes stage repositories (and publishes) with `indexing` (none by default).
+    pub fn indexing(mut self, indexing: impl packetary::queue::Indexing + 'static) -> Self {
+        self.indexing = Some(Arc::new(indexing));
         self
     }
 
@@ -168,6 +175,7 @@ impl QueueTester {
             mode,
             planner: None,
             runner: None,
+            indexing: None,
             parallel: None,
         }
     }
@@ -197,7 +205,7 @@ impl QueueTester {
                 planner: how.planner.unwrap_or_else(|| Arc::new(FakePlanner)),
                 sources: Arc::new(FakeSources),
                 runner,
-                indexing: None,
+                indexing: how.indexing,
             },
             cfg,
             Arc::new(packetary::queue::Metrics::default()),
@@ -552,13 +560,12 @@ impl QueueTester {
         }
     }
 
-    /// Where the executor would write the logs of build `id` while it runs.
-    pub fn live_logs_dir(&self, id: &BuildId) -> PathBuf {
-        packetary::executor::staging_dir(
-            &packetary::queue::results_root(&self.queue().store_dir(), id),
-            &TargetName::parse("t").expect("name"),
-            id,
-        )
-        .join("logs")
+    /// The fake runner has written `text` so far into the live log `name` of build `id`.
+    pub fn set_live_log(&self, id: &BuildId, name: &str, text: &str) {
+        self.fake()
+            .live
+            .lock()
+            .expect("lock")
+            .insert((id.clone(), name.to_string()), text.as_bytes().to_vec());
     }
 }
