@@ -203,6 +203,7 @@ impl Queue {
             metrics: metrics.clone(),
             wakes: wakes.clone(),
             retry_at: poll::DueAt::now(),
+            delivered: Default::default(),
         });
         Queue {
             store: ports.store,

@@ -9,11 +9,11 @@
 //! failed delivery's retry time has come, so a report is never lost to the hand-off: the
 //! store holds it until it is marked delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::forge::Forge;
-use crate::store::{Millis, ReportRow, Store};
+use crate::store::{Millis, ReportId, ReportRow, Store};
 
 use super::super::poll::DueAt;
 use super::super::retry::{Fault, RetryPolicy};
@@ -30,7 +30,15 @@ pub(in crate::queue) struct Outbox {
     pub wakes: Arc<Wakes>,
     /// When a failed delivery's retry is due (the store is read for it then).
     pub retry_at: DueAt,
+    /// The version of each report last delivered by this process (bounded): a row read
+    /// from the store just after its transaction committed, and then handed over too, is
+    /// not delivered twice.
+    pub delivered: Mutex<HashMap<ReportId, i64>>,
 }
+
+/// Deliveries remembered against a second hand-over; the race it guards lasts
+/// milliseconds, so forgetting all of them past this loses nothing in practice.
+const REMEMBERED: usize = 4096;
 
 /// Reports committed and not yet taken by the outbox, in commit order.
 #[derive(Default)]
@@ -81,12 +89,26 @@ impl Outbox {
         let policy = &self.policy;
         let n = rows.len();
         for row in rows {
+            let seen = self
+                .delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&row.id)
+                .is_some_and(|v| *v >= row.version);
+            if seen {
+                continue;
+            }
             match self.forge.deliver(&row.report).await {
                 Ok(d) => {
                     tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), forge_ref = ?d.forge_ref, "status delivered");
                     store
                         .mark_delivered(row.id, row.version, d.forge_ref.as_deref())
                         .await?;
+                    let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+                    if delivered.len() >= REMEMBERED {
+                        delivered.clear();
+                    }
+                    delivered.insert(row.id, row.version);
                     self.metrics.report("delivered");
                 }
                 Err(e) => {
