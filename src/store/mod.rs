@@ -22,6 +22,8 @@ pub mod changes;
 mod commands;
 mod deliveries;
 pub mod ledger;
+#[cfg(test)]
+mod ledger_tests;
 mod pages;
 mod phases;
 mod provides;
