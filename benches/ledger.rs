@@ -228,13 +228,17 @@ fn main() {
         t.start().await;
         // Let the loops' start-up queries pass.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = count.load(Ordering::Relaxed);
-        t.push('a').await;
-        t.wait_status('a', HELLO, ReportState::Success).await;
-        // The last delivery is marked after the forge answered.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let statements = count.load(Ordering::Relaxed) - before;
-        println!("one-package push, forge event to final status: {statements} store statements");
+        // The first push of the branch, then the next one once the first ended (the
+        // steady state: nothing of the branch left open to supersede).
+        for (head, what) in [('a', "first push of a branch"), ('b', "next push of the branch")] {
+            let before = count.load(Ordering::Relaxed);
+            t.push(head).await;
+            t.wait_status(head, HELLO, ReportState::Success).await;
+            // The last delivery is marked after the forge answered.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let statements = count.load(Ordering::Relaxed) - before;
+            println!("one-package push ({what}), forge event to final status: {statements} store statements");
+        }
 
         // 2. Ending one build: 2 vs 200 packages, counts vs the old re-read.
         for old_shape in [false, true] {

@@ -82,6 +82,11 @@ impl Finish {
                         reused_from: r.reused_from.as_ref().map(|f| f.to_string()),
                         elapsed_secs: elapsed.as_secs(),
                     };
+                    if !self.publisher.publishes(b) {
+                        // Nothing to publish: nothing between a record and the end for a
+                        // restart to finish, so the end is the only write.
+                        return self.finish_recorded(b, rec, phases).await;
+                    }
                     let json = serde_json::to_string(&rec)?;
                     let mut tx = self.store.tx().await?;
                     let kept = ledger::record(&mut tx, &b.id, &json, &r.dir, &phases).await?;
@@ -91,7 +96,8 @@ impl Finish {
                         // Superseded or cancelled meanwhile: that transition reported it.
                         return Ok(());
                     }
-                    return self.finish_recorded(b, rec).await;
+                    // The phases went with the record.
+                    return self.finish_recorded(b, rec, vec![]).await;
                 }
                 let dir = r.dir.is_dir().then(|| r.dir.clone());
                 (r.outcome, phases, dir)
@@ -141,8 +147,14 @@ impl Finish {
     }
 
     /// Publishes a recorded build's packages and ends it: after its run, or at start-up
-    /// for a build the previous process recorded but did not end.
-    pub async fn finish_recorded(&self, b: &BuildRow, rec: Recorded) -> Result<(), QueueError> {
+    /// for a build the previous process recorded but did not end. `phases`: the run's,
+    /// when no record kept them (a build with nothing to publish is not recorded).
+    pub async fn finish_recorded(
+        &self,
+        b: &BuildRow,
+        rec: Recorded,
+        phases: Vec<PhaseRow>,
+    ) -> Result<(), QueueError> {
         let built = match &rec.reused_from {
             Some(from) => format!("reused from {from}"),
             None => format!(
@@ -160,7 +172,7 @@ impl Finish {
             state,
             message,
             phase,
-            phases: vec![],
+            phases: phases.clone(),
             dir: Some(rec.dir.clone()),
         };
         let secs = rec.elapsed_secs as f64;

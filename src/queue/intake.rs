@@ -258,7 +258,9 @@ impl Intake {
     }
 
     async fn handle_trigger(&self, st: StoredTrigger) -> Result<(), QueueError> {
-        self.supersede(&st).await?;
+        if st.supersedes {
+            self.supersede(&st).await?;
+        }
         if !self.may_build(&st).await? {
             return Ok(());
         }

@@ -78,6 +78,26 @@ impl Publisher {
         })
     }
 
+    /// Whether a succeeded build of `b` has somewhere to be published: its change's
+    /// repository, or a release its pushed branch feeds. One that has not is ended at once,
+    /// with no record kept first (there is no publication for a restart to finish). Errs
+    /// on the side of `true`: a record too many costs a statement, one too few a rebuild.
+    pub fn publishes(&self, b: &BuildRow) -> bool {
+        if self.indexing.is_none() {
+            return false;
+        }
+        let Some(target) = self.targets.get(&b.target) else {
+            return false;
+        };
+        match b.pr_number {
+            Some(number) => self.change_repo(b, number).is_some(),
+            None => b
+                .ref_name
+                .strip_prefix("refs/heads/")
+                .is_some_and(|branch| self.release_of_branch(&b.repo, branch, target).is_some()),
+        }
+    }
+
     /// The branch a build's packages belong to: the pushed branch, or a pull request's base.
     async fn branch_of(&self, b: &BuildRow) -> Result<Option<String>, StoreError> {
         if b.pr_number.is_some() {

@@ -384,7 +384,7 @@ impl Scheduler {
                 tracing::info!(build = %b.id, "finishing a build recorded before the restart");
                 let id = b.id.clone();
                 self.spawn_running(id, move |s, _token| async move {
-                    let done = s.finish.finish_recorded(&b, rec).await;
+                    let done = s.finish.finish_recorded(&b, rec, vec![]).await;
                     s.remove_work(&b.id).await;
                     done
                 });

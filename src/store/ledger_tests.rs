@@ -193,3 +193,73 @@ async fn store_counts_and_events_follow_every_transition() {
         [(Planned, BuildState::Failed, Some("no spec".into()))]
     );
 }
+
+/// A trigger is stored knowing whether it has anything to supersede (migration 0014): an
+/// older trigger of its change still to plan, or an open build of its change at another
+/// commit. The intake skips the supersede step for the others.
+#[tokio::test]
+async fn store_a_trigger_knows_whether_it_may_supersede() {
+    let (_dir, s) = store().await;
+    let supersedes = |s: &Store| {
+        let s = s.clone();
+        async move {
+            s.triggers()
+                .await
+                .unwrap()
+                .pop()
+                .expect("trigger")
+                .supersedes
+        }
+    };
+    let mut t = pr_trigger('1');
+    t.only_package = None;
+    s.insert_trigger(&t, TriggerState::New).await.unwrap();
+    assert!(!supersedes(&s).await, "the first of its change");
+
+    // The same pull request again while the first is still to plan.
+    t.head = CommitSha::parse(&"2".repeat(40)).unwrap();
+    s.insert_trigger(&t, TriggerState::New).await.unwrap();
+    assert!(supersedes(&s).await, "an older trigger is still to plan");
+
+    // Another pull request of the repository is another change.
+    let mut other = t.clone();
+    other.pr_number = Some(8);
+    s.insert_trigger(&other, TriggerState::New).await.unwrap();
+    assert!(!supersedes(&s).await, "another change");
+
+    // Plan the first two: a queued build at the second head, nothing left to plan.
+    for st in s
+        .triggers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|st| st.trigger.pr_number == Some(7))
+    {
+        let id = format!("b-{}", st.id.0);
+        s.insert_builds(&st, &[new_build(&id, "a", 0)])
+            .await
+            .unwrap();
+    }
+    t.head = CommitSha::parse(&"3".repeat(40)).unwrap();
+    s.insert_trigger(&t, TriggerState::New).await.unwrap();
+    assert!(
+        supersedes(&s).await,
+        "open builds of the change at another commit"
+    );
+
+    // Once they ended, a new head has nothing to supersede.
+    while let Some(b) = s.claim_next_build(Millis::now()).await.unwrap() {
+        assert!(s
+            .finish_build(&b.id, BuildState::Succeeded, None, None, None)
+            .await
+            .unwrap());
+    }
+    sqlx::query("UPDATE triggers SET state = 'superseded' WHERE head_sha = ?")
+        .bind("3".repeat(40))
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    t.head = CommitSha::parse(&"4".repeat(40)).unwrap();
+    s.insert_trigger(&t, TriggerState::New).await.unwrap();
+    assert!(!supersedes(&s).await, "everything of the change ended");
+}

@@ -49,6 +49,9 @@ pub struct StoredTrigger {
     pub created_at: Millis,
     /// Planning attempts that hit an infrastructure fault.
     pub attempts: i64,
+    /// Whether it may have anything to supersede (decided when it was stored: see
+    /// migration 0014); `false` skips the supersede step.
+    pub supersedes: bool,
 }
 
 /// A `triggers` row as SQLite holds it; checked into a `StoredTrigger` by `TryFrom`. Read
@@ -71,6 +74,7 @@ struct TriggerRecord {
     message: Option<String>,
     created_at: i64,
     attempts: i64,
+    supersedes: bool,
 }
 
 /// `sqlx::query_as!` of [`TriggerRecord`]s: the one column list of a trigger row, then
@@ -82,7 +86,7 @@ macro_rules! trigger_rows {
             r#"SELECT id AS "id!", repo, clone_url, kind AS "kind: ChangeKind", ref_name, base_sha,
                       head_sha, pr_number, base_ref, from_fork AS "from_fork: bool", sender,
                       only_package, only_target, state AS "state: TriggerState", message,
-                      created_at, attempts "#
+                      created_at, attempts, supersedes AS "supersedes: bool" "#
                 + $rest
             $(, $arg)*
         )
@@ -113,6 +117,7 @@ impl TryFrom<TriggerRecord> for StoredTrigger {
             message: r.message,
             created_at: Millis(r.created_at),
             attempts: r.attempts,
+            supersedes: r.supersedes,
         })
     }
 }
@@ -285,9 +290,18 @@ pub(super) async fn insert_trigger(
     let base_ref = t.base_ref.as_deref();
     let only_package = t.only_package.as_deref();
     let only_target = t.only_target.as_deref();
+    // The change, as superseding matches it: a pull request by number, a branch by ref.
+    let (by_pr, key_ref) = match t.kind {
+        ChangeKind::PullRequest => (pr_number, None),
+        ChangeKind::Push => (None, Some(t.ref_name.as_str())),
+    };
     let id = sqlx::query!(
-        "INSERT INTO triggers (repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, delivery, state, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO triggers (repo, clone_url, kind, ref_name, base_sha, head_sha, pr_number, base_ref, from_fork, sender, only_package, only_target, delivery, state, created_at, supersedes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+            EXISTS (SELECT 1 FROM triggers o WHERE o.repo = ?1 AND o.state IN ('new', 'awaiting_approval')
+                      AND ((?16 IS NOT NULL AND o.pr_number = ?16) OR (?17 IS NOT NULL AND o.pr_number IS NULL AND o.ref_name = ?17)))
+            OR EXISTS (SELECT 1 FROM builds b WHERE b.repo = ?1 AND b.state IN ('queued', 'running') AND b.commit_sha != ?6
+                      AND ((?16 IS NOT NULL AND b.pr_number = ?16) OR (?17 IS NOT NULL AND b.pr_number IS NULL AND b.ref_name = ?17))))",
         repo,
         t.clone_url,
         t.kind,
@@ -303,6 +317,8 @@ pub(super) async fn insert_trigger(
         delivery,
         state,
         now.0,
+        by_pr,
+        key_ref,
     )
     .execute(&mut **tx)
     .await?

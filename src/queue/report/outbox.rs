@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::forge::Forge;
 use crate::store::{Millis, ReportId, ReportRow, Store};
 
+use super::super::failpoint;
 use super::super::poll::DueAt;
 use super::super::retry::{Fault, RetryPolicy};
 use super::super::{Metrics, QueueError, Wakes};
@@ -98,6 +99,7 @@ impl Outbox {
             if seen {
                 continue;
             }
+            let _delivery = failpoint::Delivery::begin().await;
             match self.forge.deliver(&row.report).await {
                 Ok(d) => {
                     tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), forge_ref = ?d.forge_ref, "status delivered");

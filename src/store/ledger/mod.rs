@@ -193,8 +193,9 @@ pub struct Shifted {
     pub counts: Option<Counts>,
 }
 
-/// Plan: marks the trigger planned and inserts its planned builds (each replacing the
-/// earlier build of its package and target at the commit in the counts). Returns `None`,
+/// Plan: inserts the trigger's planned builds (each replacing the earlier build of its
+/// package and target at the commit in the counts), the first of which marks the trigger
+/// planned (migration 0014; a plan of none marks it with an update). Returns `None`,
 /// inserting nothing, when the trigger was ended while it was being planned (its change
 /// closed, a newer push superseded it): those builds must not run.
 pub async fn plan(
@@ -202,24 +203,24 @@ pub async fn plan(
     trigger: &StoredTrigger,
     builds: &[NewBuild],
 ) -> Result<Option<Shifted>, StoreError> {
-    let planned = sqlx::query!(
-        "UPDATE triggers SET state = ?, message = NULL WHERE id = ? AND state = ?",
-        TriggerState::Planned,
-        trigger.id.0,
-        TriggerState::New,
-    )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if planned != 1 {
-        return Ok(None);
+    if builds.is_empty() {
+        let planned = sqlx::query!(
+            "UPDATE triggers SET state = ?, message = NULL WHERE id = ? AND state = ?",
+            TriggerState::Planned,
+            trigger.id.0,
+            TriggerState::New,
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        return Ok((planned == 1).then_some(Shifted { counts: None }));
     }
     let mut counts = None;
     let now = Millis::now();
     let t = &trigger.trigger;
     let (repo, head) = (t.repo.as_str(), t.head.as_str());
     let pr_number = t.pr_number.map(|n| n as i64);
-    for b in builds {
+    for (i, b) in builds.iter().enumerate() {
         let (id, target) = (b.id.as_str(), b.target.as_str());
         let state = if b.error.is_some() {
             BuildState::Failed
@@ -233,9 +234,17 @@ pub async fn plan(
         let stage = i64::from(b.stage);
         // The database replaces the earlier build of the package and target at the commit
         // (`latest`), moves the counts and appends the `planned` event (migration 0013).
+        // The first build must find the trigger still to plan, and its insert marks it
+        // planned (migration 0014); the later ones find it planned.
+        let trigger_state = if i == 0 {
+            TriggerState::New
+        } else {
+            TriggerState::Planned
+        };
         let row = sqlx::query!(
             r#"INSERT INTO builds (id, trigger_id, repo, clone_url, commit_sha, ref_name, pr_number, package, spec_path, target, state, next_attempt_at, created_at, message, phase, finished_at, stage)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
+               WHERE EXISTS (SELECT 1 FROM triggers WHERE id = ?2 AND state = ?18)
                RETURNING latest, (SELECT json_array(queued, running, succeeded, failed, error, cancelled, superseded)
                                   FROM commit_counts c WHERE c.repo = builds.repo AND c.commit_sha = builds.commit_sha) AS "counts?: String""#,
             id,
@@ -255,9 +264,15 @@ pub async fn plan(
             phase,
             finished_at,
             stage,
+            trigger_state,
         )
-        .fetch_one(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
+        let Some(row) = row else {
+            // Ended while it was planned (its change closed, a newer push superseded it):
+            // nothing inserted, and the caller's transaction rolls back.
+            return Ok(None);
+        };
         counts = counts_after(row.latest, row.counts.as_deref())?.or(counts);
     }
     Ok(Some(Shifted { counts }))
