@@ -1000,3 +1000,27 @@ async fn provides_are_learned_from_pushes_not_from_pull_requests() {
         "a pull request's packages reordered the branch's plans"
     );
 }
+
+/// A build with nowhere to publish (a branch that feeds no release, no indexing) has no
+/// publication for a restart to finish: it is ended at once, with no record written first
+/// (issue 20: one statement less per build).
+#[tokio::test]
+async fn a_build_with_nowhere_to_publish_ends_without_a_record() {
+    let t = QueueTester::new(Mode::Succeed).await;
+    t.push('a').await;
+    t.start().await;
+    t.wait_status('a', HELLO, Success).await;
+    let builds = t.builds().await;
+    let [b] = builds.as_slice() else {
+        panic!("one build expected: {builds:?}");
+    };
+    let kinds: Vec<_> = t
+        .store()
+        .build_events(&b.id)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["planned", "started", "ended"]);
+}
