@@ -11,36 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use packetary::executor::{BuildRepo, BuildReport, BuildRequest, Progress};
-use packetary::model::{BuildId, Outcome, ReportState::Success, TargetName, Trigger};
-use packetary::queue::{
-    error_report, Indexing, MakeRepoError, PlanError, PlannedBuild, Planner, PublishInto, Runner,
-};
+use packetary::model::{BuildId, Outcome, ReportState::Success};
+use packetary::queue::{error_report, Indexing, MakeRepoError, PublishInto, Runner};
 use packetary::repos::{PublishError, Published};
 use serve_common::tester::{QueueTester, AGGREGATE};
-use serve_common::Mode;
+use serve_common::{Mode, StagedPlanner};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-
-/// `app` one stage after `lib`.
-struct TwoStages;
-
-impl Planner for TwoStages {
-    fn plan<'a>(&'a self, _t: &'a Trigger) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
-        Box::pin(async {
-            let t = TargetName::parse("t").expect("name");
-            Ok(["lib", "app"]
-                .into_iter()
-                .map(|p| PlannedBuild {
-                    package: p.into(),
-                    spec_path: format!("{p}/{p}.spec").into(),
-                    target: t.clone(),
-                    error: None,
-                    stage: u32::from(p == "app"),
-                })
-                .collect())
-        })
-    }
-}
 
 /// Makes a "repository" by writing its `repomd.xml`, as createrepo_c would.
 struct FakeIndexing;
@@ -122,7 +99,7 @@ impl Runner for StageRunner {
 async fn a_later_stage_gets_its_stage_repository_by_url_and_directory() {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let t = QueueTester::builder(Mode::Succeed)
-        .planner(TwoStages)
+        .planner(StagedPlanner(&["lib", "app"]))
         .runner(StageRunner(seen.clone()))
         .indexing(FakeIndexing)
         .build()

@@ -17,7 +17,7 @@ use packetary::model::{
 use packetary::queue::{error_report, PlanError, PlannedBuild, Planner, Runner};
 use packetary::store::{Inbound, Millis, Store, TriggerState};
 use serve_common::tester::{push_trigger, sha, QueueTester, AGGREGATE, HELLO};
-use serve_common::{FakePlanner, Mode, GONE_COMMIT};
+use serve_common::{FakePlanner, Mode, StagedPlanner, GONE_COMMIT};
 use tokio_util::sync::CancellationToken;
 
 use ReportState::{Error, Failure, Pending, Success};
@@ -578,27 +578,6 @@ async fn a_running_build_s_logs_are_served_live() {
     assert_eq!(escape.status, 404);
 }
 
-/// `app` BuildRequires what `lib` builds: the plan puts it one stage later.
-struct StagedPlanner;
-
-impl Planner for StagedPlanner {
-    fn plan<'a>(&'a self, _t: &'a Trigger) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
-        Box::pin(async {
-            let t = TargetName::parse("t").expect("name");
-            Ok(["lib", "app", "other"]
-                .into_iter()
-                .map(|p| PlannedBuild {
-                    package: p.into(),
-                    spec_path: format!("{p}/{p}.spec").into(),
-                    target: t.clone(),
-                    error: None,
-                    stage: u32::from(p == "app"),
-                })
-                .collect())
-        })
-    }
-}
-
 /// Records when each package's build starts and ends; each takes a while.
 struct TimedRunner(Arc<Mutex<Vec<(String, &'static str)>>>);
 
@@ -633,7 +612,7 @@ impl Runner for TimedRunner {
 async fn a_later_stage_starts_only_after_the_earlier_stage_ended() {
     let log = Arc::new(Mutex::new(vec![]));
     let t = QueueTester::builder(Mode::Succeed)
-        .planner(StagedPlanner)
+        .planner(StagedPlanner(&["lib", "app", "other"]))
         .runner(TimedRunner(log.clone()))
         .parallel(3)
         .build()

@@ -335,6 +335,29 @@ impl Planner for FakePlanner {
     }
 }
 
+/// Plans the packages it names at `<p>/<p>.spec` for target `t`; `app` one stage later
+/// (it BuildRequires what `lib` builds).
+pub struct StagedPlanner(pub &'static [&'static str]);
+
+impl Planner for StagedPlanner {
+    fn plan<'a>(&'a self, _t: &'a Trigger) -> BoxFuture<'a, Result<Vec<PlannedBuild>, PlanError>> {
+        Box::pin(async {
+            let t = TargetName::parse("t").expect("name");
+            Ok(self
+                .0
+                .iter()
+                .map(|p| PlannedBuild {
+                    package: (*p).into(),
+                    spec_path: format!("{p}/{p}.spec").into(),
+                    target: t.clone(),
+                    error: None,
+                    stage: u32::from(*p == "app"),
+                })
+                .collect())
+        })
+    }
+}
+
 /// Writes spec files where the fake planners say they are; commit `9999…` is gone.
 pub struct FakeSources;
 
