@@ -216,6 +216,7 @@ fn inside(path: &Path, root: &str) -> Option<PathBuf> {
 /// Unpacks the results of the tar of a build's `/out` (its entries named `root/...`) into
 /// `dest`, checking every entry as described in the module documentation.
 /// On an error, the files already written are removed again.
+#[cfg(test)]
 pub(crate) fn unpack(
     tar: impl Read,
     root: &str,
