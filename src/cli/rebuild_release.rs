@@ -3,8 +3,17 @@
 //! and each binary package compared with the published one by payload digest.
 //!
 //! A published SRPM is all that is needed: it is unpacked in a container of the target's
-//! image (no network; the host never runs rpm on it), and its build time is the build's
+//! image (the host never runs rpm on it), and its build time is the build's
 //! `SOURCE_DATE_EPOCH` (rpm was told to use it as the build time).
+//!
+//! A published SRPM is not trusted (issue 22, M5: a crafted one left a setuid file and a
+//! device on the host, and its symlinked spec was read on the host). So the unpack
+//! container mounts no host directory (the SRPM is uploaded), unpacks as uid 65534 with no
+//! capability, `no-new-privileges`, no network and pids/memory caps, and what it unpacked
+//! comes out through the checked tar path of a build's results (`executor::fetch_tree`):
+//! regular files only, mode 0644, nothing outside the tree, counted and capped. The spec
+//! must be one of those regular files, and the package then goes through
+//! `plan::discover::package_for_spec` like any build.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
