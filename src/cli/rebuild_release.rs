@@ -208,7 +208,7 @@ async fn rebuild_one(
         |p: &Path| p.parent() == Some(Path::new("")) && p.extension() == Some("spec".as_ref());
     if let Some((name, kind)) = taken.not_regular.iter().find(|(p, _)| top_spec(p)) {
         return Ok(Err(NoLongerBuilds::SpecNotRegular {
-            name: name.display().to_string(),
+            name: shown(name),
             kind,
         }));
     }
@@ -216,7 +216,7 @@ async fn rebuild_one(
         let left: Vec<String> = taken
             .not_regular
             .iter()
-            .map(|(p, k)| format!("{} ({k})", p.display()))
+            .map(|(p, k)| format!("{} ({k})", shown(p)))
             .collect();
         println!(
             "{} {srpm}: left out (not regular files): {}",
@@ -313,7 +313,10 @@ async fn unpack(
         Ok(Err(e)) => Err(infra(e)),
         Ok(Ok((code, log))) if code != 0 => Ok(Err(NoLongerBuilds::Unpack {
             code,
-            log: String::from_utf8_lossy(&log).trim().to_string(),
+            log: String::from_utf8_lossy(&log)
+                .trim()
+                .escape_debug()
+                .to_string(),
         })),
         Ok(Ok(_)) => {
             match fetch_tree(engine, &id, UNPACK_DIR, dest.to_path_buf(), UNPACK_LIMITS).await {
@@ -325,6 +328,12 @@ async fn unpack(
     };
     guard.remove().await.map_err(infra)?;
     taken
+}
+
+/// A name the package chose, printable: control characters escaped, so that a crafted
+/// file name cannot forge lines of the report or drive the terminal.
+fn shown(path: &Path) -> String {
+    path.display().to_string().escape_debug().to_string()
 }
 
 /// A tar archive holding the file at `path` as `name` (mode 0444, so that any user of
