@@ -3,21 +3,31 @@
 //! and each binary package compared with the published one by payload digest.
 //!
 //! A published SRPM is all that is needed: it is unpacked in a container of the target's
-//! image (no network; the host never runs rpm on it), and its build time is the build's
+//! image (the host never runs rpm on it), and its build time is the build's
 //! `SOURCE_DATE_EPOCH` (rpm was told to use it as the build time).
+//!
+//! A published SRPM is not trusted (issue 22, M5: a crafted one left a setuid file and a
+//! device on the host, and its symlinked spec was read on the host). So the unpack
+//! container mounts no host directory (the SRPM is uploaded), unpacks as uid 65534 with no
+//! capability, `no-new-privileges`, no network and pids/memory caps, and what it unpacked
+//! comes out through the checked tar path of a build's results (`executor::fetch_tree`):
+//! regular files only, mode 0644, nothing outside the tree, counted and capped. The spec
+//! must be one of those regular files, and the package then goes through
+//! `plan::discover::package_for_spec` like any build.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::anyhow;
 use tokio_util::sync::CancellationToken;
 
 use packetary::config::{Config, Repo, RepoLocation, Target};
-use packetary::docker::ContainerSpec;
-use packetary::docker::{Engine, LABEL_BUILD};
-use packetary::executor::{BuildRequest, Executor};
+use packetary::docker::{ContainerGuard, ContainerSpec, Engine, DROP_DEFAULT_CAPS, LABEL_BUILD};
+use packetary::executor::{fetch_tree, BuildRequest, Executor, FetchError, Limits, Taken};
 use packetary::format::rpm::{rpm_build_origin, rpm_payload_digest};
-use packetary::model::{BuildId, Outcome, PackageSource, TargetName};
+use packetary::model::{BuildId, Outcome, TargetName};
+use packetary::plan;
 use packetary::repos::{self, RepoDir};
 
 use super::rebuild_common::{diffoscope, short, RemoveOnDrop};
@@ -141,12 +151,38 @@ pub(super) async fn run(
 enum NoLongerBuilds {
     #[error("cannot unpack it (exit {code}): {log}")]
     Unpack { code: i64, log: String },
+    #[error("unpacking it took longer than {}s", UNPACK_TIMEOUT.as_secs())]
+    UnpackTimeout,
+    /// More files or bytes than [`UNPACK_LIMITS`].
+    #[error("{0}")]
+    TooBig(String),
+    #[error("its spec {name} is {kind}, not a regular file: refused")]
+    SpecNotRegular { name: String, kind: &'static str },
     #[error("it holds {count} spec files, not one")]
     SpecCount { count: usize },
+    /// The package checks every build passes (`plan::discover::package_for_spec`).
+    #[error("{0}")]
+    Package(String),
     /// The build failed; its message.
     #[error("{0}")]
     Failed(String),
 }
+
+/// Who unpacks: `nobody`, by number so that no image has to name it. Not root, so a
+/// crafted cpio archive can make no device and no root-owned setuid file.
+const UNPACK_USER: &str = "65534:65534";
+/// Where the SRPM is uploaded (as `UNPACK_SRPM` in `/tmp`) and unpacked, in the container.
+const UNPACK_SRPM: &str = "packetary.src.rpm";
+const UNPACK_DIR: &str = "/tmp/unpack";
+/// Caps on what one SRPM may unpack to; the cpio stream is cut at the byte cap, so the
+/// container's disk is bounded too.
+const UNPACK_LIMITS: Limits = Limits {
+    bytes: 8 << 30,
+    entries: 10_000,
+};
+const UNPACK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Output of the unpack kept for the message.
+const UNPACK_LOG_BYTES: usize = 16 << 10;
 
 /// Unpacks `srpm` and builds it; `Ok(Err(why))` when the package no longer builds.
 async fn rebuild_one(
@@ -164,59 +200,46 @@ async fn rebuild_one(
         std::fs::create_dir_all(d)
             .map_err(|e| infra(anyhow!("cannot create {}: {e}", d.display())))?;
     }
-    let unpack = ContainerSpec {
-        name: format!("packetary-unpack-{}", BuildId::generate()),
-        image: target.image.clone(),
-        labels: [(LABEL_BUILD.to_string(), "unpack".to_string())]
-            .into_iter()
-            .collect(),
-        mounts: vec![
-            (snap_dir.display().to_string(), "/snapshot".into(), true),
-            (src.display().to_string(), "/src".into(), false),
-        ],
-        network: false,
-        pids: Some(64),
-        ..Default::default()
+    let taken = match unpack(engine, target, &snap_dir.join(srpm), &src).await? {
+        Ok(taken) => taken,
+        Err(why) => return Ok(Err(why)),
     };
-    let script = "cd /src && rpm2cpio \"/snapshot/$1\" | cpio -idm --quiet --no-absolute-filenames";
-    let (code, log) = engine
-        .run_once(
-            &unpack,
-            vec![
-                "bash".into(),
-                "-c".into(),
-                script.into(),
-                "unpack".into(),
-                srpm.into(),
-            ],
-        )
-        .await
-        .map_err(infra)?;
-    if code != 0 {
-        return Ok(Err(NoLongerBuilds::Unpack {
-            code,
-            log: String::from_utf8_lossy(&log).trim().to_string(),
+    let top_spec =
+        |p: &Path| p.parent() == Some(Path::new("")) && p.extension() == Some("spec".as_ref());
+    if let Some((name, kind)) = taken.not_regular.iter().find(|(p, _)| top_spec(p)) {
+        return Ok(Err(NoLongerBuilds::SpecNotRegular {
+            name: shown(name),
+            kind,
         }));
     }
-    let specs: Vec<PathBuf> = std::fs::read_dir(&src)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "spec") && p.is_file())
+    if !taken.not_regular.is_empty() {
+        let left: Vec<String> = taken
+            .not_regular
+            .iter()
+            .map(|(p, k)| format!("{} ({k})", shown(p)))
+            .collect();
+        println!(
+            "{} {srpm}: left out (not regular files): {}",
+            target.name,
+            left.join(", ")
+        );
+    }
+    let specs: Vec<&String> = taken
+        .files
+        .iter()
+        .filter(|f| top_spec(Path::new(f.as_str())))
         .collect();
     let [spec] = specs.as_slice() else {
         return Ok(Err(NoLongerBuilds::SpecCount { count: specs.len() }));
     };
-    let src = src.canonicalize().map_err(infra)?;
+    let package = match plan::discover::package_for_spec(&src, &src.join(spec.as_str())) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(NoLongerBuilds::Package(e.to_string()))),
+    };
     let req = BuildRequest {
         deps_cache: packetary::executor::DepsCache::Shared("local:cli".into()),
         id: BuildId::generate(),
-        package: PackageSource {
-            root: src.clone(),
-            spec: src.join(spec.file_name().unwrap_or_default()),
-            source_dir: src,
-        },
+        package,
         target: target.clone(),
         out_root: out,
         extra_repos: vec![],
@@ -230,6 +253,113 @@ async fn rebuild_one(
         Outcome::Error { message } => Err(infra(anyhow!("the rebuild could not run: {message}"))),
         Outcome::Cancelled => Err(infra(anyhow!("the rebuild was cancelled"))),
     }
+}
+
+/// Unpacks the SRPM at `srpm` in a container of the target's image and takes its regular
+/// files out into `dest` (the service's own, empty directory). The container mounts no
+/// host directory (the SRPM is uploaded), has no network and no capability, cannot gain
+/// privileges, and unpacks as [`UNPACK_USER`]; what it unpacked comes out through the
+/// same checked tar path as a build's results ([`fetch_tree`]).
+async fn unpack(
+    engine: &Engine,
+    target: &Target,
+    srpm: &Path,
+    dest: &Path,
+) -> Result<Result<Taken, NoLongerBuilds>, CliError> {
+    let spec = ContainerSpec {
+        name: format!("packetary-unpack-{}", BuildId::generate()),
+        image: target.image.clone(),
+        labels: [(LABEL_BUILD.to_string(), "unpack".to_string())]
+            .into_iter()
+            .collect(),
+        env: vec!["HOME=/tmp".into(), "LANG=C.UTF-8".into()],
+        network: false,
+        pids: Some(64),
+        memory_bytes: Some(1 << 30),
+        nano_cpus: Some(1_000_000_000),
+        cap_add: vec![DROP_DEFAULT_CAPS.into()],
+        security_opt: vec!["no-new-privileges".into()],
+        user: Some(UNPACK_USER.into()),
+        cmd: Some(vec![
+            "bash".into(),
+            "-c".into(),
+            format!(
+                "set -o pipefail; mkdir {UNPACK_DIR} && cd {UNPACK_DIR} && \
+                 rpm2cpio /tmp/{UNPACK_SRPM} | head -c {} | \
+                 cpio -idm --quiet --no-absolute-filenames",
+                UNPACK_LIMITS.bytes
+            ),
+        ]),
+        ..Default::default()
+    };
+    let guard = ContainerGuard::new(engine, spec.name.clone());
+    let id = engine.create(&spec).await.map_err(infra)?;
+    let tar = one_file_tar(srpm, UNPACK_SRPM)
+        .map_err(|e| infra(anyhow!("cannot read {}: {e}", srpm.display())))?;
+    engine.upload(&id, "/tmp", tar).await.map_err(infra)?;
+    let ran = tokio::time::timeout(UNPACK_TIMEOUT, async {
+        let mut stream = engine.start_attached(&id).await?;
+        let mut log = Vec::new();
+        while let Some(chunk) = stream.next_chunk().await {
+            let chunk = chunk?;
+            let room = UNPACK_LOG_BYTES.saturating_sub(log.len());
+            log.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        Ok::<_, packetary::docker::InfraError>((engine.exit_code(&stream.exit()).await?, log))
+    })
+    .await;
+    let taken = match ran {
+        Err(_) => Ok(Err(NoLongerBuilds::UnpackTimeout)),
+        Ok(Err(e)) => Err(infra(e)),
+        Ok(Ok((code, log))) if code != 0 => Ok(Err(NoLongerBuilds::Unpack {
+            code,
+            log: String::from_utf8_lossy(&log)
+                .trim()
+                .escape_debug()
+                .to_string(),
+        })),
+        Ok(Ok(_)) => {
+            match fetch_tree(engine, &id, UNPACK_DIR, dest.to_path_buf(), UNPACK_LIMITS).await {
+                Ok(taken) => Ok(Ok(taken)),
+                Err(FetchError::TooBig(m)) => Ok(Err(NoLongerBuilds::TooBig(m))),
+                Err(e @ FetchError::Infra(_)) => Err(infra(e)),
+            }
+        }
+    };
+    guard.remove().await.map_err(infra)?;
+    taken
+}
+
+/// A name the package chose, printable: control characters escaped, so that a crafted
+/// file name cannot forge lines of the report or drive the terminal.
+fn shown(path: &Path) -> String {
+    path.display().to_string().escape_debug().to_string()
+}
+
+/// A tar archive holding the file at `path` as `name` (mode 0444, so that any user of
+/// the container reads it), streamed from the disk.
+fn one_file_tar(
+    path: &Path,
+    name: &str,
+) -> std::io::Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static>
+{
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name)?;
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(len);
+    h.set_mode(0o444);
+    h.set_cksum();
+    // The file's bytes padded to a block, then the two empty blocks that end an archive.
+    let tail = vec![0u8; (512 - (len % 512) as usize) % 512 + 1024];
+    let head = bytes::Bytes::copy_from_slice(h.as_bytes());
+    let body = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file).take(len));
+    Ok(futures_util::stream::iter([Ok(head)])
+        .chain(body)
+        .chain(futures_util::stream::iter([Ok(bytes::Bytes::from(tail))])))
 }
 
 /// Prints `identical`/`differs` for each binary package the snapshot has from `srpm` and

@@ -60,6 +60,7 @@ impl Engine {
             labels: Some(spec.labels.clone()),
             env: Some(spec.env.clone()),
             hostname: Some("packetary".into()),
+            user: spec.user.clone(),
             working_dir: Some("/".into()),
             network_disabled: Some(!spec.network),
             host_config: Some(host_config),

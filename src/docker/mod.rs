@@ -116,6 +116,9 @@ pub struct ContainerSpec {
     pub network: bool,
     pub cap_add: Vec<String>,
     pub security_opt: Vec<String>,
+    /// `uid[:gid]` the processes run as; `None` keeps the image's user (root, for builds).
+    /// Numeric, so that it needs no entry in the image's `/etc/passwd`.
+    pub user: Option<String>,
 }
 
 impl Engine {

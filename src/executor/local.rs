@@ -361,6 +361,7 @@ impl Executor {
             network: online,
             cap_add: script.cap_add.clone(),
             security_opt: script.security_opt.clone(),
+            user: None,
         };
         logs.note(&format!(
             "packetary: build {} of {} for {} in image {}\npacketary: limits: memory {}, cpus {}, pids {}, timeout {}\npacketary: repositories: {}",

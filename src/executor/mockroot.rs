@@ -125,6 +125,7 @@ pub(crate) async fn prepare(
         network,
         cap_add: script.cap_add.clone(),
         security_opt: script.security_opt.clone(),
+        user: None,
     };
     let id = engine.create(&spec).await.map_err(Stop::Infra)?;
     // Registered as the build's container: a timeout or cancellation removes it.

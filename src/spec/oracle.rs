@@ -154,6 +154,7 @@ impl SpecOracle {
             network: false,
             cap_add: vec![],
             security_opt: vec!["no-new-privileges".into()],
+            user: None,
         };
         let (code, out, cut) = run_bounded(engine, &spec).await?;
         let text = String::from_utf8_lossy(&out);

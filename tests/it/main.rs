@@ -30,6 +30,7 @@ mod plan_select;
 mod plan_specs;
 mod rebuild;
 mod rebuild_release;
+mod rebuild_release_hostile;
 mod repos;
 mod repos_serve;
 mod repos_stage;

@@ -15,6 +15,10 @@
 //!   [`MAX_RESULT_BYTES`], skipped ones too (they cross the wire all the same);
 //! - files are created afresh (`O_CREAT|O_EXCL`, which never follows a link) in a
 //!   directory only the service writes.
+//!
+//! [`fetch_tree`] takes a whole directory out the same way (`rebuild --release` unpacks
+//! an SRPM in a container with it): every regular file under it, with its relative path,
+//! and nothing else; every other entry is named in [`Taken::not_regular`], never written.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -37,9 +41,9 @@ const MAX_NEVR_BYTES: u64 = 1 << 20;
 /// Notes kept per kind, so that a tree of ten thousand links makes a short log.
 const MAX_NOTES: usize = 20;
 
-/// Caps on what a build may leave.
+/// Caps on what a build (or any container) may leave.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     pub bytes: u64,
     pub entries: u64,
 }
@@ -49,10 +53,11 @@ pub(crate) const LIMITS: Limits = Limits {
     entries: MAX_RESULT_ENTRIES,
 };
 
-/// What came out of a build's `/out`.
+/// What came out of a build's `/out` (or of a directory, with [`fetch_tree`]).
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Taken {
-    /// Result files written into the destination, by name: the SRPM and the RPMs.
+pub struct Taken {
+    /// Result files written into the destination, by name: the SRPM and the RPMs; for
+    /// [`fetch_tree`], every regular file, by its path relative to the destination.
     pub files: Vec<String>,
     /// The backend tool's logs written into the destination, by relative path.
     pub logs: Vec<PathBuf>,
@@ -64,14 +69,28 @@ pub(crate) struct Taken {
     pub ignored: Vec<String>,
     /// How many ignored entries [`Taken::ignored`] leaves out.
     pub more_ignored: usize,
+    /// For [`fetch_tree`]: the entries that were not regular files nor directories (links,
+    /// devices, FIFOs), by relative path, with their kind in words. Never written.
+    pub not_regular: Vec<(PathBuf, &'static str)>,
 }
 
-#[derive(Debug, PartialEq)]
-pub(crate) enum FetchError {
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum FetchError {
     /// Docker, the archive or the host's disk failed: not the package's doing.
+    #[error("{0}")]
     Infra(String),
     /// The build left more than the limits allow.
+    #[error("{0}")]
     TooBig(String),
+}
+
+/// What [`unpack_into`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Select {
+    /// A build's results and its backend's logs (the module documentation).
+    Results,
+    /// Every regular file, by relative path.
+    Tree,
 }
 
 /// Downloads the container's `/out` and unpacks its results into `dest` (which must exist
@@ -81,11 +100,37 @@ pub(crate) async fn fetch(
     container: &str,
     dest: PathBuf,
 ) -> Result<Taken, FetchError> {
+    download(engine, container, OUT_DIR, dest, LIMITS, Select::Results).await
+}
+
+/// Downloads the directory `dir` of a stopped container and writes every regular file of
+/// it into `dest` (which must exist, be empty and be the caller's own directory) under
+/// the checks of the module documentation: nothing else is written, no link is followed,
+/// every file gets mode 0644. On an error, the files already written are removed again.
+pub async fn fetch_tree(
+    engine: &Engine,
+    container: &str,
+    dir: &str,
+    dest: PathBuf,
+    limits: Limits,
+) -> Result<Taken, FetchError> {
+    download(engine, container, dir, dest, limits, Select::Tree).await
+}
+
+async fn download(
+    engine: &Engine,
+    container: &str,
+    dir: &str,
+    dest: PathBuf,
+    limits: Limits,
+    select: Select,
+) -> Result<Taken, FetchError> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
+    let root = root_name(dir).to_string();
     let unpacking = tokio::task::spawn_blocking(move || {
-        unpack(ChannelReader::new(rx), root_name(OUT_DIR), &dest, LIMITS)
+        unpack_selected(ChannelReader::new(rx), &root, &dest, limits, select)
     });
-    let mut stream = engine.download(container, OUT_DIR);
+    let mut stream = engine.download(container, dir);
     while let Some(chunk) = stream.next().await {
         let failed = chunk.is_err();
         // A send fails once the unpacker has stopped (end of archive, or a limit).
@@ -171,14 +216,36 @@ fn inside(path: &Path, root: &str) -> Option<PathBuf> {
 /// Unpacks the results of the tar of a build's `/out` (its entries named `root/...`) into
 /// `dest`, checking every entry as described in the module documentation.
 /// On an error, the files already written are removed again.
+#[cfg(test)]
 pub(crate) fn unpack(
     tar: impl Read,
     root: &str,
     dest: &Path,
     limits: Limits,
 ) -> Result<Taken, FetchError> {
+    unpack_selected(tar, root, dest, limits, Select::Results)
+}
+
+/// [`unpack`] for a whole tree: what [`fetch_tree`] does with the archive.
+#[cfg(test)]
+pub(crate) fn unpack_tree(
+    tar: impl Read,
+    root: &str,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Taken, FetchError> {
+    unpack_selected(tar, root, dest, limits, Select::Tree)
+}
+
+fn unpack_selected(
+    tar: impl Read,
+    root: &str,
+    dest: &Path,
+    limits: Limits,
+    select: Select,
+) -> Result<Taken, FetchError> {
     let mut taken = Taken::default();
-    let r = unpack_into(tar, root, dest, limits, &mut taken);
+    let r = unpack_into(tar, root, dest, limits, select, &mut taken);
     if r.is_err() {
         for f in &taken.files {
             let _ = std::fs::remove_file(dest.join(f));
@@ -195,8 +262,13 @@ fn unpack_into(
     root: &str,
     dest: &Path,
     limits: Limits,
+    select: Select,
     taken: &mut Taken,
 ) -> Result<(), FetchError> {
+    let (who, dir) = match select {
+        Select::Results => ("the build", OUT_DIR.to_string()),
+        Select::Tree => ("the container", root.to_string()),
+    };
     let infra = |what: &str, e: io::Error| FetchError::Infra(format!("{what}: {e}"));
     let mut seen = std::collections::HashSet::new();
     let mut archive = tar::Archive::new(tar);
@@ -210,13 +282,13 @@ fn unpack_into(
         bytes = bytes.saturating_add(entry.size());
         if count > limits.entries {
             return Err(FetchError::TooBig(format!(
-                "the build left more than {} entries in {OUT_DIR}",
+                "{who} left more than {} entries in {dir}",
                 limits.entries
             )));
         }
         if bytes > limits.bytes {
             return Err(FetchError::TooBig(format!(
-                "the build left more than {} in {OUT_DIR}",
+                "{who} left more than {} in {dir}",
                 human_bytes(limits.bytes)
             )));
         }
@@ -227,9 +299,13 @@ fn unpack_into(
             .into_owned();
         let shown = path.display().to_string();
         let Some(rel) = inside(&path, root) else {
-            note(taken, format!("{shown} (outside {OUT_DIR})"));
+            note(taken, format!("{shown} (outside {dir})"));
             continue;
         };
+        if select == Select::Tree {
+            take_tree_entry(&mut entry, t, rel, dest, &mut seen, taken)?;
+            continue;
+        }
         let mut parts = rel.components();
         let (first, rest) = (parts.next(), parts.next());
         match (first, rest) {
@@ -280,6 +356,40 @@ fn unpack_into(
             _ if t.is_file() || t.is_dir() => {}
             _ => note(taken, format!("{OUT_DIR}/{} ({})", rel.display(), kind(t))),
         }
+    }
+    Ok(())
+}
+
+/// One entry of a [`Select::Tree`] archive, at `rel` below its root: a regular file is
+/// written (once), a directory needs nothing, anything else is only named.
+fn take_tree_entry(
+    entry: &mut impl Read,
+    t: tar::EntryType,
+    rel: PathBuf,
+    dest: &Path,
+    seen: &mut std::collections::HashSet<String>,
+    taken: &mut Taken,
+) -> Result<(), FetchError> {
+    let infra = |what: &str, e: io::Error| FetchError::Infra(format!("{what}: {e}"));
+    if rel.as_os_str().is_empty() {
+        if !t.is_dir() {
+            taken.not_regular.push((rel, kind(t)));
+        }
+    } else if t.is_file() {
+        let name = rel.to_string_lossy().into_owned();
+        if !seen.insert(name.clone()) {
+            return Ok(());
+        }
+        let path = dest.join(&rel);
+        if let Some(dir) = path.parent() {
+            // Only plain names below `dest`, and no link is ever written: nothing to follow.
+            std::fs::create_dir_all(dir)
+                .map_err(|e| infra(&format!("create {}", dir.display()), e))?;
+        }
+        write_new(&path, entry).map_err(|e| infra(&format!("write {}", path.display()), e))?;
+        taken.files.push(name);
+    } else if !t.is_dir() {
+        taken.not_regular.push((rel, kind(t)));
     }
     Ok(())
 }

@@ -252,3 +252,88 @@ fn open_regular_refuses_links() {
     assert!(open_regular(&l).is_err());
     assert!(open_regular(dir.path()).is_err());
 }
+
+/// `rebuild --release`'s unpacked SRPM: every regular file comes out with a safe mode,
+/// links, devices and FIFOs are named and never written, paths out of the tree ignored.
+#[test]
+fn a_tree_keeps_regular_files_only_with_safe_modes() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, t: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(t);
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        if let Some(l) = link {
+            h.set_link_name(l).expect("link name");
+        }
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    };
+    add("unpack/", tar::EntryType::Directory, 0o755, b"", None);
+    add(
+        "unpack/a.spec",
+        tar::EntryType::Regular,
+        0o644,
+        b"spec",
+        None,
+    );
+    add("unpack/suid", tar::EntryType::Regular, 0o4755, b"x", None);
+    add("unpack/d/", tar::EntryType::Directory, 0o777, b"", None);
+    add("unpack/d/f.tar", tar::EntryType::Regular, 0o666, b"t", None);
+    add(
+        "unpack/b.spec",
+        tar::EntryType::Symlink,
+        0o777,
+        b"",
+        Some("/etc/x"),
+    );
+    add(
+        "unpack/hl",
+        tar::EntryType::Link,
+        0o644,
+        b"",
+        Some("unpack/a.spec"),
+    );
+    add("unpack/blk", tar::EntryType::Block, 0o666, b"", None);
+    add("unpack/fifo", tar::EntryType::Fifo, 0o666, b"", None);
+    add(
+        "unpack/../escape",
+        tar::EntryType::Regular,
+        0o644,
+        b"e",
+        None,
+    );
+    add("/abs", tar::EntryType::Regular, 0o644, b"e", None);
+    let tar = b.into_inner().expect("tar");
+    let dir = tempfile::tempdir().expect("tmp");
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).expect("mkdir");
+    let taken = unpack_tree(&tar[..], "unpack", &dest, LIMITS).expect("unpacks");
+    assert_eq!(taken.files, ["a.spec", "suid", "d/f.tar"]);
+    let kinds: Vec<(String, &str)> = taken
+        .not_regular
+        .iter()
+        .map(|(p, k)| (p.display().to_string(), *k))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("b.spec".to_string(), "a symbolic link"),
+            ("hl".to_string(), "a hard link"),
+            ("blk".to_string(), "a block device"),
+            ("fifo".to_string(), "a FIFO"),
+        ]
+    );
+    assert_eq!(taken.ignored.len(), 2, "{taken:?}");
+    for f in ["a.spec", "suid", "d/f.tar"] {
+        let m = std::fs::symlink_metadata(dest.join(f)).expect("meta");
+        assert!(m.file_type().is_file());
+        assert_eq!(m.mode() & 0o7777, 0o644, "{f}");
+    }
+    for f in ["b.spec", "hl", "blk", "fifo"] {
+        assert!(std::fs::symlink_metadata(dest.join(f)).is_err(), "{f}");
+    }
+    assert!(!dir.path().join("escape").exists());
+}
