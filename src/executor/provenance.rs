@@ -194,8 +194,8 @@ pub fn tree_digest(package: &PackageSource) -> io::Result<String> {
 pub const INPUTS_DIR: &str = "inputs";
 
 /// Copies the package's regular files (those [`tree_digest`] covers; links left out) under
-/// `dest`, at the same relative names, modes kept: the tree a rebuild starts from
-/// ([`kept_package`]) has the same digest.
+/// `dest`, at the same relative names, modes kept (but set-id and sticky bits, which are
+/// dropped): the tree a rebuild starts from ([`kept_package`]) has the same digest.
 pub fn keep_inputs(package: &PackageSource, dest: &Path) -> io::Result<()> {
     for (rel, path) in package_files(package)? {
         if rel
@@ -212,6 +212,12 @@ pub fn keep_inputs(package: &PackageSource, dest: &Path) -> io::Result<()> {
         // package's links are not kept; its rebuild then names its files as changed).
         if std::fs::symlink_metadata(&path)?.file_type().is_file() {
             std::fs::copy(&path, &to)?;
+            // Never a set-id or sticky bit on the host's copy (a package's files are
+            // untrusted); such a package's rebuild names its files as changed.
+            let mode = std::fs::metadata(&to)?.permissions().mode();
+            if mode & 0o7000 != 0 {
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode & 0o777))?;
+            }
         }
     }
     Ok(())
@@ -459,6 +465,28 @@ mod tests {
             source_dir: root.join("p"),
             root,
         }
+    }
+
+    /// A package's set-id file is kept for its rebuild without the set-id bit: the host
+    /// never holds a set-id file a package brought (as root, `copy` keeps the mode).
+    #[test]
+    fn kept_inputs_carry_no_set_id_bits() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("p")).unwrap();
+        std::fs::write(t.path().join("p/p.spec"), "Name: p\n").unwrap();
+        std::fs::write(t.path().join("p/tool"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            t.path().join("p/tool"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        let dest = t.path().join("kept");
+        keep_inputs(&package(t.path()), &dest).unwrap();
+        let mode = std::fs::metadata(dest.join("p/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
     }
 
     #[test]
