@@ -69,6 +69,7 @@ async fn main() {
         http_password: SecretSource::Literal(Secret::new(PASSWORD)),
         ssh: None,
         ssh_key: None,
+        host_key: None,
         git_url: git_url(dir.path()),
         projects: vec!["test/*".into()],
         label: "Verified".into(),

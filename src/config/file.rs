@@ -75,6 +75,7 @@ pub(super) struct RawGerrit {
     pub(super) http_password: Option<RawSecret>,
     pub(super) ssh: Option<String>,
     pub(super) ssh_key: Option<RawSecret>,
+    pub(super) host_key: Option<String>,
     pub(super) git_url: Option<String>,
     #[serde(default)]
     pub(super) projects: Vec<String>,

@@ -13,6 +13,9 @@ pub struct GerritConfig {
     /// `ssh://user@host:29418` for `gerrit stream-events`; None: webhooks only.
     pub ssh: Option<GerritSsh>,
     pub ssh_key: Option<SecretSource>,
+    /// The SSH server's host key (`<type> <base64>`, a line of its `.pub` file): the only
+    /// key accepted. None: the first key seen is kept and a changed one refused.
+    pub host_key: Option<String>,
     /// Project P is fetched from `<git_url>/<P>`.
     pub git_url: String,
     /// Project names, or `prefix/*`.
@@ -81,6 +84,16 @@ pub(super) fn parse_gerrit(
             )
         })?),
     };
+    let host_key = match raw.host_key {
+        None => None,
+        Some(k) => Some(parse_host_key(&k).ok_or_else(|| {
+            invalid(
+                "gerrit.host_key",
+                format!("`{k}` is not an SSH public key line"),
+                "paste the server's host key as its .pub file has it, e.g. host_key = \"ssh-ed25519 AAAAC3Nza...\" (ssh-keyscan -p 29418 review.example.org prints it)",
+            )
+        })?),
+    };
     let git_url = raw
         .git_url
         .ok_or_else(|| {
@@ -142,6 +155,7 @@ pub(super) fn parse_gerrit(
         http_password: http_password.into(),
         ssh,
         ssh_key: raw.ssh_key.map(Into::into),
+        host_key,
         git_url,
         projects: raw.projects,
         label,
@@ -150,6 +164,23 @@ pub(super) fn parse_gerrit(
         webhook_token: raw.webhook_token.map(Into::into),
         skip_wip_and_private: raw.skip_wip_and_private.unwrap_or(true),
     })
+}
+
+/// An SSH public key line: a known key type and base64, a comment dropped (it would be
+/// written into a `known_hosts` file: nothing else may ride along).
+fn parse_host_key(s: &str) -> Option<String> {
+    let mut parts = s.split_whitespace();
+    let (kind, data) = (parts.next()?, parts.next()?);
+    let known = [
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+    ];
+    let base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    (known.contains(&kind) && data.len() >= 16 && data.chars().all(base64))
+        .then(|| format!("{kind} {data}"))
 }
 
 /// `ssh://user@host:port` (port 29418 when left out).

@@ -233,6 +233,14 @@ fn gerrit_section_is_checked() {
     assert!(g.skip_wip_and_private);
     assert!(matches!(g.http_password, SecretSource::Env(ref v) if v == "GERRIT_HTTP_PASSWORD"));
     // GitHub and Gerrit together.
+    // A pinned host key keeps its type and data only (a comment would be written into
+    // the pinned `known_hosts` line).
+    let pinned = format!("{ok}host_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA root@gerrit\"\n");
+    let c = Config::parse(&pinned, Some(Path::new("test.toml"))).expect("valid");
+    assert_eq!(
+        c.gerrit.expect("[gerrit]").host_key.as_deref(),
+        Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA")
+    );
     let both = format!("{ok}[github]\ntoken = \"x\"\nwebhook_secrets = [\"s\"]\n");
     let c = Config::parse(&both, Some(Path::new("test.toml"))).expect("valid");
     assert!(c.github.is_some() && c.gerrit.is_some());
@@ -277,6 +285,16 @@ fn gerrit_section_is_checked() {
             "HTTP Credentials",
         ),
         (format!("{ok}labels = \"Verified\"\n"), "labels", "label"),
+        (
+            format!("{ok}host_key = \"ssh-ed25519\"\n"),
+            "gerrit.host_key",
+            "ssh-keyscan",
+        ),
+        (
+            format!("{ok}host_key = \"@cert-authority * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\"\n"),
+            "gerrit.host_key",
+            "ssh-keyscan",
+        ),
     ] {
         let e = err(&bad);
         assert!(e.contains("test.toml"), "{e}");

@@ -42,6 +42,7 @@ fn gerrit_config(dir: &Path, url: &str) -> GerritConfig {
         http_password: SecretSource::Literal(Secret::new(PASSWORD)),
         ssh: None,
         ssh_key: None,
+        host_key: None,
         git_url: git_url(dir),
         projects: vec!["test/*".into()],
         label: "Verified".into(),

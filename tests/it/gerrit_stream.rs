@@ -215,6 +215,7 @@ async fn stream_reconnects_and_catches_up() {
             port,
         },
         key: Some(Secret::new(key)),
+        host_key: None,
         state_dir: d.join("state"),
         program: "ssh".into(),
         projects: Arc::new(vec!["test/*".into()]),
@@ -279,4 +280,86 @@ async fn stream_reconnects_and_catches_up() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .expect("key file");
     assert_eq!(key_mode, 0o600);
+}
+
+/// Runs the stream against the test's sshd for `secs` with `host_key` pinned; answers what
+/// it handed over.
+async fn stream_for(
+    d: &Path,
+    port: u16,
+    key: &str,
+    host_key: &str,
+    secs: u64,
+) -> Vec<(u64, String)> {
+    let (url, _gerrit) = start().await;
+    let api = Arc::new(
+        GerritApi::new(GerritApiConfig {
+            url,
+            user: USER.into(),
+            http_password: Secret::new(PASSWORD),
+            label: "Verified".into(),
+            success_vote: 1,
+            failure_vote: -1,
+        })
+        .expect("client"),
+    );
+    let cfg = StreamConfig {
+        ssh: GerritSsh {
+            user: whoami(),
+            host: "127.0.0.1".into(),
+            port,
+        },
+        key: Some(Secret::new(key.to_string())),
+        host_key: Some(host_key.trim().to_string()),
+        state_dir: d.join("state"),
+        program: "ssh".into(),
+        projects: Arc::new(vec!["test/*".into()]),
+        skip_wip_and_private: true,
+        min_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+    };
+    let events = EventContext {
+        git_url: "file:///srv/git".into(),
+        skip_wip_and_private: true,
+        user: USER.into(),
+    };
+    let sink = Arc::new(Sink::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(stream::run(cfg, events, api, sink.clone(), stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while sink.changes().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let _ = task.await;
+    sink.changes()
+}
+
+/// Issue 22 (lower): with `gerrit.host_key`, the server's key is pinned, not trusted on
+/// first use: a server showing another key gets no session (the stream's command never
+/// runs there), and the pinned server's events flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_host_key_is_the_only_one_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sshd, port, key) = start_sshd(d, &script(d));
+    // Another key than the server's: an impostor's view of the pin.
+    let wrong = std::fs::read_to_string(d.join("client_key.pub")).expect("pub");
+    let got = stream_for(d, port, &key, &wrong, 4).await;
+    assert!(
+        got.is_empty(),
+        "events from a server with another key: {got:?}"
+    );
+    assert!(
+        !d.join("connections").exists(),
+        "a session was opened on a server whose key is not the pinned one"
+    );
+    let right = std::fs::read_to_string(d.join("host_key.pub")).expect("pub");
+    let got = stream_for(d, port, &key, &right, 30).await;
+    drop(sshd);
+    assert_eq!(
+        got.first(),
+        Some(&(1, sha('a'))),
+        "the pinned server's events"
+    );
 }

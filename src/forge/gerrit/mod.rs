@@ -66,6 +66,7 @@ pub fn wire(g: &GerritConfig, data_dir: &Path) -> Result<Wired, WireError> {
                 Some(k) => Some(k.resolve("gerrit.ssh_key")?),
                 None => None,
             },
+            host_key: g.host_key.clone(),
             state_dir: data_dir
                 .join("gerrit")
                 .join(format!("{}-{}", ssh.host, ssh.port)),

@@ -8,9 +8,11 @@
 //! is missed and nothing already seen is built twice.
 //!
 //! The time of the last event seen is kept in `<state_dir>/last-event`, so that a restart
-//! catches up too. The key is written to a 0600 file in `<state_dir>`; host keys are kept
-//! in `<state_dir>/known_hosts` (`StrictHostKeyChecking=accept-new`: the first key seen is
-//! trusted and a changed one refused; put the server's key there beforehand to pin it).
+//! catches up too. The key is written to a 0600 file in `<state_dir>`. With
+//! `gerrit.host_key` the server's key is pinned: `<state_dir>/pinned_host` holds it alone
+//! and ssh accepts no other (`StrictHostKeyChecking=yes`). Without, host keys are kept in
+//! `<state_dir>/known_hosts` (`accept-new`: the first key seen is trusted and a changed one
+//! refused).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,6 +43,8 @@ pub trait EventSink: Send + Sync {
 pub struct StreamConfig {
     pub ssh: GerritSsh,
     pub key: Option<Secret>,
+    /// The pinned host key (`gerrit.host_key`): the only one accepted.
+    pub host_key: Option<String>,
     /// Holds the key file, `known_hosts` and `last-event`.
     pub state_dir: PathBuf,
     /// The `ssh` program (`ssh` from PATH in production).
@@ -147,6 +151,27 @@ fn key_file(cfg: &StreamConfig) -> Result<Option<PathBuf>, StreamError> {
     Ok(Some(path))
 }
 
+/// The `known_hosts` file of a pinned host key.
+const PINNED_HOSTS: &str = "pinned_host";
+
+/// Writes the pinned host key, alone, as ssh looks it up for the server's host and port.
+fn pin_host_key(cfg: &StreamConfig) -> Result<(), StreamError> {
+    let Some(k) = &cfg.host_key else {
+        return Ok(());
+    };
+    let state = |source| StreamError::State {
+        dir: cfg.state_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&cfg.state_dir).map_err(state)?;
+    let host = if cfg.ssh.port == 22 {
+        cfg.ssh.host.clone()
+    } else {
+        format!("[{}]:{}", cfg.ssh.host, cfg.ssh.port)
+    };
+    std::fs::write(cfg.state_dir.join(PINNED_HOSTS), format!("{host} {k}\n")).map_err(state)
+}
+
 /// The ssh command line: batch mode (never a prompt), keep-alives so that a dead peer is
 /// noticed, the state directory's known_hosts, the key, and `gerrit stream-events`.
 pub fn ssh_command(cfg: &StreamConfig, key: Option<&Path>) -> tokio::process::Command {
@@ -156,11 +181,24 @@ pub fn ssh_command(cfg: &StreamConfig, key: Option<&Path>) -> tokio::process::Co
         .args(["-o", "ServerAliveInterval=15"])
         .args(["-o", "ServerAliveCountMax=3"])
         .args(["-o", "ConnectTimeout=20"])
-        .args(["-o", "StrictHostKeyChecking=accept-new"])
+        .args([
+            "-o",
+            if cfg.host_key.is_some() {
+                "StrictHostKeyChecking=yes"
+            } else {
+                "StrictHostKeyChecking=accept-new"
+            },
+        ])
         .arg("-o")
         .arg(format!(
             "UserKnownHostsFile={}",
-            cfg.state_dir.join("known_hosts").display()
+            cfg.state_dir
+                .join(if cfg.host_key.is_some() {
+                    PINNED_HOSTS
+                } else {
+                    "known_hosts"
+                })
+                .display()
         ))
         .args(["-o", "IdentitiesOnly=yes"])
         .args(["-F", "/dev/null"]);
@@ -189,6 +227,7 @@ async fn connect_once(
     queue: &dyn EventSink,
 ) -> Result<u64, StreamError> {
     let key = key_file(cfg)?;
+    pin_host_key(cfg)?;
     let mut child = ssh_command(cfg, key.as_deref())
         .spawn()
         .map_err(StreamError::Spawn)?;
@@ -489,6 +528,7 @@ mod tests {
                 port: 29418,
             },
             key: None,
+            host_key: None,
             state_dir: state.path().to_path_buf(),
             program: "ssh".into(),
             projects: Arc::new(vec!["test/hello".into()]),
