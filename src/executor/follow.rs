@@ -115,6 +115,7 @@ impl Executor {
         let mut scanned = 0;
         let mut continuing = false;
         let mut started_any = false;
+        let mut net_given = false;
         while let Some(chunk) = stream.next_chunk().await {
             pending.extend_from_slice(&chunk.map_err(Stop::Infra)?);
             let mut pieces: Vec<(bool, Vec<u8>)> = Vec::new();
@@ -154,11 +155,23 @@ impl Executor {
                     if rest.ends_with(" 0") {
                         run.end(true);
                     }
+                    // Whatever the phase's script did, no network outlives the dependency
+                    // phase (a process it left behind may have asked for it).
+                    if run.phase == Phase::Deps && net_given {
+                        self.engine.disconnect_all(id).await.map_err(Stop::Infra)?;
+                        net_given = false;
+                    }
                 } else if let Some(n) = text.trim_end().strip_prefix(&oom) {
                     run.oom_kills = n.parse().unwrap_or(0);
-                } else if net_on.as_deref() == Some(text.trim_end()) && run.net_token.is_some() {
-                    // Given once: a process left behind by the dependency phase cannot ask again.
+                } else if net_on.as_deref() == Some(text.trim_end())
+                    && run.net_token.is_some()
+                    && run.phase == Phase::Deps
+                {
+                    // Given once, and in the dependency phase only: a process that phase left
+                    // behind (a scriptlet's, as root: it can read the token from
+                    // `/proc/1/environ`) cannot get it for the build.
                     run.net_token = None;
+                    net_given = true;
                     logs.note("packetary: network given to the dependency phase")
                         .await;
                     self.engine.connect_bridge(id).await.map_err(Stop::Infra)?;

@@ -439,3 +439,48 @@ fn directory_builds_in_stages_the_app_against_its_library() {
     assert!(lib.join("libfoo-1.0-1.noarch.rpm").is_file());
     assert!(containers_of_build(&app).is_empty());
 }
+
+/// Issue 22 (lower): the network is given on request in the dependency phase only. A
+/// package the dependency phase installs (as root: its `%post` runs) leaves a process
+/// behind that, in the build phase, reads the driver's network token from
+/// `/proc/1/environ` and asks for the network on the driver's output; the build phase must
+/// stay offline all the same.
+#[test]
+fn a_process_left_by_the_dependency_phase_cannot_get_the_build_phase_network() {
+    if !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let lib = spec("libfoo", "Provides: libfoo-devel = 1.0", "true").replace(
+        "%files\n",
+        "%post\n( sleep 4; t=$(tr '\\0' '\\n' < /proc/1/environ | sed -n 's/^PACKETARY_NET_TOKEN=//p'); \
+         echo \"@@packetary-net-$t on\" ) > /proc/1/fd/1 2>&1 &\n\n%files\n",
+    );
+    write(&w.join("pkgs/libfoo/libfoo.spec"), &lib);
+    write(
+        &w.join("pkgs/app/app.spec"),
+        &spec(
+            "app",
+            "BuildRequires: libfoo-devel",
+            "sleep 10\nfor i in /sys/class/net/*; do echo \"interface in build: ${i##*/}\"; done",
+        ),
+    );
+    let r = packetary(
+        &["build", "pkgs", "--out", "out", "--cache-dir", "cache"],
+        w,
+    );
+    let app = w.join("out").join(T).join("app-1.0-1");
+    assert_eq!(r.code, 0, "{}\n{}", r.all(), logs(&app));
+    let text = logs(&app);
+    assert!(text.contains("interface in build: lo"), "{text}");
+    let interfaces: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("interface in build: "))
+        .collect();
+    assert_eq!(
+        interfaces,
+        ["interface in build: lo"],
+        "the build phase had a network: {text}"
+    );
+}
