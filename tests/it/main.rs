@@ -42,3 +42,4 @@ mod serve_webhooks;
 mod spec_cancel;
 mod store_migrate;
 mod web_commit_page;
+mod web_release_access;
