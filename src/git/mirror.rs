@@ -92,7 +92,7 @@ impl Credentials {
                     return Ok(FetchAuth::None);
                 }
                 source.mint().await.map_err(|e| GitError::Unreachable {
-                    url: url.to_string(),
+                    url: crate::model::redact(url),
                     message: format!("cannot get an access token to fetch with: {e}"),
                 })
             }
@@ -391,7 +391,7 @@ impl Mirror {
             let name = r.refname();
             if !name.contains('*') && !advertised.contains(&name) {
                 return Err(GitError::MissingRef {
-                    url: self.url.clone(),
+                    url: crate::model::redact(&self.url),
                     refname: name,
                 });
             }
@@ -454,13 +454,13 @@ fn classify(url: &str, e: git2::Error) -> GitError {
         || message.contains("authentication")
     {
         GitError::Auth {
-            url: url.to_string(),
-            message,
+            url: crate::model::redact(url),
+            message: crate::model::redact(&message),
         }
     } else {
         GitError::Unreachable {
-            url: url.to_string(),
-            message,
+            url: crate::model::redact(url),
+            message: crate::model::redact(&message),
         }
     }
 }
