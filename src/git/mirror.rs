@@ -370,7 +370,7 @@ impl Mirror {
         let specs: Vec<String> = refs.iter().map(RemoteRef::refspec).collect();
         let mut updated = Vec::new();
         {
-            let mut cb = callbacks(auth);
+            let mut cb = callbacks(&self.url, auth);
             cb.update_tips(|name, _old, new| {
                 updated.push((name.to_string(), new));
                 true
@@ -411,11 +411,26 @@ impl Mirror {
     }
 }
 
-fn callbacks(auth: &FetchAuth) -> RemoteCallbacks<'static> {
+/// The callbacks of a fetch of `configured`: credentials only for its own origin (see
+/// [`super::scope`]).
+fn callbacks(configured: &str, auth: &FetchAuth) -> RemoteCallbacks<'static> {
     let mut cb = RemoteCallbacks::new();
     let auth = auth.clone();
+    let configured = configured.to_string();
     let mut attempts = 0u32;
-    cb.credentials(move |_url, user_from_url, allowed| {
+    cb.credentials(move |asked, user_from_url, allowed| {
+        if !matches!(auth, FetchAuth::None)
+            && !super::scope::may_send_credentials(&configured, asked)
+        {
+            tracing::warn!(
+                configured = %crate::model::redact(&configured),
+                asked = %crate::model::redact(asked),
+                "credentials refused to another origin (a redirect?)"
+            );
+            return Err(git2::Error::from_str(
+                "credentials are only sent to the configured URL's origin",
+            ));
+        }
         // libgit2 asks again after a rejected credential; stop instead of looping forever.
         attempts += 1;
         if attempts > 2 {

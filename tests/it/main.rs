@@ -21,6 +21,7 @@ mod build_url_repo;
 mod cli_errors;
 mod gerrit_e2e;
 mod gerrit_stream;
+mod git_credentials;
 mod hostile_serve;
 mod hostile_spec;
 mod plan_learned;
