@@ -31,6 +31,7 @@ mod plan_specs;
 mod rebuild;
 mod rebuild_release;
 mod repos;
+mod repos_index_confined;
 mod repos_serve;
 mod repos_stage;
 mod serve_crash;
