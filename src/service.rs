@@ -370,7 +370,13 @@ impl Service {
             None => None,
         };
         let access =
-            crate::web::access::Access::new(config.server.private_repositories.clone(), page_token);
+            crate::web::access::Access::new(config.server.private_repositories.clone(), page_token)
+                .with_releases(
+                    config
+                        .releases
+                        .values()
+                        .map(|r| (r.name.as_str().to_string(), r.repositories.clone())),
+                );
         let state = AppState {
             store,
             queue,

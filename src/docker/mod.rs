@@ -5,9 +5,11 @@ mod container;
 mod exec;
 mod image;
 mod network;
+mod tool;
 
 pub use container::ContainerGuard;
 pub use network::interface_ipv4;
+pub use tool::{tool_container, TOOL_MEMORY_BYTES, TOOL_PIDS, TOOL_TIMEOUT};
 
 use std::collections::HashMap;
 

@@ -373,7 +373,7 @@ impl Executor {
             target.limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
             target.limits.pids,
             humantime::format_duration(target.limits.timeout),
-            if container_repos.is_empty() { "none".to_string() } else { container_repos.iter().map(|r| format!("{}={}", r.name, r.url)).collect::<Vec<_>>().join(" ") },
+            if container_repos.is_empty() { "none".to_string() } else { container_repos.iter().map(|r| format!("{}={}", r.name, crate::model::redact(&r.url))).collect::<Vec<_>>().join(" ") },
         ))
         .await;
         let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;

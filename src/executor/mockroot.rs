@@ -81,6 +81,13 @@ pub(crate) async fn prepare(
     // The buildroot comes from the target's own repositories: a build's extra ones (a
     // change's earlier results) only add its BuildRequires, which Mock installs per build.
     let own = &repos[..target.repos.len().min(repos.len())];
+    // Mock's `--init` gets its config on the command line and the image keeps it: a URL
+    // with credentials must go into neither, so such a target builds cold.
+    if own.iter().any(|r| crate::model::has_userinfo(&r.url)) {
+        logs.note("packetary: no warm buildroot for this build (a repository URL carries credentials); Mock installs it")
+            .await;
+        return Ok(target.image.clone());
+    }
     let cfg = backend::mock_config(&target, own);
     let key = match key(&image_id, &cfg, &target.repos, &inputs) {
         Ok(k) => k,

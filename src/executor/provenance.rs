@@ -115,11 +115,16 @@ async fn read_repomd(r: &BuildRepo) -> Result<Vec<u8>, RepomdError> {
             }),
         None => {
             let url = format!("{}/repodata/repomd.xml", r.url.trim_end_matches('/'));
-            crate::http::get(&url, Duration::from_secs(15), MAX_REPOMD)
+            let limits = crate::http::Limits {
+                head: Duration::from_secs(15),
+                body: Duration::from_secs(60),
+                max_bytes: MAX_REPOMD,
+            };
+            crate::http::get(&url, limits)
                 .await
                 .map_err(|error| RepomdError::Fetch {
                     repo: r.name.clone(),
-                    url,
+                    url: crate::model::redact(&url),
                     error,
                 })
         }
@@ -308,9 +313,10 @@ pub async fn record(
                 None
             }
         };
+        // Recorded in `build.json` and compared between builds: never with credentials.
         repositories.push(RepoRecord {
             name: r.name.clone(),
-            url: r.url.clone(),
+            url: crate::model::redact(&r.url),
             snapshot,
         });
     }

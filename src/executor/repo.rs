@@ -88,19 +88,18 @@ pub async fn local_repo(
         .await
         .map_err(|e| InfraError(format!("{}: {e}", dir.display())))?
         .map_err(io)?;
-    let spec = docker::ContainerSpec {
-        name: format!("packetary-createrepo-{}", BuildId::generate()),
-        image: image.to_string(),
-        labels: [(LABEL_BUILD.to_string(), "createrepo".to_string())]
+    // Confined like a build (the packages are build output), as the service's user.
+    let (spec, cmd) = docker::tool_container(
+        format!("packetary-createrepo-{}", BuildId::generate()),
+        image,
+        [(LABEL_BUILD.to_string(), "createrepo".to_string())]
             .into_iter()
             .collect(),
-        mounts: vec![(dir.display().to_string(), "/repo".into(), false)],
-        network: false,
-        pids: Some(256),
-        ..Default::default()
-    };
+        vec![(dir.display().to_string(), "/repo".into(), false)],
+        format.index_command("/repo"),
+    );
     let (code, out) = engine
-        .run_once(&spec, format.index_command("/repo"))
+        .run_once_within(&spec, cmd, docker::TOOL_TIMEOUT)
         .await?;
     if code != 0 {
         return Err(InfraError(format!(

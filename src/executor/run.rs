@@ -365,7 +365,7 @@ impl Run {
             reused_from: None,
             repos: super::build_repos(&self.req.target, &self.req.extra_repos)
                 .iter()
-                .map(|r| format!("{}={}", r.name, r.url))
+                .map(|r| format!("{}={}", r.name, crate::model::redact(&r.url)))
                 .collect(),
             outcome,
         };

@@ -44,7 +44,7 @@ impl FetchOrigin {
             FetchOrigin::Web(web) => {
                 let refuse = |why: Refusal| {
                     Err(RefusedUrl {
-                        named: named.to_string(),
+                        named: crate::model::redact(named),
                         why,
                         origin: web.origin().ascii_serialization(),
                     })
@@ -141,6 +141,8 @@ mod tests {
                 "{err}"
             );
             assert!(err.to_string().contains("https://github.com"), "{err}");
+            // Issue 22: a refused URL's credentials are not repeated in the message.
+            assert!(!err.to_string().contains(":pw@"), "{err}");
         }
     }
 

@@ -92,7 +92,7 @@ impl Credentials {
                     return Ok(FetchAuth::None);
                 }
                 source.mint().await.map_err(|e| GitError::Unreachable {
-                    url: url.to_string(),
+                    url: crate::model::redact(url),
                     message: format!("cannot get an access token to fetch with: {e}"),
                 })
             }
@@ -370,7 +370,7 @@ impl Mirror {
         let specs: Vec<String> = refs.iter().map(RemoteRef::refspec).collect();
         let mut updated = Vec::new();
         {
-            let mut cb = callbacks(auth);
+            let mut cb = callbacks(&self.url, auth);
             cb.update_tips(|name, _old, new| {
                 updated.push((name.to_string(), new));
                 true
@@ -391,7 +391,7 @@ impl Mirror {
             let name = r.refname();
             if !name.contains('*') && !advertised.contains(&name) {
                 return Err(GitError::MissingRef {
-                    url: self.url.clone(),
+                    url: crate::model::redact(&self.url),
                     refname: name,
                 });
             }
@@ -411,11 +411,26 @@ impl Mirror {
     }
 }
 
-fn callbacks(auth: &FetchAuth) -> RemoteCallbacks<'static> {
+/// The callbacks of a fetch of `configured`: credentials only for its own origin (see
+/// [`super::scope`]).
+fn callbacks(configured: &str, auth: &FetchAuth) -> RemoteCallbacks<'static> {
     let mut cb = RemoteCallbacks::new();
     let auth = auth.clone();
+    let configured = configured.to_string();
     let mut attempts = 0u32;
-    cb.credentials(move |_url, user_from_url, allowed| {
+    cb.credentials(move |asked, user_from_url, allowed| {
+        if !matches!(auth, FetchAuth::None)
+            && !super::scope::may_send_credentials(&configured, asked)
+        {
+            tracing::warn!(
+                configured = %crate::model::redact(&configured),
+                asked = %crate::model::redact(asked),
+                "credentials refused to another origin (a redirect?)"
+            );
+            return Err(git2::Error::from_str(
+                "credentials are only sent to the configured URL's origin",
+            ));
+        }
         // libgit2 asks again after a rejected credential; stop instead of looping forever.
         attempts += 1;
         if attempts > 2 {
@@ -454,13 +469,13 @@ fn classify(url: &str, e: git2::Error) -> GitError {
         || message.contains("authentication")
     {
         GitError::Auth {
-            url: url.to_string(),
-            message,
+            url: crate::model::redact(url),
+            message: crate::model::redact(&message),
         }
     } else {
         GitError::Unreachable {
-            url: url.to_string(),
-            message,
+            url: crate::model::redact(url),
+            message: crate::model::redact(&message),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod mirror;
+pub mod scope;
 pub mod tree;
 
 use std::path::PathBuf;

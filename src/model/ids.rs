@@ -287,6 +287,22 @@ impl RepoId {
         }
     }
 
+    /// Whether some repository could match both patterns (`forge:path` or
+    /// `forge:prefix/*`), names compared as their forge compares them: a release fed by
+    /// `github:acme/*` is fed by the private `github:Acme/secret`. A pattern that names no
+    /// repository overlaps everything (deny when unsure).
+    pub fn patterns_overlap(a: &str, b: &str) -> bool {
+        // One repository each pattern matches: itself, or one just under its prefix.
+        let probe = |p: &str| match p.strip_suffix("/*") {
+            Some(prefix) => RepoId::parse(&format!("{prefix}/x")).ok(),
+            None => RepoId::parse(p).ok(),
+        };
+        match (probe(a), probe(b)) {
+            (Some(ra), Some(rb)) => ra.matches(b) || rb.matches(a),
+            _ => true,
+        }
+    }
+
     /// Parses `forge:path` (as stored and shown).
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
         let (forge, path) = s
@@ -424,5 +440,21 @@ mod tests {
         assert_eq!(n.to_string(), "x-2:1-1");
         assert!(Nevr::parse_query_line("x\t(none)\t..\t1").is_none());
         assert!(Nevr::parse_query_line("garbage").is_none());
+    }
+
+    /// Issue 22 (M4): which release patterns reach a private repository.
+    #[test]
+    fn patterns_overlap_as_their_forge_compares_names() {
+        let o = RepoId::patterns_overlap;
+        assert!(o("github:acme/*", "github:Acme/secret"));
+        assert!(o("github:acme/secret", "github:ACME/*"));
+        assert!(o("github:acme/*", "github:acme/team/*"));
+        assert!(o("github:acme/team/*", "github:acme/*"));
+        assert!(o("gerrit:fuel/specs", "gerrit:fuel/specs"));
+        assert!(!o("gerrit:Fuel/specs", "gerrit:fuel/specs"));
+        assert!(!o("github:acme/*", "github:acmecorp/*"));
+        assert!(!o("github:acme/pkgs", "gerrit:acme/pkgs"));
+        assert!(!o("github:acme/x", "github:acme/x/*"));
+        assert!(o("nonsense", "github:acme/x"));
     }
 }

@@ -3,10 +3,12 @@
 
 mod build;
 mod ids;
+mod redact;
 mod report;
 mod trigger;
 
 pub use build::{BuildState, Failure, Outcome, PackageSource, Phase};
 pub use ids::{BuildId, CommitSha, ForgeKind, InvalidName, Nevr, RepoId, TargetName};
+pub use redact::{has_userinfo, redact};
 pub use report::{build_context, BuildLine, Report, ReportState, AGGREGATE_CONTEXT};
 pub use trigger::{ChangeKind, Command, CommandRequest, ForgeEvent, Trigger};

@@ -159,13 +159,19 @@ const MAX_DOWNLOAD: usize = 4 << 30;
 /// GET over http(s) (see [`crate::http::get`]), or a `file://` read.
 async fn get(url: &str) -> Result<Vec<u8>, LookasideError> {
     let fail = |message: String| LookasideError::Fetch {
-        url: url.to_string(),
+        url: crate::model::redact(url),
         message,
     };
     if let Some(path) = url.strip_prefix("file://") {
         return tokio::fs::read(path).await.map_err(|e| fail(e.to_string()));
     }
-    crate::http::get(url, std::time::Duration::from_secs(60), MAX_DOWNLOAD)
+    let limits = crate::http::Limits {
+        head: std::time::Duration::from_secs(60),
+        // A large tarball over a slow link, but not a trickle held forever.
+        body: std::time::Duration::from_secs(30 * 60),
+        max_bytes: MAX_DOWNLOAD,
+    };
+    crate::http::get(url, limits)
         .await
         .map_err(|e| fail(e.to_string()))
 }

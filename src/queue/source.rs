@@ -53,7 +53,8 @@ impl MirrorSource {
                 })?;
             if !cli::has_commit(&mirror, commit.as_str()).await {
                 return Err(SourceError::Missing(format!(
-                    "commit {commit} is not in {clone_url}"
+                    "commit {commit} is not in {}",
+                    crate::model::redact(clone_url)
                 )));
             }
         }

@@ -2,10 +2,11 @@
 
 use super::rules::Stage;
 use super::{PublishError, RepoDir};
-use crate::docker::{ContainerSpec, Engine, InfraError, LABEL_BUILD};
+use crate::docker::{tool_container, Engine, InfraError, LABEL_BUILD, TOOL_TIMEOUT};
 use crate::model::BuildId;
 
-/// Runs createrepo_c in a container: no network, as the service's own user.
+/// Runs createrepo_c in a confined tool container (`docker::tool_container`): no network,
+/// no capabilities, bounded memory, pids and time, as the service's own user.
 #[derive(Clone)]
 pub struct Indexer {
     pub engine: Engine,
@@ -22,16 +23,6 @@ impl RepoDir {
             (cache.display().to_string(), "/cache".to_string(), false),
         ];
         let mut cmd: Vec<String> = Vec::new();
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        if uid != 0 {
-            cmd.extend([
-                "setpriv".into(),
-                format!("--reuid={uid}"),
-                format!("--regid={gid}"),
-                "--clear-groups".into(),
-            ]);
-        }
         cmd.extend(
             [
                 "createrepo_c",
@@ -52,20 +43,18 @@ impl RepoDir {
             }
         }
         cmd.push("/repo".into());
-        let spec = ContainerSpec {
-            name: format!("packetary-publish-{}", BuildId::generate()),
-            image: indexer.image.clone(),
-            labels: [(LABEL_BUILD.to_string(), "publish".to_string())]
+        let (spec, cmd) = tool_container(
+            format!("packetary-publish-{}", BuildId::generate()),
+            &indexer.image,
+            [(LABEL_BUILD.to_string(), "publish".to_string())]
                 .into_iter()
                 .collect(),
             mounts,
-            network: false,
-            pids: Some(256),
-            ..Default::default()
-        };
+            cmd,
+        );
         let (code, out) = indexer
             .engine
-            .run_once(&spec, cmd)
+            .run_once_within(&spec, cmd, TOOL_TIMEOUT)
             .await
             .map_err(|InfraError(e)| PublishError::Index(e))?;
         if code != 0 {

@@ -2,11 +2,14 @@
 //! repository must not be served to anyone who reaches the port: repositories listed in
 //! `[server] private_repositories` are shown only to requests that carry the page token
 //! (`Authorization: Bearer`, or the cookie `/login` sets); everything else stays public.
+//! A release's package repositories are as private as the repositories feeding it.
 
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use subtle::ConstantTimeEq;
+
+use std::collections::BTreeMap;
 
 use super::AppState;
 use crate::config::Secret;
@@ -19,6 +22,8 @@ pub struct Access {
     /// `forge:path`, or `forge:prefix/*` for every repository under a prefix.
     private: Vec<String>,
     token: Option<Secret>,
+    /// Each release's feeding patterns (`[releases.X] repositories`; empty: every one).
+    releases: BTreeMap<String, Vec<String>>,
 }
 
 impl Access {
@@ -29,7 +34,40 @@ impl Access {
 
     /// `private` repositories, shown only with `token`.
     pub fn new(private: Vec<String>, token: Option<Secret>) -> Access {
-        Access { private, token }
+        Access {
+            private,
+            token,
+            releases: BTreeMap::new(),
+        }
+    }
+
+    /// With the releases served under `/repos/<release>/`: name and feeding patterns.
+    pub fn with_releases(
+        mut self,
+        releases: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Access {
+        self.releases = releases.into_iter().collect();
+        self
+    }
+
+    /// Whether the release `name`'s repositories show a private repository's packages:
+    /// one of its feeding patterns reaches a private one, or it is fed by every repository
+    /// (or is not configured any more) while any repository is private.
+    pub fn release_is_private(&self, name: &str) -> bool {
+        if self.private.is_empty() {
+            return false;
+        }
+        match self.releases.get(name) {
+            Some(feeds) if !feeds.is_empty() => feeds
+                .iter()
+                .any(|f| self.private.iter().any(|p| RepoId::patterns_overlap(f, p))),
+            _ => true,
+        }
+    }
+
+    /// Whether this request may see the release `name`'s repositories.
+    pub fn may_see_release(&self, name: &str, headers: &HeaderMap) -> bool {
+        !self.release_is_private(name) || self.authorized(headers)
     }
 
     /// Whether `repo` matches a private pattern, names compared the way its forge compares
@@ -81,7 +119,7 @@ fn local_path(next: &str) -> bool {
 pub fn refused(path: &str) -> Response {
     let next = if local_path(path) { path } else { "/" };
     let body = format!(
-        "<!doctype html><meta charset=utf-8><title>Private</title><p>This build belongs to a private repository. <a href=\"/login?next={}\">Log in</a> with the page token, or send it as <code>Authorization: Bearer</code>.</p>",
+        "<!doctype html><meta charset=utf-8><title>Private</title><p>This belongs to a private repository. <a href=\"/login?next={}\">Log in</a> with the page token, or send it as <code>Authorization: Bearer</code>.</p>",
         super::html::escape(&urlencode(next))
     );
     (StatusCode::UNAUTHORIZED, Html(body)).into_response()

@@ -7,7 +7,8 @@
 //! the repositories' directory, so no link leads out of it. A change's repositories
 //! (`changes/...`) and the stage repository of a build (`stages/<build-id>/`, what its
 //! change's earlier stages built) are as private as the repository they were built from,
-//! and neither is listed.
+//! and neither is listed. A release's repositories, `.repo` files and entry in `/repos/`
+//! need the page token when a private repository feeds it (`Access::release_is_private`).
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,11 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-pub async fn serve_root(State(app): State<AppState>) -> Response {
-    listing(&app.data_dir.join("repos"), "/repos/", false)
+pub async fn serve_root(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let shown = |name: &str| {
+        matches!(name, "changes" | "stages") || app.access.may_see_release(name, &headers)
+    };
+    listing(&app.data_dir.join("repos"), "/repos/", false, &shown)
 }
 
 pub async fn serve(
@@ -57,6 +61,13 @@ pub async fn serve(
         |s: &&str| s.is_empty() || s.starts_with('.') || s.contains(['\\', '\0']) || s.len() > 255;
     if segs.iter().any(bad) {
         return not_found("repository path");
+    }
+    // `<release>/...`: as private as the repositories feeding the release.
+    if !matches!(segs[0], "changes" | "stages") {
+        let release = segs[0].strip_suffix(".repo").unwrap_or(segs[0]);
+        if !app.access.may_see_release(release, &headers) {
+            return super::access::refused(uri.path());
+        }
     }
     // `changes/<forge>/<path>/<number>/...`: which repositories have changes is not listed
     // (some may be private).
@@ -131,7 +142,7 @@ pub async fn serve(
         if !trailing {
             return Redirect::permanent(&format!("{}/", uri.path())).into_response();
         }
-        return listing(&full, uri.path(), is_repo_dir(&full));
+        return listing(&full, uri.path(), is_repo_dir(&full), &|_| true);
     }
     if !full.is_file() {
         return not_found("file");
@@ -172,8 +183,9 @@ async fn fallback(root: &Path, segs: &[&str], snapshot_at: Option<usize>) -> Res
     not_found("file")
 }
 
-/// A plain listing of a directory's visible entries (for people; dnf needs none).
-fn listing(dir: &Path, url_path: &str, repo_dir: bool) -> Response {
+/// A plain listing of a directory's visible entries (for people; dnf needs none), those
+/// `shown` accepts.
+fn listing(dir: &Path, url_path: &str, repo_dir: bool, shown: &dyn Fn(&str) -> bool) -> Response {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return text(StatusCode::NOT_FOUND, "no repositories yet");
     };
@@ -181,7 +193,9 @@ fn listing(dir: &Path, url_path: &str, repo_dir: bool) -> Response {
         .flatten()
         .filter_map(|e| {
             let n = e.file_name().to_str()?.to_string();
-            if n.starts_with('.') || (repo_dir && n != "latest" && SnapshotId::parse(&n).is_none())
+            if n.starts_with('.')
+                || (repo_dir && n != "latest" && SnapshotId::parse(&n).is_none())
+                || !shown(&n)
             {
                 return None;
             }

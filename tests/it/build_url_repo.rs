@@ -2,7 +2,9 @@
 //! runner on another machine gets the service's repositories (issue 20): the dependency
 //! phase reaches it over HTTP on Docker's bridge and installs the BuildRequires that only
 //! it has. Real Docker, rpm, dnf and createrepo_c; the repository is served by a small
-//! HTTP server of the test on all interfaces.
+//! HTTP server of the test on all interfaces, behind Basic auth: the URL carries the
+//! credentials (issue 22), which reach dnf and the snapshot's read but no log, no
+//! `build.json` and no container command line.
 
 use crate::common;
 
@@ -46,7 +48,10 @@ fn request(w: &Path, name: &str, extra_repos: Vec<BuildRepo>) -> BuildRequest {
     }
 }
 
-/// Files of one directory over HTTP (no `..`, no hidden names), counting the requests.
+const SECRET: &str = "s3cret-of-the-repo";
+
+/// Files of one directory over HTTP (no `..`, no hidden names) to `user:SECRET` only,
+/// counting the requests let in.
 async fn serve_dir(dir: PathBuf) -> (u16, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new()
@@ -54,7 +59,18 @@ async fn serve_dir(dir: PathBuf) -> (u16, Arc<AtomicUsize>) {
             "/repo/{*path}",
             axum::routing::get(
                 |State((dir, hits)): State<(PathBuf, Arc<AtomicUsize>)>,
+                 headers: axum::http::HeaderMap,
                  UrlPath(path): UrlPath<String>| async move {
+                    use base64::Engine as _;
+                    let expected = format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!("user:{SECRET}"))
+                    );
+                    if headers.get("authorization").and_then(|v| v.to_str().ok())
+                        != Some(expected.as_str())
+                    {
+                        return Err(StatusCode::UNAUTHORIZED);
+                    }
                     hits.fetch_add(1, Ordering::SeqCst);
                     if path.split('/').any(|s| s.is_empty() || s.starts_with('.')) {
                         return Err(StatusCode::NOT_FOUND);
@@ -98,7 +114,8 @@ async fn a_build_installs_its_build_requires_from_a_repository_it_reaches_by_url
 
     // An application that BuildRequires it, given the repository by URL only.
     let (port, hits) = serve_dir(repo).await;
-    let url = format!("http://{}:{port}/repo/", bridge_gateway());
+    let url = format!("http://user:{SECRET}@{}:{port}/repo/", bridge_gateway());
+    let shown = format!("http://***@{}:{port}/repo/", bridge_gateway());
     write(
         &w.join("urlapp/urlapp.spec"),
         &spec(
@@ -140,12 +157,39 @@ async fn a_build_installs_its_build_requires_from_a_repository_it_reaches_by_url
         .iter()
         .find(|r| r.name == "remote")
         .expect("the URL repository is recorded");
-    assert_eq!(r.url, url);
+    assert_eq!(r.url, shown, "recorded without its credentials");
     assert!(r.snapshot.is_some(), "{r:?}");
     assert!(
-        report.repos.contains(&format!("remote={url}")),
+        report.repos.contains(&format!("remote={shown}")),
         "{:?}",
         report.repos
     );
+    // Nowhere the build leaves something to read: its logs, build.json, its command.
+    assert!(
+        !report.command.join(" ").contains(SECRET),
+        "{:?}",
+        report.command
+    );
+    for f in files_under(&report.dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        assert!(!text.contains(SECRET), "{} has the secret", f.display());
+    }
     assert!(containers_of_build(&report.dir).is_empty());
+}
+
+/// Every file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

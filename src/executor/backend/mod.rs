@@ -217,6 +217,37 @@ mod tests {
         assert_eq!(sh_quote(""), "''");
     }
 
+    /// Issue 22: a repository URL's credentials are written into a file dnf reads, never
+    /// on the container's command line (`/proc/1/cmdline`, readable by spec code).
+    #[test]
+    fn credentials_of_a_repository_stay_off_the_command_line() {
+        let mut repos = repos();
+        repos[0].url = "https://user:s3cret@example.org/f43/".into();
+        for t in ["bookworm-rpmbuild", "fedora-43"] {
+            let s = script(&target(t), "a.spec", &repos);
+            let steps: Vec<(&str, &str)> = [Some(&s.srpm), s.deps.as_ref(), Some(&s.build)]
+                .into_iter()
+                .flatten()
+                .map(|b| ("phase", b.as_str()))
+                .collect();
+            let cmd = driver("n", &steps).join(" ");
+            assert!(!cmd.contains("s3cret"), "{t}: {cmd}");
+            assert!(
+                s.files
+                    .iter()
+                    .any(|(_, f)| f.contains("https://user:s3cret@example.org/f43/")),
+                "{t}: dnf is given the URL in a file"
+            );
+        }
+        let s = script(&target("bookworm-rpmbuild"), "a.spec", &repos);
+        let deps = s.deps.as_ref().expect("deps");
+        assert!(deps.contains("--repo=fedora"), "{deps}");
+        assert!(
+            deps.contains("--repofrompath=local,file:///repos/local"),
+            "{deps}"
+        );
+    }
+
     #[test]
     fn rpmbuild_two_phases_and_repos() {
         let s = script(&target("bookworm-rpmbuild"), "hello world.spec", &repos());

@@ -47,6 +47,12 @@ const BUILD_USER: &str = "builder";
 /// Where the build user finds copies of the read-only inputs.
 const BUILD_SPEC_DIR: &str = "/builddir/spec";
 const BUILD_SOURCE_DIR: &str = "/builddir/src";
+/// Root's own directory for the `.repo` file of repositories whose URLs carry credentials:
+/// they are never on a command line (`/proc/*/cmdline`), and the build user cannot read
+/// them.
+const CRED_REPOS_DIR: &str = "/run/packetary-repos";
+/// The generated file (under `OUT_DIR/.packetary/`) moved into [`CRED_REPOS_DIR`].
+const CRED_REPOS_FILE: &str = "credentials.repo";
 /// Mount point of the target's dependency cache volume (see [`cache_volume`]).
 pub(super) const CACHE_DIR: &str = "/var/cache/packetary";
 
@@ -108,6 +114,10 @@ pub(super) fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) 
         target_defines(target)
     );
     let spec = sh_quote(&format!("{BUILD_SPEC_DIR}/{spec_file}"));
+    let cred_repos: Vec<&ContainerRepo> = repos
+        .iter()
+        .filter(|r| crate::model::has_userinfo(&r.url))
+        .collect();
     let srpm_inner = format!(
         r#"set -eu
 mkdir -p /builddir/build
@@ -126,6 +136,7 @@ echo "packetary: wrote ${{1##*/}}""#
 id -u {BUILD_USER} >/dev/null 2>&1 || {{ echo "packetary: error: the image has no user {BUILD_USER} to build as (an image older than this packetary?)"; echo "  fix: rebuild it: packetary images build rpmbuild"; exit 1; }}
 rm -rf {BUILD_SPEC_DIR} {BUILD_SOURCE_DIR}
 mkdir -p {BUILD_SPEC_DIR} {OUT_DIR}
+{move_creds}
 cp -rT {SOURCE_DIR} {BUILD_SOURCE_DIR}
 cp {in_spec} {BUILD_SPEC_DIR}/
 chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
@@ -133,6 +144,11 @@ chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
 # Nothing the spec started lives on into the dependency phase, which may have network.
 {KILL_LEFTOVERS}"#,
         in_spec = sh_quote(&format!("{SPEC_DIR}/{spec_file}")),
+        move_creds = if cred_repos.is_empty() {
+            String::new()
+        } else {
+            format!("mkdir -m 700 -p {CRED_REPOS_DIR}\nmv {OUT_DIR}/.packetary/{CRED_REPOS_FILE} {CRED_REPOS_DIR}/")
+        },
         run = as_builder(&srpm_inner),
     );
 
@@ -151,13 +167,22 @@ chown -R {BUILD_USER}:{BUILD_USER} /builddir {OUT_DIR}
             "--nogpgcheck".into(),
             format!("--releasever={}", sh_quote(releasever)),
             "--setopt=cachedir=/var/cache/packetary-dnf".into(),
-            "--setopt=reposdir=/nonexistent".into(),
+            format!(
+                "--setopt=reposdir={}",
+                if cred_repos.is_empty() {
+                    "/nonexistent"
+                } else {
+                    CRED_REPOS_DIR
+                }
+            ),
         ];
         for r in repos {
-            args.push(format!(
-                "--repofrompath={}",
-                sh_quote(&format!("{},{}", r.name, r.url))
-            ));
+            if !crate::model::has_userinfo(&r.url) {
+                args.push(format!(
+                    "--repofrompath={}",
+                    sh_quote(&format!("{},{}", r.name, r.url))
+                ));
+            }
             args.push(format!("--repo={}", sh_quote(&r.name)));
         }
         args.push("\"$srpm\"".into());
@@ -194,7 +219,11 @@ rpmbuild --rebuild --target {arch} {defines} {macros} {OUT_DIR}/*.src.rpm"#,
         deps: Some(deps),
         build,
         offline_build: true,
-        files: vec![],
+        files: if cred_repos.is_empty() {
+            vec![]
+        } else {
+            vec![(CRED_REPOS_FILE.to_string(), cred_repo_file(&cred_repos))]
+        },
         env: vec![
             "LANG=C.UTF-8".into(),
             "HOME=/builddir".into(),
@@ -206,4 +235,19 @@ rpmbuild --rebuild --target {arch} {defines} {macros} {OUT_DIR}/*.src.rpm"#,
             .collect(),
         security_opt: vec!["no-new-privileges".into()],
     }
+}
+
+/// A dnf `.repo` file for `repos` (their names are the executor's, their URLs written
+/// as given: dnf reads the credentials from them).
+fn cred_repo_file(repos: &[&ContainerRepo]) -> String {
+    repos
+        .iter()
+        .map(|r| {
+            format!(
+                "[{0}]\nname={0}\nbaseurl={1}\nenabled=1\ngpgcheck=0\n\n",
+                r.name,
+                r.url.replace('\n', "")
+            )
+        })
+        .collect()
 }
