@@ -187,19 +187,17 @@ fn script(dir: &Path) -> PathBuf {
     s
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_reconnects_and_catches_up() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let (sshd, port, key) = start_sshd(d, &script(d));
-    let (url, gerrit) = start().await;
-    // Change 1 was seen on the stream; change 2 got a patchset while the stream was down.
-    gerrit.add_change(&sha('a'), PROJECT, 1, 1, "main");
-    gerrit.add_change(&sha('b'), PROJECT, 2, 1, "main");
-
+/// The stream's parts for the test's sshd on `port` and the stand-in REST API at `url`.
+fn stream_parts(
+    d: &Path,
+    url: &str,
+    port: u16,
+    key: &str,
+    host_key: Option<&str>,
+) -> (Arc<GerritApi>, StreamConfig, EventContext) {
     let api = Arc::new(
         GerritApi::new(GerritApiConfig {
-            url,
+            url: url.to_string(),
             user: USER.into(),
             http_password: Secret::new(PASSWORD),
             label: "Verified".into(),
@@ -214,8 +212,8 @@ async fn stream_reconnects_and_catches_up() {
             host: "127.0.0.1".into(),
             port,
         },
-        key: Some(Secret::new(key)),
-        host_key: None,
+        key: Some(Secret::new(key.to_string())),
+        host_key: host_key.map(str::to_string),
         state_dir: d.join("state"),
         program: "ssh".into(),
         projects: Arc::new(vec!["test/*".into()]),
@@ -228,6 +226,20 @@ async fn stream_reconnects_and_catches_up() {
         skip_wip_and_private: true,
         user: USER.into(),
     };
+    (api, cfg, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_reconnects_and_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (sshd, port, key) = start_sshd(d, &script(d));
+    let (url, gerrit) = start().await;
+    // Change 1 was seen on the stream; change 2 got a patchset while the stream was down.
+    gerrit.add_change(&sha('a'), PROJECT, 1, 1, "main");
+    gerrit.add_change(&sha('b'), PROJECT, 2, 1, "main");
+
+    let (api, cfg, events) = stream_parts(d, &url, port, &key, None);
     let sink = Arc::new(Sink::default());
     let stop = CancellationToken::new();
     let task = tokio::spawn(stream::run(
@@ -292,37 +304,7 @@ async fn stream_for(
     secs: u64,
 ) -> Vec<(u64, String)> {
     let (url, _gerrit) = start().await;
-    let api = Arc::new(
-        GerritApi::new(GerritApiConfig {
-            url,
-            user: USER.into(),
-            http_password: Secret::new(PASSWORD),
-            label: "Verified".into(),
-            success_vote: 1,
-            failure_vote: -1,
-        })
-        .expect("client"),
-    );
-    let cfg = StreamConfig {
-        ssh: GerritSsh {
-            user: whoami(),
-            host: "127.0.0.1".into(),
-            port,
-        },
-        key: Some(Secret::new(key.to_string())),
-        host_key: Some(host_key.trim().to_string()),
-        state_dir: d.join("state"),
-        program: "ssh".into(),
-        projects: Arc::new(vec!["test/*".into()]),
-        skip_wip_and_private: true,
-        min_backoff: Duration::from_millis(200),
-        max_backoff: Duration::from_secs(1),
-    };
-    let events = EventContext {
-        git_url: "file:///srv/git".into(),
-        skip_wip_and_private: true,
-        user: USER.into(),
-    };
+    let (api, cfg, events) = stream_parts(d, &url, port, key, Some(host_key.trim()));
     let sink = Arc::new(Sink::default());
     let stop = CancellationToken::new();
     let task = tokio::spawn(stream::run(cfg, events, api, sink.clone(), stop.clone()));
