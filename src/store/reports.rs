@@ -3,90 +3,11 @@
 //! catches up.
 
 use super::ledger::Tx;
+use super::rows::report_rows;
 use super::{Millis, ReportId, Store, StoreError};
-use crate::model::{CommitSha, RepoId, Report, ReportState};
+use crate::model::{Report, ReportState};
 
-#[derive(Debug, Clone)]
-pub struct ReportRow {
-    pub id: ReportId,
-    pub report: Report,
-    pub version: i64,
-    pub delivered_version: i64,
-    pub attempts: i64,
-    pub next_attempt_at: Millis,
-    pub last_error: Option<String>,
-    pub abandoned: bool,
-    /// The forge's id of what the last delivery created (see `forge::Delivered`).
-    pub forge_ref: Option<String>,
-}
-
-/// A `reports` row as SQLite holds it; checked into a `ReportRow` by `TryFrom`. Read with
-/// [`report_rows!`].
-struct ReportRecord {
-    id: i64,
-    repo: String,
-    sha: String,
-    context: String,
-    state: ReportState,
-    description: String,
-    target_url: Option<String>,
-    builds: Option<String>,
-    version: i64,
-    delivered_version: i64,
-    attempts: i64,
-    next_attempt_at: i64,
-    last_error: Option<String>,
-    abandoned: bool,
-    forge_ref: Option<String>,
-}
-
-/// `sqlx::query_as!` of [`ReportRecord`]s: the one column list of a report row between
-/// `$before` (`SELECT`, or an upsert's `RETURNING`) and `$rest` (`FROM reports ...`).
-macro_rules! report_rows {
-    ($before:literal, $rest:literal $(, $arg:expr)* $(,)?) => {
-        sqlx::query_as!(
-            ReportRecord,
-            $before
-                + r#" id AS "id!", repo, sha, context, state AS "state: ReportState", description,
-                      target_url, builds, version, delivered_version, attempts, next_attempt_at,
-                      last_error, abandoned AS "abandoned: bool", forge_ref "#
-                + $rest
-            $(, $arg)*
-        )
-    };
-}
-
-impl TryFrom<ReportRecord> for ReportRow {
-    type Error = StoreError;
-
-    fn try_from(r: ReportRecord) -> Result<Self, StoreError> {
-        Ok(ReportRow {
-            id: ReportId(r.id),
-            report: Report {
-                repo: RepoId::parse(&r.repo)?,
-                sha: CommitSha::parse(&r.sha)?,
-                context: r.context,
-                state: r.state,
-                description: r.description,
-                target_url: r.target_url,
-                // Written by `set_report` from the same type: a row that does not read back
-                // (a downgrade, a hand edit) loses its list, not its delivery.
-                builds: r
-                    .builds
-                    .as_deref()
-                    .and_then(|b| serde_json::from_str(b).ok())
-                    .unwrap_or_default(),
-            },
-            version: r.version,
-            delivered_version: r.delivered_version,
-            attempts: r.attempts,
-            next_attempt_at: Millis(r.next_attempt_at),
-            last_error: r.last_error,
-            abandoned: r.abandoned,
-            forge_ref: r.forge_ref,
-        })
-    }
-}
+pub use super::rows::ReportRow;
 
 impl Store {
     /// Records the desired state of a context (see [`upsert`]) in a transaction of its

@@ -1,11 +1,12 @@
 //! A build's row: as planned ([`NewBuild`]), as read ([`BuildRow`]), and the one column
-//! list every query that reads it uses ([`build_rows!`]). Apart from `builds.rs` so that
-//! the ledger and the queries of `builds` both use them without importing each other.
+//! list every query that reads it uses ([`build_rows!`]); a report's row likewise
+//! ([`ReportRow`], [`report_rows!`]). Apart from `builds.rs` and `reports.rs` so that the
+//! ledger and those queries use them without importing each other.
 
 use std::path::PathBuf;
 
-use super::{Millis, StoreError, TriggerId};
-use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
+use super::{Millis, ReportId, StoreError, TriggerId};
+use crate::model::{BuildId, BuildState, CommitSha, RepoId, Report, ReportState, TargetName};
 
 /// A build to insert, as planned.
 #[derive(Debug, Clone)]
@@ -124,3 +125,86 @@ impl TryFrom<BuildRecord> for BuildRow {
         })
     }
 }
+
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    pub id: ReportId,
+    pub report: Report,
+    pub version: i64,
+    pub delivered_version: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub last_error: Option<String>,
+    pub abandoned: bool,
+    /// The forge's id of what the last delivery created (see `forge::Delivered`).
+    pub forge_ref: Option<String>,
+}
+
+/// A `reports` row as SQLite holds it; checked into a `ReportRow` by `TryFrom`. Read with
+/// [`report_rows!`].
+pub(in crate::store) struct ReportRecord {
+    pub(in crate::store) id: i64,
+    pub(in crate::store) repo: String,
+    pub(in crate::store) sha: String,
+    pub(in crate::store) context: String,
+    pub(in crate::store) state: ReportState,
+    pub(in crate::store) description: String,
+    pub(in crate::store) target_url: Option<String>,
+    pub(in crate::store) builds: Option<String>,
+    pub(in crate::store) version: i64,
+    pub(in crate::store) delivered_version: i64,
+    pub(in crate::store) attempts: i64,
+    pub(in crate::store) next_attempt_at: i64,
+    pub(in crate::store) last_error: Option<String>,
+    pub(in crate::store) abandoned: bool,
+    pub(in crate::store) forge_ref: Option<String>,
+}
+
+/// `sqlx::query_as!` of [`ReportRecord`]s: the one column list of a report row between
+/// `$before` (`SELECT`, or an upsert's `RETURNING`) and `$rest` (`FROM reports ...`).
+macro_rules! report_rows {
+    ($before:literal, $rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::rows::ReportRecord,
+            $before
+                + r#" id AS "id!", repo, sha, context, state AS "state: ReportState", description,
+                      target_url, builds, version, delivered_version, attempts, next_attempt_at,
+                      last_error, abandoned AS "abandoned: bool", forge_ref "#
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
+
+impl TryFrom<ReportRecord> for ReportRow {
+    type Error = StoreError;
+
+    fn try_from(r: ReportRecord) -> Result<Self, StoreError> {
+        Ok(ReportRow {
+            id: ReportId(r.id),
+            report: Report {
+                repo: RepoId::parse(&r.repo)?,
+                sha: CommitSha::parse(&r.sha)?,
+                context: r.context,
+                state: r.state,
+                description: r.description,
+                target_url: r.target_url,
+                // Written by `set_report` from the same type: a row that does not read back
+                // (a downgrade, a hand edit) loses its list, not its delivery.
+                builds: r
+                    .builds
+                    .as_deref()
+                    .and_then(|b| serde_json::from_str(b).ok())
+                    .unwrap_or_default(),
+            },
+            version: r.version,
+            delivered_version: r.delivered_version,
+            attempts: r.attempts,
+            next_attempt_at: Millis(r.next_attempt_at),
+            last_error: r.last_error,
+            abandoned: r.abandoned,
+            forge_ref: r.forge_ref,
+        })
+    }
+}
+pub(in crate::store) use report_rows;

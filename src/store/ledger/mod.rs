@@ -15,8 +15,7 @@ mod reads;
 pub use reads::{counts, culprit, latest_of_commit, unreported, BuildEvent};
 
 use super::phases::PhaseRow;
-use super::reports::ReportRow;
-use super::rows::build_rows;
+use super::rows::{build_rows, ReportRow};
 use super::{BuildRow, Millis, NewBuild, Store, StoreError, StoredTrigger, TriggerState};
 use crate::model::{BuildId, BuildState, CommitSha, RepoId, TargetName};
 
