@@ -63,6 +63,14 @@ pub(super) fn change_repo_url(data_dir: &Path, public_url: &str, b: &BuildRow) -
     ))
 }
 
+/// Where a build's packages go ([`Publisher::destination`]).
+enum Destination<'a> {
+    /// Its pull request's (or Gerrit change's) own repository.
+    Change { dir: RepoDir, number: u64 },
+    /// The release its pushed branch feeds.
+    Release(&'a Release),
+}
+
 fn change_repo(data_dir: &Path, b: &BuildRow, number: u64) -> Option<RepoDir> {
     repos::change_dir(data_dir, &b.repo, number, b.target.as_str()).map(RepoDir::new)
 }
@@ -83,19 +91,26 @@ impl Publisher {
     /// with no record kept first (there is no publication for a restart to finish). Errs
     /// on the side of `true`: a record too many costs a statement, one too few a rebuild.
     pub fn publishes(&self, b: &BuildRow) -> bool {
-        if self.indexing.is_none() {
-            return false;
-        }
-        let Some(target) = self.targets.get(&b.target) else {
-            return false;
+        self.destination(b).is_some()
+    }
+
+    /// Where a succeeded build of `b` is published, with its target: its change's
+    /// repository, or the release its pushed branch feeds. `None`: nowhere (no indexing,
+    /// an unknown target, a branch that feeds no release).
+    fn destination(&self, b: &BuildRow) -> Option<(&Target, Destination<'_>)> {
+        self.indexing.as_ref()?;
+        let target = self.targets.get(&b.target)?;
+        let d = match b.pr_number {
+            Some(number) => Destination::Change {
+                dir: self.change_repo(b, number)?,
+                number,
+            },
+            None => {
+                let branch = b.ref_name.strip_prefix("refs/heads/")?;
+                Destination::Release(self.release_of_branch(&b.repo, branch, target)?)
+            }
         };
-        match b.pr_number {
-            Some(number) => self.change_repo(b, number).is_some(),
-            None => b
-                .ref_name
-                .strip_prefix("refs/heads/")
-                .is_some_and(|branch| self.release_of_branch(&b.repo, branch, target).is_some()),
-        }
+        Some((target, d))
     }
 
     /// The branch a build's packages belong to: the pushed branch, or a pull request's base.
@@ -117,64 +132,56 @@ impl Publisher {
         source: &Path,
         binaries: &[PathBuf],
     ) -> Result<PublishOutcome, QueueError> {
-        let Some(indexing) = &self.indexing else {
-            return Ok(PublishOutcome::Nothing);
-        };
-        let Some(target) = self.targets.get(&b.target) else {
+        let (Some(indexing), Some((target, destination))) = (&self.indexing, self.destination(b))
+        else {
             return Ok(PublishOutcome::Nothing);
         };
         let mut packages = vec![source.to_path_buf()];
         packages.extend(binaries.iter().cloned());
         let data_dir = &self.data_dir;
-        let (label, result) = if let Some(number) = b.pr_number {
-            let Some(dir) = self.change_repo(b, number) else {
-                return Ok(PublishOutcome::Nothing);
-            };
-            let into = PublishInto::Change {
-                dir: &dir,
-                target,
-                keep: CHANGE_SNAPSHOTS,
-            };
-            let r = indexing.publish(into, &packages).await;
-            self.sweep_change_repos();
-            (
-                format!(
-                    "changes/{}/{}/{number}/{}",
-                    b.repo.forge(),
-                    b.repo.path(),
-                    b.target.as_str()
-                ),
-                r,
-            )
-        } else {
-            let Some(branch) = self.branch_of(b).await? else {
-                return Ok(PublishOutcome::Nothing);
-            };
-            let Some(release) = self.release_of_branch(&b.repo, &branch, target).cloned() else {
-                return Ok(PublishOutcome::Nothing);
-            };
-            let label = format!("{}/{}", release.name, target.name);
-            // A package name belongs to the repository that first published it here: a
-            // push of another repository may not replace what every build installs.
-            if let Some(owner) = self
-                .store
-                .package_owner(&label, &b.package, &b.repo)
-                .await?
-            {
-                return Ok(PublishOutcome::Refused(format!(
+        let (label, result) = match destination {
+            Destination::Change { dir, number } => {
+                let into = PublishInto::Change {
+                    dir: &dir,
+                    target,
+                    keep: CHANGE_SNAPSHOTS,
+                };
+                let r = indexing.publish(into, &packages).await;
+                self.sweep_change_repos();
+                (
+                    format!(
+                        "changes/{}/{}/{number}/{}",
+                        b.repo.forge(),
+                        b.repo.path(),
+                        b.target.as_str()
+                    ),
+                    r,
+                )
+            }
+            Destination::Release(release) => {
+                let label = format!("{}/{}", release.name, target.name);
+                // A package name belongs to the repository that first published it here: a
+                // push of another repository may not replace what every build installs.
+                if let Some(owner) = self
+                    .store
+                    .package_owner(&label, &b.package, &b.repo)
+                    .await?
+                {
+                    return Ok(PublishOutcome::Refused(format!(
                     "not published into {label}: package `{}` there comes from {owner}, not {}\n  fix: rename the package, or change it in {owner}",
                     b.package, b.repo
                 )));
+                }
+                let dir = repos::release_dir(data_dir, release.name.as_str(), target.name.as_str());
+                let protected = self.snapshots_in_use(&dir).await?;
+                let into = PublishInto::Release {
+                    release,
+                    target,
+                    protected: &protected,
+                };
+                let r = indexing.publish(into, &packages).await;
+                (label, r)
             }
-            let dir = repos::release_dir(data_dir, release.name.as_str(), target.name.as_str());
-            let protected = self.snapshots_in_use(&dir).await?;
-            let into = PublishInto::Release {
-                release: &release,
-                target,
-                protected: &protected,
-            };
-            let r = indexing.publish(into, &packages).await;
-            (label, r)
         };
         Ok(match result {
             Ok(p) => {
