@@ -63,14 +63,7 @@ impl Outbox {
     /// due when nothing was or a retry's time has come; a full batch means more are, now.
     /// Later retries are on the alarm (set as each failure is stored).
     pub async fn step(&self) -> Result<Option<Millis>, QueueError> {
-        let now = Millis::now();
-        let handed = self.wakes.handoff.take();
-        let read = self.retry_at.take_if_due(now) || handed.is_empty();
-        let mut rows = handed;
-        if read {
-            rows.extend(self.store.due_reports(now, BATCH).await?);
-        }
-        let n = self.deliver(latest_per_report(rows)).await?;
+        let (n, read) = self.deliver_handed(false).await?;
         Ok((read && n as i64 >= BATCH).then(Millis::now))
     }
 
@@ -78,9 +71,20 @@ impl Outbox {
     /// over, so that nothing handed over is delivered twice); returns how many were
     /// attempted.
     pub async fn deliver_due(&self) -> Result<usize, QueueError> {
+        Ok(self.deliver_handed(true).await?.0)
+    }
+
+    /// Delivers what was handed over, with what the store says is due when `read`, when
+    /// nothing was handed over, or when a retry's time has come. Returns how many were
+    /// attempted and whether the store was read.
+    async fn deliver_handed(&self, read: bool) -> Result<(usize, bool), QueueError> {
+        let now = Millis::now();
         let mut rows = self.wakes.handoff.take();
-        rows.extend(self.store.due_reports(Millis::now(), BATCH).await?);
-        self.deliver(latest_per_report(rows)).await
+        let read = self.retry_at.take_if_due(now) || read || rows.is_empty();
+        if read {
+            rows.extend(self.store.due_reports(now, BATCH).await?);
+        }
+        Ok((self.deliver(latest_per_report(rows)).await?, read))
     }
 
     /// Delivers `rows` in order, marking each delivery or failure as it happens. Returns
