@@ -130,10 +130,14 @@ async fn a_later_stage_gets_its_stage_repository_by_url_and_directory() {
         "the URL under repos_url a build anywhere reaches"
     );
     assert_eq!(seen.repomd.as_deref(), Some("lib-1-1.noarch.rpm"));
-    assert!(
-        !local.exists(),
-        "the stage repository goes with the build's work directory"
-    );
+    drop(seen);
+    // The status is reported once the ledger knows the end; the work directory goes
+    // right after, so this waits for it rather than racing it.
+    t.wait_until(
+        "the stage repository to go with the build's work directory",
+        |_| !local.exists(),
+    )
+    .await;
 }
 
 /// A stage repository on disk for a build of `o/r` (the tester's pushes).
