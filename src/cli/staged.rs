@@ -338,6 +338,7 @@ pub fn builds_of(
                     target: t.clone(),
                     error: None,
                     stage: u32::try_from(p.stage).unwrap_or(u32::MAX),
+                    nevr: None,
                 })
         })
         .collect()
@@ -381,6 +382,7 @@ mod tests {
             target: t(target),
             error: None,
             stage,
+            nevr: None,
         }
     }
 

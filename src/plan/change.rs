@@ -93,6 +93,9 @@ pub struct PlannedPackage {
     /// From rpm, when the spec could be queried.
     pub name: Option<String>,
     pub nevr: Option<Nevr>,
+    /// The NEVR on each target where it differs from `nevr` (a `%{?dist}` in Release).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_nevrs: BTreeMap<TargetName, Nevr>,
     pub targets: Vec<TargetName>,
     pub reasons: Vec<Reason>,
     /// Build stage: every package of a stage may build at once, after the earlier stages.
@@ -108,6 +111,13 @@ pub struct PlannedPackage {
     /// Things worth knowing about this package (a dependency whose spec is broken).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+}
+
+impl PlannedPackage {
+    /// The package's NEVR on `target`, when rpm could read the spec there.
+    pub fn nevr_on(&self, target: &TargetName) -> Option<&Nevr> {
+        self.target_nevrs.get(target).or(self.nevr.as_ref())
+    }
 }
 
 /// A package of the compared commit that the change removed: nothing to build.

@@ -98,6 +98,7 @@ fn planned_packages(packages: &[PackageSource], targets: &[TargetName]) -> Vec<P
                 source_dir: rel(p, &p.source_dir),
                 name: None,
                 nevr: None,
+                target_nevrs: Default::default(),
                 targets: targets.to_vec(),
                 reasons: vec![],
                 stage: 0,

@@ -282,9 +282,15 @@ fn finish_order(plan: &mut Plan, facts: &Facts, learned: &Learned) {
         for t in &p.targets {
             match facts.get(&(p.id.clone(), t.clone())) {
                 Some(Ok(info)) => {
-                    if p.nevr.is_none() {
-                        p.name = Some(info.nevr.name.clone());
-                        p.nevr = Some(info.nevr.clone());
+                    match &p.nevr {
+                        None => {
+                            p.name = Some(info.nevr.name.clone());
+                            p.nevr = Some(info.nevr.clone());
+                        }
+                        Some(n) if *n != info.nevr => {
+                            p.target_nevrs.insert(t.clone(), info.nevr.clone());
+                        }
+                        Some(_) => {}
                     }
                     node.build_requires
                         .extend(info.build_requires.iter().cloned());

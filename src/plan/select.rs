@@ -257,6 +257,7 @@ fn select_packages(
             spec_blob: None,
             name: None,
             nevr: None,
+            target_nevrs: Default::default(),
             targets,
             reasons,
             stage: 0,

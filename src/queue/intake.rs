@@ -19,8 +19,8 @@ use crate::forge::Forge;
 use crate::model::{BuildId, BuildState, ChangeKind, Command, RepoId, ReportState};
 use crate::store::ledger::{self, EventKind};
 use crate::store::{
-    changes, reports, BuildRow, Millis, NewBuild, ReportRow, Store, StoredCommand, StoredTrigger,
-    TriggerState,
+    changes, reports, BuildRow, EarlyFailure, Millis, NewBuild, ReportRow, Store, StoredCommand,
+    StoredTrigger, TriggerState,
 };
 
 /// Repositories planned at once (each runs its own spec query containers).
@@ -328,7 +328,7 @@ impl Intake {
         planned: Vec<PlannedBuild>,
     ) -> Result<(), QueueError> {
         let t = &st.trigger;
-        let builds: Vec<NewBuild> = planned
+        let planned: Vec<PlannedBuild> = planned
             .into_iter()
             .filter(|p| t.only_package.as_ref().is_none_or(|o| *o == p.package))
             .filter(|p| {
@@ -336,12 +336,21 @@ impl Intake {
                     .as_ref()
                     .is_none_or(|o| o == p.target.as_str())
             })
-            .map(|p| NewBuild {
+            .collect();
+        // A build whose release would refuse its packages ends here: no container starts.
+        let refusals = self.publisher.refusals_before_build(t, &planned).await?;
+        let builds: Vec<NewBuild> = planned
+            .into_iter()
+            .zip(refusals)
+            .map(|(p, refused)| NewBuild {
                 id: BuildId::generate(),
                 package: p.package,
                 spec_path: p.spec_path.display().to_string(),
                 target: p.target,
-                error: p.error,
+                error: p
+                    .error
+                    .map(EarlyFailure::plan)
+                    .or(refused.map(EarlyFailure::publish)),
                 stage: p.stage,
             })
             .collect();
@@ -356,7 +365,7 @@ impl Intake {
         for b in &builds {
             let description = match &b.error {
                 None => "queued".to_string(),
-                Some(e) => format!("plan: {e}"),
+                Some(e) => e.status_line(),
             };
             let state = if b.error.is_some() {
                 BuildState::Failed

@@ -291,6 +291,7 @@ pub fn builds_of(
                     target: t.clone(),
                     error: error.clone(),
                     stage: u32::try_from(p.stage).unwrap_or(u32::MAX),
+                    nevr: p.nevr_on(t).cloned(),
                 })
         })
         .collect();

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Indexing, PublishInto, QueueError, ReposConfig};
+use super::{Indexing, PlannedBuild, PublishInto, QueueError, ReposConfig};
 use crate::config::{Release, Target};
 use crate::executor::BuildRepo;
-use crate::model::{RepoId, TargetName};
-use crate::repos::{self, Published, RepoDir, SnapshotId};
+use crate::model::{RepoId, TargetName, Trigger};
+use crate::repos::{self, Entry, Policy, Published, RepoDir, SnapshotId};
 use crate::store::{BuildRow, Store, StoreError};
 
 /// How many snapshots of a change's repository are kept (the newest, and one for a
@@ -113,6 +113,150 @@ impl Publisher {
         Some((target, d))
     }
 
+    /// The release a build on `branch` of `repo` publishes into for `target`, with its
+    /// label (`<release>/<target>`).
+    fn release_label(
+        &self,
+        repo: &RepoId,
+        branch: &str,
+        target: &Target,
+    ) -> Option<(&Release, String)> {
+        let r = self.release_of_branch(repo, branch, target)?;
+        Some((r, format!("{}/{}", r.name, target.name)))
+    }
+
+    /// A refusal when `package` in the release labelled `label` comes from another
+    /// repository than `repo`.
+    async fn owned_elsewhere(
+        &self,
+        label: &str,
+        package: &str,
+        repo: &RepoId,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .package_owner(label, package, repo)
+            .await?
+            .map(|owner| {
+                format!(
+                    "rename the package or change it in {owner}: `{package}` in {label} comes from there\nNot published into {label}. A package name in a release belongs to the repository that first published it; {repo} may not replace what every build of the release installs."
+                )
+            }))
+    }
+
+    /// For a pull request against a release's branch: whether the release would refuse its
+    /// packages once merged (other bytes under a published version, a downgrade, a name
+    /// another repository owns). `None`: it would take them, or no release is involved.
+    async fn merge_refusal(
+        &self,
+        b: &BuildRow,
+        target: &Target,
+        packages: &[PathBuf],
+    ) -> Result<Option<PublishOutcome>, QueueError> {
+        let Some(branch) = self.branch_of(b).await? else {
+            return Ok(None);
+        };
+        let Some((release, label)) = self.release_label(&b.repo, &branch, target) else {
+            return Ok(None);
+        };
+        if let Some(why) = self.owned_elsewhere(&label, &b.package, &b.repo).await? {
+            return Ok(Some(PublishOutcome::Refused(why)));
+        }
+        let dir = RepoDir::new(repos::release_dir(
+            &self.data_dir,
+            release.name.as_str(),
+            target.name.as_str(),
+        ));
+        let pkgs = packages.to_vec();
+        let checked = tokio::task::spawn_blocking(move || dir.check(&pkgs, Policy::Release)).await;
+        Ok(match checked {
+            Err(e) => Some(PublishOutcome::Fault(format!(
+                "checking {label}'s rules: {e}"
+            ))),
+            Ok(Ok(())) => None,
+            Ok(Err(e)) if e.is_refusal() => Some(PublishOutcome::Refused(refusal_in(&label, &e))),
+            Ok(Err(e)) => Some(PublishOutcome::Fault(format!(
+                "checking {label}'s rules: {e}"
+            ))),
+        })
+    }
+
+    /// The publishing rules a planned build of `t` can be held to before it runs, so that
+    /// a build whose packages its release would refuse does not start: a package name
+    /// another repository owns there, a version lower than the published one, or the
+    /// published version again from another commit (its bytes would differ). One answer
+    /// per planned build, `Some` with the refusal (its first line starts with the fix).
+    pub async fn refusals_before_build(
+        &self,
+        t: &Trigger,
+        planned: &[PlannedBuild],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let branch = match t.pr_number {
+            Some(_) => t.base_ref.as_deref(),
+            None => t.ref_name.strip_prefix("refs/heads/"),
+        };
+        let mut out = Vec::with_capacity(planned.len());
+        // Each release's manifest is read once per plan, not once per package.
+        let mut newest: BTreeMap<String, BTreeMap<String, Entry>> = BTreeMap::new();
+        for p in planned {
+            let release = match (&self.indexing, branch, self.targets.get(&p.target)) {
+                (Some(_), Some(branch), Some(target)) if p.error.is_none() => {
+                    self.release_label(&t.repo, branch, target)
+                }
+                _ => None,
+            };
+            let Some((release, label)) = release else {
+                out.push(None);
+                continue;
+            };
+            if let Some(why) = self.owned_elsewhere(&label, &p.package, &t.repo).await? {
+                out.push(Some(why));
+                continue;
+            }
+            let Some(nevr) = &p.nevr else {
+                out.push(None);
+                continue;
+            };
+            let sources = newest.entry(label.clone()).or_insert_with(|| {
+                newest_sources(&repos::release_dir(
+                    &self.data_dir,
+                    release.name.as_str(),
+                    p.target.as_str(),
+                ))
+            });
+            let Some(published) = sources.get(&nevr.name) else {
+                out.push(None);
+                continue;
+            };
+            let planned_evr = (nevr.epoch, nevr.version.as_str(), nevr.release.as_str());
+            let published_evr = (
+                published.epoch,
+                published.version.as_str(),
+                published.release.as_str(),
+            );
+            let given = source_nevra(nevr);
+            let why = match crate::repos::evrcmp(planned_evr, published_evr) {
+                std::cmp::Ordering::Less => {
+                    Some(refusal_in(&label, &repos::downgrade(&given, &published.nevra())))
+                }
+                std::cmp::Ordering::Equal => self
+                    .store
+                    .last_publisher_commit(&label, &p.package)
+                    .await?
+                    .filter(|c| *c != t.head)
+                    .map(|c| {
+                        format!(
+                            "raise Release: {given} is published already, from commit {}\nNot published into {label}. This commit changes the package but not its version; a release never takes other bytes under a published version (whoever installed it would not get the change). Raise the package's Release (or Version).",
+                            c.short()
+                        )
+                    }),
+                std::cmp::Ordering::Greater => None,
+            };
+            out.push(why);
+        }
+        Ok(out)
+    }
+
     /// The branch a build's packages belong to: the pushed branch, or a pull request's base.
     async fn branch_of(&self, b: &BuildRow) -> Result<Option<String>, StoreError> {
         if b.pr_number.is_some() {
@@ -141,6 +285,11 @@ impl Publisher {
         let data_dir = &self.data_dir;
         let (label, result) = match destination {
             Destination::Change { dir, number } => {
+                // What the merge would publish is checked now, so that a pull request that
+                // cannot be published once merged is red before the merge, not after.
+                if let Some(refused) = self.merge_refusal(b, target, &packages).await? {
+                    return Ok(refused);
+                }
                 let into = PublishInto::Change {
                     dir: &dir,
                     target,
@@ -162,15 +311,8 @@ impl Publisher {
                 let label = format!("{}/{}", release.name, target.name);
                 // A package name belongs to the repository that first published it here: a
                 // push of another repository may not replace what every build installs.
-                if let Some(owner) = self
-                    .store
-                    .package_owner(&label, &b.package, &b.repo)
-                    .await?
-                {
-                    return Ok(PublishOutcome::Refused(format!(
-                    "not published into {label}: package `{}` there comes from {owner}, not {}\n  fix: rename the package, or change it in {owner}",
-                    b.package, b.repo
-                )));
+                if let Some(why) = self.owned_elsewhere(&label, &b.package, &b.repo).await? {
+                    return Ok(PublishOutcome::Refused(why));
                 }
                 let dir = repos::release_dir(data_dir, release.name.as_str(), target.name.as_str());
                 let protected = self.snapshots_in_use(&dir).await?;
@@ -196,9 +338,7 @@ impl Publisher {
                     snapshot,
                 }
             }
-            Err(e) if e.is_refusal() => {
-                PublishOutcome::Refused(format!("not published into {label}: {e}"))
-            }
+            Err(e) if e.is_refusal() => PublishOutcome::Refused(refusal_in(&label, &e)),
             Err(e) => PublishOutcome::Fault(format!("publishing into {label}: {e}")),
         })
     }
@@ -298,6 +438,51 @@ impl Publisher {
     }
 }
 
+/// A publishing refusal as a build's message: its first line (which starts with the fix)
+/// first, then where it was refused and why.
+fn refusal_in(label: &str, e: &repos::PublishError) -> String {
+    let text = e.to_string();
+    let (first, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    if rest.starts_with("Not published into") {
+        return text;
+    }
+    format!("{first}\nNot published into {label}. {rest}")
+        .trim_end()
+        .to_string()
+}
+
+/// `name-[epoch:]version-release.src` of a source package.
+fn source_nevra(n: &crate::model::Nevr) -> String {
+    match n.epoch {
+        Some(e) => format!("{}-{e}:{}-{}.src", n.name, n.version, n.release),
+        None => format!("{}-{}-{}.src", n.name, n.version, n.release),
+    }
+}
+
+/// The newest published source package of each name in the latest snapshot of the
+/// repository at `dir` (empty when it has none or its manifest cannot be read: the
+/// publication itself then says why).
+fn newest_sources(dir: &Path) -> BTreeMap<String, Entry> {
+    let dir = RepoDir::new(dir);
+    let Some(manifest) = dir.latest().and_then(|id| dir.manifest(&id).ok()) else {
+        return BTreeMap::new();
+    };
+    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+    for e in manifest.packages.into_iter().filter(|e| e.arch == "src") {
+        let newer = out.get(&e.name).is_none_or(|n| {
+            crate::repos::evrcmp(
+                (e.epoch, &e.version, &e.release),
+                (n.epoch, &n.version, &n.release),
+            )
+            .is_gt()
+        });
+        if newer {
+            out.insert(e.name.clone(), e);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -354,9 +539,9 @@ mod tests {
         }
     }
 
-    /// A running build of `hello` from a push of `repo` to main.
-    async fn running(store: &Store, repo: &str, head: char) -> BuildRow {
-        let t = Trigger {
+    /// A push of `repo` to main at the commit `head` (repeated).
+    fn push(repo: &str, head: char) -> Trigger {
+        Trigger {
             repo: RepoId::parse(repo).expect("repo"),
             clone_url: "https://example.invalid/x.git".into(),
             kind: ChangeKind::Push,
@@ -369,7 +554,26 @@ mod tests {
             sender: "alice".into(),
             only_package: None,
             only_target: None,
-        };
+        }
+    }
+
+    /// Pull request 7 of `repo` against main, its head at `head`.
+    fn pull_request(repo: &str, head: char) -> Trigger {
+        Trigger {
+            kind: ChangeKind::PullRequest,
+            ref_name: "refs/pull/7/head".into(),
+            pr_number: Some(7),
+            base_ref: Some("main".into()),
+            ..push(repo, head)
+        }
+    }
+
+    /// A running build of `hello` from a push of `repo` to main.
+    async fn running(store: &Store, repo: &str, head: char) -> BuildRow {
+        running_of(store, push(repo, head)).await
+    }
+
+    async fn running_of(store: &Store, t: Trigger) -> BuildRow {
         store
             .insert_trigger(&t, TriggerState::New)
             .await
@@ -424,7 +628,10 @@ mod tests {
         let other = running(&store, "github:mallory/pkgs", 'c').await;
         match p.publish_build(&other, Path::new("a.src.rpm"), &[]).await {
             Ok(PublishOutcome::Refused(why)) => {
-                assert!(why.contains("comes from github:acme/pkgs"), "{why}")
+                assert!(
+                    why.starts_with("rename the package or change it in github:acme/pkgs: "),
+                    "{why}"
+                )
             }
             _ => panic!("published from another repository"),
         }
@@ -468,5 +675,166 @@ mod tests {
         let r = p.served("change", &stage);
         assert_eq!(r.url, format!("file://{}", stage.display()));
         assert_eq!(r.local.as_deref(), Some(stage.as_path()));
+    }
+
+    /// Publishes `packages` into the release `stable` of target `t` as a build of `hello`
+    /// at commit `head` of `repo` would have: the snapshot and its publication record.
+    async fn published(store: &Store, dir: &Path, repo: &str, head: char, packages: &[PathBuf]) {
+        let release = RepoDir::new(repos::release_dir(dir, "stable", "t"));
+        let id =
+            crate::repos::tests::stage_ok(&release, packages, Policy::Release).expect("a snapshot");
+        let b = running(store, repo, head).await;
+        let mut tx = store.tx().await.expect("tx");
+        ledger::end(
+            &mut tx,
+            &BuildEnd {
+                id: &b.id,
+                state: BuildState::Succeeded,
+                message: "built",
+                phase: None,
+                result_dir: None,
+                phases: &[],
+                provides: None,
+                publication: Some(("stable/t", Some(id.as_str()))),
+            },
+        )
+        .await
+        .expect("end");
+        tx.commit().await.expect("commit");
+    }
+
+    fn rpm(dir: &Path, version: &str, release: &str, arch: &str, bytes: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        crate::repos::tests::fake_rpm(dir, "hello", None, version, release, arch, bytes)
+    }
+
+    /// Issue 23: a pull request against a release's branch is red before the merge when
+    /// the release would refuse what it built (here other bytes under the published
+    /// version), with the fix first and no path of this host; a raised Release passes.
+    #[tokio::test]
+    async fn a_pull_request_gets_the_release_s_refusal_before_the_merge() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).await.expect("store");
+        let idx = Arc::new(Counting::default());
+        let p = publisher(&store, dir.path(), "", idx.clone());
+        let pk = dir.path().join("pk");
+        let src = rpm(&pk, "1.0", "1", "src", "published");
+        published(&store, dir.path(), "github:acme/pkgs", 'a', &[src]).await;
+
+        let b = running_of(&store, pull_request("github:acme/pkgs", 'b')).await;
+        let unbumped = rpm(&pk.join("b"), "1.0", "1", "src", "changed");
+        match p.publish_build(&b, &unbumped, &[]).await {
+            Ok(PublishOutcome::Refused(why)) => {
+                assert!(
+                    why.starts_with(
+                        "raise Release: hello-1.0-1.src is published with other contents\nNot published into stable/t."
+                    ),
+                    "{why}"
+                );
+                assert!(!why.contains(&*dir.path().to_string_lossy()), "{why}");
+            }
+            _ => panic!("an unbumped pull request passed"),
+        }
+        assert_eq!(idx.0.load(Ordering::SeqCst), 0, "nothing published");
+
+        let c = running_of(&store, pull_request("github:acme/pkgs", 'c')).await;
+        let down = rpm(&pk.join("c"), "0.9", "1", "src", "older");
+        match p.publish_build(&c, &down, &[]).await {
+            Ok(PublishOutcome::Refused(why)) => assert!(
+                why.starts_with("raise Version or Release: hello-0.9-1.src is lower than the published hello-1.0-1.src"),
+                "{why}"
+            ),
+            _ => panic!("a downgrade passed"),
+        }
+
+        let d = running_of(&store, pull_request("github:acme/pkgs", 'd')).await;
+        let bumped = rpm(&pk.join("d"), "1.0", "2", "src", "changed");
+        let got = p.publish_build(&d, &bumped, &[]).await;
+        assert!(matches!(got, Ok(PublishOutcome::Done { .. })));
+        assert_eq!(
+            idx.0.load(Ordering::SeqCst),
+            1,
+            "into the change's repository"
+        );
+    }
+
+    /// Issue 23: what the plan knows (names, versions) is checked before a build starts:
+    /// a downgrade, the published version again from another commit, a name another
+    /// repository owns. The same commit again (a rebuild) and a raise pass.
+    #[tokio::test]
+    async fn doomed_builds_are_refused_before_they_start() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).await.expect("store");
+        let p = publisher(&store, dir.path(), "", Arc::new(Counting::default()));
+        let src = rpm(&dir.path().join("pk"), "1.0", "1", "src", "published");
+        published(&store, dir.path(), "github:acme/pkgs", 'a', &[src]).await;
+
+        let planned = |version: &str, release: &str| PlannedBuild {
+            package: "hello".into(),
+            spec_path: "hello.spec".into(),
+            target: crate::model::TargetName::parse("t").expect("t"),
+            error: None,
+            stage: 0,
+            nevr: Some(crate::model::Nevr {
+                name: "hello".into(),
+                epoch: None,
+                version: version.into(),
+                release: release.into(),
+            }),
+        };
+        let all = [
+            planned("0.9", "1"),
+            planned("1.0", "1"),
+            planned("1.0", "2"),
+        ];
+        let got = p
+            .refusals_before_build(&push("github:acme/pkgs", 'b'), &all)
+            .await
+            .expect("checked");
+        let lower = got[0].as_deref().unwrap_or_default();
+        assert!(
+            lower.starts_with("raise Version or Release: hello-0.9-1.src is lower than the published hello-1.0-1.src\n"),
+            "{lower}"
+        );
+        let again = got[1].as_deref().unwrap_or_default();
+        assert!(
+            again.starts_with(
+                "raise Release: hello-1.0-1.src is published already, from commit aaaaaaa"
+            ),
+            "{again}"
+        );
+        assert_eq!(got[2], None);
+
+        // The publishing commit itself (a rebuild) may try: the same bytes change nothing.
+        let same = p
+            .refusals_before_build(&push("github:acme/pkgs", 'a'), &all[1..2])
+            .await
+            .expect("checked");
+        assert_eq!(same, vec![None]);
+        // A pull request against main is held to the same rules.
+        let pr = p
+            .refusals_before_build(&pull_request("github:acme/pkgs", 'c'), &all[..1])
+            .await
+            .expect("checked");
+        assert!(pr[0].is_some(), "{pr:?}");
+        // Another repository may not take the name, whatever the version.
+        let other = p
+            .refusals_before_build(&push("github:mallory/pkgs", 'e'), &all[2..])
+            .await
+            .expect("checked");
+        assert!(
+            other[0].as_deref().is_some_and(
+                |w| w.starts_with("rename the package or change it in github:acme/pkgs")
+            ),
+            "{other:?}"
+        );
+        // A branch that feeds no release, or a plan without versions: nothing to check.
+        let mut feature = push("github:acme/pkgs", 'f');
+        feature.ref_name = "refs/heads/feature".into();
+        let none = p
+            .refusals_before_build(&feature, &all)
+            .await
+            .expect("checked");
+        assert!(none.iter().all(Option::is_none), "{none:?}");
     }
 }

@@ -30,6 +30,10 @@ pub struct PlannedBuild {
     pub error: Option<String>,
     /// Build order within the change: starts after the earlier stages, against their RPMs.
     pub stage: u32,
+    /// The source package's name, epoch, version and release on this target, as rpm read
+    /// the spec (`None`: not known). What a release's publishing rules are checked
+    /// against before the build starts.
+    pub nevr: Option<crate::model::Nevr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -42,6 +42,7 @@ pub use evr::{evrcmp, vercmp};
 pub use index::Indexer;
 pub use pool::{describe, packages_in};
 pub use prune::{snapshots_named, stale_change_repos};
+pub use rules::downgrade;
 
 /// The manifest each snapshot carries.
 pub const MANIFEST: &str = "packetary-snapshot.json";
@@ -378,7 +379,7 @@ pub fn repo_file(id: &str, name: &str, base_url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Publishes into a release's repository of one target: the release's rules, its
 /// `keep_snapshots`, indexed in the target's image.

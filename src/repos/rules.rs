@@ -16,14 +16,33 @@ pub(super) struct Stage {
     pub(super) added: Vec<String>,
 }
 
+/// What the rules let into the next snapshot ([`RepoDir::check`]).
+pub(super) struct Checked {
+    /// Every package given, once per NEVRA, with where it is.
+    incoming: Vec<(Entry, PathBuf)>,
+    /// What the next snapshot holds.
+    next: Vec<Entry>,
+    /// File names new in it; empty: nothing new.
+    added: Vec<String>,
+    previous: Option<SnapshotId>,
+}
+
+/// A refusal whose first line starts with the fix (it is what a forge's status shows, cut
+/// to 140 characters) and whose next lines explain it. No path of this host: the message
+/// reaches pages and statuses.
+fn refused(first: String, detail: String) -> PublishError {
+    PublishError::Refused(format!("{first}\n{detail}"))
+}
+
 impl RepoDir {
-    /// Checks the rules and lays out the next snapshot in a hidden directory: the pool gets
-    /// the new packages, the snapshot links to every package it holds. `None`: nothing new.
-    pub(super) fn stage(
-        &self,
-        packages: &[PathBuf],
-        policy: Policy,
-    ) -> Result<Option<Stage>, PublishError> {
+    /// The publishing rules alone: reads the latest snapshot's manifest and the packages'
+    /// headers, writes nothing. A pull request against a release's branch is checked with
+    /// this against the release, so that a merge that would be refused is red before it.
+    pub fn check(&self, packages: &[PathBuf], policy: Policy) -> Result<(), PublishError> {
+        self.rules(packages, policy).map(|_| ())
+    }
+
+    fn rules(&self, packages: &[PathBuf], policy: Policy) -> Result<Checked, PublishError> {
         let previous = self.latest();
         let old = match &previous {
             Some(id) => self.manifest(id)?.packages,
@@ -31,21 +50,25 @@ impl RepoDir {
         };
         // Maps, not scans: a first publication may bring thousands of packages.
         let mut incoming: Vec<(Entry, PathBuf)> = Vec::new();
-        let mut seen: HashMap<String, (String, PathBuf)> = HashMap::new();
+        let mut seen: HashMap<String, String> = HashMap::new();
         for p in packages {
             let entry = describe(p)?;
-            if let Some((sha, first)) = seen.get(&entry.key()) {
+            if let Some(sha) = seen.get(&entry.key()) {
                 if *sha != entry.sha256 {
-                    return Err(PublishError::Refused(format!(
-                        "{} is given twice with different contents ({} and {})",
-                        entry.nevra(),
-                        first.display(),
-                        p.display()
-                    )));
+                    return Err(refused(
+                        format!(
+                            "build each package once: {} was given twice with different contents",
+                            entry.nevra()
+                        ),
+                        format!(
+                            "sha256 {} and {}: one publication takes one file per name, version, release and architecture",
+                            sha, entry.sha256
+                        ),
+                    ));
                 }
                 continue;
             }
-            seen.insert(entry.key(), (entry.sha256.clone(), p.clone()));
+            seen.insert(entry.key(), entry.sha256.clone());
             incoming.push((entry, p.clone()));
         }
         let old_by_key: HashMap<String, &Entry> = old.iter().map(|e| (e.key(), e)).collect();
@@ -57,29 +80,28 @@ impl RepoDir {
             }
         }
         let mut new_entries: Vec<&Entry> = Vec::new();
-        for (entry, path) in &incoming {
+        for (entry, _) in &incoming {
             if let Some(o) = old_by_key.get(&entry.key()) {
                 if o.sha256 == entry.sha256 {
                     continue;
                 }
                 if policy == Policy::Release {
-                    return Err(PublishError::Refused(format!(
-                        "{} is already published with other contents (sha256 {} published, {} given in {})\n  fix: raise the package's Release (or Version) and build it again",
-                        entry.nevra(),
-                        o.sha256,
-                        entry.sha256,
-                        path.display()
-                    )));
+                    return Err(refused(
+                        format!(
+                            "raise Release: {} is published with other contents",
+                            entry.nevra()
+                        ),
+                        format!(
+                            "sha256 {} is published under this name, version and release; this build made sha256 {}.\nA release never takes other bytes under a published version (whoever installed it would not get the change): raise the package's Release (or Version) and build it again.",
+                            o.sha256, entry.sha256
+                        ),
+                    ));
                 }
             }
             if policy == Policy::Release {
                 if let Some(n) = newest.get(entry.name.as_str()) {
                     if evrcmp(entry.evr(), n.evr()).is_lt() {
-                        return Err(PublishError::Refused(format!(
-                            "{} would be a downgrade: {} is published\n  fix: give the package a higher Epoch, Version or Release than the published one",
-                            entry.nevra(),
-                            n.nevra()
-                        )));
+                        return Err(downgrade(&entry.nevra(), &n.nevra()));
                     }
                 }
             }
@@ -102,15 +124,41 @@ impl RepoDir {
         let mut added = Vec::new();
         for entry in new_entries {
             if !files.insert(entry.file.clone()) {
-                return Err(PublishError::Refused(format!(
-                    "{} has the file name {} of another published package (they differ only in epoch)\n  fix: raise the package's Version or Release",
-                    entry.nevra(),
-                    entry.file
-                )));
+                return Err(refused(
+                    format!(
+                        "raise Version or Release: {} has the file name of a published package",
+                        entry.nevra()
+                    ),
+                    format!(
+                        "{} is published already under another epoch; file names leave the epoch out, so both cannot be in one repository",
+                        entry.file
+                    ),
+                ));
             }
             next.push(entry.clone());
             added.push(entry.file.clone());
         }
+        Ok(Checked {
+            incoming,
+            next,
+            added,
+            previous,
+        })
+    }
+
+    /// Checks the rules and lays out the next snapshot in a hidden directory: the pool gets
+    /// the new packages, the snapshot links to every package it holds. `None`: nothing new.
+    pub(super) fn stage(
+        &self,
+        packages: &[PathBuf],
+        policy: Policy,
+    ) -> Result<Option<Stage>, PublishError> {
+        let Checked {
+            incoming,
+            mut next,
+            added,
+            previous,
+        } = self.rules(packages, policy)?;
         if added.is_empty() {
             return Ok(None);
         }
@@ -164,4 +212,12 @@ impl RepoDir {
             added,
         }))
     }
+}
+
+/// The refusal of a lower version than the published one (`published`).
+pub fn downgrade(given: &str, published: &str) -> PublishError {
+    refused(
+        format!("raise Version or Release: {given} is lower than the published {published}"),
+        "A release never goes back to a lower version: dnf would not install it over the published one. Give the package a higher Epoch, Version or Release than the published one.".to_string(),
+    )
 }

@@ -45,7 +45,7 @@ async fn store_counts_and_events_follow_every_transition() {
     let st = s.triggers().await.unwrap().remove(0);
     let head = st.trigger.head.clone();
     let mut failed_in_plan = new_build("b-bad", "bad", 0);
-    failed_in_plan.error = Some("no spec".into());
+    failed_in_plan.error = Some(EarlyFailure::plan("no spec"));
     let mut tx = s.tx().await.unwrap();
     let planned = ledger::plan(
         &mut tx,

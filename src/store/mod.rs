@@ -52,7 +52,7 @@ pub use deliveries::Inbound;
 pub use phases::PhaseRow;
 pub use reports::ReportRow;
 pub use repos::PublicationRow;
-pub use rows::{BuildRow, NewBuild};
+pub use rows::{BuildRow, EarlyFailure, NewBuild};
 pub use triggers::{StoredTrigger, TriggerState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

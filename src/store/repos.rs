@@ -2,7 +2,7 @@
 //! keeps them) and which repositories a build published into.
 
 use super::{Store, StoreError};
-use crate::model::{BuildId, RepoId};
+use crate::model::{BuildId, CommitSha, RepoId};
 
 /// One publication of a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,29 @@ impl Store {
         .await?;
         owner
             .map(|o| RepoId::parse(&o))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    /// The commit whose build last published `package` into the package repository
+    /// labelled `repository`: a later commit that changes the package but not its version
+    /// cannot publish it there.
+    pub async fn last_publisher_commit(
+        &self,
+        repository: &str,
+        package: &str,
+    ) -> Result<Option<CommitSha>, StoreError> {
+        let commit = sqlx::query_scalar!(
+            "SELECT b.commit_sha FROM publications p JOIN builds b ON b.id = p.build_id
+             WHERE p.repository = ? AND b.package = ?
+             ORDER BY p.published_at DESC LIMIT 1",
+            repository,
+            package,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        commit
+            .map(|c| CommitSha::parse(&c))
             .transpose()
             .map_err(StoreError::from)
     }

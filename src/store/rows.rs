@@ -16,10 +16,44 @@ pub struct NewBuild {
     /// The spec's path inside the repository.
     pub spec_path: String,
     pub target: TargetName,
-    /// Set when planning found the package unbuildable: the row starts out failed.
-    pub error: Option<String>,
+    /// Set when planning found the package unbuildable, or its packages could not be
+    /// published where they belong: the row starts out failed, no container started.
+    pub error: Option<EarlyFailure>,
     /// Build order within the change (0 first), from the plan's BuildRequires graph.
     pub stage: u32,
+}
+
+/// Why a build ends before it starts, and the phase that found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlyFailure {
+    /// `plan` (the spec cannot be built) or `publish` (a publishing rule refuses it).
+    pub phase: &'static str,
+    pub message: String,
+}
+
+impl EarlyFailure {
+    pub fn plan(message: impl Into<String>) -> EarlyFailure {
+        EarlyFailure {
+            phase: "plan",
+            message: message.into(),
+        }
+    }
+
+    pub fn publish(message: impl Into<String>) -> EarlyFailure {
+        EarlyFailure {
+            phase: "publish",
+            message: message.into(),
+        }
+    }
+
+    /// The build's status line: a publishing refusal's first line starts with its fix; a
+    /// planning error says it is one.
+    pub fn status_line(&self) -> String {
+        match self.phase {
+            "plan" => format!("plan: {}", self.message),
+            _ => self.message.lines().next().unwrap_or_default().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -216,6 +216,7 @@ impl Planner for SlowRepo {
                 spec_path: "hello/hello.spec".into(),
                 target: TargetName::parse("t").expect("name"),
                 stage: 0,
+                nevr: None,
             }])
         })
     }

@@ -508,7 +508,46 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body).contains(&format!("/repos/stable/{TARGET}/latest/")));
 
-    // A downgrade pushed to the release branch: built, refused, and the build failed.
+    // Issue 23: a pull request that changes libgreet but not its Release is red before
+    // the merge, with the fix first in the status, and no container ran for it.
+    git(&repo, &["checkout", "-q", "-b", "unbumped"]);
+    write_spec(
+        &repo,
+        "libgreet",
+        &lib_spec("1").replace("echo lib >", "echo lib2 >"),
+    );
+    git(&repo, &["commit", "-q", "-am", "libgreet: new contents, same release"]);
+    let unbumped = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["update-ref", "refs/pull/10/head", &unbumped]);
+    assert_eq!(
+        post_webhook(
+            bot.addr,
+            "pull_request",
+            "pr-10",
+            &pr_payload(&url, 10, "opened", &merged, &unbumped)
+        )
+        .await,
+        202
+    );
+    let all = wait_final(&github, &unbumped, Duration::from_secs(240)).await;
+    let (state, description) = last_states(&all)[lib_ctx].clone();
+    assert_eq!(state, "failure", "{all:#?}");
+    assert!(
+        description.starts_with("raise Release: libgreet-1.0-1.src is published already"),
+        "{description}"
+    );
+    let not_started = |commit: &str, builds: &[packetary::store::BuildRow]| {
+        let b = builds
+            .iter()
+            .find(|b| b.package == "libgreet" && b.commit.as_str() == commit)
+            .expect("libgreet's build");
+        assert_eq!(b.phase.as_deref(), Some("publish"), "{b:?}");
+        assert!(b.started_at.is_none() && b.result_dir.is_none(), "it ran: {b:?}");
+    };
+    not_started(&unbumped, &bot.store.recent_builds(20).await.expect("builds"));
+    git(&repo, &["checkout", "-q", "main"]);
+
+    // A downgrade pushed to the release branch: refused before it starts, the build failed.
     write_spec(&repo, "libgreet", &lib_spec("0"));
     git(&repo, &["commit", "-q", "-am", "libgreet: lower release"]);
     let down = git(&repo, &["rev-parse", "HEAD"]);
@@ -517,9 +556,12 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
     let (state, description) = last_states(&all)[lib_ctx].clone();
     assert_eq!(state, "failure", "{all:#?}");
     assert!(
-        description.contains("would be a downgrade"),
+        description.starts_with(
+            "raise Version or Release: libgreet-1.0-0.src is lower than the published libgreet-1.0-1.src"
+        ),
         "{description}"
     );
+    not_started(&down, &bot.store.recent_builds(20).await.expect("builds"));
     assert!(!release.join("000003").exists());
     // A build whose packages were refused teaches later plans nothing: the Provides
     // learned for libgreet are still those of its published 1.0-1.

@@ -107,12 +107,16 @@ async fn a_later_stage_gets_its_stage_repository_by_url_and_directory() {
     t.start().await;
     t.push('c').await;
     t.wait_status('c', AGGREGATE, Success).await;
-    let seen = seen.lock().expect("lock");
-    let change = seen
-        .repos
-        .iter()
-        .find(|r| r.name == "change")
-        .unwrap_or_else(|| panic!("no stage repository: {:?}", seen.repos));
+    let (change, repomd) = {
+        let seen = seen.lock().expect("lock");
+        let change = seen
+            .repos
+            .iter()
+            .find(|r| r.name == "change")
+            .cloned()
+            .unwrap_or_else(|| panic!("no stage repository: {:?}", seen.repos));
+        (change, seen.repomd.clone())
+    };
     let data = t.queue().store_dir();
     let local = change
         .local
@@ -129,8 +133,7 @@ async fn a_later_stage_gets_its_stage_repository_by_url_and_directory() {
         format!("http://packetary.test/repos/stages/{id}/"),
         "the URL under repos_url a build anywhere reaches"
     );
-    assert_eq!(seen.repomd.as_deref(), Some("lib-1-1.noarch.rpm"));
-    drop(seen);
+    assert_eq!(repomd.as_deref(), Some("lib-1-1.noarch.rpm"));
     // The status is reported once the ledger knows the end; the work directory goes
     // right after, so this waits for it rather than racing it.
     t.wait_until(

@@ -397,6 +397,7 @@ impl Planner for HalfBrokenPlanner {
                     target: t.clone(),
                     error: None,
                     stage: 0,
+                    nevr: None,
                 },
                 PlannedBuild {
                     package: "broken".into(),
@@ -404,6 +405,7 @@ impl Planner for HalfBrokenPlanner {
                     target: t,
                     error: Some("symlink points outside the repository".into()),
                     stage: 0,
+                    nevr: None,
                 },
             ])
         })

@@ -226,9 +226,9 @@ pub async fn plan(
         } else {
             BuildState::Queued
         };
-        let message = b.error.as_deref();
+        let message = b.error.as_ref().map(|e| e.message.as_str());
         // A build that failed in planning ended there and then.
-        let phase = b.error.as_ref().map(|_| "plan");
+        let phase = b.error.as_ref().map(|e| e.phase);
         let finished_at = b.error.as_ref().map(|_| now.0);
         let stage = i64::from(b.stage);
         // The database replaces the earlier build of the package and target at the commit

@@ -28,6 +28,7 @@ impl Planner for FakePlanner {
                 spec_path: "hello/hello.spec".into(),
                 target: TargetName::parse("t").expect("name"),
                 stage: 0,
+                nevr: None,
             }])
         })
     }
@@ -50,6 +51,7 @@ impl Planner for StagedPlanner {
                     target: t.clone(),
                     error: None,
                     stage: u32::from(*p == "app"),
+                    nevr: None,
                 })
                 .collect())
         })
