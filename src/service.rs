@@ -312,7 +312,7 @@ impl Service {
             config.targets.clone(),
             config.default_targets.clone(),
         );
-        let runner = Arc::new(DockerRunner::new(Executor::new(engine.clone())));
+        let runner = Arc::new(DockerRunner::new(Executor::for_service(engine.clone())));
         let mut forges = Forges::new();
         if let Some((_, client, hooks)) = github {
             forges = forges.with(ForgeKind::GitHub, Arc::new(hooks), client);

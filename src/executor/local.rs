@@ -24,17 +24,28 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// An executor whose containers are labelled as this process's (see [`LABEL_OWNER`]).
+    /// An executor of a command-line run: its containers are labelled as this process's
+    /// (see [`LABEL_OWNER`]), so the next run removes them if this one is killed.
     pub fn new(engine: Engine) -> Executor {
         Executor {
             engine,
-            owner: process_owner(),
+            owner: process_owner("cli"),
         }
     }
 
-    /// Removes build containers left by processes of this host that no longer run
-    /// (a `packetary build` killed with SIGKILL cannot clean up after itself). Returns how
-    /// many were removed.
+    /// The service's executor: its containers outlive a killed service on purpose (the
+    /// restarted service reattaches to them and removes what it cannot), so a command-line
+    /// run's [`Executor::reap_orphans`] must not take them for a dead run's leftovers.
+    pub fn for_service(engine: Engine) -> Executor {
+        Executor {
+            engine,
+            owner: process_owner("service"),
+        }
+    }
+
+    /// Removes build containers left by command-line runs of this host that no longer run
+    /// (a `packetary build` killed with SIGKILL cannot clean up after itself); never a
+    /// service's, which its restart reattaches to. Returns how many were removed.
     pub async fn reap_orphans(&self) -> Result<usize, InfraError> {
         let host = hostname();
         let mut removed = 0;
@@ -434,6 +445,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-fn process_owner() -> String {
-    format!("cli/{}/{}", hostname(), std::process::id())
+/// `<kind>/<host>/<pid>`: who made a container, for [`Executor::reap_orphans`].
+fn process_owner(kind: &str) -> String {
+    format!("{kind}/{}/{}", hostname(), std::process::id())
 }

@@ -516,7 +516,15 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
         "libgreet",
         &lib_spec("1").replace("echo lib >", "echo lib2 >"),
     );
-    git(&repo, &["commit", "-q", "-am", "libgreet: new contents, same release"]);
+    git(
+        &repo,
+        &[
+            "commit",
+            "-q",
+            "-am",
+            "libgreet: new contents, same release",
+        ],
+    );
     let unbumped = git(&repo, &["rev-parse", "HEAD"]);
     git(&repo, &["update-ref", "refs/pull/10/head", &unbumped]);
     assert_eq!(
@@ -542,9 +550,15 @@ async fn a_merge_publishes_a_release_snapshot_that_later_changes_build_against()
             .find(|b| b.package == "libgreet" && b.commit.as_str() == commit)
             .expect("libgreet's build");
         assert_eq!(b.phase.as_deref(), Some("publish"), "{b:?}");
-        assert!(b.started_at.is_none() && b.result_dir.is_none(), "it ran: {b:?}");
+        assert!(
+            b.started_at.is_none() && b.result_dir.is_none(),
+            "it ran: {b:?}"
+        );
     };
-    not_started(&unbumped, &bot.store.recent_builds(20).await.expect("builds"));
+    not_started(
+        &unbumped,
+        &bot.store.recent_builds(20).await.expect("builds"),
+    );
     git(&repo, &["checkout", "-q", "main"]);
 
     // A downgrade pushed to the release branch: refused before it starts, the build failed.

@@ -123,15 +123,46 @@ async fn sigkill_mid_build_loses_nothing() {
             .expect("builds")
             .len();
     assert!(unfinished >= 1, "the kill came too late to test anything");
+    // A command-line run meanwhile removes the containers of killed command-line runs,
+    // never the service's: the restarted service reattaches to those.
+    let cli = dir.path().join("cli");
+    common::write(
+        &cli.join("quick/quick.spec"),
+        &common::spec("quick", "", "true"),
+    );
+    let r = common::packetary(&["build", "quick", "--out", "out"], &cli);
+    assert_eq!(r.code, 0, "{}", r.all());
+    if let Some(cid) = &slow_container {
+        let out = Command::new("docker")
+            .args(["ps", "-q", "--no-trunc", "--filter"])
+            .arg(format!("id={cid}"))
+            .output()
+            .expect("docker ps");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+            "a command-line run removed the killed service's build container\n{}",
+            r.all()
+        );
+    }
 
     let mut server = spawn_serve(&config, &log, "info,packetary=debug");
     wait_healthy(addr, &log).await;
     let all = wait_final(&github, &head, Duration::from_secs(120)).await;
+
     let mut last = std::collections::BTreeMap::new();
     for s in &all {
         last.insert(s.1.clone(), s.2.clone());
     }
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    // What the builds printed, for a failure's message.
+    let mut build_logs = String::new();
+    for b in store.recent_builds(10).await.expect("builds") {
+        if let Some(d) = &b.result_dir {
+            let text = std::fs::read_to_string(d.join("logs/build.log")).unwrap_or_default();
+            build_logs.push_str(&format!("--- {} build.log:\n{text}\n", b.package));
+        }
+    }
+    let log_text = format!("{log_text}\n{build_logs}");
     assert_eq!(
         last.get("packetary/bookworm-rpmbuild/hello-noarch")
             .map(String::as_str),
