@@ -164,7 +164,7 @@ fn publishing_rules_and_immutable_snapshots() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.stderr
-            .contains("alpha-1.10-1.noarch is already published with other contents"),
+            .contains("raise Release: alpha-1.10-1.noarch is published with other contents"),
         "{}",
         r.all()
     );
@@ -174,7 +174,7 @@ fn publishing_rules_and_immutable_snapshots() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.stderr
-            .contains("alpha-1.9-5.noarch would be a downgrade: alpha-1.10-1.noarch is published"),
+            .contains("raise Version or Release: alpha-1.9-5.noarch is lower than the published alpha-1.10-1.noarch"),
         "{}",
         r.all()
     );
