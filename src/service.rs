@@ -362,6 +362,7 @@ impl Service {
                     releases: config.releases.clone(),
                     change_max_age: config.server.change_repos_max_age,
                 },
+                change_disk_quota: config.server.change_disk_quota,
             },
             Arc::new(Metrics::default()),
         );

@@ -42,6 +42,9 @@ pub(crate) struct Run {
     /// (see `backend::NET_TOKEN_ENV`); taken once the network has been given, so that
     /// nothing left running asks again.
     pub net_token: Option<String>,
+    /// What the build may still write to this host (its change's disk quota); results
+    /// past it are not taken.
+    pub allowance: Option<super::results::DiskAllowance>,
 }
 
 /// Why a build stopped before its end.
@@ -232,6 +235,7 @@ impl Run {
             oom_kills: 0,
             results: vec![],
             net_token: None,
+            allowance: None,
         }
     }
 
