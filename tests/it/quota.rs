@@ -173,3 +173,71 @@ async fn a_change_over_its_disk_quota_fails_and_keeps_nothing_while_another_buil
         "a full change's build ran"
     );
 }
+
+/// The real executor takes no results past what the change has left: a build making a
+/// 3 MiB package with 1 MiB left fails in its collect phase with the quota's message, and
+/// no package of it reaches the disk (the source package written first is removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_writes_no_results_past_the_allowance() {
+    let Some(engine) = crate::common::docker().await else {
+        return;
+    };
+    use crate::common::{write, IMAGE};
+    use packetary::executor::{DiskAllowance, Executor};
+    use packetary::queue::DockerRunner;
+
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(
+        &w.join("pkg/big.spec"),
+        "Name: big\nVersion: 1.0\nRelease: 1\nSummary: big\nLicense: MIT\nBuildArch: noarch\n\n\
+%description\nBig.\n\n%install\nmkdir -p %{buildroot}/usr/share/big\n\
+head -c 3145728 /dev/urandom > %{buildroot}/usr/share/big/blob\n\n\
+%files\n/usr/share/big/blob\n\n%changelog\n* Wed Nov 25 2026 Test <t@example.org> - 1.0-1\n- test\n",
+    );
+    let package =
+        packetary::plan::package_for_spec(&w.join("pkg"), &w.join("pkg/big.spec")).expect("pkg");
+    let target = packetary::config::Config::parse(
+        &format!("[targets.t]\nbackend = \"rpmbuild\"\nimage = \"{IMAGE}\"\n"),
+        None,
+    )
+    .expect("config")
+    .targets
+    .into_values()
+    .next()
+    .expect("target");
+    let req = BuildRequest {
+        deps_cache: packetary::executor::DepsCache::None,
+        id: BuildId::generate(),
+        package,
+        target,
+        out_root: w.join("out"),
+        extra_repos: vec![],
+        source_date_epoch: None,
+        inputs: None,
+    };
+    let runner = DockerRunner::new(Executor::new(engine));
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let allowance = DiskAllowance {
+        used: 9 << 20,
+        quota: 10 << 20,
+    };
+    let report = runner
+        .run_within(req, Some(allowance), tx, CancellationToken::new())
+        .await;
+    match &report.outcome {
+        Outcome::Failed { phase, message, .. } => {
+            assert_eq!(*phase, Phase::Collect, "{message}");
+            assert_eq!(
+                message,
+                &format!("collect phase failed: {}", allowance.refusal(None))
+            );
+        }
+        other => panic!("not failed by the quota: {other:?}"),
+    }
+    assert_eq!(
+        packages_under(&w.join("out")),
+        Vec::<PathBuf>::new(),
+        "a package past the allowance reached the disk"
+    );
+}
