@@ -103,6 +103,32 @@ pub fn git_auth_from_env() -> FetchAuth {
     }
 }
 
+/// `[github]`'s fetch credentials (its token, or installation tokens its App mints),
+/// offered only to the origin GitHub's repositories are fetched from (`git_url`, else the
+/// forge's web origin): a Gerrit mirror, or any other host a fetch reaches, gets none.
+fn github_credentials(
+    auth: &ApiAuth,
+    client: Arc<GitHub>,
+    git_url: Option<&str>,
+    api_url: &str,
+) -> Credentials {
+    let creds: Credentials = match auth {
+        ApiAuth::Token(t) => FetchAuth::Token {
+            username: "x-access-token".into(),
+            token: t.expose().to_string(),
+        }
+        .into(),
+        ApiAuth::App { .. } => Credentials::Minted(client),
+        ApiAuth::Anonymous => FetchAuth::None.into(),
+    };
+    let origin = match (git_url, FetchOrigin::for_api(api_url)) {
+        (Some(g), _) => g.to_string(),
+        (None, FetchOrigin::Web(u)) => u.to_string(),
+        (None, FetchOrigin::Mapped(g)) => g,
+    };
+    creds.scoped_to(origin)
+}
+
 /// Docker must answer for `/healthz` to be healthy.
 struct DockerProbe(Engine);
 
@@ -294,15 +320,12 @@ impl Service {
         // token of a token-configured GitHub also reads private repositories, and a GitHub
         // App fetches with installation tokens it mints; the options' credentials
         // (PACKETARY_GIT_* for `packetary serve`) override both.
-        let git_creds: Credentials = match (opts.git_auth, &github) {
-            (Some(a), _) => a.into(),
-            (None, Some((ApiAuth::Token(t), ..))) => FetchAuth::Token {
-                username: "x-access-token".into(),
-                token: t.expose().to_string(),
+        let git_creds: Credentials = match (opts.git_auth, &github, &config.github) {
+            (Some(a), ..) => a.into(),
+            (None, Some((auth, client, _)), Some(gh)) => {
+                github_credentials(auth, client.clone(), gh.git_url.as_deref(), &gh.api_url)
             }
-            .into(),
-            (None, Some((ApiAuth::App { .. }, client, _))) => Credentials::Minted(client.clone()),
-            (None, _) => FetchAuth::None.into(),
+            (None, ..) => FetchAuth::None.into(),
         };
         let (sources, planner) = crate::queue::planner::git_backed(
             &data_dir,
@@ -540,4 +563,51 @@ fn absolute(p: &Path) -> Result<PathBuf, ServiceError> {
             path: p.to_path_buf(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22: `[github]`'s token goes to GitHub's git origin only, not to every host a
+    /// mirror is fetched from (a Gerrit server's, another forge's).
+    #[tokio::test]
+    async fn the_github_token_is_offered_to_github_only() {
+        let auth = ApiAuth::Token(crate::config::Secret::new("ghp_s3cret"));
+        let client = Arc::new(GitHub::new("https://api.github.com", &auth).expect("client"));
+        let creds = github_credentials(&auth, client.clone(), None, "https://api.github.com");
+        let to = |url: &'static str| {
+            let creds = creds.clone();
+            async move { creds.for_url(url).await.expect("credentials") }
+        };
+        assert!(matches!(
+            to("https://github.com/acme/pkgs.git").await,
+            FetchAuth::Token { .. }
+        ));
+        for elsewhere in [
+            "https://review.example.org/fuel/specs",
+            "http://github.com/acme/pkgs.git",
+            "ssh://review.example.org:29418/fuel/specs",
+        ] {
+            let got = creds.for_url(elsewhere).await.expect("credentials");
+            assert!(matches!(got, FetchAuth::None), "{elsewhere}: {got:?}");
+        }
+        // With `git_url`, that origin.
+        let mapped = github_credentials(
+            &auth,
+            client,
+            Some("https://git.corp.example/mirror"),
+            "https://api.github.com",
+        );
+        let got = mapped
+            .for_url("https://git.corp.example/mirror/acme/pkgs")
+            .await
+            .expect("credentials");
+        assert!(matches!(got, FetchAuth::Token { .. }), "{got:?}");
+        let got = mapped
+            .for_url("https://github.com/acme/pkgs.git")
+            .await
+            .expect("credentials");
+        assert!(matches!(got, FetchAuth::None), "{got:?}");
+    }
 }

@@ -59,6 +59,12 @@ pub enum Credentials {
     /// Asked before each fetch over HTTP(S); other transports (`file://`, local paths) get
     /// none, so that a forge being down does not stop fetches that need no token.
     Minted(Arc<dyn TokenSource>),
+    /// `inner`, for fetches of URLs on `origin`'s origin (scheme, host, port) only; any
+    /// other fetch gets none. One forge's token must not go to every mirror's host.
+    Scoped {
+        origin: String,
+        inner: Arc<Credentials>,
+    },
 }
 
 impl Default for Credentials {
@@ -72,6 +78,13 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Fixed(a) => write!(f, "Credentials::Fixed({a:?})"),
             Credentials::Minted(_) => f.write_str("Credentials::Minted"),
+            Credentials::Scoped { origin, inner } => {
+                write!(
+                    f,
+                    "Credentials::Scoped({}, {inner:?})",
+                    crate::model::redact(origin)
+                )
+            }
         }
     }
 }
@@ -83,9 +96,23 @@ impl From<FetchAuth> for Credentials {
 }
 
 impl Credentials {
+    /// These credentials for fetches of URLs on `origin`'s origin only.
+    pub fn scoped_to(self, origin: impl Into<String>) -> Credentials {
+        Credentials::Scoped {
+            origin: origin.into(),
+            inner: Arc::new(self),
+        }
+    }
+
     /// The credentials to fetch `url` with now.
     pub async fn for_url(&self, url: &str) -> Result<FetchAuth, GitError> {
         match self {
+            Credentials::Scoped { origin, inner } => {
+                if !super::scope::may_send_credentials(origin, url) {
+                    return Ok(FetchAuth::None);
+                }
+                Box::pin(inner.for_url(url)).await
+            }
             Credentials::Fixed(a) => Ok(a.clone()),
             Credentials::Minted(source) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
