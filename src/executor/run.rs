@@ -174,7 +174,10 @@ impl Logs {
         })
     }
 
+    /// A line (or a piece of a very long one) of a phase's output, with the credentials of
+    /// any URL in it redacted: dnf and Mock print the repositories they fail to reach.
     pub async fn write(&mut self, phase: Phase, data: &[u8]) -> Result<(), Stop> {
+        let data = &*crate::model::redact_bytes(data);
         let (f, written) = if phase.log_name() == "root.log" {
             (&mut self.root, &mut self.written[0])
         } else {

@@ -8,29 +8,41 @@ pub const REDACTED: &str = "***";
 /// `text` with the userinfo of every URL in it replaced by `***` (`https://***@host/`):
 /// a single URL, or a message quoting URLs (an error from git or HTTP).
 pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    String::from_utf8_lossy(&redact_bytes(text.as_bytes())).into_owned()
+}
+
+/// [`redact`] over bytes that need not be UTF-8 (a build's log lines: dnf and Mock print
+/// the repository URLs they fail to reach). Borrowed when nothing changes.
+pub fn redact_bytes(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let find = |hay: &[u8]| hay.windows(3).position(|w| w == b"://");
+    if find(text).is_none() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find("://") {
+    while let Some(i) = find(rest) {
         let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
+        out.extend_from_slice(head);
         // The authority ends at the path, query or fragment, or where the URL does.
         let end = tail
-            .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`') || c.is_whitespace()
+            .iter()
+            .position(|c| {
+                matches!(c, b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'`')
+                    || c.is_ascii_whitespace()
             })
             .unwrap_or(tail.len());
         let authority = &tail[..end];
-        match authority.rfind('@') {
+        match authority.iter().rposition(|c| *c == b'@') {
             Some(at) => {
-                out.push_str(REDACTED);
-                out.push_str(&authority[at..]);
+                out.extend_from_slice(REDACTED.as_bytes());
+                out.extend_from_slice(&authority[at..]);
             }
-            None => out.push_str(authority),
+            None => out.extend_from_slice(authority),
         }
         rest = &tail[end..];
     }
-    out.push_str(rest);
-    out
+    out.extend_from_slice(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// Whether `url` carries credentials ([`redact`] would change it).
@@ -65,5 +77,16 @@ mod tests {
             assert!(!has_userinfo(same));
         }
         assert!(has_userinfo("https://u:p@h/"));
+    }
+
+    #[test]
+    fn log_bytes_are_redacted_and_left_alone_otherwise() {
+        let line = b"  - Curl error (7): for http://user:s3cret@127.0.0.1:9/x/repomd.xml \xff\n";
+        assert_eq!(
+            &*redact_bytes(line),
+            &b"  - Curl error (7): for http://***@127.0.0.1:9/x/repomd.xml \xff\n"[..]
+        );
+        let plain = b"no url here \xfe\n";
+        assert!(matches!(redact_bytes(plain), std::borrow::Cow::Borrowed(_)));
     }
 }

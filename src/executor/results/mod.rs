@@ -421,7 +421,7 @@ fn unpack_into(
                     std::fs::create_dir_all(dir)
                         .map_err(|e| infra(&format!("create {}", dir.display()), e))?;
                 }
-                write_new(&path, &mut entry)
+                write_new(&path, &mut Redacted::new(&mut entry))
                     .map_err(|e| infra(&format!("write {}", path.display()), e))?;
                 taken.logs.push(to);
             }
@@ -526,6 +526,46 @@ fn human_bytes(n: u64) -> String {
         n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
         n => format!("{n} bytes"),
+    }
+}
+
+/// Longest piece of a backend log redacted at once: a line, or a piece of a longer one.
+const REDACT_LINE: u64 = 64 << 10;
+
+/// A backend's log read line by line with the credentials of every URL redacted
+/// ([`crate::model::redact_bytes`]): Mock's `root.log` quotes the repository URLs dnf
+/// failed to reach, credentials included.
+struct Redacted<R> {
+    inner: io::BufReader<R>,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> Redacted<R> {
+    fn new(inner: R) -> Redacted<R> {
+        Redacted {
+            inner: io::BufReader::new(inner),
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Redacted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use io::BufRead;
+        if self.at == self.out.len() {
+            let mut line = Vec::new();
+            (&mut self.inner)
+                .take(REDACT_LINE)
+                .read_until(b'\n', &mut line)?;
+            self.out = crate::model::redact_bytes(&line).into_owned();
+            self.at = 0;
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

@@ -387,3 +387,19 @@ fn the_quota_refusal_fits_a_status() {
     assert_eq!(size_text(2 << 30), "2 GiB");
     assert_eq!(size_text(3 << 19), "1.5 MiB");
 }
+
+/// Mock's logs come out with the credentials of repository URLs redacted (its root.log
+/// quotes the URLs dnf could not reach).
+#[test]
+fn backend_logs_are_taken_with_urls_redacted() {
+    let mut t = Tar::new();
+    let log = b"DEBUG util.py:460: - Curl error (7): for http://user:s3cret@127.0.0.1:9/x/repodata/repomd.xml\nnext line\n";
+    t.file("out/.packetary/logs/srpm/root.log", log);
+    let (r, dir) = unpack_into(t.bytes(), LIMITS);
+    r.expect("unpacks");
+    let got = std::fs::read_to_string(dir.path().join("logs/mock/srpm/root.log")).expect("log");
+    assert_eq!(
+        got,
+        "DEBUG util.py:460: - Curl error (7): for http://***@127.0.0.1:9/x/repodata/repomd.xml\nnext line\n"
+    );
+}
