@@ -129,6 +129,25 @@ fn github_credentials(
     creds.scoped_to(origin)
 }
 
+/// `creds`, after the credentials written into the configured `git_url`s (each for its
+/// own origin): the URLs kept with triggers carry none (issue 22), so a fetch gets them
+/// from here.
+fn with_configured_url_credentials<'a>(
+    creds: Credentials,
+    git_urls: impl IntoIterator<Item = Option<&'a str>>,
+) -> Credentials {
+    let mut all: Vec<Credentials> = git_urls
+        .into_iter()
+        .flatten()
+        .filter_map(Credentials::from_url)
+        .collect();
+    if all.is_empty() {
+        return creds;
+    }
+    all.push(creds);
+    Credentials::AnyOf(all)
+}
+
 /// Docker must answer for `/healthz` to be healthy.
 struct DockerProbe(Engine);
 
@@ -327,6 +346,13 @@ impl Service {
             }
             (None, ..) => FetchAuth::None.into(),
         };
+        let git_creds = with_configured_url_credentials(
+            git_creds,
+            [
+                config.github.as_ref().and_then(|g| g.git_url.as_deref()),
+                config.gerrit.as_ref().map(|g| g.git_url.as_str()),
+            ],
+        );
         let (sources, planner) = crate::queue::planner::git_backed(
             &data_dir,
             store.clone(),
@@ -606,6 +632,29 @@ mod tests {
         assert!(matches!(got, FetchAuth::Token { .. }), "{got:?}");
         let got = mapped
             .for_url("https://github.com/acme/pkgs.git")
+            .await
+            .expect("credentials");
+        assert!(matches!(got, FetchAuth::None), "{got:?}");
+    }
+
+    /// A `git_url` with credentials: its URLs are kept without them, and its fetches get
+    /// them from the configuration, on its origin only.
+    #[tokio::test]
+    async fn a_git_url_s_credentials_come_from_the_configuration() {
+        let creds = with_configured_url_credentials(
+            FetchAuth::None.into(),
+            [Some("https://bot:t0ken@git.corp.example/mirror"), None],
+        );
+        let kept = crate::model::without_userinfo("https://bot:t0ken@git.corp.example/mirror/o/r");
+        assert_eq!(kept, "https://git.corp.example/mirror/o/r");
+        match creds.for_url(&kept).await.expect("credentials") {
+            FetchAuth::Token { username, token } => {
+                assert_eq!((username.as_str(), token.as_str()), ("bot", "t0ken"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let got = creds
+            .for_url("https://github.com/o/r.git")
             .await
             .expect("credentials");
         assert!(matches!(got, FetchAuth::None), "{got:?}");

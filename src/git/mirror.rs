@@ -65,6 +65,8 @@ pub enum Credentials {
         origin: String,
         inner: Arc<Credentials>,
     },
+    /// The first of these that has credentials for a URL (each usually scoped).
+    AnyOf(Vec<Credentials>),
 }
 
 impl Default for Credentials {
@@ -85,6 +87,7 @@ impl std::fmt::Debug for Credentials {
                     crate::model::redact(origin)
                 )
             }
+            Credentials::AnyOf(all) => write!(f, "Credentials::AnyOf({all:?})"),
         }
     }
 }
@@ -104,9 +107,35 @@ impl Credentials {
         }
     }
 
+    /// The credentials written into a configured HTTP(S) URL (`https://user:token@host/base`),
+    /// as a token for that URL's origin only; `None` when it carries none (or is not HTTP:
+    /// an SSH URL's user name is who to log in as, with the configured key). The URL itself is
+    /// kept without them ([`crate::model::without_userinfo`]).
+    pub fn from_url(url: &str) -> Option<Credentials> {
+        let u = url::Url::parse(url).ok()?;
+        let http = matches!(u.scheme(), "http" | "https");
+        if !http || (u.username().is_empty() && u.password().is_none()) {
+            return None;
+        }
+        let auth = FetchAuth::Token {
+            username: crate::http::percent_decode(u.username()),
+            token: crate::http::percent_decode(u.password().unwrap_or("")),
+        };
+        Some(Credentials::Fixed(auth).scoped_to(crate::model::without_userinfo(url)))
+    }
+
     /// The credentials to fetch `url` with now.
     pub async fn for_url(&self, url: &str) -> Result<FetchAuth, GitError> {
         match self {
+            Credentials::AnyOf(all) => {
+                for c in all {
+                    let auth = Box::pin(c.for_url(url)).await?;
+                    if !matches!(auth, FetchAuth::None) {
+                        return Ok(auth);
+                    }
+                }
+                Ok(FetchAuth::None)
+            }
             Credentials::Scoped { origin, inner } => {
                 if !super::scope::may_send_credentials(origin, url) {
                     return Ok(FetchAuth::None);

@@ -45,6 +45,26 @@ pub fn redact_bytes(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `url` with no credentials (`https://host/...`), for what is kept, such as a trigger's
+/// clone URL in the store: the credentials stay in the configuration, and the fetch gets
+/// them from there (`git::Credentials::from_url`). An HTTP(S) URL loses its whole
+/// userinfo (a token may be its user name); another keeps a user name without a password
+/// (`ssh://gerrit@host`, who to log in as). What `url::Url` cannot read is [`redact`]ed.
+pub fn without_userinfo(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u)
+            if u.password().is_some()
+                || (!u.username().is_empty() && matches!(u.scheme(), "http" | "https")) =>
+        {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => redact(url),
+    }
+}
+
 /// Whether `url` carries credentials ([`redact`] would change it).
 pub fn has_userinfo(url: &str) -> bool {
     redact(url) != url
@@ -77,6 +97,25 @@ mod tests {
             assert!(!has_userinfo(same));
         }
         assert!(has_userinfo("https://u:p@h/"));
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_a_kept_url() {
+        assert_eq!(
+            without_userinfo("https://user:s3cret@git.corp/o/r.git"),
+            "https://git.corp/o/r.git"
+        );
+        assert_eq!(without_userinfo("https://h/x"), "https://h/x");
+        assert_eq!(without_userinfo("https://t0ken@h/x"), "https://h/x");
+        assert_eq!(
+            without_userinfo("ssh://gerrit@h:29418/p"),
+            "ssh://gerrit@h:29418/p"
+        );
+        assert_eq!(without_userinfo("ssh://u:pw@h/p"), "ssh://h/p");
+        assert_eq!(
+            without_userinfo("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
     }
 
     #[test]
