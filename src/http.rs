@@ -135,7 +135,7 @@ async fn read_body(body: hyper::body::Incoming, limits: Limits) -> Result<Vec<u8
 }
 
 /// `%XX` escapes of a URL's userinfo decoded (`user%40corp` is `user@corp`).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

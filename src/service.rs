@@ -103,6 +103,51 @@ pub fn git_auth_from_env() -> FetchAuth {
     }
 }
 
+/// `[github]`'s fetch credentials (its token, or installation tokens its App mints),
+/// offered only to the origin GitHub's repositories are fetched from (`git_url`, else the
+/// forge's web origin): a Gerrit mirror, or any other host a fetch reaches, gets none.
+fn github_credentials(
+    auth: &ApiAuth,
+    client: Arc<GitHub>,
+    git_url: Option<&str>,
+    api_url: &str,
+) -> Credentials {
+    let creds: Credentials = match auth {
+        ApiAuth::Token(t) => FetchAuth::Token {
+            username: "x-access-token".into(),
+            token: t.expose().to_string(),
+        }
+        .into(),
+        ApiAuth::App { .. } => Credentials::Minted(client),
+        ApiAuth::Anonymous => FetchAuth::None.into(),
+    };
+    let origin = match (git_url, FetchOrigin::for_api(api_url)) {
+        (Some(g), _) => g.to_string(),
+        (None, FetchOrigin::Web(u)) => u.to_string(),
+        (None, FetchOrigin::Mapped(g)) => g,
+    };
+    creds.scoped_to(origin)
+}
+
+/// `creds`, after the credentials written into the configured `git_url`s (each for its
+/// own origin): the URLs kept with triggers carry none (issue 22), so a fetch gets them
+/// from here.
+fn with_configured_url_credentials<'a>(
+    creds: Credentials,
+    git_urls: impl IntoIterator<Item = Option<&'a str>>,
+) -> Credentials {
+    let mut all: Vec<Credentials> = git_urls
+        .into_iter()
+        .flatten()
+        .filter_map(Credentials::from_url)
+        .collect();
+    if all.is_empty() {
+        return creds;
+    }
+    all.push(creds);
+    Credentials::AnyOf(all)
+}
+
 /// Docker must answer for `/healthz` to be healthy.
 struct DockerProbe(Engine);
 
@@ -294,16 +339,20 @@ impl Service {
         // token of a token-configured GitHub also reads private repositories, and a GitHub
         // App fetches with installation tokens it mints; the options' credentials
         // (PACKETARY_GIT_* for `packetary serve`) override both.
-        let git_creds: Credentials = match (opts.git_auth, &github) {
-            (Some(a), _) => a.into(),
-            (None, Some((ApiAuth::Token(t), ..))) => FetchAuth::Token {
-                username: "x-access-token".into(),
-                token: t.expose().to_string(),
+        let git_creds: Credentials = match (opts.git_auth, &github, &config.github) {
+            (Some(a), ..) => a.into(),
+            (None, Some((auth, client, _)), Some(gh)) => {
+                github_credentials(auth, client.clone(), gh.git_url.as_deref(), &gh.api_url)
             }
-            .into(),
-            (None, Some((ApiAuth::App { .. }, client, _))) => Credentials::Minted(client.clone()),
-            (None, _) => FetchAuth::None.into(),
+            (None, ..) => FetchAuth::None.into(),
         };
+        let git_creds = with_configured_url_credentials(
+            git_creds,
+            [
+                config.github.as_ref().and_then(|g| g.git_url.as_deref()),
+                config.gerrit.as_ref().map(|g| g.git_url.as_str()),
+            ],
+        );
         let (sources, planner) = crate::queue::planner::git_backed(
             &data_dir,
             store.clone(),
@@ -362,6 +411,7 @@ impl Service {
                     releases: config.releases.clone(),
                     change_max_age: config.server.change_repos_max_age,
                 },
+                change_disk_quota: config.server.change_disk_quota,
             },
             Arc::new(Metrics::default()),
         );
@@ -539,4 +589,74 @@ fn absolute(p: &Path) -> Result<PathBuf, ServiceError> {
             path: p.to_path_buf(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 22: `[github]`'s token goes to GitHub's git origin only, not to every host a
+    /// mirror is fetched from (a Gerrit server's, another forge's).
+    #[tokio::test]
+    async fn the_github_token_is_offered_to_github_only() {
+        let auth = ApiAuth::Token(crate::config::Secret::new("ghp_s3cret"));
+        let client = Arc::new(GitHub::new("https://api.github.com", &auth).expect("client"));
+        let creds = github_credentials(&auth, client.clone(), None, "https://api.github.com");
+        let to = |url: &'static str| {
+            let creds = creds.clone();
+            async move { creds.for_url(url).await.expect("credentials") }
+        };
+        assert!(matches!(
+            to("https://github.com/acme/pkgs.git").await,
+            FetchAuth::Token { .. }
+        ));
+        for elsewhere in [
+            "https://review.example.org/fuel/specs",
+            "http://github.com/acme/pkgs.git",
+            "ssh://review.example.org:29418/fuel/specs",
+        ] {
+            let got = creds.for_url(elsewhere).await.expect("credentials");
+            assert!(matches!(got, FetchAuth::None), "{elsewhere}: {got:?}");
+        }
+        // With `git_url`, that origin.
+        let mapped = github_credentials(
+            &auth,
+            client,
+            Some("https://git.corp.example/mirror"),
+            "https://api.github.com",
+        );
+        let got = mapped
+            .for_url("https://git.corp.example/mirror/acme/pkgs")
+            .await
+            .expect("credentials");
+        assert!(matches!(got, FetchAuth::Token { .. }), "{got:?}");
+        let got = mapped
+            .for_url("https://github.com/acme/pkgs.git")
+            .await
+            .expect("credentials");
+        assert!(matches!(got, FetchAuth::None), "{got:?}");
+    }
+
+    /// A `git_url` with credentials: its URLs are kept without them, and its fetches get
+    /// them from the configuration, on its origin only.
+    #[tokio::test]
+    async fn a_git_url_s_credentials_come_from_the_configuration() {
+        let creds = with_configured_url_credentials(
+            FetchAuth::None.into(),
+            [Some("https://bot:t0ken@git.corp.example/mirror"), None],
+        );
+        let kept = crate::model::without_userinfo("https://bot:t0ken@git.corp.example/mirror/o/r");
+        assert_eq!(kept, "https://git.corp.example/mirror/o/r");
+        match creds.for_url(&kept).await.expect("credentials") {
+            FetchAuth::Token { username, token } => {
+                assert_eq!((username.as_str(), token.as_str()), ("bot", "t0ken"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let got = creds
+            .for_url("https://github.com/o/r.git")
+            .await
+            .expect("credentials");
+        assert!(matches!(got, FetchAuth::None), "{got:?}");
+    }
 }

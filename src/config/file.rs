@@ -48,6 +48,7 @@ pub(super) struct RawServer {
     pub(super) private_repositories: Vec<String>,
     pub(super) page_token: Option<RawSecret>,
     pub(super) change_repos_max_age: Option<String>,
+    pub(super) change_disk_quota: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,9 @@ use std::time::Duration;
 use super::file::RawServer;
 use super::{parse_size, ConfigError, SecretSource};
 
+/// `[server] change_disk_quota` when the file sets none.
+pub const DEFAULT_CHANGE_DISK_QUOTA: u64 = 10 << 30;
+
 /// `[server]`: the webhook service.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -40,6 +43,9 @@ pub struct ServerConfig {
     /// A change's package repositories are removed this long after their last publication
     /// (and at once when the change closes).
     pub change_repos_max_age: Duration,
+    /// Most bytes the results of one change (a pull request, a Gerrit change) may hold on
+    /// this host, all its builds counted; `None`: no cap. Pushes are not counted.
+    pub change_disk_quota: Option<u64>,
 }
 
 pub(super) fn parse_server(
@@ -141,6 +147,19 @@ pub(super) fn parse_server(
             "set page_token = { env = \"PACKETARY_PAGE_TOKEN\" } (or a file), and give it to the people who may see them",
         ));
     }
+    let change_disk_quota = match &raw.change_disk_quota {
+        Some(s) => parse_size(s)
+            .ok()
+            .filter(|n| *n == 0 || *n >= 1 << 20)
+            .ok_or_else(|| {
+                invalid(
+                    "server.change_disk_quota",
+                    format!("`{s}` is not a size of at least 1MiB"),
+                    "write e.g. \"10GiB\" (the default), or \"0\" for no quota",
+                )
+            })? as u64,
+        None => DEFAULT_CHANGE_DISK_QUOTA,
+    };
     let max_connections = raw.max_connections.unwrap_or(1024);
     if max_connections < 16 {
         return Err(invalid(
@@ -187,5 +206,6 @@ pub(super) fn parse_server(
             &raw.change_repos_max_age,
             Duration::from_secs(30 * 24 * 3600),
         )?,
+        change_disk_quota: (change_disk_quota > 0).then_some(change_disk_quota),
     })
 }

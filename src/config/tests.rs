@@ -324,3 +324,29 @@ fn repos_url_defaults_to_public_url_and_is_checked() {
     assert!(e.contains("test.toml"), "{e}");
     assert!(e.contains("leave it out to use public_url"), "{e}");
 }
+
+/// `change_disk_quota` defaults to 10 GiB, "0" turns it off, and a bad size names the key.
+#[test]
+fn change_disk_quota_is_a_size_or_off() {
+    let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"x\"\n";
+    let c = Config::parse(base, None).expect("valid");
+    assert_eq!(c.server.change_disk_quota, Some(10 << 30));
+    let c = Config::parse(
+        &format!("{base}[server]\nchange_disk_quota = \"2GiB\"\n"),
+        None,
+    )
+    .expect("valid");
+    assert_eq!(c.server.change_disk_quota, Some(2 << 30));
+    let c = Config::parse(
+        &format!("{base}[server]\nchange_disk_quota = \"0\"\n"),
+        None,
+    )
+    .expect("valid");
+    assert_eq!(c.server.change_disk_quota, None);
+    for bad in ["lots", "10KiB"] {
+        let e = err(&format!("{base}[server]\nchange_disk_quota = \"{bad}\"\n"));
+        assert!(e.contains("test.toml"), "{e}");
+        assert!(e.contains("server.change_disk_quota"), "{e}");
+        assert!(e.contains("\"0\" for no quota"), "{e}");
+    }
+}

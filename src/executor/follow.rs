@@ -50,7 +50,7 @@ impl Executor {
     /// something named like a result was not a regular file.
     async fn take_results(&self, run: &mut Run, id: &str, logs: &mut Logs) -> Result<(), Stop> {
         let t0 = std::time::Instant::now();
-        let taken = results::fetch(&self.engine, id, run.staging.clone()).await;
+        let taken = results::fetch(&self.engine, id, run.staging.clone(), run.allowance).await;
         tracing::debug!(build = %run.req.id, elapsed = ?t0.elapsed(), "results downloaded");
         let taken = match taken {
             Ok(t) => t,

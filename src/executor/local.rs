@@ -11,7 +11,7 @@ use super::backend::{self, ContainerRepo, REPO_DIR, SOURCE_DIR, SPEC_DIR};
 use super::inputs;
 use super::provenance::{self, InputsError, Provenance};
 use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
-use super::{BuildReport, BuildRequest, Progress};
+use super::{BuildReport, BuildRequest, DiskAllowance, Progress};
 use crate::config::Backend;
 use crate::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
 use crate::model::{Outcome, Phase};
@@ -100,7 +100,19 @@ impl Executor {
         events: Option<UnboundedSender<Progress>>,
         cancel: CancellationToken,
     ) -> BuildReport {
+        self.run_within(req, None, events, cancel).await
+    }
+
+    /// [`Executor::run`], writing no more results to this host than `allowance`.
+    pub async fn run_within(
+        &self,
+        req: BuildRequest,
+        allowance: Option<DiskAllowance>,
+        events: Option<UnboundedSender<Progress>>,
+        cancel: CancellationToken,
+    ) -> BuildReport {
         let mut run = Run::new(req, events);
+        run.allowance = allowance;
         let timeout = run.req.target.limits.timeout;
         run.begin(Phase::Prepare);
         let result = tokio::select! {

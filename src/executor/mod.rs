@@ -79,7 +79,10 @@ use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
 pub use classify::{first_error_line, missing_capabilities, tail};
 pub use local::Executor;
 pub use repo::{binary_packages_in, build_repos, local_repo, BuildRepo};
-pub use results::{fetch_tree, FetchError, Limits, Taken, MAX_RESULT_BYTES, MAX_RESULT_ENTRIES};
+pub use results::{
+    fetch_tree, size_text, DiskAllowance, FetchError, Limits, Taken, MAX_RESULT_BYTES,
+    MAX_RESULT_ENTRIES,
+};
 pub use run::{read_live_log, staging_dir, LiveLog, LIVE_LOGS};
 
 /// One build to run.

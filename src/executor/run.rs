@@ -42,6 +42,9 @@ pub(crate) struct Run {
     /// (see `backend::NET_TOKEN_ENV`); taken once the network has been given, so that
     /// nothing left running asks again.
     pub net_token: Option<String>,
+    /// What the build may still write to this host (its change's disk quota); results
+    /// past it are not taken.
+    pub allowance: Option<super::results::DiskAllowance>,
 }
 
 /// Why a build stopped before its end.
@@ -171,7 +174,10 @@ impl Logs {
         })
     }
 
+    /// A line (or a piece of a very long one) of a phase's output, with the credentials of
+    /// any URL in it redacted: dnf and Mock print the repositories they fail to reach.
     pub async fn write(&mut self, phase: Phase, data: &[u8]) -> Result<(), Stop> {
+        let data = &*crate::model::redact_bytes(data);
         let (f, written) = if phase.log_name() == "root.log" {
             (&mut self.root, &mut self.written[0])
         } else {
@@ -232,6 +238,7 @@ impl Run {
             oom_kills: 0,
             results: vec![],
             net_token: None,
+            allowance: None,
         }
     }
 

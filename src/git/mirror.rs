@@ -59,6 +59,14 @@ pub enum Credentials {
     /// Asked before each fetch over HTTP(S); other transports (`file://`, local paths) get
     /// none, so that a forge being down does not stop fetches that need no token.
     Minted(Arc<dyn TokenSource>),
+    /// `inner`, for fetches of URLs on `origin`'s origin (scheme, host, port) only; any
+    /// other fetch gets none. One forge's token must not go to every mirror's host.
+    Scoped {
+        origin: String,
+        inner: Arc<Credentials>,
+    },
+    /// The first of these that has credentials for a URL (each usually scoped).
+    AnyOf(Vec<Credentials>),
 }
 
 impl Default for Credentials {
@@ -72,6 +80,14 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Fixed(a) => write!(f, "Credentials::Fixed({a:?})"),
             Credentials::Minted(_) => f.write_str("Credentials::Minted"),
+            Credentials::Scoped { origin, inner } => {
+                write!(
+                    f,
+                    "Credentials::Scoped({}, {inner:?})",
+                    crate::model::redact(origin)
+                )
+            }
+            Credentials::AnyOf(all) => write!(f, "Credentials::AnyOf({all:?})"),
         }
     }
 }
@@ -83,9 +99,49 @@ impl From<FetchAuth> for Credentials {
 }
 
 impl Credentials {
+    /// These credentials for fetches of URLs on `origin`'s origin only.
+    pub fn scoped_to(self, origin: impl Into<String>) -> Credentials {
+        Credentials::Scoped {
+            origin: origin.into(),
+            inner: Arc::new(self),
+        }
+    }
+
+    /// The credentials written into a configured HTTP(S) URL (`https://user:token@host/base`),
+    /// as a token for that URL's origin only; `None` when it carries none (or is not HTTP:
+    /// an SSH URL's user name is who to log in as, with the configured key). The URL itself is
+    /// kept without them ([`crate::model::without_userinfo`]).
+    pub fn from_url(url: &str) -> Option<Credentials> {
+        let u = url::Url::parse(url).ok()?;
+        let http = matches!(u.scheme(), "http" | "https");
+        if !http || (u.username().is_empty() && u.password().is_none()) {
+            return None;
+        }
+        let auth = FetchAuth::Token {
+            username: crate::http::percent_decode(u.username()),
+            token: crate::http::percent_decode(u.password().unwrap_or("")),
+        };
+        Some(Credentials::Fixed(auth).scoped_to(crate::model::without_userinfo(url)))
+    }
+
     /// The credentials to fetch `url` with now.
     pub async fn for_url(&self, url: &str) -> Result<FetchAuth, GitError> {
         match self {
+            Credentials::AnyOf(all) => {
+                for c in all {
+                    let auth = Box::pin(c.for_url(url)).await?;
+                    if !matches!(auth, FetchAuth::None) {
+                        return Ok(auth);
+                    }
+                }
+                Ok(FetchAuth::None)
+            }
+            Credentials::Scoped { origin, inner } => {
+                if !super::scope::may_send_credentials(origin, url) {
+                    return Ok(FetchAuth::None);
+                }
+                Box::pin(inner.for_url(url)).await
+            }
             Credentials::Fixed(a) => Ok(a.clone()),
             Credentials::Minted(source) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {

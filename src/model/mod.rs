@@ -9,6 +9,6 @@ mod trigger;
 
 pub use build::{BuildState, Failure, Outcome, PackageSource, Phase};
 pub use ids::{BuildId, CommitSha, ForgeKind, InvalidName, Nevr, RepoId, TargetName};
-pub use redact::{has_userinfo, redact};
+pub use redact::{has_userinfo, redact, redact_bytes, without_userinfo};
 pub use report::{build_context, BuildLine, Report, ReportState, AGGREGATE_CONTEXT};
 pub use trigger::{ChangeKind, Command, CommandRequest, ForgeEvent, Trigger};

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::failpoint;
 use super::publish::{PublishOutcome, Publisher};
+use super::quota::Quota;
 use super::report::Reports;
 use super::retry::{Fault, RetryPolicy};
 use super::running::Running;
@@ -50,6 +51,8 @@ pub(super) struct Recorded {
 /// policy, and the reports each end writes.
 pub(super) struct Finish {
     pub store: Store,
+    /// Charges each build's results to its change; fails one that does not fit.
+    pub quota: Arc<Quota>,
     pub publisher: Arc<Publisher>,
     pub policy: RetryPolicy,
     pub reports: Arc<Reports>,
@@ -70,6 +73,10 @@ impl Finish {
         elapsed: Duration,
     ) -> Result<(), QueueError> {
         let secs = elapsed.as_secs_f64();
+        let report = match report {
+            Ok(r) => Ok(self.quota.charge(b, r).await?),
+            Err(o) => Err(o),
+        };
         let (outcome, phases, dir) = match report {
             Ok(r) => {
                 let phases = phase_rows(&r);

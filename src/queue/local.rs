@@ -99,6 +99,8 @@ pub async fn run(r: LocalRun) -> Result<LocalOutcome, LocalRunError> {
             build_forks: true,
             targets: r.targets,
             repos: Default::default(),
+            // The user's own builds on their own machine.
+            change_disk_quota: None,
         },
         Arc::new(Metrics::default()),
     );

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod planner;
 mod poll;
 mod publish;
+mod quota;
 mod report;
 mod retry;
 mod reuse;
@@ -68,6 +69,8 @@ pub struct QueueConfig {
     pub targets: BTreeMap<TargetName, Target>,
     /// `[releases]` and the per-change repositories' lifetime (`publish.rs`).
     pub repos: ReposConfig,
+    /// `[server] change_disk_quota` (`quota.rs`); `None`: no quota.
+    pub change_disk_quota: Option<u64>,
 }
 
 /// What the queue publishes where (see [`crate::repos`]).
@@ -159,8 +162,14 @@ impl Queue {
             targets: targets.clone(),
             repos: cfg.repos.clone(),
         });
+        let quota = Arc::new(quota::Quota {
+            store: ports.store.clone(),
+            data_dir: cfg.data_dir.clone(),
+            bytes: cfg.change_disk_quota,
+        });
         let finish = Arc::new(finish::Finish {
             store: ports.store.clone(),
+            quota: quota.clone(),
             publisher: publisher.clone(),
             policy: retries.builds,
             reports: reports.clone(),
@@ -170,6 +179,7 @@ impl Queue {
         });
         let scheduler = Arc::new(scheduler::Scheduler {
             store: ports.store.clone(),
+            quota,
             sources: ports.sources.clone(),
             runner: ports.runner,
             indexing: ports.indexing,

@@ -109,6 +109,7 @@ mod tests {
             build_forks: false,
             targets: Default::default(),
             repos: Default::default(),
+            change_disk_quota: None,
         })
     }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::docker::InfraError;
 use crate::executor::provenance::{InputsError, Provenance};
-use crate::executor::{BuildReport, BuildRequest, LiveLog, Progress};
+use crate::executor::{BuildReport, BuildRequest, DiskAllowance, LiveLog, Progress};
 use crate::model::{BuildId, CommitSha, Outcome, RepoId, TargetName, Trigger};
 
 /// One build the planner asks for.
@@ -116,6 +116,21 @@ pub trait Runner: Send + Sync {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, BuildReport>;
 
+    /// [`Runner::run`] with what the build may still write to the service's disk (its
+    /// change's quota less what the change's results hold): a runner that can takes no
+    /// results past it. The queue checks the results against the quota after the build
+    /// either way, so a runner that cannot (the default) only writes more before that.
+    fn run_within(
+        &self,
+        req: BuildRequest,
+        allowance: Option<DiskAllowance>,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport> {
+        let _ = allowance;
+        self.run(req, events, cancel)
+    }
+
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
 
@@ -202,6 +217,16 @@ impl Runner for DockerRunner {
         events: tokio::sync::mpsc::UnboundedSender<Progress>,
         cancel: CancellationToken,
     ) -> BoxFuture<'static, BuildReport> {
+        self.run_within(req, None, events, cancel)
+    }
+
+    fn run_within(
+        &self,
+        req: BuildRequest,
+        allowance: Option<DiskAllowance>,
+        events: tokio::sync::mpsc::UnboundedSender<Progress>,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, BuildReport> {
         let executor = self.executor.clone();
         let tracked = self.track(&req);
         Box::pin(async move {
@@ -226,7 +251,9 @@ impl Runner for DockerRunner {
                 );
             }
             req.inputs = Some(inputs);
-            executor.run(req, Some(events), cancel).await
+            executor
+                .run_within(req, allowance, Some(events), cancel)
+                .await
         })
     }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::finish::Finish;
 use super::publish::Publisher;
+use super::quota::Quota;
 use super::report::Reports;
 use super::running::Running;
 use super::{
@@ -77,6 +78,8 @@ impl From<PrepareError> for Outcome {
 /// and the set of running builds.
 pub(super) struct Scheduler {
     pub store: Store,
+    /// What a build of a change may still write (`[server] change_disk_quota`).
+    pub quota: Arc<Quota>,
     pub sources: Arc<dyn SourceProvider>,
     pub runner: Arc<dyn Runner>,
     pub indexing: Option<Arc<dyn Indexing>>,
@@ -198,6 +201,10 @@ impl Scheduler {
         let work = self.work_dir(&b.id);
         let out_root = results_root(&self.data_dir, &b.id);
         let _ = tokio::fs::remove_dir_all(&work).await;
+        let allowance = self.quota.allowance(&b).await?;
+        if let Some(full) = Quota::full(allowance) {
+            return self.finish.finish(&b, Err(full), started.elapsed()).await;
+        }
         let src = work.join("src");
         let report = match self.prepare(&b, &src, &out_root).await {
             Ok(mut req) => 'run: {
@@ -228,7 +235,10 @@ impl Scheduler {
                 // An earlier attempt may have left a container behind: a create request in
                 // flight when the service was killed completes after the start-up cleanup.
                 self.runner.cleanup(&b.id).await;
-                let report = self.runner.run(req, tx, cancel.clone()).await;
+                let report = self
+                    .runner
+                    .run_within(req, allowance, tx, cancel.clone())
+                    .await;
                 let _ = progress.await;
                 Ok(report)
             }

@@ -113,6 +113,47 @@ impl Store {
         Ok(ended.is_some())
     }
 
+    /// The bytes the results of `b`'s change (a pull request or Gerrit change: the same
+    /// repository and number) hold, `b`'s own left out (an earlier attempt's are replaced).
+    /// `None` for a push, which no quota counts.
+    pub async fn change_disk_use(&self, b: &BuildRow) -> Result<Option<u64>, StoreError> {
+        let Some(pr) = b.pr_number else {
+            return Ok(None);
+        };
+        let mut conn = self.pool.acquire().await?;
+        Ok(Some(change_use_but(&mut conn, b, pr).await?))
+    }
+
+    /// Charges `bytes` of results to `b`'s change, when its other builds' and these fit in
+    /// `quota` (or there is no quota): one transaction, so that two builds of a change
+    /// ending together cannot both take the last room. Returns what the change's other
+    /// builds hold and whether `bytes` were charged; when not, nothing was written (the
+    /// caller removes the results and charges what is left with [`Store::set_result_bytes`]).
+    pub async fn charge_results(
+        &self,
+        b: &BuildRow,
+        bytes: u64,
+        quota: Option<u64>,
+    ) -> Result<(u64, bool), StoreError> {
+        let Some(pr) = b.pr_number else {
+            return Ok((0, true));
+        };
+        let mut tx = self.tx().await?;
+        let others = change_use_but(&mut tx, b, pr).await?;
+        let fits = quota.is_none_or(|q| others.saturating_add(bytes) <= q);
+        if fits {
+            set_result_bytes(&mut tx, &b.id, bytes).await?;
+        }
+        tx.commit().await?;
+        Ok((others, fits))
+    }
+
+    /// Records what a build's results hold on disk (see [`Store::charge_results`]).
+    pub async fn set_result_bytes(&self, id: &BuildId, bytes: u64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        set_result_bytes(&mut conn, id, bytes).await
+    }
+
     /// Records the input digest of a build about to run (see `executor::provenance`).
     pub async fn set_input_digest(&self, id: &BuildId, digest: &str) -> Result<(), StoreError> {
         let id = id.as_str();
@@ -223,4 +264,31 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The bytes charged to the builds of change `pr` of `b`'s repository, `b`'s left out.
+async fn change_use_but(conn: &mut ledger::Conn, b: &BuildRow, pr: u64) -> Result<u64, StoreError> {
+    let (repo, pr, id) = (b.repo.as_str(), pr as i64, b.id.as_str());
+    let total = sqlx::query_scalar!(
+        r#"SELECT COALESCE(SUM(result_bytes), 0) AS "total!: i64" FROM builds
+           WHERE repo = ? AND pr_number = ? AND result_bytes IS NOT NULL AND id != ?"#,
+        repo,
+        pr,
+        id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(total.max(0) as u64)
+}
+
+async fn set_result_bytes(
+    conn: &mut ledger::Conn,
+    id: &BuildId,
+    bytes: u64,
+) -> Result<(), StoreError> {
+    let (id, bytes) = (id.as_str(), i64::try_from(bytes).unwrap_or(i64::MAX));
+    sqlx::query!("UPDATE builds SET result_bytes = ? WHERE id = ?", bytes, id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

@@ -549,3 +549,21 @@ async fn store_an_approval_that_came_first_is_not_waited_for() {
     };
     assert!(s.await_approval(sg.id, &u, "fork").await.expect("await"));
 }
+
+/// Issue 22: a clone URL's credentials are not kept in the store (they stay in the
+/// configuration, and fetches get them from there).
+#[tokio::test]
+async fn a_clone_url_is_stored_without_its_credentials() {
+    let (_dir, store) = store().await;
+    let mut t = pr_trigger('c');
+    t.clone_url = "https://bot:s3cret@git.corp.example/acme/pkgs.git".into();
+    store
+        .insert_trigger(&t, TriggerState::New)
+        .await
+        .expect("insert");
+    let stored = store.triggers().await.expect("triggers");
+    assert_eq!(
+        stored[0].trigger.clone_url,
+        "https://git.corp.example/acme/pkgs.git"
+    );
+}

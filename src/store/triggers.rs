@@ -290,6 +290,8 @@ pub(super) async fn insert_trigger(
     let base_ref = t.base_ref.as_deref();
     let only_package = t.only_package.as_deref();
     let only_target = t.only_target.as_deref();
+    // Credentials stay in the configuration (issue 22): fetches get them from there.
+    let clone_url = crate::model::without_userinfo(&t.clone_url);
     // The change, as superseding matches it: a pull request by number, a branch by ref.
     let (by_pr, key_ref) = match t.kind {
         ChangeKind::PullRequest => (pr_number, None),
@@ -303,7 +305,7 @@ pub(super) async fn insert_trigger(
             OR EXISTS (SELECT 1 FROM builds b WHERE b.repo = ?1 AND b.state IN ('queued', 'running') AND b.commit_sha != ?6
                       AND ((?16 IS NOT NULL AND b.pr_number = ?16) OR (?17 IS NOT NULL AND b.pr_number IS NULL AND b.ref_name = ?17))))",
         repo,
-        t.clone_url,
+        clone_url,
         t.kind,
         t.ref_name,
         base,

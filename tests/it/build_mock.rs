@@ -409,3 +409,48 @@ fn a_mock_target_on_a_non_mock_image_is_refused() {
         r.all()
     );
 }
+
+/// Issue 22: a repository URL's credentials are given to Mock in its config, and dnf
+/// quotes the URL, credentials included, when it cannot reach it: none of the build's
+/// logs (its phase logs, Mock's own) keep them.
+#[test]
+fn credentials_of_an_unreachable_repository_stay_out_of_the_logs() {
+    if !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let base = std::fs::read_to_string(mock_config()).expect("config");
+    assert!(base.contains("repos = ["), "{base}");
+    let config = base.replacen(
+        "repos = [",
+        "repos = [{ name = \"private\", url = \"http://user:s3cret@127.0.0.1:9/x\" }, ",
+        1,
+    );
+    write(&w.join("packetary.toml"), &config);
+    write(&w.join("pkg/cred.spec"), &spec("cred", "", "true"));
+    let r = packetary(
+        &["build", "pkg", "--out", "out", "--config", "packetary.toml"],
+        w,
+    );
+    assert_ne!(r.code, 0, "a repository out of reach: {}", r.all());
+    assert!(!r.all().contains("s3cret"), "{}", r.all());
+    let mut seen = vec![];
+    let mut todo = vec![w.join("out")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).expect("read")).into_owned();
+                assert!(!text.contains("s3cret"), "{}:\n{text}", p.display());
+                seen.push(p);
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|p| p.ends_with("logs/mock/srpm/root.log")),
+        "Mock's root.log was taken: {seen:?}"
+    );
+}

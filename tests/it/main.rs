@@ -29,6 +29,7 @@ mod plan_learned;
 mod plan_mirror;
 mod plan_select;
 mod plan_specs;
+mod quota;
 mod rebuild;
 mod rebuild_release;
 mod rebuild_release_hostile;

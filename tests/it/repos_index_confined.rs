@@ -55,11 +55,60 @@ async fn a_createrepo_container_has_no_capabilities_nor_new_privileges_and_bound
     packetary::executor::local_repo(&engine, FAKE, &dir, &[pkg])
         .await
         .expect("indexed");
+    assert_confined(&dir);
+}
+
+/// What the fake `createrepo_c` saw in `dir`: no capability, no new privileges, the tool
+/// memory limit.
+fn assert_confined(dir: &std::path::Path) {
     let seen = std::fs::read_to_string(dir.join("confined.txt")).expect("the fake ran");
     assert!(seen.contains("CapEff:\t0000000000000000"), "{seen}");
     assert!(seen.contains("NoNewPrivs:\t1"), "{seen}");
     let limit = packetary::docker::TOOL_MEMORY_BYTES.to_string();
     assert!(seen.lines().any(|l| l.trim() == limit), "{seen}");
+}
+
+/// The other call site: a release's publication (`repos::RepoDir::publish`, what
+/// `publish_release` and the queue's publisher run) indexes its snapshot in the same
+/// confined container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_publication_indexes_in_a_confined_container() {
+    let Some(engine) = docker().await else {
+        return;
+    };
+    tokio::task::spawn_blocking(fake_createrepo_image)
+        .await
+        .expect("image");
+    let work = tempfile::tempdir().expect("tmp");
+    let out = work.path().join("rpms");
+    std::fs::create_dir_all(&out).expect("dir");
+    let rpms = {
+        let out = out.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::repos::make_rpms(&out, &[("confined", "1.0", "1")], "index")
+        })
+        .await
+        .expect("rpms")
+    };
+    let repo = packetary::repos::RepoDir::new(work.path().join("release"));
+    let indexer = packetary::repos::Indexer {
+        engine,
+        image: FAKE.into(),
+    };
+    let published = repo
+        .publish(
+            &indexer,
+            &rpms,
+            packetary::repos::Policy::Release,
+            10,
+            &Default::default(),
+        )
+        .await
+        .expect("published");
+    let packetary::repos::Published::Snapshot { id, .. } = published else {
+        panic!("nothing published: {published:?}");
+    };
+    assert_confined(&repo.snapshot_dir(&id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

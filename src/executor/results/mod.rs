@@ -13,6 +13,9 @@
 //! - paths must be relative, inside `/out`, without `..`: anything else is ignored;
 //! - every entry counts against [`MAX_RESULT_ENTRIES`] and its bytes against
 //!   [`MAX_RESULT_BYTES`], skipped ones too (they cross the wire all the same);
+//! - with a [`DiskAllowance`] (what the build's change may still write to this host), the
+//!   files written count against it too, checked from each entry's header before a byte
+//!   of it is written;
 //! - files are created afresh (`O_CREAT|O_EXCL`, which never follows a link) in a
 //!   directory only the service writes.
 //!
@@ -53,6 +56,48 @@ pub(crate) const LIMITS: Limits = Limits {
     entries: MAX_RESULT_ENTRIES,
 };
 
+/// What a build may still write to the service's disk: its change's quota (`[server]
+/// change_disk_quota`) less what the change's earlier results hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskAllowance {
+    pub used: u64,
+    pub quota: u64,
+}
+
+impl DiskAllowance {
+    /// Bytes left before the quota.
+    pub fn left(&self) -> u64 {
+        self.quota.saturating_sub(self.used)
+    }
+
+    /// The build's failure when its change would hold `total` bytes (`None`: more than the
+    /// quota, how much more not known): one line that fits a commit status, with the fix.
+    pub fn refusal(&self, total: Option<u64>) -> String {
+        let size = match total {
+            Some(t) => format!("{} of {}", size_text(t), size_text(self.quota)),
+            None => format!("more than {}", size_text(self.quota)),
+        };
+        format!("change over its disk quota ({size}): fix: smaller packages, or an admin raises [server] change_disk_quota")
+    }
+}
+
+/// A size for people: "2.1 GiB", "512 MiB", "900 bytes".
+pub fn size_text(n: u64) -> String {
+    let units = [
+        (1u64 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    match units.iter().find(|(u, _)| n >= *u) {
+        Some((u, name)) => {
+            let v = format!("{:.1}", n as f64 / *u as f64);
+            format!("{} {name}", v.strip_suffix(".0").unwrap_or(&v))
+        }
+        None => format!("{n} bytes"),
+    }
+}
+
 /// What came out of a build's `/out` (or of a directory, with [`fetch_tree`]).
 #[derive(Debug, Default, PartialEq)]
 pub struct Taken {
@@ -87,20 +132,24 @@ pub enum FetchError {
 /// What [`unpack_into`] keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Select {
-    /// A build's results and its backend's logs (the module documentation).
-    Results,
+    /// A build's results and its backend's logs (the module documentation), within what
+    /// its change may still write.
+    Results(Option<DiskAllowance>),
     /// Every regular file, by relative path.
     Tree,
 }
 
 /// Downloads the container's `/out` and unpacks its results into `dest` (which must exist
 /// and be the service's own directory), streaming: no copy of the archive is kept.
+/// With `allowance`, no more than it is written.
 pub(crate) async fn fetch(
     engine: &Engine,
     container: &str,
     dest: PathBuf,
+    allowance: Option<DiskAllowance>,
 ) -> Result<Taken, FetchError> {
-    download(engine, container, OUT_DIR, dest, LIMITS, Select::Results).await
+    let select = Select::Results(allowance);
+    download(engine, container, OUT_DIR, dest, LIMITS, select).await
 }
 
 /// Downloads the directory `dir` of a stopped container and writes every regular file of
@@ -223,7 +272,18 @@ pub(crate) fn unpack(
     dest: &Path,
     limits: Limits,
 ) -> Result<Taken, FetchError> {
-    unpack_selected(tar, root, dest, limits, Select::Results)
+    unpack_selected(tar, root, dest, limits, Select::Results(None))
+}
+
+/// [`unpack`] within a change's disk allowance.
+#[cfg(test)]
+pub(crate) fn unpack_within(
+    tar: impl Read,
+    root: &str,
+    dest: &Path,
+    allowance: DiskAllowance,
+) -> Result<Taken, FetchError> {
+    unpack_selected(tar, root, dest, LIMITS, Select::Results(Some(allowance)))
 }
 
 /// [`unpack`] for a whole tree: what [`fetch_tree`] does with the archive.
@@ -265,9 +325,20 @@ fn unpack_into(
     select: Select,
     taken: &mut Taken,
 ) -> Result<(), FetchError> {
-    let (who, dir) = match select {
-        Select::Results => ("the build", OUT_DIR.to_string()),
-        Select::Tree => ("the container", root.to_string()),
+    let (who, dir, allowance) = match select {
+        Select::Results(a) => ("the build", OUT_DIR.to_string(), a),
+        Select::Tree => ("the container", root.to_string(), None),
+    };
+    // Bytes written to this host so far: checked against the allowance before each file.
+    let mut written = 0u64;
+    let mut room = |size: u64| match allowance {
+        Some(a) if written.saturating_add(size) > a.left() => {
+            Err(FetchError::TooBig(a.refusal(None)))
+        }
+        _ => {
+            written = written.saturating_add(size);
+            Ok(())
+        }
     };
     let infra = |what: &str, e: io::Error| FetchError::Infra(format!("{what}: {e}"));
     let mut seen = std::collections::HashSet::new();
@@ -333,6 +404,7 @@ fn unpack_into(
                         .map_err(|e| infra("read the NEVR file", e))?;
                     taken.nevr = Some(text);
                 } else if seen.insert(name.clone()) {
+                    room(entry.size())?;
                     write_new(&dest.join(&name), &mut entry)
                         .map_err(|e| infra(&format!("write {}", dest.join(&name).display()), e))?;
                     taken.files.push(name);
@@ -343,12 +415,13 @@ fn unpack_into(
                 if taken.logs.contains(&to) {
                     continue;
                 }
+                room(entry.size())?;
                 let path = dest.join(&to);
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| infra(&format!("create {}", dir.display()), e))?;
                 }
-                write_new(&path, &mut entry)
+                write_new(&path, &mut Redacted::new(&mut entry))
                     .map_err(|e| infra(&format!("write {}", path.display()), e))?;
                 taken.logs.push(to);
             }
@@ -453,6 +526,46 @@ fn human_bytes(n: u64) -> String {
         n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
         n => format!("{n} bytes"),
+    }
+}
+
+/// Longest piece of a backend log redacted at once: a line, or a piece of a longer one.
+const REDACT_LINE: u64 = 64 << 10;
+
+/// A backend's log read line by line with the credentials of every URL redacted
+/// ([`crate::model::redact_bytes`]): Mock's `root.log` quotes the repository URLs dnf
+/// failed to reach, credentials included.
+struct Redacted<R> {
+    inner: io::BufReader<R>,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> Redacted<R> {
+    fn new(inner: R) -> Redacted<R> {
+        Redacted {
+            inner: io::BufReader::new(inner),
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Redacted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use io::BufRead;
+        if self.at == self.out.len() {
+            let mut line = Vec::new();
+            (&mut self.inner)
+                .take(REDACT_LINE)
+                .read_until(b'\n', &mut line)?;
+            self.out = crate::model::redact_bytes(&line).into_owned();
+            self.at = 0;
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

@@ -337,3 +337,69 @@ fn a_tree_keeps_regular_files_only_with_safe_modes() {
     }
     assert!(!dir.path().join("escape").exists());
 }
+
+/// With a change's disk allowance, a file that would pass what is left is not written,
+/// and the results already written are removed: nothing of the build stays.
+#[test]
+fn results_past_the_allowance_are_not_written() {
+    let mut t = Tar::new();
+    t.file("out/a.src.rpm", &[0; 600])
+        .file("out/notes.txt", &[0; 5000])
+        .file("out/b.noarch.rpm", &[0; 600]);
+    let tar = t.bytes();
+    let dir = tempfile::tempdir().expect("tmp");
+    // 1400 bytes used of 2600: 1200 left, the two packages fit (the notes are not written).
+    let fits = DiskAllowance {
+        used: 1400,
+        quota: 2600,
+    };
+    let taken = unpack_within(&tar[..], "out", dir.path(), fits).expect("fits");
+    assert_eq!(taken.files, ["a.src.rpm", "b.noarch.rpm"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let short = DiskAllowance {
+        used: 1401,
+        quota: 2600,
+    };
+    let r = unpack_within(&tar[..], "out", dir.path(), short);
+    assert_eq!(r, Err(FetchError::TooBig(short.refusal(None))));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "a written result stayed"
+    );
+}
+
+/// The quota's refusal fits a GitHub status (140 characters) even after the executor's
+/// "collect phase failed: ", and says the fix.
+#[test]
+fn the_quota_refusal_fits_a_status() {
+    let a = DiskAllowance {
+        used: 2 << 30,
+        quota: 10 << 30,
+    };
+    assert_eq!(
+        a.refusal(Some((21 << 30) / 2)),
+        "change over its disk quota (10.5 GiB of 10 GiB): fix: smaller packages, or an admin raises [server] change_disk_quota"
+    );
+    let prefixed = format!("collect phase failed: {}", a.refusal(None));
+    assert!(prefixed.len() <= 140, "{} long", prefixed.len());
+    assert_eq!(size_text(900), "900 bytes");
+    assert_eq!(size_text(2 << 30), "2 GiB");
+    assert_eq!(size_text(3 << 19), "1.5 MiB");
+}
+
+/// Mock's logs come out with the credentials of repository URLs redacted (its root.log
+/// quotes the URLs dnf could not reach).
+#[test]
+fn backend_logs_are_taken_with_urls_redacted() {
+    let mut t = Tar::new();
+    let log = b"DEBUG util.py:460: - Curl error (7): for http://user:s3cret@127.0.0.1:9/x/repodata/repomd.xml\nnext line\n";
+    t.file("out/.packetary/logs/srpm/root.log", log);
+    let (r, dir) = unpack_into(t.bytes(), LIMITS);
+    r.expect("unpacks");
+    let got = std::fs::read_to_string(dir.path().join("logs/mock/srpm/root.log")).expect("log");
+    assert_eq!(
+        got,
+        "DEBUG util.py:460: - Curl error (7): for http://***@127.0.0.1:9/x/repodata/repomd.xml\nnext line\n"
+    );
+}

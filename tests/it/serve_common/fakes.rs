@@ -211,6 +211,7 @@ pub fn queue_config(data_dir: &Path) -> packetary::queue::QueueConfig {
         build_forks: false,
         targets: target_map(),
         repos: Default::default(),
+        change_disk_quota: None,
     }
 }
 

@@ -107,6 +107,7 @@ pub struct QueueTesterBuilder {
     runner: Option<Arc<dyn Runner>>,
     indexing: Option<Arc<dyn packetary::queue::Indexing>>,
     parallel: Option<usize>,
+    disk_quota: Option<u64>,
 }
 
 impl QueueTesterBuilder {
@@ -126,6 +127,12 @@ impl QueueTesterBuilder {
     /// Makes stage repositories (and publishes) with `indexing` (none by default).
     pub fn indexing(mut self, indexing: impl packetary::queue::Indexing + 'static) -> Self {
         self.indexing = Some(Arc::new(indexing));
+        self
+    }
+
+    /// Caps each change's results at `bytes` (`[server] change_disk_quota`; none by default).
+    pub fn disk_quota(mut self, bytes: u64) -> Self {
+        self.disk_quota = Some(bytes);
         self
     }
 
@@ -177,6 +184,7 @@ impl QueueTester {
             runner: None,
             indexing: None,
             parallel: None,
+            disk_quota: None,
         }
     }
 
@@ -198,6 +206,7 @@ impl QueueTester {
         if let Some(n) = how.parallel {
             cfg.parallel = n;
         }
+        cfg.change_disk_quota = how.disk_quota;
         Queue::new(
             packetary::queue::Ports {
                 store,
