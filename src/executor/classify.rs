@@ -55,7 +55,7 @@ pub fn first_error_line(text: &str) -> Option<String> {
             || l.contains(": fatal error:")
     };
     if let Some(i) = lines.iter().position(|l| is_error(l)) {
-        return Some(clip(&with_list(&lines, i)));
+        return Some(clip(&with_location(&lines, i)));
     }
     if let Some(i) = lines.iter().position(|l| l.contains("Bad exit status")) {
         return Some(clip(&section_failure(&lines, i)));
@@ -141,6 +141,41 @@ fn is_progress(line: &str) -> bool {
     ];
     let t = line.trim_start();
     PREFIXES.iter().any(|p| t.starts_with(p))
+}
+
+/// An rpm error without a place, told by the located error right under it (a bad `%if`:
+/// "unexpected end of expression", a caret, then "x.spec:11: bad %if condition"): the
+/// located line, the first in brackets.
+fn with_location(lines: &[String], i: usize) -> String {
+    let first = with_list(lines, i);
+    if !lines[i].starts_with("error: ") || has_location(&lines[i]) {
+        return first;
+    }
+    let located = lines[i + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("error:"))
+        .find(|l| has_location(l));
+    match located {
+        Some(l) => format!(
+            "{} ({})",
+            l.trim(),
+            first.trim_start_matches("error:").trim()
+        ),
+        None => first,
+    }
+}
+
+/// Whether an rpm error names a spec line: `line 7: ...` or `x.spec:11: ...`.
+fn has_location(line: &str) -> bool {
+    let digits_then_colon = |s: &str| {
+        let n = s.bytes().take_while(u8::is_ascii_digit).count();
+        n > 0 && s[n..].starts_with(':')
+    };
+    line.match_indices("line ")
+        .any(|(i, m)| digits_then_colon(&line[i + m.len()..]))
+        || line
+            .match_indices(".spec:")
+            .any(|(i, m)| digits_then_colon(&line[i + m.len()..]))
 }
 
 /// An error line and, when it ends in `:`, the indented list under it (rpm's unpackaged
@@ -387,6 +422,15 @@ mod tests {
         // Never a progress line, even as the last resort.
         let log = "Executing(%build): /bin/bash -e /var/tmp/rpm-tmp.X\nsomething broke\nINFO: Results and/or logs in: /out\nFinish: rpmbuild\n";
         assert_eq!(first_error_line(log).as_deref(), Some("something broke"));
+    }
+
+    #[test]
+    fn an_error_without_a_place_is_told_by_the_located_one_under_it() {
+        let log = "error: unexpected end of expression:  0 >\nerror:                                  ^\nerror: /builddir/build/SPECS/x.spec:11: bad %if condition:  0 >\n";
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("error: /builddir/build/SPECS/x.spec:11: bad %if condition:  0 > (unexpected end of expression:  0 >)")
+        );
     }
 
     #[test]
