@@ -132,3 +132,42 @@ corpus! {
         default ["command not found: /usr/bin/cmake"],
         mock ["macro `%cmake` is not defined on target debian12-mock; it comes from cmake-rpm-macros on Fedora"];
 }
+
+/// The rpmautospec family is one the default target provides (Fedora's fallback: release 1,
+/// one changelog entry): a spec using it builds, where rpm alone would have left
+/// `%autorelease` in the release.
+#[test]
+fn the_default_target_defines_autorelease_and_autochangelog() {
+    if !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    let text = spec("autorel", "", "true")
+        .replace("Release: 1\n", "Release: %autorelease\n")
+        .replace(
+            "* Wed Nov 25 2026 Test <t@example.org> - 1.0-1\n- test\n",
+            "%autochangelog\n",
+        );
+    assert!(text.contains("%autochangelog"), "{text}");
+    write(&w.join("autorel/autorel.spec"), &text);
+    // Outside git, SOURCE_DATE_EPOCH is the newest file's mtime: the entry is dated by it.
+    let st = std::process::Command::new("touch")
+        .args(["-d", "@1764000000"])
+        .arg(w.join("autorel/autorel.spec"))
+        .status()
+        .expect("touch");
+    assert!(st.success());
+    let r = packetary(&["build", "autorel", "--out", "out"], w);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let dir = w.join("out/bookworm-rpmbuild/autorel-1.0-1");
+    let q = rpm_query(
+        &dir,
+        "autorel-1.0-1.noarch.rpm",
+        "%{RELEASE}|[%{CHANGELOGTIME:day}|%{CHANGELOGNAME}|%{CHANGELOGTEXT}\\n]",
+    );
+    assert_eq!(
+        q,
+        "1|Mon Nov 24 2025|Packetary <packetary@localhost> - 1.0-1|- local build\n"
+    );
+}
