@@ -6,6 +6,11 @@ use std::path::Path;
 /// Marker the dependency phase prints before each capability it could not install.
 pub const MISSING_MARK: &str = "packetary: missing build dependency: ";
 
+/// Start of the error line the SRPM phase prints when the package's name, version or
+/// release holds a macro rpm left unexpanded (see `backend::unexpanded_nevr_check`).
+pub const UNEXPANDED_MARK: &str =
+    "error: a macro is not expanded in the package's name, version or release: ";
+
 /// Capabilities the dependency phase reported as not installable.
 pub fn missing_capabilities(log: &str) -> Vec<String> {
     let mut out: Vec<String> = log
@@ -280,10 +285,14 @@ pub fn undefined_macro(text: &str) -> Option<String> {
             }
         }
         if t.starts_with("error:") || t.contains(": error:") {
+            // In the NEVR every `%` is a macro; elsewhere only a well-known one is.
+            let any = t.starts_with(UNEXPANDED_MARK);
             let mut at = t;
             while let Some(i) = at.find('%') {
                 at = &at[i + 1..];
-                if let Some(name) = macro_name(at).filter(|n| fedora_macro_package(n).is_some()) {
+                if let Some(name) =
+                    macro_name(at).filter(|n| any || fedora_macro_package(n).is_some())
+                {
                     return Some(name);
                 }
             }
@@ -500,6 +509,15 @@ mod tests {
         let s = failure_summary("+ %my_own_thing --x\n", "t").expect("a summary");
         assert!(
             s.starts_with("macro `%my_own_thing` is not defined on target t (fix: define it"),
+            "{s}"
+        );
+        let s = failure_summary(
+            &format!("{UNEXPANDED_MARK}x-1.0-%{{my_release}}.src.rpm\n"),
+            "t",
+        )
+        .expect("a summary");
+        assert!(
+            s.starts_with("macro `%my_release` is not defined on target t"),
             "{s}"
         );
         let s = failure_summary(

@@ -126,11 +126,29 @@ corpus! {
     pyproject_macros: "pyproject", "build",
         default ["macro `%pyproject_buildrequires` is not defined on target bookworm-rpmbuild; it comes from pyproject-rpm-macros on Fedora"],
         mock ["missing build dependencies: python3-devel"];
+    // A release rpm cannot expand: named, instead of building `x-1.0-%{my_release}`.
+    undefined_release_macro: "undefined-release-macro", "srpm",
+        default ["macro `%my_release` is not defined on target bookworm-rpmbuild"],
+        mock ["macro `%my_release` is not defined on target debian12-mock"];
     // %cmake without BuildRequires: cmake. The default target defines the macro, so the
     // missing tool is named; the Mock test buildroot does not define it.
     cmake_macro: "cmake-macro", "build",
         default ["command not found: /usr/bin/cmake"],
         mock ["macro `%cmake` is not defined on target debian12-mock; it comes from cmake-rpm-macros on Fedora"];
+}
+
+/// `%autorelease` where nothing defines it (the Mock test buildroot) names the macro and
+/// its Fedora package rather than building `autorelease-1.0-%autorelease`.
+#[test]
+fn mock_names_an_undefined_autorelease() {
+    if !docker_available() {
+        return;
+    }
+    let s = summary(Backend::Mock, "autorelease", "srpm");
+    assert!(
+        s.starts_with("macro `%autorelease` is not defined on target debian12-mock; it comes from rpmautospec-rpm-macros on Fedora"),
+        "{s}"
+    );
 }
 
 /// The rpmautospec family is one the default target provides (Fedora's fallback: release 1,
