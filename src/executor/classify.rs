@@ -53,11 +53,14 @@ pub fn first_error_line(text: &str) -> Option<String> {
             "command not found: {cmd} (the spec runs it without declaring it; fix: add a BuildRequires for {cmd} or the package that ships it)"
         ));
     }
+    // A shell trace line shows a command, not what it said: `+ grep ': error:' log`.
     let is_error = |l: &str| {
         let t = l.trim_start();
-        ((t.starts_with("error:") || t.starts_with("Error:")) && !t.contains("Bad exit status"))
-            || l.contains(": error:")
-            || l.contains(": fatal error:")
+        !t.starts_with('+')
+            && (((t.starts_with("error:") || t.starts_with("Error:"))
+                && !t.contains("Bad exit status"))
+                || l.contains(": error:")
+                || l.contains(": fatal error:"))
     };
     if let Some(i) = lines.iter().position(|l| is_error(l)) {
         return Some(clip(&with_location(&lines, i)));
@@ -457,6 +460,12 @@ mod tests {
         assert_eq!(
             first_error_line(log).as_deref(),
             Some("`test 41 = 42` failed in %check (rpmbuild: Bad exit status)")
+        );
+        // A command mentioning errors is not one.
+        let log = "+ grep -c ': error:' build.txt\n0\nerror: Bad exit status from /var/tmp/rpm-tmp.A (%check)\n";
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("`grep -c ': error:' build.txt` failed in %check (rpmbuild: Bad exit status)")
         );
         // No trace of the section: rpmbuild's line, without its temporary file.
         let log = "Executing(%build): /bin/bash -e /var/tmp/rpm-tmp.A\nerror: Bad exit status from /var/tmp/rpm-tmp.A (%build)\n";
