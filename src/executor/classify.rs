@@ -1,5 +1,6 @@
 //! Reading a failed phase's output: the capabilities the dependency phase could not
-//! install and the line most worth showing. Pure functions of text the executor wrote.
+//! install and the one-line summary that names the cause (the forge shows it). Pure
+//! functions of text the executor wrote.
 
 use std::path::Path;
 
@@ -312,7 +313,9 @@ fn macro_name(s: &str) -> Option<String> {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    (name.len() >= 2 && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
+    // Bounded: the name goes into the summary, and spec text is anyone's.
+    (name.len() >= 2 && name.len() <= 64 && !name.starts_with(|c: char| c.is_ascii_digit()))
+        .then_some(name)
 }
 
 /// Fedora's packages of well-known build macros: a name, or a family's prefix ending in `_`
@@ -535,6 +538,9 @@ mod tests {
         )
         .expect("a summary");
         assert!(s.contains("`%python3_sitelib`"), "{s}");
+        // A name longer than any macro's is not shown whole.
+        let long = format!("+ %{}\n", "a".repeat(10_000));
+        assert_eq!(undefined_macro(&long), None);
         // Not macros: printf formats, %{?x}, the shell's `%` in an argument, rpm's %if.
         for log in [
             "+ printf '%s\\n' x\nerror: Bad exit status from /v (%build)\n",
