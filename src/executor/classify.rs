@@ -42,6 +42,15 @@ pub fn failure_summary(text: &str, target: &str) -> Option<String> {
     first_error_line(text)
 }
 
+/// A failed phase's exit code when its output names no cause: a shell's 128+N is signal N
+/// (137: SIGKILL), which says more than the number.
+pub fn exit_status(code: i64) -> String {
+    match code {
+        129..=192 => format!("killed by signal {} (exit status {code})", code - 128),
+        _ => format!("exit status {code}"),
+    }
+}
+
 /// The line most worth showing from a failed phase's output: the first real error of the
 /// failing tool, never a progress line. In order: a command the shell could not find (rpmbuild's
 /// "Bad exit status" would hide which tool the spec uses without declaring it); rpmbuild's
@@ -549,6 +558,13 @@ mod tests {
         ] {
             assert_eq!(undefined_macro(log), None, "{log}");
         }
+    }
+
+    #[test]
+    fn exit_codes_of_signals_name_them() {
+        assert_eq!(exit_status(137), "killed by signal 9 (exit status 137)");
+        assert_eq!(exit_status(2), "exit status 2");
+        assert_eq!(exit_status(255), "exit status 255");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::model::{Failure, Nevr, Phase};
 
 use super::backend;
-use super::classify::{failure_summary, missing_capabilities};
+use super::classify::{exit_status, failure_summary, missing_capabilities};
 use super::local::Executor;
 use super::results::{self, FetchError};
 use super::run::{infra, Logs, Run, Stop};
@@ -246,7 +246,7 @@ impl Executor {
             }
         }
         let detail = failure_summary(phase_text, run.req.target.name.as_str())
-            .unwrap_or_else(|| format!("exit status {code}"));
+            .unwrap_or_else(|| exit_status(code));
         Stop::Failed(Failure::Exit { code }, detail)
     }
 }
