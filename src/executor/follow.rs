@@ -4,7 +4,7 @@
 use crate::model::{Failure, Nevr, Phase};
 
 use super::backend;
-use super::classify::{first_error_line, missing_capabilities};
+use super::classify::{exit_status, failure_summary, missing_capabilities};
 use super::local::Executor;
 use super::results::{self, FetchError};
 use super::run::{infra, Logs, Run, Stop};
@@ -245,7 +245,8 @@ impl Executor {
                 );
             }
         }
-        let detail = first_error_line(phase_text).unwrap_or_else(|| format!("exit status {code}"));
+        let detail = failure_summary(phase_text, run.req.target.name.as_str())
+            .unwrap_or_else(|| exit_status(code));
         Stop::Failed(Failure::Exit { code }, detail)
     }
 }

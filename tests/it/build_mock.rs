@@ -58,7 +58,7 @@ fn mock_config() -> &'static Path {
 
 /// Builds the package directory `pkg` in `w` for the mock target, with `extra` config lines
 /// appended to the target's table and `args` added.
-fn mock_build(w: &Path, pkg: &str, extra: &str, args: &[&str]) -> Run {
+pub(crate) fn mock_build(w: &Path, pkg: &str, extra: &str, args: &[&str]) -> Run {
     let base = std::fs::read_to_string(mock_config()).expect("config");
     write(&w.join("packetary.toml"), &format!("{base}{extra}\n"));
     let mut all = vec!["build", pkg, "--out", "out", "--config", "packetary.toml"];

@@ -88,8 +88,10 @@ pub(super) fn script(target: &Target, spec_file: &str, repos: &[ContainerRepo]) 
 pk_mock {MOCK_LOGS}/srpm --buildsrpm --spec {spec} --sources {SOURCE_DIR}
 mv {MOCK_LOGS}/srpm/*.src.rpm {OUT_DIR}/
 set -- {OUT_DIR}/*.src.rpm
+{check}
 rpm -qp --qf '%{{NAME}}\t%{{EPOCH}}\t%{{VERSION}}\t%{{RELEASE}}\n' "$1" > {OUT_DIR}/{NEVR_FILE}"#,
         setup = setup(),
+        check = super::unexpanded_nevr_check(),
         spec = sh_quote(&format!("{SPEC_DIR}/{spec_file}"))
     );
     let build = format!(

@@ -18,9 +18,19 @@ pub const OUT_DIR: &str = "/out";
 pub const REPO_DIR: &str = "/repos";
 /// File in OUT_DIR where the SRPM phase leaves the package's NEVR.
 pub const NEVR_FILE: &str = ".nevr";
-/// Marker the dependency phase prints before each capability it could not install
-/// (defined where it is read back).
-pub use super::classify::MISSING_MARK;
+
+/// Shell line for the SRPM phase, with `$1` the SRPM: a macro rpm left unexpanded in the
+/// package's name, version or release (`Release: %autorelease` where nothing defines it)
+/// fails the phase with an rpm-style error naming it, instead of building
+/// `x-1.0-%autorelease` (rpm only warns; `rpm -qp` then prints nothing for the file, whose
+/// name rpm macro-expands).
+fn unexpanded_nevr_check() -> String {
+    format!(r#"case "${{1##*/}}" in *%*) echo "{UNEXPANDED_MARK}${{1##*/}}"; exit 1;; esac"#)
+}
+
+/// Marker the dependency phase prints before each capability it could not install, and the
+/// start of the SRPM phase's unexpanded-NEVR error (defined where they are read back).
+pub use super::classify::{MISSING_MARK, UNEXPANDED_MARK};
 
 /// Environment variable giving the driver the secret for [`net_on_marker`]. Only the driver
 /// (root) sees it: it unsets it before any phase runs, and a process's initial environment

@@ -124,9 +124,11 @@ mkdir -p /builddir/build
 rpmbuild -bs {defines} {spec}
 set -- {OUT_DIR}/*.src.rpm
 [ "$#" -eq 1 ] && [ -f "$1" ] || {{ echo "packetary: expected one SRPM in {OUT_DIR}, found: $*"; exit 1; }}
+{check}
 # One rpm call for the NEVR (first line) and the BuildRequires (the rest) read by deps.
 rpm -qp --qf '%{{NAME}}\t%{{EPOCH}}\t%{{VERSION}}\t%{{RELEASE}}\n[%{{REQUIRENEVRS}}\n]' "$1" > {OUT_DIR}/{NEVR_FILE}
-echo "packetary: wrote ${{1##*/}}""#
+echo "packetary: wrote ${{1##*/}}""#,
+        check = super::unexpanded_nevr_check()
     );
     // The inputs are mounted read-only from the host with the host's modes: copies give
     // the build user something it can read.
