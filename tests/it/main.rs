@@ -19,6 +19,7 @@ mod build_reap;
 mod build_trust;
 mod build_url_repo;
 mod cli_errors;
+mod cli_summary;
 mod gerrit_e2e;
 mod gerrit_stream;
 mod git_credentials;
