@@ -47,6 +47,7 @@ mod serve_reuse;
 mod serve_webhooks;
 mod spec_cancel;
 mod store_migrate;
+mod web_change_page;
 mod web_commit_page;
 mod web_pages;
 mod web_release_access;
