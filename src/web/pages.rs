@@ -353,12 +353,39 @@ pub async fn log(
     let Some(path) = logs_dir(&b).and_then(|d| contained(&d, &name)) else {
         return not_found("log");
     };
+    if name == "build.json" {
+        return build_json(&app, &b, &path).await;
+    }
     let ct = if name.ends_with(".json") {
         "application/json"
     } else {
         "text/plain; charset=utf-8"
     };
     send_file(&path, ct, false).await
+}
+
+/// Largest `build.json` served with its paths rewritten (the service writes it: a few KiB).
+const BUILD_JSON_MAX: u64 = 4 << 20;
+
+/// A build's `build.json` as a page shows it: its paths of the service's disk (results
+/// directory, packages, logs) relative to the build (see [`DiskPaths`]).
+async fn build_json(app: &AppState, b: &BuildRow, path: &Path) -> Response {
+    let text = match tokio::fs::metadata(path).await {
+        Ok(m) if m.len() <= BUILD_JSON_MAX => tokio::fs::read_to_string(path).await,
+        Ok(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "build.json is too large"),
+        Err(e) => Err(e),
+    };
+    match text {
+        Ok(t) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            DiskPaths::new(&app.data_dir, Some(b)).hide(&t),
+        )
+            .into_response(),
+        Err(_) => not_found("log"),
+    }
 }
 
 /// A running build's log, from the runner: its last [`LIVE_LOG_BYTES`], reloading.

@@ -56,8 +56,17 @@ impl Runner for PathFailingRunner {
                 phase: Phase::Build,
                 failure: Failure::Exit { code: 1 },
                 message,
-                log,
+                log: log.clone(),
             };
+            // Its record, as the executor writes it: absolute paths of the results.
+            let logs = req.out_root.join("logs");
+            std::fs::create_dir_all(&logs).expect("mkdir");
+            std::fs::write(&log, "error: Bad exit status\n").expect("write");
+            std::fs::write(
+                logs.join("build.json"),
+                serde_json::to_vec(&r).expect("json"),
+            )
+            .expect("write");
             r
         })
     }
@@ -166,6 +175,13 @@ async fn a_failed_build_s_pages_show_no_path_of_the_data_directory() {
             page.body
         );
     }
+    // The build's record, served as one of its logs: its paths relative to the build.
+    let record = t.get(&format!("{build}/logs/build.json")).await;
+    assert_eq!(record.status, 200, "{}", record.body);
+    assert!(!record.body.contains(&data), "{}", record.body);
+    let v: serde_json::Value = serde_json::from_str(&record.body).expect("still JSON");
+    assert_eq!(v["dir"], "<results>", "{v:#}");
+    assert_eq!(v["outcome"]["log"], "<results>/logs/build.log", "{v:#}");
     // The commit page shows the plan: stage, spec, the trigger that planned it.
     let page = t.get(&linked_page(&t, 'a', AGGREGATE)).await;
     assert!(page.body.contains("<h2>Plan</h2>"), "{}", page.body);
