@@ -219,7 +219,12 @@ fn triggers_html(
         let event = match (&origin.delivery, &origin.event) {
             (_, Some(e)) => e.clone(),
             (Some(_), None) => "a forge's event".into(),
-            (None, None) => "a command (made by the service)".into(),
+            // The service makes a trigger of its own only for a rebuild command.
+            (None, None) => match t.repo.forge() {
+                ForgeKind::Gerrit => "recheck".into(),
+                ForgeKind::GitHub => "/packetary rebuild".into(),
+                ForgeKind::Local => "the command line".into(),
+            },
         };
         let mut what = String::new();
         if t.only_package.is_some() || t.only_target.is_some() {

@@ -230,7 +230,8 @@ pub async fn build(
          <tr><th>Message</th><td>{}</td></tr>\
          <tr><th>Phase</th><td>{}</td></tr>\
          <tr><th>Repository</th><td>{}</td></tr>\
-         <tr><th>Commit</th><td><a href=\"/?commit={}\"><code>{}</code></a></td></tr>\
+         <tr><th>Commit</th><td><a href=\"/?commit={}\"><code>{}</code></a> \
+         (<a href=\"/?commit={}#trigger-{}\">how it was planned</a>)</td></tr>\
          <tr><th>Ref</th><td><code>{}</code></td></tr>\
          <tr><th>Spec</th><td><code>{}</code></td></tr>\
          <tr><th>Build id</th><td><code>{}</code></td></tr>\
@@ -248,6 +249,8 @@ pub async fn build(
         escape(b.repo.as_str()),
         seg(b.commit.as_str()),
         escape(b.commit.as_str()),
+        seg(b.commit.as_str()),
+        b.trigger_id.0,
         escape(&b.ref_name),
         escape(&b.spec_path),
         escape(b.id.as_str()),

@@ -231,3 +231,40 @@ async fn the_commit_page_escapes_what_the_forge_sent() {
         page.body
     );
 }
+
+#[tokio::test]
+async fn a_superseded_commit_s_page_says_by_which_commit() {
+    let t = QueueTester::new(Mode::Block).await;
+    t.start().await;
+    t.push('a').await;
+    t.wait_runs(1).await;
+    t.push('b').await;
+    t.wait_status('a', HELLO, ReportState::Error).await;
+    let build = linked_page(&t, 'a', HELLO);
+    let newer = format!("<a href=\"/?commit={0}\"><code>{0}</code></a>", sha('b'));
+    for uri in [build.clone(), linked_page(&t, 'a', AGGREGATE)] {
+        let page = t.get(&uri).await;
+        assert_eq!(page.status, 200, "{uri}");
+        assert!(
+            page.body.contains(&format!("superseded by {newer}")),
+            "{uri}: no link to the newer commit\n{}",
+            page.body
+        );
+    }
+    let page = t.get(&linked_page(&t, 'a', AGGREGATE)).await;
+    assert!(
+        page.body
+            .contains("a newer commit of its change replaced it"),
+        "{}",
+        page.body
+    );
+    // The build page leads to how it was planned.
+    let page = t.get(&build).await;
+    assert!(
+        page.body
+            .contains(&format!("/?commit={}#trigger-1", sha('a'))),
+        "{}",
+        page.body
+    );
+    t.drain().await;
+}
