@@ -49,7 +49,7 @@ pub async fn commit_page(app: &AppState, headers: &HeaderMap, sha: &CommitSha) -
     for r in repos {
         reports.extend(store.reports_of_commit(r, sha).await.unwrap_or_default());
     }
-    let paths = DiskPaths::new(&app.data_dir, None);
+    let paths = DiskPaths::new(&app.data_dir);
 
     let mut body = format!("<h1>Commit <code>{}</code></h1>", escape(sha.as_str()));
     if triggers.is_empty() && builds.is_empty() && reports.is_empty() {

@@ -129,8 +129,9 @@ pub(super) fn builds_table(data_dir: &Path, builds: &[&BuildRow], plan: bool) ->
         body.push_str("<th>Spec</th><th>Planned by</th>");
     }
     body.push_str("<th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
+    let paths = DiskPaths::new(data_dir);
     for b in builds {
-        let message = DiskPaths::new(data_dir, Some(b)).hide(b.message.as_deref().unwrap_or(""));
+        let message = paths.of_build(b).hide(b.message.as_deref().unwrap_or(""));
         let mut message = super::commit::with_commit_links(&message);
         if plan {
             if let Some(why) = super::commit::build_story(b) {
@@ -243,7 +244,9 @@ pub async fn build(
         escape(b.target.as_str()),
         state_cell(b.state),
         super::commit::with_commit_links(
-            &DiskPaths::new(&app.data_dir, Some(&b)).hide(b.message.as_deref().unwrap_or(""))
+            &DiskPaths::new(&app.data_dir)
+                .of_build(&b)
+                .hide(b.message.as_deref().unwrap_or(""))
         ),
         escape(b.phase.as_deref().unwrap_or("")),
         escape(b.repo.as_str()),
@@ -384,7 +387,7 @@ async fn build_json(app: &AppState, b: &BuildRow, path: &Path) -> Response {
                 (header::CONTENT_TYPE, "application/json"),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
-            DiskPaths::new(&app.data_dir, Some(b)).hide(&t),
+            DiskPaths::new(&app.data_dir).of_build(b).hide(&t),
         )
             .into_response(),
         Err(_) => not_found("log"),

@@ -10,51 +10,93 @@ use crate::queue::results_root;
 use crate::store::BuildRow;
 
 /// The service's directories a page's texts may name, each with the name it is shown as.
+#[derive(Clone)]
 pub struct DiskPaths {
+    /// The data directory as given and as resolved (when it differs).
+    data_dirs: Vec<String>,
     /// (absolute prefix, shown as, whether it may end inside a name), longest first.
     prefixes: Vec<(String, &'static str, bool)>,
 }
 
+/// A directory as a prefix: its path without a trailing `/`, if absolute and not the root
+/// (which would match too much).
+fn prefix_of(p: &Path) -> Option<String> {
+    let s = p.to_string_lossy();
+    let s = s.trim_end_matches('/');
+    (s.len() > 1 && s.starts_with('/')).then(|| s.to_string())
+}
+
 impl DiskPaths {
-    /// What texts about `build` (or about no build) must not show of `data_dir`.
-    pub fn new(data_dir: &Path, build: Option<&BuildRow>) -> DiskPaths {
-        let mut dirs: Vec<(std::path::PathBuf, &'static str)> = vec![];
-        if let Some(b) = build {
-            if let Some(r) = &b.result_dir {
-                dirs.push((r.clone(), "<results>"));
+    /// What texts must not show of `data_dir` (resolved once here: [`DiskPaths::of_build`]
+    /// adds a build's directories without touching the disk).
+    pub fn new(data_dir: &Path) -> DiskPaths {
+        let mut data_dirs: Vec<String> = vec![];
+        for d in [Some(data_dir.to_path_buf()), data_dir.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(s) = prefix_of(&d).filter(|s| !data_dirs.contains(s)) {
+                data_dirs.push(s);
             }
-            dirs.push((results_root(data_dir, &b.id), "<results>"));
-            dirs.push((data_dir.join("work").join(b.id.as_str()), "<work>"));
         }
-        dirs.push((data_dir.to_path_buf(), "<data_dir>"));
         let tmp = std::env::temp_dir();
-        let mut prefixes = vec![];
-        for (s, name) in [
-            (format!("{}/packetary-", tmp.display()), "<tmp>/packetary-"),
-            (
-                tmp.canonicalize()
-                    .map(|t| format!("{}/packetary-", t.display()))
-                    .unwrap_or_default(),
-                "<tmp>/packetary-",
-            ),
-        ] {
-            let s = s.replace("//", "/");
-            if s.starts_with('/') && !prefixes.iter().any(|(p, _, _)| *p == s) {
-                prefixes.push((s, name, true));
+        let mut p = DiskPaths {
+            data_dirs: data_dirs.clone(),
+            prefixes: vec![],
+        };
+        for t in [Some(tmp.clone()), tmp.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = prefix_of(&t) {
+                p.add(format!("{t}/packetary-"), "<tmp>/packetary-", true);
             }
         }
-        for (dir, name) in dirs {
-            let resolved = dir.canonicalize().ok();
-            for d in std::iter::once(dir).chain(resolved) {
-                let s = d.to_string_lossy().trim_end_matches('/').to_string();
-                // A root or relative "directory" would match too much or nothing.
-                if s.len() > 1 && s.starts_with('/') && !prefixes.iter().any(|(p, _, _)| *p == s) {
-                    prefixes.push((s, name, false));
-                }
+        for d in data_dirs {
+            p.add(d, "<data_dir>", false);
+        }
+        p
+    }
+
+    /// These paths and those of `b`'s own directories, shown relative to it: its results
+    /// (`<results>`) and its work tree (`<work>`).
+    pub fn of_build(&self, b: &BuildRow) -> DiskPaths {
+        let mut p = self.clone();
+        if let Some(r) = b.result_dir.as_deref().and_then(prefix_of) {
+            // Resolved too, when it lies under the data directory as given.
+            let resolved: Vec<String> = self
+                .data_dirs
+                .iter()
+                .skip(1)
+                .filter_map(|c| {
+                    r.strip_prefix(self.data_dirs[0].as_str())
+                        .filter(|rest| rest.starts_with('/'))
+                        .map(|rest| format!("{c}{rest}"))
+                })
+                .collect();
+            p.add(r, "<results>", false);
+            for r in resolved {
+                p.add(r, "<results>", false);
             }
         }
-        prefixes.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
-        DiskPaths { prefixes }
+        for d in &self.data_dirs {
+            let root = Path::new(d);
+            if let Some(r) = prefix_of(&results_root(root, &b.id)) {
+                p.add(r, "<results>", false);
+            }
+            if let Some(w) = prefix_of(&root.join("work").join(b.id.as_str())) {
+                p.add(w, "<work>", false);
+            }
+        }
+        p
+    }
+
+    fn add(&mut self, prefix: String, name: &'static str, open: bool) {
+        if !self.prefixes.iter().any(|(p, _, _)| *p == prefix) {
+            self.prefixes.push((prefix, name, open));
+            self.prefixes
+                .sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
+        }
     }
 
     /// `text` with each of the directories replaced by its name, where it starts a path (the
@@ -135,7 +177,7 @@ mod tests {
     #[test]
     fn data_dir_paths_become_names_and_build_paths_relative() {
         let data = Path::new("/var/lib/packetary");
-        let p = DiskPaths::new(data, None);
+        let p = DiskPaths::new(data);
         assert_eq!(
             p.hide("fetch /var/lib/packetary/mirrors/o/r.git: corrupt"),
             "fetch <data_dir>/mirrors/o/r.git: corrupt"
@@ -162,7 +204,7 @@ mod tests {
             "link /srv/p/work/{id}/src: gone; /srv/p/results/{id}/t/x-1-1/logs/build.log; /srv/p/results/other"
         );
         let b = build(&id, Some(format!("/srv/p/results/{id}/t/x-1-1").into()));
-        let p = DiskPaths::new(data, Some(&b));
+        let p = DiskPaths::new(data).of_build(&b);
         assert_eq!(
             p.hide(&text),
             "link <work>/src: gone; <results>/logs/build.log; <data_dir>/results/other"
