@@ -360,7 +360,9 @@ pub(super) fn build_story(b: &BuildRow) -> Option<&'static str> {
         }
         BuildState::Queued if b.attempts > 0 => Some("to run again after an infrastructure fault"),
         BuildState::Superseded => Some("a newer commit of its change replaced it"),
-        BuildState::Cancelled => Some("its change was closed, or the service was stopped"),
+        BuildState::Cancelled => {
+            Some("its change was closed (a pull request closed, a branch deleted)")
+        }
         _ => None,
     }
 }
