@@ -97,6 +97,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
             parallel,
             out,
             publish,
+            json: args.json,
         },
     )
     .await

@@ -99,6 +99,10 @@ pub struct BuildArgs {
     /// Where repositories live, with --publish. Default: [server] data_dir.
     #[arg(long, requires = "publish")]
     pub data_dir: Option<PathBuf>,
+    /// End with one JSON document on stdout instead of the table: each build's package,
+    /// target, result, duration_ms, cause and paths. Progress stays on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args)]

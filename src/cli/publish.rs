@@ -88,7 +88,10 @@ pub async fn run(config: Config, args: PublishArgs) -> Result<u8, CliError> {
         .map_err(infra)?;
     ensure_images(&engine, &config, std::iter::once(&target)).await?;
     let protected = protected_snapshots(&data_dir).await?;
-    publish_and_print(&engine, &data_dir, &release, &target, &packages, &protected).await
+    publish_and_print(
+        &engine, &data_dir, &release, &target, &packages, &protected, false,
+    )
+    .await
 }
 
 /// Publishes and prints the outcome; a refusal is exit status 1, a bad file 2, a fault 3.
@@ -99,22 +102,31 @@ pub async fn publish_and_print(
     target: &packetary::config::Target,
     packages: &[PathBuf],
     protected: &BTreeSet<SnapshotId>,
+    to_stderr: bool,
 ) -> Result<u8, CliError> {
     let where_ = format!("{}/{}", release.name, target.name);
+    // `build --json` keeps stdout for its one JSON document.
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     match repos::publish_release(engine, data_dir, release, target, packages, protected).await {
         Ok(Published::Snapshot { id, added }) => {
-            println!(
+            say(format!(
                 "published {} package(s) into {where_}, snapshot {id}: {}",
                 added.len(),
                 added.join(" ")
-            );
+            ));
             Ok(0)
         }
         Ok(Published::Unchanged { id }) => {
-            println!(
+            say(format!(
                 "unchanged: every package is already published in {where_} with the same contents{}",
                 id.map(|i| format!(" (snapshot {i})")).unwrap_or_default()
-            );
+            ));
             Ok(0)
         }
         Err(e @ repos::PublishError::Refused(_)) => {
@@ -150,6 +162,7 @@ pub async fn publish_reports(
     release: &Release,
     data_dir: Option<&std::path::Path>,
     reports: &[packetary::executor::BuildReport],
+    to_stderr: bool,
 ) -> Result<u8, CliError> {
     use packetary::model::Outcome;
     let data_dir = absolute(data_dir.unwrap_or(&config.server.data_dir)).map_err(usage)?;
@@ -171,7 +184,10 @@ pub async fn publish_reports(
             continue;
         };
         code = code.max(
-            publish_and_print(&engine, &data_dir, release, target, &packages, &protected).await?,
+            publish_and_print(
+                &engine, &data_dir, release, target, &packages, &protected, to_stderr,
+            )
+            .await?,
         );
     }
     Ok(code)

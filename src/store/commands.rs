@@ -14,7 +14,58 @@ pub struct StoredCommand {
     pub attempts: i64,
 }
 
+/// A command as the commit page shows it: who asked what, and what became of it.
+#[derive(Debug, Clone)]
+pub struct CommandRow {
+    pub repo: RepoId,
+    pub pr_number: Option<u64>,
+    pub user: String,
+    /// `rebuild` or `approve`, with what it named (package and target, or the commit).
+    pub command: String,
+    pub package: Option<String>,
+    pub target: Option<String>,
+    pub commit_prefix: Option<String>,
+    /// `new`, `trusted`, `done`, `refused`, `failed`.
+    pub state: String,
+    pub message: Option<String>,
+    pub created_at: Millis,
+}
+
 impl Store {
+    /// The commands bound to `sha` (a rebuild of it, an approval carried out for it), newest
+    /// first, at most `limit` (index `commands_by_head`, migration 0016).
+    pub async fn commands_of_commit(
+        &self,
+        sha: &CommitSha,
+        limit: i64,
+    ) -> Result<Vec<CommandRow>, StoreError> {
+        let head = sha.as_str();
+        let rows = sqlx::query!(
+            "SELECT repo, pr_number, user, command, package, target, commit_prefix, state, message, created_at
+             FROM commands WHERE head_sha = ? ORDER BY id DESC LIMIT ?",
+            head,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(CommandRow {
+                    repo: RepoId::parse(&r.repo)?,
+                    pr_number: r.pr_number.map(|n| n as u64),
+                    user: r.user,
+                    command: r.command,
+                    package: r.package,
+                    target: r.target,
+                    commit_prefix: r.commit_prefix,
+                    state: r.state,
+                    message: r.message,
+                    created_at: Millis(r.created_at),
+                })
+            })
+            .collect()
+    }
+
     /// The oldest command to handle now (not one waiting for a retry).
     pub async fn next_command(&self) -> Result<Option<StoredCommand>, StoreError> {
         let now = Millis::now().0;

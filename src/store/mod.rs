@@ -47,13 +47,13 @@ use sqlx::{Sqlite, SqlitePool};
 
 use crate::model::{BuildState, ChangeKind, InvalidName, ReportState};
 
-pub use commands::StoredCommand;
+pub use commands::{CommandRow, StoredCommand};
 pub use deliveries::Inbound;
 pub use phases::PhaseRow;
 pub use reports::ReportRow;
 pub use repos::PublicationRow;
 pub use rows::{BuildRow, EarlyFailure, NewBuild};
-pub use triggers::{StoredTrigger, TriggerState};
+pub use triggers::{StoredTrigger, TriggerOrigin, TriggerState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -54,6 +54,17 @@ pub struct StoredTrigger {
     pub supersedes: bool,
 }
 
+/// Where a trigger came from.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerOrigin {
+    /// The forge's delivery that brought it; `None` for one the service made itself (a
+    /// `/packetary rebuild`).
+    pub delivery: Option<String>,
+    /// That delivery's event (`push`, `pull_request`, `patchset-created`, ...), while the
+    /// delivery is remembered.
+    pub event: Option<String>,
+}
+
 /// A `triggers` row as SQLite holds it; checked into a `StoredTrigger` by `TryFrom`. Read
 /// with [`trigger_rows!`].
 struct TriggerRecord {
@@ -198,6 +209,46 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(StoredTrigger::try_from).collect()
+    }
+
+    /// The triggers of `sha` in any repository, newest first, at most `limit`, each with
+    /// where it came from: the commit page, where its statuses link, shows how they came
+    /// about (index `triggers_by_head`, migration 0016).
+    pub async fn triggers_of_commit(
+        &self,
+        sha: &CommitSha,
+        limit: i64,
+    ) -> Result<Vec<(StoredTrigger, TriggerOrigin)>, StoreError> {
+        let head = sha.as_str();
+        let rows = trigger_rows!(
+            "FROM triggers WHERE head_sha = ? ORDER BY id DESC LIMIT ?",
+            head,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let origins = sqlx::query!(
+            r#"SELECT t.id AS "id!", t.delivery, d.event AS "event?"
+               FROM triggers t LEFT JOIN deliveries d ON d.id = t.delivery
+               WHERE t.head_sha = ?"#,
+            head,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let st = StoredTrigger::try_from(r)?;
+                let origin = origins
+                    .iter()
+                    .find(|o| o.id == st.id.0)
+                    .map(|o| TriggerOrigin {
+                        delivery: o.delivery.clone(),
+                        event: o.event.clone(),
+                    })
+                    .unwrap_or_default();
+                Ok((st, origin))
+            })
+            .collect()
     }
 
     pub async fn set_trigger_state(

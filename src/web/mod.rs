@@ -3,9 +3,11 @@
 //! and answered; building happens in the queue, never on the request path.
 
 pub mod access;
+mod commit;
 mod html;
 pub mod listener;
 mod pages;
+mod paths;
 mod repos;
 
 use std::path::PathBuf;

@@ -10,12 +10,13 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{escape, not_found, seg, send_file};
+use super::paths::DiskPaths;
 use super::{text, AppState};
 use crate::model::BuildState;
 use crate::model::{BuildId, CommitSha};
 use crate::store::BuildRow;
 
-fn page(title: &str, body: &str) -> Html<String> {
+pub(super) fn page(title: &str, body: &str) -> Html<String> {
     page_with(title, body, "")
 }
 
@@ -85,7 +86,7 @@ pub struct IndexQuery {
 }
 
 /// Builds one index page lists at most.
-const PAGE_BUILDS: i64 = 200;
+pub(super) const PAGE_BUILDS: i64 = 200;
 
 pub async fn index(
     State(app): State<AppState>,
@@ -93,62 +94,89 @@ pub async fn index(
     Query(q): Query<IndexQuery>,
 ) -> Response {
     let commit = q.commit.as_deref().and_then(|c| CommitSha::parse(c).ok());
-    // A commit's builds are asked for by commit: the latest 200 may not reach back to it.
-    let builds = match &commit {
-        Some(c) => app.store.builds_of_commit(c, PAGE_BUILDS).await,
-        None => app.store.recent_builds(PAGE_BUILDS).await,
-    };
-    let builds = match builds {
+    // A commit's page is where its aggregate status links: how every status came about.
+    if let Some(c) = &commit {
+        return super::commit::commit_page(&app, &headers, c).await;
+    }
+    let builds = match app.store.recent_builds(PAGE_BUILDS).await {
         Ok(b) => b,
         Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     };
     let builds: Vec<&BuildRow> = builds
         .iter()
-        .filter(|b| commit.as_ref().is_none_or(|c| *c == b.commit))
         .filter(|b| app.access.may_see(&b.repo, &headers))
         .collect();
-    let mut body = String::new();
-    match &commit {
-        Some(c) => {
-            let _ = write!(
-                body,
-                "<h1>Builds of commit <code>{}</code></h1>",
-                escape(c.as_str())
-            );
-        }
-        None => body.push_str("<h1>Recent builds</h1>"),
-    }
+    let mut body = String::from("<h1>Recent builds</h1>");
     if builds.is_empty() {
         body.push_str("<p>No builds yet.</p>");
     } else {
-        body.push_str("<table><thead><tr><th>Build</th><th>Repository</th><th>Commit</th><th>Package</th><th>Target</th><th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
-        for b in &builds {
-            let _ = write!(
-                body,
-                "<tr><td><a href=\"/builds/{}\">{}</a></td><td>{}</td><td><a href=\"/?commit={}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                seg(b.id.as_str()),
-                escape(b.id.as_str()),
-                escape(b.repo.as_str()),
-                seg(b.commit.as_str()),
-                escape(b.commit.short()),
-                escape(&b.package),
-                escape(b.target.as_str()),
-                state_cell(b.state),
-                escape(b.message.as_deref().unwrap_or("")),
-                escape(&b.created_at.rfc3339()),
-            );
-        }
-        body.push_str("</tbody></table>");
-    }
-    if commit.is_some() {
-        // A commit's page is where its aggregate status links: its packages' repositories.
-        let mut published = Vec::new();
-        for b in &builds {
-            published.extend(app.store.publications(&b.id).await.unwrap_or_default());
-        }
-        body.push_str(&super::repos::publications_html(&published));
+        body.push_str(&builds_table(&app.data_dir, &builds, false));
     }
     page("Builds", &body).into_response()
+}
+
+/// A table of builds, each linking its page and its commit's; `plan` adds what the commit
+/// page shows of the plan (stage, spec, the trigger that planned it, and why a build is
+/// where it is). Messages show no path of the service's disk.
+pub(super) fn builds_table(data_dir: &Path, builds: &[&BuildRow], plan: bool) -> String {
+    let mut body =
+        String::from("<table><thead><tr><th>Build</th><th>Repository</th><th>Commit</th>");
+    if plan {
+        body.push_str("<th>Stage</th>");
+    }
+    body.push_str("<th>Package</th><th>Target</th>");
+    if plan {
+        body.push_str("<th>Spec</th><th>Planned by</th>");
+    }
+    body.push_str("<th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
+    let paths = DiskPaths::new(data_dir);
+    for b in builds {
+        let message = paths.of_build(b).hide(b.message.as_deref().unwrap_or(""));
+        let mut message = super::commit::with_commit_links(&message);
+        if plan {
+            if let Some(why) = super::commit::build_story(b) {
+                if !message.is_empty() {
+                    message.push_str(" — ");
+                }
+                message.push_str(why);
+            }
+        }
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/builds/{}\">{}</a></td><td>{}</td><td><a href=\"/?commit={}\"><code>{}</code></a></td>",
+            seg(b.id.as_str()),
+            escape(b.id.as_str()),
+            escape(b.repo.as_str()),
+            seg(b.commit.as_str()),
+            escape(b.commit.short()),
+        );
+        if plan {
+            let _ = write!(body, "<td>{}</td>", b.stage + 1);
+        }
+        let _ = write!(
+            body,
+            "<td>{}</td><td>{}</td>",
+            escape(&b.package),
+            escape(b.target.as_str())
+        );
+        if plan {
+            let _ = write!(
+                body,
+                "<td><code>{}</code></td><td><a href=\"#trigger-{1}\">trigger {1}</a></td>",
+                escape(&b.spec_path),
+                b.trigger_id.0
+            );
+        }
+        let _ = write!(
+            body,
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            state_cell(b.state),
+            message,
+            escape(&b.created_at.rfc3339()),
+        );
+    }
+    body.push_str("</tbody></table>");
+    body
 }
 
 /// The build `id`, if the request may see its repository.
@@ -203,7 +231,8 @@ pub async fn build(
          <tr><th>Message</th><td>{}</td></tr>\
          <tr><th>Phase</th><td>{}</td></tr>\
          <tr><th>Repository</th><td>{}</td></tr>\
-         <tr><th>Commit</th><td><a href=\"/?commit={}\"><code>{}</code></a></td></tr>\
+         <tr><th>Commit</th><td><a href=\"/?commit={}\"><code>{}</code></a> \
+         (<a href=\"/?commit={}#trigger-{}\">how it was planned</a>)</td></tr>\
          <tr><th>Ref</th><td><code>{}</code></td></tr>\
          <tr><th>Spec</th><td><code>{}</code></td></tr>\
          <tr><th>Build id</th><td><code>{}</code></td></tr>\
@@ -214,11 +243,17 @@ pub async fn build(
         escape(&b.package),
         escape(b.target.as_str()),
         state_cell(b.state),
-        escape(b.message.as_deref().unwrap_or("")),
+        super::commit::with_commit_links(
+            &DiskPaths::new(&app.data_dir)
+                .of_build(&b)
+                .hide(b.message.as_deref().unwrap_or(""))
+        ),
         escape(b.phase.as_deref().unwrap_or("")),
         escape(b.repo.as_str()),
         seg(b.commit.as_str()),
         escape(b.commit.as_str()),
+        seg(b.commit.as_str()),
+        b.trigger_id.0,
         escape(&b.ref_name),
         escape(&b.spec_path),
         escape(b.id.as_str()),
@@ -324,12 +359,39 @@ pub async fn log(
     let Some(path) = logs_dir(&b).and_then(|d| contained(&d, &name)) else {
         return not_found("log");
     };
+    if name == "build.json" {
+        return build_json(&app, &b, &path).await;
+    }
     let ct = if name.ends_with(".json") {
         "application/json"
     } else {
         "text/plain; charset=utf-8"
     };
     send_file(&path, ct, false).await
+}
+
+/// Largest `build.json` served with its paths rewritten (the service writes it: a few KiB).
+const BUILD_JSON_MAX: u64 = 4 << 20;
+
+/// A build's `build.json` as a page shows it: its paths of the service's disk (results
+/// directory, packages, logs) relative to the build (see [`DiskPaths`]).
+async fn build_json(app: &AppState, b: &BuildRow, path: &Path) -> Response {
+    let text = match tokio::fs::metadata(path).await {
+        Ok(m) if m.len() <= BUILD_JSON_MAX => tokio::fs::read_to_string(path).await,
+        Ok(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "build.json is too large"),
+        Err(e) => Err(e),
+    };
+    match text {
+        Ok(t) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            DiskPaths::new(&app.data_dir).of_build(b).hide(&t),
+        )
+            .into_response(),
+        Err(_) => not_found("log"),
+    }
 }
 
 /// A running build's log, from the runner: its last [`LIVE_LOG_BYTES`], reloading.
