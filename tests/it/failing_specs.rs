@@ -40,7 +40,7 @@ fn summary(backend: Backend, case: &str, phase: &str) -> String {
         .find(|l| l.starts_with("FAILED  "))
         .unwrap_or_else(|| panic!("no FAILED line: {}", r.all()));
     let (_, summary) = line
-        .split_once(&format!(": {phase} phase failed: "))
+        .split_once(&format!("  {phase} phase failed: "))
         .unwrap_or_else(|| panic!("not a {phase} phase failure: {line}\n{}", r.all()));
     for progress in [
         "Building target platforms",
