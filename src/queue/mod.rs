@@ -26,6 +26,7 @@ mod poll;
 mod publish;
 mod quota;
 mod report;
+pub use report::paths;
 mod retry;
 mod reuse;
 mod runner;
@@ -214,6 +215,7 @@ impl Queue {
             wakes: wakes.clone(),
             retry_at: poll::DueAt::now(),
             delivered: Default::default(),
+            paths: paths::DiskPaths::new(&cfg.data_dir),
         });
         Queue {
             store: ports.store,

@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::html::{escape, seg};
 use super::pages::{builds_table, page, PAGE_BUILDS};
-use super::paths::DiskPaths;
 use super::{text, AppState};
 use crate::model::{BuildState, ChangeKind, CommitSha, ForgeKind, RepoId, Trigger};
+use crate::queue::paths::DiskPaths;
 use crate::store::{BuildRow, CommandRow, ReportRow, StoredTrigger, TriggerOrigin, TriggerState};
 
 /// Triggers and commands one commit page lists at most.

@@ -7,7 +7,6 @@ mod commit;
 mod html;
 pub mod listener;
 mod pages;
-mod paths;
 mod repos;
 
 use std::path::PathBuf;

@@ -10,10 +10,10 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::html::{escape, not_found, seg, send_file};
-use super::paths::DiskPaths;
 use super::{text, AppState};
 use crate::model::BuildState;
 use crate::model::{BuildId, CommitSha};
+use crate::queue::paths::DiskPaths;
 use crate::store::BuildRow;
 
 pub(super) fn page(title: &str, body: &str) -> Html<String> {

@@ -90,6 +90,26 @@ fn linked_page(t: &QueueTester, head: char, context: &str) -> String {
         .to_string()
 }
 
+/// Nothing the forge was sent names a path of the service's disk: the statuses say
+/// `<data_dir>/...` instead (`expected`, when given, is a text one of them must hold).
+fn assert_the_forge_saw_no_path(t: &QueueTester, expected: Option<&str>) {
+    let data = data_dir(t);
+    let delivered = t.forge.delivered.lock().expect("lock");
+    for r in delivered.iter() {
+        let texts = std::iter::once(r.description.as_str())
+            .chain(r.builds.iter().filter_map(|b| b.message.as_deref()));
+        for text in texts {
+            assert!(!text.contains(&data), "sent to the forge: {text}");
+        }
+    }
+    if let Some(e) = expected {
+        assert!(
+            delivered.iter().any(|r| r.description.contains(e)),
+            "no status says {e}: {delivered:#?}"
+        );
+    }
+}
+
 /// The service's data directory as pages must never show it.
 fn data_dir(t: &QueueTester) -> String {
     t.dir().join("data").display().to_string()
@@ -141,6 +161,7 @@ async fn a_failed_planning_links_to_a_page_with_its_error_and_the_fix() {
         !html.contains(&data_dir(&t)),
         "the page shows the data directory:\n{html}"
     );
+    assert_the_forge_saw_no_path(&t, Some("<data_dir>/mirrors/github/o/r.git"));
 }
 
 #[tokio::test]
@@ -191,6 +212,7 @@ async fn a_failed_build_s_pages_show_no_path_of_the_data_directory() {
         "{}",
         page.body
     );
+    assert_the_forge_saw_no_path(&t, Some("cannot open <data_dir>/"));
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::forge::Forge;
+use crate::model::Report;
 use crate::store::{Millis, ReportId, ReportRow, Store};
 
 use super::super::failpoint;
@@ -35,6 +36,9 @@ pub(in crate::queue) struct Outbox {
     /// from the store just after its transaction committed, and then handed over too, is
     /// not delivered twice.
     pub delivered: Mutex<HashMap<ReportId, i64>>,
+    /// The service's directories, which a forge never sees: a message naming a path under
+    /// them is delivered with the path shown as the pages show it.
+    pub paths: super::paths::DiskPaths,
 }
 
 /// Deliveries remembered against a second hand-over; the race it guards lasts
@@ -59,6 +63,18 @@ impl Handoff {
 }
 
 impl Outbox {
+    /// `report` as the forge gets it: its texts without a path of the service's disk.
+    fn shown(&self, report: &Report) -> Report {
+        let mut r = report.clone();
+        r.description = self.paths.hide(&r.description);
+        for b in &mut r.builds {
+            if let Some(m) = &b.message {
+                b.message = Some(self.paths.hide(m));
+            }
+        }
+        r
+    }
+
     /// The outbox loop's step: delivers what was handed over, and what the store says is
     /// due when nothing was or a retry's time has come; a full batch means more are, now.
     /// Later retries are on the alarm (set as each failure is stored).
@@ -104,7 +120,7 @@ impl Outbox {
                 continue;
             }
             let _delivery = failpoint::Delivery::begin().await;
-            match self.forge.deliver(&row.report).await {
+            match self.forge.deliver(&self.shown(&row.report)).await {
                 Ok(d) => {
                     tracing::debug!(context = %row.report.context, sha = %row.report.sha, state = row.report.state.as_str(), forge_ref = ?d.forge_ref, "status delivered");
                     store
