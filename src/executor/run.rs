@@ -42,6 +42,9 @@ pub(crate) struct Run {
     /// (see `backend::NET_TOKEN_ENV`); taken once the network has been given, so that
     /// nothing left running asks again.
     pub net_token: Option<String>,
+    /// Whether the container can be given the network (it was made with a network
+    /// sandbox); a request for it from one that cannot is [`Stop::NeedsNetwork`].
+    pub net_capable: bool,
 }
 
 /// Why a build stopped before its end.
@@ -49,6 +52,9 @@ pub(crate) enum Stop {
     Failed(Failure, String),
     Infra(InfraError),
     Cancelled,
+    /// The dependency phase asked for the network in a container made without a network
+    /// sandbox: the build starts again in one with it.
+    NeedsNetwork,
 }
 
 pub(crate) fn infra(msg: String) -> Stop {
@@ -232,7 +238,19 @@ impl Run {
             oom_kills: 0,
             results: vec![],
             net_token: None,
+            net_capable: false,
         }
+    }
+
+    /// Back to the prepare phase, for a new container: what the phases of the last one
+    /// timed is forgotten (its logs are written again), `state.log` keeps it.
+    pub fn restart(&mut self) {
+        self.phases.clear();
+        self.nevr = None;
+        self.results.clear();
+        self.oom_kills = 0;
+        self.net_token = None;
+        self.begin(Phase::Prepare);
     }
 
     pub fn logs_dir(&self) -> PathBuf {

@@ -202,8 +202,12 @@ impl Scheduler {
         let report = match self.prepare(&b, &src, &out_root).await {
             Ok(mut req) => 'run: {
                 // The build's inputs, read once: the key of build avoidance and, carried by
-                // the request, the record its `build.json` keeps.
-                match self.runner.inputs(&req).await {
+                // the request, the record its `build.json` keeps. Meanwhile, any container an
+                // earlier attempt left behind is removed: a create request in flight when the
+                // service was killed completes after the start-up cleanup.
+                let (inputs, ()) =
+                    tokio::join!(self.runner.inputs(&req), self.runner.cleanup(&b.id));
+                match inputs {
                     Ok(Some(inputs)) => {
                         // Build avoidance: the same inputs as a succeeded build, its results.
                         if inputs.reusable() {
@@ -225,9 +229,6 @@ impl Scheduler {
                     }
                 }
                 let (tx, progress) = self.progress_forwarder(&b.id);
-                // An earlier attempt may have left a container behind: a create request in
-                // flight when the service was killed completes after the start-up cleanup.
-                self.runner.cleanup(&b.id).await;
                 let report = self.runner.run(req, tx, cancel.clone()).await;
                 let _ = progress.await;
                 Ok(report)
