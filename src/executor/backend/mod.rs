@@ -125,6 +125,10 @@ const SPEC_SCAN_MAX: u64 = 1 << 20;
 /// the word is caught when the phase asks for the network (`Stop::NeedsNetwork`).
 pub async fn may_name_build_deps(path: &Path) -> bool {
     use tokio::io::AsyncReadExt;
+    // Not a regular file (a FIFO would never end): nothing to read.
+    if !tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file()) {
+        return true;
+    }
     let Ok(f) = tokio::fs::File::open(path).await else {
         return true;
     };
@@ -243,6 +247,7 @@ mod tests {
         let long = case("long.spec", &vec![b'x'; (SPEC_SCAN_MAX + 1) as usize]);
         assert!(may_name_build_deps(&long).await);
         assert!(may_name_build_deps(&d.path().join("missing.spec")).await);
+        assert!(may_name_build_deps(d.path()).await);
     }
 
     pub(super) fn target(name: &str) -> Target {
