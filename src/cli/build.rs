@@ -13,13 +13,19 @@ use packetary::config::Config;
 use packetary::docker::Engine;
 use packetary::model::{ChangeKind, CommitSha, ForgeKind, RepoId, Trigger};
 use packetary::plan;
-use packetary::queue::{SourceError, SourceProvider};
+use packetary::queue::{local, SourceError, SourceProvider};
 use packetary::spec::{SpecCache, SpecOracle};
 
 use super::staged::{self, Staged};
 use super::{absolute, extra_repos, infra, progress_line, usage, BuildArgs, CliError};
 
 pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
+    // Made while the directory is planned, as the connection to Docker.
+    let store = local::TempStore::open_ahead();
+    let connecting = {
+        let host = config.docker_host.clone();
+        tokio::spawn(async move { Engine::connect(host.as_deref()).await })
+    };
     let targets = config.select_targets(&args.targets).map_err(usage)?;
     let out = args.out.clone().unwrap_or_else(|| config.out_dir.clone());
     let out = absolute(&out).map_err(usage)?;
@@ -51,24 +57,31 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         None => None,
     };
     let parallel = args.parallel.unwrap_or(config.parallel).max(1);
-    let engine = Engine::connect(config.docker_host.as_deref())
-        .await
-        .map_err(infra)?;
-    // One package has nothing to be ordered after: rpm is not asked.
-    let oracle = (packages.len() > 1 && !args.git_opts.no_spec).then(|| {
+    // One package has nothing to be ordered after: rpm is not asked, and Docker is
+    // needed only once it is planned.
+    let mut connecting = Some(connecting);
+    let asked = if packages.len() > 1 && !args.git_opts.no_spec {
+        let engine = connected(connecting.take()).await?;
+        super::ensure_images(&engine, &config, targets.iter()).await?;
+        Some(engine)
+    } else {
+        None
+    };
+    let oracle = asked.as_ref().map(|engine| {
         SpecOracle::with_engine(
             SpecCache::new(super::plan::cache_dir(&args.git_opts).join("specs")),
             engine.clone(),
         )
     });
-    if oracle.is_some() {
-        super::ensure_images(&engine, &config, targets.iter()).await?;
-    }
     let selected: BTreeMap<_, _> = targets
         .iter()
         .map(|t| (t.name.clone(), t.clone()))
         .collect();
     let plan = plan::plan_dir(&packages, &selected, oracle.as_ref()).await;
+    let engine = match asked {
+        Some(e) => e,
+        None => connected(connecting).await?,
+    };
     for n in &plan.notices {
         progress_line(&format!("note: {n}"));
     }
@@ -88,6 +101,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     staged::run(
         &config,
         Staged {
+            store,
             trigger: trigger(&root).map_err(infra)?,
             builds: staged::builds_of(&plan, None, true),
             after: staged::after_of(&plan),
@@ -101,6 +115,21 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
         },
     )
     .await
+}
+
+/// The Docker connection started at the command's start.
+async fn connected(
+    connecting: Option<tokio::task::JoinHandle<Result<Engine, packetary::docker::InfraError>>>,
+) -> Result<Engine, CliError> {
+    let Some(connecting) = connecting else {
+        return Err(infra(anyhow::anyhow!(
+            "the Docker connection was taken twice"
+        )));
+    };
+    connecting
+        .await
+        .map_err(|e| infra(anyhow::anyhow!("connecting to Docker: {e}")))?
+        .map_err(infra)
 }
 
 /// The directory as a change of the local forge: its "commit" is a digest of its path

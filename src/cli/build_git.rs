@@ -8,6 +8,7 @@ use std::sync::Arc;
 use packetary::config::Config;
 use packetary::docker::Engine;
 use packetary::model::{ChangeKind, ForgeKind, RepoId, TargetName, Trigger};
+use packetary::queue::local;
 use packetary::queue::source::PathSource;
 
 use super::plan::{make_plan, write_plan};
@@ -15,6 +16,8 @@ use super::staged::{self, Staged};
 use super::{absolute, extra_repos, infra, usage, BuildArgs, CliError, EXIT_FAILED, EXIT_USAGE};
 
 pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
+    // Made while the change is planned.
+    let store = local::TempStore::open_ahead();
     let git = args.git.clone().unwrap_or_default();
     let [repo, range] = git.as_slice() else {
         return Err(usage(anyhow::anyhow!("--git needs REPO and RANGE")));
@@ -56,6 +59,7 @@ pub async fn run(config: Config, args: BuildArgs) -> Result<u8, CliError> {
     let mut code = staged::run(
         &config,
         Staged {
+            store,
             trigger: Trigger {
                 repo: RepoId::new(ForgeKind::Local, "cli").map_err(infra)?,
                 clone_url: repo.clone(),

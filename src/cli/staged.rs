@@ -29,6 +29,8 @@ use super::{
 
 /// A plan's builds and where they run.
 pub struct Staged {
+    /// The temporary store, opened at the command's start.
+    pub store: local::OpeningStore,
     pub trigger: Trigger,
     pub builds: Vec<PlannedBuild>,
     /// Package → the packages of the plan it builds against (by name), for the stages
@@ -72,14 +74,19 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
     for t in targets.values_mut() {
         t.repos.extend(s.extra_repos.iter().cloned());
     }
-    ensure_images(
-        &s.engine,
-        config,
-        s.builds
-            .iter()
-            .filter_map(|b| config.targets.get(&b.target)),
-    )
-    .await?;
+    // Both ask Docker, independently: at once.
+    let executor = Executor::new(s.engine);
+    let (ensured, reaped) = tokio::join!(
+        ensure_images(
+            executor.engine(),
+            config,
+            s.builds
+                .iter()
+                .filter_map(|b| config.targets.get(&b.target)),
+        ),
+        executor.reap_orphans()
+    );
+    ensured?;
     std::fs::create_dir_all(&s.out)
         .with_context(|| format!("cannot create the output directory {}", s.out.display()))
         .map_err(infra)?;
@@ -93,8 +100,7 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
         s.parallel,
         s.out.display()
     ));
-    let executor = Executor::new(s.engine);
-    match executor.reap_orphans().await {
+    match reaped {
         Ok(0) => {}
         Ok(n) => progress_line(&format!(
             "removed {n} build container(s) left by killed runs"
@@ -106,6 +112,7 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
     let (tx, printer) = spawn_progress_printer(started);
     let ctrl_c = spawn_interrupt_watch(cancel.clone());
     let ended = local::run(LocalRun {
+        store: s.store,
         trigger: s.trigger,
         builds: s.builds,
         targets,

@@ -28,6 +28,7 @@ impl Executor {
         logs: &mut Logs,
     ) -> Result<(), Stop> {
         let code = self.run_steps(run, id, stream, steps, nonce, logs).await?;
+        tracing::debug!(build = %run.req.id, code, "driver ended");
         if code != 0 {
             let stop = self.classify(run, id, code).await;
             // The phase's failure is the build's; refusals are noted by `take_results`.
@@ -171,6 +172,9 @@ impl Executor {
                     // behind (a scriptlet's, as root: it can read the token from
                     // `/proc/1/environ`) cannot get it for the build.
                     run.net_token = None;
+                    if !run.net_capable {
+                        return Err(Stop::NeedsNetwork);
+                    }
                     net_given = true;
                     logs.note("packetary: network given to the dependency phase")
                         .await;

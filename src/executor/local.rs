@@ -79,15 +79,16 @@ impl Executor {
     /// [`super::provenance`]): its image's id looked up, its package hashed, each
     /// repository's snapshot read.
     pub async fn inputs(&self, req: &BuildRequest) -> Result<Provenance, InputsError> {
-        let image_id = self
-            .engine
-            .image_id(&req.target.image)
-            .await
-            .map_err(|source| InputsError::Image {
-                image: req.target.image.clone(),
-                source,
-            })?;
-        provenance::of_request(req, image_id).await
+        // The image's id is asked of Docker while the files are hashed.
+        let (image_id, recorded) = tokio::join!(
+            self.engine.image_id(&req.target.image),
+            provenance::of_request(req, None)
+        );
+        let image_id = image_id.map_err(|source| InputsError::Image {
+            image: req.target.image.clone(),
+            source,
+        })?;
+        Ok(recorded?.with_image_id(image_id))
     }
 
     /// Runs one build to its end. Its record is `req.inputs` when given (read once, before,
@@ -121,8 +122,10 @@ impl Executor {
                     let inputs = self.inputs(&run.req).await.map_err(|e| infra(e.to_string()))?;
                     run.provenance = Some(inputs);
                 }
-                keep_inputs(&run).await?;
-                self.phases(&mut run).await
+                tracing::debug!(build = %run.req.id, "inputs read");
+                // The copy is made while the container is prepared.
+                let keeping = keep_inputs(&run);
+                tokio::try_join!(keeping, self.phases(&mut run)).map(|_| ())
             } => r,
             () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
             () = cancel.cancelled() => Err(Stop::Cancelled),
@@ -211,6 +214,7 @@ impl Executor {
                 tracing::error!(container = %id, "could not remove build container: {e}");
             }
         }
+        tracing::debug!(build = %run.req.id, "container removed");
         let outcome = match result {
             Ok(()) => {
                 if run.phase != Phase::Collect {
@@ -234,6 +238,9 @@ impl Executor {
                 run.end(false);
                 match stop {
                     Stop::Cancelled => Outcome::Cancelled,
+                    Stop::NeedsNetwork => Outcome::Error {
+                        message: "the dependency phase asked for the network, which its container could not have".into(),
+                    },
                     Stop::Infra(e) => Outcome::Error { message: e.0 },
                     Stop::Failed(failure, detail) => {
                         let log = run.final_dir().join("logs").join(phase.log_name());
@@ -341,6 +348,53 @@ impl Executor {
         // it holds, and gives it back (see `follow`).
         let online = network || (script.deps.is_some() && backend::deps_online(&target));
         let gated = online && script.offline_build;
+        // A gated build whose spec names no build dependency starts in a container that can
+        // have no network at all: Docker then makes no network sandbox, which is most of
+        // what a start costs (see README, "Benchmarks"). Should its dependency phase ask for
+        // the network all the same (a macro that spells BuildRequires), the build starts
+        // again in a container that can have it.
+        let mut capable =
+            online && (!gated || backend::may_name_build_deps(&run.req.package.spec).await);
+        let prepared = Prepared {
+            image,
+            mounts,
+            script: &script,
+            spec_name: &spec_name,
+            mount_inputs,
+            repos: &container_repos,
+            gated,
+        };
+        loop {
+            match self.attempt(run, &prepared, capable, &mut logs).await {
+                Err(Stop::NeedsNetwork) if !capable => {
+                    if let Some(id) = run.container.clone() {
+                        self.engine.remove(&id).await.map_err(Stop::Infra)?;
+                        run.container = None;
+                    }
+                    run.restart();
+                    logs =
+                        Logs::open(&run.logs_dir(), true, run.req.target.limits.log_bytes).await?;
+                    logs.note("packetary: the dependency phase asked for the network, which the first container could not have (the spec names no BuildRequires, yet a macro gave some): the build starts again in one that can")
+                        .await;
+                    capable = true;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Creates the build's container (with a network sandbox when `capable`, for a
+    /// dependency phase that may ask for the network), puts its inputs in, starts it and
+    /// follows its phases.
+    async fn attempt(
+        &self,
+        run: &mut Run,
+        p: &Prepared<'_>,
+        capable: bool,
+        logs: &mut Logs,
+    ) -> Result<(), Stop> {
+        let target = run.req.target.clone();
+        let script = p.script;
         let mut steps: Vec<(Phase, &str)> = vec![(Phase::Srpm, script.srpm.as_str())];
         if let Some(deps) = &script.deps {
             steps.push((Phase::Deps, deps.as_str()));
@@ -358,15 +412,18 @@ impl Executor {
                 .map(|p| p.source_date_epoch)
                 .unwrap_or_default()
         ));
-        if gated {
+        // Also in a container that cannot have the network: the dependency phase's request
+        // is then what starts the build again in one that can.
+        if p.gated {
             let token = format!("{:032x}", rand::random::<u128>());
             env.push(format!("{}={token}", backend::NET_TOKEN_ENV));
             run.net_token = Some(token);
         }
+        run.net_capable = capable;
 
         let spec = docker::ContainerSpec {
             name: format!("packetary-{}", run.req.id),
-            image,
+            image: p.image.clone(),
             cmd: Some(cmd),
             labels: [
                 (LABEL_BUILD.to_string(), run.req.id.to_string()),
@@ -376,12 +433,12 @@ impl Executor {
             .into_iter()
             .chain([(docker::LABEL_NONCE.to_string(), nonce.clone())])
             .collect(),
-            mounts,
+            mounts: p.mounts.clone(),
             env,
             memory_bytes: target.limits.memory_bytes,
             nano_cpus: target.limits.cpus.map(|c| (c * 1e9) as i64),
             pids: Some(target.limits.pids),
-            network: online,
+            network: capable,
             cap_add: script.cap_add.clone(),
             security_opt: script.security_opt.clone(),
             user: None,
@@ -396,30 +453,35 @@ impl Executor {
             target.limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
             target.limits.pids,
             humantime::format_duration(target.limits.timeout),
-            if container_repos.is_empty() { "none".to_string() } else { container_repos.iter().map(|r| format!("{}={}", r.name, crate::model::redact(&r.url))).collect::<Vec<_>>().join(" ") },
+            if p.repos.is_empty() { "none".to_string() } else { p.repos.iter().map(|r| format!("{}={}", r.name, crate::model::redact(&r.url))).collect::<Vec<_>>().join(" ") },
         ))
         .await;
         let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
+        tracing::debug!(build = %run.req.id, network = capable, "container created");
         run.set_container(&id);
-        // The inputs go in while the output is attached: both before the start.
+        // Before the start, all at once: the inputs go in, the output is attached, and a
+        // container made on the bridge is taken off it.
         let t0 = std::time::Instant::now();
         let upload = async {
-            if mount_inputs {
+            if p.mount_inputs {
                 return Ok(vec![]);
             }
             inputs::upload(
                 &self.engine,
                 &id,
                 &run.req.package,
-                &spec_name,
+                p.spec_name,
                 &script.files,
             )
             .await
         };
-        if gated {
-            self.engine.disconnect_all(&id).await.map_err(Stop::Infra)?;
-        }
-        let (left_out, attached) = tokio::join!(upload, self.engine.attach(&id));
+        let offline = async {
+            if p.gated && capable {
+                self.engine.disconnect_all(&id).await?;
+            }
+            Ok::<(), InfraError>(())
+        };
+        let (left_out, attached, offline) = tokio::join!(upload, self.engine.attach(&id), offline);
         let left_out = left_out.map_err(Stop::Infra)?;
         tracing::debug!(build = %run.req.id, elapsed = ?t0.elapsed(), "inputs uploaded");
         for what in left_out {
@@ -427,20 +489,41 @@ impl Executor {
                 .await;
         }
         let stream = attached.map_err(Stop::Infra)?;
+        offline.map_err(Stop::Infra)?;
         self.engine.start(&id).await.map_err(Stop::Infra)?;
+        tracing::debug!(build = %run.req.id, "container started");
         run.end(true);
-        self.follow(run, &id, stream, &steps, &nonce, &mut logs)
-            .await
+        self.follow(run, &id, stream, &steps, &nonce, logs).await
     }
+}
+
+/// What every attempt of a build's container is made of (see [`Executor::attempt`]).
+struct Prepared<'a> {
+    image: String,
+    mounts: Vec<(String, String, bool)>,
+    script: &'a backend::Script,
+    spec_name: &'a str,
+    /// The spec and sources are mounted, not uploaded.
+    mount_inputs: bool,
+    repos: &'a [ContainerRepo],
+    /// Only the dependency phase may have network, on request.
+    gated: bool,
 }
 
 /// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
 /// (what [`super::provenance::tree_digest`] covered).
-async fn keep_inputs(run: &Run) -> Result<(), Stop> {
+fn keep_inputs(run: &Run) -> impl std::future::Future<Output = Result<(), Stop>> {
     let (pkg, dest) = (
         run.req.package.clone(),
         run.staging.join(provenance::INPUTS_DIR),
     );
+    keep_inputs_in(pkg, dest)
+}
+
+async fn keep_inputs_in(
+    pkg: crate::model::PackageSource,
+    dest: std::path::PathBuf,
+) -> Result<(), Stop> {
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&dest);
         provenance::keep_inputs(&pkg, &dest)

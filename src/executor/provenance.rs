@@ -347,6 +347,15 @@ pub async fn record(
 /// where they name a directory of the change's earlier results (their snapshot says what
 /// is in them). `None` fields hash as absent, so a build whose image id or a repository's
 /// snapshot is unknown still gets a digest, but [`Provenance::reusable`] says no.
+impl Provenance {
+    /// The record with the image's id `image_id`, its digest computed again.
+    pub fn with_image_id(mut self, image_id: Option<String>) -> Provenance {
+        self.image_id = image_id;
+        self.input_digest = input_digest(&self);
+        self
+    }
+}
+
 pub fn input_digest(p: &Provenance) -> String {
     let mut h = Sha256::new();
     let mut put = |k: &str, v: &str| {

@@ -45,6 +45,9 @@ pub(crate) struct Run {
     /// What the build may still write to this host (its change's disk quota); results
     /// past it are not taken.
     pub allowance: Option<super::results::DiskAllowance>,
+    /// Whether the container can be given the network (it was made with a network
+    /// sandbox); a request for it from one that cannot is [`Stop::NeedsNetwork`].
+    pub net_capable: bool,
 }
 
 /// Why a build stopped before its end.
@@ -52,6 +55,9 @@ pub(crate) enum Stop {
     Failed(Failure, String),
     Infra(InfraError),
     Cancelled,
+    /// The dependency phase asked for the network in a container made without a network
+    /// sandbox: the build starts again in one with it.
+    NeedsNetwork,
 }
 
 pub(crate) fn infra(msg: String) -> Stop {
@@ -239,7 +245,19 @@ impl Run {
             results: vec![],
             net_token: None,
             allowance: None,
+            net_capable: false,
         }
+    }
+
+    /// Back to the prepare phase, for a new container: what the phases of the last one
+    /// timed is forgotten (its logs are written again), `state.log` keeps it.
+    pub fn restart(&mut self) {
+        self.phases.clear();
+        self.nevr = None;
+        self.results.clear();
+        self.oom_kills = 0;
+        self.net_token = None;
+        self.begin(Phase::Prepare);
     }
 
     pub fn logs_dir(&self) -> PathBuf {

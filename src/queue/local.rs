@@ -25,8 +25,43 @@ use crate::forge::{DeliveryError, Forge};
 use crate::model::{BuildId, RepoId, Report, TargetName, Trigger};
 use crate::store::{BuildRow, Store, StoreError, TriggerState};
 
+/// The temporary store a local run keeps its builds in, removed with it. Making it (SQLite,
+/// the migrations) is tens of milliseconds of a trivial build: [`TempStore::open_ahead`]
+/// makes it while the caller does its other start-up work.
+pub struct TempStore {
+    // Before `tmp`: the store closes before its directory goes.
+    store: Store,
+    tmp: crate::plan::TempDir,
+}
+
+/// A [`TempStore`] being made.
+pub struct OpeningStore(tokio::task::JoinHandle<Result<TempStore, LocalRunError>>);
+
+impl TempStore {
+    pub async fn open() -> Result<TempStore, LocalRunError> {
+        let tmp = crate::plan::TempDir::new("packetary-local").map_err(LocalRunError::TempDir)?;
+        let store = Store::open(tmp.path()).await?;
+        Ok(TempStore { store, tmp })
+    }
+
+    /// Starts making one on the runtime; [`OpeningStore::wait`] takes it.
+    pub fn open_ahead() -> OpeningStore {
+        OpeningStore(tokio::spawn(TempStore::open()))
+    }
+}
+
+impl OpeningStore {
+    pub async fn wait(self) -> Result<TempStore, LocalRunError> {
+        self.0
+            .await
+            .map_err(|e| LocalRunError::TempDir(std::io::Error::other(e)))?
+    }
+}
+
 /// What to build and how.
 pub struct LocalRun {
+    /// Where the builds are kept (see [`TempStore::open_ahead`]).
+    pub store: OpeningStore,
     /// The change, as the queue would get it from a forge (its repository `local:...`).
     pub trigger: Trigger,
     /// The builds the plan asked for, in its stages.
@@ -68,8 +103,7 @@ pub struct LocalOutcome {
 
 /// Runs the builds to their end and returns what became of them.
 pub async fn run(r: LocalRun) -> Result<LocalOutcome, LocalRunError> {
-    let tmp = crate::plan::TempDir::new("packetary-local").map_err(LocalRunError::TempDir)?;
-    let store = Store::open(tmp.path()).await?;
+    let TempStore { store, tmp } = r.store.wait().await?;
     let reports = Arc::new(Mutex::new(Vec::new()));
     let runner = Arc::new(LocalRunner {
         inner: r.runner,
@@ -107,12 +141,16 @@ pub async fn run(r: LocalRun) -> Result<LocalOutcome, LocalRunError> {
     store.insert_trigger(&r.trigger, TriggerState::New).await?;
     let tasks = queue.start().await?;
     queue.wake();
+    // Looked at again when a build ends (its end is in the store by then), and every
+    // 100 ms for the ends that run nothing (a plan that failed).
     loop {
         tokio::select! {
             () = r.cancel.cancelled() => break,
+            () = queue.build_ended() => {}
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-        if done(&store).await? {
+        // Done once no build runs either: the drain then has nothing to wait for.
+        if queue.running() == 0 && done(&store).await? {
             break;
         }
     }

@@ -256,6 +256,17 @@ impl Queue {
     }
 
     /// Something new was stored: plan it.
+    /// How many builds run in this process.
+    pub fn running(&self) -> usize {
+        self.running.count()
+    }
+
+    /// Resolves once a running build has ended (at once if one ended since the last call
+    /// and nobody waited): what a caller waiting for its builds waits on.
+    pub async fn build_ended(&self) {
+        self.running.ended().await
+    }
+
     pub fn wake(&self) {
         self.wakes.plan.wake();
     }

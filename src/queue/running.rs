@@ -18,6 +18,8 @@ pub(super) struct Running {
     draining: AtomicBool,
     /// Set when the grace period ran out: stopped builds go back to the queue.
     shutting_down: AtomicBool,
+    /// Told when a build leaves the set (one wake-up kept for a caller not waiting yet).
+    ended: tokio::sync::Notify,
 }
 
 impl Running {
@@ -38,6 +40,12 @@ impl Running {
         if let Ok(mut m) = self.tokens.lock() {
             m.remove(id);
         }
+        self.ended.notify_one();
+    }
+
+    /// Resolves once a build has left the set since the last call.
+    pub async fn ended(&self) {
+        self.ended.notified().await
     }
 
     /// Stops `id` if it runs here.

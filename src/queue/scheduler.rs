@@ -209,8 +209,12 @@ impl Scheduler {
         let report = match self.prepare(&b, &src, &out_root).await {
             Ok(mut req) => 'run: {
                 // The build's inputs, read once: the key of build avoidance and, carried by
-                // the request, the record its `build.json` keeps.
-                match self.runner.inputs(&req).await {
+                // the request, the record its `build.json` keeps. Meanwhile, any container an
+                // earlier attempt left behind is removed: a create request in flight when the
+                // service was killed completes after the start-up cleanup.
+                let (inputs, ()) =
+                    tokio::join!(self.runner.inputs(&req), self.runner.cleanup(&b.id));
+                match inputs {
                     Ok(Some(inputs)) => {
                         // Build avoidance: the same inputs as a succeeded build, its results.
                         if inputs.reusable() {
@@ -232,9 +236,6 @@ impl Scheduler {
                     }
                 }
                 let (tx, progress) = self.progress_forwarder(&b.id);
-                // An earlier attempt may have left a container behind: a create request in
-                // flight when the service was killed completes after the start-up cleanup.
-                self.runner.cleanup(&b.id).await;
                 let report = self
                     .runner
                     .run_within(req, allowance, tx, cancel.clone())

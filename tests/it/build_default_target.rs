@@ -484,3 +484,55 @@ fn a_process_left_by_the_dependency_phase_cannot_get_the_build_phase_network() {
         "the build phase had a network: {text}"
     );
 }
+
+/// Issue 22 (speed): a spec that names no BuildRequires starts in a container made
+/// without a network sandbox. One whose BuildRequires a macro spells without the word
+/// still gets the network for its dependency phase when it asks: the build starts again in
+/// a container that can have it (here the repository answers nothing, so the requirement
+/// stays missing, and the build fails naming it, not for want of a network).
+#[test]
+fn build_requires_a_macro_spells_still_get_the_network() {
+    if !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(
+        &w.join("p/hidden.spec"),
+        &spec(
+            "hidden",
+            "%global br Build\n%{br}Requires: packetary-hidden-thing-devel",
+            "true",
+        ),
+    );
+    let gw = bridge_gateway();
+    let r = packetary(
+        &[
+            "build",
+            "p",
+            "--out",
+            "out",
+            "--repo",
+            &format!("nothing=http://{gw}:9/"),
+        ],
+        w,
+    );
+    let dir = result_dir(&w.join("out"), T);
+    let text = logs(&dir);
+    assert_eq!(r.code, 1, "{}\n{text}", r.all());
+    assert!(
+        text.contains("the build starts again in one that can"),
+        "{text}"
+    );
+    assert!(
+        text.contains("network given to the dependency phase"),
+        "{text}"
+    );
+    assert!(
+        r.stdout
+            .contains("missing build dependencies: packetary-hidden-thing-devel"),
+        "{}\n{text}",
+        r.all()
+    );
+    assert!(containers_of_build(&dir).is_empty());
+}

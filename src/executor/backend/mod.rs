@@ -1,6 +1,8 @@
 //! What runs inside the build container, per backend. Pure functions of the target and the
 //! package, so they are unit-tested without Docker.
 
+use std::path::Path;
+
 use crate::config::{Backend, Target};
 use sha2::Digest;
 
@@ -123,6 +125,39 @@ pub fn cache_volume(target: &Target, cache: &super::DepsCache) -> Option<(String
 
 /// Whether the dependency phase needs the network even when the target has no http(s)
 /// repository: the rpmbuild backend installs from Debian's mirror what rpm cannot satisfy.
+/// Longest spec [`may_name_build_deps`] reads; a longer one may name anything.
+const SPEC_SCAN_MAX: u64 = 1 << 20;
+
+/// Whether the spec at `path` may name build dependencies (`BuildRequires`, the older
+/// `BuildPrereq`, `%generate_buildrequires`) or take some from another file (`%include`),
+/// so that its dependency phase may need the network. A plain search that errs towards
+/// yes (unreadable or longer than 1 MiB: yes); a macro that spells BuildRequires without
+/// the word is caught when the phase asks for the network (`Stop::NeedsNetwork`).
+pub async fn may_name_build_deps(path: &Path) -> bool {
+    use tokio::io::AsyncReadExt;
+    // Not a regular file (a FIFO would never end): nothing to read.
+    if !tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file()) {
+        return true;
+    }
+    let Ok(f) = tokio::fs::File::open(path).await else {
+        return true;
+    };
+    let mut text = Vec::new();
+    if f.take(SPEC_SCAN_MAX + 1)
+        .read_to_end(&mut text)
+        .await
+        .is_err()
+        || text.len() as u64 > SPEC_SCAN_MAX
+    {
+        return true;
+    }
+    text.make_ascii_lowercase();
+    let text = String::from_utf8_lossy(&text);
+    ["buildrequires", "buildprereq", "%include"]
+        .iter()
+        .any(|w| text.contains(w))
+}
+
 pub fn deps_online(target: &Target) -> bool {
     matches!(target.backend, Backend::Rpmbuild)
 }
@@ -196,6 +231,34 @@ pub(super) const OMP_PASSIVE: &str = "OMP_WAIT_POLICY=PASSIVE";
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    /// Only a spec that cannot name build dependencies is called free of them; anything
+    /// unreadable or too long to read whole may.
+    #[tokio::test]
+    async fn specs_naming_build_dependencies_are_told_apart() {
+        let d = tempfile::tempdir().expect("tmp");
+        let case = |name: &str, text: &[u8]| {
+            let path = d.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let plain = case("plain.spec", b"Name: a\nVersion: 1\n%build\ntrue\n");
+        assert!(!may_name_build_deps(&plain).await);
+        for (name, text) in [
+            ("br.spec", &b"Name: a\nBuildRequires: gcc\n"[..]),
+            ("lower.spec", b"Name: a\nbuildrequires: gcc\n"),
+            ("prereq.spec", b"Name: a\nBuildPreReq: gcc\n"),
+            ("dyn.spec", b"Name: a\n%generate_buildrequires\necho gcc\n"),
+            ("incl.spec", b"Name: a\n%include deps.inc\n"),
+            ("bytes.spec", b"\xff\xfeName: a\nBUILDREQUIRES: gcc\n"),
+        ] {
+            assert!(may_name_build_deps(&case(name, text)).await, "{name}");
+        }
+        let long = case("long.spec", &vec![b'x'; (SPEC_SCAN_MAX + 1) as usize]);
+        assert!(may_name_build_deps(&long).await);
+        assert!(may_name_build_deps(&d.path().join("missing.spec")).await);
+        assert!(may_name_build_deps(d.path()).await);
+    }
 
     pub(super) fn target(name: &str) -> Target {
         let c = Config::parse(include_str!("../../../config/packetary.example.toml"), None)
