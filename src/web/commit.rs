@@ -9,12 +9,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
+use std::path::Path;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::html::{escape, seg};
-use super::pages::{builds_table, page, PAGE_BUILDS};
+use super::html::{escape, page, seg};
 use super::{text, AppState};
 use crate::model::{BuildState, ChangeKind, CommitSha, ForgeKind, RepoId, Trigger};
 use crate::queue::paths::DiskPaths;
@@ -365,6 +365,77 @@ pub(super) fn build_story(b: &BuildRow) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Builds one index page lists at most.
+pub(super) const PAGE_BUILDS: i64 = 200;
+
+pub(super) fn state_cell(s: BuildState) -> String {
+    format!("<span class=\"{0}\">{0}</span>", s.as_str())
+}
+
+/// A table of builds, each linking its page and its commit's; `plan` adds what the commit
+/// page shows of the plan (stage, spec, the trigger that planned it, and why a build is
+/// where it is). Messages show no path of the service's disk.
+pub(super) fn builds_table(data_dir: &Path, builds: &[&BuildRow], plan: bool) -> String {
+    let mut body =
+        String::from("<table><thead><tr><th>Build</th><th>Repository</th><th>Commit</th>");
+    if plan {
+        body.push_str("<th>Stage</th>");
+    }
+    body.push_str("<th>Package</th><th>Target</th>");
+    if plan {
+        body.push_str("<th>Spec</th><th>Planned by</th>");
+    }
+    body.push_str("<th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
+    let paths = DiskPaths::new(data_dir);
+    for b in builds {
+        let message = paths.of_build(b).hide(b.message.as_deref().unwrap_or(""));
+        let mut message = with_commit_links(&message);
+        if plan {
+            if let Some(why) = build_story(b) {
+                if !message.is_empty() {
+                    message.push_str(" — ");
+                }
+                message.push_str(why);
+            }
+        }
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/builds/{}\">{}</a></td><td>{}</td><td><a href=\"/?commit={}\"><code>{}</code></a></td>",
+            seg(b.id.as_str()),
+            escape(b.id.as_str()),
+            escape(b.repo.as_str()),
+            seg(b.commit.as_str()),
+            escape(b.commit.short()),
+        );
+        if plan {
+            let _ = write!(body, "<td>{}</td>", b.stage + 1);
+        }
+        let _ = write!(
+            body,
+            "<td>{}</td><td>{}</td>",
+            escape(&b.package),
+            escape(b.target.as_str())
+        );
+        if plan {
+            let _ = write!(
+                body,
+                "<td><code>{}</code></td><td><a href=\"#trigger-{1}\">trigger {1}</a></td>",
+                escape(&b.spec_path),
+                b.trigger_id.0
+            );
+        }
+        let _ = write!(
+            body,
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            state_cell(b.state),
+            message,
+            escape(&b.created_at.rfc3339()),
+        );
+    }
+    body.push_str("</tbody></table>");
+    body
 }
 
 #[cfg(test)]

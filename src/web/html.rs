@@ -1,5 +1,5 @@
-//! What every page shares: HTML escaping, URL segments, a file sent as a response, and
-//! the "not found" answer. Its own module so that the pages, the repository browser and
+//! What every page shares: its layout, HTML escaping, URL segments, a file sent as a
+//! response, and the "not found" answer. Its own module so that the pages, the repository browser and
 //! the login page use it without importing each other.
 
 use std::fmt::Write;
@@ -7,7 +7,7 @@ use std::path::Path;
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
-use axum::response::Response;
+use axum::response::{Html, Response};
 
 use super::text;
 
@@ -77,6 +77,28 @@ pub async fn send_file(path: &Path, content_type: &str, download: bool) -> Respo
         }
     }
     resp
+}
+
+/// A page of the service: its title and body in the one layout every page shares.
+pub(super) fn page(title: &str, body: &str) -> Html<String> {
+    page_with(title, body, "")
+}
+
+/// [`page`] with more in its head (a reload, for a build under way).
+pub(super) fn page_with(title: &str, body: &str, head: &str) -> Html<String> {
+    Html(format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{}\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · Packetary</title><style>\
+         body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem}}\
+         table{{border-collapse:collapse}}td,th{{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}}\
+         code{{font-size:.9em}}.succeeded{{color:#1a7f37}}.failed{{color:#cf222e}}\
+         .error,.cancelled,.superseded{{color:#9a6700}}.queued,.running{{color:#0969da}}\
+         </style></head><body><p><a href=\"/\">Packetary</a></p>\n{}\n</body></html>\n",
+        head,
+        escape(title),
+        body
+    ))
 }
 
 #[cfg(test)]

@@ -9,16 +9,13 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::html::{escape, not_found, seg, send_file};
+use super::commit::{builds_table, state_cell, PAGE_BUILDS};
+use super::html::{escape, not_found, page, page_with, seg, send_file};
 use super::{text, AppState};
 use crate::model::BuildState;
 use crate::model::{BuildId, CommitSha};
 use crate::queue::paths::DiskPaths;
 use crate::store::BuildRow;
-
-pub(super) fn page(title: &str, body: &str) -> Html<String> {
-    page_with(title, body, "")
-}
 
 /// A page that reloads itself every few seconds: the page of a build still under way.
 fn live_page(title: &str, body: &str) -> Html<String> {
@@ -31,22 +28,6 @@ fn live_page(title: &str, body: &str) -> Html<String> {
 
 /// How often the pages and logs of a build under way reload.
 const LIVE_REFRESH_SECS: u32 = 5;
-
-fn page_with(title: &str, body: &str, head: &str) -> Html<String> {
-    Html(format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{}\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Packetary</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:2rem;max-width:75rem}}\
-         table{{border-collapse:collapse}}td,th{{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}}\
-         code{{font-size:.9em}}.succeeded{{color:#1a7f37}}.failed{{color:#cf222e}}\
-         .error,.cancelled,.superseded{{color:#9a6700}}.queued,.running{{color:#0969da}}\
-         </style></head><body><p><a href=\"/\">Packetary</a></p>\n{}\n</body></html>\n",
-        head,
-        escape(title),
-        body
-    ))
-}
 
 /// The logs of a finished build: its results' `logs/`, which the service owns. A running
 /// build's are the runner's (see [`live_logs`]).
@@ -76,17 +57,10 @@ async fn live_logs(app: &AppState, b: &BuildRow) -> Vec<String> {
     names
 }
 
-fn state_cell(s: BuildState) -> String {
-    format!("<span class=\"{0}\">{0}</span>", s.as_str())
-}
-
 #[derive(serde::Deserialize)]
 pub struct IndexQuery {
     commit: Option<String>,
 }
-
-/// Builds one index page lists at most.
-pub(super) const PAGE_BUILDS: i64 = 200;
 
 pub async fn index(
     State(app): State<AppState>,
@@ -113,70 +87,6 @@ pub async fn index(
         body.push_str(&builds_table(&app.data_dir, &builds, false));
     }
     page("Builds", &body).into_response()
-}
-
-/// A table of builds, each linking its page and its commit's; `plan` adds what the commit
-/// page shows of the plan (stage, spec, the trigger that planned it, and why a build is
-/// where it is). Messages show no path of the service's disk.
-pub(super) fn builds_table(data_dir: &Path, builds: &[&BuildRow], plan: bool) -> String {
-    let mut body =
-        String::from("<table><thead><tr><th>Build</th><th>Repository</th><th>Commit</th>");
-    if plan {
-        body.push_str("<th>Stage</th>");
-    }
-    body.push_str("<th>Package</th><th>Target</th>");
-    if plan {
-        body.push_str("<th>Spec</th><th>Planned by</th>");
-    }
-    body.push_str("<th>State</th><th>Message</th><th>Created</th></tr></thead><tbody>");
-    let paths = DiskPaths::new(data_dir);
-    for b in builds {
-        let message = paths.of_build(b).hide(b.message.as_deref().unwrap_or(""));
-        let mut message = super::commit::with_commit_links(&message);
-        if plan {
-            if let Some(why) = super::commit::build_story(b) {
-                if !message.is_empty() {
-                    message.push_str(" — ");
-                }
-                message.push_str(why);
-            }
-        }
-        let _ = write!(
-            body,
-            "<tr><td><a href=\"/builds/{}\">{}</a></td><td>{}</td><td><a href=\"/?commit={}\"><code>{}</code></a></td>",
-            seg(b.id.as_str()),
-            escape(b.id.as_str()),
-            escape(b.repo.as_str()),
-            seg(b.commit.as_str()),
-            escape(b.commit.short()),
-        );
-        if plan {
-            let _ = write!(body, "<td>{}</td>", b.stage + 1);
-        }
-        let _ = write!(
-            body,
-            "<td>{}</td><td>{}</td>",
-            escape(&b.package),
-            escape(b.target.as_str())
-        );
-        if plan {
-            let _ = write!(
-                body,
-                "<td><code>{}</code></td><td><a href=\"#trigger-{1}\">trigger {1}</a></td>",
-                escape(&b.spec_path),
-                b.trigger_id.0
-            );
-        }
-        let _ = write!(
-            body,
-            "<td>{}</td><td>{}</td><td>{}</td></tr>",
-            state_cell(b.state),
-            message,
-            escape(&b.created_at.rfc3339()),
-        );
-    }
-    body.push_str("</tbody></table>");
-    body
 }
 
 /// The build `id`, if the request may see its repository.
