@@ -122,7 +122,7 @@ impl Publisher {
         target: &Target,
     ) -> Option<(&Release, String)> {
         let r = self.release_of_branch(repo, branch, target)?;
-        Some((r, format!("{}/{}", r.name, target.name)))
+        Some((r, label_of(r, target)))
     }
 
     /// A refusal when `package` in the release labelled `label` comes from another
@@ -234,7 +234,7 @@ impl Publisher {
                 published.version.as_str(),
                 published.release.as_str(),
             );
-            let given = source_nevra(nevr);
+            let given = repos::nevra(&nevr.name, nevr.epoch, &nevr.version, &nevr.release, "src");
             let why = match crate::repos::evrcmp(planned_evr, published_evr) {
                 std::cmp::Ordering::Less => {
                     Some(refusal_in(&label, &repos::downgrade(&given, &published.nevra())))
@@ -308,7 +308,7 @@ impl Publisher {
                 )
             }
             Destination::Release(release) => {
-                let label = format!("{}/{}", release.name, target.name);
+                let label = label_of(release, target);
                 // A package name belongs to the repository that first published it here: a
                 // push of another repository may not replace what every build installs.
                 if let Some(why) = self.owned_elsewhere(&label, &b.package, &b.repo).await? {
@@ -451,14 +451,6 @@ fn refusal_in(label: &str, e: &repos::PublishError) -> String {
         .to_string()
 }
 
-/// `name-[epoch:]version-release.src` of a source package.
-fn source_nevra(n: &crate::model::Nevr) -> String {
-    match n.epoch {
-        Some(e) => format!("{}-{e}:{}-{}.src", n.name, n.version, n.release),
-        None => format!("{}-{}-{}.src", n.name, n.version, n.release),
-    }
-}
-
 /// The newest published source package of each name in the latest snapshot of the
 /// repository at `dir` (empty when it has none or its manifest cannot be read: the
 /// publication itself then says why).
@@ -467,20 +459,16 @@ fn newest_sources(dir: &Path) -> BTreeMap<String, Entry> {
     let Some(manifest) = dir.latest().and_then(|id| dir.manifest(&id).ok()) else {
         return BTreeMap::new();
     };
-    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
-    for e in manifest.packages.into_iter().filter(|e| e.arch == "src") {
-        let newer = out.get(&e.name).is_none_or(|n| {
-            crate::repos::evrcmp(
-                (e.epoch, &e.version, &e.release),
-                (n.epoch, &n.version, &n.release),
-            )
-            .is_gt()
-        });
-        if newer {
-            out.insert(e.name.clone(), e);
-        }
-    }
-    out
+    repos::newest_by_name(manifest.packages.iter().filter(|e| e.arch == "src"))
+        .into_iter()
+        .map(|(name, e)| (name.to_string(), e.clone()))
+        .collect()
+}
+
+/// The release label of `release` for `target`: `<release>/<target>`, as publications
+/// and messages name it.
+fn label_of(release: &Release, target: &Target) -> String {
+    format!("{}/{}", release.name, target.name)
 }
 
 #[cfg(test)]
@@ -604,23 +592,7 @@ mod tests {
         let idx = Arc::new(Counting::default());
         let p = publisher(&store, dir.path(), "", idx.clone());
         let first = running(&store, "github:acme/pkgs", 'a').await;
-        let mut tx = store.tx().await.expect("tx");
-        ledger::end(
-            &mut tx,
-            &BuildEnd {
-                id: &first.id,
-                state: BuildState::Succeeded,
-                message: "built",
-                phase: None,
-                result_dir: None,
-                phases: &[],
-                provides: None,
-                publication: Some(("stable/t", Some("s1"))),
-            },
-        )
-        .await
-        .expect("end");
-        tx.commit().await.expect("commit");
+        ended_published(&store, &first, "s1").await;
 
         let same = running(&store, "github:acme/pkgs", 'b').await;
         let got = p.publish_build(&same, Path::new("a.src.rpm"), &[]).await;
@@ -684,6 +656,11 @@ mod tests {
         let id =
             crate::repos::tests::stage_ok(&release, packages, Policy::Release).expect("a snapshot");
         let b = running(store, repo, head).await;
+        ended_published(store, &b, id.as_str()).await;
+    }
+
+    /// Ends `b` succeeded with its publication into `stable/t` as `snapshot` recorded.
+    async fn ended_published(store: &Store, b: &BuildRow, snapshot: &str) {
         let mut tx = store.tx().await.expect("tx");
         ledger::end(
             &mut tx,
@@ -695,7 +672,7 @@ mod tests {
                 result_dir: None,
                 phases: &[],
                 provides: None,
-                publication: Some(("stable/t", Some(id.as_str()))),
+                publication: Some(("stable/t", Some(snapshot))),
             },
         )
         .await

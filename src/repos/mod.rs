@@ -30,7 +30,7 @@ mod pool;
 mod prune;
 mod rules;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -144,16 +144,13 @@ pub struct Entry {
 impl Entry {
     /// `name-[epoch:]version-release.arch`, how rules and messages name a package.
     pub fn nevra(&self) -> String {
-        match self.epoch {
-            Some(e) => format!(
-                "{}-{e}:{}-{}.{}",
-                self.name, self.version, self.release, self.arch
-            ),
-            None => format!(
-                "{}-{}-{}.{}",
-                self.name, self.version, self.release, self.arch
-            ),
-        }
+        nevra(
+            &self.name,
+            self.epoch,
+            &self.version,
+            &self.release,
+            &self.arch,
+        )
     }
 
     fn evr(&self) -> (Option<u32>, &str, &str) {
@@ -171,6 +168,30 @@ impl Entry {
             self.arch
         )
     }
+}
+
+/// `name-[epoch:]version-release.arch`: how rules and messages name a package, built or
+/// only planned.
+pub fn nevra(name: &str, epoch: Option<u32>, version: &str, release: &str, arch: &str) -> String {
+    match epoch {
+        Some(e) => format!("{name}-{e}:{version}-{release}.{arch}"),
+        None => format!("{name}-{version}-{release}.{arch}"),
+    }
+}
+
+/// The entry of the highest EVR for each name among `entries`: what a release's
+/// downgrade rule compares with.
+pub fn newest_by_name<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> HashMap<&'a str, &'a Entry> {
+    let mut newest: HashMap<&str, &Entry> = HashMap::new();
+    for e in entries {
+        let n = newest.entry(e.name.as_str()).or_insert(e);
+        if evrcmp(e.evr(), n.evr()).is_gt() {
+            *n = e;
+        }
+    }
+    newest
 }
 
 /// What `packetary-snapshot.json` holds.

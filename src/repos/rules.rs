@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::pool::{copy_into, describe, sync_fs};
-use super::{evrcmp, Entry, Manifest, Policy, PublishError, RepoDir, SnapshotId, MANIFEST};
+use super::{
+    evrcmp, newest_by_name, Entry, Manifest, Policy, PublishError, RepoDir, SnapshotId, MANIFEST,
+};
 
 /// A snapshot being made.
 pub(super) struct Stage {
@@ -72,13 +74,7 @@ impl RepoDir {
             incoming.push((entry, p.clone()));
         }
         let old_by_key: HashMap<String, &Entry> = old.iter().map(|e| (e.key(), e)).collect();
-        let mut newest: HashMap<&str, &Entry> = HashMap::new();
-        for e in &old {
-            let n = newest.entry(e.name.as_str()).or_insert(e);
-            if evrcmp(e.evr(), n.evr()).is_gt() {
-                *n = e;
-            }
-        }
+        let newest = newest_by_name(&old);
         let mut new_entries: Vec<&Entry> = Vec::new();
         for (entry, _) in &incoming {
             if let Some(o) = old_by_key.get(&entry.key()) {
