@@ -435,19 +435,10 @@ fn credentials_of_an_unreachable_repository_stay_out_of_the_logs() {
     );
     assert_ne!(r.code, 0, "a repository out of reach: {}", r.all());
     assert!(!r.all().contains("s3cret"), "{}", r.all());
-    let mut seen = vec![];
-    let mut todo = vec![w.join("out")];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).expect("dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                let text = String::from_utf8_lossy(&std::fs::read(&p).expect("read")).into_owned();
-                assert!(!text.contains("s3cret"), "{}:\n{text}", p.display());
-                seen.push(p);
-            }
-        }
+    let seen = files_under(&w.join("out"));
+    for p in &seen {
+        let text = String::from_utf8_lossy(&std::fs::read(p).expect("read")).into_owned();
+        assert!(!text.contains("s3cret"), "{}:\n{text}", p.display());
     }
     assert!(
         seen.iter().any(|p| p.ends_with("logs/mock/srpm/root.log")),

@@ -69,19 +69,10 @@ impl Runner for SizedRunner {
 
 /// Every `*.rpm` under `dir`.
 fn packages_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = vec![];
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.extension().is_some_and(|x| x == "rpm") {
-                found.push(p);
-            }
-        }
-    }
-    found
+    crate::common::files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "rpm"))
+        .collect()
 }
 
 /// Opens (or updates) fork pull request `pr` at `head` and approves that commit.
