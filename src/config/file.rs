@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) docker: RawDocker,
     #[serde(default)]
+    pub(super) executor: super::executor::RawExecutor,
+    #[serde(default)]
     pub(super) images: RawImages,
     #[serde(default)]
     pub(super) targets: BTreeMap<String, RawTarget>,
@@ -127,6 +129,8 @@ pub(super) struct RawTarget {
     #[serde(default)]
     pub(super) macros: BTreeMap<String, String>,
     pub(super) uname_r: Option<String>,
+    #[serde(default)]
+    pub(super) constraints: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,8 @@ pub struct Config {
     pub out_dir: PathBuf,
     pub default_targets: Vec<TargetName>,
     pub docker_host: Option<String>,
+    /// `[executor]`: the local engine or a Swarm.
+    pub executor: ExecutorConfig,
     pub images: ImagesConfig,
     pub targets: BTreeMap<TargetName, Target>,
     /// The file defined no target, so the embedded defaults' are used.
@@ -49,6 +51,7 @@ pub struct Config {
     pub releases: BTreeMap<ReleaseName, Release>,
 }
 
+mod executor;
 mod file;
 mod gerrit;
 mod github;
@@ -57,6 +60,7 @@ mod secret;
 mod server;
 mod target;
 
+pub use executor::{ExecutorConfig, SwarmConfig};
 use file::*;
 use gerrit::parse_gerrit;
 pub use gerrit::{GerritConfig, GerritSsh};
@@ -263,6 +267,15 @@ impl Config {
                     ));
                 }
             }
+            for (i, c) in t.constraints.iter().enumerate() {
+                if !executor::check_constraint(c) {
+                    return Err(invalid(
+                        &format!("targets.{name}.constraints[{i}]"),
+                        format!("`{c}` is not a Swarm placement constraint"),
+                        "write `node.labels.NAME==VALUE`, `node.hostname!=NAME` or another of Swarm's `node.`/`engine.` attributes with == or !=",
+                    ));
+                }
+            }
             let arch = t.arch.unwrap_or_else(|| "x86_64".to_string());
             if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(invalid(
@@ -287,6 +300,7 @@ impl Config {
                         .unwrap_or_else(|| "install @buildsys-build".to_string()),
                     macros: t.macros,
                     uname_r: t.uname_r,
+                    constraints: t.constraints,
                 },
             );
         }
@@ -320,6 +334,7 @@ impl Config {
         };
 
         let server = parse_server(raw.server, &invalid)?;
+        let executor = executor::parse_executor(raw.executor, &invalid)?;
         let github = raw.github.map(|g| parse_github(g, &invalid)).transpose()?;
         let gerrit = raw.gerrit.map(|g| parse_gerrit(g, &invalid)).transpose()?;
         let releases = release::parse_releases(raw.releases, &targets, &invalid)?;
@@ -338,6 +353,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("packetary-out")),
             default_targets,
             docker_host: raw.docker.host,
+            executor,
             images: ImagesConfig {
                 debian_mirror: raw
                     .images

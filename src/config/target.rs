@@ -48,6 +48,10 @@ pub struct Target {
     pub macros: BTreeMap<String, String>,
     /// What `uname -r` answers in spec queries (`%(uname -r)`), instead of the Docker host's.
     pub uname_r: Option<String>,
+    /// Swarm placement constraints of the target's builds (`node.labels.rpm==yes`), beside
+    /// its `arch` (which places it on nodes of that architecture); the local executor
+    /// ignores them.
+    pub constraints: Vec<String>,
 }
 
 impl Target {

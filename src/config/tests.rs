@@ -350,3 +350,42 @@ fn change_disk_quota_is_a_size_or_off() {
         assert!(e.contains("\"0\" for no quota"), "{e}");
     }
 }
+
+/// Issue 21: `[executor]` names the swarm's way back and its registry, each refusal the key
+/// and the fix; placement constraints are Swarm's own syntax.
+#[test]
+fn executor_kinds_and_their_keys() {
+    let base = "[targets.t]\nbackend = \"rpmbuild\"\nimage = \"i\"\n";
+    let c = Config::parse(base, None).expect("local by default");
+    assert_eq!(c.executor, ExecutorConfig::Local);
+    let c = Config::parse(
+        &format!("[executor]\nkind = \"swarm\"\ncallback_url = \"http://10.0.0.1:8080/\"\nregistry = \"127.0.0.1:5000\"\n{base}constraints = [\"node.labels.rpm==yes\"]\n"),
+        None,
+    )
+    .expect("swarm");
+    assert_eq!(
+        c.executor,
+        ExecutorConfig::Swarm(SwarmConfig {
+            callback_url: "http://10.0.0.1:8080".into(),
+            registry: "127.0.0.1:5000".into()
+        })
+    );
+    let t = c.targets.values().next().expect("t");
+    assert_eq!(t.constraints, ["node.labels.rpm==yes"]);
+    for (text, key, fix) in [
+        ("[executor]\nkind = \"k8s\"\n", "executor.kind", "\"swarm\""),
+        ("[executor]\nkind = \"swarm\"\nregistry = \"r:5000\"\n", "executor.callback_url", "http://"),
+        ("[executor]\nkind = \"swarm\"\ncallback_url = \"http://u:p@h:1\"\nregistry = \"r\"\n", "executor.callback_url", "token"),
+        ("[executor]\nkind = \"swarm\"\ncallback_url = \"http://h:1\"\n", "executor.registry", "127.0.0.1:5000"),
+        ("[executor]\nkind = \"swarm\"\ncallback_url = \"http://h:1\"\nregistry = \"https://r\"\n", "executor.registry", "without a scheme"),
+        ("[executor]\nregistry = \"r:5000\"\n", "executor.registry", "kind = \"swarm\""),
+    ] {
+        let e = err(&format!("{text}{base}"));
+        assert!(e.contains(key) && e.contains(fix), "{text}: {e}");
+    }
+    let e = err(&format!("{base}constraints = [\"rpm=yes\"]\n"));
+    assert!(
+        e.contains("targets.t.constraints[0]") && e.contains("node.labels"),
+        "{e}"
+    );
+}
