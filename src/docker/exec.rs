@@ -55,6 +55,13 @@ impl Engine {
                 .map_err(|e| InfraError::docker("inspect exec", e))?
                 .exit_code
                 .ok_or_else(|| InfraError("Docker did not report the exit code of a phase".into())),
+            ExitHandle::Service(id) => self
+                .job_task(id)
+                .await?
+                .and_then(|t| t.exit_code)
+                .ok_or_else(|| {
+                    InfraError("Swarm did not report the exit code of the build's task".into())
+                }),
             ExitHandle::Container(id) => match self.docker.wait_container(id, None).next().await {
                 Some(Ok(r)) => Ok(r.status_code),
                 // bollard reports a non-zero exit as an error.

@@ -5,6 +5,8 @@ mod container;
 mod exec;
 mod image;
 mod network;
+mod service;
+pub use service::{JobSpec, JobTask};
 mod tool;
 
 pub use container::ContainerGuard;
@@ -61,6 +63,8 @@ pub struct ExecStream {
 pub enum ExitHandle {
     Exec(String),
     Container(String),
+    /// A Swarm job: its exit code is its task's (see `Engine::job_task`).
+    Service(String),
 }
 
 /// A tar archive as it comes from the daemon, chunk by chunk.

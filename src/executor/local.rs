@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::backend::{self, ContainerRepo, REPO_DIR, SOURCE_DIR, SPEC_DIR};
 use super::inputs;
 use super::provenance::{self, InputsError, Provenance};
-use super::run::{infra, spec_file_name, timed_out, Logs, Run, Stop};
+use super::run::{infra, keep_inputs, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, DiskAllowance, Progress};
 use crate::config::Backend;
 use crate::docker::{self, Engine, InfraError, LABEL_BUILD, LABEL_OWNER, LABEL_TARGET};
-use crate::model::{Outcome, Phase};
+use crate::model::Phase;
 
 /// Runs builds on one Docker engine.
 #[derive(Clone)]
@@ -215,45 +215,7 @@ impl Executor {
             }
         }
         tracing::debug!(build = %run.req.id, "container removed");
-        let outcome = match result {
-            Ok(()) => {
-                if run.phase != Phase::Collect {
-                    run.begin(Phase::Collect);
-                }
-                match run.collect() {
-                    Ok(o) => {
-                        run.end(true);
-                        o
-                    }
-                    Err(e) => {
-                        run.end(false);
-                        Outcome::Error {
-                            message: e.to_string(),
-                        }
-                    }
-                }
-            }
-            Err(stop) => {
-                let phase = run.phase;
-                run.end(false);
-                match stop {
-                    Stop::Cancelled => Outcome::Cancelled,
-                    Stop::NeedsNetwork => Outcome::Error {
-                        message: "the dependency phase asked for the network, which its container could not have".into(),
-                    },
-                    Stop::Infra(e) => Outcome::Error { message: e.0 },
-                    Stop::Failed(failure, detail) => {
-                        let log = run.final_dir().join("logs").join(phase.log_name());
-                        Outcome::Failed {
-                            phase,
-                            message: format!("{phase} phase failed: {detail}"),
-                            failure,
-                            log,
-                        }
-                    }
-                }
-            }
-        };
+        let outcome = run.outcome(result);
         run.finish(image_id, outcome).await
     }
 
@@ -508,30 +470,6 @@ struct Prepared<'a> {
     repos: &'a [ContainerRepo],
     /// Only the dependency phase may have network, on request.
     gated: bool,
-}
-
-/// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
-/// (what [`super::provenance::tree_digest`] covered).
-fn keep_inputs(run: &Run) -> impl std::future::Future<Output = Result<(), Stop>> {
-    let (pkg, dest) = (
-        run.req.package.clone(),
-        run.staging.join(provenance::INPUTS_DIR),
-    );
-    keep_inputs_in(pkg, dest)
-}
-
-async fn keep_inputs_in(
-    pkg: crate::model::PackageSource,
-    dest: std::path::PathBuf,
-) -> Result<(), Stop> {
-    tokio::task::spawn_blocking(move || {
-        let _ = std::fs::remove_dir_all(&dest);
-        provenance::keep_inputs(&pkg, &dest)
-    })
-    .await
-    .map_err(|e| infra(e.to_string()))?
-    .map_err(|e| infra(format!("cannot keep a copy of the package's files: {e}")))?;
-    Ok(())
 }
 
 fn hostname() -> String {

@@ -369,6 +369,52 @@ impl Run {
         })
     }
 
+    /// The build's outcome from how its phases ended: collected on success (moving to the
+    /// collect phase if it was not there yet), else the stop's failure, in the phase it
+    /// stopped in.
+    pub fn outcome(&mut self, result: Result<(), Stop>) -> Outcome {
+        let run = self;
+        match result {
+            Ok(()) => {
+                if run.phase != Phase::Collect {
+                    run.begin(Phase::Collect);
+                }
+                match run.collect() {
+                    Ok(o) => {
+                        run.end(true);
+                        o
+                    }
+                    Err(e) => {
+                        run.end(false);
+                        Outcome::Error {
+                            message: e.to_string(),
+                        }
+                    }
+                }
+            }
+            Err(stop) => {
+                let phase = run.phase;
+                run.end(false);
+                match stop {
+                    Stop::Cancelled => Outcome::Cancelled,
+                    Stop::NeedsNetwork => Outcome::Error {
+                        message: "the dependency phase asked for the network, which its container could not have".into(),
+                    },
+                    Stop::Infra(e) => Outcome::Error { message: e.0 },
+                    Stop::Failed(failure, detail) => {
+                        let log = run.final_dir().join("logs").join(phase.log_name());
+                        Outcome::Failed {
+                            phase,
+                            message: format!("{phase} phase failed: {detail}"),
+                            failure,
+                            log,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes state.log and build.json, then moves the staging directory to its final
     /// name, replacing an earlier result of the same NVR.
     pub async fn finish(mut self, image_id: Option<String>, outcome: Outcome) -> BuildReport {
@@ -529,4 +575,28 @@ mod tests {
         assert_eq!(read("root.log", Some(0), 10).await.expect("read"), None);
         assert_eq!(read("../x", Some(0), 10).await.expect("read"), None);
     }
+}
+
+/// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
+/// (what [`super::provenance::tree_digest`] covered).
+pub(super) fn keep_inputs(run: &Run) -> impl std::future::Future<Output = Result<(), Stop>> {
+    let (pkg, dest) = (
+        run.req.package.clone(),
+        run.staging.join(super::provenance::INPUTS_DIR),
+    );
+    keep_inputs_in(pkg, dest)
+}
+
+async fn keep_inputs_in(
+    pkg: crate::model::PackageSource,
+    dest: std::path::PathBuf,
+) -> Result<(), Stop> {
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&dest);
+        super::provenance::keep_inputs(&pkg, &dest)
+    })
+    .await
+    .map_err(|e| infra(e.to_string()))?
+    .map_err(|e| infra(format!("cannot keep a copy of the package's files: {e}")))?;
+    Ok(())
 }

@@ -174,21 +174,46 @@ async fn download(
     limits: Limits,
     select: Select,
 ) -> Result<Taken, FetchError> {
+    let stream = engine
+        .download(container, dir)
+        .map(|c| c.map_err(|e| io::Error::other(e.0)));
+    unpack_stream(stream, root_name(dir), dest, limits, select).await
+}
+
+/// Unpacks a build's `/out` as a tar archive arriving in `stream` (a Swarm job's upload:
+/// `tar -C / -c out`) into `dest` under the same checks as [`fetch`]. A stream that fails
+/// or ends before the archive does is an error, never a partial result.
+pub(crate) async fn unpack_upload(
+    stream: impl futures_util::Stream<Item = io::Result<Bytes>> + Unpin,
+    dest: PathBuf,
+    allowance: Option<DiskAllowance>,
+) -> Result<Taken, FetchError> {
+    unpack_stream(
+        stream,
+        root_name(OUT_DIR),
+        dest,
+        LIMITS,
+        Select::Results(allowance),
+    )
+    .await
+}
+
+async fn unpack_stream(
+    mut stream: impl futures_util::Stream<Item = io::Result<Bytes>> + Unpin,
+    root: &str,
+    dest: PathBuf,
+    limits: Limits,
+    select: Select,
+) -> Result<Taken, FetchError> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
-    let root = root_name(dir).to_string();
+    let root = root.to_string();
     let unpacking = tokio::task::spawn_blocking(move || {
         unpack_selected(ChannelReader::new(rx), &root, &dest, limits, select)
     });
-    let mut stream = engine.download(container, dir);
     while let Some(chunk) = stream.next().await {
         let failed = chunk.is_err();
         // A send fails once the unpacker has stopped (end of archive, or a limit).
-        if tx
-            .send(chunk.map_err(|e| io::Error::other(e.0)))
-            .await
-            .is_err()
-            || failed
-        {
+        if tx.send(chunk).await.is_err() || failed {
             break;
         }
     }
