@@ -238,4 +238,33 @@ impl Engine {
             .and_then(|c| c.env)
             .unwrap_or_default())
     }
+
+    /// Whether node `id` is down (its daemon stopped answering the managers).
+    pub async fn node_down(&self, id: &str) -> bool {
+        match self.docker.inspect_node(id).await {
+            Ok(n) => n
+                .status
+                .and_then(|s| s.state)
+                .is_some_and(|s| s == bollard::models::NodeState::DOWN),
+            Err(_) => false,
+        }
+    }
+
+    /// The manifest digest of `reference` in its registry, as the daemon sees it.
+    pub async fn registry_digest(&self, reference: &str) -> Result<String, InfraError> {
+        let found = self
+            .docker
+            .inspect_registry_image(reference, None)
+            .await
+            .map_err(|e| {
+                InfraError(format!(
+                    "Docker: the registry has no image {reference}: {e}\n  fix: run `packetary images push`"
+                ))
+            })?;
+        found.descriptor.digest.ok_or_else(|| {
+            InfraError(format!(
+                "Docker: the registry gave no digest for {reference}"
+            ))
+        })
+    }
 }

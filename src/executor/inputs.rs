@@ -38,6 +38,32 @@ pub(crate) async fn upload(
     spec_name: &str,
     files: &[(String, String)],
 ) -> Result<Vec<String>, InfraError> {
+    let (body, packing) = stream(package, spec_name, files);
+    let sent = engine.upload(container, "/", body).await;
+    let packed = packing
+        .await
+        .map_err(|e| InfraError(format!("packing the package's files: {e}")))?;
+    match (sent, packed) {
+        (Ok(()), Ok(left_out)) => Ok(left_out),
+        // The daemon stopped reading: its answer says why.
+        (Err(e), Err(p)) if p.kind() == io::ErrorKind::BrokenPipe => Err(e),
+        (_, Err(p)) => Err(InfraError(format!("packing the package's files: {p}"))),
+        (Err(e), Ok(_)) => Err(e),
+    }
+}
+
+/// The input archive as a stream of chunks, packed on a blocking thread as it is read (for
+/// the daemon's archive API, or a Swarm task's download); the handle answers what was left
+/// out. A packing error ends the stream with that error: a truncated archive must not be
+/// extracted as if whole.
+pub(crate) fn stream(
+    package: &PackageSource,
+    spec_name: &str,
+    files: &[(String, String)],
+) -> (
+    impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<io::Result<Vec<String>>>,
+) {
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let (package, spec_name, files) = (package.clone(), spec_name.to_string(), files.to_vec());
     let packing = tokio::task::spawn_blocking(move || {
@@ -51,23 +77,12 @@ pub(crate) async fn upload(
             &files,
         );
         if let Err(e) = &r {
-            // Cut the request short: a truncated archive must not be extracted as if whole.
             let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
         }
         r
     });
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let sent = engine.upload(container, "/", body).await;
-    let packed = packing
-        .await
-        .map_err(|e| InfraError(format!("packing the package's files: {e}")))?;
-    match (sent, packed) {
-        (Ok(()), Ok(left_out)) => Ok(left_out),
-        // The daemon stopped reading: its answer says why.
-        (Err(e), Err(p)) if p.kind() == io::ErrorKind::BrokenPipe => Err(e),
-        (_, Err(p)) => Err(InfraError(format!("packing the package's files: {p}"))),
-        (Err(e), Ok(_)) => Err(e),
-    }
+    (body, packing)
 }
 
 /// Writes the input archive into `w`. Returns what was left out of the package.

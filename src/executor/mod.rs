@@ -56,6 +56,7 @@
 //! earlier results),
 //! `backend` (what runs in the container), `images`; the Engine API is `crate::docker`.
 
+mod any;
 pub mod backend;
 mod classify;
 mod follow;
@@ -67,6 +68,7 @@ pub mod provenance;
 mod repo;
 mod results;
 mod run;
+pub mod swarm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,6 +78,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Backend, Target};
 use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
 
+pub use any::AnyExecutor;
 pub use classify::{failure_summary, first_error_line, missing_capabilities, tail};
 pub use local::Executor;
 pub use repo::{binary_packages_in, build_repos, local_repo, BuildRepo};
@@ -84,6 +87,7 @@ pub use results::{
     MAX_RESULT_ENTRIES,
 };
 pub use run::{read_live_log, staging_dir, LiveLog, LIVE_LOGS};
+pub use swarm::SwarmExecutor;
 
 /// One build to run.
 #[derive(Debug, Clone)]

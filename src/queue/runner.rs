@@ -175,17 +175,18 @@ pub trait Runner: Send + Sync {
     }
 }
 
-/// The Docker executor as a [`Runner`]; a missing image is an infrastructure fault.
+/// An executor (the local Docker one, or Swarm jobs) as a [`Runner`]; a missing image is
+/// an infrastructure fault.
 pub struct DockerRunner {
-    pub executor: crate::executor::Executor,
+    pub executor: crate::executor::AnyExecutor,
     /// The results root (`out_root`) of each build running here: where its live logs are.
     running: Arc<Mutex<HashMap<BuildId, PathBuf>>>,
 }
 
 impl DockerRunner {
-    pub fn new(executor: crate::executor::Executor) -> DockerRunner {
+    pub fn new(executor: impl Into<crate::executor::AnyExecutor>) -> DockerRunner {
         DockerRunner {
-            executor,
+            executor: executor.into(),
             running: Arc::default(),
         }
     }
@@ -301,20 +302,8 @@ impl Runner for DockerRunner {
     }
 
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
-        let engine = self.executor.engine().clone();
-        let label = format!("{}={id}", crate::docker::LABEL_BUILD);
-        Box::pin(async move {
-            match engine.containers_with_label(&label).await {
-                Ok(ids) => {
-                    for c in ids {
-                        if let Err(e) = engine.remove(&c).await {
-                            tracing::warn!(container = %c, "cannot remove a leftover build container: {e}");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!("cannot list leftover build containers: {e}"),
-            }
-        })
+        let (executor, id) = (self.executor.clone(), id.clone());
+        Box::pin(async move { executor.cleanup(&id).await })
     }
 }
 

@@ -197,9 +197,17 @@ pub fn marker(nonce: &str, what: &str, phase: &str) -> String {
 pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
     // OUT_DIR is the container's own: uploaded inputs bring it, mounted ones do not.
     let mut s = format!(
-        "exec 2>&1\nnet_token=${{{NET_TOKEN_ENV}:-}}\nunset {NET_TOKEN_ENV}\nmkdir -p {OUT_DIR}\n"
+        "exec 2>&1\nnet_token=${{{NET_TOKEN_ENV}:-}}\nunset {NET_TOKEN_ENV}\nmkdir -p {OUT_DIR}\n{NET_GATE}\n"
     );
     for (phase, body) in steps {
+        // Where a Swarm job's agent gates the network, it gives it only while the
+        // dependency phase runs, and the driver waits for it to be gone after.
+        let (before, after) = if *phase == "deps" {
+            ("net_gate deps\n", "net_gate end\n")
+        } else {
+            ("", "")
+        };
+        s.push_str(before);
         s.push_str(&format!(
             // Not `( ... ) || ...`: that context would switch off `set -e` inside the body.
             "echo {begin}\n(\n{body}\n)\nrc=$?\necho \"{end} $rc\"\n[ \"$rc\" -eq 0 ] || {{ {oom}; exit \"$rc\"; }}\n",
@@ -207,9 +215,26 @@ pub fn driver(nonce: &str, steps: &[(&str, &str)]) -> Vec<String> {
             end = marker(nonce, "end", phase),
             oom = oom_report(nonce),
         ));
+        s.push_str(after);
     }
     vec!["bash".into(), "-c".into(), s]
 }
+
+/// The driver's side of a Swarm job agent's network gate (`executor::swarm`): tells the
+/// agent, through its FIFO (root's only; none in a local container), when the dependency
+/// phase starts and ends, and after its end waits until no link but loopback is up.
+const NET_GATE: &str = r#"net_gate() {
+  [ -p /run/packetary/net ] || return 0
+  echo "$1" > /run/packetary/net
+  [ "$1" = end ] || return 0
+  local i f n
+  for n in $(seq 600); do
+    f=0; for i in /sys/class/net/*; do [ "${i##*/}" = lo ] && continue; (( $(<"$i/flags") & 1 )) && f=1; done
+    [ "$f" = 0 ] && return 0
+    sleep 0.1
+  done
+  echo "packetary: the network was not taken away after the dependency phase"; exit 1
+}"#;
 
 /// Shell that prints the container's OOM kill count (cgroup v2 memory.events, v1
 /// memory.oom_control) as a marker line. Read from inside because the cgroup is gone once

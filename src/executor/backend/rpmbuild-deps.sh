@@ -7,21 +7,31 @@
 # it, installed, and declared to rpm by a generated package whose Provides say exactly what
 # was installed, with versions. What has no Debian counterpart is reported as missing.
 set -u
-# The network: asked for from the executor when first needed (`$net_token` is the driver's
-# secret, see backend::driver), given back before the phase ends, whatever its outcome.
+# The network: asked for when first needed, given back before the phase ends, whatever its
+# outcome. The local executor's daemon connects the container on a marker line carrying
+# `$net_token` (the driver's secret, see backend::driver); a Swarm job's agent, which holds
+# the capability to switch links, reads requests from its FIFO (root's only), see
+# executor::swarm.
 net=""
-has_network() { local i; for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || return 0; done; return 1; }
+net_fifo=/run/packetary/net
+# A link is up: an interface but loopback with IFF_UP (a disconnected container has none).
+has_network() { local i f; for i in /sys/class/net/*; do [ "${i##*/}" = lo ] && continue; f=$(<"$i/flags"); (( f & 1 )) && return 0; done; return 1; }
 online() {
   [ -z "$net" ] || return 0
-  if [ -z "${net_token:-}" ]; then echo "packetary: this build's dependency phase has no network"; return 1; fi
-  net=1
-  echo "@@packetary-net-$net_token on"
+  if [ -p "$net_fifo" ]; then
+    net=1
+    echo on > "$net_fifo"
+  elif [ -z "${net_token:-}" ]; then echo "packetary: this build's dependency phase has no network"; return 1
+  else
+    net=1
+    echo "@@packetary-net-$net_token on"
+  fi
   for _ in $(seq 600); do has_network && return 0; sleep 0.1; done
   echo "packetary: the network was not given within 60s"; return 1
 }
 offline() {
   [ -n "$net" ] || return 0
-  echo "@@packetary-net off"
+  if [ -p "$net_fifo" ]; then echo off > "$net_fifo"; else echo "@@packetary-net off"; fi
   for _ in $(seq 600); do has_network || return 0; sleep 0.1; done
   echo "packetary: the network was not taken away within 60s"; return 1
 }

@@ -71,9 +71,11 @@ pub(super) const CAPS: &[&str] = &[
     "KILL",
 ];
 
-/// Refuses to go on with any network interface but loopback: spec code never runs online,
-/// whatever the executor did with the container's networks.
-const OFFLINE_CHECK: &str = r#"for i in /sys/class/net/*; do [ "${i##*/}" = lo ] || { echo "packetary: refusing to run spec code with network interface ${i##*/}"; exit 1; }; done"#;
+/// Refuses to go on with any network interface but loopback up: spec code never runs
+/// online, whatever the executor did with the container's networks (the local one removes
+/// them, a Swarm job's agent switches their links down). Read from sysfs, which the
+/// container cannot remount.
+const OFFLINE_CHECK: &str = r#"for i in /sys/class/net/*; do [ "${i##*/}" = lo ] && continue; f=$(<"$i/flags"); (( f & 1 )) && { echo "packetary: refusing to run spec code with network interface ${i##*/} up"; exit 1; }; done; true"#;
 
 /// Kills every process of the build user (bash's `kill -1` as that user: all it may signal).
 const KILL_LEFTOVERS: &str = "setpriv --reuid=builder --regid=builder --clear-groups -- bash -c 'kill -KILL -1' 2>/dev/null || true";

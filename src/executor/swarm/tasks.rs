@@ -1,0 +1,256 @@
+//! The service's side of a Swarm job's transfers: the job has no disk in common with the
+//! service, so its agent fetches the build's inputs (`GET /tasks/<build>/inputs`) and
+//! uploads its `/out` (`PUT /tasks/<build>/results`) over HTTP, with a token of its own
+//! build. The upload is checked as the local executor's download is (`results`: regular
+//! files only, nothing outside the tree, sizes, counts and the change's disk allowance),
+//! unpacked aside and moved into the build's staging directory only when whole: a partial
+//! upload is never taken as a result.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::executor::results::{unpack_upload, DiskAllowance, FetchError, Taken};
+use crate::model::{BuildId, PackageSource};
+
+/// What a job fetches: the package's files and those its backend generates.
+#[derive(Debug, Clone)]
+pub(super) struct Inputs {
+    pub package: PackageSource,
+    pub spec_name: String,
+    pub files: Vec<(String, String)>,
+}
+
+/// One running job's transfers.
+pub(super) struct Slot {
+    /// SHA-256 of the job's token: compared in constant time, never kept in clear.
+    token: [u8; 32],
+    /// `None` for a job picked up after a restart: it fetched them before.
+    inputs: Option<Inputs>,
+    /// The build's staging directory (the service's own), and what it may still write.
+    dest: PathBuf,
+    allowance: Option<DiskAllowance>,
+    /// The upload's outcome once one ended; held while one is being unpacked.
+    upload: tokio::sync::Mutex<Option<Result<Taken, FetchError>>>,
+    /// What the input archive left out of the package, for `root.log`.
+    left_out: Mutex<Vec<String>>,
+}
+
+impl Slot {
+    /// The upload's outcome, if one ended (taken once).
+    pub async fn take_upload(&self) -> Option<Result<Taken, FetchError>> {
+        self.upload.lock().await.take()
+    }
+
+    pub fn left_out(&self) -> Vec<String> {
+        self.left_out
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
+    }
+}
+
+/// The jobs this process serves, by build.
+#[derive(Default)]
+pub struct Tasks {
+    slots: Mutex<HashMap<BuildId, Arc<Slot>>>,
+}
+
+impl Tasks {
+    pub(super) fn register(
+        &self,
+        id: &BuildId,
+        token: &str,
+        inputs: Option<Inputs>,
+        dest: PathBuf,
+        allowance: Option<DiskAllowance>,
+    ) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            token: Sha256::digest(token.as_bytes()).into(),
+            inputs,
+            dest,
+            allowance,
+            upload: tokio::sync::Mutex::new(None),
+            left_out: Mutex::default(),
+        });
+        if let Ok(mut m) = self.slots.lock() {
+            m.insert(id.clone(), slot.clone());
+        }
+        slot
+    }
+
+    pub(super) fn forget(&self, id: &BuildId) {
+        if let Ok(mut m) = self.slots.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// How many jobs are served now (for the leftovers' check in tests).
+    pub fn len(&self) -> usize {
+        self.slots.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slot of `build` if the request carries its token.
+    fn authorized(&self, build: &str, headers: &HeaderMap) -> Result<Arc<Slot>, Response> {
+        let denied =
+            || (StatusCode::UNAUTHORIZED, "unknown build or wrong token\n").into_response();
+        let id = BuildId::parse(build).map_err(|_| denied())?;
+        let slot = self
+            .slots
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+            .ok_or_else(denied)?;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(denied)?;
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        if bool::from(subtle::ConstantTimeEq::ct_eq(&digest[..], &slot.token[..])) {
+            Ok(slot)
+        } else {
+            Err(denied())
+        }
+    }
+}
+
+/// The routes a job's agent calls, under `[executor] callback_url`.
+pub fn router(tasks: Arc<Tasks>) -> Router {
+    Router::new()
+        .route("/tasks/{build}/inputs", get(inputs))
+        .route("/tasks/{build}/results", put(results))
+        .with_state(tasks)
+}
+
+async fn inputs(
+    State(tasks): State<Arc<Tasks>>,
+    UrlPath(build): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let slot = match tasks.authorized(&build, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(i) = slot.inputs.clone() else {
+        return (
+            StatusCode::GONE,
+            "this build's inputs were fetched before the service restarted\n",
+        )
+            .into_response();
+    };
+    let (body, packing) = super::super::inputs::stream(&i.package, &i.spec_name, &i.files);
+    let noted = slot.clone();
+    tokio::spawn(async move {
+        if let Ok(Ok(left)) = packing.await {
+            if let Ok(mut l) = noted.left_out.lock() {
+                *l = left;
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn results(
+    State(tasks): State<Arc<Tasks>>,
+    UrlPath(build): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let slot = match tasks.authorized(&build, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // A length the connection must deliver: a cut upload then ends in an error, never in
+    // an archive that merely looks shorter.
+    if headers.get(header::CONTENT_LENGTH).is_none() {
+        return (
+            StatusCode::LENGTH_REQUIRED,
+            "send the archive with a Content-Length\n",
+        )
+            .into_response();
+    }
+    let Ok(mut upload) = slot.upload.try_lock() else {
+        return (
+            StatusCode::CONFLICT,
+            "an upload of this build is under way\n",
+        )
+            .into_response();
+    };
+    if matches!(*upload, Some(Ok(_))) {
+        return (
+            StatusCode::CONFLICT,
+            "this build's results were uploaded already\n",
+        )
+            .into_response();
+    }
+    let aside = slot
+        .dest
+        .join(format!(".upload-{:016x}", rand::random::<u64>()));
+    if let Err(e) = tokio::fs::create_dir_all(&aside).await {
+        tracing::error!(build, "cannot make {}: {e}", aside.display());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service cannot write\n",
+        )
+            .into_response();
+    }
+    let stream = body
+        .into_data_stream()
+        .map(|c| c.map_err(std::io::Error::other));
+    let unpacked = unpack_upload(stream, aside.clone(), slot.allowance).await;
+    let taken = match unpacked {
+        Ok(t) => move_into(&aside, &slot.dest, &t).await.map(|()| t),
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_dir_all(&aside).await;
+    let response = match &taken {
+        Ok(t) => (StatusCode::OK, format!("taken: {} files\n", t.files.len())).into_response(),
+        Err(FetchError::TooBig(m)) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("{m}\n")).into_response()
+        }
+        Err(FetchError::Infra(m)) => (StatusCode::BAD_REQUEST, format!("{m}\n")).into_response(),
+    };
+    // A failed try is kept (the agent may try again); the build reads the last outcome.
+    *upload = Some(taken);
+    response
+}
+
+/// Moves what an upload left in `aside` into the staging directory `dest`: the result files
+/// by name, the backend's logs by relative path.
+async fn move_into(aside: &Path, dest: &Path, taken: &Taken) -> Result<(), FetchError> {
+    let names = taken
+        .files
+        .iter()
+        .map(PathBuf::from)
+        .chain(taken.logs.iter().cloned());
+    for rel in names {
+        let (from, to) = (aside.join(&rel), dest.join(&rel));
+        if let Some(parent) = to.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| FetchError::Infra(format!("create {}: {e}", parent.display())))?;
+        }
+        tokio::fs::rename(&from, &to)
+            .await
+            .map_err(|e| FetchError::Infra(format!("move {}: {e}", rel.display())))?;
+    }
+    Ok(())
+}
