@@ -172,12 +172,33 @@ fn printed_digest(stdout: &str, image: &str, registry: &str) -> String {
     digest
 }
 
-/// Untags what a test tagged on the shared daemon (the image itself stays).
-async fn untag(engine: &Engine, registry: &str) {
-    engine
-        .remove_image(&registry_reference(registry, IMAGE))
-        .await
-        .expect("untag");
+/// Untags, when dropped (a failed assertion included), what a test tagged in `registry` on
+/// the shared daemon; the image itself stays.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let tag = registry_reference(&self.0, IMAGE);
+        // Own runtime on its own thread: the test's may be gone, or be this thread's.
+        let done = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(async {
+                    Engine::connect(None)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .remove_image(&tag)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+        })
+        .join();
+        if let Ok(Err(e)) = done {
+            eprintln!("could not untag: {e}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +210,7 @@ async fn push_prints_the_digest_the_registry_serves() {
         return;
     };
     let host = registry.host();
+    let _untag = Untag(host.clone());
     let w = tempfile::tempdir().expect("tmp");
     let config = swarm_config(w.path(), &host);
     let config_arg = config.to_str().expect("utf-8 path");
@@ -223,7 +245,6 @@ async fn push_prints_the_digest_the_registry_serves() {
         "{}",
         again.all()
     );
-    untag(&engine, &host).await;
 }
 
 #[test]
@@ -281,12 +302,12 @@ async fn push_to_a_registry_that_is_down_is_an_error() {
     };
     // A port nothing listens on: the daemon's push fails inside its progress stream.
     let dead = free_port().to_string();
+    let _untag = Untag(dead.clone());
     let e = engine
         .push_to(IMAGE, &dead, &mut |_| {})
         .await
         .expect_err("nothing listens there");
     let msg = e.to_string();
-    untag(&engine, &dead).await;
     assert!(
         msg.contains(&format!("pushing {}", registry_reference(&dead, IMAGE)))
             && msg.contains("connection refused")
