@@ -159,8 +159,10 @@ pub enum ImagesCommand {
         /// Recipe name or image tag (see `packetary images list`).
         name: Vec<String>,
     },
-    /// Push images (default: those the configured targets use) to `[executor] registry`,
-    /// building missing ones first; prints `IMAGE -> REGISTRY/PATH@sha256:...` for each.
+    /// Push images (default: those the configured targets use) to `[executor] registry`.
+    ///
+    /// Builds missing ones first, as `ensure` does; prints `IMAGE -> REGISTRY/PATH@sha256:...`
+    /// for each.
     Push {
         /// Recipe name or image tag (see `packetary images list`).
         name: Vec<String>,
