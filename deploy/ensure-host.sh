@@ -17,6 +17,7 @@ command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)  # tests/it/images_push.rs
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: run as root, or install them with apt-get"; exit 3

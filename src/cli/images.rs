@@ -1,14 +1,23 @@
-//! `packetary images`: list the builder images, or build them.
+//! `packetary images`: list the builder images, build them, or push them to the registry a
+//! Swarm's nodes pull from.
 
 use std::time::Instant;
 
-use packetary::config::Config;
-use packetary::docker::Engine;
+use packetary::config::{Config, ExecutorConfig};
+use packetary::docker::{pinned_reference, Engine};
 use packetary::executor::images;
 
 use super::{infra, progress_line, usage, CliError, ImagesCommand};
 
 pub async fn run(config: Config, command: ImagesCommand) -> Result<u8, CliError> {
+    // Refused before any Docker call: without a registry there is nothing to push to.
+    let registry = match (&command, &config.executor) {
+        (ImagesCommand::Push { .. }, ExecutorConfig::Swarm(s)) => Some(s.registry.clone()),
+        (ImagesCommand::Push { .. }, ExecutorConfig::Local) => {
+            return Err(usage(no_registry(&config)))
+        }
+        _ => None,
+    };
     let engine = Engine::connect(config.docker_host.as_deref())
         .await
         .map_err(infra)?;
@@ -91,5 +100,55 @@ pub async fn run(config: Config, command: ImagesCommand) -> Result<u8, CliError>
             }
             Ok(0)
         }
+        ImagesCommand::Push { name } => {
+            let registry = registry.unwrap_or_default();
+            let wanted: Vec<String> = if name.is_empty() {
+                let mut seen = std::collections::HashSet::new();
+                config
+                    .targets
+                    .values()
+                    .filter(|t| seen.insert(t.image.clone()))
+                    .map(|t| t.image.clone())
+                    .collect()
+            } else {
+                name.iter()
+                    .map(|n| images::recipe_by_name(n).map_or(n.clone(), |r| r.tag.to_string()))
+                    .collect()
+            };
+            for image in wanted {
+                images::ensure(&engine, &config.images, &image, &mut |l| progress_line(l))
+                    .await
+                    .map_err(infra)?;
+                progress_line(&format!("pushing {image} to {registry}"));
+                let start = Instant::now();
+                let digest = engine
+                    .push_to(&image, &registry, &mut |l| progress_line(&format!("  {l}")))
+                    .await
+                    .map_err(infra)?;
+                progress_line(&format!(
+                    "{image} pushed in {:.1}s",
+                    start.elapsed().as_secs_f64()
+                ));
+                println!(
+                    "{image} -> {}",
+                    pinned_reference(&registry, &image, &digest)
+                );
+            }
+            Ok(0)
+        }
     }
+}
+
+/// Why `images push` is refused on a configuration without a Swarm, naming the file and key.
+fn no_registry(config: &Config) -> anyhow::Error {
+    let (file, fix) = match &config.source {
+        Some(p) => (p.display().to_string(), format!("in {}", p.display())),
+        None => (
+            "the embedded defaults (no --config)".to_string(),
+            "in a file given with --config".to_string(),
+        ),
+    };
+    anyhow::anyhow!(
+        "{file}: key `executor.registry` is not set: `packetary images push` pushes to the registry a Swarm's nodes pull from, and this configuration has no [executor] kind = \"swarm\"\n  fix: set [executor] registry (with kind = \"swarm\" and callback_url) {fix}, e.g. registry = \"127.0.0.1:5000\""
+    )
 }

@@ -59,7 +59,7 @@ pub enum Command {
     Rebuild(rebuild::RebuildArgs),
     /// Publish RPMs built elsewhere into a release's package repository (a new snapshot).
     Publish(publish::PublishArgs),
-    /// Builder images: list them, or build them.
+    /// Builder images: list them, build them, or push them to a Swarm's registry.
     Images {
         #[command(subcommand)]
         command: ImagesCommand,
@@ -156,6 +156,14 @@ pub enum ImagesCommand {
     Ensure,
     /// Build an image (default: those the configured targets use). Rebuilds if present.
     Build {
+        /// Recipe name or image tag (see `packetary images list`).
+        name: Vec<String>,
+    },
+    /// Push images (default: those the configured targets use) to `[executor] registry`.
+    ///
+    /// Builds missing ones first, as `ensure` does; prints `IMAGE -> REGISTRY/PATH@sha256:...`
+    /// for each.
+    Push {
         /// Recipe name or image tag (see `packetary images list`).
         name: Vec<String>,
     },

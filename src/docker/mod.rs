@@ -5,12 +5,14 @@ mod container;
 mod exec;
 mod image;
 mod network;
+mod registry;
 mod service;
 pub use service::{JobSpec, JobTask};
 mod tool;
 
 pub use container::ContainerGuard;
 pub use network::interface_ipv4;
+pub use registry::{pinned_reference, registry_reference};
 pub use tool::{tool_container, TOOL_MEMORY_BYTES, TOOL_PIDS, TOOL_TIMEOUT};
 
 use std::collections::HashMap;

@@ -249,22 +249,4 @@ impl Engine {
             Err(_) => false,
         }
     }
-
-    /// The manifest digest of `reference` in its registry, as the daemon sees it.
-    pub async fn registry_digest(&self, reference: &str) -> Result<String, InfraError> {
-        let found = self
-            .docker
-            .inspect_registry_image(reference, None)
-            .await
-            .map_err(|e| {
-                InfraError(format!(
-                    "Docker: the registry has no image {reference}: {e}\n  fix: run `packetary images push`"
-                ))
-            })?;
-        found.descriptor.digest.ok_or_else(|| {
-            InfraError(format!(
-                "Docker: the registry gave no digest for {reference}"
-            ))
-        })
-    }
 }

@@ -26,6 +26,7 @@ mod gerrit_stream;
 mod git_credentials;
 mod hostile_serve;
 mod hostile_spec;
+mod images_push;
 mod plan_bad_input;
 mod plan_learned;
 mod plan_mirror;

@@ -87,8 +87,8 @@ impl SwarmExecutor {
 
     /// The image of `target_image` in the registry, by digest: what every node pulls.
     async fn image_digest(&self, image: &str) -> Result<String, InfraError> {
-        let reference = registry_reference(&self.config.registry, image);
-        self.engine.registry_digest(&reference).await
+        let reference = docker::registry_reference(&self.config.registry, image);
+        self.engine.distribution_digest(&reference).await
     }
 
     /// The inputs of `req`: the package hashed, each repository's snapshot read, and the
@@ -259,10 +259,7 @@ impl SwarmExecutor {
             .as_ref()
             .and_then(|p| p.image_id.clone())
             .ok_or_else(|| infra("the builder image's digest is unknown".into()))?;
-        let image = format!(
-            "{}@{digest}",
-            strip_tag(&registry_reference(&self.config.registry, &target.image))
-        );
+        let image = docker::pinned_reference(&self.config.registry, &target.image, &digest);
         // The gate: only the dependency phase may have the network (the local executor
         // connects the container; a job's agent switches its links).
         let gated = script.offline_build;
@@ -496,20 +493,6 @@ fn steps(script: &backend::Script) -> Vec<(Phase, &str)> {
     steps
 }
 
-/// `registry` + `packetary/rpmbuild:bookworm` → `registry/packetary/rpmbuild:bookworm`.
-fn registry_reference(registry: &str, image: &str) -> String {
-    format!("{registry}/{image}")
-}
-
-/// A reference without its tag (`host:5000/a/b:t` → `host:5000/a/b`), for `@digest`.
-fn strip_tag(reference: &str) -> &str {
-    let name_start = reference.rfind('/').map(|i| i + 1).unwrap_or(0);
-    match reference[name_start..].rfind(':') {
-        Some(i) => &reference[..name_start + i],
-        None => reference,
-    }
-}
-
 /// Swarm's `node.platform.arch` for a target's rpm architecture, where they agree.
 fn node_arch(arch: &str) -> Option<&str> {
     matches!(arch, "x86_64" | "aarch64" | "ppc64le" | "s390x").then_some(arch)
@@ -520,12 +503,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn references_by_digest_lose_their_tag_not_their_port() {
-        assert_eq!(
-            strip_tag("127.0.0.1:5000/packetary/rpmbuild:bookworm"),
-            "127.0.0.1:5000/packetary/rpmbuild"
-        );
-        assert_eq!(strip_tag("127.0.0.1:5000/a"), "127.0.0.1:5000/a");
+    fn nodes_are_chosen_by_the_target_s_architecture() {
         assert_eq!(node_arch("x86_64"), Some("x86_64"));
         assert_eq!(node_arch("noarch"), None);
     }
