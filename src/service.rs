@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, GithubAuth};
 use crate::docker::{Engine, InfraError};
-use crate::executor::Executor;
 use crate::forge::github::{ApiAuth, ClientError, GitHub, GitHubWebhooks};
 use crate::forge::{FetchOrigin, Forges};
 use crate::git::{Credentials, FetchAuth};
@@ -229,6 +228,8 @@ pub struct Service {
     state: AppState,
     /// `gerrit stream-events`, started by `serve` when `[gerrit] ssh` is set.
     gerrit_stream: Option<GerritStream>,
+    /// A Swarm executor's routes for its jobs (inputs, results), served beside the pages.
+    callback_routes: Option<axum::Router>,
 }
 
 type GerritStream = (
@@ -361,7 +362,12 @@ impl Service {
             config.targets.clone(),
             config.default_targets.clone(),
         );
-        let runner = Arc::new(DockerRunner::new(Executor::for_service(engine.clone())));
+        let executor =
+            crate::executor::executor_from_config(&config.executor, engine.clone(), "service")
+                .await
+                .map_err(ServiceError::Docker)?;
+        let callback_routes = executor.callback_routes();
+        let runner = Arc::new(DockerRunner::new(executor));
         let mut forges = Forges::new();
         if let Some((_, client, hooks)) = github {
             forges = forges.with(ForgeKind::GitHub, Arc::new(hooks), client);
@@ -447,6 +453,7 @@ impl Service {
             engine,
             state,
             gerrit_stream,
+            callback_routes,
         })
     }
 
@@ -479,11 +486,15 @@ impl Service {
 
     /// The whole HTTP surface: webhooks, pages, `/healthz`, `/metrics`.
     pub fn router(&self) -> axum::Router {
-        crate::web::router_with(
+        let web = crate::web::router_with(
             self.state.clone(),
             self.config.server.body_limit,
             self.config.server.body_timeout,
-        )
+        );
+        match &self.callback_routes {
+            Some(tasks) => web.merge(tasks.clone()),
+            None => web,
+        }
     }
 
     /// Runs the service on `listener` until `shutdown` completes: starts the queue

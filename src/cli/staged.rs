@@ -75,7 +75,15 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
         t.repos.extend(s.extra_repos.iter().cloned());
     }
     // Both ask Docker, independently: at once.
-    let executor = Executor::new(s.engine);
+    let executor = Executor::new(s.engine.clone());
+    let builds_on = packetary::executor::executor_from_config(&config.executor, s.engine, "cli")
+        .await
+        .map_err(infra)?;
+    // A Swarm's jobs fetch their inputs and upload their results here while the run lasts.
+    let serving = match builds_on.callback_routes() {
+        Some(routes) => Some(serve_callbacks(config, routes).await?),
+        None => None,
+    };
     let (ensured, reaped) = tokio::join!(
         ensure_images(
             executor.engine(),
@@ -123,12 +131,15 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
         }),
         out: s.out,
         sources: s.sources,
-        runner: Arc::new(DockerRunner::new(executor)),
+        runner: Arc::new(DockerRunner::new(builds_on)),
         progress: tx,
         cancel,
     })
     .await
     .map_err(infra)?;
+    if let Some(server) = serving {
+        server.abort();
+    }
     // The queue's last handles on the progress channel go with its stopped tasks.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), printer).await;
     ctrl_c.abort();
@@ -695,4 +706,32 @@ mod tests {
         assert_eq!(b[1]["log"], "/out/a/app-1.0-1/logs/build.log");
         assert_eq!(b[1]["not_built_against"], serde_json::json!([]));
     }
+}
+
+/// Serves a Swarm executor's callback routes on `[server] listen` until aborted.
+async fn serve_callbacks(
+    config: &Config,
+    routes: axum::Router,
+) -> Result<tokio::task::JoinHandle<()>, CliError> {
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} for the Swarm's build tasks\n  fix: set [server] listen to a free address that [executor] callback_url reaches"
+            )
+        })
+        .map_err(infra)?;
+    progress_line(&format!(
+        "serving the Swarm's build tasks on {listen} (reached at {})",
+        match &config.executor {
+            packetary::config::ExecutorConfig::Swarm(s) => s.callback_url.as_str(),
+            packetary::config::ExecutorConfig::Local => "",
+        }
+    ));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, routes).await {
+            tracing::error!("the Swarm's callback server stopped: {e}");
+        }
+    }))
 }

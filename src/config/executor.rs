@@ -13,6 +13,7 @@ pub(super) struct RawExecutor {
     pub(super) kind: Option<String>,
     pub(super) callback_url: Option<String>,
     pub(super) registry: Option<String>,
+    pub(super) manager: Option<String>,
 }
 
 /// Where builds run.
@@ -33,6 +34,10 @@ pub struct SwarmConfig {
     /// Where the nodes pull builder images from (`127.0.0.1:5000`): `packetary images push`
     /// pushes there, and builds name their image by digest in it.
     pub registry: String,
+    /// The Docker endpoint of a Swarm manager (`unix:///…`, `tcp://…`); `None`: `[docker]
+    /// host` is one. Spec queries, repository indexing and image builds stay on `[docker]
+    /// host`, which shares the service's disk; only builds go to the swarm.
+    pub manager: Option<String>,
 }
 
 pub(super) fn parse_executor(
@@ -44,6 +49,7 @@ pub(super) fn parse_executor(
             for (key, set) in [
                 ("callback_url", raw.callback_url.is_some()),
                 ("registry", raw.registry.is_some()),
+                ("manager", raw.manager.is_some()),
             ] {
                 if set {
                     return Err(invalid(
@@ -98,9 +104,22 @@ pub(super) fn parse_executor(
                     "write it without a scheme, e.g. \"127.0.0.1:5000\" or \"registry.example.com\"",
                 ));
             }
+            if let Some(m) = &raw.manager {
+                let ok = ["unix://", "tcp://", "http://", "https://"]
+                    .iter()
+                    .any(|p| m.starts_with(p) && m.len() > p.len());
+                if !ok {
+                    return Err(invalid(
+                        "executor.manager",
+                        format!("`{m}` is not a Docker endpoint"),
+                        "write e.g. \"unix:///var/run/docker.sock\" or \"tcp://manager:2376\", or leave it out to use [docker] host",
+                    ));
+                }
+            }
             Ok(ExecutorConfig::Swarm(SwarmConfig {
                 callback_url,
                 registry,
+                manager: raw.manager,
             }))
         }
         other => Err(invalid(

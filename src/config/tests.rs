@@ -367,7 +367,8 @@ fn executor_kinds_and_their_keys() {
         c.executor,
         ExecutorConfig::Swarm(SwarmConfig {
             callback_url: "http://10.0.0.1:8080".into(),
-            registry: "127.0.0.1:5000".into()
+            registry: "127.0.0.1:5000".into(),
+            manager: None,
         })
     );
     let t = c.targets.values().next().expect("t");
@@ -379,6 +380,7 @@ fn executor_kinds_and_their_keys() {
         ("[executor]\nkind = \"swarm\"\ncallback_url = \"http://h:1\"\n", "executor.registry", "127.0.0.1:5000"),
         ("[executor]\nkind = \"swarm\"\ncallback_url = \"http://h:1\"\nregistry = \"https://r\"\n", "executor.registry", "without a scheme"),
         ("[executor]\nregistry = \"r:5000\"\n", "executor.registry", "kind = \"swarm\""),
+        ("[executor]\nkind = \"swarm\"\ncallback_url = \"http://h:1\"\nregistry = \"r\"\nmanager = \"/run/d.sock\"\n", "executor.manager", "unix://"),
     ] {
         let e = err(&format!("{text}{base}"));
         assert!(e.contains(key) && e.contains(fix), "{text}: {e}");

@@ -83,3 +83,39 @@ impl AnyExecutor {
         }
     }
 }
+
+/// The executor `[executor]` asks for: the local engine (`engine`), or Swarm jobs on the
+/// manager it names (else on `engine`'s daemon). `kind` is `service` or `cli`: whose builds
+/// they are (see `Executor::for_service`).
+pub async fn from_config(
+    config: &crate::config::ExecutorConfig,
+    engine: crate::docker::Engine,
+    kind: &str,
+) -> Result<AnyExecutor, crate::docker::InfraError> {
+    let owner = super::local::process_owner(kind);
+    Ok(match config {
+        crate::config::ExecutorConfig::Local => AnyExecutor::Local(if kind == "service" {
+            Executor::for_service(engine)
+        } else {
+            Executor::new(engine)
+        }),
+        crate::config::ExecutorConfig::Swarm(s) => {
+            let manager = match &s.manager {
+                Some(m) => crate::docker::Engine::connect(Some(m)).await?,
+                None => engine,
+            };
+            AnyExecutor::Swarm(SwarmExecutor::new(manager, s.clone(), owner))
+        }
+    })
+}
+
+impl AnyExecutor {
+    /// The HTTP routes its builds call back (a Swarm job's inputs and results), to serve
+    /// at `[executor] callback_url`; `None` for the local engine.
+    pub fn callback_routes(&self) -> Option<axum::Router> {
+        match self {
+            AnyExecutor::Local(_) => None,
+            AnyExecutor::Swarm(e) => Some(super::swarm::router(e.tasks())),
+        }
+    }
+}

@@ -479,6 +479,6 @@ fn hostname() -> String {
 }
 
 /// `<kind>/<host>/<pid>`: who made a container, for [`Executor::reap_orphans`].
-fn process_owner(kind: &str) -> String {
+pub(super) fn process_owner(kind: &str) -> String {
     format!("{kind}/{}/{}", hostname(), std::process::id())
 }

@@ -78,7 +78,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Backend, Target};
 use crate::model::{BuildId, Nevr, Outcome, PackageSource, Phase, TargetName};
 
-pub use any::AnyExecutor;
+pub use any::{from_config as executor_from_config, AnyExecutor};
 pub use classify::{failure_summary, first_error_line, missing_capabilities, tail};
 pub use local::Executor;
 pub use repo::{binary_packages_in, build_repos, local_repo, BuildRepo};
