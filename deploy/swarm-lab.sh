@@ -40,6 +40,12 @@ die() {
   log "$*"
   exit 3
 }
+need_root() { [ "$(id -u)" -eq 0 ] || die "the lab's daemons and namespaces are root's: run as root"; }
+
+# The path goes into unix:// URLs, dockerd flags and /proc/mounts matching: absolute, no blanks.
+case "$LAB" in
+/*[[:space:]]* | [!/]* | '') die "PACKETARY_SWARM_LAB_DIR must be an absolute path without blanks, not '$LAB'" ;;
+esac
 
 dk() { # NODE args...: the docker CLI against one lab daemon
   local n=$1
@@ -258,7 +264,7 @@ write_env() {
 }
 
 need_tools() {
-  [ "$(id -u)" -eq 0 ] || die "the lab makes network namespaces and daemons: run as root"
+  need_root
   local t missing=()
   for t in dockerd docker ip nsenter iptables socat docker-registry curl ss; do
     command -v "$t" >/dev/null 2>&1 || missing+=("$t")
@@ -286,11 +292,13 @@ cmd_up() {
 }
 
 cmd_stop_worker() {
+  need_root
   daemon_kill wrk
   log "worker killed (dockerd, containerd, shims, tasks)"
 }
 
 cmd_start_worker() {
+  need_root
   [ -e "/run/netns/$(netns wrk)" ] || die "no lab (netns $(netns wrk) missing): run deploy/swarm-lab.sh up"
   daemon_start wrk
   daemon_wait wrk
@@ -299,7 +307,7 @@ cmd_start_worker() {
 
 cmd_down() {
   local t0=$SECONDS n t
-  [ "$(id -u)" -eq 0 ] || die "run as root"
+  need_root
   for n in "${NODES[@]}"; do kill_pidfile "$LAB/registry/socat-$n.pid" socat; done
   kill_pidfile "$LAB/registry/socat-host.pid" socat
   kill_pidfile "$LAB/registry/registry.pid" docker-registry
