@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Makes this host able to run Packetary's builds: a Docker daemon that answers,
-# mmdebstrap for the registry-free base image, and OpenSSH (Gerrit's stream-events). Installs Debian's packages when missing
+# mmdebstrap for the registry-free base image, OpenSSH (Gerrit's stream-events), and for the
+# test suite's Swarm lab (deploy/swarm-lab.sh) Debian's docker-registry, socat and curl.
+# Installs Debian's packages when missing
 # (needs root), starts dockerd when no daemon answers. Safe to run again.
 # --install-only: install what is missing, start no daemon (tests/fresh-docker.sh starts its own).
 set -euo pipefail
@@ -17,7 +19,10 @@ command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)  # tests/it/images_push.rs
+# A real registry and the Swarm lab's forwarders (tests/it/images_push.rs, deploy/swarm-lab.sh).
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${need_apt[*]}: run as root, or install them with apt-get"; exit 3
@@ -25,6 +30,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]} from Debian"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian's docker-registry package enables a registry service on port 5000; the Swarm lab
+  # runs its own registry only while the tests run, so the service installed here stays off.
+  if [[ " ${need_apt[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  fi
 fi
 
 [ -n "$install_only" ] && exit 0
