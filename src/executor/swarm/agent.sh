@@ -14,6 +14,8 @@ gate=${PACKETARY_GATE:-} private_cgroupns=${PACKETARY_PRIVATE_CGROUPNS:-}
 unset PACKETARY_TASK_URL PACKETARY_TASK_TOKEN PACKETARY_TASK_EXIT PACKETARY_GATE PACKETARY_PRIVATE_CGROUPNS
 driver=$1
 say() { echo "packetary: $*"; }
+say "task on node ${PACKETARY_NODE:-unknown}"
+unset PACKETARY_NODE
 # The agent's own failure: not the package's (the image, the node, the service's reach).
 fault() { say "$*"; echo "$mark fault"; exit 97; }
 
