@@ -1,11 +1,11 @@
-//! Swarm services: a build as a one-task job (`replicated-job`), its task's state, its
+//! Swarm services: a build as a one-task job (one replica, never restarted), its task's state, its
 //! output through the manager, and its removal. The manager is the daemon `Engine` talks
 //! to; the task runs on whichever node Swarm picks.
 
 use std::collections::HashMap;
 
 use bollard::models::{
-    Limit, ResourceObject, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicatedJob, TaskSpec,
+    Limit, ResourceObject, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
     TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
@@ -77,11 +77,11 @@ impl Engine {
         let spec = ServiceSpec {
             name: Some(c.name.clone()),
             labels: Some(c.labels.clone()),
+            // One replica that Swarm never restarts, not `replicated-job`: removing a job
+            // service leaves its task and its container on the node (moby/moby#42789,
+            // #44312, still so on 20.10), which a build service cannot afford.
             mode: Some(ServiceSpecMode {
-                replicated_job: Some(ServiceSpecModeReplicatedJob {
-                    max_concurrent: Some(1),
-                    total_completions: Some(1),
-                }),
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
                 ..Default::default()
             }),
             task_template: Some(TaskSpec {

@@ -11,6 +11,7 @@ mod common;
 mod gerrit_common;
 mod plan_common;
 mod serve_common;
+mod swarm_build;
 mod swarm_common;
 
 mod build_default_target;
