@@ -58,6 +58,12 @@ pub(crate) enum Stop {
     /// The dependency phase asked for the network in a container made without a network
     /// sandbox: the build starts again in one with it.
     NeedsNetwork,
+    /// A Swarm job's task was lost with its node (the node went down, Swarm failed or
+    /// rejected the task before its agent reported): the executor tries another node.
+    NodeFault {
+        node: Option<String>,
+        message: String,
+    },
 }
 
 pub(crate) fn infra(msg: String) -> Stop {
@@ -401,6 +407,7 @@ impl Run {
                         message: "the dependency phase asked for the network, which its container could not have".into(),
                     },
                     Stop::Infra(e) => Outcome::Error { message: e.0 },
+                    Stop::NodeFault { message, .. } => Outcome::Error { message },
                     Stop::Failed(failure, detail) => {
                         let log = run.final_dir().join("logs").join(phase.log_name());
                         Outcome::Failed {

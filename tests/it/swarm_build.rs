@@ -80,19 +80,35 @@ fn nodes_of(lab: &Lab, out: &Path) -> Vec<String> {
     nodes
 }
 
-/// No job on the manager, no build container on either node (Swarm removes a removed
-/// job's container on its node a moment later).
-fn nothing_left(lab: &Lab) {
+/// The ids of the builds whose results are under `out` (their `build.json`).
+fn build_ids(out: &Path) -> Vec<String> {
+    std::fs::read_dir(out.join(TARGET))
+        .expect("results")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("logs/build.json")).ok())
+        .map(|j| {
+            let v: serde_json::Value = serde_json::from_str(&j).expect("build.json");
+            v["id"].as_str().expect("id").to_string()
+        })
+        .collect()
+}
+
+/// No job on the manager, no build container on either node, for the builds under `out`
+/// (Swarm removes a removed job's container on its node a moment later).
+fn nothing_left(lab: &Lab, out: &Path) {
+    let ids = build_ids(out);
+    assert!(!ids.is_empty(), "no build under {}", out.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let jobs = docker_cli(
-            &lab.manager,
-            &["service", "ls", "-q", "--filter", &format!("label={LABEL}")],
-        );
-        let containers: Vec<String> = [&lab.manager, &lab.worker]
-            .iter()
-            .map(|d| docker_cli(d, &["ps", "-aq", "--filter", &format!("label={LABEL}")]))
-            .collect();
+        let mut jobs = String::new();
+        let mut containers = vec![];
+        for id in &ids {
+            let filter = format!("label={LABEL}={id}");
+            jobs += &docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
+            for d in [&lab.manager, &lab.worker] {
+                containers.push(docker_cli(d, &["ps", "-aq", "--filter", &filter]));
+            }
+        }
         if jobs.trim().is_empty() && containers.iter().all(|c| c.trim().is_empty()) {
             return;
         }
@@ -182,5 +198,173 @@ seq 1 20000 | sed 's/^/line /'",
     nodes.sort();
     nodes.dedup();
     assert_eq!(nodes, ["manager", "worker"], "both nodes ran builds");
-    nothing_left(lab);
+    nothing_left(lab, &out);
+}
+
+/// `packetary build` on the lab, as a child process, with its output.
+fn build_cmd(cfg: &Path, dir: &Path, out: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(crate::common::bin());
+    c.args(["--config"])
+        .arg(cfg)
+        .args(["build", "pkgs", "--out"])
+        .arg(out)
+        .current_dir(dir)
+        .env_remove("PACKETARY_CONFIG");
+    c
+}
+
+/// The dependency phase gets the network through the agent's gate (a BuildRequires only
+/// Debian's mirror has), and the build phase after it has none again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dependency_phase_alone_gets_the_network() {
+    let Some(lab) = lab() else { return };
+    let _worker = shared().await;
+    pushed(lab);
+    let d = tempfile::tempdir().expect("tmp");
+    let (cfg, port) = config(lab, d.path(), "");
+    write(
+        &d.path().join("pkgs/z/z.spec"),
+        &spec(
+            "z",
+            "BuildRequires: zlib-devel",
+            &format!(
+                "test -f /usr/include/zlib.h\n\
+if (exec 3<>/dev/tcp/{}/{port}) 2>/dev/null; then echo PROBE-ONLINE; else echo PROBE-OFFLINE; fi",
+                lab.callback_host
+            ),
+        ),
+    );
+    let out = d.path().join("out");
+    let run = packetary(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "build",
+            "pkgs",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        d.path(),
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let logs = out.join(TARGET).join("z-1.0-1/logs");
+    let root = std::fs::read_to_string(logs.join("root.log")).expect("root.log");
+    assert!(
+        root.contains("packetary: network given to the dependency phase"),
+        "{root}"
+    );
+    assert!(
+        root.contains("packetary: from Debian: zlib1g-dev"),
+        "{root}"
+    );
+    assert!(root.contains("packetary: network taken away"), "{root}");
+    let build = std::fs::read_to_string(logs.join("build.log")).expect("build.log");
+    assert!(
+        build.contains("PROBE-OFFLINE") && !build.contains("PROBE-ONLINE"),
+        "{build}"
+    );
+    nothing_left(lab, &out);
+}
+
+/// The worker dies mid-build (its dockerd, containerd and tasks SIGKILLed): the build it
+/// ran is an infrastructure fault that starts again on the other node and succeeds; the
+/// command-line run (which retries nothing itself) ends green.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_lost_with_its_node_runs_again_on_another() {
+    let Some(lab) = lab() else { return };
+    let _worker = crate::swarm_common::exclusive().await;
+    pushed(lab);
+    let d = tempfile::tempdir().expect("tmp");
+    let (cfg, _) = config(lab, d.path(), "");
+    for i in 1..=2 {
+        write(
+            &d.path().join(format!("pkgs/s{i}/s{i}.spec")),
+            &spec(&format!("s{i}"), "", "echo slow-build; sleep 25"),
+        );
+    }
+    let out = d.path().join("out");
+    let child = build_cmd(&cfg, d.path(), &out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("packetary build");
+    // Both builds in their build phase, one of them on the worker (the tasks spread).
+    let worker_id = docker_cli(
+        &lab.manager,
+        &[
+            "node",
+            "ls",
+            "-q",
+            "--filter",
+            "node.label=packetary.node=worker",
+        ],
+    )
+    .trim()
+    .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let on_worker = loop {
+        let staging: Vec<String> = std::fs::read_dir(out.join(TARGET))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                std::fs::read_to_string(e.path().join("logs/root.log"))
+                    .ok()
+                    .map(|r| {
+                        r + &std::fs::read_to_string(e.path().join("logs/build.log"))
+                            .unwrap_or_default()
+                    })
+            })
+            .collect();
+        let building: Vec<&String> = staging
+            .iter()
+            .filter(|t| t.contains("slow-build"))
+            .collect();
+        if building.len() == 2 {
+            break building
+                .iter()
+                .any(|t| t.contains(&format!("task on node {worker_id}")));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the builds never reached %build: {staging:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(on_worker, "Swarm placed neither build on the worker");
+    crate::swarm_common::stop_worker(lab);
+    let finished = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    crate::swarm_common::start_worker(lab);
+    let all = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&finished.stdout),
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(finished.status.success(), "{all}");
+    assert!(all.contains("2 of 2 build(s) succeeded"), "{all}");
+    let moved: Vec<String> = (1..=2)
+        .filter_map(|i| {
+            std::fs::read_to_string(out.join(TARGET).join(format!("s{i}-1.0-1/logs/root.log"))).ok()
+        })
+        .filter(|r| r.contains("the build starts again on another node"))
+        .collect();
+    assert_eq!(moved.len(), 1, "one build ran again elsewhere: {all}");
+    assert!(
+        moved[0].contains("its node is down") || moved[0].contains("ended `"),
+        "{}",
+        moved[0]
+    );
+    // Back to two ready nodes for the next tests.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !docker_cli(&lab.manager, &["node", "ls", "--format", "{{.Status}}"])
+        .lines()
+        .all(|s| s == "Ready")
+    {
+        assert!(Instant::now() < deadline, "the worker did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    nothing_left(lab, &out);
 }

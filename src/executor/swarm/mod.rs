@@ -49,6 +49,8 @@ const ENV_TOKEN: &str = "PACKETARY_TASK_TOKEN";
 const ENV_EXIT: &str = "PACKETARY_TASK_EXIT";
 /// The exit code the agent's marker stands for when it failed itself (`fault`).
 const AGENT_FAULT: i64 = -1;
+/// Jobs a build may take when their nodes fail (see `SwarmExecutor::phases`).
+const NODE_ATTEMPTS: usize = 3;
 /// How long a task that Swarm reports ended may take to deliver its last output.
 const END_GRACE: Duration = Duration::from_secs(15);
 /// How long a task may wait for a node with Swarm naming a reason (no node matches its
@@ -239,8 +241,38 @@ impl SwarmExecutor {
         ))
     }
 
-    /// Creates the job and follows it to its end.
+    /// Runs the build as a job; a job lost with its node is replaced by one that may not
+    /// run there, [`NODE_ATTEMPTS`] times in all (as a Kubernetes Job's `backoffLimit`): a
+    /// node's fault is the cluster's business, not a failed build's.
     async fn phases(&self, run: &mut Run) -> Result<(), Stop> {
+        let mut avoid: Vec<String> = vec![];
+        loop {
+            match self.attempt(run, &avoid).await {
+                Err(Stop::NodeFault { node, message }) if avoid.len() + 1 < NODE_ATTEMPTS => {
+                    if let Some(service) = run.container.take() {
+                        self.engine
+                            .remove_job(&service)
+                            .await
+                            .map_err(Stop::Infra)?;
+                    }
+                    tracing::warn!(build = %run.req.id, "{message}; trying another node");
+                    avoid.push(node.unwrap_or_default());
+                    run.restart();
+                    let mut logs =
+                        Logs::open(&run.logs_dir(), false, run.req.target.limits.log_bytes).await?;
+                    logs.note(&format!(
+                        "packetary: {message}; the build starts again on another node"
+                    ))
+                    .await;
+                    logs.flush().await?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Creates a job on a node not in `avoid` and follows it to its end.
+    async fn attempt(&self, run: &mut Run, avoid: &[String]) -> Result<(), Stop> {
         let target = run.req.target.clone();
         let script = self.script(run)?;
         let steps = steps(&script);
@@ -322,6 +354,12 @@ impl SwarmExecutor {
         if let Some(arch) = node_arch(&target.arch) {
             constraints.push(format!("node.platform.arch=={arch}"));
         }
+        constraints.extend(
+            avoid
+                .iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("node.id!={n}")),
+        );
         let job = JobSpec {
             container: docker::ContainerSpec {
                 name: format!("packetary-{}", run.req.id),
@@ -378,9 +416,11 @@ impl SwarmExecutor {
         let code = tokio::select! {
             r = read_output(run, &mut stream, steps, nonce, logs, None, Some(exit_mark)) => r?,
             fault = self.watch(service) => {
-                logs.note(&format!("packetary: {}", fault.0)).await;
+                if let Stop::NodeFault { message, .. } | Stop::Infra(InfraError(message)) = &fault {
+                    logs.note(&format!("packetary: {message}")).await;
+                }
                 let _ = logs.flush().await;
-                return Err(Stop::Infra(fault));
+                return Err(fault);
             }
         };
         for what in slot.left_out() {
@@ -427,7 +467,7 @@ impl SwarmExecutor {
     /// Returns (only) when the job's task can no longer deliver: it ended and its output
     /// brought no exit marker within [`END_GRACE`], its node is down, or Swarm could not
     /// place it for [`UNPLACED_LIMIT`].
-    async fn watch(&self, service: &str) -> InfraError {
+    async fn watch(&self, service: &str) -> Stop {
         let started = Instant::now();
         let mut ended_at: Option<Instant> = None;
         loop {
@@ -447,21 +487,25 @@ impl SwarmExecutor {
                 _ => false,
             };
             if task.ended() || node_down {
+                // A node that is down delivers nothing more; a task that ended may still.
                 let at = *ended_at.get_or_insert_with(Instant::now);
-                if at.elapsed() >= END_GRACE {
-                    let node = task.node.as_deref().unwrap_or("no node");
-                    return InfraError(format!(
-                        "the build's Swarm task on node {node} ended `{}`{} before the build did: an infrastructure fault{}",
-                        task.state,
-                        if node_down { " (its node is down)" } else { "" },
-                        task.err.map(|e| format!(" (Swarm: {e})")).unwrap_or_default(),
-                    ));
+                if node_down || at.elapsed() >= END_GRACE {
+                    return Stop::NodeFault {
+                        message: format!(
+                            "the build's Swarm task on node {} ended `{}`{} before the build did: an infrastructure fault{}",
+                            task.node.as_deref().unwrap_or("(none)"),
+                            task.state,
+                            if node_down { " (its node is down)" } else { "" },
+                            task.err.map(|e| format!(" (Swarm: {e})")).unwrap_or_default(),
+                        ),
+                        node: task.node,
+                    };
                 }
             } else if task.state == "pending"
                 && task.err.is_some()
                 && started.elapsed() >= UNPLACED_LIMIT
             {
-                return InfraError(format!(
+                return infra(format!(
                     "Swarm cannot place the build's task (Swarm: {})\n  fix: check the target's constraints and the nodes' labels and room (`docker node ls`, `docker node inspect`)",
                     task.err.unwrap_or_default()
                 ));
