@@ -92,7 +92,7 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
                 .iter()
                 .filter_map(|b| config.targets.get(&b.target)),
         ),
-        executor.reap_orphans()
+        builds_on.reap_orphans()
     );
     ensured?;
     std::fs::create_dir_all(&s.out)
@@ -110,9 +110,7 @@ pub async fn run(config: &Config, s: Staged) -> Result<u8, CliError> {
     ));
     match reaped {
         Ok(0) => {}
-        Ok(n) => progress_line(&format!(
-            "removed {n} build container(s) left by killed runs"
-        )),
+        Ok(n) => progress_line(&format!("removed {n} build(s) left by killed runs")),
         Err(e) => tracing::warn!("could not look for leftover containers: {e}"),
     }
     let cancel = CancellationToken::new();

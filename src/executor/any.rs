@@ -62,6 +62,14 @@ impl AnyExecutor {
         }
     }
 
+    /// Removes the builds (containers, jobs) of command-line runs that were killed.
+    pub async fn reap_orphans(&self) -> Result<usize, crate::docker::InfraError> {
+        match self {
+            AnyExecutor::Local(e) => e.reap_orphans().await,
+            AnyExecutor::Swarm(e) => e.reap_orphans().await,
+        }
+    }
+
     /// Removes whatever build `id` left behind (its container, or its job).
     pub async fn cleanup(&self, id: &BuildId) {
         match self {

@@ -47,19 +47,13 @@ impl Executor {
     /// (a `packetary build` killed with SIGKILL cannot clean up after itself); never a
     /// service's, which its restart reattaches to. Returns how many were removed.
     pub async fn reap_orphans(&self) -> Result<usize, InfraError> {
-        let host = hostname();
         let mut removed = 0;
         for (id, owner) in self
             .engine
             .containers_with_label_values(LABEL_OWNER)
             .await?
         {
-            let mut parts = owner.splitn(3, '/');
-            let (Some("cli"), Some(h), Some(pid)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if h != host || Path::new("/proc").join(pid).exists() {
+            if !left_by_dead_cli(&owner) {
                 continue;
             }
             // The owner may have removed it itself between the listing and the /proc check.
@@ -481,4 +475,15 @@ fn hostname() -> String {
 /// `<kind>/<host>/<pid>`: who made a container, for [`Executor::reap_orphans`].
 pub(super) fn process_owner(kind: &str) -> String {
     format!("{kind}/{}/{}", hostname(), std::process::id())
+}
+
+/// Whether `owner` (a [`LABEL_OWNER`] value) is a command-line run of this host that no
+/// longer runs: what [`Executor::reap_orphans`] (and the Swarm executor's) may remove.
+/// Never a service's, which its restart reattaches to.
+pub(super) fn left_by_dead_cli(owner: &str) -> bool {
+    let mut parts = owner.splitn(3, '/');
+    let (Some("cli"), Some(h), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    h == hostname() && !Path::new("/proc").join(pid).exists()
 }

@@ -46,7 +46,7 @@ fn containers_of_a_killed_run_are_reaped_by_the_next() {
     assert!(left <= 1, "{left} containers of one run");
     let r = packetary(&["build", "quick", "--out", "out2"], w);
     assert_eq!(r.code, 0, "{}", r.all());
-    if left == 1 && !r.stderr.contains("build container(s) left by killed runs") {
+    if left == 1 && !r.stderr.contains("build(s) left by killed runs") {
         eprintln!("a concurrent run reaped the killed run's container first");
     }
     assert_eq!(ps(&label), 0, "the next run removed it");

@@ -200,6 +200,21 @@ impl SwarmExecutor {
         Some(self.conclude(run, result).await)
     }
 
+    /// Removes the jobs left by command-line runs of this host that no longer run (a
+    /// `packetary build` killed with SIGKILL), as `Executor::reap_orphans` does for
+    /// containers. Returns how many were removed.
+    pub async fn reap_orphans(&self) -> Result<usize, InfraError> {
+        let mut removed = 0;
+        for (service, labels) in self.engine.jobs_with_label(LABEL_OWNER).await? {
+            let owner = labels.get(LABEL_OWNER).map(String::as_str).unwrap_or("");
+            if super::local::left_by_dead_cli(owner) && self.engine.remove_job(&service).await? {
+                tracing::warn!(job = %service, %owner, "removed a Swarm job left by a dead process");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes the jobs of build `id` (after a crash, for a build that runs again).
     pub async fn cleanup(&self, id: &BuildId) {
         let label = format!("{LABEL_BUILD}={id}");

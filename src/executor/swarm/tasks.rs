@@ -74,6 +74,8 @@ impl Tasks {
         dest: PathBuf,
         allowance: Option<DiskAllowance>,
     ) -> Arc<Slot> {
+        // What an upload cut by a crash of this service left aside is never a result.
+        remove_uploads_aside(&dest);
         let slot = Arc::new(Slot {
             token: Sha256::digest(token.as_bytes()).into(),
             inputs,
@@ -253,4 +255,13 @@ async fn move_into(aside: &Path, dest: &Path, taken: &Taken) -> Result<(), Fetch
             .map_err(|e| FetchError::Infra(format!("move {}: {e}", rel.display())))?;
     }
     Ok(())
+}
+
+/// Removes the `.upload-*` directories under `dest` (uploads a killed service never moved in).
+fn remove_uploads_aside(dest: &Path) {
+    for e in std::fs::read_dir(dest).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(".upload-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
