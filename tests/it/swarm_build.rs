@@ -80,17 +80,24 @@ fn nodes_of(lab: &Lab, out: &Path) -> Vec<String> {
     nodes
 }
 
-/// The ids of the builds whose results are under `out` (their `build.json`).
+/// The ids of the builds under `out`: their `build.json`, or their staging directory's name
+/// (`.build-<id>`, a build that did not finish).
 fn build_ids(out: &Path) -> Vec<String> {
-    std::fs::read_dir(out.join(TARGET))
+    let mut ids: Vec<String> = std::fs::read_dir(out.join(TARGET))
         .expect("results")
         .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("logs/build.json")).ok())
-        .map(|j| {
+        .filter_map(|e| {
+            if let Some(id) = e.file_name().to_string_lossy().strip_prefix(".build-") {
+                return Some(id.to_string());
+            }
+            let j = std::fs::read_to_string(e.path().join("logs/build.json")).ok()?;
             let v: serde_json::Value = serde_json::from_str(&j).expect("build.json");
-            v["id"].as_str().expect("id").to_string()
+            Some(v["id"].as_str().expect("id").to_string())
         })
-        .collect()
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// No job on the manager, no build container on either node, for the builds under `out`
@@ -367,4 +374,107 @@ async fn a_build_lost_with_its_node_runs_again_on_another() {
         std::thread::sleep(Duration::from_millis(500));
     }
     nothing_left(lab, &out);
+}
+
+/// Time and memory limits are reported as on the local executor, and an interrupt removes
+/// the job: in each case the job and its container are gone afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn timeouts_out_of_memory_and_interrupts_as_on_the_local_executor() {
+    let Some(lab) = lab() else { return };
+    let _worker = shared().await;
+    pushed(lab);
+    let case = |name: &str, body: &str, limits: &str| {
+        let d = tempfile::tempdir().expect("tmp");
+        let (cfg, _) = config(lab, d.path(), limits);
+        write(
+            &d.path().join(format!("pkgs/{name}/{name}.spec")),
+            &spec(name, "", body),
+        );
+        (d, cfg)
+    };
+    // The time limit counts from the start: it covers a node pulling the image too.
+    let (d, cfg) = case(
+        "sleepy",
+        "echo slow-build; sleep 300",
+        "timeout = \"25s\"\n",
+    );
+    let out = d.path().join("out");
+    let started = Instant::now();
+    let run = build_cmd(&cfg, d.path(), &out).output().expect("build");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(1), "{all}");
+    assert!(all.contains("exceeded its time limit of 25s"), "{all}");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "the time limit was not enforced"
+    );
+    nothing_left(lab, &out);
+
+    let (d, cfg) = case(
+        "hog",
+        "head -c 400M /dev/zero | tail -n 1 >/dev/null",
+        "memory = \"64MiB\"\n",
+    );
+    let out = d.path().join("out");
+    let run = build_cmd(&cfg, d.path(), &out).output().expect("build");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(1), "{all}");
+    assert!(all.contains("memory limit (64MiB)"), "{all}");
+    let json = std::fs::read_to_string(out.join(TARGET).join("hog-1.0-1/logs/build.json"))
+        .expect("build.json");
+    assert!(json.contains("out_of_memory"), "{json}");
+    nothing_left(lab, &out);
+
+    let (d, cfg) = case("slow", "echo slow-build; sleep 300", "");
+    let out = d.path().join("out");
+    let child = build_cmd(&cfg, d.path(), &out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("build");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_dir(out.join(TARGET))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("logs/build.log"))
+                .is_ok_and(|l| l.contains("slow-build"))
+        })
+    {
+        assert!(Instant::now() < deadline, "the build never reached %build");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ids = build_ids(&out);
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let ended = child.wait_with_output().expect("wait");
+    assert_ne!(ended.status.code(), Some(0));
+    for id in ids {
+        let jobs = docker_cli(
+            &lab.manager,
+            &[
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label={LABEL}={id}"),
+            ],
+        );
+        assert!(
+            jobs.trim().is_empty(),
+            "the interrupted build's job is still there"
+        );
+    }
 }
