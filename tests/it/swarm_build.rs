@@ -478,3 +478,125 @@ async fn timeouts_out_of_memory_and_interrupts_as_on_the_local_executor() {
         );
     }
 }
+
+/// `packetary serve` with its builds on the swarm is killed (SIGKILL) while a build runs on
+/// a node: the job lives on; the restarted service finds it by its label, reads its output
+/// again, takes its upload and ends it `success` without building it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_reattaches_to_its_running_jobs() {
+    use crate::serve_common::*;
+    use packetary::model::BuildState;
+    use packetary::store::Store;
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let Some(lab) = lab() else { return };
+    let _worker = shared().await;
+    pushed(lab);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    let slow = repo.join("a-slow");
+    std::fs::create_dir_all(&slow).expect("mkdir");
+    let text = std::fs::read_to_string(repo.join("hello-noarch/hello-noarch.spec")).expect("spec");
+    let text = text
+        .replace("hello-noarch", "hello-slow")
+        .replace("%install", "%build\necho slow-build\nsleep 15\n\n%install");
+    std::fs::write(slow.join("hello-slow.spec"), text).expect("write");
+    std::fs::copy(
+        repo.join("hello-noarch/greeting.txt"),
+        slow.join("greeting.txt"),
+    )
+    .expect("copy");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "--amend", "-m", "hello and slow"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&github)
+        .await;
+    let port = std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("{}:{port}", lab.callback_host)
+        .parse()
+        .expect("addr");
+    let config = write_server_config(dir.path(), addr, &github.uri(), "shutdown_grace = \"2s\"");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[executor]\nkind = \"swarm\"\ncallback_url = \"http://{addr}\"\nregistry = \"{}\"\nmanager = \"{}\"\n",
+        lab.registry, lab.manager
+    ));
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("server.log");
+    let mut server = spawn_serve(&config, &log, "info,packetary=debug");
+    wait_healthy(addr, &log).await;
+    let url = format!("file://{}", repo.display());
+    let body = push_payload("test/hello", &url, "main", &"0".repeat(40), &head);
+    assert_eq!(
+        post_webhook(addr, "push", "swarm-crash-1", &body).await,
+        202
+    );
+
+    let store = Store::open(&dir.path().join("data")).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let slow_id = loop {
+        let running = store
+            .builds_in_state(BuildState::Running)
+            .await
+            .expect("builds");
+        if let Some(b) = running
+            .iter()
+            .find(|b| b.package == "hello-slow" && b.phase.as_deref() == Some("build"))
+        {
+            break b.id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow build never reached %build; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    server.kill().expect("SIGKILL");
+    let _ = server.wait();
+    let filter = format!("label={LABEL}={slow_id}");
+    let job = docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
+    assert!(!job.trim().is_empty(), "the job died with the service");
+
+    let mut server = spawn_serve(&config, &log, "info,packetary=debug");
+    wait_healthy(addr, &log).await;
+    let all = wait_final(&github, &head, Duration::from_secs(180)).await;
+    let last: std::collections::BTreeMap<String, String> =
+        all.iter().map(|s| (s.1.clone(), s.2.clone())).collect();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    for context in [
+        "packetary/bookworm-rpmbuild/hello-noarch",
+        "packetary/bookworm-rpmbuild/hello-slow",
+        "packetary",
+    ] {
+        assert_eq!(
+            last.get(context).map(String::as_str),
+            Some("success"),
+            "{context}: {all:#?}\n{log_text}"
+        );
+    }
+    let builds = store.recent_builds(10).await.expect("builds");
+    let slow = builds.iter().find(|b| b.id == slow_id).expect("slow build");
+    assert_eq!(slow.attempts, 1, "reattached, not run again: {builds:?}");
+    let root = std::fs::read_to_string(
+        slow.result_dir
+            .as_ref()
+            .expect("results")
+            .join("logs/root.log"),
+    )
+    .expect("root.log");
+    assert!(root.contains("reattached to Swarm job"), "{root}");
+    let job = docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
+    assert!(job.trim().is_empty(), "the reattached build's job is left");
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -34,7 +34,7 @@ http() {
 import os, sys, time, shutil, urllib.request, urllib.error
 verb, url, path = sys.argv[1:4]
 headers = {"Authorization": "Bearer " + os.environ.pop("PACKETARY_T")}
-for attempt in range(6):
+for attempt in range(8):
     try:
         if verb == "get":
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=120) as r, open(path, "wb") as f:
@@ -47,7 +47,9 @@ for attempt in range(6):
         sys.exit(0)
     except urllib.error.HTTPError as e:
         print("packetary: %s %s: HTTP %d: %s" % (verb, url, e.code, e.read(2000).decode("utf-8", "replace").strip()), flush=True)
-        if 400 <= e.code < 500 and e.code not in (408, 429):
+        # Refusals of what was sent are final; an unknown build or token (401, 404) may be
+        # a service that restarts and has not picked its builds up again yet.
+        if e.code in (400, 409, 410, 411, 413):
             sys.exit(1)
     except Exception as e:
         print("packetary: %s %s: %s" % (verb, url, e), flush=True)
