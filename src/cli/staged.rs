@@ -548,6 +548,34 @@ pub fn builds_of(
         .collect()
 }
 
+/// Serves a Swarm executor's callback routes on `[server] listen` until aborted.
+async fn serve_callbacks(
+    config: &Config,
+    routes: axum::Router,
+) -> Result<tokio::task::JoinHandle<()>, CliError> {
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} for the Swarm's build tasks\n  fix: set [server] listen to a free address that [executor] callback_url reaches"
+            )
+        })
+        .map_err(infra)?;
+    progress_line(&format!(
+        "serving the Swarm's build tasks on {listen} (reached at {})",
+        match &config.executor {
+            packetary::config::ExecutorConfig::Swarm(s) => s.callback_url.as_str(),
+            packetary::config::ExecutorConfig::Local => "",
+        }
+    ));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, routes).await {
+            tracing::error!("the Swarm's callback server stopped: {e}");
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,32 +732,4 @@ mod tests {
         assert_eq!(b[1]["log"], "/out/a/app-1.0-1/logs/build.log");
         assert_eq!(b[1]["not_built_against"], serde_json::json!([]));
     }
-}
-
-/// Serves a Swarm executor's callback routes on `[server] listen` until aborted.
-async fn serve_callbacks(
-    config: &Config,
-    routes: axum::Router,
-) -> Result<tokio::task::JoinHandle<()>, CliError> {
-    let listen = config.server.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {listen} for the Swarm's build tasks\n  fix: set [server] listen to a free address that [executor] callback_url reaches"
-            )
-        })
-        .map_err(infra)?;
-    progress_line(&format!(
-        "serving the Swarm's build tasks on {listen} (reached at {})",
-        match &config.executor {
-            packetary::config::ExecutorConfig::Swarm(s) => s.callback_url.as_str(),
-            packetary::config::ExecutorConfig::Local => "",
-        }
-    ));
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, routes).await {
-            tracing::error!("the Swarm's callback server stopped: {e}");
-        }
-    }))
 }

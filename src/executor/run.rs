@@ -536,6 +536,30 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
+/// (what [`super::provenance::tree_digest`] covered).
+pub(super) fn keep_inputs(run: &Run) -> impl std::future::Future<Output = Result<(), Stop>> {
+    let (pkg, dest) = (
+        run.req.package.clone(),
+        run.staging.join(super::provenance::INPUTS_DIR),
+    );
+    keep_inputs_in(pkg, dest)
+}
+
+async fn keep_inputs_in(
+    pkg: crate::model::PackageSource,
+    dest: std::path::PathBuf,
+) -> Result<(), Stop> {
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&dest);
+        super::provenance::keep_inputs(&pkg, &dest)
+    })
+    .await
+    .map_err(|e| infra(e.to_string()))?
+    .map_err(|e| infra(format!("cannot keep a copy of the package's files: {e}")))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,28 +606,4 @@ mod tests {
         assert_eq!(read("root.log", Some(0), 10).await.expect("read"), None);
         assert_eq!(read("../x", Some(0), 10).await.expect("read"), None);
     }
-}
-
-/// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
-/// (what [`super::provenance::tree_digest`] covered).
-pub(super) fn keep_inputs(run: &Run) -> impl std::future::Future<Output = Result<(), Stop>> {
-    let (pkg, dest) = (
-        run.req.package.clone(),
-        run.staging.join(super::provenance::INPUTS_DIR),
-    );
-    keep_inputs_in(pkg, dest)
-}
-
-async fn keep_inputs_in(
-    pkg: crate::model::PackageSource,
-    dest: std::path::PathBuf,
-) -> Result<(), Stop> {
-    tokio::task::spawn_blocking(move || {
-        let _ = std::fs::remove_dir_all(&dest);
-        super::provenance::keep_inputs(&pkg, &dest)
-    })
-    .await
-    .map_err(|e| infra(e.to_string()))?
-    .map_err(|e| infra(format!("cannot keep a copy of the package's files: {e}")))?;
-    Ok(())
 }

@@ -106,9 +106,8 @@ impl Tasks {
     }
 
     /// The slot of `build` if the request carries its token.
-    fn authorized(&self, build: &str, headers: &HeaderMap) -> Result<Arc<Slot>, Response> {
-        let denied =
-            || (StatusCode::UNAUTHORIZED, "unknown build or wrong token\n").into_response();
+    fn authorized(&self, build: &str, headers: &HeaderMap) -> Result<Arc<Slot>, Denied> {
+        let denied = || Denied;
         let id = BuildId::parse(build).map_err(|_| denied())?;
         let slot = self
             .slots
@@ -130,6 +129,15 @@ impl Tasks {
     }
 }
 
+/// A request without its build's token (or for a build not served here).
+struct Denied;
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        (StatusCode::UNAUTHORIZED, "unknown build or wrong token\n").into_response()
+    }
+}
+
 /// The routes a job's agent calls, under `[executor] callback_url`.
 pub fn router(tasks: Arc<Tasks>) -> Router {
     Router::new()
@@ -145,7 +153,7 @@ async fn inputs(
 ) -> Response {
     let slot = match tasks.authorized(&build, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(i) = slot.inputs.clone() else {
         return (
@@ -178,7 +186,7 @@ async fn results(
 ) -> Response {
     let slot = match tasks.authorized(&build, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     // A length the connection must deliver: a cut upload then ends in an error, never in
     // an archive that merely looks shorter.
@@ -263,5 +271,157 @@ fn remove_uploads_aside(dest: &Path) {
         if e.file_name().to_string_lossy().starts_with(".upload-") {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn out_tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, t, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*t);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            if let Some(l) = link {
+                h.set_link_name(l).expect("link");
+            }
+            h.set_path(path).expect("path");
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    fn put(token: &str, body: Vec<u8>, length: bool) -> Request<Body> {
+        let mut r =
+            Request::put("/tasks/b1/results").header("authorization", format!("Bearer {token}"));
+        if length {
+            r = r.header("content-length", body.len());
+        }
+        r.body(Body::from(body)).expect("request")
+    }
+
+    fn setup() -> (Arc<Tasks>, Arc<Slot>, tempfile::TempDir) {
+        let d = tempfile::tempdir().expect("tmp");
+        let tasks = Arc::new(Tasks::default());
+        let id = BuildId::parse("b1").expect("id");
+        let slot = tasks.register(&id, "s3cret", None, d.path().to_path_buf(), None);
+        (tasks, slot, d)
+    }
+
+    /// An upload is taken only with its build's token and a length, is checked like a
+    /// download (a link is refused by name), lands whole, and is taken once.
+    #[tokio::test]
+    async fn uploads_need_the_token_and_are_checked_and_taken_once() {
+        let (tasks, slot, d) = setup();
+        let good = out_tar(&[
+            ("out/", tar::EntryType::Directory, b"", None),
+            ("out/a-1-1.src.rpm", tar::EntryType::Regular, b"srpm", None),
+            (
+                "out/a-1-1.noarch.rpm",
+                tar::EntryType::Regular,
+                b"rpm",
+                None,
+            ),
+        ]);
+        let app = router(tasks.clone());
+        let r = app
+            .clone()
+            .oneshot(put("wrong", good.clone(), true))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let r = app
+            .clone()
+            .oneshot(put("s3cret", good.clone(), false))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::LENGTH_REQUIRED);
+        assert!(slot.take_upload().await.is_none(), "nothing taken yet");
+        let r = app
+            .clone()
+            .oneshot(put("s3cret", good.clone(), true))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = app
+            .clone()
+            .oneshot(put("s3cret", good, true))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::CONFLICT, "taken once");
+        let taken = slot.take_upload().await.expect("an upload").expect("taken");
+        assert_eq!(taken.files, ["a-1-1.src.rpm", "a-1-1.noarch.rpm"]);
+        assert_eq!(
+            std::fs::read(d.path().join("a-1-1.noarch.rpm")).expect("moved in"),
+            b"rpm"
+        );
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".upload-"))
+            .collect();
+        assert!(left.is_empty(), "nothing left aside");
+
+        let (tasks, slot, _d) = setup();
+        let link = out_tar(&[
+            ("out/", tar::EntryType::Directory, b"", None),
+            (
+                "out/x-1-1.noarch.rpm",
+                tar::EntryType::Symlink,
+                b"",
+                Some("/etc/shadow"),
+            ),
+        ]);
+        let r = router(tasks)
+            .oneshot(put("s3cret", link, true))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), StatusCode::OK);
+        let taken = slot.take_upload().await.expect("an upload").expect("taken");
+        assert!(
+            taken.files.is_empty() && !taken.refused.is_empty(),
+            "{taken:?}"
+        );
+    }
+
+    /// An upload cut short (fewer bytes than its length) is an error and writes nothing.
+    #[tokio::test]
+    async fn a_cut_upload_is_never_a_result() {
+        let (tasks, slot, d) = setup();
+        let mut whole = out_tar(&[
+            ("out/", tar::EntryType::Directory, b"", None),
+            (
+                "out/a-1-1.noarch.rpm",
+                tar::EntryType::Regular,
+                &[7u8; 5000],
+                None,
+            ),
+        ]);
+        let length = whole.len();
+        whole.truncate(2048);
+        let chunks = vec![
+            Ok::<_, std::io::Error>(bytes::Bytes::from(whole)),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let req = Request::put("/tasks/b1/results")
+            .header("authorization", "Bearer s3cret")
+            .header("content-length", length)
+            .body(Body::from_stream(futures_util::stream::iter(chunks)))
+            .expect("request");
+        let r = router(tasks).oneshot(req).await.expect("answer");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(matches!(slot.take_upload().await, Some(Err(_))));
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(names.is_empty(), "written: {names:?}");
     }
 }
