@@ -49,6 +49,8 @@ const ENV_TOKEN: &str = "PACKETARY_TASK_TOKEN";
 const ENV_EXIT: &str = "PACKETARY_TASK_EXIT";
 /// The exit code the agent's marker stands for when it failed itself (`fault`).
 const AGENT_FAULT: i64 = -1;
+/// How often a running job's task and node are looked at.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Jobs a build may take when their nodes fail (see `SwarmExecutor::phases`).
 const NODE_ATTEMPTS: usize = 3;
 /// How long a task that Swarm reports ended may take to deliver its last output.
@@ -486,7 +488,9 @@ impl SwarmExecutor {
         let started = Instant::now();
         let mut ended_at: Option<Instant> = None;
         loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Two calls to the manager per running build at most every interval: the
+            // output's end comes by the exit marker, this only catches what never ends.
+            tokio::time::sleep(WATCH_INTERVAL).await;
             let task = match self.engine.job_task(service).await {
                 Ok(Some(t)) => t,
                 Ok(None) => continue,
