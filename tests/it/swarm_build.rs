@@ -600,3 +600,138 @@ async fn a_killed_service_reattaches_to_its_running_jobs() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A pull request's new head supersedes the build of the old one running on the swarm:
+/// its job is removed at once (not left to its 120 s), its status says by what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseding_push_removes_the_running_job() {
+    use crate::serve_common::*;
+    use packetary::model::BuildState;
+    use packetary::store::Store;
+    use serde_json::Value;
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let Some(lab) = lab() else { return };
+    let _worker = shared().await;
+    pushed(lab);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = example_repo(dir.path());
+    let base = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    let spec = repo.join("hello-noarch/hello-noarch.spec");
+    let original = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        original.replace("%install", "%build\necho slow-build\nsleep 120\n\n%install"),
+    )
+    .expect("write");
+    git(&repo, &["commit", "-q", "-am", "slow"]);
+    let slow = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(
+        &spec,
+        original.replace("Release:        1", "Release:        2"),
+    )
+    .expect("write");
+    git(&repo, &["commit", "-q", "-am", "fast"]);
+    let fast = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["update-ref", "refs/pull/5/head", &fast]);
+
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&github)
+        .await;
+    let port = std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("{}:{port}", lab.callback_host)
+        .parse()
+        .expect("addr");
+    let config = write_server_config(dir.path(), addr, &github.uri(), "");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[executor]\nkind = \"swarm\"\ncallback_url = \"http://{addr}\"\nregistry = \"{}\"\nmanager = \"{}\"\n",
+        lab.registry, lab.manager
+    ));
+    std::fs::write(&config, text).expect("config");
+    let log = dir.path().join("server.log");
+    let mut server = spawn_serve(&config, &log, "info,packetary=debug");
+    wait_healthy(addr, &log).await;
+    let url = format!("file://{}", repo.display());
+    let pr = |action: &str, head: &str| {
+        let mut p: Value = fixture(if action == "opened" {
+            "pull_request-opened.json"
+        } else {
+            "pull_request-synchronize.json"
+        });
+        p["action"] = Value::from(action);
+        p["number"] = Value::from(5);
+        p["repository"]["full_name"] = Value::from("test/hello");
+        p["repository"]["clone_url"] = Value::from(url.clone());
+        p["pull_request"]["head"]["sha"] = Value::from(head);
+        p["pull_request"]["head"]["ref"] = Value::from("feature");
+        p["pull_request"]["head"]["repo"]["full_name"] = Value::from("test/hello");
+        p["pull_request"]["base"]["sha"] = Value::from(base.clone());
+        p["pull_request"]["base"]["ref"] = Value::from("main");
+        serde_json::to_vec(&p).expect("json")
+    };
+    assert_eq!(
+        post_webhook(addr, "pull_request", "spr-1", &pr("opened", &slow)).await,
+        202
+    );
+    let store = Store::open(&dir.path().join("data")).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let old_id = loop {
+        let running = store
+            .builds_in_state(BuildState::Running)
+            .await
+            .expect("builds");
+        if let Some(b) = running.iter().find(|b| b.phase.as_deref() == Some("build")) {
+            break b.id.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first build never reached %build; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let filter = format!("label={LABEL}={old_id}");
+    assert!(
+        !docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter])
+            .trim()
+            .is_empty()
+    );
+    let superseded_at = Instant::now();
+    assert_eq!(
+        post_webhook(addr, "pull_request", "spr-2", &pr("synchronize", &fast)).await,
+        202
+    );
+    let old = wait_final(&github, &slow, Duration::from_secs(60)).await;
+    assert!(
+        old.iter()
+            .any(|s| s.2 == "error" && s.3 == format!("superseded by {fast}")),
+        "{old:#?}"
+    );
+    while !docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            superseded_at.elapsed() < Duration::from_secs(30),
+            "the superseded build's job is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let new = wait_final(&github, &fast, Duration::from_secs(180)).await;
+    assert!(
+        new.iter().any(|s| s.1 == "packetary" && s.2 == "success"),
+        "{new:#?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
