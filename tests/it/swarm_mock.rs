@@ -19,32 +19,16 @@ const TARGET: &str = "debian12-mock";
 const IMAGE: &str = "packetary/mock:debian-test";
 const LABEL: &str = "org.packetary.build-id";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The Mock test image on the host daemon and its buildroot repository (a directory of the
-/// host), made once per test process by `images/mock-debian-test/build.sh` (which skips
-/// what is up to date).
-fn buildroot_repo() -> &'static Path {
-    static REPO: OnceLock<PathBuf> = OnceLock::new();
-    REPO.get_or_init(|| {
-        let out = std::process::Command::new(root().join("images/mock-debian-test/build.sh"))
-            .output()
-            .expect("run images/mock-debian-test/build.sh");
-        assert!(
-            out.status.success(),
-            "images/mock-debian-test/build.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let repo = root().join("target/mock-debian-test/repo");
-        assert!(
-            repo.join("repodata/repomd.xml").is_file(),
-            "build.sh made no repository at {}",
-            repo.display()
-        );
-        repo
-    })
+/// host), made by `images/mock-debian-test/build.sh` (through `build_mock`, once per process).
+fn buildroot_repo() -> PathBuf {
+    let repo = crate::build_mock::mock_image().join("repo");
+    assert!(
+        repo.join("repodata/repomd.xml").is_file(),
+        "build.sh made no repository at {}",
+        repo.display()
+    );
+    repo
 }
 
 /// A static HTTP server of one directory on the lab's callback host (what the nodes reach),
@@ -184,7 +168,7 @@ fn read(p: &Path) -> String {
 async fn a_mock_target_builds_on_the_swarm() {
     let Some(lab) = lab() else { return };
     let _worker = shared().await;
-    let repo = buildroot_repo().to_path_buf();
+    let repo = buildroot_repo();
     let lab2 = lab.clone();
     tokio::task::spawn_blocking(move || pushed(&lab2))
         .await
@@ -298,7 +282,7 @@ async fn a_mock_target_builds_on_the_swarm() {
 async fn an_agent_fault_on_the_swarm_is_not_the_package_s() {
     let Some(lab) = lab() else { return };
     let _worker = shared().await;
-    let repo = buildroot_repo().to_path_buf();
+    let repo = buildroot_repo();
     let lab2 = lab.clone();
     tokio::task::spawn_blocking(move || pushed(&lab2))
         .await
