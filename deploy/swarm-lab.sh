@@ -24,6 +24,9 @@
 # the host daemon's port mappings.
 # Each dockerd has its own data/exec root, socket, containerd namespaces, cgroup parent and a
 # bridge made here: never `--bridge none`, with which dockerd deletes the bridge docker0.
+# Every task gets a private cgroup namespace (--default-cgroupns-mode private): Swarm on API
+# 1.41 cannot ask for one per service, and the agent runs no target with SYS_ADMIN (Mock)
+# without it (a task with SYS_ADMIN could otherwise remount the host's cgroup tree).
 # State: $PACKETARY_SWARM_LAB_DIR, default /var/tmp/packetary-swarm-lab (not /tmp: overlay2).
 set -euo pipefail
 
@@ -125,6 +128,7 @@ daemon_start() { # NODE
     --containerd-namespace "packetary-swarm-lab-$n" \
     --containerd-plugins-namespace "packetary-swarm-lab-$n-plugins" \
     --exec-opt native.cgroupdriver=cgroupfs --cgroup-parent "/$(cgroup_parent "$n")" \
+    --default-cgroupns-mode private \
     </dev/null >>"$d/dockerd.log" 2>&1 9>&- &
 }
 

@@ -23,15 +23,7 @@ fn root() -> &'static Path {
 fn mock_config() -> &'static Path {
     static CONFIG: OnceLock<PathBuf> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        let out = std::process::Command::new(root().join("images/mock-debian-test/build.sh"))
-            .output()
-            .expect("run images/mock-debian-test/build.sh");
-        assert!(
-            out.status.success(),
-            "images/mock-debian-test/build.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let config = root().join("target/mock-debian-test/packetary.toml");
+        let config = mock_image().join("packetary.toml");
         assert!(config.is_file(), "build.sh wrote no {}", config.display());
         // One build first, alone: it makes the target's warm buildroot that the cases,
         // each its own packetary process, then share.
@@ -53,6 +45,24 @@ fn mock_config() -> &'static Path {
         );
         assert_eq!(r.code, 0, "the warm-up build failed: {}", r.all());
         config
+    })
+}
+
+/// `images/mock-debian-test/build.sh`, once per test process for every module that needs
+/// the Mock test image (two runs at once would race on its output directory): returns
+/// `target/mock-debian-test`, with `packetary.toml` and the buildroot repository `repo`.
+pub(crate) fn mock_image() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = std::process::Command::new(root().join("images/mock-debian-test/build.sh"))
+            .output()
+            .expect("run images/mock-debian-test/build.sh");
+        assert!(
+            out.status.success(),
+            "images/mock-debian-test/build.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root().join("target/mock-debian-test")
     })
 }
 

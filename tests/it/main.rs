@@ -52,6 +52,7 @@ mod serve_reuse;
 mod serve_webhooks;
 mod spec_cancel;
 mod store_migrate;
+mod swarm_mock;
 mod web_change_page;
 mod web_commit_page;
 mod web_pages;

@@ -17,7 +17,9 @@ say() { echo "packetary: $*"; }
 say "task on node ${PACKETARY_NODE:-unknown}"
 unset PACKETARY_NODE
 # The agent's own failure: not the package's (the image, the node, the service's reach).
-fault() { say "$*"; echo "$mark fault"; exit 97; }
+# Its marker's code is -1 (AGENT_FAULT in mod.rs): a word there would read as exit status 1,
+# the package's failure.
+fault() { say "$*"; echo "$mark -1"; exit 97; }
 
 command -v python3 >/dev/null 2>&1 || fault "the image has no python3, with which the build's task fetches its inputs and uploads its results: install it in the image"
 command -v setpriv >/dev/null 2>&1 || fault "the image has no setpriv (util-linux): install it in the image"
