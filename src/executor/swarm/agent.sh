@@ -48,7 +48,8 @@ for attempt in range(8):
                     r.read(1 << 16)
         sys.exit(0)
     except urllib.error.HTTPError as e:
-        print("packetary: %s %s: HTTP %d: %s" % (verb, url, e.code, e.read(2000).decode("utf-8", "replace").strip()), flush=True)
+        body = e.read(300).decode("utf-8", "replace").strip().splitlines()
+        print("packetary: %s %s: HTTP %d: %s" % (verb, url, e.code, body[0] if body else ""), flush=True)
         # Refusals of what was sent are final; an unknown build or token (401, 404) may be
         # a service that restarts and has not picked its builds up again yet.
         if e.code in (400, 409, 410, 411, 413):

@@ -452,9 +452,17 @@ impl SwarmExecutor {
         tracing::debug!(build = %run.req.id, code, "Swarm job's driver ended");
         if code == AGENT_FAULT {
             let _ = logs.flush().await;
+            // The agent's reason is its last own line before the marker.
+            let text = tokio::fs::read_to_string(run.logs_dir().join("root.log"))
+                .await
+                .unwrap_or_default();
+            let reason = text
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("packetary: "))
+                .unwrap_or("see root.log");
             return Err(infra(format!(
-                "the build's Swarm task could not run its build (see {}): an infrastructure fault",
-                run.req.target.name
+                "the build's Swarm task could not run its build, an infrastructure fault: {reason}"
             )));
         }
         let uploaded = slot.take_upload().await;
