@@ -34,24 +34,7 @@ async fn sigkill_mid_build_loses_nothing() {
     let repo = example_repo(dir.path());
     // A second, slow package that sorts first, so that it runs (in its build phase, inside
     // its container) while the other waits (parallel = 1) when the server is killed.
-    let slow = repo.join("a-slow");
-    std::fs::create_dir_all(&slow).expect("mkdir");
-    let spec = std::fs::read_to_string(repo.join("hello-noarch/hello-noarch.spec")).expect("spec");
-    let spec = spec
-        .replace("hello-noarch", "hello-slow")
-        .replace("%install", "%build\nsleep 8\n\n%install");
-    std::fs::write(slow.join("hello-slow.spec"), spec).expect("write");
-    std::fs::copy(
-        repo.join("hello-noarch/greeting.txt"),
-        slow.join("greeting.txt"),
-    )
-    .expect("copy");
-    git(&repo, &["add", "-A"]);
-    // In the first commit with hello-noarch: the push below creates `main`, and only what
-    // that root commit holds is planned as new (a later commit would be compared with its
-    // parent).
-    git(&repo, &["commit", "-q", "--amend", "-m", "hello and slow"]);
-    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let head = add_slow_package(&repo, "sleep 8");
 
     let github = github_taking_statuses().await;
     let port = free_port();

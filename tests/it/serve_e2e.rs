@@ -174,49 +174,12 @@ async fn a_pull_request_update_supersedes_the_running_build() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = example_repo(dir.path());
-    let base = git(&repo, &["rev-parse", "HEAD"]);
-    git(&repo, &["checkout", "-q", "-b", "feature"]);
-    let spec = repo.join("hello-noarch/hello-noarch.spec");
-    let original = std::fs::read_to_string(&spec).expect("spec");
-    // The first version of the pull request builds slowly...
-    std::fs::write(
-        &spec,
-        original.replace("%install", "%build\nsleep 120\n\n%install"),
-    )
-    .expect("write");
-    git(&repo, &["commit", "-q", "-am", "slow"]);
-    let slow = git(&repo, &["rev-parse", "HEAD"]);
-    // ...and is replaced by a fixed one.
-    std::fs::write(
-        &spec,
-        original.replace("Release:        1", "Release:        2"),
-    )
-    .expect("write");
-    git(&repo, &["commit", "-q", "-am", "fast"]);
-    let fast = git(&repo, &["rev-parse", "HEAD"]);
-    // GitHub carries the pull request's head in the base repository; the planner fetches it.
-    git(&repo, &["update-ref", "refs/pull/5/head", &fast]);
+    let (base, slow, fast) = slow_then_fast_pull_request(&repo, "sleep 120");
 
     let github = mock_github().await;
     let bot = start_bot(dir.path(), &github).await;
     let url = format!("file://{}", repo.display());
-    let pr = |action: &str, head: &str| {
-        let mut p: Value = fixture(if action == "opened" {
-            "pull_request-opened.json"
-        } else {
-            "pull_request-synchronize.json"
-        });
-        p["action"] = Value::from(action);
-        p["number"] = Value::from(5);
-        p["repository"]["full_name"] = Value::from("test/hello");
-        p["repository"]["clone_url"] = Value::from(url.clone());
-        p["pull_request"]["head"]["sha"] = Value::from(head);
-        p["pull_request"]["head"]["ref"] = Value::from("feature");
-        p["pull_request"]["head"]["repo"]["full_name"] = Value::from("test/hello");
-        p["pull_request"]["base"]["sha"] = Value::from(base.clone());
-        p["pull_request"]["base"]["ref"] = Value::from("main");
-        serde_json::to_vec(&p).expect("json")
-    };
+    let pr = |action: &str, head: &str| pull_request_payload(action, head, &base, &url);
     assert_eq!(
         post_webhook(bot.addr, "pull_request", "pr-1", &pr("opened", &slow)).await,
         202

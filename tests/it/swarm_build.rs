@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::{packetary, spec, write};
-use crate::swarm_common::{docker_cli, lab, shared, Lab};
+use crate::swarm_common::{
+    docker_cli, executor_toml, free_callback_port, lab, push_images, shared, Lab,
+};
 
 const TARGET: &str = "bookworm-rpmbuild";
 const LABEL: &str = "org.packetary.build-id";
@@ -16,20 +18,15 @@ const LABEL: &str = "org.packetary.build-id";
 /// port; the images are built on the host daemon (DOCKER_HOST) and pushed to the lab's
 /// registry.
 fn config(lab: &Lab, dir: &Path, extra: &str) -> (PathBuf, u16) {
-    let port = std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port on the callback host")
-        .port();
+    let port = free_callback_port(lab);
     let path = dir.join("swarm.toml");
     write(
         &path,
         &format!(
-            "[build]\nparallel = 6\n\n[server]\nlisten = \"{host}:{port}\"\n\n\
-[executor]\nkind = \"swarm\"\ncallback_url = \"http://{host}:{port}\"\nregistry = \"{registry}\"\nmanager = \"{manager}\"\n\n\
+            "[build]\nparallel = 6\n\n[server]\nlisten = \"{host}:{port}\"\n\n{executor}\n\
 [targets.{TARGET}]\nbackend = \"rpmbuild\"\nimage = \"packetary/rpmbuild:bookworm\"\narch = \"x86_64\"\n{extra}",
             host = lab.callback_host,
-            registry = lab.registry,
-            manager = lab.manager,
+            executor = executor_toml(lab, &format!("http://{}:{port}", lab.callback_host)),
         ),
     );
     (path, port)
@@ -40,13 +37,7 @@ fn pushed(lab: &Lab) {
     static PUSHED: OnceLock<()> = OnceLock::new();
     PUSHED.get_or_init(|| {
         let d = tempfile::tempdir().expect("tmp");
-        let (cfg, _) = config(lab, d.path(), "");
-        let run = packetary(
-            &["--config", cfg.to_str().expect("utf-8"), "images", "push"],
-            d.path(),
-        );
-        assert_eq!(run.code, 0, "images push:\n{}", run.all());
-        assert!(run.stdout.contains("@sha256:"), "{}", run.all());
+        push_images(&config(lab, d.path(), "").0);
     });
 }
 
@@ -100,31 +91,9 @@ fn build_ids(out: &Path) -> Vec<String> {
     ids
 }
 
-/// No job on the manager, no build container on either node, for the builds under `out`
-/// (Swarm removes a removed job's container on its node a moment later).
+/// [`swarm_common::nothing_left`] for the builds under `out`.
 fn nothing_left(lab: &Lab, out: &Path) {
-    let ids = build_ids(out);
-    assert!(!ids.is_empty(), "no build under {}", out.display());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut jobs = String::new();
-        let mut containers = vec![];
-        for id in &ids {
-            let filter = format!("label={LABEL}={id}");
-            jobs += &docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
-            for d in [&lab.manager, &lab.worker] {
-                containers.push(docker_cli(d, &["ps", "-aq", "--filter", &filter]));
-            }
-        }
-        if jobs.trim().is_empty() && containers.iter().all(|c| c.trim().is_empty()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: jobs {jobs:?}, containers {containers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    crate::swarm_common::nothing_left(lab, &build_ids(out));
 }
 
 /// Several packages build on both nodes of the swarm; results and logs come back whole;
@@ -151,17 +120,7 @@ seq 1 20000 | sed 's/^/line /'",
         );
     }
     let out = d.path().join("out");
-    let run = packetary(
-        &[
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "build",
-            "pkgs",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        d.path(),
-    );
+    let run = build_pkgs(&cfg, d.path(), &out);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout.contains("6 of 6 build(s) succeeded")
@@ -208,6 +167,21 @@ seq 1 20000 | sed 's/^/line /'",
     nothing_left(lab, &out);
 }
 
+/// `packetary --config CFG build pkgs --out OUT` in `dir`, to its end.
+fn build_pkgs(cfg: &Path, dir: &Path, out: &Path) -> crate::common::Run {
+    packetary(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "build",
+            "pkgs",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        dir,
+    )
+}
+
 /// `packetary build` on the lab, as a child process, with its output.
 fn build_cmd(cfg: &Path, dir: &Path, out: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(crate::common::bin());
@@ -242,17 +216,7 @@ if (exec 3<>/dev/tcp/{}/{port}) 2>/dev/null; then echo PROBE-ONLINE; else echo P
         ),
     );
     let out = d.path().join("out");
-    let run = packetary(
-        &[
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "build",
-            "pkgs",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        d.path(),
-    );
+    let run = build_pkgs(&cfg, d.path(), &out);
     assert_eq!(run.code, 0, "{}", run.all());
     let logs = out.join(TARGET).join("z-1.0-1/logs");
     let root = std::fs::read_to_string(logs.join("root.log")).expect("root.log");
@@ -479,6 +443,32 @@ async fn timeouts_out_of_memory_and_interrupts_as_on_the_local_executor() {
     }
 }
 
+/// A GitHub stand-in taking `test/hello`'s statuses, and the configuration of a
+/// `packetary serve` reporting to it whose builds run on the lab (listening on the callback
+/// host), with `server_extra` in `[server]`: (the stand-in, the address, the file, the log).
+async fn swarm_config_for_serve(
+    lab: &Lab,
+    dir: &Path,
+    server_extra: &str,
+) -> (wiremock::MockServer, std::net::SocketAddr, PathBuf, PathBuf) {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&github)
+        .await;
+    let addr: std::net::SocketAddr = format!("{}:{}", lab.callback_host, free_callback_port(lab))
+        .parse()
+        .expect("addr");
+    let config = crate::serve_common::write_server_config(dir, addr, &github.uri(), server_extra);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&executor_toml(lab, &format!("http://{addr}")));
+    std::fs::write(&config, text).expect("config");
+    (github, addr, config, dir.join("server.log"))
+}
+
 /// `packetary serve` with its builds on the swarm is killed (SIGKILL) while a build runs on
 /// a node: the job lives on; the restarted service finds it by its label, reads its output
 /// again, takes its upload and ends it `success` without building it again.
@@ -487,51 +477,16 @@ async fn a_killed_service_reattaches_to_its_running_jobs() {
     use crate::serve_common::*;
     use packetary::model::BuildState;
     use packetary::store::Store;
-    use wiremock::matchers::{method, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     let Some(lab) = lab() else { return };
     let _worker = shared().await;
     pushed(lab);
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = example_repo(dir.path());
-    let slow = repo.join("a-slow");
-    std::fs::create_dir_all(&slow).expect("mkdir");
-    let text = std::fs::read_to_string(repo.join("hello-noarch/hello-noarch.spec")).expect("spec");
-    let text = text
-        .replace("hello-noarch", "hello-slow")
-        .replace("%install", "%build\necho slow-build\nsleep 15\n\n%install");
-    std::fs::write(slow.join("hello-slow.spec"), text).expect("write");
-    std::fs::copy(
-        repo.join("hello-noarch/greeting.txt"),
-        slow.join("greeting.txt"),
-    )
-    .expect("copy");
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "--amend", "-m", "hello and slow"]);
-    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let head = add_slow_package(&repo, "echo slow-build\nsleep 15");
 
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/repos/test/hello/statuses/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
-        .mount(&github)
-        .await;
-    let port = std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr: std::net::SocketAddr = format!("{}:{port}", lab.callback_host)
-        .parse()
-        .expect("addr");
-    let config = write_server_config(dir.path(), addr, &github.uri(), "shutdown_grace = \"2s\"");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "[executor]\nkind = \"swarm\"\ncallback_url = \"http://{addr}\"\nregistry = \"{}\"\nmanager = \"{}\"\n",
-        lab.registry, lab.manager
-    ));
-    std::fs::write(&config, text).expect("config");
-    let log = dir.path().join("server.log");
+    let (github, addr, config, log) =
+        swarm_config_for_serve(lab, dir.path(), "shutdown_grace = \"2s\"").await;
     let mut server = spawn_serve(&config, &log, "info,packetary=debug");
     wait_healthy(addr, &log).await;
     let url = format!("file://{}", repo.display());
@@ -608,76 +563,19 @@ async fn a_superseding_push_removes_the_running_job() {
     use crate::serve_common::*;
     use packetary::model::BuildState;
     use packetary::store::Store;
-    use serde_json::Value;
-    use wiremock::matchers::{method, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     let Some(lab) = lab() else { return };
     let _worker = shared().await;
     pushed(lab);
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = example_repo(dir.path());
-    let base = git(&repo, &["rev-parse", "HEAD"]);
-    git(&repo, &["checkout", "-q", "-b", "feature"]);
-    let spec = repo.join("hello-noarch/hello-noarch.spec");
-    let original = std::fs::read_to_string(&spec).expect("spec");
-    std::fs::write(
-        &spec,
-        original.replace("%install", "%build\necho slow-build\nsleep 120\n\n%install"),
-    )
-    .expect("write");
-    git(&repo, &["commit", "-q", "-am", "slow"]);
-    let slow = git(&repo, &["rev-parse", "HEAD"]);
-    std::fs::write(
-        &spec,
-        original.replace("Release:        1", "Release:        2"),
-    )
-    .expect("write");
-    git(&repo, &["commit", "-q", "-am", "fast"]);
-    let fast = git(&repo, &["rev-parse", "HEAD"]);
-    git(&repo, &["update-ref", "refs/pull/5/head", &fast]);
+    let (base, slow, fast) = slow_then_fast_pull_request(&repo, "echo slow-build\nsleep 120");
 
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/repos/test/hello/statuses/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
-        .mount(&github)
-        .await;
-    let port = std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let addr: std::net::SocketAddr = format!("{}:{port}", lab.callback_host)
-        .parse()
-        .expect("addr");
-    let config = write_server_config(dir.path(), addr, &github.uri(), "");
-    let mut text = std::fs::read_to_string(&config).expect("config");
-    text.push_str(&format!(
-        "[executor]\nkind = \"swarm\"\ncallback_url = \"http://{addr}\"\nregistry = \"{}\"\nmanager = \"{}\"\n",
-        lab.registry, lab.manager
-    ));
-    std::fs::write(&config, text).expect("config");
-    let log = dir.path().join("server.log");
+    let (github, addr, config, log) = swarm_config_for_serve(lab, dir.path(), "").await;
     let mut server = spawn_serve(&config, &log, "info,packetary=debug");
     wait_healthy(addr, &log).await;
     let url = format!("file://{}", repo.display());
-    let pr = |action: &str, head: &str| {
-        let mut p: Value = fixture(if action == "opened" {
-            "pull_request-opened.json"
-        } else {
-            "pull_request-synchronize.json"
-        });
-        p["action"] = Value::from(action);
-        p["number"] = Value::from(5);
-        p["repository"]["full_name"] = Value::from("test/hello");
-        p["repository"]["clone_url"] = Value::from(url.clone());
-        p["pull_request"]["head"]["sha"] = Value::from(head);
-        p["pull_request"]["head"]["ref"] = Value::from("feature");
-        p["pull_request"]["head"]["repo"]["full_name"] = Value::from("test/hello");
-        p["pull_request"]["base"]["sha"] = Value::from(base.clone());
-        p["pull_request"]["base"]["ref"] = Value::from("main");
-        serde_json::to_vec(&p).expect("json")
-    };
+    let pr = |action: &str, head: &str| pull_request_payload(action, head, &base, &url);
     assert_eq!(
         post_webhook(addr, "pull_request", "spr-1", &pr("opened", &slow)).await,
         202

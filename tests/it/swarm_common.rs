@@ -213,3 +213,58 @@ async fn lab_has_two_ready_nodes() {
         "one manager (the leader):\n{nodes}"
     );
 }
+
+/// A free port on the lab's callback host, where a service or a `packetary build` listens
+/// for its tasks.
+pub fn free_callback_port(lab: &Lab) -> u16 {
+    std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port on the callback host")
+        .port()
+}
+
+/// The `[executor]` table of a configuration whose builds run on the lab, their tasks
+/// calling back at `callback_url`.
+pub fn executor_toml(lab: &Lab, callback_url: &str) -> String {
+    format!(
+        "[executor]\nkind = \"swarm\"\ncallback_url = \"{callback_url}\"\nregistry = \"{}\"\nmanager = \"{}\"\n",
+        lab.registry, lab.manager
+    )
+}
+
+/// `packetary --config CFG images push`: the nodes pull the builders by digest.
+pub fn push_images(cfg: &std::path::Path) {
+    let dir = cfg.parent().expect("the configuration's directory");
+    let run = crate::common::packetary(
+        &["--config", cfg.to_str().expect("utf-8"), "images", "push"],
+        dir,
+    );
+    assert_eq!(run.code, 0, "images push:\n{}", run.all());
+    assert!(run.stdout.contains("@sha256:"), "{}", run.all());
+}
+
+/// No job on the manager and no build container on either node for the builds `ids`
+/// (Swarm removes a removed job's container on its node a moment later).
+pub fn nothing_left(lab: &Lab, ids: &[String]) {
+    assert!(!ids.is_empty(), "no build to look for");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut jobs = String::new();
+        let mut containers = vec![];
+        for id in ids {
+            let filter = format!("label=org.packetary.build-id={id}");
+            jobs += &docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
+            for d in [&lab.manager, &lab.worker] {
+                containers.push(docker_cli(d, &["ps", "-aq", "--filter", &filter]));
+            }
+        }
+        if jobs.trim().is_empty() && containers.iter().all(|c| c.trim().is_empty()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: jobs {jobs:?}, containers {containers:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -7,17 +7,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 
 use crate::common::{docker_available, packetary, spec, write};
-use crate::swarm_common::{docker_cli, lab, shared, Lab};
+use crate::swarm_common::{
+    docker_cli, executor_toml, free_callback_port, lab, nothing_left, push_images, shared, Lab,
+};
 
 const TARGET: &str = "debian12-mock";
 const IMAGE: &str = "packetary/mock:debian-test";
-const LABEL: &str = "org.packetary.build-id";
 
 /// The Mock test image on the host daemon and its buildroot repository (a directory of the
 /// host), made by `images/mock-debian-test/build.sh` (through `build_mock`, once per process).
@@ -92,25 +93,20 @@ async fn serve_dir(host: &str, dir: PathBuf) -> RepoServer {
 /// `repo_url`; the callback on a free port of the callback host, which the tasks are told
 /// to reach at `callback_url` when given.
 fn config(lab: &Lab, dir: &Path, repo_url: &str, callback_url: Option<&str>) -> PathBuf {
-    let port = std::net::TcpListener::bind((lab.callback_host.as_str(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port on the callback host")
-        .port();
+    let port = free_callback_port(lab);
     let path = dir.join("swarm.toml");
+    let callback = callback_url
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("http://{}:{port}", lab.callback_host));
     write(
         &path,
         &format!(
-            "[server]\nlisten = \"{host}:{port}\"\n\n\
-[executor]\nkind = \"swarm\"\ncallback_url = \"{callback}\"\nregistry = \"{registry}\"\nmanager = \"{manager}\"\n\n\
+            "[server]\nlisten = \"{host}:{port}\"\n\n{executor}\n\
 [targets.{TARGET}]\nbackend = \"mock\"\nimage = \"{IMAGE}\"\narch = \"x86_64\"\nreleasever = \"12\"\n\
 chroot_setup = \"install packetary-debian-buildroot\"\n\
 repos = [{{ name = \"buildroot\", url = \"{repo_url}\" }}]\n",
             host = lab.callback_host,
-            callback = callback_url
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("http://{}:{port}", lab.callback_host)),
-            registry = lab.registry,
-            manager = lab.manager,
+            executor = executor_toml(lab, &callback),
         ),
     );
     path
@@ -121,40 +117,8 @@ fn pushed(lab: &Lab) {
     static PUSHED: OnceLock<()> = OnceLock::new();
     PUSHED.get_or_init(|| {
         let d = tempfile::tempdir().expect("tmp");
-        let cfg = config(lab, d.path(), "http://unused.invalid/", None);
-        let run = packetary(
-            &["--config", cfg.to_str().expect("utf-8"), "images", "push"],
-            d.path(),
-        );
-        assert_eq!(run.code, 0, "images push:\n{}", run.all());
-        assert!(
-            run.stdout.contains(&format!("{IMAGE} -> ")) && run.stdout.contains("@sha256:"),
-            "{}",
-            run.all()
-        );
+        push_images(&config(lab, d.path(), "http://unused.invalid/", None));
     });
-}
-
-/// No job on the manager, no build container on either node, for build `id` (Swarm
-/// removes a removed job's container on its node a moment later). As in `swarm_build`.
-fn nothing_left(lab: &Lab, id: &str) {
-    let filter = format!("label={LABEL}={id}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let jobs = docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
-        let containers: Vec<String> = [&lab.manager, &lab.worker]
-            .iter()
-            .map(|d| docker_cli(d, &["ps", "-aq", "--filter", &filter]))
-            .collect();
-        if jobs.trim().is_empty() && containers.iter().all(|c| c.trim().is_empty()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: jobs {jobs:?}, containers {containers:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn read(p: &Path) -> String {
@@ -272,7 +236,7 @@ async fn a_mock_target_builds_on_the_swarm() {
     let record = read(&dir.join("logs/build.json"));
     assert!(record.contains("\"image_id\": \"sha256:"), "{record}");
     let v: serde_json::Value = serde_json::from_str(&record).expect("build.json");
-    nothing_left(lab, v["id"].as_str().expect("id"));
+    nothing_left(lab, &[v["id"].as_str().expect("id").to_string()]);
 }
 
 /// The agent's own failure on a node (here: the service it must fetch the build's inputs
@@ -327,7 +291,7 @@ async fn an_agent_fault_on_the_swarm_is_not_the_package_s() {
         "{record}"
     );
     assert!(!run.all().contains("srpm phase failed"), "{}", run.all());
-    nothing_left(lab, v["id"].as_str().expect("id"));
+    nothing_left(lab, &[v["id"].as_str().expect("id").to_string()]);
 }
 
 /// The agent refuses a target with SYS_ADMIN (PACKETARY_PRIVATE_CGROUPNS) in a container

@@ -503,3 +503,70 @@ impl Bot {
             .expect("the service task")
     }
 }
+
+/// Adds `hello-slow` (hello-noarch's spec with `build` as its %build) to the example
+/// repository, sorting first, in its first commit: a push that creates `main` plans only
+/// what that root commit holds as new. Returns the commit.
+pub fn add_slow_package(repo: &Path, build: &str) -> String {
+    let slow = repo.join("a-slow");
+    std::fs::create_dir_all(&slow).expect("mkdir");
+    let spec = std::fs::read_to_string(repo.join("hello-noarch/hello-noarch.spec")).expect("spec");
+    let spec = spec
+        .replace("hello-noarch", "hello-slow")
+        .replace("%install", &format!("%build\n{build}\n\n%install"));
+    std::fs::write(slow.join("hello-slow.spec"), spec).expect("write");
+    std::fs::copy(
+        repo.join("hello-noarch/greeting.txt"),
+        slow.join("greeting.txt"),
+    )
+    .expect("copy");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "--amend", "-m", "hello and slow"]);
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Pull request 5 of the example repository from branch `feature`: a first head whose
+/// %build is `slow_build`, then a fixed one (Release 2), `refs/pull/5/head` at the second
+/// (GitHub carries it in the base repository). Returns (base, first head, second head).
+pub fn slow_then_fast_pull_request(repo: &Path, slow_build: &str) -> (String, String, String) {
+    let base = git(repo, &["rev-parse", "HEAD"]);
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    let spec = repo.join("hello-noarch/hello-noarch.spec");
+    let original = std::fs::read_to_string(&spec).expect("spec");
+    std::fs::write(
+        &spec,
+        original.replace("%install", &format!("%build\n{slow_build}\n\n%install")),
+    )
+    .expect("write");
+    git(repo, &["commit", "-q", "-am", "slow"]);
+    let slow = git(repo, &["rev-parse", "HEAD"]);
+    std::fs::write(
+        &spec,
+        original.replace("Release:        1", "Release:        2"),
+    )
+    .expect("write");
+    git(repo, &["commit", "-q", "-am", "fast"]);
+    let fast = git(repo, &["rev-parse", "HEAD"]);
+    git(repo, &["update-ref", "refs/pull/5/head", &fast]);
+    (base, slow, fast)
+}
+
+/// A `pull_request` webhook body (`opened` or `synchronize`) for pull request 5 of
+/// `test/hello` at `url`, from `feature` at `head` onto `main` at `base`.
+pub fn pull_request_payload(action: &str, head: &str, base: &str, url: &str) -> Vec<u8> {
+    let mut p: Value = fixture(if action == "opened" {
+        "pull_request-opened.json"
+    } else {
+        "pull_request-synchronize.json"
+    });
+    p["action"] = Value::from(action);
+    p["number"] = Value::from(5);
+    p["repository"]["full_name"] = Value::from("test/hello");
+    p["repository"]["clone_url"] = Value::from(url);
+    p["pull_request"]["head"]["sha"] = Value::from(head);
+    p["pull_request"]["head"]["ref"] = Value::from("feature");
+    p["pull_request"]["head"]["repo"]["full_name"] = Value::from("test/hello");
+    p["pull_request"]["base"]["sha"] = Value::from(base);
+    p["pull_request"]["base"]["ref"] = Value::from("main");
+    serde_json::to_vec(&p).expect("json")
+}
