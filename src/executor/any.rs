@@ -70,6 +70,14 @@ impl AnyExecutor {
         }
     }
 
+    /// Removes what killed processes of this service left, but the builds `keep` (see
+    /// `Runner::sweep`): a Swarm's jobs; a local container is removed with its build.
+    pub async fn sweep(&self, keep: &[BuildId]) {
+        if let AnyExecutor::Swarm(e) = self {
+            e.sweep(keep).await;
+        }
+    }
+
     /// Removes whatever build `id` left behind (its container, or its job).
     pub async fn cleanup(&self, id: &BuildId) {
         match self {

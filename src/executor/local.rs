@@ -53,7 +53,7 @@ impl Executor {
             .containers_with_label_values(LABEL_OWNER)
             .await?
         {
-            if !left_by_dead_cli(&owner) {
+            if !left_by_dead_process("cli", &owner) {
                 continue;
             }
             // The owner may have removed it itself between the listing and the /proc check.
@@ -477,13 +477,17 @@ pub(super) fn process_owner(kind: &str) -> String {
     format!("{kind}/{}/{}", hostname(), std::process::id())
 }
 
-/// Whether `owner` (a [`LABEL_OWNER`] value) is a command-line run of this host that no
-/// longer runs: what [`Executor::reap_orphans`] (and the Swarm executor's) may remove.
-/// Never a service's, which its restart reattaches to.
-pub(super) fn left_by_dead_cli(owner: &str) -> bool {
+/// Whether `owner` (a [`LABEL_OWNER`] value) is a process of `kind` (`cli`, `service`) of
+/// this host that no longer runs: what [`Executor::reap_orphans`] removes for `cli` (never
+/// a service's, which its restart reattaches to), and the Swarm executor's sweep for
+/// `service` after the restart picked up what it could.
+pub(super) fn left_by_dead_process(kind: &str, owner: &str) -> bool {
     let mut parts = owner.splitn(3, '/');
-    let (Some("cli"), Some(h), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(k), Some(h), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
+    if k != kind {
+        return false;
+    }
     h == hostname() && !Path::new("/proc").join(pid).exists()
 }

@@ -134,6 +134,14 @@ pub trait Runner: Send + Sync {
     /// Removes whatever a build left behind (its container) after a crash.
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()>;
 
+    /// After a restart's recovery: removes what killed processes of this service left that
+    /// belongs to none of `keep` (the builds being picked up). The default has nothing to
+    /// sweep.
+    fn sweep(&self, keep: Vec<BuildId>) -> BoxFuture<'static, ()> {
+        let _ = keep;
+        Box::pin(async {})
+    }
+
     /// The inputs of `req` (see [`crate::executor::provenance`]), read once per build by
     /// the scheduler: their digest keys build avoidance when every input is known
     /// ([`Provenance::reusable`]), and the request carries them to [`Runner::run`], whose
@@ -304,6 +312,11 @@ impl Runner for DockerRunner {
     fn cleanup(&self, id: &BuildId) -> BoxFuture<'static, ()> {
         let (executor, id) = (self.executor.clone(), id.clone());
         Box::pin(async move { executor.cleanup(&id).await })
+    }
+
+    fn sweep(&self, keep: Vec<BuildId>) -> BoxFuture<'static, ()> {
+        let executor = self.executor.clone();
+        Box::pin(async move { executor.sweep(&keep).await })
     }
 }
 

@@ -390,7 +390,9 @@ impl Scheduler {
     /// The builds that were running when the previous process stopped: followed to their
     /// end when their container can be reattached, requeued otherwise.
     pub async fn recover(self: &Arc<Self>) -> Result<(), QueueError> {
-        for b in self.store.builds_in_state(BuildState::Running).await? {
+        let running = self.store.builds_in_state(BuildState::Running).await?;
+        let keep: Vec<_> = running.iter().map(|b| b.id.clone()).collect();
+        for b in running {
             if let Some(rec) = self.recorded(&b).await? {
                 tracing::info!(build = %b.id, "finishing a build recorded before the restart");
                 let id = b.id.clone();
@@ -408,6 +410,8 @@ impl Scheduler {
                 self.requeue_after_restart(&b).await?;
             }
         }
+        // What killed processes left for builds not picked up above (a Swarm's jobs).
+        self.runner.sweep(keep).await;
         self.reports.reconcile(&self.store).await?;
         Ok(())
     }

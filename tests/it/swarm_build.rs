@@ -516,11 +516,37 @@ async fn a_killed_service_reattaches_to_its_running_jobs() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let owner = format!(
+        "service/{}/{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("hostname")
+            .trim(),
+        server.id()
+    );
     server.kill().expect("SIGKILL");
     let _ = server.wait();
     let filter = format!("label={LABEL}={slow_id}");
     let job = docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
     assert!(!job.trim().is_empty(), "the job died with the service");
+    // A job the killed service left for a build its restart does not pick up (as if it
+    // died between a build's end in the store and the job's removal): swept at the start.
+    let stray = docker_cli(
+        &lab.manager,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--restart-condition",
+            "none",
+            "--label",
+            &format!("org.packetary.owner={owner}"),
+            "--label",
+            &format!("{LABEL}=stray-{}", std::process::id()),
+            &format!("{}/packetary/rpmbuild:bookworm", lab.registry),
+            "sleep",
+            "600",
+        ],
+    );
 
     let mut server = spawn_serve(&config, &log, "info,packetary=debug");
     wait_healthy(addr, &log).await;
@@ -550,6 +576,20 @@ async fn a_killed_service_reattaches_to_its_running_jobs() {
     )
     .expect("root.log");
     assert!(root.contains("reattached to Swarm job"), "{root}");
+    let strays = docker_cli(
+        &lab.manager,
+        &[
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("id={}", stray.trim()),
+        ],
+    );
+    assert!(
+        strays.trim().is_empty(),
+        "the killed service's stray job was not swept"
+    );
     let job = docker_cli(&lab.manager, &["service", "ls", "-q", "--filter", &filter]);
     assert!(job.trim().is_empty(), "the reattached build's job is left");
     let _ = server.kill();

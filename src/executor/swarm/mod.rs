@@ -209,12 +209,42 @@ impl SwarmExecutor {
         let mut removed = 0;
         for (service, labels) in self.engine.jobs_with_label(LABEL_OWNER).await? {
             let owner = labels.get(LABEL_OWNER).map(String::as_str).unwrap_or("");
-            if super::local::left_by_dead_cli(owner) && self.engine.remove_job(&service).await? {
+            if super::local::left_by_dead_process("cli", owner)
+                && self.engine.remove_job(&service).await?
+            {
                 tracing::warn!(job = %service, %owner, "removed a Swarm job left by a dead process");
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Removes the jobs of killed service processes of this host (`service/<host>/<pid>`,
+    /// the pid gone) whose build is not in `keep`: jobs of builds a restart does not pick
+    /// up. A live process's jobs, and other hosts', are never touched.
+    pub async fn sweep(&self, keep: &[BuildId]) {
+        let jobs = match self.engine.jobs_with_label(LABEL_OWNER).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!("cannot list Swarm jobs to sweep: {e}");
+                return;
+            }
+        };
+        for (service, labels) in jobs {
+            let owner = labels.get(LABEL_OWNER).map(String::as_str).unwrap_or("");
+            let kept = labels
+                .get(LABEL_BUILD)
+                .is_some_and(|b| keep.iter().any(|k| k.as_str() == b));
+            if kept || !super::local::left_by_dead_process("service", owner) {
+                continue;
+            }
+            match self.engine.remove_job(&service).await {
+                Ok(_) => {
+                    tracing::warn!(job = %service, %owner, "removed a Swarm job a killed service left")
+                }
+                Err(e) => tracing::warn!(job = %service, "cannot remove a leftover Swarm job: {e}"),
+            }
+        }
     }
 
     /// Removes the jobs of build `id` (after a crash, for a build that runs again).
