@@ -10,9 +10,10 @@
 #  3. the service's own cost: CPU seconds of the `packetary build` process (its rusage, all
 #     threads) per build and the bytes between the nodes and the host's side of the
 #     lab's bridge (the callback's inputs and uploads; no image is pulled once warm), for a
-#     run of COST_N packages, on the swarm and, for reference, locally.
+#     run of COST_N packages, on the swarm and, for reference, locally; and the CPU per second
+#     a running build costs (one package whose %build sleeps 10 s, minus a trivial one).
 # Usage: deploy/bench-swarm.sh [ROUNDS] [COST_N]   (defaults 3 and 32; as root: the lab's
-# sockets are root's). BENCH_PERF=1 also records the cost run with `perf record -g` and
+# sockets are root's). BENCH_PERF=1 also records one more swarm cost run with `perf record` and
 # prints where the swarm process's CPU time goes. Never stops or restarts the lab; brings it
 # `up` only when it is not (idempotent).
 set -euo pipefail
