@@ -11,18 +11,19 @@
 #     threads) per build and the bytes between the nodes and the host's side of the
 #     lab's bridge (the callback's inputs and uploads; no image is pulled once warm), for a
 #     run of COST_N packages, on the swarm and, for reference, locally; and the CPU per second
-#     a running build costs (one package whose %build sleeps 10 s, minus a trivial one).
+#     a running build costs (one package whose %build sleeps BENCH_SLOW_S, default 10 s,
+#     minus a trivial one).
 # Usage: deploy/bench-swarm.sh [ROUNDS] [COST_N]   (defaults 3 and 32; as root: the lab's
-# sockets are root's). BENCH_PERF=1 also records one more swarm cost run with `perf record` and
-# prints where the swarm process's CPU time goes. Never stops or restarts the lab; brings it
-# `up` only when it is not (idempotent).
+# sockets are root's). BENCH_PERF=1 also records one more swarm cost run, and one sleeping
+# build, with `perf record` and prints where the process's CPU time goes. Never stops or
+# restarts the lab; brings it `up` only when it is not (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
 cost_n="${2:-32}"
 parallel=4
 many_n=16
-slow_s=10
+slow_s=${BENCH_SLOW_S:-10}
 . deploy/bench-lib.sh
 phase() { echo "== $*" >&2; }
 
@@ -239,6 +240,10 @@ if [ "${BENCH_PERF:-}" = 1 ]; then
   perf report -q -i "$work/perf.data" --no-children --sort comm --percent-limit 1 2>/dev/null | head -20
   perf report -q -i "$work/perf.data" --no-children --sort dso --percent-limit 1 2>/dev/null | head -20
   perf report -q -i "$work/perf.data" --no-children --sort sym --percent-limit 0.7 2>/dev/null | head -60
+  phase "where a waiting swarm build's CPU goes (one package sleeping $slow_s s, under perf record)"
+  cost swarm slow perf record -q -F 1999 -o "$work/perf-slow.data" -- > /dev/null
+  perf report -q -i "$work/perf-slow.data" --no-children --sort comm --percent-limit 1 2>/dev/null | head -20
+  perf report -q -i "$work/perf-slow.data" --no-children --sort sym --percent-limit 1 2>/dev/null | head -40
 fi
 
 echo
