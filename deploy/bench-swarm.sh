@@ -11,8 +11,8 @@
 #     threads) per build and the bytes between the nodes and the host's side of the
 #     lab's bridge (the callback's inputs and uploads; no image is pulled once warm), for a
 #     run of COST_N packages, on the swarm and, for reference, locally; and the CPU per second
-#     a running build costs (one package whose %build sleeps BENCH_SLOW_S, default 10 s,
-#     minus a trivial one).
+#     a build's job costs while it exists (16 packages at once whose %build sleeps BENCH_SLOW_S,
+#     default 10 s, minus the same trivial).
 # Usage: deploy/bench-swarm.sh [ROUNDS] [COST_N]   (defaults 3 and 32; as root: the lab's
 # sockets are root's). BENCH_PERF=1 also records one more swarm cost run, and one sleeping
 # build, with `perf record` and prints where the process's CPU time goes. Never stops or
@@ -65,7 +65,7 @@ SPEC
 spec one/p1 p1
 for i in $(seq "$many_n"); do spec "many/p$i" "p$i"; done
 for i in $(seq "$cost_n"); do spec "cost/p$i" "p$i"; done
-spec slow/p1 p1 "sleep $slow_s"
+for i in $(seq "$many_n"); do spec "slow/p$i" "p$i" "sleep $slow_s"; done
 
 port=$(python3 -c "import socket; s=socket.socket(); s.bind(('$PACKETARY_SWARM_CALLBACK_HOST', 0)); print(s.getsockname()[1])")
 target='[targets.bookworm-rpmbuild]
@@ -93,6 +93,8 @@ manager = "$PACKETARY_SWARM_MANAGER"
 
 $target
 EOF
+# All of the slow set at once (figure 3's cost per second a build runs).
+for k in local swarm; do sed "s/^parallel = .*/parallel = $many_n/" "$work/$k.toml" > "$work/$k-all.toml"; done
 
 phase "images push (the builder image into the lab's registry)"
 pinned=$("$bin" --config "$work/swarm.toml" images push | sed -n 's/.* -> //p' | head -1)
@@ -225,16 +227,21 @@ cpu() { awk -v n="${2:-$cost_n}" '{printf "%.1f\n", ($1 + $2) * 1000 / n}' "$1" 
 cl=$(cpu "$work/c-l"); cs=$(cpu "$work/c-s")
 # What the packages weigh (the upload is a tar of the task's /out: them and the backend's logs).
 rpmb=$(find "$work/out-c" -name '*.rpm' -printf '%s\n' | awk -v n="$cost_n" '{s+=$1} END{printf "%d", s/n}')
-# What a running build costs the process per second it runs (the swarm executor polls its
-# task every 500 ms): one package whose %build sleeps, minus a trivial one.
+# What a running build costs the process per second its job or container exists (the swarm
+# executor polls its task every 500 ms): the $many_n packages at once, each %build sleeping
+# $slow_s s, minus the same packages trivial; divided by the difference of their spans' sum
+# (build.json), which counts a job waiting for a node's room too.
 : > "$work/w-l"; : > "$work/w-s"; : > "$work/o-l"; : > "$work/o-s"
+sumspan() { spans "$work/out-c" | awk '{s+=$1} END{print s}'; }
 for r in $(seq "$rounds"); do
-  cost local one >> "$work/o-l"; cost swarm one >> "$work/o-s"
-  cost local slow >> "$work/w-l"; cost swarm slow >> "$work/w-s"
-  echo "round $r: 1 package CPU s (user sys wall) local $(cut -d' ' -f1-3 "$work/o-l" | tail -1), swarm $(cut -d' ' -f1-3 "$work/o-s" | tail -1); with sleep $slow_s: local $(cut -d' ' -f1-3 "$work/w-l" | tail -1), swarm $(cut -d' ' -f1-3 "$work/w-s" | tail -1)" >&2
+  for k in local swarm; do
+    c=$(cost "$k-all" many); echo "$c $(sumspan)" >> "$work/o-${k:0:1}"
+    c=$(cost "$k-all" slow); echo "$c $(sumspan)" >> "$work/w-${k:0:1}"
+  done
+  echo "round $r: $many_n packages at once, CPU s (user sys wall rx tx span-sum-ms) trivial / sleeping $slow_s s: local $(tail -1 "$work/o-l") / $(tail -1 "$work/w-l"); swarm $(tail -1 "$work/o-s") / $(tail -1 "$work/w-s")" >&2
 done
-ol=$(cpu "$work/o-l" 1); os=$(cpu "$work/o-s" 1); wl=$(cpu "$work/w-l" 1); ws=$(cpu "$work/w-s" 1)
-per_s() { awk -v a="$1" -v b="$2" -v s="$slow_s" 'BEGIN{printf "%.2f", (a - b) / s}'; }
+# per_s TRIVIAL SLOW: the median over rounds of (CPU ms difference) / (span-sum s difference).
+per_s() { paste -d' ' "$1" "$2" | awk '{printf "%.2f\n", (($7 + $8) - ($1 + $2)) * 1000 / (($12 - $6) / 1000)}' | median; }
 rxs=$(awk -v n="$cost_n" '{printf "%d\n", $4 / n}' "$work/c-s" | median)
 txs=$(awk -v n="$cost_n" '{printf "%d\n", $5 / n}' "$work/c-s" | median)
 
@@ -244,8 +251,8 @@ if [ "${BENCH_PERF:-}" = 1 ]; then
   perf report -q -i "$work/perf.data" --no-children --sort comm --percent-limit 1 2>/dev/null | head -20
   perf report -q -i "$work/perf.data" --no-children --sort dso --percent-limit 1 2>/dev/null | head -20
   perf report -q -i "$work/perf.data" --no-children --sort sym --percent-limit 0.7 2>/dev/null | head -60
-  phase "where a waiting swarm build's CPU goes (one package sleeping $slow_s s, under perf record)"
-  cost swarm slow perf record -q -F 1999 -o "$work/perf-slow.data" -- > /dev/null
+  phase "where waiting swarm builds' CPU goes ($many_n packages sleeping $slow_s s, under perf record)"
+  cost swarm-all slow perf record -q -F 1999 -o "$work/perf-slow.data" -- > /dev/null
   perf report -q -i "$work/perf-slow.data" --no-children --sort comm --percent-limit 1 2>/dev/null | head -20
   perf report -q -i "$work/perf-slow.data" --no-children --sort sym --percent-limit 1 2>/dev/null | head -40
 fi
@@ -260,5 +267,5 @@ echo "| 1 package, build span (build.json: prepare start to collect end) | $sl1 
 echo "| swarm, medians: job created -> container created on a node -> started -> driver's first phase read; driver's end -> collect | - | ${g[0]} + ${g[1]} + ${g[2]} ms; ${g[3]} ms | - |"
 echo "| process CPU per build, $cost_n packages (median of $rounds) | $cl ms | $cs ms | $(ratio "$cs" "$cl")x |"
 echo "| bytes per build, nodes -> host / host -> nodes (lab bridge) | - | $rxs / $txs | the two RPMs: $rpmb bytes per build |"
-echo "| process CPU of a 1-package command / of one whose %build sleeps $slow_s s (median of $rounds) | $ol / $wl ms | $os / $ws ms | per second a build runs: local $(per_s "$wl" "$ol") ms, swarm $(per_s "$ws" "$os") ms |"
+echo "| process CPU per second a build's job/container exists ($many_n at once, %build sleeping $slow_s s vs trivial; median of $rounds) | $(per_s "$work/o-l" "$work/w-l") ms | $(per_s "$work/o-s" "$work/w-s") ms | - |"
 echo "| builds per minute one core drives (60 s / CPU per build) | $(awk -v c="$cl" 'BEGIN{printf "%d", 60000/c}') | $(awk -v c="$cs" 'BEGIN{printf "%d", 60000/c}') | goal >= 600 |"
