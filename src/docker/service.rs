@@ -152,24 +152,7 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let status = t.status.unwrap_or_default();
-        let state = status
-            .state
-            .map(|s: TaskState| s.to_string())
-            .unwrap_or_default();
-        Ok(Some(JobTask {
-            state,
-            node: t.node_id,
-            exit_code: status.container_status.and_then(|c| c.exit_code),
-            err: status.err.filter(|e| !e.is_empty()),
-            message: status.message,
-        }))
-    }
-
-    /// The hostname of node `id` (for the build's log and record).
-    pub async fn node_hostname(&self, id: &str) -> Option<String> {
-        let node = self.docker.inspect_node(id).await.ok()?;
-        node.description.and_then(|d| d.hostname)
+        Ok(Some(task_of(t)))
     }
 
     /// Everything the job's task printed since its start, then the rest as it comes, read
@@ -239,14 +222,65 @@ impl Engine {
             .unwrap_or_default())
     }
 
-    /// Whether node `id` is down (its daemon stopped answering the managers).
-    pub async fn node_down(&self, id: &str) -> bool {
-        match self.docker.inspect_node(id).await {
-            Ok(n) => n
-                .status
-                .and_then(|s| s.state)
-                .is_some_and(|s| s == bollard::models::NodeState::DOWN),
-            Err(_) => false,
+    /// The task of each of the jobs `services` (the newest, if Swarm ever made another),
+    /// in one call.
+    pub async fn job_tasks(
+        &self,
+        services: &[String],
+    ) -> Result<HashMap<String, JobTask>, InfraError> {
+        let ids: Vec<&str> = services.iter().map(String::as_str).collect();
+        let opts = ListTasksOptionsBuilder::default()
+            .filters(&HashMap::from([("service", ids)]))
+            .build();
+        let tasks = self
+            .docker
+            .list_tasks(Some(opts))
+            .await
+            .map_err(|e| InfraError::docker("list the Swarm jobs' tasks", e))?;
+        let mut newest: HashMap<String, (String, JobTask)> = HashMap::new();
+        for t in tasks {
+            let Some(service) = t.service_id.clone() else {
+                continue;
+            };
+            let created = t.created_at.clone().unwrap_or_default();
+            if newest.get(&service).is_some_and(|(c, _)| *c >= created) {
+                continue;
+            }
+            newest.insert(service, (created, task_of(t)));
         }
+        Ok(newest.into_iter().map(|(s, (_, t))| (s, t)).collect())
+    }
+
+    /// The ids of the nodes that are down.
+    pub async fn nodes_down(&self) -> Result<std::collections::HashSet<String>, InfraError> {
+        let nodes = self
+            .docker
+            .list_nodes(None::<bollard::query_parameters::ListNodesOptions>)
+            .await
+            .map_err(|e| InfraError::docker("list the Swarm's nodes", e))?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.state)
+                    .is_some_and(|s| s == bollard::models::NodeState::DOWN)
+            })
+            .filter_map(|n| n.id)
+            .collect())
+    }
+}
+
+fn task_of(t: bollard::models::Task) -> JobTask {
+    let status = t.status.unwrap_or_default();
+    JobTask {
+        state: status
+            .state
+            .map(|s: TaskState| s.to_string())
+            .unwrap_or_default(),
+        node: t.node_id,
+        exit_code: status.container_status.and_then(|c| c.exit_code),
+        err: status.err.filter(|e| !e.is_empty()),
+        message: status.message,
     }
 }

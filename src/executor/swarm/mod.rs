@@ -21,6 +21,7 @@
 //! from its start; the token and exit marker come back from the job's spec.
 
 mod tasks;
+mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +50,8 @@ const ENV_TOKEN: &str = "PACKETARY_TASK_TOKEN";
 const ENV_EXIT: &str = "PACKETARY_TASK_EXIT";
 /// The exit code the agent's marker stands for when it failed itself (`fault`).
 const AGENT_FAULT: i64 = -1;
-/// How often a running job's task and node are looked at.
+/// How often the running jobs' tasks and the nodes are looked at (two calls to the manager
+/// for all jobs, see `watch`).
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// Jobs a build may take when their nodes fail (see `SwarmExecutor::phases`).
 const NODE_ATTEMPTS: usize = 3;
@@ -66,6 +68,7 @@ pub struct SwarmExecutor {
     config: SwarmConfig,
     tasks: Arc<Tasks>,
     owner: String,
+    watcher: Arc<watch::Watcher>,
 }
 
 impl SwarmExecutor {
@@ -73,6 +76,7 @@ impl SwarmExecutor {
     /// (`service/<host>/<pid>`, see `Executor::for_service`).
     pub fn new(engine: Engine, config: SwarmConfig, owner: String) -> SwarmExecutor {
         SwarmExecutor {
+            watcher: watch::Watcher::new(engine.clone(), WATCH_INTERVAL),
             engine,
             config,
             tasks: Arc::default(),
@@ -525,24 +529,18 @@ impl SwarmExecutor {
     async fn watch(&self, service: &str) -> Stop {
         let started = Instant::now();
         let mut ended_at: Option<Instant> = None;
+        let mut watching = self.watcher.watch(service);
         loop {
-            // Two calls to the manager per running build at most every interval: the
-            // output's end comes by the exit marker, this only catches what never ends.
-            tokio::time::sleep(WATCH_INTERVAL).await;
-            let task = match self.engine.job_task(service).await {
-                Ok(Some(t)) => t,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(job = %service, "cannot read the Swarm job's task: {e}");
-                    continue;
-                }
+            // The shared watcher looks at all jobs at once every interval: the output's
+            // end comes by the exit marker, this only catches what never ends.
+            if watching.seen.changed().await.is_err() {
+                return infra("the Swarm watcher stopped".into());
+            }
+            let seen = watching.seen.borrow_and_update().clone();
+            let Some((task, node_down)) = seen.tasks.get(service).cloned() else {
+                continue;
             };
-            let node_down = match &task.node {
-                Some(n) if task.state == "running" || task.state == "starting" => {
-                    self.engine.node_down(n).await
-                }
-                _ => false,
-            };
+            let node_down = node_down && !task.ended();
             if task.ended() || node_down {
                 // A node that is down delivers nothing more; a task that ended may still.
                 let at = *ended_at.get_or_insert_with(Instant::now);
