@@ -106,24 +106,15 @@ impl Executor {
         events: Option<UnboundedSender<Progress>>,
         cancel: CancellationToken,
     ) -> BuildReport {
-        let mut run = Run::new(req, events);
-        run.allowance = allowance;
-        let timeout = run.req.target.limits.timeout;
-        run.begin(Phase::Prepare);
-        let result = tokio::select! {
-            r = async {
-                if run.provenance.is_none() {
-                    let inputs = self.inputs(&run.req).await.map_err(|e| infra(e.to_string()))?;
-                    run.provenance = Some(inputs);
-                }
-                tracing::debug!(build = %run.req.id, "inputs read");
-                // The copy is made while the container is prepared.
-                let keeping = keep_inputs(&run);
-                tokio::try_join!(keeping, self.phases(&mut run)).map(|_| ())
-            } => r,
-            () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
-            () = cancel.cancelled() => Err(Stop::Cancelled),
-        };
+        let (run, result) = super::run::drive(
+            req,
+            allowance,
+            events,
+            cancel,
+            async |r| self.inputs(r).await,
+            async |run| self.phases(run).await,
+        )
+        .await;
         let image_id = run.provenance.as_ref().and_then(|p| p.image_id.clone());
         self.conclude(run, result, image_id).await
     }

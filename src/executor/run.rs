@@ -536,6 +536,43 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
+/// What every executor's `run_within` does around its own phases: the run of `req` begun
+/// in prepare, its inputs read by `inputs` when the request came without them, a copy of
+/// the package kept beside the results while `phases` runs, all within the target's time
+/// limit and until `cancel`. Returns the run (its container or job still to remove) and how
+/// its phases ended.
+pub(super) async fn drive(
+    req: BuildRequest,
+    allowance: Option<super::results::DiskAllowance>,
+    events: Option<UnboundedSender<Progress>>,
+    cancel: tokio_util::sync::CancellationToken,
+    inputs: impl AsyncFnOnce(
+        &BuildRequest,
+    )
+        -> Result<super::provenance::Provenance, super::provenance::InputsError>,
+    phases: impl AsyncFnOnce(&mut Run) -> Result<(), Stop>,
+) -> (Run, Result<(), Stop>) {
+    let mut run = Run::new(req, events);
+    run.allowance = allowance;
+    let timeout = run.req.target.limits.timeout;
+    run.begin(Phase::Prepare);
+    let result = tokio::select! {
+        r = async {
+            if run.provenance.is_none() {
+                let read = inputs(&run.req).await.map_err(|e| infra(e.to_string()))?;
+                run.provenance = Some(read);
+            }
+            tracing::debug!(build = %run.req.id, "inputs read");
+            // The copy is made while the container (or job) is prepared.
+            let keeping = keep_inputs(&run);
+            tokio::try_join!(keeping, phases(&mut run)).map(|_| ())
+        } => r,
+        () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
+        () = cancel.cancelled() => Err(Stop::Cancelled),
+    };
+    (run, result)
+}
+
 /// Keeps a copy of the package's files beside the results, for `packetary rebuild DIR`
 /// (what [`super::provenance::tree_digest`] covered).
 pub(super) fn keep_inputs(run: &Run) -> impl std::future::Future<Output = Result<(), Stop>> {

@@ -121,22 +121,15 @@ impl SwarmExecutor {
         events: Option<UnboundedSender<Progress>>,
         cancel: CancellationToken,
     ) -> BuildReport {
-        let mut run = Run::new(req, events);
-        run.allowance = allowance;
-        let timeout = run.req.target.limits.timeout;
-        run.begin(Phase::Prepare);
-        let result = tokio::select! {
-            r = async {
-                if run.provenance.is_none() {
-                    let inputs = self.inputs(&run.req).await.map_err(|e| infra(e.to_string()))?;
-                    run.provenance = Some(inputs);
-                }
-                let keeping = keep_inputs(&run);
-                tokio::try_join!(keeping, self.phases(&mut run)).map(|_| ())
-            } => r,
-            () = tokio::time::sleep(timeout) => Err(timed_out(timeout)),
-            () = cancel.cancelled() => Err(Stop::Cancelled),
-        };
+        let (run, result) = super::run::drive(
+            req,
+            allowance,
+            events,
+            cancel,
+            async |r| self.inputs(r).await,
+            async |run| self.phases(run).await,
+        )
+        .await;
         self.conclude(run, result).await
     }
 
