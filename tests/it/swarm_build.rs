@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{packetary, spec, write};
+use crate::common::{spec, write};
 use crate::swarm_common::{
-    docker_cli, executor_toml, free_callback_port, lab, push_images, shared, Lab,
+    build_pkgs, docker_cli, executor_toml, free_callback_port, lab, push_images, shared, Lab,
 };
 
 const TARGET: &str = "bookworm-rpmbuild";
@@ -165,21 +165,6 @@ seq 1 20000 | sed 's/^/line /'",
     nodes.dedup();
     assert_eq!(nodes, ["manager", "worker"], "both nodes ran builds");
     nothing_left(lab, &out);
-}
-
-/// `packetary --config CFG build pkgs --out OUT` in `dir`, to its end.
-fn build_pkgs(cfg: &Path, dir: &Path, out: &Path) -> crate::common::Run {
-    packetary(
-        &[
-            "--config",
-            cfg.to_str().expect("utf-8"),
-            "build",
-            "pkgs",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-        dir,
-    )
 }
 
 /// `packetary build` on the lab, as a child process, with its output.

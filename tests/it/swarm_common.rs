@@ -268,3 +268,22 @@ pub fn nothing_left(lab: &Lab, ids: &[String]) {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
+
+/// `packetary --config CFG build pkgs --out OUT` in `dir`, to its end.
+pub fn build_pkgs(
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    out: &std::path::Path,
+) -> crate::common::Run {
+    crate::common::packetary(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "build",
+            "pkgs",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        dir,
+    )
+}

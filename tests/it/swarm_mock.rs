@@ -12,9 +12,10 @@ use std::time::Instant;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 
-use crate::common::{docker_available, packetary, spec, write};
+use crate::common::{docker_available, spec, write};
 use crate::swarm_common::{
-    docker_cli, executor_toml, free_callback_port, lab, nothing_left, push_images, shared, Lab,
+    build_pkgs, docker_cli, executor_toml, free_callback_port, lab, nothing_left, push_images,
+    shared, Lab,
 };
 
 const TARGET: &str = "debian12-mock";
@@ -151,21 +152,9 @@ async fn a_mock_target_builds_on_the_swarm() {
     let out = d.path().join("out");
     let started = Instant::now();
     let (cfg2, dir2, out2) = (cfg.clone(), d.path().to_path_buf(), out.clone());
-    let run = tokio::task::spawn_blocking(move || {
-        packetary(
-            &[
-                "--config",
-                cfg2.to_str().expect("utf-8"),
-                "build",
-                "pkgs",
-                "--out",
-                out2.to_str().expect("utf-8"),
-            ],
-            &dir2,
-        )
-    })
-    .await
-    .expect("build");
+    let run = tokio::task::spawn_blocking(move || build_pkgs(&cfg2, &dir2, &out2))
+        .await
+        .expect("build");
     eprintln!(
         "a_mock_target_builds_on_the_swarm: build took {:.1}s",
         started.elapsed().as_secs_f64()
@@ -259,21 +248,9 @@ async fn an_agent_fault_on_the_swarm_is_not_the_package_s() {
     write(&d.path().join("pkgs/f/f.spec"), &spec("f", "", "true"));
     let out = d.path().join("out");
     let (cfg2, dir2, out2) = (cfg.clone(), d.path().to_path_buf(), out.clone());
-    let run = tokio::task::spawn_blocking(move || {
-        packetary(
-            &[
-                "--config",
-                cfg2.to_str().expect("utf-8"),
-                "build",
-                "pkgs",
-                "--out",
-                out2.to_str().expect("utf-8"),
-            ],
-            &dir2,
-        )
-    })
-    .await
-    .expect("build");
+    let run = tokio::task::spawn_blocking(move || build_pkgs(&cfg2, &dir2, &out2))
+        .await
+        .expect("build");
     assert_ne!(run.code, 0, "{}", run.all());
     let dir = crate::common::result_dir(&out, TARGET);
     let root_log = read(&dir.join("logs/root.log"));
