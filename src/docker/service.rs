@@ -39,7 +39,6 @@ pub struct JobTask {
     /// Swarm's error for a task that failed or was rejected (`no suitable node`, an image
     /// it could not pull, a node that went down).
     pub err: Option<String>,
-    pub message: Option<String>,
 }
 
 impl JobTask {
@@ -281,6 +280,5 @@ fn task_of(t: bollard::models::Task) -> JobTask {
         node: t.node_id,
         exit_code: status.container_status.and_then(|c| c.exit_code),
         err: status.err.filter(|e| !e.is_empty()),
-        message: status.message,
     }
 }

@@ -390,19 +390,11 @@ impl Executor {
             security_opt: script.security_opt.clone(),
             user: None,
         };
-        logs.note(&format!(
-            "packetary: build {} of {} for {} in image {}\npacketary: limits: memory {}, cpus {}, pids {}, timeout {}\npacketary: repositories: {}",
-            run.req.id,
-            run.req.package.relative_spec().display(),
-            target.name,
-            target.image,
-            target.limits.memory_bytes.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "unlimited".into()),
-            target.limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
-            target.limits.pids,
-            humantime::format_duration(target.limits.timeout),
-            if p.repos.is_empty() { "none".to_string() } else { p.repos.iter().map(|r| format!("{}={}", r.name, crate::model::redact(&r.url))).collect::<Vec<_>>().join(" ") },
-        ))
-        .await;
+        let header = run.header(
+            &format!("in image {}", target.image),
+            p.repos.iter().map(|r| (r.name.as_str(), r.url.as_str())),
+        );
+        logs.note(&header).await;
         let id = self.engine.create(&spec).await.map_err(Stop::Infra)?;
         tracing::debug!(build = %run.req.id, network = capable, "container created");
         run.set_container(&id);

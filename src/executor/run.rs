@@ -255,6 +255,32 @@ impl Run {
         }
     }
 
+    /// The lines a build's `root.log` starts with: what is built where (`placed`: "in image
+    /// X", "as a Swarm job, image Y"), its limits and its repositories (credentials
+    /// redacted).
+    pub fn header<'a>(
+        &self,
+        placed: &str,
+        repos: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> String {
+        let (target, limits) = (&self.req.target, &self.req.target.limits);
+        let repos: Vec<String> = repos
+            .into_iter()
+            .map(|(name, url)| format!("{name}={}", crate::model::redact(url)))
+            .collect();
+        format!(
+            "packetary: build {} of {} for {} {placed}\npacketary: limits: memory {}, cpus {}, pids {}, timeout {}\npacketary: repositories: {}",
+            self.req.id,
+            self.req.package.relative_spec().display(),
+            target.name,
+            limits.memory_bytes.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "unlimited".into()),
+            limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
+            limits.pids,
+            humantime::format_duration(limits.timeout),
+            if repos.is_empty() { "none".to_string() } else { repos.join(" ") },
+        )
+    }
+
     /// Back to the prepare phase, for a new container: what the phases of the last one
     /// timed is forgotten (its logs are written again), `state.log` keeps it.
     pub fn restart(&mut self) {

@@ -89,10 +89,6 @@ impl SwarmExecutor {
         self.tasks.clone()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The image of `target_image` in the registry, by digest: what every node pulls.
     async fn image_digest(&self, image: &str) -> Result<String, InfraError> {
         let reference = docker::registry_reference(&self.config.registry, image);
@@ -379,21 +375,12 @@ impl SwarmExecutor {
             run.allowance,
         );
         let mut logs = Logs::open(&run.logs_dir(), false, target.limits.log_bytes).await?;
-        logs.note(&format!(
-            "packetary: build {} of {} for {} as a Swarm job, image {image}\npacketary: limits: memory {}, cpus {}, pids {}, timeout {}\npacketary: repositories: {}",
-            run.req.id,
-            run.req.package.relative_spec().display(),
-            target.name,
-            target.limits.memory_bytes.map(|m| format!("{}MiB", m >> 20)).unwrap_or_else(|| "unlimited".into()),
-            target.limits.cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
-            target.limits.pids,
-            humantime::format_duration(target.limits.timeout),
-            {
-                let r = super::build_repos(&target, &run.req.extra_repos);
-                if r.is_empty() { "none".to_string() } else { r.iter().map(|r| format!("{}={}", r.name, crate::model::redact(&r.url))).collect::<Vec<_>>().join(" ") }
-            },
-        ))
-        .await;
+        let repos = super::build_repos(&target, &run.req.extra_repos);
+        let header = run.header(
+            &format!("as a Swarm job, image {image}"),
+            repos.iter().map(|r| (r.name.as_str(), r.url.as_str())),
+        );
+        logs.note(&header).await;
         let mut constraints = target.constraints.clone();
         if let Some(arch) = node_arch(&target.arch) {
             constraints.push(format!("node.platform.arch=={arch}"));

@@ -96,15 +96,6 @@ impl Tasks {
         }
     }
 
-    /// How many jobs are served now (for the leftovers' check in tests).
-    pub fn len(&self) -> usize {
-        self.slots.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The slot of `build` if the request carries its token.
     fn authorized(&self, build: &str, headers: &HeaderMap) -> Result<Arc<Slot>, Denied> {
         let denied = || Denied;
