@@ -169,8 +169,11 @@ fn with_location(lines: &[String], i: usize) -> String {
     if !lines[i].starts_with("error: ") || has_location(&lines[i]) {
         return first;
     }
+    // rpm's errors come on stderr and Mock merges its stdout in: a progress line may land
+    // between the error and the one that names its line.
     let located = lines[i + 1..]
         .iter()
+        .filter(|l| !l.trim().is_empty() && !is_progress(l))
         .take_while(|l| l.starts_with("error:"))
         .find(|l| has_location(l));
     match located {
@@ -451,6 +454,18 @@ mod tests {
     #[test]
     fn an_error_without_a_place_is_told_by_the_located_one_under_it() {
         let log = "error: unexpected end of expression:  0 >\nerror:                                  ^\nerror: /builddir/build/SPECS/x.spec:11: bad %if condition:  0 >\n";
+        assert_eq!(
+            first_error_line(log).as_deref(),
+            Some("error: /builddir/build/SPECS/x.spec:11: bad %if condition:  0 > (unexpected end of expression:  0 >)")
+        );
+    }
+
+    /// Mock merges rpmbuild's stdout into its stderr: a progress line may come between an
+    /// error and the error that names its line (a Mock failing-spec case's summary once
+    /// lacked `:11:` so).
+    #[test]
+    fn progress_between_an_error_and_its_place_is_skipped() {
+        let log = "error: unexpected end of expression:  0 >\nerror:                                  ^\nBuilding target platforms: x86_64\nerror: /builddir/build/SPECS/x.spec:11: bad %if condition:  0 >\n";
         assert_eq!(
             first_error_line(log).as_deref(),
             Some("error: /builddir/build/SPECS/x.spec:11: bad %if condition:  0 > (unexpected end of expression:  0 >)")
