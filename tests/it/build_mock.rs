@@ -204,6 +204,46 @@ fn failing_build_section_names_the_rpmbuild_error() {
     assert!(containers_of_build(&dir).is_empty());
 }
 
+/// What a spec writes to stdout and stderr comes out in the order it wrote it, in the log
+/// and in Mock's own: Mock reads the two pipes stdout first, so a stderr line and the
+/// stdout line just after it came out swapped, and a failure's summary could name half a
+/// command (`failing_specs::mock::check_fails` once read "`test` failed in %check").
+#[test]
+fn stdout_and_stderr_keep_the_spec_s_order() {
+    if !docker_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path();
+    write(
+        &w.join("pkg/order.spec"),
+        &spec(
+            "order",
+            "",
+            "for i in 1 2 3; do sleep 0.3; echo \"to-stderr-$i\" >&2; echo \"to-stdout-$i\"; done",
+        ),
+    );
+    let r = mock_build(w, "pkg", "", &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let dir = result_dir(&w.join("out"), T);
+    for log in ["logs/build.log", "logs/mock/build/build.log"] {
+        let text = read(&dir.join(log));
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("to-std")).collect();
+        assert_eq!(
+            lines,
+            [
+                "to-stderr-1",
+                "to-stdout-1",
+                "to-stderr-2",
+                "to-stdout-2",
+                "to-stderr-3",
+                "to-stdout-3"
+            ],
+            "{log}:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn missing_build_requires_are_named() {
     if !docker_available() {

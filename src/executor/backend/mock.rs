@@ -205,6 +205,15 @@ pub fn mock_config(target: &Target, repos: &[ContainerRepo]) -> String {
     // rpmbuild's output on Mock's console too: the build's log shows it live, and a
     // failure's first error line is read from it.
     set("print_main_output", "True".into());
+    // Mock reads rpmbuild's stdout and stderr from two pipes and prints what is ready,
+    // stdout first: a line written to stdout after a stderr line came out before it, or
+    // in the middle of it (`+ test` / blank / ` 41 = 42`), and the summary named half a
+    // command. One pipe keeps the spec's order. Mock runs this in `bash -c`; fd 3 holds
+    // the stderr pipe open until rpmbuild ends, as Mock stops reading when either ends.
+    set(
+        "rpmbuild_command",
+        py_str("exec 3>&2 2>&1 /usr/bin/rpmbuild"),
+    );
     let mut dnf = String::from(
         "[main]\nkeepcache=1\ndebuglevel=2\nreposdir=/dev/null\nlogfile=/var/log/yum.log\nretries=20\nobsoletes=1\ngpgcheck=0\nassumeyes=1\nsyslog_ident=mock\nsyslog_device=\ninstall_weak_deps=0\nmetadata_expire=0\nbest=1\nprotected_packages=\n",
     );
@@ -313,6 +322,7 @@ mod tests {
             "config_opts['plugin_conf']['root_cache_enable'] = False",
             "config_opts['cleanup_on_success'] = False",
             "config_opts['print_main_output'] = True",
+            "config_opts['rpmbuild_command'] = 'exec 3>&2 2>&1 /usr/bin/rpmbuild'",
         ] {
             assert!(cfg.lines().any(|l| l == line), "missing {line:?} in\n{cfg}");
         }
