@@ -24,6 +24,28 @@ impl Engine {
         }
     }
 
+    /// The id of `image` and the value of its label `key`, in one inspection; `None` when
+    /// the image is missing.
+    pub async fn image_id_and_label(
+        &self,
+        image: &str,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>, InfraError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id.map(|id| {
+                let label = i
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(key).cloned());
+                (id, label)
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(InfraError::docker(&format!("inspect image {image}"), e)),
+        }
+    }
+
     /// The value of label `key` on `image`; `None` when the image or the label is missing.
     pub async fn image_label(&self, image: &str, key: &str) -> Result<Option<String>, InfraError> {
         match self.docker.inspect_image(image).await {
@@ -95,12 +117,14 @@ impl Engine {
         }
     }
 
-    /// Builds `tag` from a tar build context; each output line goes to `progress`.
+    /// Builds `tag` from a tar build context, with `labels` on the image; each output line
+    /// goes to `progress`.
     pub async fn build_image(
         &self,
         tag: &str,
         context_tar: Vec<u8>,
         buildargs: &HashMap<String, String>,
+        labels: &HashMap<String, String>,
         progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(), InfraError> {
         let opts = BuildImageOptionsBuilder::default()
@@ -108,6 +132,7 @@ impl Engine {
             .rm(true)
             .forcerm(true)
             .buildargs(buildargs)
+            .labels(labels)
             .build();
         let mut stream = self.docker.build_image(
             opts,

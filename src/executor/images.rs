@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use sha2::{Digest, Sha256};
+
 use crate::config::ImagesConfig;
 use crate::docker::{Engine, InfraError};
 
@@ -84,6 +86,33 @@ pub const RECIPES: &[Recipe] = &[
     },
 ];
 
+/// Label on an image built from a Dockerfile recipe: the recipe's [`Recipe::digest`]. An
+/// image under a recipe's tag without it, or with another, was made from another recipe
+/// (an older Packetary's: an `rpmbuild` image without the `iproute2` Swarm builds need)
+/// and is built again.
+pub const LABEL_RECIPE: &str = "org.packetary.recipe";
+
+impl Recipe {
+    /// What the image is made from: the Dockerfile recipe's files and its base's name.
+    /// `None` for a base made by mmdebstrap, which is made only when missing.
+    pub fn digest(&self) -> Option<String> {
+        let RecipeKind::Dockerfile { files, base } = self.kind else {
+            return None;
+        };
+        let mut h = Sha256::new();
+        h.update(b"packetary-recipe-1\0");
+        h.update(base.unwrap_or("").as_bytes());
+        for (name, content) in files {
+            h.update(b"\0");
+            h.update(name.as_bytes());
+            h.update(b"\0");
+            h.update(content.len().to_le_bytes());
+            h.update(content.as_bytes());
+        }
+        Some(hex::encode(&h.finalize()[..16]))
+    }
+}
+
 pub fn recipe_by_name(name: &str) -> Option<&'static Recipe> {
     RECIPES.iter().find(|r| r.name == name || r.tag == name)
 }
@@ -92,7 +121,8 @@ pub fn recipe_for_image(image: &str) -> Option<&'static Recipe> {
     RECIPES.iter().find(|r| r.tag == image)
 }
 
-/// Makes sure `image` exists, building it (and its base) from a recipe when it is missing.
+/// Makes sure `image` exists and, when it is a recipe's, that it was made from this
+/// recipe, building it (and its base) when it is missing or was made from another.
 /// Returns the image id.
 pub async fn ensure(
     engine: &Engine,
@@ -100,20 +130,55 @@ pub async fn ensure(
     image: &str,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<String, InfraError> {
-    if let Some(id) = engine.image_id(image).await? {
-        return Ok(id);
-    }
-    let Some(recipe) = recipe_for_image(image) else {
+    ensure_from(engine, cfg, image, RECIPES, progress).await
+}
+
+/// [`ensure`] with the recipes in `recipes` (tests bring their own).
+pub async fn ensure_from(
+    engine: &Engine,
+    cfg: &ImagesConfig,
+    image: &str,
+    recipes: &'static [Recipe],
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<String, InfraError> {
+    let recipe = recipes.iter().find(|r| r.tag == image);
+    let present = engine.image_id_and_label(image, LABEL_RECIPE).await?;
+    let stale = match (&present, recipe.and_then(Recipe::digest)) {
+        (Some((id, label)), Some(digest)) if label.as_deref() != Some(digest.as_str()) => {
+            Some((id.clone(), label.clone()))
+        }
+        (Some((id, _)), _) => return Ok(id.clone()),
+        (None, _) => None,
+    };
+    let Some(recipe) = recipe else {
         return Err(InfraError(format!(
             "image {image} is not on the Docker host and Packetary has no recipe for it\n  fix: build or load it on the Docker host, or set the target's `image` to one of: {}",
             RECIPES.iter().map(|r| r.tag).collect::<Vec<_>>().join(", ")
         )));
     };
-    progress(&format!(
-        "image {image} is missing; building it from recipe `{}`",
-        recipe.name
-    ));
-    build(engine, cfg, recipe, progress).await?;
+    match &stale {
+        Some((_, label)) => progress(&format!(
+            "image {image} was made from another recipe ({LABEL_RECIPE}={}); building it again from recipe `{}`",
+            label.as_deref().unwrap_or("none"),
+            recipe.name
+        )),
+        None => progress(&format!(
+            "image {image} is missing; building it from recipe `{}`",
+            recipe.name
+        )),
+    }
+    if let Err(e) = build_from(engine, cfg, recipe, recipes, progress).await {
+        // An image that builds still beats none: a host that cannot build it again (no
+        // registry for a Fedora base) keeps building with the one it has.
+        let Some((id, _)) = stale else {
+            return Err(e);
+        };
+        progress(&format!(
+            "could not build {image} again ({e}); going on with the image as it is\n  fix: `packetary images build {}` once the cause is fixed",
+            recipe.name
+        ));
+        return Ok(id);
+    }
     engine
         .image_id(image)
         .await?
@@ -127,26 +192,42 @@ pub async fn build(
     recipe: &Recipe,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), InfraError> {
+    build_from(engine, cfg, recipe, RECIPES, progress).await
+}
+
+/// [`build`], its base found in `recipes`.
+async fn build_from(
+    engine: &Engine,
+    cfg: &ImagesConfig,
+    recipe: &Recipe,
+    recipes: &'static [Recipe],
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), InfraError> {
     match recipe.kind {
         RecipeKind::Mmdebstrap => build_debian_base(engine, cfg, recipe, progress).await,
         RecipeKind::Dockerfile { files, base } => {
             let mut args = HashMap::new();
-            if let Some(base) = base.and_then(recipe_by_name) {
+            if let Some(base) = base.and_then(|b| recipes.iter().find(|r| r.name == b)) {
                 if engine.image_id(base.tag).await?.is_none() {
-                    Box::pin(build(engine, cfg, base, progress)).await?;
+                    Box::pin(build_from(engine, cfg, base, recipes, progress)).await?;
                 }
                 args.insert("BASE".to_string(), base.tag.to_string());
             }
             progress(&format!("building {} ({})", recipe.tag, recipe.name));
             let context = context_tar(files)
                 .map_err(|e| InfraError(format!("packing the build context: {e}")))?;
+            let labels = recipe
+                .digest()
+                .map(|d| (LABEL_RECIPE.to_string(), d))
+                .into_iter()
+                .collect();
             let mut step = |l: &str| {
                 if l.starts_with("Step ") || l.starts_with("Successfully") {
                     progress(&format!("  {l}"));
                 }
             };
             engine
-                .build_image(recipe.tag, context, &args, &mut step)
+                .build_image(recipe.tag, context, &args, &labels, &mut step)
                 .await
         }
     }
@@ -258,6 +339,31 @@ mod tests {
             .collect();
         assert_eq!(names, ["Dockerfile", "a.spec"]);
         assert!(recipe_by_name("rpmbuild").is_some());
+    }
+
+    #[test]
+    fn a_recipe_s_digest_follows_its_files() {
+        const A: &[(&str, &str)] = &[("Dockerfile", "FROM x\n")];
+        const B: &[(&str, &str)] = &[("Dockerfile", "FROM x\nRUN true\n")];
+        let r = |files, base| Recipe {
+            name: "t",
+            tag: "t:1",
+            kind: RecipeKind::Dockerfile { files, base },
+            about: "",
+        };
+        let a = r(A, None)
+            .digest()
+            .expect("a Dockerfile recipe has a digest");
+        assert_eq!(a.len(), 32);
+        assert_eq!(r(A, None).digest().as_deref(), Some(a.as_str()));
+        assert_ne!(r(B, None).digest().as_deref(), Some(a.as_str()));
+        assert_ne!(
+            r(A, Some("debian-base")).digest().as_deref(),
+            Some(a.as_str())
+        );
+        assert!(recipe_by_name("debian-base")
+            .and_then(Recipe::digest)
+            .is_none());
         assert!(recipe_by_name("packetary/mock:el9").is_some());
     }
 }

@@ -29,6 +29,7 @@ mod git_credentials;
 mod hostile_serve;
 mod hostile_spec;
 mod images_push;
+mod images_recipe;
 mod plan_bad_input;
 mod plan_learned;
 mod plan_mirror;
