@@ -2,7 +2,9 @@
 //! registry (through the daemon, which knows how to reach it) for a manifest's digest.
 //! Builds on a Swarm name their image by that digest, so every node runs the same bytes.
 
-use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
 use super::{Engine, InfraError};
@@ -123,6 +125,31 @@ impl Engine {
             Some(d) => Ok(d),
             None => self.distribution_digest(&reference).await,
         }
+    }
+
+    /// Pulls `reference` (`host:port/path@sha256:…`) onto this daemon unless it has it.
+    pub async fn pull_pinned(&self, reference: &str) -> Result<(), InfraError> {
+        if self.image_id(reference).await?.is_some() {
+            return Ok(());
+        }
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| {
+                InfraError(format!(
+                    "pulling {reference}: {e}\n  fix: check that the registry runs and that this Docker daemon reaches it, then run `packetary images push`"
+                ))
+            })?;
+            if let Some(detail) = info.error_detail {
+                return Err(InfraError(format!(
+                    "pulling {reference}: {}",
+                    detail.message.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The digest (`sha256:…`) of the manifest `reference` (`host:port/path:tag`) names in

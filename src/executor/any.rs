@@ -118,9 +118,9 @@ pub async fn from_config(
         crate::config::ExecutorConfig::Swarm(s) => {
             let manager = match &s.manager {
                 Some(m) => crate::docker::Engine::connect(Some(m)).await?,
-                None => engine,
+                None => engine.clone(),
             };
-            AnyExecutor::Swarm(SwarmExecutor::new(manager, s.clone(), owner))
+            AnyExecutor::Swarm(SwarmExecutor::new(manager, engine, s.clone(), owner))
         }
     })
 }

@@ -277,6 +277,7 @@ impl Executor {
                 &self.engine,
                 &self.owner,
                 run,
+                &target.image,
                 repos,
                 mounts,
                 network,

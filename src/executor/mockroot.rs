@@ -44,13 +44,15 @@ fn lock_for(key: &str) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// What the build container of a Mock target is made from: the warm buildroot image when
-/// there is (or can be made) one, else the target's image. Refuses an image that is not a
-/// Mock image, naming it.
+/// there is (or can be made) one on `engine`, else `image`, the target's image as `engine`
+/// names it (a Swarm's builds: its registry copy, by digest). Refuses an image that is not
+/// a Mock image, naming it.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn prepare(
     engine: &Engine,
     owner: &str,
     run: &mut Run,
+    image: &str,
     repos: &[ContainerRepo],
     mounts: &[(String, String, bool)],
     network: bool,
@@ -64,10 +66,10 @@ pub(crate) async fn prepare(
     };
     let Some(image_id) = inputs.image_id.clone() else {
         // Creating the container reports the missing image, as for any backend.
-        return Ok(target.image.clone());
+        return Ok(image.to_string());
     };
     let label = engine
-        .image_label(&target.image, LABEL_BACKEND)
+        .image_label(image, LABEL_BACKEND)
         .await
         .map_err(Stop::Infra)?;
     if label.as_deref() != Some("mock") {
@@ -86,7 +88,7 @@ pub(crate) async fn prepare(
     if own.iter().any(|r| crate::model::has_userinfo(&r.url)) {
         logs.note("packetary: no warm buildroot for this build (a repository URL carries credentials); Mock installs it")
             .await;
-        return Ok(target.image.clone());
+        return Ok(image.to_string());
     }
     let cfg = backend::mock_config(&target, own);
     let key = match key(&image_id, &cfg, &target.repos, &inputs) {
@@ -96,7 +98,7 @@ pub(crate) async fn prepare(
                 "packetary: no warm buildroot for this build ({why}); Mock installs it"
             ))
             .await;
-            return Ok(target.image.clone());
+            return Ok(image.to_string());
         }
     };
     let tag = format!("{}-{}", tag_safe(target.name.as_str()), &key[..16]);
@@ -115,7 +117,7 @@ pub(crate) async fn prepare(
     let t0 = std::time::Instant::now();
     let spec = docker::ContainerSpec {
         name: format!("packetary-{}-mockroot", run.req.id),
-        image: target.image.clone(),
+        image: image.to_string(),
         cmd: Some(backend::mock_init_command(&cfg)),
         labels: [
             (LABEL_BUILD.to_string(), run.req.id.to_string()),
@@ -181,7 +183,7 @@ pub(crate) async fn prepare(
         Ok(false) => {
             logs.note("packetary: making the warm buildroot failed (output above); the build goes on without it")
                 .await;
-            Ok(target.image.clone())
+            Ok(image.to_string())
         }
         Err(e) => Err(Stop::Infra(e)),
     }

@@ -2,7 +2,8 @@
 //! (`swarm_common`): the Mock image pushed by `packetary images push`, the buildroot
 //! repository reached by HTTP only (a directory is on no node), Mock's SYS_ADMIN allowed by
 //! the agent because the lab's daemons give every task a private cgroup namespace
-//! (`deploy/swarm-lab.sh`), a cold buildroot per build, Mock's logs back, nothing left.
+//! (`deploy/swarm-lab.sh`), the warm buildroot made once on the service's daemon and pulled
+//! by the nodes, Mock's logs back, nothing left.
 //! And the agent's refusal on a daemon that runs containers in the host's cgroup namespace.
 
 use std::path::{Path, PathBuf};
@@ -33,18 +34,46 @@ fn buildroot_repo() -> PathBuf {
     repo
 }
 
+/// The buildroot repository over HTTP on the lab's callback host, one server for the test
+/// process (on a thread and runtime of its own): every test's target has the same URL, so
+/// the same warm buildroot, made once.
+fn repo_server(lab: &Lab) -> &'static RepoServer {
+    static SERVER: OnceLock<RepoServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (host, dir) = (lab.callback_host.clone(), buildroot_repo());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                tx.send(serve_dir(&host, dir).await).expect("send");
+                // Serves for as long as the test process runs.
+                std::future::pending::<()>().await
+            });
+        });
+        rx.recv().expect("the repository server started")
+    })
+}
+
+/// How many buildroot RPMs the repository server has sent.
+fn rpms_sent(server: &RepoServer) -> usize {
+    server
+        .sent
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|p| p.ends_with(".rpm"))
+        .count()
+}
+
 /// A static HTTP server of one directory on the lab's callback host (what the nodes reach),
-/// naming the files it sent; it stops when dropped.
+/// naming the files it sent; it serves while its runtime runs.
 struct RepoServer {
     url: String,
     sent: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RepoServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 async fn serve_dir(host: &str, dir: PathBuf) -> RepoServer {
@@ -80,13 +109,12 @@ async fn serve_dir(host: &str, dir: PathBuf) -> RepoServer {
         .await
         .expect("bind the repository server on the callback host");
     let port = listener.local_addr().expect("addr").port();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     RepoServer {
         url: format!("http://{host}:{port}/repo/"),
         sent,
-        task,
     }
 }
 
@@ -126,19 +154,21 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// A Mock build as a Swarm job: the image by digest from the lab's registry, a cold
-/// buildroot installed from the repository served over HTTP, Mock's mounts allowed in the
-/// task's private cgroup namespace; SRPM, RPM and Mock's logs come back; nothing is left.
+/// A Mock build as a Swarm job: the image by digest from the lab's registry, its
+/// buildroot installed once from the repository served over HTTP (on the service's daemon,
+/// then pushed), Mock's mounts allowed in the task's private cgroup namespace; SRPM, RPM and
+/// Mock's logs come back; a second build installs no buildroot; nothing is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mock_target_builds_on_the_swarm() {
     let Some(lab) = lab() else { return };
     let _worker = shared().await;
-    let repo = buildroot_repo();
     let lab2 = lab.clone();
-    tokio::task::spawn_blocking(move || pushed(&lab2))
-        .await
-        .expect("push");
-    let server = serve_dir(&lab.callback_host, repo).await;
+    let server = tokio::task::spawn_blocking(move || {
+        pushed(&lab2);
+        repo_server(&lab2)
+    })
+    .await
+    .expect("push");
     let d = tempfile::tempdir().expect("tmp");
     let cfg = config(lab, d.path(), &server.url, None);
     write(
@@ -192,16 +222,22 @@ async fn a_mock_target_builds_on_the_swarm() {
     assert!(!cgroups.is_empty(), "{mock_build}");
     assert!(cgroups.iter().all(|l| l.ends_with(":/")), "{cgroups:?}");
     // The buildroot came from the repository over HTTP (a directory is on no node).
-    let mock_root = read(&dir.join("logs/mock/srpm/root.log"));
-    assert!(
-        mock_root.contains("packetary-debian-buildroot"),
-        "{mock_root}"
-    );
     let sent = server.sent.lock().expect("lock").clone();
     assert!(
         sent.iter().any(|p| p.ends_with(".x86_64.rpm")),
-        "no node fetched the buildroot RPM from {}: {sent:?}",
+        "nothing fetched the buildroot RPM from {}: {sent:?}",
         server.url
+    );
+    // The buildroot was made once, on the service's daemon, and pushed (by this build or
+    // by a concurrent test's): the job ran from it.
+    assert!(
+        root_log.contains("packetary: warm buildroot packetary/mockroot:")
+            || root_log.contains("packetary: making the warm buildroot packetary/mockroot:"),
+        "{root_log}"
+    );
+    assert!(
+        root_log.contains("/packetary/mockroot@sha256:"),
+        "the job's image is not the warm buildroot's: {root_log}"
     );
     // The task named its node, one of the lab's.
     let node = root_log
@@ -225,7 +261,36 @@ async fn a_mock_target_builds_on_the_swarm() {
     let record = read(&dir.join("logs/build.json"));
     assert!(record.contains("\"image_id\": \"sha256:"), "{record}");
     let v: serde_json::Value = serde_json::from_str(&record).expect("build.json");
-    nothing_left(lab, &[v["id"].as_str().expect("id").to_string()]);
+    let mut ids = vec![v["id"].as_str().expect("id").to_string()];
+
+    // A second build starts from the warm buildroot: no node installs the buildroot again
+    // (nothing fetches its RPM), and it is quicker than the first.
+    let before = rpms_sent(server);
+    let out = d.path().join("out2");
+    let started = Instant::now();
+    let (cfg2, dir2, out2) = (cfg.clone(), d.path().to_path_buf(), out.clone());
+    let run = tokio::task::spawn_blocking(move || build_pkgs(&cfg2, &dir2, &out2))
+        .await
+        .expect("build");
+    let second = started.elapsed().as_secs_f64();
+    eprintln!("a_mock_target_builds_on_the_swarm: second build took {second:.1}s");
+    let dir = out.join(TARGET).join("m-1.0-1");
+    let root_log = std::fs::read_to_string(dir.join("logs/root.log")).unwrap_or_default();
+    assert_eq!(run.code, 0, "{}\n--- root.log\n{root_log}", run.all());
+    assert!(
+        root_log.contains("packetary: warm buildroot packetary/mockroot:")
+            && !root_log.contains("making the warm buildroot"),
+        "{root_log}"
+    );
+    assert_eq!(
+        rpms_sent(server),
+        before,
+        "the second build installed the buildroot again: {root_log}"
+    );
+    let record = read(&dir.join("logs/build.json"));
+    let v: serde_json::Value = serde_json::from_str(&record).expect("build.json");
+    ids.push(v["id"].as_str().expect("id").to_string());
+    nothing_left(lab, &ids);
 }
 
 /// The agent's own failure on a node (here: the service it must fetch the build's inputs
@@ -235,12 +300,13 @@ async fn a_mock_target_builds_on_the_swarm() {
 async fn an_agent_fault_on_the_swarm_is_not_the_package_s() {
     let Some(lab) = lab() else { return };
     let _worker = shared().await;
-    let repo = buildroot_repo();
     let lab2 = lab.clone();
-    tokio::task::spawn_blocking(move || pushed(&lab2))
-        .await
-        .expect("push");
-    let server = serve_dir(&lab.callback_host, repo).await;
+    let server = tokio::task::spawn_blocking(move || {
+        pushed(&lab2);
+        repo_server(&lab2)
+    })
+    .await
+    .expect("push");
     let d = tempfile::tempdir().expect("tmp");
     // The repository server has no /tasks/ route: the agent's GET of its inputs is a 404.
     let wrong = server.url.trim_end_matches("/repo/").to_string();

@@ -23,6 +23,7 @@
 mod tasks;
 mod watch;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use super::follow::{classify_exit, read_output, take};
 use super::provenance::{self, InputsError, Provenance};
 use super::run::{infra, keep_inputs, spec_file_name, timed_out, Logs, Run, Stop};
 use super::{BuildReport, BuildRequest, DiskAllowance, Progress};
-use crate::config::SwarmConfig;
+use crate::config::{Backend, SwarmConfig};
 use crate::docker::{
     self, Engine, InfraError, JobSpec, LABEL_BUILD, LABEL_NONCE, LABEL_OWNER, LABEL_TARGET,
 };
@@ -65,6 +66,12 @@ const UNPLACED_LIMIT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct SwarmExecutor {
     engine: Engine,
+    /// The service's own daemon (`[docker] host`): it makes the Mock targets' warm
+    /// buildroots, which it pushes to the registry for the nodes (see `job_image`).
+    builder: Engine,
+    /// Warm buildroots already in the registry: local tag → pinned registry name. Held
+    /// while one is pushed, so that a target's concurrent builds push it once.
+    pushed: Arc<tokio::sync::Mutex<HashMap<String, String>>>,
     config: SwarmConfig,
     tasks: Arc<Tasks>,
     owner: String,
@@ -72,12 +79,20 @@ pub struct SwarmExecutor {
 }
 
 impl SwarmExecutor {
-    /// An executor on the swarm managed by `engine`'s daemon; `owner` labels its jobs
-    /// (`service/<host>/<pid>`, see `Executor::for_service`).
-    pub fn new(engine: Engine, config: SwarmConfig, owner: String) -> SwarmExecutor {
+    /// An executor on the swarm managed by `engine`'s daemon, making warm buildroots on
+    /// `builder`'s; `owner` labels its jobs (`service/<host>/<pid>`, see
+    /// `Executor::for_service`).
+    pub fn new(
+        engine: Engine,
+        builder: Engine,
+        config: SwarmConfig,
+        owner: String,
+    ) -> SwarmExecutor {
         SwarmExecutor {
             watcher: watch::Watcher::new(engine.clone(), WATCH_INTERVAL),
             engine,
+            builder,
+            pushed: Arc::default(),
             config,
             tasks: Arc::default(),
             owner,
@@ -259,6 +274,11 @@ impl SwarmExecutor {
     /// The backend's script for `run`, with every repository by URL: a job reaches
     /// nothing on the service's disk.
     fn script(&self, run: &Run) -> Result<backend::Script, Stop> {
+        Ok(self.script_and_repos(run)?.0)
+    }
+
+    /// [`Self::script`] and the repositories it installs from.
+    fn script_and_repos(&self, run: &Run) -> Result<(backend::Script, Vec<ContainerRepo>), Stop> {
         let target = &run.req.target;
         let mut repos = vec![];
         for r in super::build_repos(target, &run.req.extra_repos) {
@@ -274,20 +294,95 @@ impl SwarmExecutor {
                 url: r.url.clone(),
             });
         }
-        Ok(backend::script(
-            target,
-            &spec_file_name(&run.req.package.spec),
+        let script = backend::script(target, &spec_file_name(&run.req.package.spec), &repos);
+        Ok((script, repos))
+    }
+
+    /// The image the build's jobs run, by digest in the registry: the target's, or for a
+    /// Mock target its warm buildroot (made from that image on the service's own daemon,
+    /// as the local executor makes it, then pushed once), so that no node installs the
+    /// buildroot per build.
+    async fn job_image(&self, run: &mut Run) -> Result<String, Stop> {
+        let target = run.req.target.clone();
+        let digest = run
+            .provenance
+            .as_ref()
+            .and_then(|p| p.image_id.clone())
+            .ok_or_else(|| infra("the builder image's digest is unknown".into()))?;
+        let pinned = docker::pinned_reference(&self.config.registry, &target.image, &digest);
+        if target.backend != Backend::Mock {
+            return Ok(pinned);
+        }
+        let (script, repos) = self.script_and_repos(run)?;
+        let mut logs = Logs::open(&run.logs_dir(), false, target.limits.log_bytes).await?;
+        // The warm buildroot saves time, nothing more: without it the build goes on cold.
+        if let Err(e) = self.builder.pull_pinned(&pinned).await {
+            logs.note(&format!(
+                "packetary: no warm buildroot for this build (the service's daemon cannot pull the target's image: {e}); Mock installs it"
+            ))
+            .await;
+            logs.flush().await?;
+            return Ok(pinned);
+        }
+        let image = super::mockroot::prepare(
+            &self.builder,
+            &self.owner,
+            run,
+            &pinned,
             &repos,
-        ))
+            &[],
+            !repos.is_empty(),
+            &script,
+            &mut logs,
+        )
+        .await?;
+        if image == pinned {
+            logs.flush().await?;
+            return Ok(pinned);
+        }
+        let mut pushed = self.pushed.lock().await;
+        let warm = match pushed.get(&image) {
+            Some(w) => w.clone(),
+            None => {
+                let t0 = Instant::now();
+                match self
+                    .builder
+                    .push_to(&image, &self.config.registry, &mut |_| {})
+                    .await
+                {
+                    Ok(digest) => {
+                        let w = docker::pinned_reference(&self.config.registry, &image, &digest);
+                        logs.note(&format!(
+                            "packetary: warm buildroot pushed as {w} in {:.1}s",
+                            t0.elapsed().as_secs_f64()
+                        ))
+                        .await;
+                        pushed.insert(image, w.clone());
+                        w
+                    }
+                    Err(e) => {
+                        logs.note(&format!(
+                            "packetary: no warm buildroot for this build (pushing it failed: {e}); Mock installs it"
+                        ))
+                        .await;
+                        pinned
+                    }
+                }
+            }
+        };
+        drop(pushed);
+        logs.flush().await?;
+        Ok(warm)
     }
 
     /// Runs the build as a job; a job lost with its node is replaced by one that may not
     /// run there, [`NODE_ATTEMPTS`] times in all (as a Kubernetes Job's `backoffLimit`): a
     /// node's fault is the cluster's business, not a failed build's.
     async fn phases(&self, run: &mut Run) -> Result<(), Stop> {
+        let image = self.job_image(run).await?;
         let mut avoid: Vec<String> = vec![];
         loop {
-            match self.attempt(run, &avoid).await {
+            match self.attempt(run, &image, &avoid).await {
                 Err(Stop::NodeFault { node, message }) if avoid.len() + 1 < NODE_ATTEMPTS => {
                     if let Some(service) = run.container.take() {
                         self.engine
@@ -311,8 +406,8 @@ impl SwarmExecutor {
         }
     }
 
-    /// Creates a job on a node not in `avoid` and follows it to its end.
-    async fn attempt(&self, run: &mut Run, avoid: &[String]) -> Result<(), Stop> {
+    /// Creates a job of `image` on a node not in `avoid` and follows it to its end.
+    async fn attempt(&self, run: &mut Run, image: &str, avoid: &[String]) -> Result<(), Stop> {
         let target = run.req.target.clone();
         let script = self.script(run)?;
         let steps = steps(&script);
@@ -326,12 +421,6 @@ impl SwarmExecutor {
             rand::random::<u128>()
         );
         let exit_mark = format!("@@packetary-exit-{:032x}", rand::random::<u128>());
-        let digest = run
-            .provenance
-            .as_ref()
-            .and_then(|p| p.image_id.clone())
-            .ok_or_else(|| infra("the builder image's digest is unknown".into()))?;
-        let image = docker::pinned_reference(&self.config.registry, &target.image, &digest);
         // The gate: only the dependency phase may have the network (the local executor
         // connects the container; a job's agent switches its links).
         let gated = script.offline_build;
@@ -394,7 +483,7 @@ impl SwarmExecutor {
         let job = JobSpec {
             container: docker::ContainerSpec {
                 name: format!("packetary-{}", run.req.id),
-                image,
+                image: image.to_string(),
                 cmd: Some(vec![
                     "bash".into(),
                     "-c".into(),
@@ -551,8 +640,18 @@ impl SwarmExecutor {
     /// Removes the job and writes the report.
     async fn conclude(&self, mut run: Run, result: Result<(), Stop>) -> BuildReport {
         if let Some(service) = run.container.take() {
-            if let Err(e) = self.engine.remove_job(&service).await {
-                tracing::error!(job = %service, "could not remove the build's Swarm job: {e}");
+            match self.engine.remove_job(&service).await {
+                // Not a job: the warm buildroot's container on the service's own daemon,
+                // where a timeout or cancellation caught the build (see `job_image`).
+                Ok(false) => {
+                    if let Err(e) = self.builder.remove(&service).await {
+                        tracing::error!(container = %service, "could not remove the buildroot container: {e}");
+                    }
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::error!(job = %service, "could not remove the build's Swarm job: {e}")
+                }
             }
         }
         self.tasks.forget(&run.req.id);
