@@ -8,22 +8,8 @@ rounds=${1:-10}
 a=${A:?A=binary}; b=${B:-target/debug/packetary}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/trivial"
-cat > "$work/trivial/trivial.spec" <<'SPEC'
-Name: trivial
-Version: 1.0
-Release: 1
-Summary: trivial
-License: MIT
-BuildArch: noarch
-%description
-trivial
-%install
-mkdir -p %{buildroot}/usr/share/trivial && echo trivial > %{buildroot}/usr/share/trivial/f
-%files
-/usr/share/trivial/f
-SPEC
 . "$(dirname "$0")/bench-lib.sh"
+trivial_spec "$work/trivial/trivial.spec" trivial
 # shellcheck disable=SC2086
 one() { rm -rf "$work/out"; "$1" build "$work/trivial" --out "$work/out" $2 >/dev/null 2>&1; }
 one "$a" "${A_ARGS:-}"; one "$b" "${B_ARGS:-}"

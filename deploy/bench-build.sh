@@ -14,28 +14,12 @@ $bin images ensure >/dev/null 2>&1
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-spec() { # spec DIR NAME
-  mkdir -p "$work/$1"
-  cat > "$work/$1/$2.spec" <<SPEC
-Name: $2
-Version: 1.0
-Release: 1
-Summary: trivial
-License: MIT
-BuildArch: noarch
-%description
-trivial
-%install
-mkdir -p %{buildroot}/usr/share/$2 && echo $2 > %{buildroot}/usr/share/$2/f
-%files
-/usr/share/$2/f
-SPEC
-}
+. "$(dirname "$0")/bench-lib.sh"
+spec() { trivial_spec "$work/$1/$2.spec" "$2"; } # spec DIR NAME
 spec trivial trivial
 mkdir -p "$work/many"
 for i in 1 2 3 4 5 6 7 8; do spec "many/p$i" "p$i"; done
 
-. "$(dirname "$0")/bench-lib.sh"
 
 # The bare minimum: one `docker run` doing the two rpmbuild steps by hand.
 # bare SPECDIR NAME OUTDIR

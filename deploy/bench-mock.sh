@@ -23,21 +23,9 @@ target=debian12-mock
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/trivial" "$work/cfg"
-cat > "$work/trivial/trivial.spec" <<'SPEC'
-Name: trivial
-Version: 1.0
-Release: 1
-Summary: trivial
-License: MIT
-BuildArch: noarch
-%description
-trivial
-%install
-mkdir -p %{buildroot}/usr/share/trivial && echo trivial > %{buildroot}/usr/share/trivial/f
-%files
-/usr/share/trivial/f
-SPEC
+. "$(dirname "$0")/bench-lib.sh"
+mkdir -p "$work/cfg"
+trivial_spec "$work/trivial/trivial.spec" trivial
 # Mock's configuration for the baseline: the same buildroot, isolation and repository as
 # Packetary's, Mock's defaults otherwise.
 common="config_opts['root'] = 'bench'
@@ -62,7 +50,6 @@ baseurl=file:///repos/buildroot
 echo "$common" > "$work/cfg/default.cfg"
 { echo "$common"; echo "config_opts['plugin_conf']['root_cache_enable'] = False"; } > "$work/cfg/tuned.cfg"
 
-. "$(dirname "$0")/bench-lib.sh"
 
 # bare CFG SECOND_CALL_OPTS: the two Mock calls in a fresh container, as a user would.
 bare() {

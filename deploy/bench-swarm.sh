@@ -27,15 +27,7 @@ slow_s=${BENCH_SLOW_S:-10}
 . deploy/bench-lib.sh
 phase() { echo "== $*" >&2; }
 
-lab_env=${PACKETARY_SWARM_LAB_DIR:-/var/tmp/packetary-swarm-lab}/env
-if ! deploy/swarm-lab.sh status >/dev/null 2>&1 || [ ! -f "$lab_env" ]; then
-  phase "the lab is not up: deploy/swarm-lab.sh up"
-  deploy/swarm-lab.sh up
-fi
-. "$lab_env"
-for v in PACKETARY_SWARM_MANAGER PACKETARY_SWARM_WORKER PACKETARY_SWARM_REGISTRY PACKETARY_SWARM_CALLBACK_HOST; do
-  [ -n "${!v:-}" ] || { echo "bench-swarm: $v is not set by $lab_env" >&2; exit 2; }
-done
+swarm_lab
 
 phase "cargo build --release"
 cargo build --release --quiet
@@ -43,25 +35,7 @@ bin=$PWD/target/release/packetary
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-spec() { # spec DIR NAME [%build's body]
-  mkdir -p "$work/$1"
-  cat > "$work/$1/$2.spec" <<SPEC
-Name: $2
-Version: 1.0
-Release: 1
-Summary: trivial
-License: MIT
-BuildArch: noarch
-%description
-trivial
-%build
-${3:-true}
-%install
-mkdir -p %{buildroot}/usr/share/$2 && echo $2 > %{buildroot}/usr/share/$2/f
-%files
-/usr/share/$2/f
-SPEC
-}
+spec() { trivial_spec "$work/$1/$2.spec" "$2" "${3:-true}"; } # spec DIR NAME [%build's body]
 spec one/p1 p1
 for i in $(seq "$many_n"); do spec "many/p$i" "p$i"; done
 for i in $(seq "$cost_n"); do spec "cost/p$i" "p$i"; done
