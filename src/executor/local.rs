@@ -47,22 +47,7 @@ impl Executor {
     /// (a `packetary build` killed with SIGKILL cannot clean up after itself); never a
     /// service's, which its restart reattaches to. Returns how many were removed.
     pub async fn reap_orphans(&self) -> Result<usize, InfraError> {
-        let mut removed = 0;
-        for (id, owner) in self
-            .engine
-            .containers_with_label_values(LABEL_OWNER)
-            .await?
-        {
-            if !left_by_dead_process("cli", &owner) {
-                continue;
-            }
-            // The owner may have removed it itself between the listing and the /proc check.
-            if self.engine.remove(&id).await? {
-                tracing::warn!(container = %id, %owner, "removed a build container left by a dead process");
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        reap_containers(&self.engine).await
     }
 
     pub fn engine(&self) -> &Engine {
@@ -459,6 +444,23 @@ fn hostname() -> String {
 /// `<kind>/<host>/<pid>`: who made a container, for [`Executor::reap_orphans`].
 pub(super) fn process_owner(kind: &str) -> String {
     format!("{kind}/{}/{}", hostname(), std::process::id())
+}
+
+/// [`Executor::reap_orphans`] on `engine`'s daemon (also the Swarm executor's, for the
+/// warm buildroots it makes there).
+pub(super) async fn reap_containers(engine: &Engine) -> Result<usize, InfraError> {
+    let mut removed = 0;
+    for (id, owner) in engine.containers_with_label_values(LABEL_OWNER).await? {
+        if !left_by_dead_process("cli", &owner) {
+            continue;
+        }
+        // The owner may have removed it itself between the listing and the /proc check.
+        if engine.remove(&id).await? {
+            tracing::warn!(container = %id, %owner, "removed a build container left by a dead process");
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether `owner` (a [`LABEL_OWNER`] value) is a process of `kind` (`cli`, `service`) of

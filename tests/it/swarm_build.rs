@@ -658,3 +658,78 @@ async fn a_superseding_push_removes_the_running_job() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// A Mock target's warm buildroot is made on the service's own daemon (the host's here), in
+/// a container that a killed process may leave there: it goes with its build's cleanup (a
+/// restarted service runs it when it picks the build up), and a dead command-line run's
+/// goes with the next run's reaping, as jobs do.
+#[tokio::test(flavor = "multi_thread")]
+async fn buildroot_containers_left_on_the_service_s_daemon_are_removed() {
+    use packetary::config::SwarmConfig;
+    use packetary::docker::Engine;
+    use packetary::executor::SwarmExecutor;
+    use packetary::model::BuildId;
+
+    let Some(lab) = lab() else { return };
+    let Some(host) = crate::common::docker().await else {
+        return;
+    };
+    let manager = Engine::connect(Some(&lab.manager))
+        .await
+        .expect("the lab's manager");
+    let executor = SwarmExecutor::new(
+        manager,
+        host,
+        SwarmConfig {
+            callback_url: "http://127.0.0.1:9".into(),
+            registry: lab.registry.clone(),
+            manager: Some(lab.manager.clone()),
+        },
+        "cli/test/1".into(),
+    );
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let container = |build: &str, owner: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["run", "-d", "--network", "none"])
+            .args(["--label", &format!("org.packetary.build-id={build}")])
+            .args(["--label", &format!("org.packetary.owner={owner}")])
+            .args([crate::common::IMAGE, "sleep", "300"])
+            .output()
+            .expect("docker run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let exists = |id: &str| {
+        std::process::Command::new("docker")
+            .args(["inspect", id])
+            .output()
+            .expect("docker inspect")
+            .status
+            .success()
+    };
+    // A killed service's, for a build its restart picks up.
+    let build = BuildId::generate();
+    let live = format!("service/{}/{}", hostname.trim(), std::process::id());
+    let left = container(build.as_str(), &live);
+    executor.cleanup(&build).await;
+    assert!(
+        !exists(&left),
+        "the build's cleanup left its buildroot container"
+    );
+    // A dead command-line run's.
+    let mut gone = std::process::Command::new("true").spawn().expect("true");
+    let dead_pid = gone.id();
+    gone.wait().expect("wait");
+    let dead = format!("cli/{}/{dead_pid}", hostname.trim());
+    let orphan = container(BuildId::generate().as_str(), &dead);
+    let removed = executor.reap_orphans().await.expect("reap");
+    assert!(removed >= 1, "nothing reaped");
+    assert!(
+        !exists(&orphan),
+        "the dead run's buildroot container is still there"
+    );
+}

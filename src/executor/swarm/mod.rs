@@ -224,7 +224,8 @@ impl SwarmExecutor {
                 removed += 1;
             }
         }
-        Ok(removed)
+        // A warm buildroot's container the dead run was making on its own daemon.
+        Ok(removed + super::local::reap_containers(&self.builder).await?)
     }
 
     /// Removes the jobs of killed service processes of this host (`service/<host>/<pid>`,
@@ -267,6 +268,17 @@ impl SwarmExecutor {
                 }
             }
             Err(e) => tracing::warn!("cannot list leftover Swarm jobs: {e}"),
+        }
+        // A warm buildroot's container a killed process was making (see `job_image`).
+        match self.builder.containers_with_label(&label).await {
+            Ok(ids) => {
+                for c in ids {
+                    if let Err(e) = self.builder.remove(&c).await {
+                        tracing::warn!(container = %c, "cannot remove a leftover buildroot container: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list leftover buildroot containers: {e}"),
         }
         self.tasks.forget(id);
     }
