@@ -8,7 +8,7 @@ use packetary::config::Config;
 use packetary::docker::Engine;
 use packetary::executor::images::{ensure_from, Recipe, RecipeKind, LABEL_RECIPE};
 
-use crate::common::{self, IMAGE};
+use crate::common::{self, docker_out, IMAGE};
 
 const BASE: &str = "packetary/debian-base:bookworm";
 const TAG: &str = "packetary-test/recipe:stale";
@@ -66,19 +66,6 @@ async fn ensure(engine: &Engine, image: &str, recipes: &'static [Recipe]) -> (St
     (id, said)
 }
 
-/// The docker command line on the suite's daemon; panics with its error.
-fn docker_cli(args: &[&str]) {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running docker {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn test_label(engine: &Engine, image: &str) -> Option<String> {
     engine
         .image_label(image, "org.packetary.test")
@@ -96,7 +83,7 @@ async fn an_image_made_from_another_recipe_is_built_again() {
     let base_id = engine.image_id(BASE).await.expect("inspect").expect("base");
 
     // An older Packetary's image: the tag, no recipe label.
-    docker_cli(&["tag", BASE, TAG]);
+    docker_out(&["tag", BASE, TAG]);
     let (id, said) = ensure(&engine, TAG, FIRST).await;
     assert!(said.contains("was made from another recipe"), "{said}");
     assert_ne!(id, base_id, "{said}");
@@ -120,7 +107,7 @@ async fn an_image_made_from_another_recipe_is_built_again() {
     assert_ne!(newer, id);
     assert_eq!(test_label(&engine, TAG).await.as_deref(), Some("second"));
 
-    docker_cli(&["rmi", "-f", TAG]);
+    docker_out(&["rmi", "-f", TAG]);
 }
 
 #[tokio::test]
@@ -130,7 +117,7 @@ async fn an_image_that_cannot_be_built_again_is_used_as_it_is() {
     };
     ensure(&engine, IMAGE, packetary::executor::images::RECIPES).await;
     let base_id = engine.image_id(BASE).await.expect("inspect").expect("base");
-    docker_cli(&["tag", BASE, BROKEN_TAG]);
+    docker_out(&["tag", BASE, BROKEN_TAG]);
     let (id, said) = ensure(&engine, BROKEN_TAG, BROKEN).await;
     assert_eq!(id, base_id, "the image it had: {said}");
     assert!(
@@ -140,7 +127,7 @@ async fn an_image_that_cannot_be_built_again_is_used_as_it_is() {
         "{said}"
     );
     // Missing, the same recipe is an error: there is nothing to go on with.
-    docker_cli(&["rmi", BROKEN_TAG]);
+    docker_out(&["rmi", BROKEN_TAG]);
     let cfg = Config::load(None).expect("defaults").images;
     let e = ensure_from(&engine, &cfg, BROKEN_TAG, BROKEN, &mut |_| {})
         .await

@@ -126,19 +126,7 @@ pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
 
 /// `docker -H DAEMON ARGS…`'s standard output; panics with its error output when it fails.
 pub fn docker_cli(daemon: &str, args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(daemon)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running docker {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "docker -H {daemon} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::common::docker_out(&[&["-H", daemon], args].concat())
 }
 
 /// Which lab node (`manager` or `worker`, its `packetary.node` label) a task was placed on.

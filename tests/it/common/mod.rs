@@ -84,6 +84,22 @@ pub async fn docker() -> Option<packetary::docker::Engine> {
     )
 }
 
+/// `docker ARGS…`'s standard output (on the suite's daemon unless ARGS name another with
+/// `-H`); panics with its error output when it fails.
+pub fn docker_out(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running docker {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Where a container on Docker's default bridge reaches this host (a service the test
 /// runs on all interfaces): the library's one answer, `Engine::bridge_host_address`,
 /// which also holds on a daemon that has just created its bridge. Panics with what was
