@@ -6,7 +6,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::provenance::{InputsError, Provenance};
 use super::{BuildReport, BuildRequest, DiskAllowance, Executor, Progress, SwarmExecutor};
-use crate::docker::LABEL_BUILD;
 use crate::model::BuildId;
 
 #[derive(Clone)]
@@ -81,20 +80,7 @@ impl AnyExecutor {
     /// Removes whatever build `id` left behind (its container, or its job).
     pub async fn cleanup(&self, id: &BuildId) {
         match self {
-            AnyExecutor::Local(e) => {
-                let engine = e.engine();
-                let label = format!("{LABEL_BUILD}={id}");
-                match engine.containers_with_label(&label).await {
-                    Ok(ids) => {
-                        for c in ids {
-                            if let Err(e) = engine.remove(&c).await {
-                                tracing::warn!(container = %c, "cannot remove a leftover build container: {e}");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!("cannot list leftover build containers: {e}"),
-                }
-            }
+            AnyExecutor::Local(e) => super::local::remove_build_containers(e.engine(), id).await,
             AnyExecutor::Swarm(e) => e.cleanup(id).await,
         }
     }

@@ -446,6 +446,22 @@ pub(super) fn process_owner(kind: &str) -> String {
     format!("{kind}/{}/{}", hostname(), std::process::id())
 }
 
+/// Removes the containers of build `id` on `engine`'s daemon (what an earlier attempt of
+/// it left); failures are logged, the build goes on.
+pub(super) async fn remove_build_containers(engine: &Engine, id: &crate::model::BuildId) {
+    let label = format!("{LABEL_BUILD}={id}");
+    match engine.containers_with_label(&label).await {
+        Ok(ids) => {
+            for c in ids {
+                if let Err(e) = engine.remove(&c).await {
+                    tracing::warn!(container = %c, "cannot remove a leftover build container: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot list leftover build containers: {e}"),
+    }
+}
+
 /// [`Executor::reap_orphans`] on `engine`'s daemon (also the Swarm executor's, for the
 /// warm buildroots it makes there).
 pub(super) async fn reap_containers(engine: &Engine) -> Result<usize, InfraError> {

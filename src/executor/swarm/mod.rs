@@ -271,16 +271,7 @@ impl SwarmExecutor {
             Err(e) => tracing::warn!("cannot list leftover Swarm jobs: {e}"),
         }
         // A warm buildroot's container a killed process was making (see `job_image`).
-        match self.builder.containers_with_label(&label).await {
-            Ok(ids) => {
-                for c in ids {
-                    if let Err(e) = self.builder.remove(&c).await {
-                        tracing::warn!(container = %c, "cannot remove a leftover buildroot container: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("cannot list leftover buildroot containers: {e}"),
-        }
+        super::local::remove_build_containers(&self.builder, id).await;
         self.tasks.forget(id);
     }
 
