@@ -11,19 +11,6 @@ use std::time::{Duration, Instant};
 use packetary::model::BuildState;
 use packetary::store::Store;
 use serve_common::*;
-use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-/// A GitHub stand-in that takes every status of `test/hello`.
-async fn github_taking_statuses() -> MockServer {
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/repos/test/hello/statuses/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
-        .mount(&github)
-        .await;
-    github
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_build_loses_nothing() {
@@ -36,7 +23,7 @@ async fn sigkill_mid_build_loses_nothing() {
     // its container) while the other waits (parallel = 1) when the server is killed.
     let head = add_slow_package(&repo, "sleep 8");
 
-    let github = github_taking_statuses().await;
+    let github = crate::serve_common::github_taking_statuses().await;
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let data = dir.path().join("data");
@@ -262,7 +249,7 @@ async fn crash_at(point: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = example_repo(dir.path());
     let head = git(&repo, &["rev-parse", "HEAD"]);
-    let github = github_taking_statuses().await;
+    let github = crate::serve_common::github_taking_statuses().await;
     let port = free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let data = dir.path().join("data");

@@ -436,14 +436,7 @@ async fn swarm_config_for_serve(
     dir: &Path,
     server_extra: &str,
 ) -> (wiremock::MockServer, std::net::SocketAddr, PathBuf, PathBuf) {
-    use wiremock::matchers::{method, path_regex};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let github = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path_regex("^/repos/test/hello/statuses/"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
-        .mount(&github)
-        .await;
+    let github = crate::serve_common::github_taking_statuses().await;
     let addr: std::net::SocketAddr = format!("{}:{}", lab.callback_host, free_callback_port(lab))
         .parse()
         .expect("addr");

@@ -570,3 +570,16 @@ pub fn pull_request_payload(action: &str, head: &str, base: &str, url: &str) -> 
     p["pull_request"]["base"]["ref"] = Value::from("main");
     serde_json::to_vec(&p).expect("json")
 }
+
+/// A GitHub stand-in that takes every status of `test/hello`.
+pub async fn github_taking_statuses() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let github = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/repos/test/hello/statuses/"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&github)
+        .await;
+    github
+}
